@@ -1,0 +1,320 @@
+"""NsmlClient: signed, retried calls to the NSML REST API.
+
+The retry policy is assembled from named pieces (:func:`is_retryable`, :class:`WaitRetryAfter`,
+:func:`build_retrying`). Each attempt builds, signs and sends a new request, so every retry
+carries a fresh timestamp and signature; redirects are never followed (requests would not sign
+the redirected request again).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from .auth import NcpSignatureV2
+from .config import Credentials, Settings
+from .errors import AuthenticationError
+from .pairs import Pair
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+AUTH_STATUSES = frozenset({401, 403})
+# The gateway rejects timestamps more than this far from its clock.
+GATEWAY_CLOCK_WINDOW_S = 300
+# Error bodies can be whole HTML pages: keep what fits on a summary line.
+MAX_ERROR_TEXT = 200
+USER_AGENT = "nsml-etl"
+
+
+class ApiError(Exception):
+    """A response or transport failure for one request."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        error_code: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_code = error_code
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Aborted(Exception):
+    """The export is stopping (authentication failed, or a signal); do not start attempts."""
+
+
+@dataclass
+class FetchResult:
+    body: Any
+    attempts: int
+
+
+class RunFetchFailed(Exception):
+    """A pair that could not be fetched: not found, refused, or out of attempts."""
+
+    def __init__(self, pair: Pair, error: ApiError, attempts: int) -> None:
+        super().__init__(f"{pair}: {error.message}")
+        self.pair = pair
+        self.error = error
+        self.attempts = attempts
+
+
+# -- retry policy ------------------------------------------------------------------------
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Retry throttling, gateway trouble and transport trouble; never 400/401/403/404."""
+    return isinstance(exc, ApiError) and exc.retryable
+
+
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP-date; None when absent/bad."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now())
+
+
+class WaitRetryAfter:
+    """Wait the server's Retry-After (capped) when it sent one, never less than the backoff."""
+
+    def __init__(self, backoff: Callable[[RetryCallState], float], cap: float) -> None:
+        self.backoff = backoff
+        self.cap = cap
+
+    def __call__(self, state: RetryCallState) -> float:
+        delay = self.backoff(state)
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.cap))
+        return delay
+
+
+def build_retrying(
+    max_attempts: int,
+    backoff_initial: float,
+    backoff_max: float,
+    retry_after_max: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Retrying:
+    """The tenacity policy: full-jitter exponential backoff, Retry-After, bounded attempts."""
+    return Retrying(
+        stop=stop_after_attempt(max_attempts),
+        wait=WaitRetryAfter(
+            wait_random_exponential(multiplier=backoff_initial, max=backoff_max), retry_after_max
+        ),
+        retry=retry_if_exception(is_retryable),
+        sleep=sleep,
+        reraise=True,
+    )
+
+
+# -- responses ---------------------------------------------------------------------------
+
+
+def gateway_error(response: requests.Response) -> tuple[str | None, str]:
+    """(errorCode, message) from a gateway error body, or a short description of an odd one."""
+    try:
+        payload = json.loads(response.content)
+        error = payload.get("error") if isinstance(payload, dict) else None
+    except (ValueError, UnicodeDecodeError):
+        error = None
+    if isinstance(error, dict):
+        code = error.get("errorCode")
+        message = str(error.get("message") or "").strip()
+        details = str(error.get("details") or "").strip()
+        text = f"{message} ({details})" if details and details != message else message
+        return (str(code) if code is not None else None), text[:MAX_ERROR_TEXT]
+    kind = response.headers.get("Content-Type", "").split(";")[0] or "no content type"
+    return None, f"{response.reason or 'error'} (non-JSON {kind} body)"[:MAX_ERROR_TEXT]
+
+
+def clock_skew(response: requests.Response, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds the local clock is ahead of the server's, when the Date header says so."""
+    date = response.headers.get("Date")
+    if not date:
+        return None
+    try:
+        server = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if server.tzinfo is None:
+        server = server.replace(tzinfo=UTC)
+    return now() - server.timestamp()
+
+
+def interpret(response: requests.Response, now: Callable[[], float] = time.time) -> Any:
+    """The parsed body of a 200, or the matching exception for anything else."""
+    status = response.status_code
+    if status == 200:
+        try:
+            return json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(
+                "HTTP 200 with a truncated or non-JSON body", status=200, retryable=True
+            ) from None
+    code, message = gateway_error(response)
+    label = f"HTTP {status}" + (f" errorCode {code}" if code else "") + f": {message}"
+    if status in AUTH_STATUSES:
+        skew = clock_skew(response, now)
+        if status == 401 and skew is not None and abs(skew) > GATEWAY_CLOCK_WINDOW_S:
+            label += (
+                f"; the local clock is off by {skew:+.0f} seconds from the gateway's "
+                "(signatures expire after 5 minutes): fix the clock, not the keys"
+            )
+        raise AuthenticationError(f"authentication failed: {label}")
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
+    raise ApiError(
+        label,
+        status=status,
+        error_code=code,
+        retryable=status in RETRYABLE_STATUSES,
+        retry_after=retry_after if status in (429, 503) else None,
+    )
+
+
+def quote_segment(value: str) -> str:
+    """Percent-encode one path segment, ``/`` included, so it can never leave its slot."""
+    return quote(value, safe="")
+
+
+class NsmlClient:
+    """One HTTP session (use one per worker thread) talking to the NSML API."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        credentials: Credentials,
+        *,
+        signer: NcpSignatureV2 | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        abort: threading.Event | None = None,
+        on_retry: Callable[[BaseException], None] | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = settings.base_url.rstrip("/")
+        self.timeout = settings.timeout
+        self.auth = signer or NcpSignatureV2(
+            credentials.access_key, credentials.secret_key, credentials.api_key
+        )
+        self.retrying = build_retrying(
+            settings.max_attempts,
+            settings.backoff_initial,
+            settings.backoff_max,
+            settings.retry_after_max,
+            sleep,
+        )
+        self.abort = abort or threading.Event()
+        self.on_retry = on_retry
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers["Accept"] = "application/json"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _attempt(self, path: str, params: dict[str, Any] | None) -> Any:
+        if self.abort.is_set():
+            raise Aborted()
+        url = self.base_url + path
+        started = time.monotonic()
+        try:
+            # A new request per attempt: the signer runs again, with a fresh timestamp.
+            response = self.session.get(
+                url, params=params, auth=self.auth, timeout=self.timeout, allow_redirects=False
+            )
+            response.content  # read the whole body inside the attempt: truncation is retryable
+        except requests.exceptions.SSLError as exc:
+            raise ApiError(f"TLS error: {type(exc).__name__}") from None
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            raise ApiError(f"transport error: {_transport_reason(exc)}", retryable=True) from None
+        log.debug(
+            "GET %s -> %s in %.0f ms",
+            response.request.path_url,
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+        )
+        return interpret(response)
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> FetchResult:
+        """GET with the retry policy; raises ApiError, AuthenticationError or Aborted."""
+        retrying = self.retrying.copy(before_sleep=self._before_sleep)
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            return self._attempt(path, params)
+
+        try:
+            body = retrying(attempt)
+        except ApiError as exc:
+            exc.attempts = attempts  # type: ignore[attr-defined]
+            raise
+        return FetchResult(body=body, attempts=attempts)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.debug("attempt %d failed (%s); retrying", state.attempt_number, exc)
+        if self.on_retry is not None and exc is not None:
+            self.on_retry(exc)
+
+    def get_run(self, pair: Pair) -> FetchResult:
+        """``GET /projects/{projectId}/runs/{runName}``; RunFetchFailed when it cannot."""
+        path = f"/projects/{quote_segment(pair.project_id)}/runs/{quote_segment(pair.run_name)}"
+        try:
+            return self.get(path)
+        except ApiError as exc:
+            raise RunFetchFailed(pair, exc, getattr(exc, "attempts", 1)) from None
+
+    def list_runs(self, page: int, page_size: int) -> FetchResult:
+        """``GET /projects/runs``: one page of run summaries, newest first."""
+        return self.get("/projects/runs", {"page": page, "pageSize": page_size})
+
+
+def _transport_reason(exc: BaseException) -> str:
+    # requests' messages embed the full URL and pool details; the class name says enough.
+    name = type(exc).__name__
+    return {"ReadTimeout": "read timed out", "ConnectTimeout": "connect timed out"}.get(name, name)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)

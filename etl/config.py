@@ -1,0 +1,245 @@
+"""One settings object, resolved as: defaults < ``--config`` TOML file < environment < flags.
+
+Secrets (the NCP keys) come from the environment only: a config file that names one is
+rejected, so keys never end up committed next to a crontab.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import InputError
+
+DEFAULT_BASE_URL = "https://nsml.apigw.ntruss.com/nsml/v1"
+DEFAULT_DB_URL = "sqlite:///nsml_runs.db"
+DEFAULT_TABLE = "nsml_runs"
+
+# Table names we create ourselves; exporting runs into one of them would corrupt it.
+RESERVED_TABLES = frozenset({"nsml_env_columns", "nsml_field_columns"})
+# A table name that needs no quoting anywhere and fits every database's identifier limit.
+TABLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+ACCESS_KEY_ENV = "NCP_ACCESS_KEY"
+SECRET_KEY_ENV = "NCP_SECRET_KEY"
+API_KEY_ENV = "NCP_APIGW_API_KEY"
+
+# Config-file keys that look like a secret: refused with a pointer to the environment.
+SECRET_KEY_NAMES = frozenset(
+    {"access_key", "secret_key", "api_key", "apigw_api_key", "password", "secret", "token"}
+)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """NCP keys. ``repr`` hides the secret parts so they cannot leak through logs."""
+
+    access_key: str
+    secret_key: str
+    api_key: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Credentials(access_key={self.access_key!r}, secret_key='***', api_key='***')"
+
+
+def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credentials:
+    """Read the NCP keys; a missing one is an :class:`InputError` naming the variable."""
+    environ = os.environ if environ is None else environ
+    for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV):
+        if not environ.get(name, "").strip():
+            raise InputError(
+                f"{name} is not set: export the NCP {name.split('_')[1].lower()} key "
+                f"in the environment (keys are never read from flags or files)"
+            )
+    return Credentials(
+        access_key=environ[ACCESS_KEY_ENV].strip(),
+        secret_key=environ[SECRET_KEY_ENV].strip(),
+        api_key=environ.get(API_KEY_ENV, "").strip() or None,
+    )
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be a whole number")
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("must be a number of seconds")
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
+def _non_negative_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("must be a number of seconds")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("must be zero or a positive number of seconds")
+    return number
+
+
+def _table_name(value: Any) -> str:
+    if not isinstance(value, str) or not TABLE_NAME_RE.fullmatch(value):
+        raise ValueError(
+            "must be 1-63 characters of lower-case letters, digits and underscores, "
+            "not starting with a digit (a name that needs no quoting in any database)"
+        )
+    if value in RESERVED_TABLES:
+        raise ValueError(f"{value!r} is one of nsml-etl's own bookkeeping tables")
+    return value
+
+
+def _base_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be an http(s) URL")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL such as " + DEFAULT_BASE_URL)
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    return value.strip().rstrip("/")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    env: str
+    flag: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("db_url", DEFAULT_DB_URL, _text, "NSML_ETL_DB_URL", "--db",
+            "SQLAlchemy URL of the target database."),
+    Setting("table", DEFAULT_TABLE, _table_name, "NSML_ETL_TABLE", "--table",
+            "Table the runs land in."),
+    Setting("base_url", DEFAULT_BASE_URL, _base_url, "NSML_BASE_URL", "--base-url",
+            "NSML API base URL; its path prefix is part of what is signed."),
+    Setting("concurrency", 8, _positive_int, "NSML_ETL_CONCURRENCY", "--concurrency",
+            "Parallel API requests (one HTTP session per worker)."),
+    Setting("timeout", 30.0, _positive_float, "NSML_ETL_TIMEOUT", "--timeout",
+            "Seconds to wait for each API response."),
+    Setting("max_attempts", 5, _positive_int, "NSML_ETL_MAX_ATTEMPTS", "--max-attempts",
+            "Attempts per run before it is recorded as failed."),
+    Setting("chunk_size", 500, _positive_int, "NSML_ETL_CHUNK_SIZE", "--chunk-size",
+            "Runs written per database transaction."),
+    Setting("backoff_initial", 0.5, _non_negative_float, "NSML_ETL_BACKOFF_INITIAL",
+            "--backoff-initial", "First retry backoff ceiling in seconds (doubles per attempt)."),
+    Setting("backoff_max", 30.0, _non_negative_float, "NSML_ETL_BACKOFF_MAX", "--backoff-max",
+            "Largest backoff between two attempts, in seconds."),
+    Setting("retry_after_max", 60.0, _non_negative_float, "NSML_ETL_RETRY_AFTER_MAX",
+            "--retry-after-max", "Cap on a server's Retry-After, in seconds."),
+)
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str = DEFAULT_DB_URL
+    table: str = DEFAULT_TABLE
+    base_url: str = DEFAULT_BASE_URL
+    concurrency: int = 8
+    timeout: float = 30.0
+    max_attempts: int = 5
+    chunk_size: int = 500
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 60.0
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings with the database password masked, for logs and summaries."""
+        from .load import redact_url  # local: config must not import SQLAlchemy eagerly
+
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["db_url"] = redact_url(self.db_url)
+        return values
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse and check a TOML config file: known keys only, no secrets."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise InputError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid TOML: {exc}") from None
+    for key in data:
+        normalized = key.replace("-", "_").lower()
+        if normalized in SECRET_KEY_NAMES or normalized.startswith("ncp_"):
+            raise InputError(
+                f"{path}: key {key!r} looks like a secret; secrets are read from the "
+                f"environment only ({ACCESS_KEY_ENV}, {SECRET_KEY_ENV}, {API_KEY_ENV})"
+            )
+        if normalized not in SETTINGS_BY_NAME:
+            known = ", ".join(s.name for s in SETTINGS)
+            raise InputError(f"{path}: unknown key {key!r} (known keys: {known})")
+    if isinstance(data.get("db_url"), str) and _url_has_password(data["db_url"]):
+        raise InputError(
+            f"{path}: db_url holds a password; put that URL in NSML_ETL_DB_URL instead "
+            "so the password stays out of files"
+        )
+    return {key.replace("-", "_").lower(): value for key, value in data.items()}
+
+
+def _url_has_password(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).password is not None
+    except ArgumentError:
+        return False
+
+
+def resolve_settings(
+    flags: Mapping[str, Any] | None = None,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the four layers; each bad value names where it came from."""
+    environ = os.environ if environ is None else environ
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    from_file = read_config_file(config_file) if config_file else {}
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in flags:
+            raw, source = flags[setting.name], setting.flag
+        elif environ.get(setting.env, "") != "":
+            raw, source = environ[setting.env], setting.env
+        elif setting.name in from_file:
+            raw, source = from_file[setting.name], f"{config_file}: {setting.name}"
+        else:
+            values[setting.name] = setting.default
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise InputError(f"{source}: {exc} (got {raw!r})") from None
+    if values["backoff_max"] < values["backoff_initial"]:
+        values["backoff_max"] = values["backoff_initial"]
+    return Settings(**values)

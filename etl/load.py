@@ -1,0 +1,373 @@
+"""The target database: engine, tables, schema evolution and the dialect-native upsert.
+
+Contract, the same on SQLite, PostgreSQL and MySQL/MariaDB:
+
+* the runs table has primary key ``(project_id, run_name)``, the fixed columns of
+  :data:`etl.transform.CORE_COLUMNS`, one ``env_*`` column per env key ever seen and one column
+  per undocumented top-level field;
+* ``nsml_env_columns`` and ``nsml_field_columns`` remember which column each key got; a key's
+  column never changes and no column is ever dropped or renamed;
+* schema changes run under a database-wide lock (SQLite's write lock, a PostgreSQL advisory
+  lock, MySQL ``GET_LOCK``) and re-read the schema after taking it, so two exports adding the
+  same key at once agree; data writes take no such lock;
+* a mapping row is committed before its column is added, so MySQL's implicit commit on DDL can
+  never leave a column nobody owns: a mapped column that is missing is simply added next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from .errors import DatabaseError, InputError
+from .naming import allocate_columns, snake_case
+from .transform import CORE_COLUMNS, KEY_COLUMNS
+
+log = logging.getLogger(__name__)
+
+ENV_COLUMNS_TABLE = "nsml_env_columns"
+FIELD_COLUMNS_TABLE = "nsml_field_columns"
+# How long SQLite waits for another writer (an overlapping cron job) before giving up.
+SQLITE_BUSY_TIMEOUT_S = 60
+# How long MySQL waits for another export's schema change.
+MYSQL_LOCK_TIMEOUT_S = 60
+# Longest env key MySQL can index with utf8mb4 next to the table name (3072-byte key limit).
+MYSQL_KEY_CHARS = 700
+
+# URL backend -> (driver we use, extra that installs it)
+BACKENDS = {
+    "sqlite": ("pysqlite", None),
+    "postgresql": ("psycopg", "postgres"),
+    "mysql": ("pymysql", "mysql"),
+    "mariadb": ("pymysql", "mysql"),
+}
+
+_MYSQL = ("mysql", "mariadb")
+Text = sa.Text().with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
+KeyText = sa.Text().with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), *_MYSQL)
+Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
+ColumnKey = sa.Text().with_variant(
+    mysql.VARCHAR(MYSQL_KEY_CHARS, collation="utf8mb4_bin"), *_MYSQL
+)
+Name = sa.Text().with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), *_MYSQL)
+
+CORE_TYPES: dict[str, sa.types.TypeEngine] = {
+    column: Text for column in CORE_COLUMNS
+} | {
+    "project_id": KeyText,
+    "run_name": KeyText,
+    "gpu_svr_code": sa.BigInteger(),
+    "fetched_at": Timestamp,
+}
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password masked; never fails, even on garbage."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _describe(url: sa.URL) -> str:
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite database {url.database or ':memory:'}"
+    where = f"{url.host or 'localhost'}{':' + str(url.port) if url.port else ''}"
+    return f"{url.get_backend_name()} database {url.database!r} on {where}"
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def create_engine(db_url: str) -> Engine:
+    """An engine for a supported URL; :class:`DatabaseError` (exit 4) names what is wrong."""
+    try:
+        url = make_url(db_url)
+    except ArgumentError:
+        raise InputError(
+            f"--db: {redact_url(db_url)!r} is not a database URL; expected e.g. "
+            "sqlite:///nsml_runs.db or postgresql+psycopg://user@host/db"
+        ) from None
+    backend = url.get_backend_name()
+    if backend not in BACKENDS:
+        raise DatabaseError(
+            f"--db {redact_url(db_url)}: unsupported database {backend!r}; "
+            f"use one of: {', '.join(BACKENDS)}"
+        )
+    driver, extra = BACKENDS[backend]
+    if url.drivername == backend:  # plain postgresql:// or mysql://: pick the driver we ship
+        url = url.set(drivername=f"{backend}+{driver}")
+    kwargs: dict = {"hide_parameters": True}  # SQL errors must not echo run data
+    if backend in _MYSQL:
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    if backend == "sqlite":
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = sa.create_engine(url, **kwargs)
+    except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
+        hint = f"pip install 'nsml-etl[{extra}]'" if extra else "check the URL's driver"
+        raise DatabaseError(
+            f"--db {redact_url(db_url)}: the database driver is not installed "
+            f"({_first_line(exc)}); {hint}"
+        ) from None
+    except (ArgumentError, ValueError, TypeError) as exc:
+        raise DatabaseError(f"--db {redact_url(db_url)}: {exc}") from None
+    if backend == "sqlite":
+        _make_sqlite_transactional(engine)
+    return engine
+
+
+def _make_sqlite_transactional(engine: Engine) -> None:
+    # pysqlite commits before DDL and begins lazily; SQLAlchemy's documented recipe takes
+    # over so every transaction (DDL included) is real, and BEGIN IMMEDIATE takes the write
+    # lock up front, which serializes overlapping exports instead of deadlocking them.
+    @sa.event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection, _record):  # noqa: ANN001
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(connection):  # noqa: ANN001
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def check_database(engine: Engine) -> None:
+    """Connect once, before any API request, so a wrong URL fails fast and touches nothing."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        database = url.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            path = Path(database)
+            if not path.exists():  # do not create the file just to check it
+                parent = path.parent if str(path.parent) else Path(".")
+                if not parent.is_dir():
+                    raise DatabaseError(f"{_describe(url)}: directory {parent} does not exist")
+                if not os.access(parent, os.W_OK):
+                    raise DatabaseError(f"{_describe(url)}: directory {parent} is not writable")
+                return
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+            conn.rollback()
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot connect to {_describe(url)}: {_first_line(exc)}") from None
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which column each env key and extra field lands in (insertion order = table order)."""
+
+    env: dict[str, str]
+    fields: dict[str, str]
+
+    @property
+    def columns(self) -> list[str]:
+        return [*CORE_COLUMNS, *self.env.values(), *self.fields.values()]
+
+
+def _mapping_table(name: str, key_column: str, metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("table_name", Name, primary_key=True),
+        sa.Column(key_column, ColumnKey, primary_key=True),
+        sa.Column("column_name", Name, nullable=False),
+        sa.UniqueConstraint("table_name", "column_name"),
+        mysql_charset="utf8mb4",
+        mariadb_charset="utf8mb4",
+    )
+
+
+def _lock_key(table: str) -> int:
+    digest = hashlib.sha256(f"nsml-etl schema {table}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class RunStore:
+    """The runs table of one database: keeps its schema in step and upserts chunks into it."""
+
+    def __init__(self, engine: Engine, table: str) -> None:
+        self.engine = engine
+        self.table_name = table
+        self.dialect = engine.dialect.name
+        self._metadata = sa.MetaData()
+        self.env_table = _mapping_table(ENV_COLUMNS_TABLE, "env_key", self._metadata)
+        self.field_table = _mapping_table(FIELD_COLUMNS_TABLE, "field", self._metadata)
+        self._checked_core = False
+        self._sql_tables: dict[tuple[str, ...], sa.Table] = {}
+
+    # -- schema --------------------------------------------------------------------------
+
+    def _runs_table(self, columns: Iterable[str]) -> sa.Table:
+        columns = tuple(columns)
+        table = self._sql_tables.get(columns)
+        if table is None:
+            table = sa.Table(
+                self.table_name,
+                sa.MetaData(),
+                *(
+                    sa.Column(c, CORE_TYPES.get(c, Text), primary_key=c in KEY_COLUMNS)
+                    for c in columns
+                ),
+                mysql_charset="utf8mb4",
+                mariadb_charset="utf8mb4",
+            )
+            self._sql_tables = {columns: table}  # only the latest shape is worth keeping
+        return table
+
+    def read_mapping(self, conn: Connection) -> ColumnMap:
+        def read(table: sa.Table, key: str) -> dict[str, str]:
+            query = (
+                sa.select(table.c[key], table.c.column_name)
+                .where(table.c.table_name == self.table_name)
+                .order_by(table.c.column_name)
+            )
+            return dict(conn.execute(query).tuples().all())
+
+        if not sa.inspect(conn).has_table(ENV_COLUMNS_TABLE):
+            return ColumnMap({}, {})
+        return ColumnMap(read(self.env_table, "env_key"), read(self.field_table, "field"))
+
+    @contextmanager
+    def _schema_lock(self) -> Iterator[Connection]:
+        """A connection holding the schema lock for this table, committed on success."""
+        mysql_lock = f"nsml-etl:{self.table_name}"
+        with self.engine.connect() as conn:  # SQLite: the first statement takes BEGIN IMMEDIATE
+            if self.dialect in _MYSQL:
+                got = conn.execute(
+                    sa.text("SELECT GET_LOCK(:name, :timeout)"),
+                    {"name": mysql_lock, "timeout": MYSQL_LOCK_TIMEOUT_S},
+                ).scalar()
+                conn.commit()
+                if got != 1:
+                    raise DatabaseError(
+                        f"timed out after {MYSQL_LOCK_TIMEOUT_S}s waiting for another export's "
+                        f"schema change on table {self.table_name}"
+                    )
+            elif self.dialect == "postgresql":
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": _lock_key(self.table_name)},
+                )
+            try:
+                yield conn
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                if self.dialect in _MYSQL:
+                    conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": mysql_lock})
+                    conn.commit()
+
+    def prepare(self, env_keys: Iterable[str], fields: Iterable[str]) -> ColumnMap:
+        """Make sure the tables and a column for every key exist; return the current map."""
+        env_keys, fields = set(env_keys), set(fields)
+        if self._checked_core:
+            with self.engine.connect() as conn:
+                current = self.read_mapping(conn)
+                conn.rollback()
+            if env_keys <= current.env.keys() and fields <= current.fields.keys():
+                return current
+        try:
+            with self._schema_lock() as conn:
+                current = self._evolve(conn, env_keys, fields)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"schema change on table {self.table_name} failed: {_first_line(exc)}"
+            ) from exc
+        self._checked_core = True
+        return current
+
+    def _evolve(self, conn: Connection, env_keys: set[str], fields: set[str]) -> ColumnMap:
+        # Everything below is re-read under the lock: another export may have just done it.
+        self._metadata.create_all(conn, checkfirst=True)
+        self._runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
+        current = self.read_mapping(conn)
+        existing = {c["name"].lower() for c in sa.inspect(conn).get_columns(self.table_name)}
+        taken = existing | set(CORE_COLUMNS) | set(current.env.values())
+        taken |= set(current.fields.values())
+
+        new_env = allocate_columns(env_keys - current.env.keys(), taken)
+        taken |= set(new_env.values())
+        new_fields_keys = fields - current.fields.keys()
+        new_fields = allocate_columns(
+            new_fields_keys, taken, prefix="", preferred={f: snake_case(f) for f in new_fields_keys}
+        )
+        for table, key, new in (
+            (self.env_table, "env_key", new_env),
+            (self.field_table, "field", new_fields),
+        ):
+            if new:
+                conn.execute(
+                    sa.insert(table),
+                    [{"table_name": self.table_name, key: k, "column_name": c}
+                     for k, c in new.items()],
+                )
+                log.info("new columns in %s: %s", self.table_name, ", ".join(new.values()))
+        if self.dialect in _MYSQL and (new_env or new_fields):
+            conn.commit()  # the mapping must be durable before MySQL's DDL commits implicitly
+        current = ColumnMap(current.env | new_env, current.fields | new_fields)
+        for column in current.columns:
+            if column.lower() not in existing:
+                self._add_column(conn, column)
+        return current
+
+    def _add_column(self, conn: Connection, column: str) -> None:
+        quote = conn.dialect.identifier_preparer.quote
+        column_type = CORE_TYPES.get(column, Text).compile(dialect=conn.dialect)
+        conn.exec_driver_sql(
+            f"ALTER TABLE {quote(self.table_name)} ADD COLUMN {quote(column)} {column_type}"
+        )
+
+    # -- data ----------------------------------------------------------------------------
+
+    def upsert_statement(self, columns: list[str]) -> sa.Insert:
+        """INSERT ... ON CONFLICT/ON DUPLICATE KEY UPDATE every non-key column."""
+        table = self._runs_table(columns)
+        updated = [c for c in columns if c not in KEY_COLUMNS]
+        if self.dialect == "postgresql":
+            stmt = postgresql.insert(table)
+            return stmt.on_conflict_do_update(
+                index_elements=list(KEY_COLUMNS), set_={c: stmt.excluded[c] for c in updated}
+            )
+        if self.dialect in _MYSQL:
+            stmt = mysql.insert(table)
+            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in updated})
+        stmt = sqlite.insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(KEY_COLUMNS), set_={c: stmt.excluded[c] for c in updated}
+        )
+
+    def upsert(self, frame: pd.DataFrame) -> int:
+        """Write one chunk in one transaction; returns the number of runs written."""
+        if frame.empty:
+            return 0
+        columns = list(frame.columns)
+        records = frame.to_dict("records")
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(self.upsert_statement(columns), records)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"writing {len(records)} runs to table {self.table_name} failed: "
+                f"{_first_line(exc)}"
+            ) from exc
+        return len(records)
+

@@ -1,0 +1,84 @@
+"""Column names for data-derived identifiers: env keys and undocumented top-level fields.
+
+Rules, applied once per new key and then remembered in a mapping table, so a key keeps its
+column forever (stable across exports, never renamed):
+
+1. The preferred name is ``prefix + normalize(key)``: lower-case, every character outside
+   ``[a-z0-9_]`` replaced by ``_``.
+2. If that name is too long, or already taken (by a fixed column, another key's column, or
+   another new key in the same batch), the name becomes a truncated prefix plus ``_`` and eight
+   hex digits of the key's SHA-256, so distinct keys always get distinct columns.
+3. In a batch, keys already in normal form (``lr``) choose before the ones that map onto them
+   (``LR``), then in code-point order, so the outcome does not depend on arrival order.
+
+Names never exceed :data:`MAX_IDENTIFIER_LENGTH`, the smallest limit among the databases we
+support, so one key maps to the same column on SQLite, PostgreSQL and MySQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+
+# PostgreSQL truncates identifiers past 63 bytes, MySQL allows 64 characters; ours are ASCII.
+MAX_IDENTIFIER_LENGTH = 63
+ENV_PREFIX = "env_"
+HASH_DIGITS = 8
+
+_NOT_ALLOWED = re.compile(r"[^a-z0-9_]")
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def normalize(key: str) -> str:
+    """Lower-case, and replace anything outside ``[a-z0-9_]`` with ``_``."""
+    return _NOT_ALLOWED.sub("_", key.lower())
+
+
+def snake_case(field: str) -> str:
+    """``runType`` -> ``run_type``; ``HTTPCode`` -> ``http_code``; then :func:`normalize`."""
+    return normalize(_CAMEL_BOUNDARY.sub("_", field))
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_DIGITS]
+
+
+def _with_suffix(base: str, suffix: str, limit: int) -> str:
+    return base[: limit - len(suffix) - 1] + "_" + suffix
+
+
+def allocate_columns(
+    new_keys: Iterable[str],
+    taken: Iterable[str],
+    prefix: str = ENV_PREFIX,
+    preferred: Mapping[str, str] | None = None,
+    limit: int = MAX_IDENTIFIER_LENGTH,
+) -> dict[str, str]:
+    """Choose a column for each new key, distinct from ``taken`` and from each other.
+
+    ``preferred`` overrides rule 1 for a key (used for top-level fields, whose natural name is
+    their snake_case form rather than ``prefix + normalize``).
+    """
+    used = {name.lower() for name in taken}
+    preferred = preferred or {}
+    result: dict[str, str] = {}
+
+    def natural(key: str) -> str:
+        return preferred.get(key) or prefix + normalize(key)
+
+    def already_normal(key: str) -> bool:
+        return natural(key) == (key if key in preferred else prefix + key)
+
+    ordered = sorted(set(new_keys), key=lambda k: (not already_normal(k), k))
+    for key in ordered:
+        name = natural(key)
+        if len(name) > limit or name in used:
+            name = _with_suffix(name, key_hash(key), limit)
+            bump = 1
+            while name in used:  # a hash collision: astronomically rare, still never a clash
+                name = _with_suffix(natural(key), f"{key_hash(key)}{bump}", limit)
+                bump += 1
+        used.add(name)
+        result[key] = name
+    return result

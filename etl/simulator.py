@@ -1,0 +1,404 @@
+"""A local NSML API for demos and tests, served over real HTTP.
+
+It generates a deterministic dataset from a seed (Korean names, empty and awkward envs, missing
+fields, undocumented extras), verifies signature v2 and the 5-minute window exactly as the
+gateway documents them, answers with gateway-shaped JSON errors, and injects faults at a given
+rate: 429 with and without Retry-After, 500, an HTML 502, 503, 504, dropped connections,
+truncated JSON and responses slower than the client's timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .auth import (
+    ACCESS_KEY_HEADER,
+    API_KEY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    sign,
+    string_to_sign,
+)
+
+PREFIX = "/nsml/v1"
+FAULT_KINDS = (
+    "429", "429-no-retry-after", "500", "502-html", "503", "504", "drop", "truncate", "slow",
+)
+SIGNATURE_WINDOW_MS = 5 * 60 * 1000
+STATUSES = (
+    "RUN_STATE_COMPLETED", "RUN_STATE_COMPLETED", "RUN_STATE_IN_PROGRESS", "RUN_STATE_FAILED",
+    "RUN_STATE_STOPPED", "RUN_STATE_PENDING",
+)
+ENGINES = (
+    (101, "[Notebook] 4vCPU, 16GB Mem"),
+    (205, "[GPU] V100 1EA, 8vCPU, 90GB Mem"),
+    (207, "[GPU] A100 2EA, 24vCPU, 240GB Mem"),
+)
+IMAGES = (
+    ("BASE", "nvcr.io/nvidia/tensorflow:21.02-tf1-py3"),
+    ("BASE", "nvcr.io/nvidia/pytorch:23.10-py3"),
+    ("CUSTOM", "registry.example.com/team/트레이너:v2"),
+)
+PROJECT_NAMES = ("비전 연구팀", "llm-pretrain", "음성인식 실험", "recsys")
+# Env keys chosen to be awkward: case twins, dot/underscore twins, unicode, 80-char twins.
+AWKWARD_KEYS = (
+    "LR", "lr", "my.key", "my_key", "학습률", "CUDA_VISIBLE_DEVICES", "a" * 79 + "1",
+    "a" * 79 + "2", "PATH", "EMPTY",
+)
+AWKWARD_VALUES = ("0.001", "", "값 with 'quotes' and \"double\"", "line1\nline2", "0,1,2,3")
+
+
+@dataclass
+class SimulatorConfig:
+    access_key: str
+    secret_key: str
+    api_key: str | None = None
+    seed: int = 1
+    projects: int = 2
+    runs_per_project: int = 10
+    fault_rate: float = 0.0
+    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    # At most this many faults in a row for one path (None: no limit), so a test can rely on
+    # every run succeeding within the client's attempts.
+    fault_streak: int | None = None
+    latency: float = 0.0
+    slow_seconds: float = 2.0
+    retry_after: int = 1
+    max_page_size: int = 100
+    clock_offset: float = 0.0
+    reject_replays: bool = True
+
+
+def _project_id(rng: random.Random) -> str:
+    return "".join(rng.choices(string.ascii_lowercase + string.digits, k=19))
+
+
+def generate_dataset(seed: int, projects: int, runs_per_project: int) -> dict[str, dict]:
+    """{projectId: {"name": ..., "runs": {runName: run object}}}, the same for the same seed."""
+    rng = random.Random(seed)
+    start = datetime(2026, 1, 5, 9, 0, 0)
+    data: dict[str, dict] = {}
+    serial = 0
+    for p in range(projects):
+        project_id = _project_id(rng)
+        name = PROJECT_NAMES[p % len(PROJECT_NAMES)] + (f" {p}" if p >= len(PROJECT_NAMES) else "")
+        runs: dict[str, dict] = {}
+        for number in range(1, runs_per_project + 1):
+            serial += 1
+            code, engine = rng.choice(ENGINES)
+            image_type, image_path = rng.choice(IMAGES)
+            created = start + timedelta(hours=serial * 7 + rng.randint(0, 5))
+            run: dict[str, Any] = {
+                "runName": str(number),
+                "projectId": project_id,
+                "projectName": name,
+                "status": rng.choice(STATUSES),
+                "creator": f"ncp-user-{rng.randint(1000000, 9999999)}",
+                "engFullName": engine,
+                "gpuSvrCode": code,
+                "imageType": image_type,
+                "imagePath": image_path,
+                "command": f"python train.py --lr 0.{number} --name \"exp '{number}'\"\necho done",
+                "note": rng.choice(("", "baseline", "재현 실험 #2", None)),
+                "runType": rng.choice(("BATCH", "NOTEBOOK")),
+                "_createTime": created.strftime("%Y-%m-%d %H:%M:%S"),
+                "_updateTime": (created + timedelta(minutes=rng.randint(1, 600))).strftime(
+                    "%Y-%m-%d %H:%M:%S"
+                ),
+            }
+            shape = serial % 7
+            if shape == 0:
+                run["envs"] = {}
+            elif shape == 1:
+                run["envs"] = None
+            elif shape == 2:
+                del run["note"]
+                run["envs"] = {"BATCH_SIZE": str(2 ** rng.randint(3, 8))}
+            else:
+                keys = rng.sample(AWKWARD_KEYS, k=rng.randint(1, 5))
+                run["envs"] = {key: rng.choice(AWKWARD_VALUES) for key in keys}
+            runs[str(number)] = run
+        data[project_id] = {"name": name, "runs": runs}
+    return data
+
+
+def public_run(run: dict) -> dict:
+    """The Get run body: the dataset's bookkeeping fields (leading underscore) removed."""
+    return {k: v for k, v in run.items() if not k.startswith("_")}
+
+
+def run_summary(run: dict) -> dict:
+    return {
+        "runName": run.get("runName"),
+        "runType": run.get("runType"),
+        "projectId": run.get("projectId"),
+        "projectName": run.get("projectName"),
+        "status": run.get("status"),
+        "creator": run.get("creator"),
+        "createTime": run.get("_createTime"),
+        "updateTime": run.get("_updateTime"),
+    }
+
+
+@dataclass
+class SimulatorStats:
+    requests: int = 0
+    by_path: Counter = field(default_factory=Counter)
+    by_status: Counter = field(default_factory=Counter)
+    faults: Counter = field(default_factory=Counter)
+    auth_failures: int = 0
+
+
+class Simulator:
+    """The simulated API. ``start()`` serves on a background thread; ``stop()`` ends it."""
+
+    def __init__(self, config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config
+        self.data = generate_dataset(config.seed, config.projects, config.runs_per_project)
+        self.stats = SimulatorStats()
+        self._lock = threading.Lock()
+        self._rng = random.Random(config.seed + 1)
+        self._streaks: Counter = Counter()
+        self._seen_signatures: dict[str, int] = {}
+        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}{PREFIX}"
+
+    def start(self) -> Simulator:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- data, for tests and the demo ----------------------------------------------------
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(pid, rn) for pid, project in self.data.items() for rn in project["runs"]]
+
+    def run(self, project_id: str, run_name: str) -> dict:
+        return public_run(self.data[project_id]["runs"][run_name])
+
+    def put_run(self, project_id: str, run_name: str, body: Any) -> None:
+        """Replace (or add) what Get run answers for a pair; any JSON, for shape tests."""
+        with self._lock:
+            project = self.data.setdefault(project_id, {"name": project_id, "runs": {}})
+            project["runs"][run_name] = body
+
+    def set_faults(self, rate: float, kinds: tuple[str, ...] | None = None) -> None:
+        with self._lock:
+            self.config.fault_rate = rate
+            if kinds is not None:
+                self.config.fault_kinds = kinds
+
+    # -- request handling ----------------------------------------------------------------
+
+    def now(self) -> float:
+        return time.time() + self.config.clock_offset
+
+    def check_signature(self, method: str, raw_path: str, headers: Any) -> str | None:
+        """None when the request is properly signed, else why not."""
+        cfg = self.config
+        timestamp = headers.get(TIMESTAMP_HEADER, "")
+        access_key = headers.get(ACCESS_KEY_HEADER, "")
+        signature = headers.get(SIGNATURE_HEADER, "")
+        if not (timestamp and access_key and signature):
+            return "missing signature headers"
+        if not timestamp.isdigit():
+            return "malformed timestamp"
+        if abs(int(self.now() * 1000) - int(timestamp)) > SIGNATURE_WINDOW_MS:
+            return "timestamp outside the 5-minute window"
+        if access_key != cfg.access_key:
+            return "unknown access key"
+        expected = sign(cfg.secret_key, string_to_sign(method, raw_path, timestamp, access_key))
+        if signature != expected:
+            return "signature mismatch"
+        if cfg.api_key is not None and headers.get(API_KEY_HEADER) != cfg.api_key:
+            return "invalid API key"
+        if cfg.reject_replays:
+            with self._lock:
+                if signature in self._seen_signatures:
+                    return "replayed signature"
+                self._seen_signatures[signature] = int(timestamp)
+                if len(self._seen_signatures) > 100_000:
+                    oldest = int(timestamp) - SIGNATURE_WINDOW_MS
+                    self._seen_signatures = {
+                        s: t for s, t in self._seen_signatures.items() if t >= oldest
+                    }
+        return None
+
+    def pick_fault(self, path: str) -> str | None:
+        cfg = self.config
+        with self._lock:
+            limit_hit = cfg.fault_streak is not None and self._streaks[path] >= cfg.fault_streak
+            if cfg.fault_rate > 0 and not limit_hit and self._rng.random() < cfg.fault_rate:
+                self._streaks[path] += 1
+                kind = self._rng.choice(cfg.fault_kinds)
+                self.stats.faults[kind] += 1
+                return kind
+            self._streaks[path] = 0
+            return None
+
+    def route(self, raw_path: str) -> tuple[int, Any]:
+        """(status, JSON body) for a signed request path."""
+        parts = urlsplit(raw_path)
+        segments = [unquote(s) for s in parts.path[len(PREFIX) + 1:].split("/")]
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        with self._lock:
+            if segments == ["projects"]:
+                return 200, self._page(query, self._projects(), "projects", with_total=True)
+            if segments == ["projects", "runs"]:
+                return 200, self._page(query, self._summaries(), "runList")
+            if len(segments) == 4 and segments[0] == "projects" and segments[2] == "runs":
+                run = self.data.get(segments[1], {}).get("runs", {}).get(segments[3])
+                if run is not None:
+                    return 200, public_run(run) if isinstance(run, dict) else run
+        return 404, error_body("300", "Not Found", "no such project or run")
+
+    def _projects(self) -> list[dict]:
+        return [{"projectId": pid, "projectName": p["name"]} for pid, p in self.data.items()]
+
+    def _summaries(self) -> list[dict]:
+        runs = [
+            run_summary(run)
+            for project in self.data.values()
+            for run in project["runs"].values()
+            if isinstance(run, dict)
+        ]
+        runs.sort(key=lambda r: (r["createTime"] or "", r["projectId"] or ""), reverse=True)
+        return runs
+
+    def _page(self, query: dict, items: list, key: str, with_total: bool = False) -> dict:
+        try:
+            page = max(1, int(query.get("page", 1)))
+            size = max(1, min(int(query.get("pageSize", 10)), self.config.max_page_size))
+        except ValueError:
+            page, size = 1, 10
+        body: dict[str, Any] = {key: items[(page - 1) * size: page * size]}
+        if with_total:
+            body["totalCount"] = len(items)
+        return body
+
+
+def error_body(code: str, message: str, details: str) -> dict:
+    return {"error": {"errorCode": code, "message": message, "details": details}}
+
+
+def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the real gateway
+        server_version = "nsml-simulator"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass  # quiet: tests and the demo read their own output
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            return formatdate(sim.now(), usegmt=True)
+
+        def _send(self, status: int, body: bytes, content_type: str, headers=None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, status: int, payload: Any, headers=None) -> None:
+            body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            self._send(status, body, "application/json;charset=UTF-8", headers)
+
+        def do_GET(self) -> None:  # noqa: N802
+            try:
+                self._handle()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test): nothing to answer
+
+        def _handle(self) -> None:
+            cfg = sim.config
+            with sim._lock:
+                sim.stats.requests += 1
+                sim.stats.by_path[self.path] += 1
+            if cfg.latency:
+                time.sleep(cfg.latency)
+            if not self.path.startswith(PREFIX + "/"):
+                return self._reply(404, error_body("300", "Not Found", "unknown path"))
+            problem = sim.check_signature(self.command, self.path, self.headers)
+            if problem is not None:
+                with sim._lock:
+                    sim.stats.auth_failures += 1
+                return self._reply(401, error_body("200", "Authentication Failed", problem))
+            fault = sim.pick_fault(self.path)
+            if fault is not None:
+                return self._fault(fault)
+            status, payload = sim.route(self.path)
+            self._reply(status, payload)
+
+        def _reply(self, status: int, payload: Any, headers=None) -> None:
+            with sim._lock:
+                sim.stats.by_status[status] += 1
+            self._json(status, payload, headers)
+
+        def _fault(self, kind: str) -> None:
+            cfg = sim.config
+            if kind == "429":
+                self._reply(429, error_body("400", "Too Many Requests", "quota exceeded"),
+                            {"Retry-After": str(cfg.retry_after)})
+            elif kind == "429-no-retry-after":
+                self._reply(429, error_body("400", "Too Many Requests", "throttled"))
+            elif kind in ("500", "503", "504"):
+                self._reply(int(kind), error_body("500", "Internal Server Error", "backend"))
+            elif kind == "502-html":
+                with sim._lock:
+                    sim.stats.by_status[502] += 1
+                self._send(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+                           "text/html")
+            elif kind == "drop":
+                self.close_connection = True  # hang up without a word
+            elif kind == "truncate":
+                status, payload = sim.route(self.path)
+                body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+                cut = body[: max(1, len(body) // 2)]
+                with sim._lock:
+                    sim.stats.by_status[status] += 1
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                # Alternate: a short body that claims to be complete, and one cut mid-stream.
+                honest = sim._rng.random() < 0.5
+                self.send_header("Content-Length", str(len(cut) if honest else len(body)))
+                self.end_headers()
+                self.wfile.write(cut)
+                self.close_connection = True
+            elif kind == "slow":
+                time.sleep(cfg.slow_seconds)
+                status, payload = sim.route(self.path)
+                self._reply(status, payload)
+
+    return Handler
