@@ -256,7 +256,7 @@ class NsmlClient:
             response = self.session.get(
                 url, params=params, auth=self.auth, timeout=self.timeout, allow_redirects=False
             )
-            response.content  # read the whole body inside the attempt: truncation is retryable
+            _ = response.content  # read the body inside the attempt: truncation is retryable
         except requests.exceptions.SSLError as exc:
             raise ApiError(f"TLS error: {type(exc).__name__}") from None
         except (

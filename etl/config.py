@@ -68,7 +68,10 @@ def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credential
 def _positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("must be a whole number")
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
     if number < 1:
         raise ValueError("must be at least 1")
     return number
@@ -77,7 +80,10 @@ def _positive_int(value: Any) -> int:
 def _positive_float(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("must be a number of seconds")
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
     if not math.isfinite(number) or number <= 0:
         raise ValueError("must be a positive number of seconds")
     return number
@@ -86,7 +92,10 @@ def _positive_float(value: Any) -> float:
 def _non_negative_float(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("must be a number of seconds")
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
     if not math.isfinite(number) or number < 0:
         raise ValueError("must be zero or a positive number of seconds")
     return number

@@ -238,7 +238,7 @@ class RunStore:
                 .where(table.c.table_name == self.table_name)
                 .order_by(table.c.column_name)
             )
-            return dict(conn.execute(query).tuples().all())
+            return {key: column for key, column in conn.execute(query)}
 
         if not sa.inspect(conn).has_table(ENV_COLUMNS_TABLE):
             return ColumnMap({}, {})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import json
 import shutil
 import sys
@@ -27,7 +26,8 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 STDIN_NAME = "<stdin>"
 # Bytes of stdin held in memory before spooling to a temporary file.
 STDIN_SPOOL_BYTES = 8 * 1024 * 1024
-# csv's default field limit (128 KiB) is far above any real id; keep it, but say so clearly.
+# No real pairs line comes near this; a longer one is a wrong file, not a pair.
+MAX_LINE_BYTES = 1024 * 1024
 
 
 class Pair(NamedTuple):
@@ -68,23 +68,31 @@ def _pick_column(names: list[str], choices: tuple[str, ...], where: str) -> str:
     return present[0]
 
 
-def _check_text(handle: IO[str], name: str) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line), refusing binary and non-UTF-8 content with a line number."""
+def _check_text(handle: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line) from a binary handle, refusing binary and non-UTF-8 content
+    and overlong lines with the line number where they occur."""
     line_no = 0
     while True:
-        try:
-            line = handle.readline()
-        except UnicodeDecodeError:
-            raise InputError(f"{name}:{line_no + 1}: not valid UTF-8 text") from None
-        if not line:
+        raw = handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
             return
         line_no += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise InputError(f"{name}:{line_no}: line longer than {MAX_LINE_BYTES} bytes")
+        if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(
+                f"{name}:{line_no}: not valid UTF-8 text (a binary file, or another encoding?)"
+            ) from None
         if "\x00" in line:
             raise InputError(f"{name}:{line_no}: NUL byte: this looks like a binary file")
         yield line_no, line
 
 
-def iter_csv(handle: IO[str], name: str) -> Iterator[tuple[int, Pair]]:
+def iter_csv(handle: IO[bytes], name: str) -> Iterator[tuple[int, Pair]]:
     lines = _check_text(handle, name)
     line_numbers: list[int] = [0]
 
@@ -123,7 +131,7 @@ def iter_csv(handle: IO[str], name: str) -> Iterator[tuple[int, Pair]]:
         raise InputError(f"{name}:{line_numbers[0]}: malformed CSV: {exc}") from None
 
 
-def iter_jsonl(handle: IO[str], name: str) -> Iterator[tuple[int, Pair]]:
+def iter_jsonl(handle: IO[bytes], name: str) -> Iterator[tuple[int, Pair]]:
     for line_no, line in _check_text(handle, name):
         if not line.strip():
             continue
@@ -147,11 +155,6 @@ def _looks_like_jsonl(head: str) -> bool:
     return head.lstrip("\ufeff \t\r\n").startswith("{")
 
 
-def _open_text(binary: IO[bytes]) -> IO[str]:
-    # utf-8-sig drops a leading BOM; newline="" lets csv see CRLF inside quoted fields.
-    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="strict", newline="")
-
-
 def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[tuple[int, Pair]]:
     """Yield (line, pair) from a file path, or ``-`` for stdin, validating as it goes."""
     name = str(path)
@@ -163,8 +166,8 @@ def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[tup
         head = codecs.decode(spool.read(4096), "utf-8", errors="ignore")
         spool.seek(0)
         parse = iter_jsonl if _looks_like_jsonl(head) else iter_csv
-        with _open_text(spool) as handle:  # type: ignore[arg-type]
-            yield from parse(handle, STDIN_NAME)
+        with spool:
+            yield from parse(spool, STDIN_NAME)  # type: ignore[arg-type]
         return
     file_path = Path(path)
     if file_path.is_dir():
@@ -176,8 +179,8 @@ def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[tup
         raise InputError(f"{name}: no such pairs file") from None
     except OSError as exc:
         raise InputError(f"{name}: cannot read pairs file: {exc.strerror}") from None
-    with _open_text(binary) as handle:
-        yield from parse(handle, name)
+    with binary:
+        yield from parse(binary, name)
 
 
 def read_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> list[Pair]:

@@ -119,6 +119,9 @@ class _Fetcher:
         """One pair, flattened; a FailedPair for anything that is this pair's own problem."""
         try:
             result = self.client().get_run(pair)
+        except AuthenticationError:
+            self.abort.set()  # here, not in the collector: the next queued pair must not start
+            raise
         except RunFetchFailed as exc:
             return FailedPair(
                 pair, exc.error.message, exc.error.status, exc.error.error_code, exc.attempts

@@ -1,0 +1,136 @@
+"""Shared fixtures: credentials, a simulator over loopback HTTP, fresh databases, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from etl.cli import main
+from etl.simulator import Simulator, SimulatorConfig
+
+ACCESS_KEY = "AKTEST00000000000000"
+SECRET_KEY = "SKtestSECRETvalue-7f3a9c"  # recognizable: leak tests grep for it
+SERVER_URL_ENV = {
+    "postgresql": "NSML_ETL_TEST_POSTGRES_URL",
+    "mysql": "NSML_ETL_TEST_MYSQL_URL",
+}
+REQUIRE_SERVERS = os.environ.get("NSML_ETL_REQUIRE_SERVER_DBS") == "1"
+
+
+@pytest.fixture
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NCP_ACCESS_KEY", ACCESS_KEY)
+    monkeypatch.setenv("NCP_SECRET_KEY", SECRET_KEY)
+    monkeypatch.delenv("NCP_APIGW_API_KEY", raising=False)
+    for name in ("NSML_ETL_DB_URL", "NSML_BASE_URL", "NSML_ETL_TABLE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def make_simulator() -> Iterator:
+    started: list[Simulator] = []
+
+    def make(**overrides) -> Simulator:
+        config = SimulatorConfig(access_key=ACCESS_KEY, secret_key=SECRET_KEY, **overrides)
+        sim = Simulator(config).start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def simulator(make_simulator) -> Simulator:
+    return make_simulator(projects=2, runs_per_project=12)
+
+
+def _server_database(kind: str) -> Iterator[str]:
+    """A fresh database on the server for one test, dropped afterwards."""
+    url = os.environ.get(SERVER_URL_ENV[kind])
+    if not url:
+        message = f"{SERVER_URL_ENV[kind]} is not set"
+        if REQUIRE_SERVERS:
+            pytest.fail(f"{message}, and NSML_ETL_REQUIRE_SERVER_DBS=1 forbids skipping")
+        pytest.skip(message)
+    name = f"nsml_etl_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if kind == "mysql":
+                conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+            else:
+                conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    except sa.exc.OperationalError as exc:
+        if REQUIRE_SERVERS:
+            raise
+        pytest.skip(f"{kind} server not reachable: {exc.orig}")
+    try:
+        yield sa.make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if kind == "postgresql":
+                conn.execute(
+                    sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = :name AND pid <> pg_backend_pid()"),
+                    {"name": name},
+                )
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each database kind in turn, fresh and empty."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'runs.db'}"
+    else:
+        yield from _server_database(request.param)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
+def write_pairs(path: Path, pairs, header=("project_id", "run_name")) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(pairs)
+    return path
+
+
+@pytest.fixture
+def run_cli():
+    """Invoke the real CLI in-process; returns click's Result (stdout/stderr separate)."""
+
+    def invoke(*args: str, input: str | bytes | None = None):  # noqa: A002
+        return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def fetch_rows(db_url: str, sql: str, params: dict | None = None) -> list[dict]:
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(sa.text(sql), params or {})]
+    finally:
+        engine.dispose()
+
+
+def table_names(db_url: str) -> set[str]:
+    engine = sa.create_engine(db_url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()

@@ -1,0 +1,66 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from etl.naming import MAX_IDENTIFIER_LENGTH, allocate_columns, normalize, snake_case
+
+
+def test_normalize_lowercases_and_replaces():
+    assert normalize("CUDA_VISIBLE_DEVICES") == "cuda_visible_devices"
+    assert normalize("my.key-2 x") == "my_key_2_x"
+    assert normalize("학습률") == "___"
+
+
+def test_case_twins_get_distinct_columns_and_the_normal_one_keeps_the_plain_name():
+    mapping = allocate_columns(["LR", "lr"], taken=[])
+    assert mapping["lr"] == "env_lr"
+    assert mapping["LR"].startswith("env_lr_") and mapping["LR"] != "env_lr"
+
+
+def test_outcome_does_not_depend_on_arrival_order():
+    keys = ["my.key", "my_key", "LR", "lr", "학습률", "학습"]
+    assert allocate_columns(keys, []) == allocate_columns(list(reversed(keys)), [])
+
+
+def test_long_keys_differing_at_the_end_are_shortened_with_a_hash():
+    a, b = "k" * 79 + "1", "k" * 79 + "2"
+    mapping = allocate_columns([a, b], [])
+    assert mapping[a] != mapping[b]
+    assert all(len(name) <= MAX_IDENTIFIER_LENGTH for name in mapping.values())
+
+
+def test_taken_names_are_never_reused():
+    assert allocate_columns(["lr"], taken=["env_lr"])["lr"] != "env_lr"
+
+
+def test_stable_for_the_same_inputs():
+    assert allocate_columns(["a.b"], ["env_a_b"]) == allocate_columns(["a.b"], ["env_a_b"])
+
+
+def test_field_names_use_snake_case():
+    assert snake_case("runType") == "run_type"
+    assert snake_case("createTime") == "create_time"
+    assert snake_case("HTTPCode") == "http_code"
+    mapping = allocate_columns(["runType"], ["project_id"], prefix="",
+                               preferred={"runType": "run_type"})
+    assert mapping == {"runType": "run_type"}
+
+
+@given(st.lists(st.text(max_size=90), max_size=30), st.lists(st.text(max_size=70), max_size=5))
+def test_always_distinct_within_limits_and_outside_taken(keys, taken_keys):
+    taken = [normalize(k) for k in taken_keys]
+    mapping = allocate_columns(keys, taken)
+    names = list(mapping.values())
+    assert set(mapping) == set(keys)
+    assert len(set(names)) == len(names)
+    assert not set(names) & set(taken)
+    for name in names:
+        assert len(name) <= MAX_IDENTIFIER_LENGTH
+        assert name.startswith("env_") and normalize(name) == name
+
+
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=10, unique=True))
+def test_adding_keys_later_never_moves_earlier_ones(keys):
+    first = allocate_columns(keys[:1], [])
+    later = allocate_columns(keys[1:], list(first.values()))
+    assert first.items() <= {**first, **later}.items()
+    assert len(set(first.values()) | set(later.values())) == len(keys)

@@ -1,0 +1,114 @@
+import io
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from etl.errors import InputError
+from etl.pairs import Pair, read_pairs
+
+
+def write(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def test_csv_with_bom_crlf_camel_case_and_extra_columns(tmp_path):
+    path = write(tmp_path, "p.csv", "\ufeffnote,projectId,runName\r\nx,abc,1\r\ny,abc,2\r\n")
+    assert read_pairs(path) == [Pair("abc", "1"), Pair("abc", "2")]
+
+
+def test_values_kept_exactly_and_duplicates_fetched_once(tmp_path):
+    path = write(tmp_path, "p.csv", "project_id,run_name\nabc, 7\nabc,007\nabc, 7\n\n")
+    assert read_pairs(path) == [Pair("abc", " 7"), Pair("abc", "007")]
+
+
+def test_jsonl_by_extension_with_numeric_run_names(tmp_path):
+    lines = [{"projectId": "p", "runName": 3}, {"project_id": "p", "run_name": "4", "x": 1}]
+    path = write(tmp_path, "p.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n\n")
+    assert read_pairs(path) == [Pair("p", "3"), Pair("p", "4")]
+
+
+def test_stdin_is_sniffed():
+    jsonl = io.BytesIO(b'{"projectId": "p", "runName": "1"}\n')
+    csv_in = io.BytesIO(b"project_id,run_name\r\np,2\r\n")
+    assert read_pairs("-", stdin=jsonl) == [Pair("p", "1")]
+    assert read_pairs("-", stdin=csv_in) == [Pair("p", "2")]
+
+
+def test_awkward_but_legal_names_are_kept(tmp_path):
+    path = write(tmp_path, "p.csv", 'project_id,run_name\np,2/../x\np,%2F\np,a b\np,"x,y"\n')
+    assert [p.run_name for p in read_pairs(path)] == ["2/../x", "%2F", "a b", "x,y"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", "", "empty.csv: empty file"),
+        ("header.csv", "project_id,run_name\n", "header.csv: no pairs found"),
+        ("cols.csv", "project,run\np,1\n", "cols.csv:1: missing column project_id or projectId"),
+        ("both.csv", "project_id,projectId,run_name\n",
+         "both.csv:1: both project_id and projectId"),
+        ("short.csv", "project_id,run_name\np,1\np\n", "short.csv:3: missing value for run_name"),
+        ("blank.csv", "project_id,run_name\np,1\n ,2\n", "blank.csv:3: project_id is empty"),
+        ("emptyrun.csv", "project_id,run_name\r\np,\r\n", "emptyrun.csv:2: run_name is empty"),
+        ("ctrl.csv", "project_id,run_name\np,a\x01b\n", "ctrl.csv:2: run_name 'a\\x01b' holds"),
+        ("dots.csv", "project_id,run_name\np,..\n", "dots.csv:2: run_name '..' is a relative"),
+        ("quote.csv", 'project_id,run_name\np,"1\n', "quote.csv:2: malformed CSV"),
+        ("multi.csv", 'project_id,run_name\np,"1\n2"\np,\n', "multi.csv:2: run_name '1\\n2'"),
+        ("bad.jsonl", '{"projectId":"p","runName":"1"}\n{"projectId":\n',
+         "bad.jsonl:2: not valid JSON"),
+        ("list.jsonl", '["p", "1"]\n', "list.jsonl:1: expected a JSON object"),
+        ("nokey.jsonl", '{"projectId":"p"}\n', "nokey.jsonl:1: missing column run_name"),
+        ("null.jsonl", '{"projectId":"p","runName":null}\n', "null.jsonl:1: runName is null"),
+        ("float.jsonl", '{"projectId":"p","runName":1.5}\n', "float.jsonl:1: runName must be"),
+    ],
+)
+def test_bad_input_names_file_and_line(tmp_path, name, content, message):
+    path = write(tmp_path, name, content)
+    with pytest.raises(InputError) as info:
+        read_pairs(path)
+    assert str(info.value).startswith(str(tmp_path / message.split(":")[0]))
+    assert message.split(":", 1)[1] in str(info.value)
+
+
+def test_binary_and_non_utf8_files(tmp_path):
+    with pytest.raises(InputError, match=r"png.csv:1: not valid UTF-8 text \(a binary file"):
+        read_pairs(write(tmp_path, "png.csv", b"\x89PNG\r\n\x1a\n\x00\x00"))
+    with pytest.raises(InputError, match=r"nul.csv:2: NUL byte"):
+        read_pairs(write(tmp_path, "nul.csv", b"project_id,run_name\np,\x00\x00\n"))
+    with pytest.raises(InputError, match=r"latin.csv:2: not valid UTF-8"):
+        read_pairs(write(tmp_path, "latin.csv", b"project_id,run_name\np,caf\xe9\n"))
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(InputError, match="no such pairs file"):
+        read_pairs(tmp_path / "nope.csv")
+    with pytest.raises(InputError, match="is a directory"):
+        read_pairs(tmp_path)
+
+
+name_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=20
+).filter(lambda s: s.strip() and s not in (".", ".."))
+
+
+@given(st.lists(st.tuples(name_text, name_text), min_size=1, max_size=20))
+def test_csv_round_trip_keeps_every_value_exactly(pairs):
+    import csv
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["project_id", "run_name"])
+    writer.writerows(pairs)
+    got = read_pairs("-", stdin=io.BytesIO(buffer.getvalue().encode("utf-8")))
+    assert got == list(dict.fromkeys(Pair(*p) for p in pairs))
+
+
+@given(st.lists(st.tuples(name_text, name_text), min_size=1, max_size=20))
+def test_jsonl_round_trip_keeps_every_value_exactly(pairs):
+    text = "".join(json.dumps({"projectId": p, "runName": r}) + "\n" for p, r in pairs)
+    got = read_pairs("-", stdin=io.BytesIO(text.encode("utf-8")))
+    assert got == list(dict.fromkeys(Pair(*p) for p in pairs))
