@@ -393,6 +393,7 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 # Alternate: a short body that claims to be complete, and one cut mid-stream.
                 honest = sim._rng.random() < 0.5
                 self.send_header("Content-Length", str(len(cut) if honest else len(body)))
+                self.send_header("Connection", "close")  # so the client will not reuse it
                 self.end_headers()
                 self.wfile.write(cut)
                 self.close_connection = True

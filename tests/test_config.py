@@ -1,0 +1,53 @@
+import re
+
+import pytest
+
+from etl.config import Settings, credentials_from_env, resolve_settings
+from etl.errors import InputError
+
+
+def test_defaults():
+    assert resolve_settings({}, None, {}) == Settings()
+
+
+def test_precedence_flags_over_env_over_file(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('concurrency = 3\ntimeout = 9\nmax-attempts = 2\ntable = "t_file"\n')
+    environ = {"NSML_ETL_CONCURRENCY": "5", "NSML_ETL_TABLE": "t_env"}
+    settings = resolve_settings({"concurrency": 7}, config, environ)
+    assert (settings.concurrency, settings.timeout, settings.max_attempts, settings.table) == (
+        7, 9.0, 2, "t_env")
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "message"),
+    [
+        ({"base_url": "ftp://x"}, {}, "--base-url: must be an http(s) URL"),
+        ({}, {"NSML_BASE_URL": "https://h/nsml/v1?x=1"}, "NSML_BASE_URL: must not carry"),
+        ({}, {"NSML_ETL_CONCURRENCY": "0"}, "NSML_ETL_CONCURRENCY: must be at least 1"),
+        ({}, {"NSML_ETL_TIMEOUT": "nan"}, "NSML_ETL_TIMEOUT: must be a positive"),
+        ({"table": "Bad-Name"}, {}, "--table: must be 1-63 characters"),
+    ],
+)
+def test_bad_values_name_their_source(flags, environ, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        resolve_settings(flags, None, environ)
+
+
+def test_base_url_trailing_slash_is_dropped():
+    settings = resolve_settings({"base_url": "http://127.0.0.1:1/nsml/v1/"}, None, {})
+    assert settings.base_url == "http://127.0.0.1:1/nsml/v1"
+
+
+def test_credentials_from_env_and_repr_hides_secrets():
+    creds = credentials_from_env({"NCP_ACCESS_KEY": "AK", "NCP_SECRET_KEY": "SKsecret",
+                                  "NCP_APIGW_API_KEY": "apikey"})
+    assert creds.api_key == "apikey"
+    assert "SKsecret" not in repr(creds) and "apikey" not in repr(creds)
+    with pytest.raises(InputError, match="NCP_SECRET_KEY is not set"):
+        credentials_from_env({"NCP_ACCESS_KEY": "AK"})
+
+
+def test_public_dict_masks_the_database_password():
+    settings = resolve_settings({"db_url": "postgresql://u:hunter2@h/db"}, None, {})
+    assert "hunter2" not in str(settings.public_dict())
