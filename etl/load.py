@@ -209,7 +209,10 @@ class RunStore:
         self._metadata = sa.MetaData()
         self.env_table = _mapping_table(ENV_COLUMNS_TABLE, "env_key", self._metadata)
         self.field_table = _mapping_table(FIELD_COLUMNS_TABLE, "field", self._metadata)
-        self._checked_core = False
+        # Columns seen in the table (or added by us). A mapping row can be visible before its
+        # column exists (MySQL commits the mapping before its DDL), so a mapped column not in
+        # here sends us through the locked path, which waits for the other export's ALTER.
+        self._known_columns: set[str] = set()
         self._sql_tables: dict[tuple[str, ...], sa.Table] = {}
 
     # -- schema --------------------------------------------------------------------------
@@ -279,11 +282,15 @@ class RunStore:
     def prepare(self, env_keys: Iterable[str], fields: Iterable[str]) -> ColumnMap:
         """Make sure the tables and a column for every key exist; return the current map."""
         env_keys, fields = set(env_keys), set(fields)
-        if self._checked_core:
+        if self._known_columns:
             with self.engine.connect() as conn:
                 current = self.read_mapping(conn)
                 conn.rollback()
-            if env_keys <= current.env.keys() and fields <= current.fields.keys():
+            if (
+                env_keys <= current.env.keys()
+                and fields <= current.fields.keys()
+                and self._known_columns.issuperset(current.columns)
+            ):
                 return current
         try:
             with self._schema_lock() as conn:
@@ -292,7 +299,7 @@ class RunStore:
             raise DatabaseError(
                 f"schema change on table {self.table_name} failed: {_first_line(exc)}"
             ) from exc
-        self._checked_core = True
+        self._known_columns = set(current.columns)
         return current
 
     def _evolve(self, conn: Connection, env_keys: set[str], fields: set[str]) -> ColumnMap:

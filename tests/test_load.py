@@ -1,0 +1,113 @@
+"""The store on every database: schema evolution, the mapping tables, concurrent exports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs
+from etl.load import RunStore, create_engine
+from etl.pairs import Pair
+from etl.pipeline import write_chunk
+from etl.transform import flatten_run
+
+NOW = datetime(2026, 11, 27, 0, 0, 0)
+
+
+def runs_with_envs(*envs, project="p"):
+    return [flatten_run({"envs": e}, Pair(project, str(i)), NOW) for i, e in enumerate(envs)]
+
+
+def test_case_twins_are_two_mapping_rows_and_two_columns(db_url):
+    store = RunStore(create_engine(db_url), "nsml_runs")
+    write_chunk(store, runs_with_envs({"LR": "1", "lr": "2", "my.key": "3", "my_key": "4"}))
+    mapping = {r["env_key"]: r["column_name"]
+               for r in fetch_rows(db_url, "SELECT env_key, column_name FROM nsml_env_columns")}
+    assert set(mapping) == {"LR", "lr", "my.key", "my_key"}
+    assert len(set(mapping.values())) == 4
+    (row,) = fetch_rows(db_url, "SELECT * FROM nsml_runs")
+    assert {row[mapping[k]] for k in mapping} == {"1", "2", "3", "4"}
+    store.engine.dispose()
+
+
+def test_long_and_unicode_values_survive(db_url):
+    store = RunStore(create_engine(db_url), "nsml_runs")
+    big = "값" * 30_000 + "\n\"'"
+    write_chunk(store, runs_with_envs({"BIG": big, "학습률": "0.1"}))
+    (row,) = fetch_rows(db_url, "SELECT env_big, envs FROM nsml_runs")
+    assert row["env_big"] == big
+    store.engine.dispose()
+
+
+def test_a_mapped_column_missing_after_a_crash_is_added_next_time(db_url):
+    engine = create_engine(db_url)
+    store = RunStore(engine, "nsml_runs")
+    write_chunk(store, runs_with_envs({"A": "1"}))
+    # What MySQL's implicit DDL commit can leave: the mapping row, but no column yet.
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO nsml_env_columns (table_name, env_key, column_name) "
+                             "VALUES ('nsml_runs', 'B', 'env_b')"))
+    write_chunk(RunStore(engine, "nsml_runs"), runs_with_envs({"B": "2"}))
+    (row,) = fetch_rows(db_url, "SELECT env_a, env_b FROM nsml_runs")
+    assert row == {"env_a": None, "env_b": "2"}
+    engine.dispose()
+
+
+def test_concurrent_schema_changes_from_threads_agree(db_url):
+    engine = create_engine(db_url)
+    keys = [f"KEY_{i}" for i in range(12)]
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            store = RunStore(engine, "nsml_runs")
+            for start in range(0, 12, 3):
+                envs = {k: f"{n}" for k in keys[start:start + 3 + n % 2]}
+                write_chunk(store, runs_with_envs(envs, project=f"proj{n}"))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    mapping = fetch_rows(db_url, "SELECT env_key, column_name FROM nsml_env_columns")
+    assert sorted(r["env_key"] for r in mapping) == sorted(keys)
+    assert {r["column_name"] for r in mapping} == {f"env_key_{i}" for i in range(12)}
+    engine.dispose()
+
+
+def test_two_export_processes_into_one_table(db_url, make_simulator, tmp_path):
+    """Overlapping cron jobs: disjoint projects, the same new env keys, one table."""
+    sim = make_simulator(projects=4, runs_per_project=15)
+    projects = list(sim.data)
+    pair_files = []
+    for n, chosen in enumerate((projects[:2], projects[2:])):
+        pairs = [p for p in sim.pairs() if p[0] in chosen]
+        pair_files.append(write_pairs(tmp_path / f"pairs{n}.csv", pairs))
+    env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "etl.cli", "export", "--pairs", str(path), "--db", db_url,
+             "--base-url", sim.base_url, "--chunk-size", "2", "--concurrency", "4"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for path in pair_files
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (out, err)
+        assert "Summary: exported 30, failed 0" in out
+    rows = fetch_rows(db_url, "SELECT project_id, run_name, envs FROM nsml_runs")
+    assert sorted((r["project_id"], r["run_name"]) for r in rows) == sorted(sim.pairs())
+    mapping = fetch_rows(db_url, "SELECT env_key, column_name FROM nsml_env_columns")
+    expected_keys = {k for p in sim.pairs() for k in (sim.run(*p).get("envs") or {})}
+    assert sorted(r["env_key"] for r in mapping) == sorted(expected_keys)
+    assert len({r["column_name"] for r in mapping}) == len(mapping)
