@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-
 from conftest import ACCESS_KEY, SECRET_KEY
+
 from etl.client import (
     ApiError,
     NsmlClient,

@@ -51,3 +51,10 @@ def test_credentials_from_env_and_repr_hides_secrets():
 def test_public_dict_masks_the_database_password():
     settings = resolve_settings({"db_url": "postgresql://u:hunter2@h/db"}, None, {})
     assert "hunter2" not in str(settings.public_dict())
+
+
+def test_the_shipped_example_config_is_valid():
+    from pathlib import Path
+
+    example = Path(__file__).parent.parent / "configs" / "example.toml"
+    assert resolve_settings({}, example, {}) == Settings()

@@ -9,8 +9,8 @@ import threading
 from datetime import datetime
 
 import sqlalchemy as sa
-
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs
+
 from etl.load import RunStore, create_engine
 from etl.pairs import Pair
 from etl.pipeline import write_chunk
