@@ -121,11 +121,14 @@ def create_engine(db_url: str) -> Engine:
         kwargs["pool_pre_ping"] = True
     try:
         engine = sa.create_engine(url, **kwargs)
-    except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
-        hint = f"pip install 'nsml-etl[{extra}]'" if extra else "check the URL's driver"
+    except (NoSuchModuleError, ModuleNotFoundError, ImportError):
+        asked = url.get_driver_name()
+        if asked != driver:
+            hint = f"use {backend}+{driver}:// with pip install 'nsml-etl[{extra}]'"
+        else:
+            hint = f"pip install 'nsml-etl[{extra}]'"
         raise DatabaseError(
-            f"--db {redact_url(db_url)}: the database driver is not installed "
-            f"({_first_line(exc)}); {hint}"
+            f"--db {redact_url(db_url)}: the {asked} database driver is not installed; {hint}"
         ) from None
     except (ArgumentError, ValueError, TypeError) as exc:
         raise DatabaseError(f"--db {redact_url(db_url)}: {exc}") from None
@@ -214,6 +217,7 @@ class RunStore:
         # here sends us through the locked path, which waits for the other export's ALTER.
         self._known_columns: set[str] = set()
         self._sql_tables: dict[tuple[str, ...], sa.Table] = {}
+        self._compiled: dict[tuple[str, ...], sa.engine.Compiled] = {}
 
     # -- schema --------------------------------------------------------------------------
 
@@ -362,19 +366,81 @@ class RunStore:
             index_elements=list(KEY_COLUMNS), set_={c: stmt.excluded[c] for c in updated}
         )
 
+    def _executemany(self, conn: Connection, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        """The upsert, compiled once per column set, through the driver's own executemany
+        (SQLAlchemy's per-row parameter processing was most of the load time)."""
+        compiled = self._compiled.get(columns)
+        if compiled is None:
+            compiled = self.upsert_statement(list(columns)).compile(dialect=self.engine.dialect)
+            binds = compiled.positiontup or list(compiled.binds)
+            if sorted(binds) != sorted(columns):
+                raise AssertionError(f"upsert binds {binds}, expected the columns {columns}")
+            self._compiled = {columns: compiled}
+        if compiled.positiontup is not None:  # positional: tuples in the SQL's order
+            order = [columns.index(name) for name in compiled.positiontup]
+            params: list = [tuple(row[i] for i in order) for row in rows]
+            if order == list(range(len(columns))):
+                params = rows
+        else:  # named (PyMySQL's pyformat)
+            params = [dict(zip(columns, row, strict=True)) for row in rows]
+        conn.exec_driver_sql(str(compiled), params)
+
+    def _copy_merge(self, conn: Connection, columns: list[str], rows: list[tuple]) -> None:
+        """PostgreSQL: COPY the chunk into a temporary table, then one INSERT ... SELECT ...
+        ON CONFLICT. Measured 3-4x faster than executemany from 100 rows up (see README)."""
+        quote = conn.dialect.identifier_preparer.quote
+        names = ", ".join(quote(c) for c in columns)
+        updates = ", ".join(
+            f"{quote(c)} = EXCLUDED.{quote(c)}" for c in columns if c not in KEY_COLUMNS
+        )
+        keys = ", ".join(quote(c) for c in KEY_COLUMNS)
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE nsml_etl_stage (LIKE {quote(self.table_name)}) "
+                "ON COMMIT DROP"
+            )
+            with cursor.copy(f"COPY nsml_etl_stage ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(
+                f"INSERT INTO {quote(self.table_name)} ({names}) "  # noqa: S608 - quoted names
+                f"SELECT {names} FROM nsml_etl_stage "
+                f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+            )
+        finally:
+            cursor.close()
+
     def upsert(self, frame: pd.DataFrame) -> int:
         """Write one chunk in one transaction; returns the number of runs written."""
         if frame.empty:
             return 0
-        columns = list(frame.columns)
-        records = frame.to_dict("records")
+        columns = tuple(frame.columns)
+        rows = list(frame.itertuples(index=False, name=None))
         try:
             with self.engine.begin() as conn:
-                conn.execute(self.upsert_statement(columns), records)
+                if self.dialect == "postgresql":
+                    self._copy_merge(conn, list(columns), rows)
+                else:
+                    if self.dialect == "sqlite":
+                        rows = _sqlite_rows(rows, columns.index("fetched_at"))
+                    self._executemany(conn, columns, rows)
         except SQLAlchemyError as exc:
             raise DatabaseError(
-                f"writing {len(records)} runs to table {self.table_name} failed: "
+                f"writing {len(rows)} runs to table {self.table_name} failed: "
                 f"{_first_line(exc)}"
             ) from exc
-        return len(records)
+        return len(rows)
 
+
+def _sqlite_rows(rows: list[tuple], timestamp_index: int) -> list[tuple]:
+    # The text format SQLAlchemy's SQLite DateTime reads back (sqlite3's own datetime adapter
+    # is deprecated).
+    def convert(row: tuple) -> tuple:
+        value = row[timestamp_index]
+        if value is None:
+            return row
+        text = value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return (*row[:timestamp_index], text, *row[timestamp_index + 1:])
+
+    return [convert(row) for row in rows]

@@ -8,9 +8,11 @@ import sys
 import threading
 from datetime import datetime
 
+import pytest
 import sqlalchemy as sa
-from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs
+from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs  # noqa: I001
 
+from etl.errors import DatabaseError
 from etl.load import RunStore, create_engine
 from etl.pairs import Pair
 from etl.pipeline import write_chunk
@@ -111,3 +113,44 @@ def test_two_export_processes_into_one_table(db_url, make_simulator, tmp_path):
     expected_keys = {k for p in sim.pairs() for k in (sim.run(*p).get("envs") or {})}
     assert sorted(r["env_key"] for r in mapping) == sorted(expected_keys)
     assert len({r["column_name"] for r in mapping}) == len(mapping)
+
+
+def _server_url(kind):
+    from conftest import REQUIRE_SERVERS, SERVER_URL_ENV
+
+    url = os.environ.get(SERVER_URL_ENV[kind])
+    if not url:
+        if REQUIRE_SERVERS:
+            pytest.fail(f"{SERVER_URL_ENV[kind]} is not set")
+        pytest.skip(f"{SERVER_URL_ENV[kind]} is not set")
+    return sa.make_url(url)
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "message"),
+    [
+        ("mysql", {"password": "wrong-pw-123"}, "Access denied"),
+        ("mysql", {"database": "no_such_db_nsml"}, "Unknown database"),
+        ("postgresql", {"database": "no_such_db_nsml"}, "does not exist"),
+        ("postgresql", {"username": "no_such_role", "password": "wrong-pw-123"}, "does not exist"),
+    ],
+)
+def test_bad_server_credentials_or_database_exit_4_naming_the_host(
+    run_cli, credentials, simulator, tmp_path, kind, change, message
+):
+    url = _server_url(kind).set(**change).render_as_string(hide_password=False)
+    pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs()[:1])
+    result = run_cli("export", "--pairs", str(pairs_file), "--db", url,
+                     "--base-url", simulator.base_url)
+    assert result.exit_code == 4
+    assert "127.0.0.1" in result.stderr and message in result.stderr
+    assert "wrong-pw-123" not in result.output
+    assert simulator.stats.requests == 0
+
+
+def test_missing_driver_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+    with pytest.raises(DatabaseError, match=r"pip install 'nsml-etl\[postgres\]'"):
+        create_engine("postgresql://u@127.0.0.1/db")
+    with pytest.raises(DatabaseError, match=r"use postgresql\+psycopg://"):
+        create_engine("postgresql+psycopg2://u@127.0.0.1/db")
