@@ -8,23 +8,28 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import __version__
+from .archive import ArchiveWriter
 from .config import SETTINGS, credentials_from_env, resolve_settings
-from .errors import EXIT_SIGINT, EXIT_SIGTERM, EtlError
+from .errors import EXIT_SIGINT, EXIT_SIGTERM, EtlError, InputError
 from .pipeline import ExportReport
 
 log = logging.getLogger("etl")
+# Pairs listed by --dry-run before "... and N more".
+DRY_RUN_SHOWN = 20
 
 _CLICK_TYPES: dict[str, click.ParamType] = {
     "concurrency": click.IntRange(min=1),
@@ -66,17 +71,42 @@ def settings_options(names: tuple[str, ...]) -> Callable:
 
 
 def output_options(func: Callable) -> Callable:
+    func = click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+                        show_default=True,
+                        help="json: one JSON object per event on stderr (batch started, pair "
+                        "failed, chunk committed, batch finished), for log shippers.")(func)
     func = click.option("-q", "--quiet", is_flag=True,
                         help="Print only errors and the final summary.")(func)
     return click.option("-v", "--verbose", is_flag=True,
                         help="Log each request and chunk (debug level); never a secret.")(func)
 
 
-def _setup_logging(verbose: bool, quiet: bool) -> None:
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per record: time, level, event name, message and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": getattr(record, "event", "log"),
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            payload["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(payload, ensure_ascii=False, default=str)
+
+
+def _setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+        level = logging.DEBUG if verbose else logging.INFO  # events are the point of json
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
     log.handlers[:] = [handler]
-    log.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING)
+    log.setLevel(level)
     log.propagate = False
 
 
@@ -151,6 +181,9 @@ def print_report(report: ExportReport) -> None:
     if report.failed:
         click.echo(f"Failed pairs ({len(report.failed)}):")
         for failure in report.failed:
+            if failure.pair is None:
+                click.echo(f"  {failure.reason}")
+                continue
             attempts = f"{failure.attempts} attempt{'s' if failure.attempts != 1 else ''}"
             click.echo(f"  {failure.pair.project_id}\t{failure.pair.run_name}\t"
                        f"{failure.reason} [{attempts}]")
@@ -170,11 +203,17 @@ def main() -> None:
 @main.command()
 @click.option("--pairs", "pairs_path", required=True, metavar="PATH",
               help="CSV (project_id,run_name header) or JSON Lines file of pairs; - for stdin.")
+@click.option("--save-raw", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write every API response, as received, to this JSON Lines file "
+              "(.gz compresses); replay it later with 'nsml-etl load'.")
+@click.option("--dry-run", is_flag=True,
+              help="Check settings, credentials, pairs and the database, print what would be "
+              "fetched, and stop: no API request, nothing written.")
 @settings_options(_EXPORT_SETTINGS)
 @output_options
 @handle_errors
-def export(pairs_path: str, config_file: Path | None, verbose: bool, quiet: bool,
-           **flags: Any) -> None:
+def export(pairs_path: str, save_raw: Path | None, dry_run: bool, config_file: Path | None,
+           verbose: bool, quiet: bool, log_format: str, **flags: Any) -> None:
     """Fetch each (projectId, runName) pair and upsert it into the table.
 
     Credentials come from NCP_ACCESS_KEY and NCP_SECRET_KEY (and NCP_APIGW_API_KEY when the
@@ -184,27 +223,82 @@ def export(pairs_path: str, config_file: Path | None, verbose: bool, quiet: bool
     from .pairs import read_pairs
     from .pipeline import export_runs
 
-    _setup_logging(verbose, quiet)
+    _setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
     credentials = credentials_from_env()
     pairs = read_pairs(pairs_path)
     engine = create_engine(settings.db_url)
     try:
         check_database(engine)
+        if dry_run:
+            _print_dry_run(settings, pairs)
+            return
         store = RunStore(engine, settings.table)
-        progress = _Progress(len(pairs), enabled=sys.stderr.isatty() and not quiet)
+        archive = ArchiveWriter(save_raw) if save_raw else None
+        progress = _Progress(len(pairs), enabled=_show_progress(quiet, log_format))
         with _Interrupts() as interrupts:
             try:
                 report = export_runs(pairs, settings, credentials, store, total=len(pairs),
-                                     stop=interrupts.stop, progress=progress)
+                                     stop=interrupts.stop, progress=progress, archive=archive)
             finally:
                 progress.close()
+                if archive is not None:
+                    archive.close()
     finally:
         engine.dispose()
     if report.auth_error is not None:
         click.echo(f"Error: {report.auth_error}; nothing was written", err=True)
     print_report(report)
     sys.exit(interrupts.exit_code or report.exit_code)
+
+
+def _show_progress(quiet: bool, log_format: str) -> bool:
+    return sys.stderr.isatty() and not quiet and log_format == "text"
+
+
+def _print_dry_run(settings: Any, pairs: list) -> None:
+    from .load import redact_url
+
+    click.echo(f"Dry run: would fetch {len(pairs)} runs from {settings.base_url}")
+    click.echo(f"  into table {settings.table} of {redact_url(settings.db_url)} (reachable)")
+    click.echo(f"  concurrency {settings.concurrency}, timeout {settings.timeout}s, "
+               f"max attempts {settings.max_attempts}, chunks of {settings.chunk_size}")
+    for pair in pairs[:DRY_RUN_SHOWN]:
+        click.echo(f"  {pair.project_id}\t{pair.run_name}")
+    if len(pairs) > DRY_RUN_SHOWN:
+        click.echo(f"  ... and {len(pairs) - DRY_RUN_SHOWN} more")
+    click.echo("No request sent, nothing written.")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@settings_options(("db_url", "table", "chunk_size"))
+@output_options
+@handle_errors
+def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_format: str,
+         **flags: Any) -> None:
+    """Load a raw archive (from export --save-raw) or plain run objects, one JSON per line.
+
+    Runs the same transform and upsert as export, into the same table and column mapping,
+    without calling the API. FILE may be gzip-compressed (.gz).
+    """
+    from .archive import iter_archive
+    from .load import RunStore, check_database, create_engine
+    from .pipeline import load_archive
+
+    _setup_logging(verbose, quiet, log_format)
+    settings = resolve_settings(flags, config_file)
+    if not file.is_file():
+        raise InputError(f"{file}: no such file")
+    engine = create_engine(settings.db_url)
+    try:
+        check_database(engine)
+        store = RunStore(engine, settings.table)
+        report = load_archive(iter_archive(file), store, chunk_size=settings.chunk_size)
+    finally:
+        engine.dispose()
+    print_report(report)
+    sys.exit(report.exit_code)
 
 
 def _raise_keyboard_interrupt(*_: Any) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from .archive import ArchivedRun, ArchiveWriter
 from .auth import NcpSignatureV2
 from .client import Aborted, NsmlClient, RunFetchFailed, utc_now
 from .config import Credentials, Settings
@@ -38,7 +39,7 @@ QUEUE_PER_WORKER = 4
 
 @dataclass(frozen=True)
 class FailedPair:
-    pair: Pair
+    pair: Pair | None  # None: an archive line that names no pair
     reason: str
     status: int | None = None
     error_code: str | None = None
@@ -73,6 +74,28 @@ class ExportReport:
 ProgressCallback = Callable[[ExportReport], None]
 
 
+def event(name: str, **fields: object) -> dict:
+    """``extra=`` for a log call that is also a structured event (see ``--log-format json``)."""
+    return {"event": name, "fields": fields}
+
+
+def log_failure(failure: FailedPair) -> None:
+    pair = failure.pair
+    log.info("pair failed: %s: %s", pair or "-", failure.reason,
+             extra=event("pair_failed", project_id=pair.project_id if pair else None,
+                         run_name=pair.run_name if pair else None, reason=failure.reason,
+                         status=failure.status, error_code=failure.error_code,
+                         attempts=failure.attempts))
+
+
+def log_finished(report: ExportReport) -> None:
+    log.info("%s", report.summary(),
+             extra=event("batch_finished", exported=report.exported, failed=len(report.failed),
+                         retried=report.retried, elapsed=round(report.elapsed, 3),
+                         chunks=report.chunks, interrupted=report.interrupted,
+                         auth_failed=report.auth_error is not None))
+
+
 class _Fetcher:
     """Per-thread clients sharing one signer, a retry counter and the abort flag."""
 
@@ -82,7 +105,9 @@ class _Fetcher:
         credentials: Credentials,
         abort: threading.Event,
         sleep: Callable[[float], None],
+        archive: ArchiveWriter | None = None,
     ) -> None:
+        self.archive = archive
         self.settings = settings
         self.credentials = credentials
         self.abort = abort
@@ -126,8 +151,11 @@ class _Fetcher:
             return FailedPair(
                 pair, exc.error.message, exc.error.status, exc.error.error_code, exc.attempts
             )
+        fetched_at = utc_now()
+        if self.archive is not None:
+            self.archive.write(pair, result.body, fetched_at)
         try:
-            return flatten_run(result.body, pair, utc_now())
+            return flatten_run(result.body, pair, fetched_at)
         except RunShapeError as exc:
             return FailedPair(pair, f"unusable response: {exc}", 200, None, result.attempts)
 
@@ -144,6 +172,33 @@ def write_chunk(store: RunStore, runs: Sequence[FlatRun]) -> int:
     return store.upsert(build_frame(runs, mapping.env, mapping.fields))
 
 
+class _ChunkWriter:
+    """Collects flattened runs and writes them ``chunk_size`` at a time into the report."""
+
+    def __init__(self, store: RunStore, chunk_size: int, report: ExportReport) -> None:
+        self.store = store
+        self.chunk_size = chunk_size
+        self.report = report
+        self.pending: list[FlatRun] = []
+
+    def add(self, run: FlatRun) -> None:
+        self.pending.append(run)
+        if len(self.pending) >= self.chunk_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        written = write_chunk(self.store, self.pending)
+        self.report.exported += written
+        self.report.chunks += 1
+        log.info("committed chunk %d: %d runs (%d so far)", self.report.chunks, written,
+                 self.report.exported,
+                 extra=event("chunk_committed", chunk=self.report.chunks, runs=written,
+                             total=self.report.exported))
+        self.pending.clear()
+
+
 def export_runs(
     pairs: Iterable[Pair],
     settings: Settings,
@@ -154,26 +209,19 @@ def export_runs(
     sleep: Callable[[float], None] = time.sleep,
     stop: threading.Event | None = None,
     progress: ProgressCallback | None = None,
+    archive: ArchiveWriter | None = None,
 ) -> ExportReport:
     """Fetch every pair and upsert the runs; see the module docstring for the guarantees."""
     started = time.monotonic()
     report = ExportReport(requested=total or 0)
+    log.info("export started: %s pairs", total if total is not None else "unknown",
+             extra=event("batch_started", pairs=total, **settings.public_dict()))
     stop = stop or threading.Event()
     abort = threading.Event()
-    fetcher = _Fetcher(settings, credentials, abort, sleep)
-    pending: list[FlatRun] = []
+    fetcher = _Fetcher(settings, credentials, abort, sleep, archive)
+    writer = _ChunkWriter(store, settings.chunk_size, report)
     source = iter(pairs)
     window = settings.concurrency * (1 + QUEUE_PER_WORKER)
-
-    def flush() -> None:
-        if not pending:
-            return
-        written = write_chunk(store, pending)
-        report.exported += written
-        report.chunks += 1
-        log.info("committed chunk %d: %d runs (%d so far)", report.chunks, written,
-                 report.exported)
-        pending.clear()
 
     with ThreadPoolExecutor(settings.concurrency, thread_name_prefix="fetch") as pool:
         in_flight: set[Future] = set()
@@ -202,17 +250,17 @@ def export_runs(
                         continue
                     if isinstance(outcome, FailedPair):
                         report.failed.append(outcome)
+                        log_failure(outcome)
                     else:
                         report.fetched += 1
-                        pending.append(outcome)
+                        if report.auth_error is None:  # after a 401, nothing more is written
+                            writer.add(outcome)
                 report.retried = fetcher.retries
                 if progress is not None:
                     progress(report)
-                if report.auth_error is None and len(pending) >= settings.chunk_size:
-                    flush()
             report.retried = fetcher.retries
             if report.auth_error is None:
-                flush()  # what was fetched is kept, also when interrupted
+                writer.flush()  # what was fetched is kept, also when interrupted
         except BaseException:
             abort.set()
             for future in in_flight:
@@ -221,4 +269,40 @@ def export_runs(
         finally:
             fetcher.close()
             report.elapsed = time.monotonic() - started
+    log_finished(report)
+    return report
+
+
+def load_archive(
+    records: Iterable[ArchivedRun],
+    store: RunStore,
+    *,
+    chunk_size: int,
+    progress: ProgressCallback | None = None,
+) -> ExportReport:
+    """Replay archived responses (or plain run objects) through the same transform and upsert.
+
+    Lines that cannot be used are failed entries, named by FILE:LINE; the rest land.
+    """
+    started = time.monotonic()
+    report = ExportReport()
+    writer = _ChunkWriter(store, chunk_size, report)
+    now = utc_now()
+    for record in records:
+        report.requested += 1
+        if record.problem is not None or record.pair is None:
+            report.failed.append(FailedPair(None, record.problem or f"{record.where}: unusable"))
+            log_failure(report.failed[-1])
+            continue
+        try:
+            writer.add(flatten_run(record.body, record.pair, record.fetched_at or now))
+            report.fetched += 1
+        except RunShapeError as exc:
+            report.failed.append(FailedPair(record.pair, f"{record.where}: {exc}"))
+            log_failure(report.failed[-1])
+        if progress is not None and report.requested % chunk_size == 0:
+            progress(report)
+    writer.flush()
+    report.elapsed = time.monotonic() - started
+    log_finished(report)
     return report

@@ -1,0 +1,178 @@
+"""`make bench`: speed and memory of nsml-etl as ratios to baselines measured in the same run.
+
+The machine is shared and noisy, so every figure is a ratio to something timed minutes apart on
+the same machine, and each timing is the best of REPEATS.
+
+* fetch: (time for 2,000 runs - time for 1 run) / latency bound (2000 x 50 ms / 32 workers),
+  against the simulator in its own process. Target <= 1.15.
+* load: `nsml-etl load` of 100,000 raw runs (20 env keys each) into a fresh table (inserts),
+  then again (updates), divided by the baseline (plain-Python flatten + DataFrame.to_sql).
+  Target <= 1.0 each, on SQLite and, when NSML_ETL_TEST_POSTGRES_URL is set, PostgreSQL.
+* memory: peak RSS of that load. Target <= 150 MB, and about the same for 25,000 runs.
+
+Results go to bench/results.json as well.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+REPEATS = int(os.environ.get("BENCH_REPEATS", "2"))
+FETCH_RUNS, LATENCY, CONCURRENCY = 2000, 0.05, 32
+LOAD_RUNS = int(os.environ.get("BENCH_LOAD_RUNS", "100000"))
+ENV_KEYS = 20
+KEYS = {"AK": "AKBENCH0000000000000", "SK": "bench-secret"}
+ENV = {**os.environ, "NCP_ACCESS_KEY": KEYS["AK"], "NCP_SECRET_KEY": KEYS["SK"]}
+
+
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one child process; fails loudly on a bad exit."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.decode()}\n{err.decode()}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def best(cmd_for_run, repeats: int = REPEATS) -> tuple[float, float]:
+    results = [timed(cmd_for_run(i)) for i in range(repeats)]
+    return min(r[0] for r in results), max(r[1] for r in results)
+
+
+def start_simulator(tmp: Path) -> tuple[subprocess.Popen, str, Path]:
+    address, pairs = tmp / "address", tmp / "pairs.csv"
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "etl.cli", "simulate", "--projects", "4", "--runs", str(FETCH_RUNS // 4),
+         "--latency", str(LATENCY), "--address-file", str(address), "--write-pairs", str(pairs)],
+        env=ENV, stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        if address.exists():
+            return proc, address.read_text().strip(), pairs
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("simulator did not start")
+
+
+def bench_fetch(tmp: Path) -> dict:
+    sim, base_url, pairs = start_simulator(tmp)
+    try:
+        one = tmp / "one.csv"
+        with open(pairs) as src, open(one, "w") as dst:
+            dst.writelines([next(src), next(src)])
+
+        def export(pairs_file: Path):
+            return lambda i: [PYTHON, "-m", "etl.cli", "export", "--pairs", str(pairs_file),
+                              "--base-url", base_url, "--concurrency", str(CONCURRENCY),
+                              "--db", f"sqlite:///{tmp}/fetch-{uuid.uuid4().hex}.db"]
+
+        t_one, _ = best(export(one))
+        t_all, _ = best(export(pairs))
+    finally:
+        sim.terminate()
+        sim.wait()
+    bound = FETCH_RUNS * LATENCY / CONCURRENCY
+    return {"runs": FETCH_RUNS, "t_one": t_one, "t_all": t_all, "bound": bound,
+            "figure": (t_all - t_one) / bound, "target": 1.15}
+
+
+def write_raw_runs(path: Path, count: int) -> None:
+    rng = random.Random(7)
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(count):
+            run = {
+                "runName": str(i % 5000 + 1), "projectId": f"proj{i // 5000:05d}",
+                "projectName": "비전 연구팀", "status": rng.choice(["RUN_STATE_COMPLETED",
+                                                                "RUN_STATE_FAILED"]),
+                "creator": f"ncp-user-{rng.randint(1, 99999)}",
+                "engFullName": "[GPU] V100 1EA, 8vCPU, 90GB Mem", "gpuSvrCode": 205,
+                "imageType": "BASE", "imagePath": "nvcr.io/nvidia/pytorch:23.10-py3",
+                "command": f"python train.py --seed {i}", "note": "bench",
+                "envs": {f"KEY_{k:02d}": f"value-{i}-{k}" for k in range(ENV_KEYS)},
+            }
+            handle.write(json.dumps(run, ensure_ascii=False) + "\n")
+
+
+def fresh_url(kind: str, tmp: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp}/load-{uuid.uuid4().hex}.db"
+    server = sa.make_url(os.environ["NSML_ETL_TEST_POSTGRES_URL"])
+    name = f"nsml_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+def bench_load(kind: str, tmp: Path, raw: Path, runs: int) -> dict:
+    baseline = [PYTHON, str(HERE / "baseline_to_sql.py"), str(raw)]
+    urls: list[str] = []
+
+    def baseline_cmd(_i: int) -> list[str]:
+        urls.append(fresh_url(kind, tmp))
+        return [*baseline, urls[-1]]
+
+    t_base, rss_base = best(baseline_cmd)
+    t_insert, rss_insert, t_update, rss_update = [], [], [], []
+    for _ in range(REPEATS):
+        url = fresh_url(kind, tmp)
+        load = [PYTHON, "-m", "etl.cli", "load", str(raw), "--db", url, "--chunk-size", "2000"]
+        t, rss = timed(load)
+        t_insert.append(t)
+        rss_insert.append(rss)
+        t, rss = timed(load)  # the same keys again: every row an update
+        t_update.append(t)
+        rss_update.append(rss)
+    return {"db": kind, "runs": runs, "t_baseline": t_base, "rss_baseline_mb": rss_base,
+            "t_insert": min(t_insert), "t_update": min(t_update),
+            "insert_ratio": min(t_insert) / t_base, "update_ratio": min(t_update) / t_base,
+            "rss_mb": max(rss_insert + rss_update), "target_ratio": 1.0, "target_rss_mb": 150}
+
+
+def main() -> None:
+    results: dict = {"fetch": None, "load": []}
+    with tempfile.TemporaryDirectory(prefix="nsml-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        results["fetch"] = fetch = bench_fetch(tmp)
+        print(f"fetch  {FETCH_RUNS} runs @ {LATENCY * 1000:.0f} ms, {CONCURRENCY} workers: "
+              f"{fetch['figure']:.2f} x bound (target <= 1.15; bound {fetch['bound']:.2f}s)")
+        raw = tmp / "raw.jsonl"
+        write_raw_runs(raw, LOAD_RUNS)
+        small = tmp / "raw-small.jsonl"
+        write_raw_runs(small, LOAD_RUNS // 4)
+        kinds = ["sqlite"] + (["postgresql"] if os.environ.get("NSML_ETL_TEST_POSTGRES_URL")
+                              else [])
+        for kind in kinds:
+            row = bench_load(kind, tmp, raw, LOAD_RUNS)
+            results["load"].append(row)
+            print(f"load   {LOAD_RUNS} runs into {kind}: insert {row['insert_ratio']:.2f} x, "
+                  f"update {row['update_ratio']:.2f} x baseline (target <= 1.0); peak RSS "
+                  f"{row['rss_mb']:.0f} MB (target <= 150; baseline {row['rss_baseline_mb']:.0f})")
+        small_row = bench_load("sqlite", tmp, small, LOAD_RUNS // 4)
+        results["load_small"] = small_row
+        print(f"memory {LOAD_RUNS // 4} runs: peak RSS {small_row['rss_mb']:.0f} MB "
+              f"(constant in the number of runs if close to the {LOAD_RUNS}-run figure)")
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {HERE / 'results.json'}")
+
+
+if __name__ == "__main__":
+    csv.field_size_limit(1 << 20)
+    main()
