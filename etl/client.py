@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from requests.utils import get_environ_proxies
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -240,6 +242,11 @@ class NsmlClient:
         self.abort = abort or threading.Event()
         self.on_retry = on_retry
         self.session = session or requests.Session()
+        # requests re-reads proxy and CA settings from the environment on every request
+        # (about 1 ms each); read them once here, for the one host we talk to.
+        self.session.proxies.update(get_environ_proxies(self.base_url))
+        self.session.verify = settings.ca_bundle or _ca_bundle_from_env() or True
+        self.session.trust_env = False
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.headers["Accept"] = "application/json"
 
@@ -308,6 +315,11 @@ class NsmlClient:
     def list_runs(self, page: int, page_size: int) -> FetchResult:
         """``GET /projects/runs``: one page of run summaries, newest first."""
         return self.get("/projects/runs", {"page": page, "pageSize": page_size})
+
+
+def _ca_bundle_from_env() -> str | None:
+    """The CA bundle requests would have taken from the environment."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
 
 
 def _transport_reason(exc: BaseException) -> str:

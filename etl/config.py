@@ -123,6 +123,12 @@ def _base_url(value: Any) -> str:
     return value.strip().rstrip("/")
 
 
+def _ca_bundle(value: Any) -> str:
+    if not isinstance(value, str) or not Path(value).is_file():
+        raise ValueError("must be the path of an existing CA bundle file (PEM)")
+    return value
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty string")
@@ -160,6 +166,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest backoff between two attempts, in seconds."),
     Setting("retry_after_max", 60.0, _non_negative_float, "NSML_ETL_RETRY_AFTER_MAX",
             "--retry-after-max", "Cap on a server's Retry-After, in seconds."),
+    Setting("ca_bundle", None, _ca_bundle, "NSML_ETL_CA_BUNDLE", "--ca-bundle",
+            "CA bundle for a TLS-inspecting proxy (REQUESTS_CA_BUNDLE is honoured too); "
+            "verification is never turned off."),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -176,6 +185,7 @@ class Settings:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     retry_after_max: float = 60.0
+    ca_bundle: str | None = None
 
     def public_dict(self) -> dict[str, Any]:
         """The settings with the database password masked, for logs and summaries."""

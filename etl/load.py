@@ -378,9 +378,9 @@ class RunStore:
             self._compiled = {columns: compiled}
         if compiled.positiontup is not None:  # positional: tuples in the SQL's order
             order = [columns.index(name) for name in compiled.positiontup]
-            params: list = [tuple(row[i] for i in order) for row in rows]
-            if order == list(range(len(columns))):
-                params = rows
+            params: list = rows
+            if order != list(range(len(columns))):
+                params = [tuple(row[i] for i in order) for row in rows]
         else:  # named (PyMySQL's pyformat)
             params = [dict(zip(columns, row, strict=True)) for row in rows]
         conn.exec_driver_sql(str(compiled), params)
@@ -436,11 +436,13 @@ class RunStore:
 def _sqlite_rows(rows: list[tuple], timestamp_index: int) -> list[tuple]:
     # The text format SQLAlchemy's SQLite DateTime reads back (sqlite3's own datetime adapter
     # is deprecated).
+    texts: dict = {None: None}  # runs of one chunk mostly share a few timestamps
+
     def convert(row: tuple) -> tuple:
         value = row[timestamp_index]
-        if value is None:
-            return row
-        text = value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        text = texts.get(value)
+        if text is None and value is not None:
+            text = texts[value] = value.strftime("%Y-%m-%d %H:%M:%S.%f")
         return (*row[:timestamp_index], text, *row[timestamp_index + 1:])
 
     return [convert(row) for row in rows]

@@ -10,10 +10,11 @@ was fetched.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .archive import ArchivedRun, ArchiveWriter
@@ -199,6 +200,19 @@ class _ChunkWriter:
         self.pending.clear()
 
 
+def _drain(finished: queue.SimpleQueue, timeout: float) -> list[Future]:
+    """Every future finished so far, waiting up to ``timeout`` for the first."""
+    try:
+        done = [finished.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            done.append(finished.get_nowait())
+        except queue.Empty:
+            return done
+
+
 def export_runs(
     pairs: Iterable[Pair],
     settings: Settings,
@@ -223,18 +237,24 @@ def export_runs(
     source = iter(pairs)
     window = settings.concurrency * (1 + QUEUE_PER_WORKER)
 
+    # Finished futures arrive on a queue: waiting on the whole in-flight set each time
+    # (concurrent.futures.wait) costs more than the fetches at high concurrency.
+    finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
+    in_flight: set[Future] = set()
     with ThreadPoolExecutor(settings.concurrency, thread_name_prefix="fetch") as pool:
-        in_flight: set[Future] = set()
         try:
             while True:
                 while not abort.is_set() and len(in_flight) < window:
                     pair = next(source, None)
                     if pair is None:
                         break
-                    in_flight.add(pool.submit(fetcher.fetch, pair))
+                    future = pool.submit(fetcher.fetch, pair)
+                    in_flight.add(future)
+                    future.add_done_callback(finished.put)
                 if not in_flight:
                     break
-                done, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                done = _drain(finished, timeout=0.5)
+                in_flight.difference_update(done)
                 if stop.is_set() and not abort.is_set():
                     report.interrupted = True
                     abort.set()  # no new attempts; in-flight ones finish and are kept
@@ -256,7 +276,7 @@ def export_runs(
                         if report.auth_error is None:  # after a 401, nothing more is written
                             writer.add(outcome)
                 report.retried = fetcher.retries
-                if progress is not None:
+                if progress is not None and done:
                     progress(report)
             report.retried = fetcher.retries
             if report.auth_error is None:

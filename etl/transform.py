@@ -9,6 +9,7 @@ the frame for a chunk is built later (:func:`build_frame`) from already-flattene
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +36,7 @@ DOCUMENTED_FIELDS: dict[str, str] = {
 ENVS_FIELD = "envs"
 CORE_COLUMNS: tuple[str, ...] = (*DOCUMENTED_FIELDS.values(), "envs", "fetched_at")
 KEY_COLUMNS = ("project_id", "run_name")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Largest value a BIGINT column holds.
 _BIGINT_MAX = 2**63 - 1
 
@@ -123,10 +125,15 @@ def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
     if envs is None:
         columns["envs"] = None
     elif isinstance(envs, dict):
-        for key, value in envs.items():
-            _check_unicode(key, "an envs key")
-            env[key] = as_text(value, f"envs[{key!r}]")
-        columns["envs"] = json.dumps(envs, ensure_ascii=False)
+        envs_text = json.dumps(envs, ensure_ascii=False)
+        # One scan of the JSON text covers every key and value (the hot path of a load).
+        if not envs_text.isascii() and _SURROGATE.search(envs_text):
+            raise RunShapeError("envs holds a lone UTF-16 surrogate")
+        env = {
+            key: value if type(value) is str else as_text(value, key)
+            for key, value in envs.items()
+        }
+        columns["envs"] = envs_text
     else:
         raise RunShapeError(f"envs is {_type_name(envs)}, expected an object")
     columns["fetched_at"] = fetched_at

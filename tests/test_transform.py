@@ -54,6 +54,7 @@ def test_missing_and_null_fields_are_null():
         ({"runName": "4"}, "runName '4', not the requested '3'"),
         ({"projectId": "other"}, "projectId 'other'"),
         ({"note": "\ud800"}, "note holds a lone UTF-16 surrogate"),
+        ({"envs": {"k": "a\udfffb"}}, "envs holds a lone UTF-16 surrogate"),
     ],
 )
 def test_wrong_shapes_are_rejected_with_a_reason(body, message):
