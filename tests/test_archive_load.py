@@ -1,0 +1,121 @@
+"""Raw archive and replay, dry runs, JSON logs and interrupts, through the real CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+import pytest
+from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
+
+
+def test_save_raw_then_load_gives_the_same_tables(run_cli, credentials, simulator, db_url,
+                                                 tmp_path, sqlite_url):
+    pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
+    raw = tmp_path / "runs.jsonl.gz"
+    result = run_cli("export", "--pairs", str(pairs_file), "--db", sqlite_url,
+                     "--base-url", simulator.base_url, "--save-raw", str(raw))
+    assert result.exit_code == 0, result.output
+    with gzip.open(raw, "rt", encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle]
+    assert len(lines) == len(simulator.pairs())
+    for line in lines:  # exactly as received, plus the requested pair
+        assert line["response"] == simulator.run(line["projectId"], line["runName"])
+
+    result = run_cli("load", str(raw), "--db", db_url)
+    assert result.exit_code == 0, result.output
+    query = "SELECT * FROM nsml_runs ORDER BY project_id, run_name"
+    exported, loaded = fetch_rows(sqlite_url, query), fetch_rows(db_url, query)
+    assert [_comparable(r) for r in loaded] == [_comparable(r) for r in exported]
+    mapping = "SELECT env_key, column_name FROM nsml_env_columns ORDER BY column_name"
+    assert fetch_rows(db_url, mapping) == fetch_rows(sqlite_url, mapping)
+
+
+def _comparable(row: dict) -> dict:
+    # A raw SQLite query returns timestamps as the stored text, servers as datetimes; str() of
+    # a datetime is that same text.
+    return {k: (str(v) if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+def test_load_plain_run_objects_and_report_bad_lines(run_cli, sqlite_url, tmp_path):
+    path = tmp_path / "runs.jsonl"
+    path.write_text(
+        json.dumps({"projectId": "p", "runName": "1", "status": "DONE", "envs": {"A": "1"}})
+        + "\n{broken\n"
+        + json.dumps({"status": "no pair"}) + "\n"
+        + json.dumps({"projectId": "p", "runName": 2, "gpuSvrCode": "x"}) + "\n"
+        + json.dumps({"projectId": "p", "runName": "3", "envs": {}}) + "\n",
+        encoding="utf-8",
+    )
+    result = run_cli("load", str(path), "--db", sqlite_url)
+    assert result.exit_code == 1
+    assert f"{path}:2: not valid JSON" in result.stdout
+    assert f"{path}:3: no projectId and runName" in result.stdout
+    assert f"{path}:4: gpuSvrCode" in result.stdout
+    assert "Summary: exported 2, failed 3" in result.stdout
+    rows = fetch_rows(sqlite_url, "SELECT run_name, status, env_a FROM nsml_runs ORDER BY 1")
+    assert rows == [{"run_name": "1", "status": "DONE", "env_a": "1"},
+                    {"run_name": "3", "status": None, "env_a": None}]
+
+
+def test_load_missing_file_exit_2(run_cli, sqlite_url, tmp_path):
+    result = run_cli("load", str(tmp_path / "nope.jsonl"), "--db", sqlite_url)
+    assert result.exit_code == 2 and "no such file" in result.stderr
+
+
+def test_dry_run_sends_nothing_and_writes_nothing(run_cli, credentials, simulator, sqlite_url,
+                                                  tmp_path):
+    pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
+    open(tmp_path / "runs.db", "w").close()  # an existing, empty database file
+    result = run_cli("export", "--pairs", str(pairs_file), "--db", sqlite_url,
+                     "--base-url", simulator.base_url, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"would fetch {len(simulator.pairs())} runs" in result.stdout
+    assert simulator.stats.requests == 0
+    assert table_names(sqlite_url) == set()
+
+
+def test_json_log_events(run_cli, credentials, simulator, sqlite_url, tmp_path):
+    pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs() + [("nope", "1")])
+    result = run_cli("export", "--pairs", str(pairs_file), "--db", sqlite_url,
+                     "--base-url", simulator.base_url, "--log-format", "json",
+                     "--chunk-size", "10")
+    assert result.exit_code == 1
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    names = [e["event"] for e in events]
+    assert names[0] == "batch_started" and names[-1] == "batch_finished"
+    assert names.count("chunk_committed") == 3 and "pair_failed" in names
+    failed = next(e for e in events if e["event"] == "pair_failed")
+    assert failed["project_id"] == "nope" and failed["status"] == 404
+    assert events[-1]["exported"] == len(simulator.pairs()) and events[-1]["failed"] == 1
+    assert SECRET_KEY not in result.stderr
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_fetching_commits_what_was_fetched(make_simulator, sqlite_url, tmp_path,
+                                                         signum, code):
+    sim = make_simulator(projects=1, runs_per_project=200, latency=0.05)
+    pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
+    env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl.cli", "export", "--pairs", str(pairs_file),
+         "--db", sqlite_url, "--base-url", sim.base_url, "--concurrency", "2",
+         "--chunk-size", "5"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 30
+    while sim.stats.requests < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, (out, err)
+    exported = int(out.split("Summary: exported ")[1].split(",")[0])
+    rows = fetch_rows(sqlite_url, "SELECT COUNT(*) AS n FROM nsml_runs")[0]["n"]
+    assert rows == exported >= 20 and exported < 200
+    assert exported == sim.stats.requests  # everything fetched was kept
