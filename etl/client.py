@@ -63,6 +63,7 @@ class ApiError(Exception):
         self.error_code = error_code
         self.retryable = retryable
         self.retry_after = retry_after
+        self.attempts = 1  # set by NsmlClient.get once the retry policy gives up
 
 
 class Aborted(Exception):
@@ -260,9 +261,13 @@ class NsmlClient:
         started = time.monotonic()
         try:
             # A new request per attempt: the signer runs again, with a fresh timestamp.
-            response = self.session.get(
-                url, params=params, auth=self.auth, timeout=self.timeout, allow_redirects=False
-            )
+            # Prepared here rather than through Session.request, whose per-call merging of
+            # environment, cookies and proxies showed up in the fetch profile.
+            request = requests.PreparedRequest()
+            request.prepare(method="GET", url=url, headers=self.session.headers, params=params,
+                            auth=self.auth)
+            response = self.session.send(request, timeout=self.timeout, allow_redirects=False,
+                                         proxies=self.session.proxies, verify=self.session.verify)
             _ = response.content  # read the body inside the attempt: truncation is retryable
         except requests.exceptions.SSLError as exc:
             raise ApiError(f"TLS error: {type(exc).__name__}") from None
@@ -294,7 +299,7 @@ class NsmlClient:
         try:
             body = retrying(attempt)
         except ApiError as exc:
-            exc.attempts = attempts  # type: ignore[attr-defined]
+            exc.attempts = attempts
             raise
         return FetchResult(body=body, attempts=attempts)
 
@@ -310,7 +315,7 @@ class NsmlClient:
         try:
             return self.get(path)
         except ApiError as exc:
-            raise RunFetchFailed(pair, exc, getattr(exc, "attempts", 1)) from None
+            raise RunFetchFailed(pair, exc, exc.attempts) from None
 
     def list_runs(self, page: int, page_size: int) -> FetchResult:
         """``GET /projects/runs``: one page of run summaries, newest first."""
