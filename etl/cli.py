@@ -177,6 +177,19 @@ class _Progress:
             self.bar.close()
 
 
+def write_failures(path: Path, report: ExportReport) -> None:
+    """The failed pairs as a pairs file (with the reason as an extra, ignored column)."""
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["project_id", "run_name", "reason"])
+            for failure in report.failed:
+                if failure.pair is not None:
+                    writer.writerow([*failure.pair, failure.reason])
+    except OSError as exc:
+        click.echo(f"Error: --failures-out {path}: {exc.strerror}", err=True)
+
+
 def print_report(report: ExportReport) -> None:
     if report.failed:
         click.echo(f"Failed pairs ({len(report.failed)}):")
@@ -206,14 +219,18 @@ def main() -> None:
 @click.option("--save-raw", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write every API response, as received, to this JSON Lines file "
               "(.gz compresses); replay it later with 'nsml-etl load'.")
+@click.option("--failures-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the pairs that failed to this CSV, in the pairs format, so they can "
+              "be retried with --pairs.")
 @click.option("--dry-run", is_flag=True,
               help="Check settings, credentials, pairs and the database, print what would be "
               "fetched, and stop: no API request, nothing written.")
 @settings_options(_EXPORT_SETTINGS)
 @output_options
 @handle_errors
-def export(pairs_path: str, save_raw: Path | None, dry_run: bool, config_file: Path | None,
-           verbose: bool, quiet: bool, log_format: str, **flags: Any) -> None:
+def export(pairs_path: str, save_raw: Path | None, failures_out: Path | None, dry_run: bool,
+           config_file: Path | None, verbose: bool, quiet: bool, log_format: str,
+           **flags: Any) -> None:
     """Fetch each (projectId, runName) pair and upsert it into the table.
 
     Credentials come from NCP_ACCESS_KEY and NCP_SECRET_KEY (and NCP_APIGW_API_KEY when the
@@ -248,6 +265,8 @@ def export(pairs_path: str, save_raw: Path | None, dry_run: bool, config_file: P
         engine.dispose()
     if report.auth_error is not None:
         click.echo(f"Error: {report.auth_error}; nothing was written", err=True)
+    if failures_out is not None:
+        write_failures(failures_out, report)
     print_report(report)
     sys.exit(interrupts.exit_code or report.exit_code)
 

@@ -252,3 +252,19 @@ def test_bad_table_name_exit_2(run_cli, credentials, simulator, sqlite_url, tmp_
     result = export(run_cli, simulator, pairs_file, sqlite_url, "--table", table)
     assert result.exit_code == 2 and "--table" in result.stderr
     assert simulator.stats.requests == 0
+
+
+def test_failures_out_can_be_fed_back_as_pairs(run_cli, credentials, simulator, sqlite_url,
+                                               tmp_path):
+    pairs = simulator.pairs()
+    pairs_file = write_pairs(tmp_path / "pairs.csv", pairs + [("gone", "1"), ("gone", "2")])
+    failures = tmp_path / "failed.csv"
+    result = export(run_cli, simulator, pairs_file, sqlite_url, "--failures-out", str(failures))
+    assert result.exit_code == 1
+    assert failures.read_text().splitlines()[0] == "project_id,run_name,reason"
+    simulator.put_run("gone", "1", {"runName": "1", "projectId": "gone"})
+    simulator.put_run("gone", "2", {"runName": "2", "projectId": "gone"})
+    retry = export(run_cli, simulator, failures, sqlite_url, "--failures-out", str(failures))
+    assert retry.exit_code == 0, retry.output
+    assert "Summary: exported 2, failed 0" in retry.stdout
+    assert len(fetch_rows(sqlite_url, "SELECT * FROM nsml_runs")) == len(pairs) + 2
