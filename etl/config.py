@@ -77,28 +77,25 @@ def _positive_int(value: Any) -> int:
     return number
 
 
-def _positive_float(value: Any) -> float:
+def _seconds(value: Any, allow_zero: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("must be a number of seconds")
     try:
         number = float(value)
     except ValueError:
         raise ValueError("must be a number of seconds") from None
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError("must be a positive number of seconds")
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        qualifier = "zero or a positive" if allow_zero else "a positive"
+        raise ValueError(f"must be {qualifier} number of seconds")
     return number
+
+
+def _positive_float(value: Any) -> float:
+    return _seconds(value, allow_zero=False)
 
 
 def _non_negative_float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError("must be a number of seconds")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError("must be a number of seconds") from None
-    if not math.isfinite(number) or number < 0:
-        raise ValueError("must be zero or a positive number of seconds")
-    return number
+    return _seconds(value, allow_zero=True)
 
 
 def _table_name(value: Any) -> str:

@@ -59,6 +59,10 @@ class ExportReport:
     auth_error: AuthenticationError | None = None
     interrupted: bool = False
 
+    def record_failure(self, failure: FailedPair) -> None:
+        self.failed.append(failure)
+        log_failure(failure)
+
     @property
     def exit_code(self) -> int:
         if self.auth_error is not None:
@@ -269,8 +273,7 @@ def export_runs(
                     except Aborted:
                         continue
                     if isinstance(outcome, FailedPair):
-                        report.failed.append(outcome)
-                        log_failure(outcome)
+                        report.record_failure(outcome)
                     else:
                         report.fetched += 1
                         if report.auth_error is None:  # after a 401, nothing more is written
@@ -278,7 +281,6 @@ def export_runs(
                 report.retried = fetcher.retries
                 if progress is not None and done:
                     progress(report)
-            report.retried = fetcher.retries
             if report.auth_error is None:
                 writer.flush()  # what was fetched is kept, also when interrupted
         except BaseException:
@@ -311,15 +313,14 @@ def load_archive(
     for record in records:
         report.requested += 1
         if record.problem is not None or record.pair is None:
-            report.failed.append(FailedPair(None, record.problem or f"{record.where}: unusable"))
-            log_failure(report.failed[-1])
+            report.record_failure(
+                FailedPair(None, record.problem or f"{record.where}: unusable"))
             continue
         try:
             writer.add(flatten_run(record.body, record.pair, record.fetched_at or now))
             report.fetched += 1
         except RunShapeError as exc:
-            report.failed.append(FailedPair(record.pair, f"{record.where}: {exc}"))
-            log_failure(report.failed[-1])
+            report.record_failure(FailedPair(record.pair, f"{record.where}: {exc}"))
         if progress is not None and report.requested % chunk_size == 0:
             progress(report)
     writer.flush()
