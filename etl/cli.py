@@ -25,7 +25,7 @@ from . import __version__
 from .archive import ArchiveWriter
 from .config import SETTINGS, credentials_from_env, resolve_settings
 from .errors import EXIT_SIGINT, EXIT_SIGTERM, EtlError, InputError
-from .pipeline import ExportReport
+from .report import ExportReport
 
 log = logging.getLogger("etl")
 # Pairs listed by --dry-run before "... and N more".
@@ -313,7 +313,9 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
     try:
         check_database(engine)
         store = RunStore(engine, settings.table)
-        report = load_archive(iter_archive(file), store, chunk_size=settings.chunk_size)
+        options = {**settings.public_dict(), "file": str(file)}
+        report = load_archive(iter_archive(file), store, chunk_size=settings.chunk_size,
+                              options=options)
     finally:
         engine.dispose()
     print_report(report)

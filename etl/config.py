@@ -23,7 +23,9 @@ DEFAULT_DB_URL = "sqlite:///nsml_runs.db"
 DEFAULT_TABLE = "nsml_runs"
 
 # Table names we create ourselves; exporting runs into one of them would corrupt it.
-RESERVED_TABLES = frozenset({"nsml_env_columns", "nsml_field_columns"})
+RESERVED_TABLES = frozenset(
+    {"nsml_env_columns", "nsml_field_columns", "nsml_export_batches", "nsml_export_failures"}
+)
 # A table name that needs no quoting anywhere and fits every database's identifier limit.
 TABLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 ENV_COLUMNS_TABLE = "nsml_env_columns"
 FIELD_COLUMNS_TABLE = "nsml_field_columns"
+BATCHES_TABLE = "nsml_export_batches"
+FAILURES_TABLE = "nsml_export_failures"
 # How long SQLite waits for another writer (an overlapping cron job) before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60
 # How long MySQL waits for another export's schema change.
@@ -197,6 +199,45 @@ def _mapping_table(name: str, key_column: str, metadata: sa.MetaData) -> sa.Tabl
     )
 
 
+def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """One row per export or load, and one per pair that failed in it."""
+    batches = sa.Table(
+        BATCHES_TABLE,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+                  autoincrement=True),
+        sa.Column("table_name", Name, nullable=False),
+        sa.Column("command", Name, nullable=False),
+        sa.Column("started_at", Timestamp, nullable=False),
+        sa.Column("finished_at", Timestamp),
+        sa.Column("status", Name, nullable=False),
+        sa.Column("requested", sa.BigInteger()),
+        sa.Column("exported", sa.BigInteger()),
+        sa.Column("failed", sa.BigInteger()),
+        sa.Column("retried", sa.BigInteger()),
+        sa.Column("options", Text),
+        mysql_charset="utf8mb4",
+        mariadb_charset="utf8mb4",
+    )
+    failures = sa.Table(
+        FAILURES_TABLE,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+                  autoincrement=True),
+        sa.Column("batch_id", sa.BigInteger(), sa.ForeignKey(f"{BATCHES_TABLE}.id"),
+                  nullable=False, index=True),
+        sa.Column("project_id", Text),
+        sa.Column("run_name", Text),
+        sa.Column("http_status", sa.Integer()),
+        sa.Column("error_code", Name),
+        sa.Column("message", Text),
+        sa.Column("attempts", sa.Integer()),
+        mysql_charset="utf8mb4",
+        mariadb_charset="utf8mb4",
+    )
+    return batches, failures
+
+
 def _lock_key(table: str) -> int:
     digest = hashlib.sha256(f"nsml-etl schema {table}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
@@ -212,6 +253,7 @@ class RunStore:
         self._metadata = sa.MetaData()
         self.env_table = _mapping_table(ENV_COLUMNS_TABLE, "env_key", self._metadata)
         self.field_table = _mapping_table(FIELD_COLUMNS_TABLE, "field", self._metadata)
+        self.batches_table, self.failures_table = _batch_tables(self._metadata)
         # Columns seen in the table (or added by us). A mapping row can be visible before its
         # column exists (MySQL commits the mapping before its DDL), so a mapped column not in
         # here sends us through the locked path, which waits for the other export's ALTER.

@@ -15,20 +15,25 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from .archive import ArchivedRun, ArchiveWriter
 from .auth import NcpSignatureV2
+from .batches import BatchLog
 from .client import Aborted, NsmlClient, RunFetchFailed, utc_now
 from .config import Credentials, Settings
-from .errors import (
-    EXIT_AUTH_FAILED,
-    EXIT_OK,
-    EXIT_SOME_FAILED,
-    AuthenticationError,
-)
+from .errors import AuthenticationError, DatabaseError
 from .load import RunStore
 from .pairs import Pair
+from .report import ExportReport, FailedPair, ProgressCallback, event, log_finished
 from .transform import FlatRun, RunShapeError, build_frame, env_keys, extra_fields, flatten_run
 
 log = logging.getLogger(__name__)
@@ -36,69 +41,11 @@ log = logging.getLogger(__name__)
 # Pairs queued per worker beyond the one it is fetching: keeps workers busy while the main
 # thread writes a chunk, without reading the whole pairs list into futures.
 QUEUE_PER_WORKER = 4
-
-
-@dataclass(frozen=True)
-class FailedPair:
-    pair: Pair | None  # None: an archive line that names no pair
-    reason: str
-    status: int | None = None
-    error_code: str | None = None
-    attempts: int = 1
-
-
-@dataclass
-class ExportReport:
-    requested: int = 0
-    fetched: int = 0
-    exported: int = 0
-    failed: list[FailedPair] = field(default_factory=list)
-    retried: int = 0
-    elapsed: float = 0.0
-    chunks: int = 0
-    auth_error: AuthenticationError | None = None
-    interrupted: bool = False
-
-    def record_failure(self, failure: FailedPair) -> None:
-        self.failed.append(failure)
-        log_failure(failure)
-
-    @property
-    def exit_code(self) -> int:
-        if self.auth_error is not None:
-            return EXIT_AUTH_FAILED
-        return EXIT_SOME_FAILED if self.failed else EXIT_OK
-
-    def summary(self) -> str:
-        return (
-            f"Summary: exported {self.exported}, failed {len(self.failed)}, "
-            f"retried {self.retried}, elapsed {self.elapsed:.2f}s"
-        )
-
-
-ProgressCallback = Callable[[ExportReport], None]
-
-
-def event(name: str, **fields: object) -> dict:
-    """``extra=`` for a log call that is also a structured event (see ``--log-format json``)."""
-    return {"event": name, "fields": fields}
-
-
-def log_failure(failure: FailedPair) -> None:
-    pair = failure.pair
-    log.info("pair failed: %s: %s", pair or "-", failure.reason,
-             extra=event("pair_failed", project_id=pair.project_id if pair else None,
-                         run_name=pair.run_name if pair else None, reason=failure.reason,
-                         status=failure.status, error_code=failure.error_code,
-                         attempts=failure.attempts))
-
-
-def log_finished(report: ExportReport) -> None:
-    log.info("%s", report.summary(),
-             extra=event("batch_finished", exported=report.exported, failed=len(report.failed),
-                         retried=report.retried, elapsed=round(report.elapsed, 3),
-                         chunks=report.chunks, interrupted=report.interrupted,
-                         auth_failed=report.auth_error is not None))
+# A chunk whose connection dropped is written again at most this often, with a short backoff
+# (a database restart or failover takes seconds, not minutes).
+DB_WRITE_ATTEMPTS = 3
+DB_RETRY_WAIT_S = 1.0
+DB_RETRY_WAIT_MAX_S = 10.0
 
 
 class _Fetcher:
@@ -169,6 +116,16 @@ class _Fetcher:
             client.close()
 
 
+def is_transient_db_error(exc: BaseException) -> bool:
+    """A dropped connection, a deadlock or a lock timeout: the chunk may simply be written again
+    (one transaction, idempotent upsert). Constraint or type errors are not retried."""
+    cause = exc.__cause__ if isinstance(exc, DatabaseError) else exc
+    return isinstance(cause, sa.exc.DBAPIError) and (
+        cause.connection_invalidated
+        or isinstance(cause, sa.exc.OperationalError | sa.exc.InterfaceError)
+    )
+
+
 def write_chunk(store: RunStore, runs: Sequence[FlatRun]) -> int:
     """Schema first (new env keys become columns), then one upsert transaction."""
     if not runs:
@@ -178,13 +135,36 @@ def write_chunk(store: RunStore, runs: Sequence[FlatRun]) -> int:
 
 
 class _ChunkWriter:
-    """Collects flattened runs and writes them ``chunk_size`` at a time into the report."""
+    """Collects flattened runs and writes them ``chunk_size`` at a time into the report,
+    reconnecting and retrying a chunk whose database connection dropped."""
 
-    def __init__(self, store: RunStore, chunk_size: int, report: ExportReport) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        chunk_size: int,
+        report: ExportReport,
+        batch: BatchLog | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.store = store
         self.chunk_size = chunk_size
         self.report = report
+        self.batch = batch
         self.pending: list[FlatRun] = []
+        self.retrying = Retrying(
+            stop=stop_after_attempt(DB_WRITE_ATTEMPTS),
+            wait=wait_exponential(multiplier=DB_RETRY_WAIT_S, max=DB_RETRY_WAIT_MAX_S),
+            retry=retry_if_exception(is_transient_db_error),
+            before_sleep=self._log_retry,
+            sleep=sleep,
+            reraise=True,
+        )
+
+    @staticmethod
+    def _log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("database write failed (%s); reconnecting, attempt %d of %d", exc,
+                    state.attempt_number + 1, DB_WRITE_ATTEMPTS)
 
     def add(self, run: FlatRun) -> None:
         self.pending.append(run)
@@ -194,7 +174,15 @@ class _ChunkWriter:
     def flush(self) -> None:
         if not self.pending:
             return
-        written = write_chunk(self.store, self.pending)
+        try:
+            if self.batch is not None:
+                self.retrying(self.batch.open)
+            written = self.retrying(write_chunk, self.store, self.pending)
+        except DatabaseError as exc:
+            if is_transient_db_error(exc):
+                raise DatabaseError(f"{exc} (gave up after {DB_WRITE_ATTEMPTS} attempts; "
+                                    f"{self.report.exported} runs committed before)") from exc
+            raise
         self.report.exported += written
         self.report.chunks += 1
         log.info("committed chunk %d: %d runs (%d so far)", self.report.chunks, written,
@@ -237,7 +225,8 @@ def export_runs(
     stop = stop or threading.Event()
     abort = threading.Event()
     fetcher = _Fetcher(settings, credentials, abort, sleep, archive)
-    writer = _ChunkWriter(store, settings.chunk_size, report)
+    batch = BatchLog(store, "export", {**settings.public_dict(), "pairs": total})
+    writer = _ChunkWriter(store, settings.chunk_size, report, batch, sleep)
     source = iter(pairs)
     window = settings.concurrency * (1 + QUEUE_PER_WORKER)
 
@@ -291,6 +280,8 @@ def export_runs(
         finally:
             fetcher.close()
             report.elapsed = time.monotonic() - started
+    batch.finish(report)
+    report.batch_id = batch.id
     log_finished(report)
     return report
 
@@ -301,6 +292,8 @@ def load_archive(
     *,
     chunk_size: int,
     progress: ProgressCallback | None = None,
+    options: dict | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ExportReport:
     """Replay archived responses (or plain run objects) through the same transform and upsert.
 
@@ -308,7 +301,8 @@ def load_archive(
     """
     started = time.monotonic()
     report = ExportReport()
-    writer = _ChunkWriter(store, chunk_size, report)
+    batch = BatchLog(store, "load", options or {})
+    writer = _ChunkWriter(store, chunk_size, report, batch, sleep)
     now = utc_now()
     for record in records:
         report.requested += 1
@@ -325,5 +319,7 @@ def load_archive(
             progress(report)
     writer.flush()
     report.elapsed = time.monotonic() - started
+    batch.finish(report)
+    report.batch_id = batch.id
     log_finished(report)
     return report

@@ -1,0 +1,92 @@
+"""Bookkeeping of exports: ``nsml_export_batches`` and ``nsml_export_failures``.
+
+A batch row is written just before the first chunk commits (status ``running``), so an export
+killed mid-way leaves a visible ``running`` row, and completed when the export ends, together
+with one failure row per failed pair. An export that fails authentication before writing
+anything writes no batch either: a 401 leaves the database untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from .client import utc_now
+from .errors import DatabaseError
+from .load import RunStore
+from .report import ExportReport
+
+log = logging.getLogger(__name__)
+
+RUNNING, SUCCEEDED, PARTIAL, AUTH_FAILED, INTERRUPTED = (
+    "running", "succeeded", "partial", "auth_failed", "interrupted",
+)
+
+
+def batch_status(report: ExportReport) -> str:
+    if report.auth_error is not None:
+        return AUTH_FAILED
+    if report.interrupted:
+        return INTERRUPTED
+    return PARTIAL if report.failed else SUCCEEDED
+
+
+class BatchLog:
+    """The batch row of one export or load (``options`` must already be free of secrets)."""
+
+    def __init__(self, store: RunStore, command: str, options: dict[str, Any]) -> None:
+        self.store = store
+        self.command = command
+        self.options = json.dumps(options, ensure_ascii=False, default=str, sort_keys=True)
+        self.started_at = utc_now()
+        self.id: int | None = None
+
+    def open(self) -> None:
+        """Insert the ``running`` row once; called before the first chunk is written."""
+        if self.id is not None:
+            return
+        self.store.prepare(set(), set())  # creates the bookkeeping tables under the lock
+        table = self.store.batches_table
+        try:
+            with self.store.engine.begin() as conn:
+                result = conn.execute(sa.insert(table).values(
+                    table_name=self.store.table_name, command=self.command,
+                    started_at=self.started_at, status=RUNNING, options=self.options,
+                ))
+                self.id = int(result.inserted_primary_key[0])
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"recording the batch failed: {exc.__class__.__name__}") from exc
+
+    def finish(self, report: ExportReport) -> None:
+        """Complete the row and record the failed pairs, in one transaction."""
+        if report.auth_error is not None and self.id is None:
+            return  # nothing was written in this export, and nothing will be
+        self.open()
+        counts = {
+            "finished_at": utc_now(), "status": batch_status(report),
+            "requested": report.requested, "exported": report.exported,
+            "failed": len(report.failed), "retried": report.retried,
+        }
+        failures = [
+            {
+                "batch_id": self.id,
+                "project_id": f.pair.project_id if f.pair else None,
+                "run_name": f.pair.run_name if f.pair else None,
+                "http_status": f.status, "error_code": f.error_code,
+                "message": f.reason, "attempts": f.attempts,
+            }
+            for f in report.failed
+        ]
+        batches, failures_table = self.store.batches_table, self.store.failures_table
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(sa.update(batches).where(batches.c.id == self.id).values(**counts))
+                if failures:
+                    conn.execute(sa.insert(failures_table), failures)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"recording the batch failed: {exc.__class__.__name__}") from exc
+        log.debug("batch %s recorded as %s", self.id, counts["status"])
