@@ -42,7 +42,8 @@ _CLICK_TYPES: dict[str, click.ParamType] = {
 }
 # Options shown in --help of export; the tuning ones stay available in config files and env.
 _EXPORT_SETTINGS = ("db_url", "table", "base_url", "concurrency", "timeout", "max_attempts",
-                    "chunk_size", "backoff_initial", "backoff_max", "retry_after_max", "ca_bundle")
+                    "chunk_size", "backoff_initial", "backoff_max", "retry_after_max", "rate_limit",
+                    "ca_bundle")
 
 
 def settings_options(names: tuple[str, ...]) -> Callable:

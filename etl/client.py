@@ -34,6 +34,7 @@ from .auth import NcpSignatureV2
 from .config import Credentials, Settings
 from .errors import AuthenticationError
 from .pairs import Pair
+from .throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,9 @@ class NsmlClient:
         abort: threading.Event | None = None,
         on_retry: Callable[[BaseException], None] | None = None,
         session: requests.Session | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
+        self.throttle = throttle
         self.base_url = settings.base_url.rstrip("/")
         self.timeout = settings.timeout
         self.auth = signer or NcpSignatureV2(
@@ -256,6 +259,21 @@ class NsmlClient:
 
     def _attempt(self, path: str, params: dict[str, Any] | None) -> Any:
         if self.abort.is_set():
+            raise Aborted()
+        if self.throttle is None:
+            return self._send(path, params)
+        self.throttle.acquire()
+        throttled = False
+        try:
+            return self._send(path, params)
+        except ApiError as exc:
+            throttled = exc.status == 429
+            raise
+        finally:
+            self.throttle.release(throttled)
+
+    def _send(self, path: str, params: dict[str, Any] | None) -> Any:
+        if self.abort.is_set():  # the abort may have come while we waited for a slot
             raise Aborted()
         url = self.base_url + path
         started = time.monotonic()

@@ -100,6 +100,23 @@ def _non_negative_float(value: Any) -> float:
     return _seconds(value, allow_zero=True)
 
 
+def _rate(value: Any) -> float:
+    """``20``, ``20/s`` or ``1200/min``: requests per second."""
+    text = str(value).strip().lower().replace(" ", "")
+    per = 1.0
+    for suffix, seconds in (("/s", 1.0), ("/sec", 1.0), ("/min", 60.0), ("/m", 60.0)):
+        if text.endswith(suffix):
+            text, per = text[: -len(suffix)], seconds
+            break
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError("must be a rate such as 20/s or 600/min") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError("must be a positive rate such as 20/s")
+    return number / per
+
+
 def _table_name(value: Any) -> str:
     if not isinstance(value, str) or not TABLE_NAME_RE.fullmatch(value):
         raise ValueError(
@@ -165,6 +182,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest backoff between two attempts, in seconds."),
     Setting("retry_after_max", 60.0, _non_negative_float, "NSML_ETL_RETRY_AFTER_MAX",
             "--retry-after-max", "Cap on a server's Retry-After, in seconds."),
+    Setting("rate_limit", None, _rate, "NSML_ETL_RATE_LIMIT", "--rate-limit",
+            "Cap on API requests per second across all workers, e.g. 20/s or 600/min."),
     Setting("ca_bundle", None, _ca_bundle, "NSML_ETL_CA_BUNDLE", "--ca-bundle",
             "CA bundle for a TLS-inspecting proxy (REQUESTS_CA_BUNDLE is honoured too); "
             "verification is never turned off."),
@@ -184,6 +203,7 @@ class Settings:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     retry_after_max: float = 60.0
+    rate_limit: float | None = None
     ca_bundle: str | None = None
 
     def public_dict(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from .errors import AuthenticationError, DatabaseError
 from .load import RunStore
 from .pairs import Pair
 from .report import ExportReport, FailedPair, ProgressCallback, event, log_finished
+from .throttle import Throttle
 from .transform import FlatRun, RunShapeError, build_frame, env_keys, extra_fields, flatten_run
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class _Fetcher:
         self.signer = NcpSignatureV2(
             credentials.access_key, credentials.secret_key, credentials.api_key
         )
+        self.throttle = Throttle(settings.concurrency, settings.rate_limit, sleep)
         self.retries = 0
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -86,6 +88,7 @@ class _Fetcher:
                 sleep=self.sleep,
                 abort=self.abort,
                 on_retry=self._count_retry,
+                throttle=self.throttle,
             )
             self._local.client = client
             with self._lock:

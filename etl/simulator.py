@@ -158,6 +158,9 @@ class SimulatorStats:
     by_status: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
     auth_failures: int = 0
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each request
+    in_flight: int = 0
+    max_in_flight: int = 0
 
 
 class Simulator:
@@ -339,10 +342,18 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             self._send(status, body, "application/json;charset=UTF-8", headers)
 
         def do_GET(self) -> None:  # noqa: N802
+            stats = sim.stats
+            with sim._lock:
+                stats.arrivals.append(time.monotonic())
+                stats.in_flight += 1
+                stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
             try:
                 self._handle()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test): nothing to answer
+            finally:
+                with sim._lock:
+                    stats.in_flight -= 1
 
         def _handle(self) -> None:
             cfg = sim.config

@@ -58,3 +58,15 @@ def test_the_shipped_example_config_is_valid():
 
     example = Path(__file__).parent.parent / "configs" / "example.toml"
     assert resolve_settings({}, example, {}) == Settings()
+
+
+@pytest.mark.parametrize(("text", "rate"), [("20", 20.0), ("20/s", 20.0), ("600/min", 10.0),
+                                            ("0.5/s", 0.5)])
+def test_rate_limit_forms(text, rate):
+    assert resolve_settings({"rate_limit": text}, None, {}).rate_limit == rate
+
+
+@pytest.mark.parametrize("text", ["fast", "0/s", "-1", "10/hour"])
+def test_bad_rate_limit(text):
+    with pytest.raises(InputError, match="--rate-limit: must be"):
+        resolve_settings({"rate_limit": text}, None, {})
