@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import fetch_rows, write_pairs
+
 from etl.throttle import AdaptiveLimit, RateLimiter
 
 
