@@ -29,6 +29,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 HERE = Path(__file__).resolve().parent
+PEAK_RSS = HERE.parent / "scripts" / "peak_rss.py"
 PYTHON = sys.executable
 REPEATS = int(os.environ.get("BENCH_REPEATS", "2"))
 FETCH_RUNS, LATENCY, CONCURRENCY = 2000, 0.05, 32
@@ -39,15 +40,18 @@ ENV = {**os.environ, "NCP_ACCESS_KEY": KEYS["AK"], "NCP_SECRET_KEY": KEYS["SK"]}
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one child process; fails loudly on a bad exit."""
+    """(wall seconds, peak RSS in MB) of one Python child; fails loudly on a bad exit.
+
+    ``cmd`` is ``[python, ...]``; it runs under scripts/peak_rss.py, which reports the child's
+    own peak (getrusage would also count the bench process it was forked from)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([cmd[0], str(PEAK_RSS), *cmd[1:]], env=ENV, capture_output=True)
     elapsed = time.perf_counter() - started
-    out, err = proc.stdout.read(), proc.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.decode()}\n{err.decode()}")
-    return elapsed, usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout.decode()}\n"
+                         f"{proc.stderr.decode()}")
+    peak_kib = int(proc.stderr.decode().rsplit("peak_rss_kib=", 1)[1])
+    return elapsed, peak_kib / 1024
 
 
 def best(cmd_for_run, repeats: int = REPEATS) -> tuple[float, float]:

@@ -77,6 +77,8 @@ def _check_text(handle: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
         if not raw:
             return
         line_no += 1
+        if b"\x00" in raw:  # checked first: a binary file is the likelier story
+            raise InputError(f"{name}:{line_no}: NUL byte: this looks like a binary file")
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             raise InputError(f"{name}:{line_no}: line longer than {MAX_LINE_BYTES} bytes")
         if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
@@ -87,8 +89,6 @@ def _check_text(handle: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
             raise InputError(
                 f"{name}:{line_no}: not valid UTF-8 text (a binary file, or another encoding?)"
             ) from None
-        if "\x00" in line:
-            raise InputError(f"{name}:{line_no}: NUL byte: this looks like a binary file")
         yield line_no, line
 
 

@@ -117,10 +117,10 @@ def test_not_found_pairs_fail_alone(run_cli, credentials, simulator, db_url, tmp
     assert_table_matches(db_url, simulator, pairs)
 
 
-def test_faults_at_30_percent_still_land_exact_rows(
+def test_faults_at_35_percent_of_every_kind_still_land_exact_rows(
     run_cli, credentials, make_simulator, db_url, tmp_path
 ):
-    sim = make_simulator(projects=2, runs_per_project=15, fault_rate=0.3, fault_streak=3,
+    sim = make_simulator(projects=2, runs_per_project=15, fault_rate=0.35, fault_streak=4,
                          retry_after=0, slow_seconds=1.0)
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
     result = export(run_cli, sim, pairs_file, db_url, "--timeout", "0.4", "--max-attempts", "5",
