@@ -288,6 +288,11 @@ class NsmlClient:
                                          proxies=self.session.proxies, verify=self.session.verify)
             _ = response.content  # read the body inside the attempt: truncation is retryable
         except requests.exceptions.SSLError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ApiError(
+                    "TLS certificate verification failed; behind a TLS-inspecting proxy, pass "
+                    "its CA bundle with --ca-bundle (or REQUESTS_CA_BUNDLE)"
+                ) from None
             raise ApiError(f"TLS error: {type(exc).__name__}") from None
         except (
             requests.exceptions.ConnectionError,

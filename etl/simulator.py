@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 import string
 import threading
 import time
@@ -166,7 +167,8 @@ class SimulatorStats:
 class Simulator:
     """The simulated API. ``start()`` serves on a background thread; ``stop()`` ends it."""
 
-    def __init__(self, config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.config = config
         self.data = generate_dataset(config.seed, config.projects, config.runs_per_project)
         self.stats = SimulatorStats()
@@ -176,12 +178,16 @@ class Simulator:
         self._seen_signatures: dict[str, int] = {}
         self._server = ThreadingHTTPServer((host, port), _make_handler(self))
         self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:  # for tests of certificate verification and --ca-bundle
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{PREFIX}"
+        return f"{self._scheme}://{host}:{port}{PREFIX}"
 
     def start(self) -> Simulator:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

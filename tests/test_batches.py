@@ -130,3 +130,28 @@ def test_a_database_that_stays_away_stops_with_a_clear_error(sqlite_url):
     with pytest.raises(DatabaseError, match=f"gave up after {DB_WRITE_ATTEMPTS} attempts"):
         writer.flush()
     assert store.calls == DB_WRITE_ATTEMPTS
+
+
+def test_connections_killed_between_chunks_reconnect(tmp_path):
+    """A real server dropping every connection (a restart, a failover) mid-export."""
+    database = _server_database("postgresql")
+    url = next(database)
+    try:
+        store = RunStore(create_engine(url), "nsml_runs")
+        writer = _ChunkWriter(store, 3, ExportReport(), sleep=lambda s: None)
+        runs = _runs(9)
+        for run in runs[:3]:
+            writer.add(run)
+        admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = current_database() "
+                                 "AND pid <> pg_backend_pid()"))
+        admin.dispose()
+        for run in runs[3:]:
+            writer.add(run)
+        assert writer.report.exported == 9
+        assert fetch_rows(url, "SELECT COUNT(*) AS n FROM nsml_runs") == [{"n": 9}]
+        store.engine.dispose()
+    finally:
+        database.close()

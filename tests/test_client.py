@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from conftest import ACCESS_KEY, SECRET_KEY
+import trustme
+from conftest import ACCESS_KEY, SECRET_KEY, write_pairs
 
 from etl.client import (
     ApiError,
@@ -22,6 +24,7 @@ from etl.client import (
 from etl.config import Credentials, Settings
 from etl.errors import AuthenticationError
 from etl.pairs import Pair
+from etl.simulator import Simulator, SimulatorConfig
 
 CREDS = Credentials(ACCESS_KEY, SECRET_KEY)
 
@@ -187,3 +190,27 @@ def test_redirects_are_not_followed():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_tls_is_verified_and_a_ca_bundle_is_honoured(run_cli, credentials, tmp_path,
+                                                     sqlite_url):
+    ca = trustme.CA()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    bundle = tmp_path / "corporate-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    sim = Simulator(SimulatorConfig(access_key=ACCESS_KEY, secret_key=SECRET_KEY,
+                                    projects=1, runs_per_project=2), tls=server_context).start()
+    try:
+        pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
+        args = ["export", "--pairs", str(pairs_file), "--db", sqlite_url,
+                "--base-url", sim.base_url]
+        refused = run_cli(*args)
+        assert refused.exit_code == 1
+        assert "TLS certificate verification failed" in refused.stdout
+        assert sim.stats.requests == 0  # nothing was sent over an unverified connection
+        accepted = run_cli(*args, "--ca-bundle", str(bundle))
+        assert accepted.exit_code == 0, accepted.output
+        assert run_cli(*args, "--ca-bundle", str(tmp_path / "nope.pem")).exit_code == 2
+    finally:
+        sim.stop()

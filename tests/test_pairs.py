@@ -112,3 +112,10 @@ def test_jsonl_round_trip_keeps_every_value_exactly(pairs):
     text = "".join(json.dumps({"projectId": p, "runName": r}) + "\n" for p, r in pairs)
     got = read_pairs("-", stdin=io.BytesIO(text.encode("utf-8")))
     assert got == list(dict.fromkeys(Pair(*p) for p in pairs))
+
+
+def test_mixed_csv_quoting(tmp_path):
+    path = write(tmp_path, "mixed.csv",
+                 '"project_id",run_name\r\n"p",1\np,"2"\n"p","3"\n"p ""q""","a,b"\n')
+    assert read_pairs(path) == [Pair("p", "1"), Pair("p", "2"), Pair("p", "3"),
+                                Pair('p "q"', "a,b")]
