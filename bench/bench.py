@@ -150,6 +150,17 @@ def bench_load(kind: str, tmp: Path, raw: Path, runs: int) -> dict:
             "rss_mb": max(rss_insert + rss_update), "target_ratio": 1.0, "target_rss_mb": 150}
 
 
+def bench_pairs_memory(tmp: Path, count: int) -> dict:
+    """Peak RSS of validating a large pairs file (--dry-run): pairs spill to disk."""
+    path = tmp / f"pairs-{count}.csv"
+    with open(path, "w") as handle:
+        handle.write("project_id,run_name\n")
+        handle.writelines(f"proj{i % 1000:04d},{i}\n" for i in range(count))
+    _, rss = timed([PYTHON, "-m", "etl.cli", "export", "--pairs", str(path), "--dry-run",
+                    "--db", f"sqlite:///{tmp}/dry.db"])
+    return {"pairs": count, "bytes": path.stat().st_size, "rss_mb": rss}
+
+
 def main() -> None:
     results: dict = {"fetch": None, "load": []}
     with tempfile.TemporaryDirectory(prefix="nsml-bench-") as tmp_name:
@@ -173,6 +184,10 @@ def main() -> None:
         results["load_small"] = small_row
         print(f"memory {LOAD_RUNS // 4} runs: peak RSS {small_row['rss_mb']:.0f} MB "
               f"(constant in the number of runs if close to the {LOAD_RUNS}-run figure)")
+        results["pairs_memory"] = [bench_pairs_memory(tmp, n) for n in (1_000_000, 3_000_000)]
+        for row in results["pairs_memory"]:
+            print(f"pairs  {row['pairs']} pairs ({row['bytes'] / 1e6:.0f} MB file), --dry-run: "
+                  f"peak RSS {row['rss_mb']:.0f} MB")
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwritten to {HERE / 'results.json'}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from . import __version__
 from .archive import ArchiveWriter
 from .config import SETTINGS, credentials_from_env, resolve_settings
 from .errors import EXIT_SIGINT, EXIT_SIGTERM, EtlError, InputError
+from .pairs import PairSet
 from .report import ExportReport
 
 log = logging.getLogger("etl")
@@ -238,32 +240,33 @@ def export(pairs_path: str, save_raw: Path | None, failures_out: Path | None, dr
     gateway asks for an API key), never from flags or files.
     """
     from .load import RunStore, check_database, create_engine
-    from .pairs import read_pairs
+    from .pairs import collect_pairs
     from .pipeline import export_runs
 
     _setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
     credentials = credentials_from_env()
-    pairs = read_pairs(pairs_path)
-    engine = create_engine(settings.db_url)
-    try:
-        check_database(engine)
-        if dry_run:
-            _print_dry_run(settings, pairs)
-            return
-        store = RunStore(engine, settings.table)
-        archive = ArchiveWriter(save_raw) if save_raw else None
-        progress = _Progress(len(pairs), enabled=_show_progress(quiet, log_format))
-        with _Interrupts() as interrupts:
-            try:
-                report = export_runs(pairs, settings, credentials, store, total=len(pairs),
-                                     stop=interrupts.stop, progress=progress, archive=archive)
-            finally:
-                progress.close()
-                if archive is not None:
-                    archive.close()
-    finally:
-        engine.dispose()
+    with collect_pairs(pairs_path) as pairs:
+        engine = create_engine(settings.db_url)
+        try:
+            check_database(engine)
+            if dry_run:
+                _print_dry_run(settings, pairs)
+                return
+            store = RunStore(engine, settings.table)
+            archive = ArchiveWriter(save_raw) if save_raw else None
+            progress = _Progress(len(pairs), enabled=_show_progress(quiet, log_format))
+            with _Interrupts() as interrupts:
+                try:
+                    report = export_runs(pairs, settings, credentials, store, total=len(pairs),
+                                         stop=interrupts.stop, progress=progress,
+                                         archive=archive)
+                finally:
+                    progress.close()
+                    if archive is not None:
+                        archive.close()
+        finally:
+            engine.dispose()
     if report.auth_error is not None:
         click.echo(f"Error: {report.auth_error}; nothing was written", err=True)
     if failures_out is not None:
@@ -276,14 +279,14 @@ def _show_progress(quiet: bool, log_format: str) -> bool:
     return sys.stderr.isatty() and not quiet and log_format == "text"
 
 
-def _print_dry_run(settings: Any, pairs: list) -> None:
+def _print_dry_run(settings: Any, pairs: PairSet) -> None:
     from .load import redact_url
 
     click.echo(f"Dry run: would fetch {len(pairs)} runs from {settings.base_url}")
     click.echo(f"  into table {settings.table} of {redact_url(settings.db_url)} (reachable)")
     click.echo(f"  concurrency {settings.concurrency}, timeout {settings.timeout}s, "
                f"max attempts {settings.max_attempts}, chunks of {settings.chunk_size}")
-    for pair in pairs[:DRY_RUN_SHOWN]:
+    for pair in itertools.islice(pairs, DRY_RUN_SHOWN):
         click.echo(f"  {pair.project_id}\t{pair.run_name}")
     if len(pairs) > DRY_RUN_SHOWN:
         click.echo(f"  ... and {len(pairs) - DRY_RUN_SHOWN} more")

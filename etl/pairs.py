@@ -12,6 +12,7 @@ import codecs
 import csv
 import json
 import shutil
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +27,9 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 STDIN_NAME = "<stdin>"
 # Bytes of stdin held in memory before spooling to a temporary file.
 STDIN_SPOOL_BYTES = 8 * 1024 * 1024
+# Distinct pairs kept in memory before they move to a temporary SQLite file (~25 MB of them).
+SPILL_AFTER = 100_000
+SPILL_BATCH = 10_000
 # No real pairs line comes near this; a longer one is a wrong file, not a pair.
 MAX_LINE_BYTES = 1024 * 1024
 
@@ -183,11 +187,97 @@ def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[tup
         yield from parse(binary, name)
 
 
+class PairSet:
+    """Distinct pairs in first-seen order.
+
+    Held in memory up to ``spill_after`` pairs, then moved to a temporary SQLite file, so a
+    pairs file of any size costs disk rather than memory while every pair is still validated
+    before the first request.
+    """
+
+    def __init__(self, spill_after: int = SPILL_AFTER) -> None:
+        self._spill_after = spill_after
+        self._memory: dict[Pair, None] = {}
+        self._db: sqlite3.Connection | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._buffer: list[Pair] = []
+        self._count = 0
+
+    def add(self, pair: Pair) -> None:
+        if self._db is None:
+            self._memory.setdefault(pair)
+            if len(self._memory) > self._spill_after:
+                self._spill()
+            return
+        self._buffer.append(pair)
+        if len(self._buffer) >= SPILL_BATCH:
+            self._flush()
+
+    def _spill(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="nsml-etl-pairs-")
+        self._db = sqlite3.connect(Path(self._tmp.name) / "pairs.db")
+        self._db.execute("PRAGMA journal_mode = OFF")
+        self._db.execute("PRAGMA synchronous = OFF")
+        self._db.execute("CREATE TABLE pairs (seq INTEGER PRIMARY KEY, project_id TEXT, "
+                         "run_name TEXT, UNIQUE (project_id, run_name))")
+        self._buffer = list(self._memory)
+        self._memory = {}
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self._db is not None
+        self._db.executemany("INSERT OR IGNORE INTO pairs (project_id, run_name) VALUES (?, ?)",
+                             self._buffer)
+        self._buffer = []
+
+    def __len__(self) -> int:
+        if self._db is None:
+            return len(self._memory)
+        if self._buffer:
+            self._flush()
+        return self._db.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+
+    def __iter__(self) -> Iterator[Pair]:
+        if self._db is None:
+            yield from self._memory
+            return
+        if self._buffer:
+            self._flush()
+        cursor = self._db.execute("SELECT project_id, run_name FROM pairs ORDER BY seq")
+        while rows := cursor.fetchmany(SPILL_BATCH):
+            for row in rows:
+                yield Pair(*row)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> PairSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def collect_pairs(path: str | Path, stdin: IO[bytes] | None = None,
+                  spill_after: int = SPILL_AFTER) -> PairSet:
+    """Validate the whole file and return its distinct pairs; raises :class:`InputError`
+    (with FILE:LINE) before returning anything."""
+    pairs = PairSet(spill_after)
+    try:
+        for _line, pair in iter_pairs(path, stdin):
+            pairs.add(pair)
+        if not len(pairs):
+            raise InputError(f"{STDIN_NAME if str(path) == '-' else path}: no pairs found")
+    except BaseException:
+        pairs.close()
+        raise
+    return pairs
+
+
 def read_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> list[Pair]:
-    """All distinct pairs in file order; raises :class:`InputError` before returning any."""
-    unique: dict[Pair, None] = {}
-    for _line, pair in iter_pairs(path, stdin):
-        unique.setdefault(pair)
-    if not unique:
-        raise InputError(f"{STDIN_NAME if str(path) == '-' else path}: no pairs found")
-    return list(unique)
+    """All distinct pairs in file order, as a list (for small files and tests)."""
+    with collect_pairs(path, stdin) as pairs:
+        return list(pairs)

@@ -119,3 +119,16 @@ def test_mixed_csv_quoting(tmp_path):
                  '"project_id",run_name\r\n"p",1\np,"2"\n"p","3"\n"p ""q""","a,b"\n')
     assert read_pairs(path) == [Pair("p", "1"), Pair("p", "2"), Pair("p", "3"),
                                 Pair('p "q"', "a,b")]
+
+
+def test_many_pairs_spill_to_disk_keeping_order_and_uniqueness(tmp_path):
+    from etl.pairs import collect_pairs
+
+    rows = [f"p{i % 7},{i % 50}" for i in range(400)] + [f"q,{i}" for i in range(30)]
+    path = write(tmp_path, "many.csv", "project_id,run_name\n" + "\n".join(rows) + "\n")
+    expected = list(dict.fromkeys(Pair(*r.split(",")) for r in rows))
+    with collect_pairs(path, spill_after=10) as spilled:
+        assert spilled._db is not None  # really on disk
+        assert len(spilled) == len(expected)
+        assert list(spilled) == expected
+    assert read_pairs(path) == expected  # the in-memory path agrees
