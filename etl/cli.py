@@ -6,6 +6,7 @@ Exit codes: 0 all exported, 1 some pairs failed (the rest landed), 2 usage or ba
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import itertools
@@ -45,7 +46,7 @@ _CLICK_TYPES: dict[str, click.ParamType] = {
 # Options shown in --help of export; the tuning ones stay available in config files and env.
 _EXPORT_SETTINGS = ("db_url", "table", "base_url", "concurrency", "timeout", "max_attempts",
                     "chunk_size", "backoff_initial", "backoff_max", "retry_after_max", "rate_limit",
-                    "ca_bundle")
+                    "list_timezone", "ca_bundle")
 
 
 def settings_options(names: tuple[str, ...]) -> Callable:
@@ -161,7 +162,7 @@ class _Interrupts:
 class _Progress:
     """A tqdm bar on a terminal; nothing otherwise (cron gets only the summary)."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int | None, enabled: bool) -> None:
         self.bar = None
         if enabled:
             from tqdm import tqdm
@@ -217,8 +218,15 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--pairs", "pairs_path", required=True, metavar="PATH",
+@click.option("--pairs", "pairs_path", default=None, metavar="PATH",
               help="CSV (project_id,run_name header) or JSON Lines file of pairs; - for stdin.")
+@click.option("--all", "all_runs", is_flag=True,
+              help="Discover every run the key can see through the run list, and export them.")
+@click.option("--project", "projects", multiple=True, metavar="ID",
+              help="Discover and export the runs of this project (repeatable).")
+@click.option("--skip-finished", is_flag=True,
+              help="Do not fetch runs already stored with a terminal status "
+              "(completed, failed, stopped, canceled).")
 @click.option("--save-raw", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write every API response, as received, to this JSON Lines file "
               "(.gz compresses); replay it later with 'nsml-etl load'.")
@@ -231,44 +239,62 @@ def main() -> None:
 @settings_options(_EXPORT_SETTINGS)
 @output_options
 @handle_errors
-def export(pairs_path: str, save_raw: Path | None, failures_out: Path | None, dry_run: bool,
-           config_file: Path | None, verbose: bool, quiet: bool, log_format: str,
+def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
+           skip_finished: bool, save_raw: Path | None, failures_out: Path | None,
+           dry_run: bool, config_file: Path | None, verbose: bool, quiet: bool, log_format: str,
            **flags: Any) -> None:
     """Fetch each (projectId, runName) pair and upsert it into the table.
 
     Credentials come from NCP_ACCESS_KEY and NCP_SECRET_KEY (and NCP_APIGW_API_KEY when the
     gateway asks for an API key), never from flags or files.
     """
+    from .client import NsmlClient
+    from .discovery import discover_runs
     from .load import RunStore, check_database, create_engine
     from .pairs import collect_pairs
     from .pipeline import export_runs
+    from .transform import TERMINAL_STATUSES
 
     _setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
     credentials = credentials_from_env()
-    with collect_pairs(pairs_path) as pairs:
+    sources = [bool(pairs_path), all_runs, bool(projects)]
+    if sum(sources) != 1:
+        raise InputError("say which runs to export: --pairs FILE, --all, or --project ID "
+                         "(repeatable); exactly one of them")
+    with contextlib.ExitStack() as cleanup:
+        pairs = cleanup.enter_context(collect_pairs(pairs_path)) if pairs_path else None
         engine = create_engine(settings.db_url)
-        try:
-            check_database(engine)
-            if dry_run:
-                _print_dry_run(settings, pairs)
-                return
-            store = RunStore(engine, settings.table)
-            archive = ArchiveWriter(save_raw) if save_raw else None
-            progress = _Progress(len(pairs), enabled=_show_progress(quiet, log_format))
-            with _Interrupts() as interrupts:
-                try:
-                    report = export_runs(pairs, settings, credentials, store, total=len(pairs),
-                                         stop=interrupts.stop, progress=progress,
-                                         archive=archive)
-                finally:
-                    progress.close()
-                    if archive is not None:
-                        archive.close()
-        finally:
-            engine.dispose()
+        cleanup.callback(engine.dispose)
+        check_database(engine)
+        if dry_run:
+            _print_dry_run(settings, pairs, projects)
+            return
+        store = RunStore(engine, settings.table)
+        skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
+        if pairs is not None:
+            source, total = pairs, len(pairs)
+        else:
+            lister = NsmlClient(settings, credentials)
+            cleanup.callback(lister.close)
+            source = discover_runs(lister, projects=projects or None,
+                                   timezone=settings.list_timezone)
+            total = None
+        archive = ArchiveWriter(save_raw) if save_raw else None
+        if archive is not None:
+            cleanup.callback(archive.close)
+        progress = _Progress(total, enabled=_show_progress(quiet, log_format))
+        cleanup.callback(progress.close)
+        interrupts = cleanup.enter_context(_Interrupts())
+        report = export_runs(source, settings, credentials, store, total=total,
+                             stop=interrupts.stop, progress=progress, archive=archive,
+                             skip=skip)
+    if report.source_error is not None:
+        click.echo(f"Error: {report.source_error}", err=True)
+    if skip_finished:
+        click.echo(f"Skipped {report.skipped} runs already stored as finished.")
     if report.auth_error is not None:
-        click.echo(f"Error: {report.auth_error}; nothing was written", err=True)
+        click.echo(f"Error: {report.auth_error}; stopped, nothing more was written", err=True)
     if failures_out is not None:
         write_failures(failures_out, report)
     print_report(report)
@@ -279,10 +305,16 @@ def _show_progress(quiet: bool, log_format: str) -> bool:
     return sys.stderr.isatty() and not quiet and log_format == "text"
 
 
-def _print_dry_run(settings: Any, pairs: PairSet) -> None:
+def _print_dry_run(settings: Any, pairs: PairSet | None, projects: tuple[str, ...]) -> None:
     from .load import redact_url
 
-    click.echo(f"Dry run: would fetch {len(pairs)} runs from {settings.base_url}")
+    if pairs is None:
+        which = f"of projects {', '.join(projects)}" if projects else "the key can see"
+        click.echo(f"Dry run: would discover the runs {which} through GET /projects/runs "
+                   f"at {settings.base_url}, and fetch each")
+        pairs = PairSet()
+    else:
+        click.echo(f"Dry run: would fetch {len(pairs)} runs from {settings.base_url}")
     click.echo(f"  into table {settings.table} of {redact_url(settings.db_url)} (reachable)")
     click.echo(f"  concurrency {settings.concurrency}, timeout {settings.timeout}s, "
                f"max attempts {settings.max_attempts}, chunks of {settings.chunk_size}")
@@ -324,6 +356,44 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
         engine.dispose()
     print_report(report)
     sys.exit(report.exit_code)
+
+
+@main.command("pairs")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Pairs CSV to write (- for stdout); usable as export --pairs.")
+@click.option("--project", "projects", multiple=True, metavar="ID",
+              help="Only runs of this project (repeatable); default: every run the key sees.")
+@settings_options(("base_url", "timeout", "max_attempts", "list_timezone", "ca_bundle",
+                   "backoff_initial", "backoff_max", "retry_after_max", "rate_limit"))
+@output_options
+@handle_errors
+def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path | None,
+                  verbose: bool, quiet: bool, log_format: str, **flags: Any) -> None:
+    """List runs through the run list API and write them as a pairs file.
+
+    Besides project_id and run_name, the file carries status, create_time and update_time
+    (UTC), which export --pairs ignores.
+    """
+    from .client import NsmlClient
+    from .discovery import discover_runs
+
+    _setup_logging(verbose, quiet, log_format)
+    settings = resolve_settings(flags, config_file)
+    client = NsmlClient(settings, credentials_from_env())
+    count = 0
+    try:
+        with click.open_file(str(out_path), "w", encoding="utf-8", atomic=True) as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["project_id", "run_name", "status", "create_time", "update_time"])
+            for run in discover_runs(client, projects=projects or None,
+                                     timezone=settings.list_timezone):
+                writer.writerow([*run.pair, run.status or "",
+                                 *(t.isoformat(sep=" ") if t else "" for t in
+                                   (run.create_time, run.update_time))])
+                count += 1
+    finally:
+        client.close()
+    click.echo(f"Wrote {count} pairs to {out_path}.", err=True)
 
 
 def _raise_keyboard_interrupt(*_: Any) -> None:

@@ -117,6 +117,16 @@ def _rate(value: Any) -> float:
     return number / per
 
 
+def _timezone(value: Any) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone such as Asia/Seoul or UTC") from None
+    return str(value)
+
+
 def _table_name(value: Any) -> str:
     if not isinstance(value, str) or not TABLE_NAME_RE.fullmatch(value):
         raise ValueError(
@@ -184,6 +194,9 @@ SETTINGS: tuple[Setting, ...] = (
             "--retry-after-max", "Cap on a server's Retry-After, in seconds."),
     Setting("rate_limit", None, _rate, "NSML_ETL_RATE_LIMIT", "--rate-limit",
             "Cap on API requests per second across all workers, e.g. 20/s or 600/min."),
+    Setting("list_timezone", "Asia/Seoul", _timezone, "NSML_ETL_LIST_TIMEZONE",
+            "--list-timezone", "Zone of the run list's createTime/updateTime (not documented "
+            "by NCP); stored as UTC."),
     Setting("ca_bundle", None, _ca_bundle, "NSML_ETL_CA_BUNDLE", "--ca-bundle",
             "CA bundle for a TLS-inspecting proxy (REQUESTS_CA_BUNDLE is honoured too); "
             "verification is never turned off."),
@@ -204,6 +217,7 @@ class Settings:
     backoff_max: float = 30.0
     retry_after_max: float = 60.0
     rate_limit: float | None = None
+    list_timezone: str = "Asia/Seoul"
     ca_bundle: str | None = None
 
     def public_dict(self) -> dict[str, Any]:

@@ -33,7 +33,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from .errors import DatabaseError, InputError
 from .naming import allocate_columns, snake_case
-from .transform import CORE_COLUMNS, KEY_COLUMNS
+from .pairs import Pair
+from .transform import CORE_COLUMNS, KEY_COLUMNS, LIST_TIME_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ BACKENDS = {
 }
 
 _MYSQL = ("mysql", "mariadb")
+TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS)
 Text = sa.Text().with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
 KeyText = sa.Text().with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), *_MYSQL)
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
@@ -72,6 +74,8 @@ CORE_TYPES: dict[str, sa.types.TypeEngine] = {
     "run_name": KeyText,
     "gpu_svr_code": sa.BigInteger(),
     "fetched_at": Timestamp,
+    "create_time": Timestamp,
+    "update_time": Timestamp,
 }
 
 
@@ -401,21 +405,39 @@ class RunStore:
 
     # -- data ----------------------------------------------------------------------------
 
+    def pairs_with_status(self, statuses: Iterable[str]) -> set[Pair]:
+        """Stored runs whose status is one of ``statuses`` (empty before the first export)."""
+        try:
+            with self.engine.connect() as conn:
+                if not sa.inspect(conn).has_table(self.table_name):
+                    return set()
+                table = self._runs_table(KEY_COLUMNS + ("status",))
+                query = sa.select(table.c.project_id, table.c.run_name).where(
+                    table.c.status.in_(sorted(statuses)))
+                return {Pair(*row) for row in conn.execute(query)}
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"reading stored runs failed: {_first_line(exc)}") from exc
+
     def upsert_statement(self, columns: list[str]) -> sa.Insert:
         """INSERT ... ON CONFLICT/ON DUPLICATE KEY UPDATE every non-key column."""
         table = self._runs_table(columns)
         updated = [c for c in columns if c not in KEY_COLUMNS]
-        if self.dialect == "postgresql":
-            stmt = postgresql.insert(table)
-            return stmt.on_conflict_do_update(
-                index_elements=list(KEY_COLUMNS), set_={c: stmt.excluded[c] for c in updated}
-            )
+
+        def new_value(incoming: sa.ColumnElement, column: str) -> sa.ColumnElement:
+            # List times are known only when the run was discovered: never erase them.
+            if column in LIST_TIME_COLUMNS:
+                return sa.func.coalesce(incoming, table.c[column])
+            return incoming
+
         if self.dialect in _MYSQL:
             stmt = mysql.insert(table)
-            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in updated})
-        stmt = sqlite.insert(table)
+            return stmt.on_duplicate_key_update(
+                {c: new_value(stmt.inserted[c], c) for c in updated}
+            )
+        stmt = (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
         return stmt.on_conflict_do_update(
-            index_elements=list(KEY_COLUMNS), set_={c: stmt.excluded[c] for c in updated}
+            index_elements=list(KEY_COLUMNS),
+            set_={c: new_value(stmt.excluded[c], c) for c in updated},
         )
 
     def _executemany(self, conn: Connection, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -442,8 +464,11 @@ class RunStore:
         ON CONFLICT. Measured 3-4x faster than executemany from 100 rows up (see README)."""
         quote = conn.dialect.identifier_preparer.quote
         names = ", ".join(quote(c) for c in columns)
+        target = quote(self.table_name)
         updates = ", ".join(
-            f"{quote(c)} = EXCLUDED.{quote(c)}" for c in columns if c not in KEY_COLUMNS
+            f"{quote(c)} = COALESCE(EXCLUDED.{quote(c)}, {target}.{quote(c)})"
+            if c in LIST_TIME_COLUMNS else f"{quote(c)} = EXCLUDED.{quote(c)}"
+            for c in columns if c not in KEY_COLUMNS
         )
         keys = ", ".join(quote(c) for c in KEY_COLUMNS)
         cursor = conn.connection.driver_connection.cursor()
@@ -475,7 +500,7 @@ class RunStore:
                     self._copy_merge(conn, list(columns), rows)
                 else:
                     if self.dialect == "sqlite":
-                        rows = _sqlite_rows(rows, columns.index("fetched_at"))
+                        rows = _sqlite_rows(rows, [columns.index(c) for c in TIMESTAMP_COLUMNS])
                     self._executemany(conn, columns, rows)
         except SQLAlchemyError as exc:
             raise DatabaseError(
@@ -485,16 +510,21 @@ class RunStore:
         return len(rows)
 
 
-def _sqlite_rows(rows: list[tuple], timestamp_index: int) -> list[tuple]:
+def _sqlite_rows(rows: list[tuple], timestamp_indexes: list[int]) -> list[tuple]:
     # The text format SQLAlchemy's SQLite DateTime reads back (sqlite3's own datetime adapter
     # is deprecated).
     texts: dict = {None: None}  # runs of one chunk mostly share a few timestamps
 
+    def text(value: object) -> str | None:
+        converted = texts.get(value)
+        if converted is None and value is not None:
+            converted = texts[value] = value.strftime("%Y-%m-%d %H:%M:%S.%f")  # type: ignore[attr-defined]
+        return converted
+
     def convert(row: tuple) -> tuple:
-        value = row[timestamp_index]
-        text = texts.get(value)
-        if text is None and value is not None:
-            text = texts[value] = value.strftime("%Y-%m-%d %H:%M:%S.%f")
-        return (*row[:timestamp_index], text, *row[timestamp_index + 1:])
+        values = list(row)
+        for index in timestamp_indexes:
+            values[index] = text(values[index])
+        return tuple(values)
 
     return [convert(row) for row in rows]

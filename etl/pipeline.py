@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import sqlalchemy as sa
@@ -30,7 +30,8 @@ from .auth import NcpSignatureV2
 from .batches import BatchLog
 from .client import Aborted, NsmlClient, RunFetchFailed, utc_now
 from .config import Credentials, Settings
-from .errors import AuthenticationError, DatabaseError
+from .discovery import ListedRun
+from .errors import AuthenticationError, DatabaseError, EtlError
 from .load import RunStore
 from .pairs import Pair
 from .report import ExportReport, FailedPair, ProgressCallback, event, log_finished
@@ -95,8 +96,10 @@ class _Fetcher:
                 self._clients.append(client)
         return client
 
-    def fetch(self, pair: Pair) -> FlatRun | FailedPair:
+    def fetch(self, item: Pair | ListedRun) -> FlatRun | FailedPair:
         """One pair, flattened; a FailedPair for anything that is this pair's own problem."""
+        listed = item if isinstance(item, ListedRun) else None
+        pair = listed.pair if listed is not None else item
         try:
             result = self.client().get_run(pair)
         except AuthenticationError:
@@ -110,9 +113,13 @@ class _Fetcher:
         if self.archive is not None:
             self.archive.write(pair, result.body, fetched_at)
         try:
-            return flatten_run(result.body, pair, fetched_at)
+            run = flatten_run(result.body, pair, fetched_at)
         except RunShapeError as exc:
             return FailedPair(pair, f"unusable response: {exc}", 200, None, result.attempts)
+        if listed is not None:
+            run.columns["create_time"] = listed.create_time
+            run.columns["update_time"] = listed.update_time
+        return run
 
     def close(self) -> None:
         for client in self._clients:
@@ -209,7 +216,7 @@ def _drain(finished: queue.SimpleQueue, timeout: float) -> list[Future]:
 
 
 def export_runs(
-    pairs: Iterable[Pair],
+    pairs: Iterable[Pair | ListedRun],
     settings: Settings,
     credentials: Credentials,
     store: RunStore,
@@ -219,8 +226,12 @@ def export_runs(
     stop: threading.Event | None = None,
     progress: ProgressCallback | None = None,
     archive: ArchiveWriter | None = None,
+    skip: Collection[Pair] = (),
 ) -> ExportReport:
-    """Fetch every pair and upsert the runs; see the module docstring for the guarantees."""
+    """Fetch every pair and upsert the runs; see the module docstring for the guarantees.
+
+    ``pairs`` may be a lazy iterable (discovery): fetching starts with the first pair. Pairs in
+    ``skip`` (runs stored as finished, for --skip-finished) are counted, not fetched."""
     started = time.monotonic()
     report = ExportReport(requested=total or 0)
     log.info("export started: %s pairs", total if total is not None else "unknown",
@@ -241,10 +252,22 @@ def export_runs(
         try:
             while True:
                 while not abort.is_set() and len(in_flight) < window:
-                    pair = next(source, None)
-                    if pair is None:
+                    try:
+                        item = next(source, None)
+                    except AuthenticationError as exc:  # discovery was refused
+                        report.auth_error = exc
+                        abort.set()
                         break
-                    future = pool.submit(fetcher.fetch, pair)
+                    except EtlError as exc:  # discovery failed: finish what was started
+                        report.source_error = exc
+                        source = iter(())
+                        break
+                    if item is None:
+                        break
+                    if skip and (item.pair if isinstance(item, ListedRun) else item) in skip:
+                        report.skipped += 1
+                        continue
+                    future = pool.submit(fetcher.fetch, item)
                     in_flight.add(future)
                     future.add_done_callback(finished.put)
                 if not in_flight:

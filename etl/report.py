@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import EXIT_AUTH_FAILED, EXIT_OK, EXIT_SOME_FAILED, AuthenticationError
+from .errors import EXIT_AUTH_FAILED, EXIT_OK, EXIT_SOME_FAILED, AuthenticationError, EtlError
 from .pairs import Pair
 
 log = logging.getLogger("etl.pipeline")
@@ -26,11 +26,13 @@ class ExportReport:
     requested: int = 0
     fetched: int = 0
     exported: int = 0
+    skipped: int = 0  # --skip-finished: stored as finished, not fetched
     failed: list[FailedPair] = field(default_factory=list)
     retried: int = 0
     elapsed: float = 0.0
     chunks: int = 0
     auth_error: AuthenticationError | None = None
+    source_error: EtlError | None = None  # discovery stopped part-way
     interrupted: bool = False
     batch_id: int | None = None  # the nsml_export_batches row, when one was written
 
@@ -42,6 +44,8 @@ class ExportReport:
     def exit_code(self) -> int:
         if self.auth_error is not None:
             return EXIT_AUTH_FAILED
+        if self.source_error is not None:
+            return self.source_error.exit_code
         return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
     def summary(self) -> str:
@@ -71,7 +75,8 @@ def log_failure(failure: FailedPair) -> None:
 def log_finished(report: ExportReport) -> None:
     log.info("%s", report.summary(),
              extra=event("batch_finished", exported=report.exported, failed=len(report.failed),
-                         retried=report.retried, elapsed=round(report.elapsed, 3),
+                         retried=report.retried, skipped=report.skipped,
+                         elapsed=round(report.elapsed, 3),
                          chunks=report.chunks, interrupted=report.interrupted,
                          batch_id=report.batch_id,
                          auth_failed=report.auth_error is not None))

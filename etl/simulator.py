@@ -16,6 +16,7 @@ import string
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import formatdate
@@ -183,6 +184,9 @@ class Simulator:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
             self._scheme = "https"
         self._thread: threading.Thread | None = None
+        # Called with the page number after a run-list page is computed (tests use it to
+        # create a run between two pages, as a user might while we page).
+        self.after_list_page: Callable[[int], None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -280,11 +284,15 @@ class Simulator:
         parts = urlsplit(raw_path)
         segments = [unquote(s) for s in parts.path[len(PREFIX) + 1:].split("/")]
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if segments == ["projects", "runs"]:
+            with self._lock:
+                page = self._page(query, self._summaries(), "runList")
+            if self.after_list_page is not None:
+                self.after_list_page(int(query.get("page", 1)))
+            return 200, page
         with self._lock:
             if segments == ["projects"]:
                 return 200, self._page(query, self._projects(), "projects", with_total=True)
-            if segments == ["projects", "runs"]:
-                return 200, self._page(query, self._summaries(), "runList")
             if len(segments) == 4 and segments[0] == "projects" and segments[2] == "runs":
                 run = self.data.get(segments[1], {}).get("runs", {}).get(segments[3])
                 if run is not None:

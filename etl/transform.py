@@ -34,8 +34,17 @@ DOCUMENTED_FIELDS: dict[str, str] = {
     "note": "note",
 }
 ENVS_FIELD = "envs"
-CORE_COLUMNS: tuple[str, ...] = (*DOCUMENTED_FIELDS.values(), "envs", "fetched_at")
+# create_time/update_time come from the run list (Get run has no times); an export that did
+# not list the run leaves the stored ones alone (see LIST_TIME_COLUMNS in load).
+LIST_TIME_COLUMNS = ("create_time", "update_time")
+CORE_COLUMNS: tuple[str, ...] = (
+    *DOCUMENTED_FIELDS.values(), "envs", "fetched_at", *LIST_TIME_COLUMNS
+)
 KEY_COLUMNS = ("project_id", "run_name")
+# Statuses a run never leaves: --skip-finished does not fetch runs stored with one of these.
+TERMINAL_STATUSES = frozenset({
+    "RUN_STATE_COMPLETED", "RUN_STATE_FAILED", "RUN_STATE_STOPPED", "RUN_STATE_CANCELED",
+})
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Largest value a BIGINT column holds.
 _BIGINT_MAX = 2**63 - 1
@@ -137,6 +146,7 @@ def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
     else:
         raise RunShapeError(f"envs is {_type_name(envs)}, expected an object")
     columns["fetched_at"] = fetched_at
+    columns["create_time"] = columns["update_time"] = None
 
     extra = {
         _check_unicode(name, "a field name"): as_text(value, name)

@@ -1,0 +1,109 @@
+"""Run discovery through ``GET /projects/runs``.
+
+The list has no total count and its largest page size is undocumented, and a gateway may return
+fewer items than asked for, so only an empty page ends the listing. Runs are listed newest
+first; one created while we page shifts the rest by one, so a run can appear on two pages: it is
+yielded once. The list's ``createTime``/``updateTime`` carry no zone; they are read in the
+configured zone (``list_timezone``, default Asia/Seoul, NCP's home) and stored as UTC.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from .client import ApiError, NsmlClient
+from .errors import EXIT_SOME_FAILED, EtlError
+from .pairs import Pair
+
+log = logging.getLogger(__name__)
+
+# The page size the API docs show; a gateway may cap it lower, which only costs more pages.
+LIST_PAGE_SIZE = 100
+# A guard against a gateway that never returns an empty page (or loops): 100 x 100,000 runs.
+MAX_PAGES = 100_000
+LIST_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class DiscoveryError(EtlError):
+    """The run list failed or answered with something we cannot page through. Runs already
+    exported stay; the export ends as partly failed."""
+
+    exit_code = EXIT_SOME_FAILED
+
+
+@dataclass(frozen=True)
+class ListedRun:
+    """A run as the run list shows it: enough to fetch it, plus times Get run lacks."""
+
+    pair: Pair
+    status: str | None
+    create_time: datetime | None
+    update_time: datetime | None
+
+
+def parse_list_time(value: object, zone: ZoneInfo) -> datetime | None:
+    """``YYYY-MM-DD HH:MM:SS`` in ``zone`` -> naive UTC; None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        local = datetime.strptime(value.strip(), LIST_TIME_FORMAT).replace(tzinfo=zone)
+    except ValueError:
+        return None
+    return local.astimezone(UTC).replace(tzinfo=None)
+
+
+def _listed(summary: object, zone: ZoneInfo) -> ListedRun | None:
+    if not isinstance(summary, dict):
+        return None
+    project_id, run_name = summary.get("projectId"), summary.get("runName")
+    if isinstance(run_name, int) and not isinstance(run_name, bool):
+        run_name = str(run_name)
+    if not (isinstance(project_id, str) and project_id and isinstance(run_name, str)
+            and run_name):
+        return None
+    status = summary.get("status")
+    return ListedRun(
+        Pair(project_id, run_name),
+        status if isinstance(status, str) else None,
+        parse_list_time(summary.get("createTime"), zone),
+        parse_list_time(summary.get("updateTime"), zone),
+    )
+
+
+def discover_runs(
+    client: NsmlClient,
+    *,
+    projects: Iterable[str] | None = None,
+    timezone: str = "Asia/Seoul",
+    page_size: int = LIST_PAGE_SIZE,
+) -> Iterator[ListedRun]:
+    """Every run the key can see (or of ``projects``), each once, page by page."""
+    zone = ZoneInfo(timezone)
+    wanted = set(projects) if projects else None
+    seen: set[Pair] = set()
+    for page in range(1, MAX_PAGES + 1):
+        try:
+            body = client.list_runs(page, page_size).body
+        except ApiError as exc:
+            raise DiscoveryError(f"run list page {page}: {exc.message}") from None
+        items = body.get("runList") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise DiscoveryError(f"run list page {page}: expected an object with runList")
+        if not items:
+            log.info("run list ended after %d pages, %d runs", page - 1, len(seen))
+            return
+        for summary in items:
+            run = _listed(summary, zone)
+            if run is None:
+                log.warning("run list page %d: skipped an entry without projectId/runName",
+                            page)
+                continue
+            if run.pair in seen or (wanted is not None and run.pair.project_id not in wanted):
+                continue
+            seen.add(run.pair)
+            yield run
+    raise DiscoveryError(f"run list did not end after {MAX_PAGES} pages")
