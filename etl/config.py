@@ -24,7 +24,8 @@ DEFAULT_TABLE = "nsml_runs"
 
 # Table names we create ourselves; exporting runs into one of them would corrupt it.
 RESERVED_TABLES = frozenset(
-    {"nsml_env_columns", "nsml_field_columns", "nsml_export_batches", "nsml_export_failures"}
+    {"nsml_env_columns", "nsml_field_columns", "nsml_export_batches", "nsml_export_failures",
+     "nsml_run_history"}
 )
 # A table name that needs no quoting anywhere and fits every database's identifier limit.
 TABLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")

@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 ENV_COLUMNS_TABLE = "nsml_env_columns"
 FIELD_COLUMNS_TABLE = "nsml_field_columns"
 BATCHES_TABLE = "nsml_export_batches"
+HISTORY_TABLE = "nsml_run_history"
+# Keys per SELECT when looking up current history rows (two bound parameters each).
+HISTORY_LOOKUP_KEYS = 500
 FAILURES_TABLE = "nsml_export_failures"
 # How long SQLite waits for another writer (an overlapping cron job) before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -252,6 +256,39 @@ def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     return batches, failures
 
 
+def _history_table(metadata: sa.MetaData) -> sa.Table:
+    """Type-2 history: one row per version of a run; ``valid_to`` NULL marks the current one."""
+    return sa.Table(
+        HISTORY_TABLE,
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+                  autoincrement=True),
+        sa.Column("table_name", Name, nullable=False),
+        sa.Column("project_id", KeyText, nullable=False),
+        sa.Column("run_name", KeyText, nullable=False),
+        sa.Column("valid_from", Timestamp, nullable=False),
+        sa.Column("valid_to", Timestamp),
+        sa.Column("batch_id", sa.BigInteger()),
+        sa.Column("status", Text),
+        sa.Column("content_hash", Name, nullable=False),
+        sa.Column("content", Text, nullable=False),
+        sa.Index("ix_nsml_run_history_run", "table_name", "project_id", "run_name", "valid_to"),
+        mysql_charset="utf8mb4",
+        mariadb_charset="utf8mb4",
+    )
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """What one fetched run contributes to the history, if its content changed."""
+
+    pair: Pair
+    status: str | None
+    observed_at: datetime
+    content: str
+    content_hash: str
+
+
 def _lock_key(table: str) -> int:
     digest = hashlib.sha256(f"nsml-etl schema {table}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
@@ -268,6 +305,7 @@ class RunStore:
         self.env_table = _mapping_table(ENV_COLUMNS_TABLE, "env_key", self._metadata)
         self.field_table = _mapping_table(FIELD_COLUMNS_TABLE, "field", self._metadata)
         self.batches_table, self.failures_table = _batch_tables(self._metadata)
+        self.history_table = _history_table(self._metadata)
         # Columns seen in the table (or added by us). A mapping row can be visible before its
         # column exists (MySQL commits the mapping before its DDL), so a mapped column not in
         # here sends us through the locked path, which waits for the other export's ALTER.
@@ -488,8 +526,44 @@ class RunStore:
         finally:
             cursor.close()
 
-    def upsert(self, frame: pd.DataFrame) -> int:
-        """Write one chunk in one transaction; returns the number of runs written."""
+    def _record_history(self, conn: Connection, entries: list[HistoryEntry],
+                        batch_id: int | None) -> None:
+        """Close the current version of each run whose content changed and open a new one;
+        an unchanged run adds nothing."""
+        table = self.history_table
+        current: dict[Pair, tuple[int, str]] = {}
+        keys = [tuple(e.pair) for e in entries]
+        for start in range(0, len(keys), HISTORY_LOOKUP_KEYS):
+            query = sa.select(table.c.project_id, table.c.run_name, table.c.id,
+                              table.c.content_hash).where(
+                table.c.table_name == self.table_name,
+                table.c.valid_to.is_(None),
+                sa.tuple_(table.c.project_id, table.c.run_name).in_(
+                    keys[start:start + HISTORY_LOOKUP_KEYS]),
+            )
+            for project_id, run_name, row_id, digest in conn.execute(query):
+                current[Pair(project_id, run_name)] = (row_id, digest)
+        changed = [e for e in entries
+                   if e.pair not in current or current[e.pair][1] != e.content_hash]
+        closing = [(current[e.pair][0], e.observed_at) for e in changed if e.pair in current]
+        if closing:
+            conn.execute(
+                sa.update(table).where(table.c.id == sa.bindparam("row_id"))
+                .values(valid_to=sa.bindparam("closed_at")),
+                [{"row_id": row_id, "closed_at": at} for row_id, at in closing],
+            )
+        if changed:
+            conn.execute(sa.insert(table), [
+                {"table_name": self.table_name, "project_id": e.pair.project_id,
+                 "run_name": e.pair.run_name, "valid_from": e.observed_at, "valid_to": None,
+                 "batch_id": batch_id, "status": e.status, "content_hash": e.content_hash,
+                 "content": e.content}
+                for e in changed
+            ])
+
+    def upsert(self, frame: pd.DataFrame, history: list[HistoryEntry] | None = None,
+               batch_id: int | None = None) -> int:
+        """Write one chunk (and its history) in one transaction; returns the runs written."""
         if frame.empty:
             return 0
         columns = tuple(frame.columns)
@@ -502,6 +576,8 @@ class RunStore:
                     if self.dialect == "sqlite":
                         rows = _sqlite_rows(rows, [columns.index(c) for c in TIMESTAMP_COLUMNS])
                     self._executemany(conn, columns, rows)
+                if history:
+                    self._record_history(conn, history, batch_id)
         except SQLAlchemyError as exc:
             raise DatabaseError(
                 f"writing {len(rows)} runs to table {self.table_name} failed: "

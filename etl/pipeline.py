@@ -32,11 +32,20 @@ from .client import Aborted, NsmlClient, RunFetchFailed, utc_now
 from .config import Credentials, Settings
 from .discovery import ListedRun
 from .errors import AuthenticationError, DatabaseError, EtlError
-from .load import RunStore
+from .load import HistoryEntry, RunStore
 from .pairs import Pair
 from .report import ExportReport, FailedPair, ProgressCallback, event, log_finished
 from .throttle import Throttle
-from .transform import FlatRun, RunShapeError, build_frame, env_keys, extra_fields, flatten_run
+from .transform import (
+    FlatRun,
+    RunShapeError,
+    build_frame,
+    content_hash,
+    env_keys,
+    extra_fields,
+    flatten_run,
+    run_content,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +145,26 @@ def is_transient_db_error(exc: BaseException) -> bool:
     )
 
 
-def write_chunk(store: RunStore, runs: Sequence[FlatRun]) -> int:
-    """Schema first (new env keys become columns), then one upsert transaction."""
+def history_entries(runs: Sequence[FlatRun]) -> list[HistoryEntry]:
+    entries = []
+    for run in runs:
+        content = run_content(run)
+        entries.append(HistoryEntry(run.pair, run.columns["status"], run.columns["fetched_at"],
+                                    content, content_hash(content)))
+    return entries
+
+
+def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None = None) -> int:
+    """Schema first (new env keys become columns), then one transaction for the upsert and
+    the change history."""
     if not runs:
         return 0
+    # One row per run: a replayed file may hold a run twice, and PostgreSQL refuses to update
+    # a row twice in one statement. The later response wins, as it would across chunks.
+    runs = list({run.pair: run for run in runs}.values())
     mapping = store.prepare(env_keys(runs), extra_fields(runs))
-    return store.upsert(build_frame(runs, mapping.env, mapping.fields))
+    return store.upsert(build_frame(runs, mapping.env, mapping.fields),
+                        history=history_entries(runs), batch_id=batch_id)
 
 
 class _ChunkWriter:
@@ -187,7 +210,8 @@ class _ChunkWriter:
         try:
             if self.batch is not None:
                 self.retrying(self.batch.open)
-            written = self.retrying(write_chunk, self.store, self.pending)
+            written = self.retrying(write_chunk, self.store, self.pending,
+                                    self.batch.id if self.batch is not None else None)
         except DatabaseError as exc:
             if is_transient_db_error(exc):
                 raise DatabaseError(f"{exc} (gave up after {DB_WRITE_ATTEMPTS} attempts; "

@@ -8,6 +8,7 @@ the frame for a chunk is built later (:func:`build_frame`) from already-flattene
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -154,6 +155,21 @@ def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
         if name not in DOCUMENTED_FIELDS and name != ENVS_FIELD
     }
     return FlatRun(columns=columns, env=env, extra=extra)
+
+
+# Columns that record when we looked, not what the run is: a change in them is no new version.
+OBSERVATION_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS)
+
+
+def run_content(run: FlatRun) -> str:
+    """The run's content as canonical JSON (what the history compares and keeps)."""
+    columns = {k: v for k, v in run.columns.items() if k not in OBSERVATION_COLUMNS}
+    return json.dumps({"columns": columns, "extra": run.extra}, ensure_ascii=False,
+                      sort_keys=True, default=str)
+
+
+def content_hash(content: str) -> str:
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
 def env_keys(runs: Iterable[FlatRun]) -> set[str]:

@@ -1,0 +1,67 @@
+"""nsml_run_history: a new version whenever a run's content changes, nothing when it does not."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import fetch_rows, write_pairs
+
+
+def export(run_cli, sim, pairs_file, db_url):
+    result = run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
+                     "--base-url", sim.base_url)
+    assert result.exit_code == 0, result.output
+
+
+def test_history_across_three_exports(run_cli, credentials, make_simulator, db_url, tmp_path):
+    sim = make_simulator(projects=1, runs_per_project=4)
+    pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
+    project = next(iter(sim.data))
+    key = (project, "2")
+
+    def change(**fields):
+        body = sim.run(*key)
+        body.update(fields)
+        sim.put_run(*key, body)
+
+    change(status="RUN_STATE_IN_PROGRESS")
+    export(run_cli, sim, pairs_file, db_url)
+    export(run_cli, sim, pairs_file, db_url)  # nothing changed: no new versions
+    rows = fetch_rows(db_url, "SELECT * FROM nsml_run_history")
+    assert len(rows) == 4 and all(r["valid_to"] is None for r in rows)
+
+    change(status="RUN_STATE_FAILED")
+    export(run_cli, sim, pairs_file, db_url)
+    change(note="investigated", envs={"LR": "0.5"})
+    export(run_cli, sim, pairs_file, db_url)
+
+    versions = fetch_rows(db_url, "SELECT * FROM nsml_run_history WHERE project_id = :p "
+                                  "AND run_name = :r ORDER BY valid_from",
+                          {"p": key[0], "r": key[1]})
+    assert [v["status"] for v in versions] == [
+        "RUN_STATE_IN_PROGRESS", "RUN_STATE_FAILED", "RUN_STATE_FAILED"]
+    assert versions[0]["valid_to"] == versions[1]["valid_from"]
+    assert versions[1]["valid_to"] == versions[2]["valid_from"]
+    assert versions[2]["valid_to"] is None
+    assert json.loads(versions[2]["content"])["columns"]["note"] == "investigated"
+    batches = [b["id"] for b in fetch_rows(db_url, "SELECT id FROM nsml_export_batches "
+                                                   "ORDER BY id")]
+    assert [v["batch_id"] for v in versions] == [batches[0], batches[2], batches[3]]
+    # the other runs never changed: one version each
+    others = fetch_rows(db_url, "SELECT COUNT(*) AS n FROM nsml_run_history WHERE run_name <> :r",
+                        {"r": key[1]})
+    assert others == [{"n": 3}]
+
+
+def test_replayed_file_with_a_run_twice_keeps_one_current_version(run_cli, db_url, tmp_path):
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(b) + "\n" for b in [
+        {"projectId": "p", "runName": "1", "status": "RUN_STATE_IN_PROGRESS"},
+        {"projectId": "p", "runName": "1", "status": "RUN_STATE_COMPLETED"},
+    ]))
+    result = run_cli("load", str(path), "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert fetch_rows(db_url, "SELECT status FROM nsml_runs") == [
+        {"status": "RUN_STATE_COMPLETED"}]
+    current = fetch_rows(db_url, "SELECT status FROM nsml_run_history WHERE valid_to IS NULL")
+    assert current == [{"status": "RUN_STATE_COMPLETED"}]
