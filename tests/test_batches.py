@@ -101,11 +101,11 @@ class FlakyStore(RunStore):
         self.failures = failures
         self.calls = 0
 
-    def upsert(self, frame):
+    def upsert(self, frame, **kwargs):
         self.calls += 1
         if self.calls <= self.failures:
             raise _operational(True)
-        return super().upsert(frame)
+        return super().upsert(frame, **kwargs)
 
 
 def _runs(n: int):
