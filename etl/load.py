@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,8 +43,10 @@ ENV_COLUMNS_TABLE = "nsml_env_columns"
 FIELD_COLUMNS_TABLE = "nsml_field_columns"
 BATCHES_TABLE = "nsml_export_batches"
 HISTORY_TABLE = "nsml_run_history"
-# Keys per SELECT when looking up current history rows (two bound parameters each).
-HISTORY_LOOKUP_KEYS = 500
+# Run names per SELECT when looking up current history rows.
+HISTORY_LOOKUP_KEYS = 1000
+HISTORY_INSERT_COLUMNS = ("table_name", "project_id", "run_name", "valid_from", "batch_id",
+                          "status", "content_hash", "content")
 FAILURES_TABLE = "nsml_export_failures"
 # How long SQLite waits for another writer (an overlapping cron job) before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -285,8 +287,8 @@ class HistoryEntry:
     pair: Pair
     status: str | None
     observed_at: datetime
-    content: str
     content_hash: str
+    content: Callable[[], str]  # built only for versions that are new
 
 
 def _lock_key(table: str) -> int:
@@ -311,7 +313,9 @@ class RunStore:
         # here sends us through the locked path, which waits for the other export's ALTER.
         self._known_columns: set[str] = set()
         self._sql_tables: dict[tuple[str, ...], sa.Table] = {}
-        self._compiled: dict[tuple[str, ...], sa.engine.Compiled] = {}
+        # Compiled statements: the upsert by its columns, plain inserts by (table, *columns).
+        self._upserts: dict[tuple[str, ...], sa.engine.Compiled] = {}
+        self._inserts: dict[tuple[str, ...], sa.engine.Compiled] = {}
 
     # -- schema --------------------------------------------------------------------------
 
@@ -481,13 +485,19 @@ class RunStore:
     def _executemany(self, conn: Connection, columns: tuple[str, ...], rows: list[tuple]) -> None:
         """The upsert, compiled once per column set, through the driver's own executemany
         (SQLAlchemy's per-row parameter processing was most of the load time)."""
-        compiled = self._compiled.get(columns)
+        compiled = self._upserts.get(columns)
         if compiled is None:
             compiled = self.upsert_statement(list(columns)).compile(dialect=self.engine.dialect)
-            binds = compiled.positiontup or list(compiled.binds)
-            if sorted(binds) != sorted(columns):
-                raise AssertionError(f"upsert binds {binds}, expected the columns {columns}")
-            self._compiled = {columns: compiled}
+            self._upserts = {columns: compiled}  # only the table's latest shape is worth keeping
+        self._run_compiled(conn, compiled, columns, rows)
+
+    @staticmethod
+    def _run_compiled(conn: Connection, compiled: sa.engine.Compiled, columns: tuple[str, ...],
+                      rows: list[tuple]) -> None:
+        """executemany of a compiled INSERT whose binds are exactly ``columns``."""
+        binds = compiled.positiontup or list(compiled.binds)
+        if sorted(binds) != sorted(columns):
+            raise AssertionError(f"statement binds {binds}, expected the columns {columns}")
         if compiled.positiontup is not None:  # positional: tuples in the SQL's order
             order = [columns.index(name) for name in compiled.positiontup]
             params: list = rows
@@ -532,17 +542,23 @@ class RunStore:
         an unchanged run adds nothing."""
         table = self.history_table
         current: dict[Pair, tuple[int, str]] = {}
-        keys = [tuple(e.pair) for e in entries]
-        for start in range(0, len(keys), HISTORY_LOOKUP_KEYS):
+        wanted = {e.pair for e in entries}
+        # project_id IN (...) AND run_name IN (...) walks the index; a row-value IN list did
+        # not (it was most of the history's cost). The few extra rows are dropped below.
+        projects = sorted({p.project_id for p in wanted})
+        names = sorted({p.run_name for p in wanted})
+        for start in range(0, len(names), HISTORY_LOOKUP_KEYS):
             query = sa.select(table.c.project_id, table.c.run_name, table.c.id,
                               table.c.content_hash).where(
                 table.c.table_name == self.table_name,
                 table.c.valid_to.is_(None),
-                sa.tuple_(table.c.project_id, table.c.run_name).in_(
-                    keys[start:start + HISTORY_LOOKUP_KEYS]),
+                table.c.project_id.in_(projects),
+                table.c.run_name.in_(names[start:start + HISTORY_LOOKUP_KEYS]),
             )
             for project_id, run_name, row_id, digest in conn.execute(query):
-                current[Pair(project_id, run_name)] = (row_id, digest)
+                pair = Pair(project_id, run_name)
+                if pair in wanted:
+                    current[pair] = (row_id, digest)
         changed = [e for e in entries
                    if e.pair not in current or current[e.pair][1] != e.content_hash]
         closing = [(current[e.pair][0], e.observed_at) for e in changed if e.pair in current]
@@ -553,13 +569,35 @@ class RunStore:
                 [{"row_id": row_id, "closed_at": at} for row_id, at in closing],
             )
         if changed:
-            conn.execute(sa.insert(table), [
-                {"table_name": self.table_name, "project_id": e.pair.project_id,
-                 "run_name": e.pair.run_name, "valid_from": e.observed_at, "valid_to": None,
-                 "batch_id": batch_id, "status": e.status, "content_hash": e.content_hash,
-                 "content": e.content}
+            self._bulk_insert(conn, table, HISTORY_INSERT_COLUMNS, [
+                (self.table_name, e.pair.project_id, e.pair.run_name, e.observed_at, batch_id,
+                 e.status, e.content_hash, e.content())
                 for e in changed
             ])
+
+    def _bulk_insert(self, conn: Connection, table: sa.Table, columns: tuple[str, ...],
+                     rows: list[tuple]) -> None:
+        """Plain INSERT of many rows the fast way for each database (COPY on PostgreSQL, the
+        driver's executemany elsewhere)."""
+        quote = conn.dialect.identifier_preparer.quote
+        if self.dialect == "postgresql":
+            names = ", ".join(quote(c) for c in columns)
+            with conn.connection.driver_connection.cursor() as cursor:
+                with cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            return
+        key = (table.name, *columns)
+        compiled = self._inserts.get(key)
+        if compiled is None:
+            compiled = sa.insert(table).values({c: sa.bindparam(c) for c in columns}).compile(
+                dialect=self.engine.dialect)
+            self._inserts[key] = compiled
+        if self.dialect == "sqlite":
+            stamps = [i for i, c in enumerate(columns)
+                      if isinstance(table.c[c].type, sa.DateTime)]
+            rows = _sqlite_rows(rows, stamps)
+        self._run_compiled(conn, compiled, columns, rows)
 
     def upsert(self, frame: pd.DataFrame, history: list[HistoryEntry] | None = None,
                batch_id: int | None = None) -> int:

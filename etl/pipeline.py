@@ -9,6 +9,7 @@ was fetched.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -146,12 +147,11 @@ def is_transient_db_error(exc: BaseException) -> bool:
 
 
 def history_entries(runs: Sequence[FlatRun]) -> list[HistoryEntry]:
-    entries = []
-    for run in runs:
-        content = run_content(run)
-        entries.append(HistoryEntry(run.pair, run.columns["status"], run.columns["fetched_at"],
-                                    content, content_hash(content)))
-    return entries
+    return [
+        HistoryEntry(run.pair, run.columns["status"], run.columns["fetched_at"],
+                     content_hash(run), functools.partial(run_content, run))
+        for run in runs
+    ]
 
 
 def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None = None) -> int:

@@ -164,12 +164,18 @@ OBSERVATION_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS)
 def run_content(run: FlatRun) -> str:
     """The run's content as canonical JSON (what the history compares and keeps)."""
     columns = {k: v for k, v in run.columns.items() if k not in OBSERVATION_COLUMNS}
-    return json.dumps({"columns": columns, "extra": run.extra}, ensure_ascii=False,
-                      sort_keys=True, default=str)
+    # Key order is fixed by flatten_run (and by the API for extras): no sorting needed.
+    return json.dumps({"columns": columns, "extra": run.extra}, ensure_ascii=False, default=str)
 
 
-def content_hash(content: str) -> str:
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+def content_hash(run: FlatRun) -> str:
+    """A fingerprint of :func:`run_content`, cheap enough to take for every run: repr() of
+    the values is deterministic (unlike hash()) and far cheaper than the JSON."""
+    values = (
+        tuple(v for k, v in run.columns.items() if k not in OBSERVATION_COLUMNS),
+        tuple(run.extra.items()),
+    )
+    return hashlib.sha256(repr(values).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def env_keys(runs: Iterable[FlatRun]) -> set[str]:
