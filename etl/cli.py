@@ -396,6 +396,55 @@ def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path |
     click.echo(f"Wrote {count} pairs to {out_path}.", err=True)
 
 
+@main.command()
+@settings_options(("db_url", "table"))
+@handle_errors
+def views(config_file: Path | None, **flags: Any) -> None:
+    """Create or replace the reporting views (one per file in sql/) in the database."""
+    from .load import check_database, create_engine
+    from .views import create_views
+
+    settings = resolve_settings(flags, config_file)
+    engine = create_engine(settings.db_url)
+    try:
+        check_database(engine)
+        created = create_views(engine, settings.table)
+    finally:
+        engine.dispose()
+    for view in created:
+        click.echo(f"{view.name}: {view.question}")
+    click.echo(f"Created {len(created)} views.", err=True)
+
+
+@main.command()
+@settings_options(("db_url", "table"))
+@click.option("--format", "output_format", type=click.Choice(["text", "csv", "json"]),
+              default="text", show_default=True, help="Output on stdout.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write one self-contained HTML page with charts (works offline).")
+@handle_errors
+def report(config_file: Path | None, output_format: str, html_path: Path | None,
+           **flags: Any) -> None:
+    """Print a short summary from the reporting views (created if missing)."""
+    from . import reporting
+    from .load import check_database, create_engine
+    from .views import create_views
+
+    settings = resolve_settings(flags, config_file)
+    engine = create_engine(settings.db_url)
+    try:
+        check_database(engine)
+        create_views(engine, settings.table)  # cheap, and keeps them in step with sql/
+        tables = reporting.collect(engine)
+    finally:
+        engine.dispose()
+    render = {"text": reporting.as_text, "csv": reporting.as_csv, "json": reporting.as_json}
+    click.echo(render[output_format](tables))
+    if html_path is not None:
+        html_path.write_text(reporting.as_html(tables), encoding="utf-8")
+        click.echo(f"Wrote {html_path}.", err=True)
+
+
 def _raise_keyboard_interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
 

@@ -1,0 +1,155 @@
+"""Reporting views from the ``.sql`` files in ``sql/``: one view per file, named after it.
+
+A file is one SELECT with a header comment saying what question it answers. Dialect
+differences are template macros, expanded here per database:
+
+* ``{{runs}}``, ``{{history}}``, ``{{batches}}``: the quoted table names;
+  ``{{table_name}}``: the runs table's name as a string literal (for the bookkeeping tables);
+* ``{{terminal_statuses}}``: the statuses in :data:`etl.transform.TERMINAL_STATUSES`;
+* ``{{now}}`` (UTC), ``{{days_ago(N)}}``, ``{{week_start(x)}}`` (the Monday of x's week),
+  ``{{seconds_between(a, b)}}``.
+
+Where macros are not enough, ``name.<dialect>.sql`` (sqlite, postgresql, mysql) replaces
+``name.sql`` for that database. Views name only fixed columns, so new env columns never break
+them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from .errors import DatabaseError
+from .load import BATCHES_TABLE, HISTORY_TABLE, RunStore
+from .transform import TERMINAL_STATUSES
+
+SQL_PACKAGE = "nsml_etl_sql"
+
+_NOW = {
+    "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')",
+    "postgresql": "(now() AT TIME ZONE 'UTC')",
+    "mysql": "UTC_TIMESTAMP()",
+}
+_FUNCTIONS: dict[str, dict[str, Callable[..., str]]] = {
+    "sqlite": {
+        "days_ago": lambda n: f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-{int(n)} days')",
+        "week_start": lambda x: f"date({x}, '-6 days', 'weekday 1')",
+        "seconds_between": lambda a, b: f"((julianday({b}) - julianday({a})) * 86400.0)",
+    },
+    "postgresql": {
+        "days_ago": lambda n: f"((now() AT TIME ZONE 'UTC') - INTERVAL '{int(n)} days')",
+        "week_start": lambda x: f"CAST(date_trunc('week', {x}) AS date)",
+        "seconds_between": lambda a, b: f"EXTRACT(EPOCH FROM ({b} - {a}))",
+    },
+    "mysql": {
+        "days_ago": lambda n: f"(UTC_TIMESTAMP() - INTERVAL {int(n)} DAY)",
+        "week_start": lambda x: f"DATE(DATE_SUB({x}, INTERVAL WEEKDAY({x}) DAY))",
+        "seconds_between": lambda a, b: f"TIMESTAMPDIFF(MICROSECOND, {a}, {b}) / 1000000.0",
+    },
+}
+_QUESTION = re.compile(r"^--\s*Question:\s*(.+)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class View:
+    name: str
+    question: str
+    sql: str
+
+
+def _family(dialect: str) -> str:
+    return "mysql" if dialect in ("mysql", "mariadb") else dialect
+
+
+def _split_args(text: str) -> list[str]:
+    args, depth, current = [], 0, []
+    for char in text:
+        if char == "," and depth == 0:
+            args.append("".join(current).strip())
+            current = []
+            continue
+        depth += (char == "(") - (char == ")")
+        current.append(char)
+    args.append("".join(current).strip())
+    return args
+
+
+def expand(template: str, dialect: str, names: dict[str, str]) -> str:
+    """Replace the macros of one template for ``dialect``."""
+    family = _family(dialect)
+    text = template
+    for name, value in {**names, "now": _NOW[family]}.items():
+        text = text.replace("{{" + name + "}}", value)
+    functions = _FUNCTIONS[family]
+    while (start := text.find("{{")) != -1:
+        open_paren = text.index("(", start)
+        name = text[start + 2:open_paren].strip()
+        depth, end = 0, open_paren
+        for end in range(open_paren, len(text)):
+            depth += (text[end] == "(") - (text[end] == ")")
+            if depth == 0:
+                break
+        if name not in functions or text[end + 1:end + 3] != "}}":
+            raise ValueError(f"unknown or malformed macro at {text[start:end + 3]!r}")
+        text = text[:start] + functions[name](*_split_args(text[open_paren + 1:end])) + \
+            text[end + 3:]
+    return text
+
+
+def load_views(dialect: str, table: str, quote: Callable[[str], str]) -> list[View]:
+    """Every view for ``dialect``, in file-name order, macros expanded."""
+    family = _family(dialect)
+    files = {f.name: f for f in resources.files(SQL_PACKAGE).iterdir()
+             if f.name.endswith(".sql")}
+    names = {
+        "runs": quote(table), "history": quote(HISTORY_TABLE), "batches": quote(BATCHES_TABLE),
+        "table_name": f"'{table}'",  # validated: [a-z0-9_] only
+        "terminal_statuses": ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES)),
+    }
+    views = []
+    for base in sorted({n.split(".")[0] for n in files}):
+        source = files.get(f"{base}.{family}.sql") or files.get(f"{base}.sql")
+        if source is None:
+            continue  # only dialect-specific files, none for this database
+        template = source.read_text(encoding="utf-8")
+        question = _QUESTION.search(template)
+        views.append(View(base, question.group(1).strip() if question else "",
+                          expand(template, dialect, names).strip().rstrip(";")))
+    return views
+
+
+def create_views(engine: Engine, table: str) -> list[View]:
+    """Create or replace every view (and the tables they read, if this is a new database)."""
+    store = RunStore(engine, table)
+    store.prepare(set(), set())
+    quote = engine.dialect.identifier_preparer.quote
+    views = load_views(engine.dialect.name, table, quote)
+    try:
+        with engine.begin() as conn:
+            for view in views:
+                conn.exec_driver_sql(f"DROP VIEW IF EXISTS {quote(view.name)}")
+                conn.exec_driver_sql(f"CREATE VIEW {quote(view.name)} AS {view.sql}")
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"creating view {view.name} failed: "
+                            f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}") from exc
+    return views
+
+
+def query_view(engine: Engine, name: str, order_by: str | None = None,
+               limit: int | None = None) -> tuple[list[str], list[tuple]]:
+    """(columns, rows) of one view."""
+    quote = engine.dialect.identifier_preparer.quote
+    sql = f"SELECT * FROM {quote(name)}"  # noqa: S608 - a name from our own sql/ files
+    if order_by:
+        sql += f" ORDER BY {order_by}"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(sql))
+        return list(result.keys()), [tuple(row) for row in result]

@@ -1,0 +1,1 @@
+"""Reporting views, one .sql file each; installed as package data (see etl/views.py)."""

@@ -1,0 +1,12 @@
+-- Question: when did an export last succeed, and how many runs have not been refreshed lately?
+SELECT
+    (SELECT MAX(finished_at) FROM {{batches}}
+     WHERE table_name = {{table_name}} AND status IN ('succeeded', 'partial'))
+        AS last_successful_export,
+    (SELECT COUNT(*) FROM {{batches}}
+     WHERE table_name = {{table_name}} AND status NOT IN ('succeeded', 'partial', 'running'))
+        AS unsuccessful_exports,
+    (SELECT COUNT(*) FROM {{runs}}) AS runs,
+    (SELECT COUNT(*) FROM {{runs}} WHERE fetched_at < {{days_ago(1)}}) AS not_refreshed_1d,
+    (SELECT COUNT(*) FROM {{runs}} WHERE fetched_at < {{days_ago(7)}}) AS not_refreshed_7d,
+    (SELECT COUNT(*) FROM {{runs}} WHERE fetched_at < {{days_ago(30)}}) AS not_refreshed_30d

@@ -1,0 +1,131 @@
+"""Reporting views on every database, the report command, and the HTML page."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from conftest import fetch_rows
+
+from etl.views import expand
+
+
+def load(run_cli, db_url, tmp_path, bodies):
+    path = tmp_path / f"runs{len(list(tmp_path.glob('runs*.jsonl')))}.jsonl"
+    path.write_text("".join(json.dumps(b, ensure_ascii=False) + "\n" for b in bodies))
+    result = run_cli("load", str(path), "--db", db_url)
+    assert result.exit_code == 0, result.output
+
+
+RUNS = [
+    {"projectId": "p1", "runName": "1", "projectName": "비전", "status": "RUN_STATE_COMPLETED",
+     "creator": "alice", "engFullName": "A100", "gpuSvrCode": 207, "imageType": "BASE",
+     "imagePath": "img/a", "envs": {"LR": "0.1", "lr": "x"}},
+    {"projectId": "p1", "runName": "2", "projectName": "비전", "status": "RUN_STATE_IN_PROGRESS",
+     "creator": "alice", "engFullName": "A100", "gpuSvrCode": 207, "imageType": "CUSTOM",
+     "imagePath": "img/b", "envs": {"LR": "0.2"}},
+    {"projectId": "p2", "runName": "1", "projectName": "llm", "status": "RUN_STATE_PENDING",
+     "creator": "bob", "engFullName": "V100", "gpuSvrCode": 205, "imageType": "BASE",
+     "imagePath": "img/a", "envs": {}},
+]
+
+
+def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path):
+    load(run_cli, db_url, tmp_path, RUNS)
+    result = run_cli("views", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert "Created 10 views." in result.stderr
+
+    by_status = fetch_rows(db_url, "SELECT project_id, status, runs FROM "
+                                   "nsml_runs_by_project_status ORDER BY project_id, status")
+    assert [(r["project_id"], r["status"], r["runs"]) for r in by_status] == [
+        ("p1", "RUN_STATE_COMPLETED", 1), ("p1", "RUN_STATE_IN_PROGRESS", 1),
+        ("p2", "RUN_STATE_PENDING", 1)]
+    active = fetch_rows(db_url, "SELECT project_id, run_name FROM nsml_active_runs "
+                                "ORDER BY project_id")
+    assert [(r["project_id"], r["run_name"]) for r in active] == [("p1", "2"), ("p2", "1")]
+    gpu = {r["eng_full_name"]: (r["runs"], r["active_runs"])
+           for r in fetch_rows(db_url, "SELECT * FROM nsml_gpu_usage")}
+    assert {k: (int(a), int(b)) for k, (a, b) in gpu.items()} == {"A100": (2, 1),
+                                                                 "V100": (1, 1)}
+    images = {(r["image_type"], r["image_path"]): r["runs"]
+              for r in fetch_rows(db_url, "SELECT * FROM nsml_image_usage")}
+    assert images == {("BASE", "img/a"): 2, ("CUSTOM", "img/b"): 1}
+    creators = {r["creator"]: (r["runs"], r["projects"])
+                for r in fetch_rows(db_url, "SELECT * FROM nsml_creator_activity")}
+    assert creators == {"alice": (2, 1), "bob": (1, 1)}
+    catalog = {r["env_key"]: (r["runs"], r["distinct_values"])
+               for r in fetch_rows(db_url, "SELECT * FROM nsml_env_key_catalog")}
+    assert catalog == {"LR": (2, 2), "lr": (1, 1)}  # case twins stay two keys
+    (fresh,) = fetch_rows(db_url, "SELECT * FROM nsml_export_freshness")
+    assert fresh["last_successful_export"] is not None and fresh["runs"] == 3
+    assert fresh["not_refreshed_1d"] == 0
+
+    # history: p2/1 goes from PENDING to FAILED in a second load
+    load(run_cli, db_url, tmp_path, [{**RUNS[2], "status": "RUN_STATE_FAILED"}])
+    transitions = fetch_rows(db_url, "SELECT * FROM nsml_status_transitions")
+    assert [(t["project_id"], t["run_name"], t["previous_status"], t["status"])
+            for t in transitions] == [("p2", "1", "RUN_STATE_PENDING", "RUN_STATE_FAILED")]
+    durations = fetch_rows(db_url, "SELECT status, seconds FROM nsml_status_durations "
+                                   "WHERE project_id = 'p2' ORDER BY status")
+    assert [d["status"] for d in durations] == ["RUN_STATE_FAILED", "RUN_STATE_PENDING"]
+    assert all(float(d["seconds"]) >= 0 for d in durations)
+
+    # schema evolution: a new env key adds a column; the views keep working unchanged
+    load(run_cli, db_url, tmp_path, [{**RUNS[0], "envs": {"BRAND_NEW": "1"}}])
+    assert len(fetch_rows(db_url, "SELECT * FROM nsml_active_runs")) == 1
+    catalog = {r["env_key"] for r in fetch_rows(db_url, "SELECT * FROM nsml_env_key_catalog")}
+    assert "BRAND_NEW" in catalog
+
+
+def test_report_formats(run_cli, sqlite_url, tmp_path):
+    load(run_cli, sqlite_url, tmp_path, RUNS)
+    text = run_cli("report", "--db", sqlite_url)
+    assert text.exit_code == 0, text.output
+    assert "== Active runs" in text.stdout and "alice" in text.stdout
+    as_json = json.loads(run_cli("report", "--db", sqlite_url, "--format", "json").stdout)
+    assert {r["creator"] for r in as_json["Busiest creators"]} == {"alice", "bob"}
+    as_csv = run_cli("report", "--db", sqlite_url, "--format", "csv").stdout
+    assert "section,creator,runs,projects,active_runs,last_created" in as_csv
+
+
+def test_html_report_is_self_contained_and_renders(run_cli, sqlite_url, tmp_path):
+    load(run_cli, sqlite_url, tmp_path, RUNS)
+    page = tmp_path / "report.html"
+    result = run_cli("report", "--db", sqlite_url, "--html", str(page))
+    assert result.exit_code == 0, result.output
+    text = page.read_text(encoding="utf-8")
+    assert "<svg" in text and "Env keys in use" in text
+    for remote in ("http://", "https://", "@import", "<script src", "<link"):
+        assert remote not in text  # no CDN, no web fonts: works offline
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium on this machine (CI installs it)")
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                    "--window-size=1000,1400", page.as_uri()],
+                   check=True, capture_output=True, timeout=60)
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                          "--disable-background-networking", "--no-first-run",
+                          f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom",
+                          page.as_uri()], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    assert shot.stat().st_size > 10_000  # a real picture, not an empty page
+    assert "Busiest creators" in dom and dom.count("<rect") >= 4
+
+
+def test_macros_expand_per_dialect():
+    sql = "SELECT {{seconds_between(a, COALESCE(b, {{now}}))}} FROM {{runs}}"
+    names = {"runs": '"nsml_runs"'}
+    assert expand(sql, "sqlite", names) == (
+        "SELECT ((julianday(COALESCE(b, strftime('%Y-%m-%d %H:%M:%f', 'now'))) - julianday(a))"
+        ' * 86400.0) FROM "nsml_runs"')
+    assert "EXTRACT(EPOCH FROM" in expand(sql, "postgresql", names)
+    assert "TIMESTAMPDIFF(MICROSECOND" in expand(sql, "mariadb", names)
+    assert "strftime('%Y-%m-%d %H:%M:%f', 'now')" in expand("{{now}}", "sqlite", {})
+    with pytest.raises(ValueError, match="unknown or malformed macro"):
+        expand("{{nope(1)}}", "sqlite", {})
