@@ -104,13 +104,18 @@ def as_csv(tables: list[Table]) -> str:
 # -- HTML --------------------------------------------------------------------------------
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem;color:#1d2430}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI","Noto Sans CJK KR","Malgun Gothic",
+"Apple SD Gothic Neo",sans-serif;margin:2rem;color:#1d2430}
 h1{font-size:1.5rem}h2{font-size:1.1rem;margin-top:2rem;border-bottom:1px solid #dde}
 table{border-collapse:collapse;font-size:13px}td,th{padding:.2rem .6rem;text-align:left}
 tr:nth-child(even){background:#f5f6fa}th{background:#e8eaf2}
 .chart text{font-size:12px}.muted{color:#667}
 """
 _PALETTE = ("#3b6fd8", "#d8573b", "#2f9e6f", "#b58a16", "#8a4fd1", "#5b6b7d", "#cf4f8d")
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
 
 
 def _bar_chart(items: list[tuple[str, float]], unit: str) -> str:
@@ -126,7 +131,7 @@ def _bar_chart(items: list[tuple[str, float]], unit: str) -> str:
         width = max(1, int(bar_width * value / top))
         parts.append(
             f'<text x="{label_width - 6}" y="{y + 15}" text-anchor="end">'
-            f"{html.escape(label[:40])}</text>"
+            f"{html.escape(_shorten(label, 38))}</text>"
             f'<rect x="{label_width}" y="{y + 3}" width="{width}" height="{height - 6}" '
             f'fill="{_PALETTE[0]}"><title>{html.escape(label)}: {value:g} {unit}</title></rect>'
             f'<text x="{label_width + width + 6}" y="{y + 15}">{value:g}</text>'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -102,6 +103,8 @@ def test_html_report_is_self_contained_and_renders(run_cli, sqlite_url, tmp_path
         assert remote not in text  # no CDN, no web fonts: works offline
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
+        if os.environ.get("NSML_ETL_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is required here (NSML_ETL_REQUIRE_BROWSER=1)")
         pytest.skip("no chromium on this machine (CI installs it)")
     shot = tmp_path / "report.png"
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
