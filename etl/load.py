@@ -17,10 +17,11 @@ Contract, the same on SQLite, PostgreSQL and MySQL/MariaDB:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +36,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from .errors import DatabaseError, InputError
 from .naming import allocate_columns, snake_case
 from .pairs import Pair
-from .transform import CORE_COLUMNS, KEY_COLUMNS, LIST_TIME_COLUMNS
+from .transform import CORE_COLUMNS, KEY_COLUMNS, LIST_TIME_COLUMNS, OBSERVATION_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ HISTORY_TABLE = "nsml_run_history"
 # Run names per SELECT when looking up current history rows.
 HISTORY_LOOKUP_KEYS = 1000
 HISTORY_INSERT_COLUMNS = ("table_name", "project_id", "run_name", "valid_from", "batch_id",
-                          "status", "content_hash", "content")
+                          "status", "content_hash")
 FAILURES_TABLE = "nsml_export_failures"
 # How long SQLite waits for another writer (an overlapping cron job) before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -273,7 +274,10 @@ def _history_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("batch_id", sa.BigInteger()),
         sa.Column("status", Text),
         sa.Column("content_hash", Name, nullable=False),
-        sa.Column("content", Text, nullable=False),
+        # The run's row as it was, as JSON: written when the version is superseded. NULL for
+        # the current version, whose content is the row in the runs table (this keeps a first
+        # load from writing every run twice).
+        sa.Column("content", Text),
         sa.Index("ix_nsml_run_history_run", "table_name", "project_id", "run_name", "valid_to"),
         mysql_charset="utf8mb4",
         mariadb_charset="utf8mb4",
@@ -288,7 +292,6 @@ class HistoryEntry:
     status: str | None
     observed_at: datetime
     content_hash: str
-    content: Callable[[], str]  # built only for versions that are new
 
 
 def _lock_key(table: str) -> int:
@@ -536,10 +539,9 @@ class RunStore:
         finally:
             cursor.close()
 
-    def _record_history(self, conn: Connection, entries: list[HistoryEntry],
-                        batch_id: int | None) -> None:
-        """Close the current version of each run whose content changed and open a new one;
-        an unchanged run adds nothing."""
+    def _current_versions(self, conn: Connection,
+                          entries: list[HistoryEntry]) -> dict[Pair, tuple[int, str]]:
+        """{pair: (history row id, content hash)} of the current versions of these runs."""
         table = self.history_table
         current: dict[Pair, tuple[int, str]] = {}
         wanted = {e.pair for e in entries}
@@ -559,19 +561,50 @@ class RunStore:
                 pair = Pair(project_id, run_name)
                 if pair in wanted:
                     current[pair] = (row_id, digest)
+        return current
+
+    def _stored_rows(self, conn: Connection, pairs: set[Pair]) -> dict[Pair, str]:
+        """The runs-table rows of ``pairs`` as JSON, before this chunk overwrites them."""
+        quote = conn.dialect.identifier_preparer.quote
+        rows: dict[Pair, str] = {}
+        names = sorted({p.run_name for p in pairs})
+        projects = sorted({p.project_id for p in pairs})
+        for start in range(0, len(names), HISTORY_LOOKUP_KEYS):
+            query = sa.text(
+                f"SELECT * FROM {quote(self.table_name)} "  # noqa: S608 - quoted name
+                "WHERE project_id IN :projects AND run_name IN :names"
+            ).bindparams(sa.bindparam("projects", expanding=True),
+                         sa.bindparam("names", expanding=True))
+            result = conn.execute(query, {"projects": projects,
+                                          "names": names[start:start + HISTORY_LOOKUP_KEYS]})
+            for row in result.mappings():
+                pair = Pair(row["project_id"], row["run_name"])
+                if pair in pairs:
+                    kept = {k: v for k, v in row.items()
+                            if v is not None and k not in OBSERVATION_COLUMNS}
+                    rows[pair] = json.dumps(kept, ensure_ascii=False, default=str)
+        return rows
+
+    def _write_history(self, conn: Connection, entries: list[HistoryEntry],
+                       current: dict[Pair, tuple[int, str]], superseded: dict[Pair, str],
+                       batch_id: int | None) -> None:
+        """Close the superseded versions (keeping the row they described) and open new ones;
+        an unchanged run adds nothing."""
+        table = self.history_table
         changed = [e for e in entries
                    if e.pair not in current or current[e.pair][1] != e.content_hash]
-        closing = [(current[e.pair][0], e.observed_at) for e in changed if e.pair in current]
+        closing = [e for e in changed if e.pair in current]
         if closing:
             conn.execute(
                 sa.update(table).where(table.c.id == sa.bindparam("row_id"))
-                .values(valid_to=sa.bindparam("closed_at")),
-                [{"row_id": row_id, "closed_at": at} for row_id, at in closing],
+                .values(valid_to=sa.bindparam("closed_at"), content=sa.bindparam("old")),
+                [{"row_id": current[e.pair][0], "closed_at": e.observed_at,
+                  "old": superseded.get(e.pair)} for e in closing],
             )
         if changed:
             self._bulk_insert(conn, table, HISTORY_INSERT_COLUMNS, [
                 (self.table_name, e.pair.project_id, e.pair.run_name, e.observed_at, batch_id,
-                 e.status, e.content_hash, e.content())
+                 e.status, e.content_hash)
                 for e in changed
             ])
 
@@ -608,6 +641,11 @@ class RunStore:
         rows = list(frame.itertuples(index=False, name=None))
         try:
             with self.engine.begin() as conn:
+                if history:
+                    current = self._current_versions(conn, history)
+                    superseded = self._stored_rows(conn, {
+                        e.pair for e in history
+                        if e.pair in current and current[e.pair][1] != e.content_hash})
                 if self.dialect == "postgresql":
                     self._copy_merge(conn, list(columns), rows)
                 else:
@@ -615,7 +653,7 @@ class RunStore:
                         rows = _sqlite_rows(rows, [columns.index(c) for c in TIMESTAMP_COLUMNS])
                     self._executemany(conn, columns, rows)
                 if history:
-                    self._record_history(conn, history, batch_id)
+                    self._write_history(conn, history, current, superseded, batch_id)
         except SQLAlchemyError as exc:
             raise DatabaseError(
                 f"writing {len(rows)} runs to table {self.table_name} failed: "

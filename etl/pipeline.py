@@ -9,7 +9,6 @@ was fetched.
 
 from __future__ import annotations
 
-import functools
 import logging
 import queue
 import threading
@@ -45,7 +44,6 @@ from .transform import (
     env_keys,
     extra_fields,
     flatten_run,
-    run_content,
 )
 
 log = logging.getLogger(__name__)
@@ -149,7 +147,7 @@ def is_transient_db_error(exc: BaseException) -> bool:
 def history_entries(runs: Sequence[FlatRun]) -> list[HistoryEntry]:
     return [
         HistoryEntry(run.pair, run.columns["status"], run.columns["fetched_at"],
-                     content_hash(run), functools.partial(run_content, run))
+                     content_hash(run))
         for run in runs
     ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -159,22 +160,13 @@ def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
 
 # Columns that record when we looked, not what the run is: a change in them is no new version.
 OBSERVATION_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS)
-
-
-def run_content(run: FlatRun) -> str:
-    """The run's content as canonical JSON (what the history compares and keeps)."""
-    columns = {k: v for k, v in run.columns.items() if k not in OBSERVATION_COLUMNS}
-    # Key order is fixed by flatten_run (and by the API for extras): no sorting needed.
-    return json.dumps({"columns": columns, "extra": run.extra}, ensure_ascii=False, default=str)
+_content_values = operator.itemgetter(*(c for c in CORE_COLUMNS if c not in OBSERVATION_COLUMNS))
 
 
 def content_hash(run: FlatRun) -> str:
-    """A fingerprint of :func:`run_content`, cheap enough to take for every run: repr() of
-    the values is deterministic (unlike hash()) and far cheaper than the JSON."""
-    values = (
-        tuple(v for k, v in run.columns.items() if k not in OBSERVATION_COLUMNS),
-        tuple(run.extra.items()),
-    )
+    """A fingerprint of what the run is (not when we saw it), cheap enough to take for every
+    run: repr() of the values is deterministic, unlike hash()."""
+    values = (_content_values(run.columns), tuple(run.extra.items()))
     return hashlib.sha256(repr(values).encode("utf-8", "surrogatepass")).hexdigest()
 
 

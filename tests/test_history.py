@@ -43,7 +43,11 @@ def test_history_across_three_exports(run_cli, credentials, make_simulator, db_u
     assert versions[0]["valid_to"] == versions[1]["valid_from"]
     assert versions[1]["valid_to"] == versions[2]["valid_from"]
     assert versions[2]["valid_to"] is None
-    assert json.loads(versions[2]["content"])["columns"]["note"] == "investigated"
+    # superseded versions keep the row as it was; the current one lives in nsml_runs
+    assert json.loads(versions[0]["content"])["status"] == "RUN_STATE_IN_PROGRESS"
+    old = json.loads(versions[1]["content"])
+    assert old["status"] == "RUN_STATE_FAILED" and old.get("note") != "investigated"
+    assert versions[2]["content"] is None
     batches = [b["id"] for b in fetch_rows(db_url, "SELECT id FROM nsml_export_batches "
                                                    "ORDER BY id")]
     assert [v["batch_id"] for v in versions] == [batches[0], batches[2], batches[3]]
