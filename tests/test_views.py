@@ -60,6 +60,14 @@ def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path):
     catalog = {r["env_key"]: (r["runs"], r["distinct_values"])
                for r in fetch_rows(db_url, "SELECT * FROM nsml_env_key_catalog")}
     assert catalog == {"LR": (2, 2), "lr": (1, 1)}  # case twins stay two keys
+    _set_create_times(db_url, {("p1", "1"): "2026-01-05 10:00:00",   # a Monday
+                               ("p1", "2"): "2026-01-11 23:00:00",   # the Sunday after
+                               ("p2", "1"): "2026-01-12 01:00:00"})  # the next Monday
+    weeks = fetch_rows(db_url, "SELECT week, status, runs FROM nsml_runs_per_week "
+                               "ORDER BY week, status")
+    assert [(str(w["week"])[:10], w["status"], w["runs"]) for w in weeks] == [
+        ("2026-01-05", "RUN_STATE_COMPLETED", 1), ("2026-01-05", "RUN_STATE_IN_PROGRESS", 1),
+        ("2026-01-12", "RUN_STATE_PENDING", 1)]
     (fresh,) = fetch_rows(db_url, "SELECT * FROM nsml_export_freshness")
     assert fresh["last_successful_export"] is not None and fresh["runs"] == 3
     assert fresh["not_refreshed_1d"] == 0
@@ -79,6 +87,22 @@ def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path):
     assert len(fetch_rows(db_url, "SELECT * FROM nsml_active_runs")) == 1
     catalog = {r["env_key"] for r in fetch_rows(db_url, "SELECT * FROM nsml_env_key_catalog")}
     assert "BRAND_NEW" in catalog
+
+
+def _set_create_times(db_url, times):
+    from datetime import datetime
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url)
+    table = sa.table("nsml_runs", sa.column("project_id"), sa.column("run_name"),
+                     sa.column("create_time", sa.DateTime()))
+    with engine.begin() as conn:
+        for (project_id, run_name), text in times.items():
+            conn.execute(sa.update(table).where(table.c.project_id == project_id,
+                                                table.c.run_name == run_name)
+                         .values(create_time=datetime.fromisoformat(text)))
+    engine.dispose()
 
 
 def test_report_formats(run_cli, sqlite_url, tmp_path):
