@@ -65,6 +65,8 @@ BACKENDS = {
 }
 
 _MYSQL = ("mysql", "mariadb")
+# Table options for every table we create: MySQL's utf8 is not full UTF-8.
+UTF8MB4 = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
 TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS)
 Text = sa.Text().with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
 KeyText = sa.Text().with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), *_MYSQL)
@@ -215,9 +217,14 @@ def _mapping_table(name: str, key_column: str, metadata: sa.MetaData) -> sa.Tabl
         sa.Column(key_column, ColumnKey, primary_key=True),
         sa.Column("column_name", Name, nullable=False),
         sa.UniqueConstraint("table_name", "column_name"),
-        mysql_charset="utf8mb4",
-        mariadb_charset="utf8mb4",
+        **UTF8MB4,
     )
+
+
+def _id_column() -> sa.Column:
+    # SQLite auto-increments only an INTEGER PRIMARY KEY; elsewhere a BIGINT identity.
+    return sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                     primary_key=True, autoincrement=True)
 
 
 def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
@@ -225,8 +232,7 @@ def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     batches = sa.Table(
         BATCHES_TABLE,
         metadata,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
-                  autoincrement=True),
+        _id_column(),
         sa.Column("table_name", Name, nullable=False),
         sa.Column("command", Name, nullable=False),
         sa.Column("started_at", Timestamp, nullable=False),
@@ -237,14 +243,12 @@ def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("failed", sa.BigInteger()),
         sa.Column("retried", sa.BigInteger()),
         sa.Column("options", Text),
-        mysql_charset="utf8mb4",
-        mariadb_charset="utf8mb4",
+        **UTF8MB4,
     )
     failures = sa.Table(
         FAILURES_TABLE,
         metadata,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
-                  autoincrement=True),
+        _id_column(),
         sa.Column("batch_id", sa.BigInteger(), sa.ForeignKey(f"{BATCHES_TABLE}.id"),
                   nullable=False, index=True),
         sa.Column("project_id", Text),
@@ -253,8 +257,7 @@ def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("error_code", Name),
         sa.Column("message", Text),
         sa.Column("attempts", sa.Integer()),
-        mysql_charset="utf8mb4",
-        mariadb_charset="utf8mb4",
+        **UTF8MB4,
     )
     return batches, failures
 
@@ -264,8 +267,7 @@ def _history_table(metadata: sa.MetaData) -> sa.Table:
     return sa.Table(
         HISTORY_TABLE,
         metadata,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
-                  autoincrement=True),
+        _id_column(),
         sa.Column("table_name", Name, nullable=False),
         sa.Column("project_id", KeyText, nullable=False),
         sa.Column("run_name", KeyText, nullable=False),
@@ -279,8 +281,7 @@ def _history_table(metadata: sa.MetaData) -> sa.Table:
         # load from writing every run twice).
         sa.Column("content", Text),
         sa.Index("ix_nsml_run_history_run", "table_name", "project_id", "run_name", "valid_to"),
-        mysql_charset="utf8mb4",
-        mariadb_charset="utf8mb4",
+        **UTF8MB4,
     )
 
 
@@ -333,8 +334,7 @@ class RunStore:
                     sa.Column(c, CORE_TYPES.get(c, Text), primary_key=c in KEY_COLUMNS)
                     for c in columns
                 ),
-                mysql_charset="utf8mb4",
-                mariadb_charset="utf8mb4",
+                **UTF8MB4,
             )
             self._sql_tables = {columns: table}  # only the latest shape is worth keeping
         return table
