@@ -673,9 +673,14 @@ def _sqlite_rows(rows: list[tuple], timestamp_indexes: list[int]) -> list[tuple]
             converted = texts[value] = value.strftime("%Y-%m-%d %H:%M:%S.%f")  # type: ignore[attr-defined]
         return converted
 
+    # Most timestamp columns of a chunk are entirely NULL (list times outside discovery).
+    active = [i for i in timestamp_indexes if any(row[i] is not None for row in rows)]
+    if not active:
+        return rows
+
     def convert(row: tuple) -> tuple:
         values = list(row)
-        for index in timestamp_indexes:
+        for index in active:
             values[index] = text(values[index])
         return tuple(values)
 
