@@ -8,14 +8,14 @@ then read from the body's ``projectId``/``runName``.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from .errors import InputError
 from .pairs import Pair
@@ -55,13 +55,17 @@ class ArchiveWriter:
         self._handle.close()
 
 
-@dataclass(frozen=True)
-class ArchivedRun:
-    where: str  # FILE:LINE, for messages
+class ArchivedRun(NamedTuple):
+    source: str  # the file, for messages
+    line: int
     pair: Pair | None
     body: Any
     fetched_at: datetime | None
     problem: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
 
 
 def _pair_from(obj: dict) -> Pair | None:
@@ -77,23 +81,30 @@ def iter_archive(path: Path) -> Iterator[ArchivedRun]:
     """Each line of an archive or plain-runs file; unusable lines come with a ``problem``."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    source = str(path)
     try:
         with _open(path, "rb") as handle:
             for line_no, raw in enumerate(handle, start=1):
-                if not raw.strip():
+                if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
+                if raw.isspace() or not raw:
                     continue
-                yield _parse_line(f"{path}:{line_no}", raw)
+                yield _parse_line(source, line_no, raw)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None
 
 
-def _parse_line(where: str, raw: bytes) -> ArchivedRun:
+def _parse_line(source: str, line_no: int, raw: bytes) -> ArchivedRun:
     try:
-        obj = json.loads(raw)
+        # Decoded here rather than by json.loads(bytes), which sniffs the encoding per line;
+        # surrogatepass reads back what ArchiveWriter wrote.
+        obj = json.loads(raw.decode("utf-8", "surrogatepass"))
     except (ValueError, UnicodeDecodeError) as exc:
-        return ArchivedRun(where, None, None, None, f"{where}: not valid JSON ({exc})")
-    if not isinstance(obj, dict):
-        return ArchivedRun(where, None, None, None, f"{where}: expected a JSON object")
+        return ArchivedRun(source, line_no, None, None, None,
+                           f"{source}:{line_no}: not valid JSON ({exc})")
+    if type(obj) is not dict:
+        return ArchivedRun(source, line_no, None, None, None,
+                           f"{source}:{line_no}: expected a JSON object")
     fetched_at = None
     if RESPONSE_KEY in obj:  # an archive record
         body = obj[RESPONSE_KEY]
@@ -105,6 +116,6 @@ def _parse_line(where: str, raw: bytes) -> ArchivedRun:
         body = obj
     pair = _pair_from(obj)
     if pair is None:
-        return ArchivedRun(where, None, body, fetched_at,
-                           f"{where}: no projectId and runName to key the run by")
-    return ArchivedRun(where, pair, body, fetched_at)
+        return ArchivedRun(source, line_no, None, body, fetched_at,
+                           f"{source}:{line_no}: no projectId and runName to key the run by")
+    return ArchivedRun(source, line_no, pair, body, fetched_at)

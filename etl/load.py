@@ -16,6 +16,7 @@ Contract, the same on SQLite, PostgreSQL and MySQL/MariaDB:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -44,11 +45,11 @@ ENV_COLUMNS_TABLE = "nsml_env_columns"
 FIELD_COLUMNS_TABLE = "nsml_field_columns"
 BATCHES_TABLE = "nsml_export_batches"
 HISTORY_TABLE = "nsml_run_history"
-# Run names per SELECT when looking up current history rows.
+# Run names per SELECT when reading the stored rows that a chunk supersedes.
 HISTORY_LOOKUP_KEYS = 1000
-HISTORY_INSERT_COLUMNS = ("table_name", "project_id", "run_name", "valid_from", "batch_id",
-                          "status", "content_hash")
 FAILURES_TABLE = "nsml_export_failures"
+# The temporary table a chunk is staged in before it is merged.
+STAGE = "nsml_etl_stage"
 # How long SQLite waits for another writer (an overlapping cron job) before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60
 # How long MySQL waits for another export's schema change.
@@ -275,7 +276,6 @@ def _history_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("valid_to", Timestamp),
         sa.Column("batch_id", sa.BigInteger()),
         sa.Column("status", Text),
-        sa.Column("content_hash", Name, nullable=False),
         # The run's row as it was, as JSON: written when the version is superseded. NULL for
         # the current version, whose content is the row in the runs table (this keeps a first
         # load from writing every run twice).
@@ -283,16 +283,6 @@ def _history_table(metadata: sa.MetaData) -> sa.Table:
         sa.Index("ix_nsml_run_history_run", "table_name", "project_id", "run_name", "valid_to"),
         **UTF8MB4,
     )
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """What one fetched run contributes to the history, if its content changed."""
-
-    pair: Pair
-    status: str | None
-    observed_at: datetime
-    content_hash: str
 
 
 def _lock_key(table: str) -> int:
@@ -317,9 +307,6 @@ class RunStore:
         # here sends us through the locked path, which waits for the other export's ALTER.
         self._known_columns: set[str] = set()
         self._sql_tables: dict[tuple[str, ...], sa.Table] = {}
-        # Compiled statements: the upsert by its columns, plain inserts by (table, *columns).
-        self._upserts: dict[tuple[str, ...], sa.engine.Compiled] = {}
-        self._inserts: dict[tuple[str, ...], sa.engine.Compiled] = {}
 
     # -- schema --------------------------------------------------------------------------
 
@@ -463,105 +450,116 @@ class RunStore:
         except SQLAlchemyError as exc:
             raise DatabaseError(f"reading stored runs failed: {_first_line(exc)}") from exc
 
-    def upsert_statement(self, columns: list[str]) -> sa.Insert:
-        """INSERT ... ON CONFLICT/ON DUPLICATE KEY UPDATE every non-key column."""
-        table = self._runs_table(columns)
-        updated = [c for c in columns if c not in KEY_COLUMNS]
+    # A chunk is staged in a temporary table, then merged by set-based SQL: the history is
+    # compared and extended in the database, and the upsert is one INSERT ... SELECT. Python
+    # touches each run once, to hand the rows to the driver (COPY on PostgreSQL).
 
-        def new_value(incoming: sa.ColumnElement, column: str) -> sa.ColumnElement:
-            # List times are known only when the run was discovered: never erase them.
-            if column in LIST_TIME_COLUMNS:
-                return sa.func.coalesce(incoming, table.c[column])
-            return incoming
+    def _create_stage(self, conn: Connection) -> None:
+        runs = self._quote(conn, self.table_name)
+        if self.dialect == "postgresql":  # dropped at commit; a rollback drops it too
+            conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {STAGE} (LIKE {runs}) ON COMMIT DROP")
+        elif self.dialect in _MYSQL:  # a failed transaction leaves MySQL's temporary table
+            conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {STAGE}")
+            conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {STAGE} LIKE {runs}")
+        else:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{STAGE}")
+            conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE {STAGE} AS SELECT * FROM main.{runs} WHERE 0")  # noqa: S608
 
+    def _drop_stage(self, conn: Connection) -> None:
         if self.dialect in _MYSQL:
-            stmt = mysql.insert(table)
-            return stmt.on_duplicate_key_update(
-                {c: new_value(stmt.inserted[c], c) for c in updated}
-            )
-        stmt = (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(KEY_COLUMNS),
-            set_={c: new_value(stmt.excluded[c], c) for c in updated},
+            conn.exec_driver_sql(f"DROP TEMPORARY TABLE {STAGE}")
+        elif self.dialect == "sqlite":
+            conn.exec_driver_sql(f"DROP TABLE temp.{STAGE}")
+
+    def _fill_stage(self, conn: Connection, columns: list[str], rows: list[list]) -> None:
+        names = ", ".join(self._quote(conn, c) for c in columns)
+        if self.dialect == "postgresql":
+            with conn.connection.driver_connection.cursor() as cursor:
+                with cursor.copy(f"COPY {STAGE} ({names}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            return
+        if self.dialect == "sqlite":
+            _sqlite_timestamps(rows, [columns.index(c) for c in TIMESTAMP_COLUMNS])
+        marker = "?" if self.dialect == "sqlite" else "%s"
+        # The driver's own executemany (PyMySQL turns it into multi-row INSERTs); SQLAlchemy's
+        # per-row parameter processing was most of the load time.
+        conn.exec_driver_sql(
+            f"INSERT INTO {STAGE} ({names}) VALUES ({', '.join([marker] * len(columns))})",  # noqa: S608
+            list(map(tuple, rows)),  # SQLAlchemy takes tuples, not lists
         )
 
-    def _executemany(self, conn: Connection, columns: tuple[str, ...], rows: list[tuple]) -> None:
-        """The upsert, compiled once per column set, through the driver's own executemany
-        (SQLAlchemy's per-row parameter processing was most of the load time)."""
-        compiled = self._upserts.get(columns)
-        if compiled is None:
-            compiled = self.upsert_statement(list(columns)).compile(dialect=self.engine.dialect)
-            self._upserts = {columns: compiled}  # only the table's latest shape is worth keeping
-        self._run_compiled(conn, compiled, columns, rows)
-
-    @staticmethod
-    def _run_compiled(conn: Connection, compiled: sa.engine.Compiled, columns: tuple[str, ...],
-                      rows: list[tuple]) -> None:
-        """executemany of a compiled INSERT whose binds are exactly ``columns``."""
-        binds = compiled.positiontup or list(compiled.binds)
-        if sorted(binds) != sorted(columns):
-            raise AssertionError(f"statement binds {binds}, expected the columns {columns}")
-        if compiled.positiontup is not None:  # positional: tuples in the SQL's order
-            order = [columns.index(name) for name in compiled.positiontup]
-            params: list = rows
-            if order != list(range(len(columns))):
-                params = [tuple(row[i] for i in order) for row in rows]
-        else:  # named (PyMySQL's pyformat)
-            params = [dict(zip(columns, row, strict=True)) for row in rows]
-        conn.exec_driver_sql(str(compiled), params)
-
-    def _copy_merge(self, conn: Connection, columns: list[str], rows: list[tuple]) -> None:
-        """PostgreSQL: COPY the chunk into a temporary table, then one INSERT ... SELECT ...
-        ON CONFLICT. Measured 3-4x faster than executemany from 100 rows up (see README)."""
-        quote = conn.dialect.identifier_preparer.quote
+    def _merge_stage(self, conn: Connection, columns: list[str]) -> None:
+        """INSERT ... SELECT from the stage, updating every non-key column of existing runs;
+        list times are known only when a run was discovered, so they are never erased."""
+        quote = functools.partial(self._quote, conn)
+        runs = quote(self.table_name)
         names = ", ".join(quote(c) for c in columns)
-        target = quote(self.table_name)
-        updates = ", ".join(
-            f"{quote(c)} = COALESCE(EXCLUDED.{quote(c)}, {target}.{quote(c)})"
-            if c in LIST_TIME_COLUMNS else f"{quote(c)} = EXCLUDED.{quote(c)}"
-            for c in columns if c not in KEY_COLUMNS
+        updated = [c for c in columns if c not in KEY_COLUMNS]
+        if self.dialect in _MYSQL:
+            sets = ", ".join(
+                f"{quote(c)} = COALESCE(VALUES({quote(c)}), {runs}.{quote(c)})"
+                if c in LIST_TIME_COLUMNS else f"{quote(c)} = VALUES({quote(c)})"
+                for c in updated
+            )
+            conflict = f"ON DUPLICATE KEY UPDATE {sets}"
+        else:
+            sets = ", ".join(
+                f"{quote(c)} = COALESCE(excluded.{quote(c)}, {runs}.{quote(c)})"
+                if c in LIST_TIME_COLUMNS else f"{quote(c)} = excluded.{quote(c)}"
+                for c in updated
+            )
+            keys = ", ".join(quote(c) for c in KEY_COLUMNS)
+            conflict = f"ON CONFLICT ({keys}) DO UPDATE SET {sets}"
+        # WHERE 1 = 1: SQLite's parser needs it to tell ON CONFLICT from a join's ON.
+        conn.exec_driver_sql(
+            f"INSERT INTO {runs} ({names}) SELECT {names} FROM {STAGE} "  # noqa: S608 - quoted
+            f"WHERE 1 = 1 {conflict}"
         )
-        keys = ", ".join(quote(c) for c in KEY_COLUMNS)
-        cursor = conn.connection.driver_connection.cursor()
-        try:
-            cursor.execute(
-                f"CREATE TEMPORARY TABLE nsml_etl_stage (LIKE {quote(self.table_name)}) "
-                "ON COMMIT DROP"
-            )
-            with cursor.copy(f"COPY nsml_etl_stage ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cursor.execute(
-                f"INSERT INTO {quote(self.table_name)} ({names}) "  # noqa: S608 - quoted names
-                f"SELECT {names} FROM nsml_etl_stage "
-                f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
-            )
-        finally:
-            cursor.close()
 
-    def _current_versions(self, conn: Connection,
-                          entries: list[HistoryEntry]) -> dict[Pair, tuple[int, str]]:
-        """{pair: (history row id, content hash)} of the current versions of these runs."""
-        table = self.history_table
-        current: dict[Pair, tuple[int, str]] = {}
-        wanted = {e.pair for e in entries}
-        # project_id IN (...) AND run_name IN (...) walks the index; a row-value IN list did
-        # not (it was most of the history's cost). The few extra rows are dropped below.
-        projects = sorted({p.project_id for p in wanted})
-        names = sorted({p.run_name for p in wanted})
-        for start in range(0, len(names), HISTORY_LOOKUP_KEYS):
-            query = sa.select(table.c.project_id, table.c.run_name, table.c.id,
-                              table.c.content_hash).where(
-                table.c.table_name == self.table_name,
-                table.c.valid_to.is_(None),
-                table.c.project_id.in_(projects),
-                table.c.run_name.in_(names[start:start + HISTORY_LOOKUP_KEYS]),
+    def _write_history(self, conn: Connection, columns: list[str],
+                       batch_id: int | None) -> None:
+        """Before the merge: close the current version of every staged run whose content
+        differs from its stored row (keeping that row as JSON), then open a version for every
+        staged run that has none. Unchanged runs add nothing."""
+        quote = functools.partial(self._quote, conn)
+        runs, history = quote(self.table_name), quote(HISTORY_TABLE)
+        content = [quote(c) for c in columns
+                   if c not in KEY_COLUMNS and c not in OBSERVATION_COLUMNS]
+        staged = ", ".join(f"s.{c}" for c in content)
+        stored = ", ".join(f"r.{c}" for c in content)
+        if self.dialect == "postgresql":
+            differs, join = f"ROW({staged}) IS DISTINCT FROM ROW({stored})", "JOIN"
+        elif self.dialect in _MYSQL:  # BINARY: the text columns' collation ignores case
+            staged = ", ".join(f"BINARY s.{c}" for c in content)
+            stored = ", ".join(f"BINARY r.{c}" for c in content)
+            differs, join = f"NOT (({staged}) <=> ({stored}))", "JOIN"
+        else:  # CROSS JOIN keeps the stage outermost: SQLite has no statistics for it
+            differs, join = f"({staged}) IS NOT ({stored})", "CROSS JOIN"
+        current = ("h.table_name = :table AND h.project_id = s.project_id "
+                   "AND h.run_name = s.run_name AND h.valid_to IS NULL")
+        changed = conn.execute(sa.text(
+            f"SELECT h.id, s.project_id, s.run_name, s.fetched_at FROM {STAGE} s "  # noqa: S608
+            f"{join} {runs} r ON r.project_id = s.project_id AND r.run_name = s.run_name "
+            f"{join} {history} h ON {current} WHERE {differs}"
+        ), {"table": self.table_name}).all()
+        if changed:
+            superseded = self._stored_rows(conn, {Pair(p, r) for _, p, r, _ in changed})
+            table = self.history_table
+            conn.execute(
+                sa.update(table).where(table.c.id == sa.bindparam("row_id"))
+                .values(valid_to=sa.bindparam("closed_at"), content=sa.bindparam("old")),
+                [{"row_id": row_id, "closed_at": _as_datetime(closed_at),
+                  "old": superseded.get(Pair(project_id, run_name))}
+                 for row_id, project_id, run_name, closed_at in changed],
             )
-            for project_id, run_name, row_id, digest in conn.execute(query):
-                pair = Pair(project_id, run_name)
-                if pair in wanted:
-                    current[pair] = (row_id, digest)
-        return current
+        conn.execute(sa.text(
+            f"INSERT INTO {history} (table_name, project_id, run_name, valid_from, "  # noqa: S608
+            f"batch_id, status) SELECT :table, s.project_id, s.run_name, s.fetched_at, "
+            f":batch_id, s.status FROM {STAGE} s WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {history} h WHERE {current})"
+        ), {"table": self.table_name, "batch_id": batch_id})
 
     def _stored_rows(self, conn: Connection, pairs: set[Pair]) -> dict[Pair, str]:
         """The runs-table rows of ``pairs`` as JSON, before this chunk overwrites them."""
@@ -585,75 +583,28 @@ class RunStore:
                     rows[pair] = json.dumps(kept, ensure_ascii=False, default=str)
         return rows
 
-    def _write_history(self, conn: Connection, entries: list[HistoryEntry],
-                       current: dict[Pair, tuple[int, str]], superseded: dict[Pair, str],
-                       batch_id: int | None) -> None:
-        """Close the superseded versions (keeping the row they described) and open new ones;
-        an unchanged run adds nothing."""
-        table = self.history_table
-        changed = [e for e in entries
-                   if e.pair not in current or current[e.pair][1] != e.content_hash]
-        closing = [e for e in changed if e.pair in current]
-        if closing:
-            conn.execute(
-                sa.update(table).where(table.c.id == sa.bindparam("row_id"))
-                .values(valid_to=sa.bindparam("closed_at"), content=sa.bindparam("old")),
-                [{"row_id": current[e.pair][0], "closed_at": e.observed_at,
-                  "old": superseded.get(e.pair)} for e in closing],
-            )
-        if changed:
-            self._bulk_insert(conn, table, HISTORY_INSERT_COLUMNS, [
-                (self.table_name, e.pair.project_id, e.pair.run_name, e.observed_at, batch_id,
-                 e.status, e.content_hash)
-                for e in changed
-            ])
 
-    def _bulk_insert(self, conn: Connection, table: sa.Table, columns: tuple[str, ...],
-                     rows: list[tuple]) -> None:
-        """Plain INSERT of many rows the fast way for each database (COPY on PostgreSQL, the
-        driver's executemany elsewhere)."""
-        quote = conn.dialect.identifier_preparer.quote
-        if self.dialect == "postgresql":
-            names = ", ".join(quote(c) for c in columns)
-            with conn.connection.driver_connection.cursor() as cursor:
-                with cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            return
-        key = (table.name, *columns)
-        compiled = self._inserts.get(key)
-        if compiled is None:
-            compiled = sa.insert(table).values({c: sa.bindparam(c) for c in columns}).compile(
-                dialect=self.engine.dialect)
-            self._inserts[key] = compiled
-        if self.dialect == "sqlite":
-            stamps = [i for i, c in enumerate(columns)
-                      if isinstance(table.c[c].type, sa.DateTime)]
-            rows = _sqlite_rows(rows, stamps)
-        self._run_compiled(conn, compiled, columns, rows)
+    @staticmethod
+    def _quote(conn: Connection, name: str) -> str:
+        return conn.dialect.identifier_preparer.quote(name)
 
-    def upsert(self, frame: pd.DataFrame, history: list[HistoryEntry] | None = None,
-               batch_id: int | None = None) -> int:
-        """Write one chunk (and its history) in one transaction; returns the runs written."""
+    def upsert(self, frame: pd.DataFrame, batch_id: int | None = None,
+               history: bool = True) -> int:
+        """Write one chunk (and, unless ``history`` is off, its change history) in one
+        transaction; returns the runs written. ``frame`` has one row per run."""
         if frame.empty:
             return 0
-        columns = tuple(frame.columns)
-        rows = list(frame.itertuples(index=False, name=None))
+        columns = list(frame.columns)
+        # One object block -> lists in C; itertuples() boxes every cell through Series.
+        rows = frame.to_numpy(dtype=object).tolist()
         try:
             with self.engine.begin() as conn:
-                if history:
-                    current = self._current_versions(conn, history)
-                    superseded = self._stored_rows(conn, {
-                        e.pair for e in history
-                        if e.pair in current and current[e.pair][1] != e.content_hash})
-                if self.dialect == "postgresql":
-                    self._copy_merge(conn, list(columns), rows)
-                else:
-                    if self.dialect == "sqlite":
-                        rows = _sqlite_rows(rows, [columns.index(c) for c in TIMESTAMP_COLUMNS])
-                    self._executemany(conn, columns, rows)
-                if history:
-                    self._write_history(conn, history, current, superseded, batch_id)
+                self._create_stage(conn)
+                self._fill_stage(conn, columns, rows)
+                if history:  # first: it reads the rows this chunk replaces
+                    self._write_history(conn, columns, batch_id)
+                self._merge_stage(conn, columns)
+                self._drop_stage(conn)
         except SQLAlchemyError as exc:
             raise DatabaseError(
                 f"writing {len(rows)} runs to table {self.table_name} failed: "
@@ -662,26 +613,19 @@ class RunStore:
         return len(rows)
 
 
-def _sqlite_rows(rows: list[tuple], timestamp_indexes: list[int]) -> list[tuple]:
-    # The text format SQLAlchemy's SQLite DateTime reads back (sqlite3's own datetime adapter
-    # is deprecated).
+def _as_datetime(value: object) -> object:
+    # Read back from SQLite's stage as text; other drivers return datetimes.
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _sqlite_timestamps(rows: list[list], timestamp_indexes: list[int]) -> None:
+    """Datetimes in ``rows`` (changed in place) as the text SQLAlchemy's SQLite DateTime reads
+    back (sqlite3's own datetime adapter is deprecated)."""
     texts: dict = {None: None}  # runs of one chunk mostly share a few timestamps
-
-    def text(value: object) -> str | None:
-        converted = texts.get(value)
-        if converted is None and value is not None:
-            converted = texts[value] = value.strftime("%Y-%m-%d %H:%M:%S.%f")  # type: ignore[attr-defined]
-        return converted
-
-    # Most timestamp columns of a chunk are entirely NULL (list times outside discovery).
-    active = [i for i in timestamp_indexes if any(row[i] is not None for row in rows)]
-    if not active:
-        return rows
-
-    def convert(row: tuple) -> tuple:
-        values = list(row)
-        for index in active:
-            values[index] = text(values[index])
-        return tuple(values)
-
-    return [convert(row) for row in rows]
+    for index in timestamp_indexes:
+        for row in rows:
+            value = row[index]
+            text = texts.get(value)
+            if text is None and value is not None:
+                text = texts[value] = value.strftime("%Y-%m-%d %H:%M:%S.%f")
+            row[index] = text

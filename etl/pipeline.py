@@ -32,7 +32,7 @@ from .client import Aborted, NsmlClient, RunFetchFailed, utc_now
 from .config import Credentials, Settings
 from .discovery import ListedRun
 from .errors import AuthenticationError, DatabaseError, EtlError
-from .load import HistoryEntry, RunStore
+from .load import RunStore
 from .pairs import Pair
 from .report import ExportReport, FailedPair, ProgressCallback, event, log_finished
 from .throttle import Throttle
@@ -40,7 +40,6 @@ from .transform import (
     FlatRun,
     RunShapeError,
     build_frame,
-    content_hash,
     env_keys,
     extra_fields,
     flatten_run,
@@ -144,14 +143,6 @@ def is_transient_db_error(exc: BaseException) -> bool:
     )
 
 
-def history_entries(runs: Sequence[FlatRun]) -> list[HistoryEntry]:
-    return [
-        HistoryEntry(run.pair, run.columns["status"], run.columns["fetched_at"],
-                     content_hash(run))
-        for run in runs
-    ]
-
-
 def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None = None) -> int:
     """Schema first (new env keys become columns), then one transaction for the upsert and
     the change history."""
@@ -161,8 +152,7 @@ def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None =
     # a row twice in one statement. The later response wins, as it would across chunks.
     runs = list({run.pair: run for run in runs}.values())
     mapping = store.prepare(env_keys(runs), extra_fields(runs))
-    return store.upsert(build_frame(runs, mapping.env, mapping.fields),
-                        history=history_entries(runs), batch_id=batch_id)
+    return store.upsert(build_frame(runs, mapping.env, mapping.fields), batch_id=batch_id)
 
 
 class _ChunkWriter:

@@ -8,7 +8,6 @@ the frame for a chunk is built later (:func:`build_frame`) from already-flattene
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
 import re
@@ -60,13 +59,10 @@ class RunShapeError(ValueError):
 class FlatRun:
     """One run, flattened: fixed columns, env values by key, extra fields by API name."""
 
+    pair: Pair
     columns: dict[str, Any]
     env: dict[str, str | None] = field(default_factory=dict)
     extra: dict[str, str | None] = field(default_factory=dict)
-
-    @property
-    def pair(self) -> Pair:
-        return Pair(self.columns["project_id"], self.columns["run_name"])
 
 
 def _check_unicode(text: str, what: str) -> str:
@@ -113,69 +109,79 @@ def _type_name(value: Any) -> str:
     )
 
 
+# Documented fields stored as text (gpuSvrCode is the one integer).
+_TEXT_FIELDS = tuple((api, column) for api, column in DOCUMENTED_FIELDS.items()
+                     if column != "gpu_svr_code")
+_KNOWN_FIELDS = frozenset((*DOCUMENTED_FIELDS, ENVS_FIELD))
+# One encoder for every run: json.dumps builds a new one per call when given options.
+_encode_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
-    """Flatten one Get-run response for ``pair``; raises :class:`RunShapeError` to reject it."""
+    """Flatten one Get-run response for ``pair``; raises :class:`RunShapeError` to reject it.
+
+    This runs once per run on every export and load, so plain ASCII strings (nearly every
+    value) take a short path and env values are copied only when one is not a string.
+    """
     if not isinstance(body, dict):
         raise RunShapeError(f"response is {_type_name(body)}, expected a run object")
+    get = body.get
     for api_name, requested in (("projectId", pair.project_id), ("runName", pair.run_name)):
-        sent = body.get(api_name)
-        if sent is not None and as_text(sent, api_name) != requested:
+        sent = get(api_name)
+        if sent is not None and sent != requested and as_text(sent, api_name) != requested:
             raise RunShapeError(
                 f"response is for {api_name} {str(sent)[:80]!r}, not the requested {requested!r}"
             )
     columns: dict[str, Any] = {}
-    for api_name, column in DOCUMENTED_FIELDS.items():
-        if column == "gpu_svr_code":
-            columns[column] = as_integer(body.get(api_name), api_name)
-        else:
-            columns[column] = as_text(body.get(api_name), api_name)
+    for api_name, column in _TEXT_FIELDS:
+        value = get(api_name)
+        if value is not None and not (type(value) is str and value.isascii()):
+            value = as_text(value, api_name)
+        columns[column] = value
+    columns["gpu_svr_code"] = as_integer(get("gpuSvrCode"), "gpuSvrCode")
     columns["project_id"], columns["run_name"] = pair.project_id, pair.run_name
 
-    envs = body.get(ENVS_FIELD)
+    envs = get(ENVS_FIELD)
     env: dict[str, str | None] = {}
     if envs is None:
         columns["envs"] = None
     elif isinstance(envs, dict):
-        envs_text = json.dumps(envs, ensure_ascii=False)
+        envs_text = _encode_json(envs)
         # One scan of the JSON text covers every key and value (the hot path of a load).
         if not envs_text.isascii() and _SURROGATE.search(envs_text):
             raise RunShapeError("envs holds a lone UTF-16 surrogate")
-        env = {
-            key: value if type(value) is str else as_text(value, key)
-            for key, value in envs.items()
-        }
+        env = envs
+        if not {*map(type, envs.values())} <= {str}:
+            env = {key: as_text(value, key) for key, value in envs.items()}
         columns["envs"] = envs_text
     else:
         raise RunShapeError(f"envs is {_type_name(envs)}, expected an object")
     columns["fetched_at"] = fetched_at
     columns["create_time"] = columns["update_time"] = None
 
-    extra = {
-        _check_unicode(name, "a field name"): as_text(value, name)
-        for name, value in body.items()
-        if name not in DOCUMENTED_FIELDS and name != ENVS_FIELD
-    }
-    return FlatRun(columns=columns, env=env, extra=extra)
+    extra: dict[str, str | None] = {}
+    if body.keys() - _KNOWN_FIELDS:
+        extra = {
+            _check_unicode(name, "a field name"): as_text(value, name)
+            for name, value in body.items()
+            if name not in _KNOWN_FIELDS
+        }
+    return FlatRun(pair, columns, env, extra)
 
 
 # Columns that record when we looked, not what the run is: a change in them is no new version.
 OBSERVATION_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS)
-_content_values = operator.itemgetter(*(c for c in CORE_COLUMNS if c not in OBSERVATION_COLUMNS))
-
-
-def content_hash(run: FlatRun) -> str:
-    """A fingerprint of what the run is (not when we saw it), cheap enough to take for every
-    run: repr() of the values is deterministic, unlike hash()."""
-    values = (_content_values(run.columns), tuple(run.extra.items()))
-    return hashlib.sha256(repr(values).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def env_keys(runs: Iterable[FlatRun]) -> set[str]:
-    return {key for run in runs for key in run.env}
+    return set().union(*(run.env for run in runs))
 
 
 def extra_fields(runs: Iterable[FlatRun]) -> set[str]:
-    return {name for run in runs for name in run.extra}
+    return set().union(*(run.extra for run in runs))
+
+
+_core_values = operator.itemgetter(*CORE_COLUMNS)
 
 
 def build_frame(
@@ -186,17 +192,14 @@ def build_frame(
     """One chunk as a DataFrame with every column of the table, in table order.
 
     Keys the table knows but a run lacks are None, so an upsert clears values a run no longer
-    has. ``dtype=object`` keeps None as None (pandas would otherwise turn it into NaN).
+    has. ``dtype=object`` keeps None as None (pandas would otherwise turn it into NaN). Rows
+    are assembled with C-level getters (itemgetter, map over dict.get): this is per run.
     """
-    env_items = list(env_columns.items())
-    field_items = list(field_columns.items())
-    columns = [*CORE_COLUMNS, *(c for _, c in env_items), *(c for _, c in field_items)]
-    rows = [
-        [
-            *(run.columns[c] for c in CORE_COLUMNS),
-            *(run.env.get(key) for key, _ in env_items),
-            *(run.extra.get(name) for name, _ in field_items),
-        ]
-        for run in runs
-    ]
+    keys, names = list(env_columns), list(field_columns)
+    columns = [*CORE_COLUMNS, *env_columns.values(), *field_columns.values()]
+    if names:
+        rows = [(*_core_values(run.columns), *map(run.env.get, keys), *map(run.extra.get, names))
+                for run in runs]
+    else:
+        rows = [(*_core_values(run.columns), *map(run.env.get, keys)) for run in runs]
     return pd.DataFrame(rows, columns=columns, dtype=object)
