@@ -170,6 +170,8 @@ def _make_sqlite_transactional(engine: Engine) -> None:
     @sa.event.listens_for(engine, "connect")
     def _autocommit_driver(dbapi_connection, _record):  # noqa: ANN001
         dbapi_connection.isolation_level = None
+        # Each chunk is staged in a temporary table: keep it in memory, not in a temp file.
+        dbapi_connection.execute("PRAGMA temp_store = MEMORY")
 
     @sa.event.listens_for(engine, "begin")
     def _begin_immediate(connection):  # noqa: ANN001
