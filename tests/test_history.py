@@ -69,3 +69,35 @@ def test_replayed_file_with_a_run_twice_keeps_one_current_version(run_cli, db_ur
         {"status": "RUN_STATE_COMPLETED"}]
     current = fetch_rows(db_url, "SELECT status FROM nsml_run_history WHERE valid_to IS NULL")
     assert current == [{"status": "RUN_STATE_COMPLETED"}]
+
+
+def test_every_kind_of_change_is_a_version_and_nothing_else_is(run_cli, db_url, tmp_path):
+    """The stored and the incoming row are compared column by column in the database: a
+    change of case or a trailing space (which MySQL's default collation ignores), a value that
+    becomes NULL, an env key that disappears and an integer all count; a rerun does not."""
+    base = {"projectId": "p", "runName": "1", "status": "RUN_STATE_RUNNING",
+            "gpuSvrCode": 205, "envs": {"A": "x"}}
+    bodies = [
+        base,
+        {**base, "note": "Note"},
+        {**base, "note": "note"},
+        {**base, "note": "note "},
+        {**base, "note": "note ", "envs": {}},
+        {**base, "note": "note ", "envs": {}},  # the same again: no version
+        {**base, "note": "note ", "envs": {}, "gpuSvrCode": 206},
+        {**base, "envs": {}, "gpuSvrCode": 206},  # note gone
+    ]
+    for i, body in enumerate(bodies):
+        path = tmp_path / f"runs-{i}.jsonl"
+        path.write_text(json.dumps(body) + "\n")
+        result = run_cli("load", str(path), "--db", db_url)
+        assert result.exit_code == 0, result.output
+    versions = fetch_rows(db_url, "SELECT valid_to, content FROM nsml_run_history ORDER BY id")
+    assert len(versions) == 7
+    assert [v["valid_to"] is None for v in versions] == [False] * 6 + [True]
+    notes = [json.loads(v["content"]).get("note") for v in versions[:6]]
+    assert notes == [None, "Note", "note", "note ", "note ", "note "]
+    assert json.loads(versions[3]["content"])["env_a"] == "x"
+    assert "env_a" not in json.loads(versions[4]["content"])
+    assert fetch_rows(db_url, "SELECT note, gpu_svr_code, env_a FROM nsml_runs") == [
+        {"note": None, "gpu_svr_code": 206, "env_a": None}]
