@@ -189,7 +189,40 @@ def main() -> None:
             print(f"pairs  {row['pairs']} pairs ({row['bytes'] / 1e6:.0f} MB file), --dry-run: "
                   f"peak RSS {row['rss_mb']:.0f} MB")
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print_table(summary_rows(results))
     print(f"\nwritten to {HERE / 'results.json'}")
+
+
+def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    """(figure, result, target, met) for every figure the issue sets a target for."""
+    def met(ok: bool) -> str:
+        return "yes" if ok else "NO"
+
+    fetch = results["fetch"]
+    rows = [(f"fetch {fetch['runs']} runs: (t(all) - t(1)) / bound", f"{fetch['figure']:.2f}",
+             "<= 1.15", met(fetch["figure"] <= fetch["target"]))]
+    for row in results["load"]:
+        for kind in ("insert", "update"):
+            ratio = row[f"{kind}_ratio"]
+            rows.append((f"load {row['runs']} runs, {row['db']}, {kind}s / to_sql baseline",
+                         f"{ratio:.2f}", "<= 1.00", met(ratio <= row["target_ratio"])))
+        rows.append((f"peak RSS of that load (baseline {row['rss_baseline_mb']:.0f} MB)",
+                     f"{row['rss_mb']:.0f} MB", "<= 150 MB", met(row["rss_mb"] <= 150)))
+    small = results["load_small"]
+    rows.append((f"peak RSS of a {small['runs']}-run load (constant?)",
+                 f"{small['rss_mb']:.0f} MB", "~ same", "-"))
+    for row in results["pairs_memory"]:
+        rows.append((f"peak RSS, --dry-run of {row['pairs']} pairs", f"{row['rss_mb']:.0f} MB",
+                     "constant", "-"))
+    return rows
+
+
+def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    header = ("figure", "result", "target", "met")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":
