@@ -137,7 +137,7 @@ def bench_load(kind: str, tmp: Path, raw: Path, runs: int) -> dict:
     t_insert, rss_insert, t_update, rss_update = [], [], [], []
     for _ in range(REPEATS):
         url = fresh_url(kind, tmp)
-        load = [PYTHON, "-m", "etl.cli", "load", str(raw), "--db", url, "--chunk-size", "2000"]
+        load = [PYTHON, "-m", "etl.cli", "load", str(raw), "--db", url]
         t, rss = timed(load)
         t_insert.append(t)
         rss_insert.append(rss)

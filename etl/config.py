@@ -273,8 +273,10 @@ def resolve_settings(
     flags: Mapping[str, Any] | None = None,
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Merge the four layers; each bad value names where it came from."""
+    """Merge the four layers; each bad value names where it came from. ``defaults``
+    replaces built-in defaults for one command (``load`` writes bigger chunks)."""
     environ = os.environ if environ is None else environ
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     from_file = read_config_file(config_file) if config_file else {}
@@ -287,7 +289,7 @@ def resolve_settings(
         elif setting.name in from_file:
             raw, source = from_file[setting.name], f"{config_file}: {setting.name}"
         else:
-            values[setting.name] = setting.default
+            values[setting.name] = (defaults or {}).get(setting.name, setting.default)
             continue
         try:
             values[setting.name] = setting.parse(raw)

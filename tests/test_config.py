@@ -70,3 +70,16 @@ def test_rate_limit_forms(text, rate):
 def test_bad_rate_limit(text):
     with pytest.raises(InputError, match="--rate-limit: must be"):
         resolve_settings({"rate_limit": text}, None, {})
+
+
+def test_a_command_default_yields_to_every_given_layer(tmp_path):
+    """`load` writes bigger chunks by default; a flag, env var or config file still wins."""
+    load = {"chunk_size": 4000}
+    assert resolve_settings({}, environ={}, defaults=load).chunk_size == 4000
+    assert resolve_settings({}, environ={}).chunk_size == Settings().chunk_size
+    assert resolve_settings({"chunk_size": 7}, environ={}, defaults=load).chunk_size == 7
+    assert resolve_settings({}, environ={"NSML_ETL_CHUNK_SIZE": "9"},
+                            defaults=load).chunk_size == 9
+    config = tmp_path / "etl.toml"
+    config.write_text("chunk_size = 11\n")
+    assert resolve_settings({}, config, environ={}, defaults=load).chunk_size == 11
