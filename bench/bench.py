@@ -31,7 +31,7 @@ import sqlalchemy as sa
 HERE = Path(__file__).resolve().parent
 PEAK_RSS = HERE.parent / "scripts" / "peak_rss.py"
 PYTHON = sys.executable
-REPEATS = int(os.environ.get("BENCH_REPEATS", "2"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 FETCH_RUNS, LATENCY, CONCURRENCY = 2000, 0.05, 32
 LOAD_RUNS = int(os.environ.get("BENCH_LOAD_RUNS", "100000"))
 ENV_KEYS = 20

@@ -249,7 +249,10 @@ class NsmlClient:
         # requests re-reads proxy and CA settings from the environment on every request
         # (about 1 ms each); read them once here, for the one host we talk to.
         self.session.proxies.update(get_environ_proxies(self.base_url))
-        self.session.verify = settings.ca_bundle or _ca_bundle_from_env() or True
+        # Over plain HTTP (the simulator) there is no certificate; a bundle path there would
+        # only cost requests a stat() of it per request.
+        if self.base_url.lower().startswith("https:"):
+            self.session.verify = settings.ca_bundle or _ca_bundle_from_env() or True
         self.session.trust_env = False
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.headers["Accept"] = "application/json"
@@ -301,12 +304,13 @@ class NsmlClient:
             requests.exceptions.ContentDecodingError,
         ) as exc:
             raise ApiError(f"transport error: {_transport_reason(exc)}", retryable=True) from None
-        log.debug(
-            "GET %s -> %s in %.0f ms",
-            response.request.path_url,
-            response.status_code,
-            (time.monotonic() - started) * 1000,
-        )
+        if log.isEnabledFor(logging.DEBUG):  # path_url re-parses the URL: only when shown
+            log.debug(
+                "GET %s -> %s in %.0f ms",
+                response.request.path_url,
+                response.status_code,
+                (time.monotonic() - started) * 1000,
+            )
         return interpret(response)
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> FetchResult:

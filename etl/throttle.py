@@ -33,7 +33,7 @@ class AdaptiveLimit:
         self._cooldown = cooldown
         self._last_cut = float("-inf")
         self._successes = 0
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
 
     def acquire(self) -> None:
         with self._cond:
@@ -54,12 +54,15 @@ class AdaptiveLimit:
                                     "fields": {"from": old, "to": self.limit}})
                 self._last_cut = now
                 self._successes = 0
+                self._cond.notify()  # the slot just freed
             else:
                 self._successes += 1
                 if self._successes >= self.limit and self.limit < self.maximum:
                     self.limit += 1
                     self._successes = 0
-            self._cond.notify_all()
+                    self._cond.notify(2)  # the slot just freed and the new one
+                else:
+                    self._cond.notify()
 
 
 class RateLimiter:
