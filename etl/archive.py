@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from . import jsontext
 from .errors import InputError
 from .pairs import Pair
 
@@ -96,9 +97,7 @@ def iter_archive(path: Path) -> Iterator[ArchivedRun]:
 
 def _parse_line(source: str, line_no: int, raw: bytes) -> ArchivedRun:
     try:
-        # Decoded here rather than by json.loads(bytes), which sniffs the encoding per line;
-        # surrogatepass reads back what ArchiveWriter wrote.
-        obj = json.loads(raw.decode("utf-8", "surrogatepass"))
+        obj = jsontext.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         return ArchivedRun(source, line_no, None, None, None,
                            f"{source}:{line_no}: not valid JSON ({exc})")

@@ -30,6 +30,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from . import jsontext
 from .auth import NcpSignatureV2
 from .config import Credentials, Settings
 from .errors import AuthenticationError
@@ -185,7 +186,7 @@ def interpret(response: requests.Response, now: Callable[[], float] = time.time)
     status = response.status_code
     if status == 200:
         try:
-            return json.loads(response.content)
+            return jsontext.loads(response.content)
         except (ValueError, UnicodeDecodeError):
             raise ApiError(
                 "HTTP 200 with a truncated or non-JSON body", status=200, retryable=True

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import jsontext
 from .pairs import Pair
 
 # Documented run fields (API name -> column), in table order after the key columns.
@@ -113,8 +114,6 @@ def _type_name(value: Any) -> str:
 _TEXT_FIELDS = tuple((api, column) for api, column in DOCUMENTED_FIELDS.items()
                      if column != "gpu_svr_code")
 _KNOWN_FIELDS = frozenset((*DOCUMENTED_FIELDS, ENVS_FIELD))
-# One encoder for every run: json.dumps builds a new one per call when given options.
-_encode_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
@@ -146,7 +145,7 @@ def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
     if envs is None:
         columns["envs"] = None
     elif isinstance(envs, dict):
-        envs_text = _encode_json(envs)
+        envs_text = jsontext.dumps_text_object(envs)
         # One scan of the JSON text covers every key and value (the hot path of a load).
         if not envs_text.isascii() and _SURROGATE.search(envs_text):
             raise RunShapeError("envs holds a lone UTF-16 surrogate")

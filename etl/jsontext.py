@@ -1,0 +1,43 @@
+"""JSON in and out on the hot path: orjson where its result is exact, the standard library
+where it is not.
+
+Parsing and re-encoding are most of what a load does per run (``make bench``: orjson took
+about a third of the standard library's time for both). orjson differs in three places, and
+each falls back rather than change a value: it reads integers beyond 64 bits as floats, refuses
+lone UTF-16 surrogates and infinities, and writes NaN as null.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+# An integer literal orjson would turn into a float (or a long digit run inside a string,
+# which only costs the slower parser).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+# Compact, as orjson writes, so a value reads the same whichever encoder wrote it.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def loads(raw: bytes) -> Any:
+    """Parse UTF-8 JSON exactly as ``json.loads`` would (its errors included)."""
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # the standard library accepts surrogate escapes and 1e400, or says why not
+    return json.loads(raw.decode("utf-8", "surrogatepass"))
+
+
+def dumps_text_object(value: dict[str, Any]) -> str:
+    """A JSON object as compact text; orjson only when every value is a string, since it
+    writes non-finite floats as null and refuses integers beyond 64 bits."""
+    if {*map(type, value.values())} <= {str}:
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:
+            pass  # a lone surrogate: let the caller's check name it
+    return _encode(value)
