@@ -308,6 +308,9 @@ class RunStore:
         # column exists (MySQL commits the mapping before its DDL), so a mapped column not in
         # here sends us through the locked path, which waits for the other export's ALTER.
         self._known_columns: set[str] = set()
+        # History tables made by nsml-etl 0.1 before this change have a NOT NULL content_hash
+        # that nothing reads any more; it gets an empty string so those databases keep working.
+        self._legacy_content_hash = False
         self._sql_tables: dict[tuple[str, ...], sa.Table] = {}
 
     # -- schema --------------------------------------------------------------------------
@@ -402,6 +405,8 @@ class RunStore:
         self._runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
         current = self.read_mapping(conn)
         existing = {c["name"].lower() for c in sa.inspect(conn).get_columns(self.table_name)}
+        self._legacy_content_hash = "content_hash" in {
+            c["name"].lower() for c in sa.inspect(conn).get_columns(HISTORY_TABLE)}
         taken = existing | set(CORE_COLUMNS) | set(current.env.values())
         taken |= set(current.fields.values())
 
@@ -579,10 +584,11 @@ class RunStore:
                  for row_id, project_id, run_name, closed_at in changed],
             )
         # Runs with no current version: new ones and those just closed.
+        legacy = (", content_hash", ", ''") if self._legacy_content_hash else ("", "")
         conn.execute(sa.text(
             f"INSERT INTO {history} (table_name, project_id, run_name, valid_from, "  # noqa: S608
-            f"batch_id, status) SELECT :table, s.project_id, s.run_name, s.fetched_at, "
-            f":batch_id, s.status FROM {unversioned}"
+            f"batch_id, status{legacy[0]}) SELECT :table, s.project_id, s.run_name, "
+            f"s.fetched_at, :batch_id, s.status{legacy[1]} FROM {unversioned}"
         ), {"table": self.table_name, "batch_id": batch_id})
 
     def _stored_rows(self, conn: Connection, pairs: set[Pair]) -> dict[Pair, str]:

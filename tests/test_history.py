@@ -101,3 +101,29 @@ def test_every_kind_of_change_is_a_version_and_nothing_else_is(run_cli, db_url, 
     assert "env_a" not in json.loads(versions[4]["content"])
     assert fetch_rows(db_url, "SELECT note, gpu_svr_code, env_a FROM nsml_runs") == [
         {"note": None, "gpu_svr_code": 206, "env_a": None}]
+
+
+def test_a_history_table_from_before_the_staged_merge_keeps_working(run_cli, db_url, tmp_path):
+    """nsml-etl 0.1 made nsml_run_history with a NOT NULL content_hash; loads still land."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE nsml_run_history (id INTEGER PRIMARY KEY, table_name VARCHAR(64) "
+            "NOT NULL, project_id VARCHAR(255) NOT NULL, run_name VARCHAR(255) NOT NULL, "
+            "valid_from TIMESTAMP NOT NULL, valid_to TIMESTAMP NULL, batch_id BIGINT, "
+            "status TEXT, content_hash VARCHAR(64) NOT NULL, content TEXT)"
+            .replace("INTEGER PRIMARY KEY", "SERIAL PRIMARY KEY"
+                     if engine.dialect.name == "postgresql" else
+                     "BIGINT AUTO_INCREMENT PRIMARY KEY" if engine.dialect.name != "sqlite"
+                     else "INTEGER PRIMARY KEY"))
+    engine.dispose()
+    path = tmp_path / "runs.jsonl"
+    for status in ("RUN_STATE_RUNNING", "RUN_STATE_COMPLETED"):
+        path.write_text(json.dumps({"projectId": "p", "runName": "1", "status": status}) + "\n")
+        result = run_cli("load", str(path), "--db", db_url)
+        assert result.exit_code == 0, result.output
+    versions = fetch_rows(db_url, "SELECT status, valid_to FROM nsml_run_history ORDER BY id")
+    assert [v["status"] for v in versions] == ["RUN_STATE_RUNNING", "RUN_STATE_COMPLETED"]
+    assert versions[0]["valid_to"] is not None and versions[1]["valid_to"] is None
