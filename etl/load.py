@@ -16,7 +16,6 @@ Contract, the same on SQLite, PostgreSQL and MySQL/MariaDB:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -404,9 +403,10 @@ class RunStore:
         self._metadata.create_all(conn, checkfirst=True)
         self._runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
         current = self.read_mapping(conn)
-        existing = {c["name"].lower() for c in sa.inspect(conn).get_columns(self.table_name)}
+        inspector = sa.inspect(conn)
+        existing = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
         self._legacy_content_hash = "content_hash" in {
-            c["name"].lower() for c in sa.inspect(conn).get_columns(HISTORY_TABLE)}
+            c["name"].lower() for c in inspector.get_columns(HISTORY_TABLE)}
         taken = existing | set(CORE_COLUMNS) | set(current.env.values())
         taken |= set(current.fields.values())
 
@@ -462,7 +462,7 @@ class RunStore:
     # touches each run once, to hand the rows to the driver (COPY on PostgreSQL).
 
     def _create_stage(self, conn: Connection) -> None:
-        runs = self._quote(conn, self.table_name)
+        runs = conn.dialect.identifier_preparer.quote(self.table_name)
         if self.dialect == "postgresql":  # dropped at commit; a rollback drops it too
             conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {STAGE} (LIKE {runs}) ON COMMIT DROP")
         elif self.dialect in _MYSQL:  # a failed transaction leaves MySQL's temporary table
@@ -481,7 +481,8 @@ class RunStore:
             conn.exec_driver_sql(f"DROP TABLE temp.{STAGE}")
 
     def _fill_stage(self, conn: Connection, columns: list[str], rows: list[list]) -> None:
-        names = ", ".join(self._quote(conn, c) for c in columns)
+        quote = conn.dialect.identifier_preparer.quote
+        names = ", ".join(quote(c) for c in columns)
         if self.dialect == "postgresql":
             with conn.connection.driver_connection.cursor() as cursor:
                 with cursor.copy(f"COPY {STAGE} ({names}) FROM STDIN") as copy:
@@ -502,23 +503,18 @@ class RunStore:
     def _merge_stage(self, conn: Connection, columns: list[str]) -> None:
         """INSERT ... SELECT from the stage, updating every non-key column of existing runs;
         list times are known only when a run was discovered, so they are never erased."""
-        quote = functools.partial(self._quote, conn)
+        quote = conn.dialect.identifier_preparer.quote
         runs = quote(self.table_name)
         names = ", ".join(quote(c) for c in columns)
-        updated = [c for c in columns if c not in KEY_COLUMNS]
+        incoming = "VALUES({})" if self.dialect in _MYSQL else "excluded.{}"
+        sets = ", ".join(
+            f"{quote(c)} = COALESCE({incoming.format(quote(c))}, {runs}.{quote(c)})"
+            if c in LIST_TIME_COLUMNS else f"{quote(c)} = {incoming.format(quote(c))}"
+            for c in columns if c not in KEY_COLUMNS
+        )
         if self.dialect in _MYSQL:
-            sets = ", ".join(
-                f"{quote(c)} = COALESCE(VALUES({quote(c)}), {runs}.{quote(c)})"
-                if c in LIST_TIME_COLUMNS else f"{quote(c)} = VALUES({quote(c)})"
-                for c in updated
-            )
             conflict = f"ON DUPLICATE KEY UPDATE {sets}"
         else:
-            sets = ", ".join(
-                f"{quote(c)} = COALESCE(excluded.{quote(c)}, {runs}.{quote(c)})"
-                if c in LIST_TIME_COLUMNS else f"{quote(c)} = excluded.{quote(c)}"
-                for c in updated
-            )
             keys = ", ".join(quote(c) for c in KEY_COLUMNS)
             conflict = f"ON CONFLICT ({keys}) DO UPDATE SET {sets}"
         # WHERE 1 = 1: SQLite's parser needs it to tell ON CONFLICT from a join's ON.
@@ -532,12 +528,14 @@ class RunStore:
         """Before the merge: close the current version of every staged run whose content
         differs from its stored row (keeping that row as JSON), then open a version for every
         staged run that has none. Unchanged runs add nothing."""
-        quote = functools.partial(self._quote, conn)
+        quote = conn.dialect.identifier_preparer.quote
         runs, history = quote(self.table_name), quote(HISTORY_TABLE)
         content = [quote(c) for c in columns
                    if c not in KEY_COLUMNS and c not in OBSERVATION_COLUMNS]
-        staged = ", ".join(f"s.{c}" for c in content)
-        stored = ", ".join(f"r.{c}" for c in content)
+        # BINARY on MySQL: the text columns' collation ignores case and trailing spaces.
+        exact = "BINARY " if self.dialect in _MYSQL else ""
+        staged = ", ".join(f"{exact}s.{c}" for c in content)
+        stored = ", ".join(f"{exact}r.{c}" for c in content)
         # Every name below is quoted by the dialect; the table name is a bound parameter.
         current = ("h.table_name = :table AND h.project_id = s.project_id "
                    "AND h.run_name = s.run_name AND h.valid_to IS NULL")
@@ -557,9 +555,7 @@ class RunStore:
                 f"WHERE {current} LIMIT 1) h ON true WHERE h.id IS NULL"
             )
         else:
-            if self.dialect in _MYSQL:  # BINARY: the text columns' collation ignores case
-                staged = ", ".join(f"BINARY s.{c}" for c in content)
-                stored = ", ".join(f"BINARY r.{c}" for c in content)
+            if self.dialect in _MYSQL:
                 differs, join = f"NOT (({staged}) <=> ({stored}))", "JOIN"
             else:  # CROSS JOIN keeps the stage outermost: SQLite has no statistics for it
                 differs, join = f"({staged}) IS NOT ({stored})", "CROSS JOIN"
@@ -613,15 +609,9 @@ class RunStore:
                     rows[pair] = json.dumps(kept, ensure_ascii=False, default=str)
         return rows
 
-
-    @staticmethod
-    def _quote(conn: Connection, name: str) -> str:
-        return conn.dialect.identifier_preparer.quote(name)
-
-    def upsert(self, frame: pd.DataFrame, batch_id: int | None = None,
-               history: bool = True) -> int:
-        """Write one chunk (and, unless ``history`` is off, its change history) in one
-        transaction; returns the runs written. ``frame`` has one row per run."""
+    def upsert(self, frame: pd.DataFrame, batch_id: int | None = None) -> int:
+        """Write one chunk and its change history in one transaction; returns the runs
+        written. ``frame`` has one row per run."""
         if frame.empty:
             return 0
         columns = list(frame.columns)
@@ -631,8 +621,7 @@ class RunStore:
             with self.engine.begin() as conn:
                 self._create_stage(conn)
                 self._fill_stage(conn, columns, rows)
-                if history:  # first: it reads the rows this chunk replaces
-                    self._write_history(conn, columns, batch_id)
+                self._write_history(conn, columns, batch_id)  # first: it reads the old rows
                 self._merge_stage(conn, columns)
                 self._drop_stage(conn)
         except SQLAlchemyError as exc:
