@@ -32,10 +32,11 @@ def loads(raw: bytes) -> Any:
     return json.loads(raw.decode("utf-8", "surrogatepass"))
 
 
-def dumps_text_object(value: dict[str, Any]) -> str:
-    """A JSON object as compact text; orjson only when every value is a string, since it
-    writes non-finite floats as null and refuses integers beyond 64 bits."""
-    if {*map(type, value.values())} <= {str}:
+def dumps_object(value: dict[str, Any], *, strings_only: bool) -> str:
+    """A JSON object as compact text. orjson only when the caller has checked that every value
+    is a string (``strings_only``): it writes non-finite floats as null and refuses integers
+    beyond 64 bits."""
+    if strings_only:
         try:
             return orjson.dumps(value).decode()
         except orjson.JSONEncodeError:

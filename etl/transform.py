@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import operator
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,7 +46,6 @@ KEY_COLUMNS = ("project_id", "run_name")
 TERMINAL_STATUSES = frozenset({
     "RUN_STATE_COMPLETED", "RUN_STATE_FAILED", "RUN_STATE_STOPPED", "RUN_STATE_CANCELED",
 })
-_SURROGATE = re.compile("[\ud800-\udfff]")
 # Largest value a BIGINT column holds.
 _BIGINT_MAX = 2**63 - 1
 
@@ -145,14 +143,11 @@ def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
     if envs is None:
         columns["envs"] = None
     elif isinstance(envs, dict):
-        envs_text = jsontext.dumps_text_object(envs)
-        # One scan of the JSON text covers every key and value (the hot path of a load).
-        if not envs_text.isascii() and _SURROGATE.search(envs_text):
-            raise RunShapeError("envs holds a lone UTF-16 surrogate")
-        env = envs
-        if not {*map(type, envs.values())} <= {str}:
-            env = {key: as_text(value, key) for key, value in envs.items()}
-        columns["envs"] = envs_text
+        strings_only = {*map(type, envs.values())} <= {str}
+        # One check of the JSON text covers every key and value (the hot path of a load).
+        columns["envs"] = _check_unicode(
+            jsontext.dumps_object(envs, strings_only=strings_only), "envs")
+        env = envs if strings_only else {key: as_text(value, key) for key, value in envs.items()}
     else:
         raise RunShapeError(f"envs is {_type_name(envs)}, expected an object")
     columns["fetched_at"] = fetched_at
