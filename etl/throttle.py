@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from .report import event
+
 log = logging.getLogger(__name__)
 
 # One halving per this many seconds: the 429s of one burst all arrive within it.
@@ -42,6 +44,7 @@ class AdaptiveLimit:
             self.in_flight += 1
 
     def release(self, throttled: bool) -> None:
+        freed = 1  # this request's slot
         with self._cond:
             self.in_flight -= 1
             if throttled:
@@ -50,19 +53,16 @@ class AdaptiveLimit:
                     old, self.limit = self.limit, max(1, self.limit // 2)
                     self.lowest = min(self.lowest, self.limit)
                     log.info("throttled by the gateway: concurrency %d -> %d", old, self.limit,
-                             extra={"event": "throttled",
-                                    "fields": {"from": old, "to": self.limit}})
+                             extra=event("throttled", **{"from": old, "to": self.limit}))
                 self._last_cut = now
                 self._successes = 0
-                self._cond.notify()  # the slot just freed
             else:
                 self._successes += 1
                 if self._successes >= self.limit and self.limit < self.maximum:
                     self.limit += 1
                     self._successes = 0
-                    self._cond.notify(2)  # the slot just freed and the new one
-                else:
-                    self._cond.notify()
+                    freed += 1  # a new slot too
+            self._cond.notify(freed)
 
 
 class RateLimiter:
