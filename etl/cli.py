@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import gc
 import itertools
 import json
 import logging
@@ -294,6 +295,7 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
         progress = _Progress(total, enabled=_show_progress(quiet, log_format))
         cleanup.callback(progress.close)
         interrupts = cleanup.enter_context(_Interrupts())
+        _freeze_startup_heap()
         report = export_runs(source, settings, credentials, store, total=total,
                              stop=interrupts.stop, progress=progress, archive=archive,
                              skip=skip)
@@ -307,6 +309,13 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
         write_failures(failures_out, report)
     print_report(report)
     sys.exit(interrupts.exit_code or report.exit_code)
+
+
+def _freeze_startup_heap() -> None:
+    """Keep the garbage collector off what startup built (modules, SQLAlchemy, pandas, the
+    simulator's dataset): it lives as long as the process, yet every full collection rescans
+    it, stalling all threads for 70-170 ms in the middle of an export, and once more at exit."""
+    gc.freeze()
 
 
 def _show_progress(quiet: bool, log_format: str) -> bool:
@@ -358,6 +367,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
         check_database(engine)
         store = RunStore(engine, settings.table)
         options = {**settings.public_dict(), "file": str(file)}
+        _freeze_startup_heap()
         report = load_archive(iter_archive(file), store, chunk_size=settings.chunk_size,
                               options=options)
     finally:
@@ -519,6 +529,7 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         os.replace(tmp, address_file)  # readers never see a half-written address
     click.echo(f"NSML simulator serving {len(sim.pairs())} runs at {sim.base_url}", err=True)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    _freeze_startup_heap()
     try:
         sim.serve_forever()
     except KeyboardInterrupt:

@@ -331,8 +331,12 @@ def error_body(code: str, message: str, details: str) -> dict:
 def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the real gateway
-        # Headers and body go out in separate writes; with Nagle on, delayed ACKs would add
-        # about 40 ms to every response.
+        # Buffered writes, flushed once per request: status, headers and body leave in one
+        # segment, as from a real gateway, instead of costing the client a read for each
+        # (130 us of client CPU per request, measured sequentially at zero latency).
+        wbufsize = 1 << 16
+        # Larger bodies still leave in several writes; with Nagle on, delayed ACKs would add
+        # about 40 ms to each of them.
         disable_nagle_algorithm = True
         server_version = "nsml-simulator"
 
