@@ -286,8 +286,8 @@ def _history_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def _lock_key(table: str) -> int:
-    digest = hashlib.sha256(f"nsml-etl schema {table}".encode()).digest()
+def _lock_key(name: str) -> int:
+    digest = hashlib.sha256(f"nsml-etl {name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -344,9 +344,11 @@ class RunStore:
         return ColumnMap(read(self.env_table, "env_key"), read(self.field_table, "field"))
 
     @contextmanager
-    def _schema_lock(self) -> Iterator[Connection]:
-        """A connection holding the schema lock for this table, committed on success."""
-        mysql_lock = f"nsml-etl:{self.table_name}"
+    def _table_lock(self, purpose: str) -> Iterator[Connection]:
+        """A connection in a transaction that holds this table's ``purpose`` lock (schema or
+        data), committed on success. SQLite needs none: BEGIN IMMEDIATE serializes writers."""
+        key = _lock_key(f"{purpose} {self.table_name}")
+        mysql_lock = f"nsml-etl:{key}"  # MySQL lock names end at 64 characters; tables do not
         with self.engine.connect() as conn:  # SQLite: the first statement takes BEGIN IMMEDIATE
             if self.dialect in _MYSQL:
                 got = conn.execute(
@@ -357,12 +359,12 @@ class RunStore:
                 if got != 1:
                     raise DatabaseError(
                         f"timed out after {MYSQL_LOCK_TIMEOUT_S}s waiting for another export's "
-                        f"schema change on table {self.table_name}"
+                        f"{purpose} lock on table {self.table_name}"
                     )
             elif self.dialect == "postgresql":
                 conn.execute(
                     sa.text("SELECT pg_advisory_xact_lock(:key)"),
-                    {"key": _lock_key(self.table_name)},
+                    {"key": key},
                 )
             try:
                 yield conn
@@ -389,7 +391,7 @@ class RunStore:
             ):
                 return current
         try:
-            with self._schema_lock() as conn:
+            with self._table_lock("schema") as conn:
                 current = self._evolve(conn, env_keys, fields)
         except SQLAlchemyError as exc:
             raise DatabaseError(
@@ -618,7 +620,10 @@ class RunStore:
         # One object block -> lists in C; itertuples() boxes every cell through Series.
         rows = frame.to_numpy(dtype=object).tolist()
         try:
-            with self.engine.begin() as conn:
+            # Chunks of one table are written one at a time, also across exports: two
+            # transactions comparing the same runs against the same stored rows would both
+            # close and open versions (duplicate current versions, lost ones, MySQL deadlocks).
+            with self._table_lock("data") as conn:
                 self._create_stage(conn)
                 self._fill_stage(conn, columns, rows)
                 self._write_history(conn, columns, batch_id)  # first: it reads the old rows

@@ -86,6 +86,38 @@ def test_concurrent_schema_changes_from_threads_agree(db_url):
     engine.dispose()
 
 
+def test_overlapping_writers_of_the_same_runs_keep_one_current_version(db_url):
+    """Two cron jobs exporting the same runs at once, each chunk a new version of every run:
+    no deadlock surfaces (chunks are written without the pipeline's retries here), and every
+    run ends with exactly one current version and its last written row."""
+    engine = create_engine(db_url)
+    write_chunk(RunStore(engine, "nsml_runs"), runs_with_envs(*({"A": "0"},) * 20))
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            store = RunStore(engine, "nsml_runs")
+            for round_ in range(6):
+                write_chunk(store, runs_with_envs(*({"A": f"{n}-{round_}"},) * 20))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    current = fetch_rows(db_url, "SELECT project_id, run_name, COUNT(*) AS n FROM nsml_run_history "
+                                 "WHERE valid_to IS NULL GROUP BY project_id, run_name")
+    assert len(current) == 20 and {r["n"] for r in current} == {1}
+    versions = fetch_rows(db_url, "SELECT COUNT(*) AS n FROM nsml_run_history")
+    assert versions[0]["n"] == 20 * (1 + 3 * 6)  # every write changed env_a
+    assert {r["env_a"] for r in fetch_rows(db_url, "SELECT env_a FROM nsml_runs")} <= {
+        f"{n}-5" for n in range(3)}
+    engine.dispose()
+
+
 def test_two_export_processes_into_one_table(db_url, make_simulator, tmp_path):
     """Overlapping cron jobs: disjoint projects, the same new env keys, one table."""
     sim = make_simulator(projects=4, runs_per_project=15)
