@@ -9,7 +9,8 @@ Contract, the same on SQLite, PostgreSQL and MySQL/MariaDB:
   column never changes and no column is ever dropped or renamed;
 * schema changes run under a database-wide lock (SQLite's write lock, a PostgreSQL advisory
   lock, MySQL ``GET_LOCK``) and re-read the schema after taking it, so two exports adding the
-  same key at once agree; data writes take no such lock;
+  same key at once agree; chunk writes take a second such lock, so two exports writing the
+  same runs take turns and their change history stays one version after another;
 * a mapping row is committed before its column is added, so MySQL's implicit commit on DDL can
   never leave a column nobody owns: a mapped column that is missing is simply added next time.
 """
