@@ -363,14 +363,16 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
     if not file.is_file():
         raise InputError(f"{file}: no such file")
     engine = create_engine(settings.db_url)
+    progress = _Progress(None, enabled=_show_progress(quiet, log_format))
     try:
         check_database(engine)
         store = RunStore(engine, settings.table)
         options = {**settings.public_dict(), "file": str(file)}
         _freeze_startup_heap()
         report = load_archive(iter_archive(file), store, chunk_size=settings.chunk_size,
-                              options=options)
+                              options=options, progress=progress)
     finally:
+        progress.close()
         engine.dispose()
     print_report(report)
     sys.exit(report.exit_code)

@@ -356,6 +356,8 @@ def load_archive(
         if progress is not None and report.requested % chunk_size == 0:
             progress(report)
     writer.flush()
+    if progress is not None:
+        progress(report)
     report.elapsed = time.monotonic() - started
     batch.finish(report)
     report.batch_id = batch.id

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
 import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from datetime import datetime
 
@@ -119,3 +123,52 @@ def test_signal_stops_fetching_commits_what_was_fetched(make_simulator, sqlite_u
     rows = fetch_rows(sqlite_url, "SELECT COUNT(*) AS n FROM nsml_runs")[0]["n"]
     assert rows == exported >= 20 and exported < 200
     assert exported == sim.stats.requests  # everything fetched was kept
+
+
+def _run_with_terminal_stderr(args: list[str], stderr_tty: bool) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal (or a pipe); (exit code, stdout, stderr)."""
+    env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
+    command = [sys.executable, "-m", "etl.cli", *args]
+    if not stderr_tty:
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        return proc.returncode, proc.stdout, proc.stderr
+    master, terminal = pty.openpty()
+    # A new pseudo-terminal is 0 columns wide, where tqdm draws nothing: make it 100 x 30.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed its end of the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    out = proc.stdout.read().decode()
+    proc.stdout.close()
+    return proc.wait(timeout=60), out, b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.parametrize(("tty", "quiet", "bar"), [(True, False, True), (True, True, False),
+                                                   (False, False, False)])
+def test_progress_bar_only_on_a_terminal_and_not_with_quiet(simulator, tmp_path, tty, quiet,
+                                                            bar):
+    total = len(simulator.pairs())
+    pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
+    raw = tmp_path / "runs.jsonl"
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    quiet_flag = ["--quiet"] if quiet else []
+    code, out, err = _run_with_terminal_stderr(
+        ["export", "--pairs", str(pairs_file), "--db", db, "--base-url", simulator.base_url,
+         "--save-raw", str(raw), *quiet_flag], tty)
+    assert code == 0, (out, err)
+    assert f"Summary: exported {total}" in out  # the summary always, on stdout
+    assert (f"{total}/{total}" in err and "run/s" in err) is bar, err
+    code, out, err = _run_with_terminal_stderr(
+        ["load", str(raw), "--db", db, *quiet_flag], tty)
+    assert code == 0, (out, err)
+    assert f"Summary: exported {total}" in out
+    assert (f"{total}run" in err and "run/s" in err) is bar, err
