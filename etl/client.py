@@ -35,6 +35,7 @@ from .auth import NcpSignatureV2
 from .config import Credentials, Settings
 from .errors import AuthenticationError
 from .pairs import Pair
+from .report import event
 from .throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -261,22 +262,22 @@ class NsmlClient:
     def close(self) -> None:
         self.session.close()
 
-    def _attempt(self, path: str, params: dict[str, Any] | None) -> Any:
+    def _attempt(self, path: str, params: dict[str, Any] | None, attempt: int) -> Any:
         if self.abort.is_set():
             raise Aborted()
         if self.throttle is None:
-            return self._send(path, params)
+            return self._send(path, params, attempt)
         self.throttle.acquire()
         throttled = False
         try:
-            return self._send(path, params)
+            return self._send(path, params, attempt)
         except ApiError as exc:
             throttled = exc.status == 429
             raise
         finally:
             self.throttle.release(throttled)
 
-    def _send(self, path: str, params: dict[str, Any] | None) -> Any:
+    def _send(self, path: str, params: dict[str, Any] | None, attempt: int) -> Any:
         if self.abort.is_set():  # the abort may have come while we waited for a slot
             raise Aborted()
         url = self.base_url + path
@@ -306,12 +307,13 @@ class NsmlClient:
         ) as exc:
             raise ApiError(f"transport error: {_transport_reason(exc)}", retryable=True) from None
         if log.isEnabledFor(logging.DEBUG):  # path_url re-parses the URL: only when shown
-            log.debug(
-                "GET %s -> %s in %.0f ms",
-                response.request.path_url,
-                response.status_code,
-                (time.monotonic() - started) * 1000,
-            )
+            path_url = response.request.path_url
+            latency_ms = round((time.monotonic() - started) * 1000)
+            log.debug("GET %s -> %s in %d ms (attempt %d)", path_url, response.status_code,
+                      latency_ms, attempt,
+                      extra=event("request", method="GET", path=path_url,
+                                  status=response.status_code, attempt=attempt,
+                                  latency_ms=latency_ms))
         return interpret(response)
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> FetchResult:
@@ -322,7 +324,7 @@ class NsmlClient:
         def attempt() -> Any:
             nonlocal attempts
             attempts += 1
-            return self._attempt(path, params)
+            return self._attempt(path, params, attempts)
 
         try:
             body = retrying(attempt)

@@ -172,3 +172,25 @@ def test_progress_bar_only_on_a_terminal_and_not_with_quiet(simulator, tmp_path,
     assert code == 0, (out, err)
     assert f"Summary: exported {total}" in out
     assert (f"{total}run" in err and "run/s" in err) is bar, err
+
+
+def test_verbose_logs_every_request_with_its_attempt(run_cli, credentials, make_simulator,
+                                                     sqlite_url, tmp_path):
+    # Every path fails twice (503), then succeeds: attempts 1 and 2 fail, attempt 3 lands.
+    sim = make_simulator(projects=1, runs_per_project=8, fault_rate=1.0, fault_streak=2,
+                         fault_kinds=("503",), retry_after=0)
+    pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
+    common = ("export", "--pairs", str(pairs_file), "--db", sqlite_url,
+              "--base-url", sim.base_url, "--backoff-initial", "0.01", "--verbose")
+    result = run_cli(*common, "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    requests = [e for e in map(json.loads, result.stderr.splitlines())
+                if e["event"] == "request"]
+    assert len(requests) == sim.stats.requests  # one event per request sent
+    for entry in requests:
+        assert entry["method"] == "GET" and entry["path"].startswith("/nsml/v1/projects/")
+        assert entry["status"] == (200 if entry["attempt"] == 3 else 503)
+        assert entry["latency_ms"] >= 0
+    assert len(requests) == 3 * 8
+    text = run_cli(*common).stderr
+    assert " -> 503 in " in text and "(attempt 2)" in text
