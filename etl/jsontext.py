@@ -10,21 +10,23 @@ lone UTF-16 surrogates and infinities, and writes NaN as null.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-# An integer literal orjson would turn into a float (or a long digit run inside a string,
-# which only costs the slower parser).
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# An integer literal orjson would turn into a float has 19 digits or more (a long digit run
+# inside a string only costs the slower parser). Found as a run of 19 zeros once every digit
+# reads as a zero: a C-speed copy and search, where the regex \d{19} took more time than
+# orjson's parse itself (15 vs 6 us for a typical run).
+_DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGIT_RUN = b"0" * 19
 # Compact, as orjson writes, so a value reads the same whichever encoder wrote it.
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def loads(raw: bytes) -> Any:
     """Parse UTF-8 JSON exactly as ``json.loads`` would (its errors included)."""
-    if _LONG_DIGITS.search(raw) is None:
+    if _LONG_DIGIT_RUN not in raw.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
