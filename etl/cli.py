@@ -150,7 +150,7 @@ class _Interrupts:
             raise KeyboardInterrupt
         self.signal = signum
         self.stop.set()
-        click.echo(f"\n{signal.Signals(signum).name}: stopping; committing what was fetched",
+        click.echo(f"\n{signal.Signals(signum).name}: stopping; committing the runs in hand",
                    err=True)
 
     def __enter__(self) -> _Interrupts:
@@ -362,20 +362,20 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
     settings = resolve_settings(flags, config_file, defaults=LOAD_DEFAULTS)
     if not file.is_file():
         raise InputError(f"{file}: no such file")
-    engine = create_engine(settings.db_url)
-    progress = _Progress(None, enabled=_show_progress(quiet, log_format))
-    try:
+    with contextlib.ExitStack() as cleanup:
+        engine = create_engine(settings.db_url)
+        cleanup.callback(engine.dispose)
         check_database(engine)
         store = RunStore(engine, settings.table)
         options = {**settings.public_dict(), "file": str(file)}
+        progress = _Progress(None, enabled=_show_progress(quiet, log_format))
+        cleanup.callback(progress.close)
+        interrupts = cleanup.enter_context(_Interrupts())
         _freeze_startup_heap()
         report = load_archive(iter_archive(file), store, chunk_size=settings.chunk_size,
-                              options=options, progress=progress)
-    finally:
-        progress.close()
-        engine.dispose()
+                              options=options, progress=progress, stop=interrupts.stop)
     print_report(report)
-    sys.exit(report.exit_code)
+    sys.exit(interrupts.exit_code or report.exit_code)
 
 
 @main.command("pairs")

@@ -332,10 +332,12 @@ def load_archive(
     progress: ProgressCallback | None = None,
     options: dict | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> ExportReport:
     """Replay archived responses (or plain run objects) through the same transform and upsert.
 
-    Lines that cannot be used are failed entries, named by FILE:LINE; the rest land.
+    Lines that cannot be used are failed entries, named by FILE:LINE; the rest land. When
+    ``stop`` is set (a signal), reading stops and what was read is still committed.
     """
     started = time.monotonic()
     report = ExportReport()
@@ -343,6 +345,9 @@ def load_archive(
     writer = _ChunkWriter(store, chunk_size, report, batch, sleep)
     now = utc_now()
     for record in records:
+        if stop is not None and stop.is_set():
+            report.interrupted = True
+            break
         report.requested += 1
         if record.problem is not None or record.pair is None:
             report.record_failure(

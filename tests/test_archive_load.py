@@ -194,3 +194,30 @@ def test_verbose_logs_every_request_with_its_attempt(run_cli, credentials, make_
     assert len(requests) == 3 * 8
     text = run_cli(*common).stderr
     assert " -> 503 in " in text and "(attempt 2)" in text
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_a_load_and_commits_what_was_read(tmp_path, sqlite_url, signum, code):
+    total = 40_000
+    path = tmp_path / "runs.jsonl"
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(total):
+            handle.write(json.dumps({"projectId": "p", "runName": str(i)}) + "\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl.cli", "load", str(path), "--db", sqlite_url,
+         "--chunk-size", "100"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # signal once the first chunks are in
+        if (tmp_path / "runs.db").exists() and "nsml_runs" in table_names(sqlite_url):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, (out, err)
+    exported = int(out.split("Summary: exported ")[1].split(",")[0])
+    assert 0 < exported < total
+    assert fetch_rows(sqlite_url, "SELECT COUNT(*) AS n FROM nsml_runs")[0]["n"] == exported
+    (batch,) = fetch_rows(sqlite_url, "SELECT status, exported FROM nsml_export_batches")
+    assert batch == {"status": "interrupted", "exported": exported}
