@@ -9,8 +9,11 @@ then read from the body's ``projectId``/``runName``.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
+import io
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,9 +22,10 @@ from typing import IO, Any, NamedTuple
 
 from . import jsontext
 from .errors import InputError
-from .pairs import Pair
+from .pairs import STDIN_NAME, Pair
 
 RESPONSE_KEY = "response"
+GZIP_FIRST_BYTE = b"\x1f"
 FETCHED_AT_KEY = "fetchedAt"
 
 
@@ -78,21 +82,36 @@ def _pair_from(obj: dict) -> Pair | None:
     return None
 
 
-def iter_archive(path: Path) -> Iterator[ArchivedRun]:
-    """Each line of an archive or plain-runs file; unusable lines come with a ``problem``."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    source = str(path)
-    try:
-        with _open(path, "rb") as handle:
-            for line_no, raw in enumerate(handle, start=1):
+def iter_archive(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[ArchivedRun]:
+    """Each line of an archive or plain-runs file, or of stdin for ``-``; unusable lines come
+    with a ``problem``. Gzip is recognized by its first byte, whatever the name: a JSON line
+    cannot start with 0x1f, and a pipe has no name to go by."""
+    name = str(path)
+    with contextlib.ExitStack() as cleanup:
+        if name == "-":
+            source, handle = STDIN_NAME, stdin if stdin is not None else sys.stdin.buffer
+        else:
+            source = name
+            if Path(path).is_dir():
+                raise InputError(f"{name}: is a directory, expected a JSON Lines file")
+            try:
+                handle = cleanup.enter_context(open(path, "rb"))
+            except FileNotFoundError:
+                raise InputError(f"{name}: no such file") from None
+            except OSError as exc:
+                raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+        try:
+            reader = handle if hasattr(handle, "peek") else io.BufferedReader(handle)
+            if reader.peek(1)[:1] == GZIP_FIRST_BYTE:
+                reader = cleanup.enter_context(gzip.GzipFile(fileobj=reader))
+            for line_no, raw in enumerate(reader, start=1):
                 if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[len(codecs.BOM_UTF8):]
                 if raw.isspace() or not raw:
                     continue
                 yield _parse_line(source, line_no, raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputError(f"{source}: cannot read: {exc}") from None
 
 
 def _parse_line(source: str, line_no: int, raw: bytes) -> ArchivedRun:

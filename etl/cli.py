@@ -343,7 +343,7 @@ def _print_dry_run(settings: Any, pairs: PairSet | None, projects: tuple[str, ..
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @settings_options(("db_url", "table", "chunk_size"), LOAD_DEFAULTS)
 @output_options
 @handle_errors
@@ -352,7 +352,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
     """Load a raw archive (from export --save-raw) or plain run objects, one JSON per line.
 
     Runs the same transform and upsert as export, into the same table and column mapping,
-    without calling the API. FILE may be gzip-compressed (.gz).
+    without calling the API. FILE may be gzip-compressed, and - reads standard input.
     """
     from .archive import iter_archive
     from .load import RunStore, check_database, create_engine
@@ -360,7 +360,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
 
     _setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file, defaults=LOAD_DEFAULTS)
-    if not file.is_file():
+    if str(file) != "-" and not file.exists():  # before the database is touched
         raise InputError(f"{file}: no such file")
     with contextlib.ExitStack() as cleanup:
         engine = create_engine(settings.db_url)

@@ -73,6 +73,48 @@ def test_load_missing_file_exit_2(run_cli, sqlite_url, tmp_path):
     assert result.exit_code == 2 and "no such file" in result.stderr
 
 
+def _plain_runs(*names: str) -> bytes:
+    return "".join(json.dumps({"projectId": "p", "runName": n}) + "\n" for n in names).encode()
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_load_reads_stdin_plain_or_gzipped(run_cli, sqlite_url, compress):
+    data = _plain_runs("1", "2") + b"{broken\n"
+    result = run_cli("load", "-", "--db", sqlite_url,
+                     input=gzip.compress(data) if compress else data)
+    assert result.exit_code == 1, result.output
+    assert "<stdin>:3: not valid JSON" in result.stdout
+    assert "Summary: exported 2, failed 1" in result.stdout
+    assert fetch_rows(sqlite_url, "SELECT COUNT(*) AS n FROM nsml_runs")[0]["n"] == 2
+
+
+def test_load_knows_gzip_by_its_bytes_not_its_name(run_cli, sqlite_url, tmp_path):
+    path = tmp_path / "runs.jsonl"  # gzip inside, no .gz suffix
+    path.write_bytes(gzip.compress(_plain_runs("1", "2", "3")))
+    result = run_cli("load", str(path), "--db", sqlite_url)
+    assert result.exit_code == 0, result.output
+    assert fetch_rows(sqlite_url, "SELECT COUNT(*) AS n FROM nsml_runs")[0]["n"] == 3
+
+
+def test_load_reads_a_named_pipe(sqlite_url, tmp_path):
+    fifo = tmp_path / "runs.jsonl"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "etl.cli", "load", str(fifo), "--db",
+                             sqlite_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    with open(fifo, "wb") as producer:  # opens once the load opens its end
+        producer.write(_plain_runs("1", "2"))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert fetch_rows(sqlite_url, "SELECT COUNT(*) AS n FROM nsml_runs")[0]["n"] == 2
+
+
+def test_load_a_directory_exit_2_and_no_table(run_cli, sqlite_url, tmp_path):
+    result = run_cli("load", str(tmp_path), "--db", sqlite_url)
+    assert result.exit_code == 2 and "is a directory" in result.stderr
+    assert not (tmp_path / "runs.db").exists()
+
+
 def test_dry_run_sends_nothing_and_writes_nothing(run_cli, credentials, simulator, sqlite_url,
                                                   tmp_path):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
