@@ -25,6 +25,24 @@ def runs_with_envs(*envs, project="p"):
     return [flatten_run({"envs": e}, Pair(project, str(i)), NOW) for i, e in enumerate(envs)]
 
 
+def run_threads(count: int, work) -> list[BaseException]:
+    """``work(n)`` on ``count`` threads at once; the exceptions they raised."""
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
 def test_case_twins_are_two_mapping_rows_and_two_columns(db_url):
     store = RunStore(create_engine(db_url), "nsml_runs")
     write_chunk(store, runs_with_envs({"LR": "1", "lr": "2", "my.key": "3", "my_key": "4"}))
@@ -63,22 +81,14 @@ def test_a_mapped_column_missing_after_a_crash_is_added_next_time(db_url):
 def test_concurrent_schema_changes_from_threads_agree(db_url):
     engine = create_engine(db_url)
     keys = [f"KEY_{i}" for i in range(12)]
-    errors: list[BaseException] = []
 
-    def worker(n: int) -> None:
-        try:
-            store = RunStore(engine, "nsml_runs")
-            for start in range(0, 12, 3):
-                envs = {k: f"{n}" for k in keys[start:start + 3 + n % 2]}
-                write_chunk(store, runs_with_envs(envs, project=f"proj{n}"))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+    def work(n: int) -> None:
+        store = RunStore(engine, "nsml_runs")
+        for start in range(0, 12, 3):
+            envs = {k: f"{n}" for k in keys[start:start + 3 + n % 2]}
+            write_chunk(store, runs_with_envs(envs, project=f"proj{n}"))
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_threads(4, work)
     assert not errors, errors
     mapping = fetch_rows(db_url, "SELECT env_key, column_name FROM nsml_env_columns")
     assert sorted(r["env_key"] for r in mapping) == sorted(keys)
@@ -87,26 +97,18 @@ def test_concurrent_schema_changes_from_threads_agree(db_url):
 
 
 def test_overlapping_writers_of_the_same_runs_keep_one_current_version(db_url):
-    """Two cron jobs exporting the same runs at once, each chunk a new version of every run:
+    """Three cron jobs exporting the same runs at once, each chunk a new version of every run:
     no deadlock surfaces (chunks are written without the pipeline's retries here), and every
     run ends with exactly one current version and its last written row."""
     engine = create_engine(db_url)
     write_chunk(RunStore(engine, "nsml_runs"), runs_with_envs(*({"A": "0"},) * 20))
-    errors: list[BaseException] = []
 
-    def worker(n: int) -> None:
-        try:
-            store = RunStore(engine, "nsml_runs")
-            for round_ in range(6):
-                write_chunk(store, runs_with_envs(*({"A": f"{n}-{round_}"},) * 20))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+    def work(n: int) -> None:
+        store = RunStore(engine, "nsml_runs")
+        for round_ in range(6):
+            write_chunk(store, runs_with_envs(*({"A": f"{n}-{round_}"},) * 20))
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_threads(3, work)
     assert not errors, errors
     current = fetch_rows(db_url, "SELECT project_id, run_name, COUNT(*) AS n FROM nsml_run_history "
                                  "WHERE valid_to IS NULL GROUP BY project_id, run_name")
