@@ -7,10 +7,10 @@ Contract, the same on SQLite, PostgreSQL and MySQL/MariaDB:
   per undocumented top-level field;
 * ``nsml_env_columns`` and ``nsml_field_columns`` remember which column each key got; a key's
   column never changes and no column is ever dropped or renamed;
-* schema changes run under a database-wide lock (SQLite's write lock, a PostgreSQL advisory
-  lock, MySQL ``GET_LOCK``) and re-read the schema after taking it, so two exports adding the
-  same key at once agree; chunk writes take a second such lock, so two exports writing the
-  same runs take turns and their change history stays one version after another;
+* schema changes and chunk writes run under one lock per table (SQLite's write lock, a
+  PostgreSQL advisory lock, MySQL ``GET_LOCK``); schema changes re-read the schema after taking
+  it, so two exports adding the same key at once agree, and two exports writing the same runs
+  take turns, so their change history stays one version after another;
 * a mapping row is committed before its column is added, so MySQL's implicit commit on DDL can
   never leave a column nobody owns: a mapped column that is missing is simply added next time.
 """
@@ -345,10 +345,15 @@ class RunStore:
         return ColumnMap(read(self.env_table, "env_key"), read(self.field_table, "field"))
 
     @contextmanager
-    def _table_lock(self, purpose: str) -> Iterator[Connection]:
-        """A connection in a transaction that holds this table's ``purpose`` lock (schema or
-        data), committed on success. SQLite needs none: BEGIN IMMEDIATE serializes writers."""
-        key = _lock_key(f"{purpose} {self.table_name}")
+    def _table_lock(self) -> Iterator[Connection]:
+        """A connection in a transaction that holds this table's write lock, committed on
+        success. SQLite needs none: BEGIN IMMEDIATE serializes writers.
+
+        One lock for schema changes and chunk writes alike: an ALTER TABLE waiting for a
+        chunk's transaction blocks that transaction's next, stronger table lock (MariaDB's
+        metadata locks, PostgreSQL's table locks), and the database kills the chunk as a
+        deadlock; two chunks of the same runs at once would both close and open versions."""
+        key = _lock_key(f"table {self.table_name}")
         mysql_lock = f"nsml-etl:{key}"  # MySQL lock names end at 64 characters; tables do not
         with self.engine.connect() as conn:  # SQLite: the first statement takes BEGIN IMMEDIATE
             if self.dialect in _MYSQL:
@@ -360,7 +365,7 @@ class RunStore:
                 if got != 1:
                     raise DatabaseError(
                         f"timed out after {MYSQL_LOCK_TIMEOUT_S}s waiting for another export's "
-                        f"{purpose} lock on table {self.table_name}"
+                        f"lock on table {self.table_name}"
                     )
             elif self.dialect == "postgresql":
                 conn.execute(
@@ -392,7 +397,7 @@ class RunStore:
             ):
                 return current
         try:
-            with self._table_lock("schema") as conn:
+            with self._table_lock() as conn:
                 current = self._evolve(conn, env_keys, fields)
         except SQLAlchemyError as exc:
             raise DatabaseError(
@@ -621,10 +626,7 @@ class RunStore:
         # One object block -> lists in C; itertuples() boxes every cell through Series.
         rows = frame.to_numpy(dtype=object).tolist()
         try:
-            # Chunks of one table are written one at a time, also across exports: two
-            # transactions comparing the same runs against the same stored rows would both
-            # close and open versions (duplicate current versions, lost ones, MySQL deadlocks).
-            with self._table_lock("data") as conn:
+            with self._table_lock() as conn:  # one writer per table, across exports too
                 self._create_stage(conn)
                 self._fill_stage(conn, columns, rows)
                 self._write_history(conn, columns, batch_id)  # first: it reads the old rows
