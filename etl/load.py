@@ -52,7 +52,7 @@ FAILURES_TABLE = "nsml_export_failures"
 STAGE = "nsml_etl_stage"
 # How long SQLite waits for another writer (an overlapping cron job) before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60
-# How long MySQL waits for another export's schema change.
+# How long MySQL waits for another export's schema change or chunk write.
 MYSQL_LOCK_TIMEOUT_S = 60
 # Longest env key MySQL can index with utf8mb4 next to the table name (3072-byte key limit).
 MYSQL_KEY_CHARS = 700
@@ -287,8 +287,8 @@ def _history_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def _lock_key(name: str) -> int:
-    digest = hashlib.sha256(f"nsml-etl {name}".encode()).digest()
+def _lock_key(table: str) -> int:
+    digest = hashlib.sha256(f"nsml-etl table {table}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -353,7 +353,7 @@ class RunStore:
         chunk's transaction blocks that transaction's next, stronger table lock (MariaDB's
         metadata locks, PostgreSQL's table locks), and the database kills the chunk as a
         deadlock; two chunks of the same runs at once would both close and open versions."""
-        key = _lock_key(f"table {self.table_name}")
+        key = _lock_key(self.table_name)
         mysql_lock = f"nsml-etl:{key}"  # MySQL lock names end at 64 characters; tables do not
         with self.engine.connect() as conn:  # SQLite: the first statement takes BEGIN IMMEDIATE
             if self.dialect in _MYSQL:
