@@ -25,8 +25,8 @@ from .errors import InputError
 from .pairs import STDIN_NAME, Pair
 
 RESPONSE_KEY = "response"
-GZIP_FIRST_BYTE = b"\x1f"
 FETCHED_AT_KEY = "fetchedAt"
+GZIP_FIRST_BYTE = b"\x1f"
 
 
 def _open(path: Path, mode: str) -> IO[bytes]:
@@ -84,22 +84,28 @@ def _pair_from(obj: dict) -> Pair | None:
 
 def iter_archive(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[ArchivedRun]:
     """Each line of an archive or plain-runs file, or of stdin for ``-``; unusable lines come
-    with a ``problem``. Gzip is recognized by its first byte, whatever the name: a JSON line
-    cannot start with 0x1f, and a pipe has no name to go by."""
+    with a ``problem``. The file is opened here, so a missing one fails before any line is
+    asked for (and before the caller touches a database)."""
     name = str(path)
+    if name == "-":
+        return _read_lines(STDIN_NAME, stdin if stdin is not None else sys.stdin.buffer)
+    if Path(path).is_dir():
+        raise InputError(f"{name}: is a directory, expected a JSON Lines file")
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by _read_lines
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+    return _read_lines(name, handle, close=True)
+
+
+def _read_lines(source: str, handle: IO[bytes], close: bool = False) -> Iterator[ArchivedRun]:
+    # Gzip is recognized by its first byte, whatever the name: a JSON line cannot start with
+    # 0x1f, and a pipe has no name to go by.
     with contextlib.ExitStack() as cleanup:
-        if name == "-":
-            source, handle = STDIN_NAME, stdin if stdin is not None else sys.stdin.buffer
-        else:
-            source = name
-            if Path(path).is_dir():
-                raise InputError(f"{name}: is a directory, expected a JSON Lines file")
-            try:
-                handle = cleanup.enter_context(open(path, "rb"))
-            except FileNotFoundError:
-                raise InputError(f"{name}: no such file") from None
-            except OSError as exc:
-                raise InputError(f"{name}: cannot read: {exc.strerror}") from None
+        if close:
+            cleanup.enter_context(handle)
         try:
             reader = handle if hasattr(handle, "peek") else io.BufferedReader(handle)
             if reader.peek(1)[:1] == GZIP_FIRST_BYTE:

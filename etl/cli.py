@@ -360,8 +360,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
 
     _setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file, defaults=LOAD_DEFAULTS)
-    if str(file) != "-" and not file.exists():  # before the database is touched
-        raise InputError(f"{file}: no such file")
+    records = iter_archive(file)  # a missing file fails here, before the database is touched
     with contextlib.ExitStack() as cleanup:
         engine = create_engine(settings.db_url)
         cleanup.callback(engine.dispose)
@@ -372,7 +371,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
         cleanup.callback(progress.close)
         interrupts = cleanup.enter_context(_Interrupts())
         _freeze_startup_heap()
-        report = load_archive(iter_archive(file), store, chunk_size=settings.chunk_size,
+        report = load_archive(records, store, chunk_size=settings.chunk_size,
                               options=options, progress=progress, stop=interrupts.stop)
     print_report(report)
     sys.exit(interrupts.exit_code or report.exit_code)
