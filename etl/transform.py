@@ -8,7 +8,6 @@ the frame for a chunk is built later (:func:`build_frame`) from already-flattene
 
 from __future__ import annotations
 
-import json
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,7 +79,8 @@ def as_text(value: Any, what: str) -> str | None:
         return None
     if isinstance(value, str):
         return _check_unicode(value, what)
-    return _check_unicode(json.dumps(value, ensure_ascii=False), what)
+    # Spaced, as stored since the first release; numbers keep their literal (1e400, 1.50).
+    return _check_unicode(jsontext.dumps(value, compact=False), what)
 
 
 def as_integer(value: Any, what: str) -> int | None:
@@ -97,7 +97,7 @@ def as_integer(value: Any, what: str) -> int | None:
     elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
         number = int(value.strip())
     if number is None or abs(number) > _BIGINT_MAX:
-        raise RunShapeError(f"{what} is {json.dumps(value, ensure_ascii=False)[:80]}, "
+        raise RunShapeError(f"{what} is {jsontext.dumps(value)[:80]}, "
                             "expected an integer")
     return number
 
