@@ -44,14 +44,14 @@ class ArchiveWriter:
             raise InputError(f"--save-raw {path}: cannot write: {exc.strerror}") from None
         self._lock = threading.Lock()
 
-    def write(self, pair: Pair, body: Any, fetched_at: datetime) -> None:
-        record = {
-            "projectId": pair.project_id,
-            "runName": pair.run_name,
-            FETCHED_AT_KEY: fetched_at.isoformat(),
-            RESPONSE_KEY: body,
-        }
-        line = jsontext.dumps(record).encode("utf-8", "surrogatepass") + b"\n"
+    def write(self, pair: Pair, raw: bytes, fetched_at: datetime) -> None:
+        """One record holding the response's bytes as received (numbers as sent, too), on one
+        line: a raw newline in valid JSON can only be whitespace."""
+        head = jsontext.dumps({"projectId": pair.project_id, "runName": pair.run_name,
+                               FETCHED_AT_KEY: fetched_at.isoformat()})
+        body = raw.strip().replace(b"\r", b" ").replace(b"\n", b" ")
+        line = b"".join((head[:-1].encode("utf-8", "surrogatepass"),
+                         b',"' + RESPONSE_KEY.encode() + b'":', body, b"}\n"))
         with self._lock:
             self._handle.write(line)
 
@@ -66,10 +66,16 @@ class ArchivedRun(NamedTuple):
     body: Any
     fetched_at: datetime | None
     problem: str | None = None
+    raw: bytes = b""  # the line, for exact_body
 
     @property
     def where(self) -> str:
         return f"{self.source}:{self.line}"
+
+    def exact_body(self) -> Any:
+        """The body parsed again with every number's literal kept."""
+        obj = jsontext.loads_exact(self.raw)
+        return obj[RESPONSE_KEY] if RESPONSE_KEY in obj else obj
 
 
 def _pair_from(obj: dict) -> Pair | None:
@@ -141,4 +147,4 @@ def _parse_line(source: str, line_no: int, raw: bytes) -> ArchivedRun:
     if pair is None:
         return ArchivedRun(source, line_no, None, body, fetched_at,
                            f"{source}:{line_no}: no projectId and runName to key the run by")
-    return ArchivedRun(source, line_no, pair, body, fetched_at)
+    return ArchivedRun(source, line_no, pair, body, fetched_at, raw=raw)

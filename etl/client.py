@@ -77,6 +77,7 @@ class Aborted(Exception):
 class FetchResult:
     body: Any
     attempts: int
+    raw: bytes = b""  # the body as received, for the archive and an exact re-parse
 
 
 class RunFetchFailed(Exception):
@@ -314,7 +315,7 @@ class NsmlClient:
                       extra=event("request", method="GET", path=path_url,
                                   status=response.status_code, attempt=attempt,
                                   latency_ms=latency_ms))
-        return interpret(response)
+        return interpret(response), response.content
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> FetchResult:
         """GET with the retry policy; raises ApiError, AuthenticationError or Aborted."""
@@ -327,11 +328,11 @@ class NsmlClient:
             return self._attempt(path, params, attempts)
 
         try:
-            body = retrying(attempt)
+            body, raw = retrying(attempt)
         except ApiError as exc:
             exc.attempts = attempts
             raise
-        return FetchResult(body=body, attempts=attempts)
+        return FetchResult(body=body, attempts=attempts, raw=raw)
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

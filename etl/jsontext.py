@@ -6,11 +6,13 @@ about a third of the standard library's time for both). orjson differs in four p
 each falls back rather than change a value: it reads integers beyond 64 bits as floats, refuses
 lone UTF-16 surrogates and out-of-range numbers (``1e400``), and writes NaN as null.
 
-Numbers with a fraction or an exponent are parsed as :class:`Number`, a float that remembers
-its literal, so ``1e400`` is written back as ``1e400`` (not ``Infinity``, which is not JSON)
-and ``1.50`` as ``1.50``. Documents without such a number (nearly every run: the API documents
-env values as strings) never leave orjson's path. ``NaN`` and ``Infinity`` are not JSON and are
-refused, as every strict parser does.
+Numbers with a fraction or an exponent can be kept as the sender wrote them: :func:`loads_exact`
+parses them as :class:`Number`, a float that remembers its literal, so ``1e400`` is written back
+as ``1e400`` (not ``Infinity``, which is not JSON) and ``1.50`` as ``1.50``. :func:`loads` takes
+orjson's fast path, whose floats have lost their literal; finding out whether a document holds
+a float costs as much as parsing it, so the transform asks for an exact parse only where it
+meets one (rare: the API documents env values as strings). Either way ``NaN`` and ``Infinity``
+are refused: they are not JSON.
 """
 
 from __future__ import annotations
@@ -53,40 +55,50 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _exact(text: str) -> Any:
-    return json.loads(text, parse_float=Number, parse_constant=_refuse_constant)
+_FLOATS = frozenset({float, Number})
+_PLAIN_FLOAT = frozenset({float})
 
 
-def has_float(value: Any) -> bool:
-    """Whether a parsed document holds a float anywhere. Sets of types are built in C, so a
-    run object (a dozen fields and an envs object of strings) costs about a microsecond."""
+def has_float(value: Any, kinds: frozenset[type] = _FLOATS) -> bool:
+    """Whether a parsed value holds a value of one of ``kinds`` (floats, by default) anywhere.
+    Sets of types are built in C: about a microsecond for a run object."""
     kind = type(value)
     if kind is dict:
         values = value.values()
     elif kind is list:
         values = value
     else:
-        return kind is float or kind is Number
-    kinds = set(map(type, values))
-    if float in kinds or Number in kinds:
+        return kind in kinds
+    types = set(map(type, values))
+    if not types.isdisjoint(kinds):
         return True
-    if dict in kinds or list in kinds:
-        return any(has_float(item) for item in values if type(item) in (dict, list))
+    if dict in types or list in types:
+        return any(has_float(item, kinds) for item in values if type(item) in (dict, list))
     return False
 
 
+def has_inexact_float(value: Any) -> bool:
+    """Whether a parsed value holds a float whose literal is lost (parsed by :func:`loads`)."""
+    return has_float(value, _PLAIN_FLOAT)
+
+
 def loads(raw: bytes) -> Any:
-    """Parse UTF-8 JSON as ``json.loads`` would (its errors included), except that numbers
-    with a fraction or exponent come back as :class:`Number` and NaN/Infinity are refused."""
+    """Parse UTF-8 JSON as ``json.loads`` would (its errors included), except that NaN and
+    Infinity are refused. Floats come back as plain floats, or as :class:`Number` where orjson
+    could not parse them exactly (``1e400``)."""
     if _LONG_DIGIT_RUN not in raw.translate(_DIGITS_AS_ZEROS):
         try:
-            value = orjson.loads(raw)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass  # the standard library accepts surrogate escapes and 1e400, or says why not
-        else:
-            if not has_float(value):
-                return value
-    return _exact(raw.decode("utf-8", "surrogatepass"))
+    return loads_exact(raw)
+
+
+def loads_exact(raw: bytes) -> Any:
+    """Parse UTF-8 JSON keeping every number's literal (:class:`Number`); NaN and Infinity
+    are refused."""
+    return json.loads(raw.decode("utf-8", "surrogatepass"), parse_float=Number,
+                      parse_constant=_refuse_constant)
 
 
 def dumps(value: Any, *, compact: bool = True) -> str:

@@ -24,6 +24,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from . import jsontext
 from .archive import ArchivedRun, ArchiveWriter
 from .auth import NcpSignatureV2
 from .batches import BatchLog
@@ -118,9 +119,10 @@ class _Fetcher:
             )
         fetched_at = utc_now()
         if self.archive is not None:
-            self.archive.write(pair, result.body, fetched_at)
+            self.archive.write(pair, result.raw, fetched_at)
         try:
-            run = flatten_run(result.body, pair, fetched_at)
+            run = flatten_run(result.body, pair, fetched_at,
+                              lambda: jsontext.loads_exact(result.raw))
         except RunShapeError as exc:
             return FailedPair(pair, f"unusable response: {exc}", 200, None, result.attempts)
         if listed is not None:
@@ -386,7 +388,8 @@ def load_archive(
                 FailedPair(None, record.problem or f"{record.where}: unusable"))
             continue
         try:
-            writer.add(flatten_run(record.body, record.pair, record.fetched_at or now))
+            writer.add(flatten_run(record.body, record.pair, record.fetched_at or now,
+                                   record.exact_body))
             report.fetched += 1
         except RunShapeError as exc:
             report.record_failure(FailedPair(record.pair, f"{record.where}: {exc}"))

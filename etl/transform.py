@@ -9,7 +9,7 @@ the frame for a chunk is built later (:func:`build_frame`) from already-flattene
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -116,12 +116,29 @@ _TEXT_FIELDS = tuple((api, column) for api, column in DOCUMENTED_FIELDS.items()
 _KNOWN_FIELDS = frozenset((*DOCUMENTED_FIELDS, ENVS_FIELD))
 
 
-def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
+class _InexactNumber(Exception):
+    """A value to store as text holds a float parsed without its literal."""
+
+
+def flatten_run(body: Any, pair: Pair, fetched_at: datetime,
+                exact_body: Callable[[], Any] | None = None) -> FlatRun:
     """Flatten one Get-run response for ``pair``; raises :class:`RunShapeError` to reject it.
 
-    This runs once per run on every export and load, so plain ASCII strings (nearly every
-    value) take a short path and env values are copied only when one is not a string.
+    ``exact_body`` parses the same response again keeping every number's literal
+    (:func:`jsontext.loads_exact`); it is called only when a float is met in a value stored as
+    text, so ``1.50`` stays ``1.50`` without an exact parse of every run.
     """
+    try:
+        return _flatten(body, pair, fetched_at, check_floats=exact_body is not None)
+    except _InexactNumber:
+        assert exact_body is not None
+        return _flatten(exact_body(), pair, fetched_at, check_floats=False)
+
+
+def _flatten(body: Any, pair: Pair, fetched_at: datetime, check_floats: bool) -> FlatRun:
+    """This runs once per run on every export and load, so plain ASCII strings (nearly every
+    value) take a short path and env values are copied only when one is not a string; only
+    those slow paths look for floats (``check_floats``)."""
     if not isinstance(body, dict):
         raise RunShapeError(f"response is {_type_name(body)}, expected a run object")
     get = body.get
@@ -137,6 +154,8 @@ def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
         value = get(api_name)
         if value is not None:
             if not (type(value) is str and value.isascii()):
+                if check_floats and jsontext.has_inexact_float(value):
+                    raise _InexactNumber
                 value = as_text(value, api_name)
             has_nul = has_nul or "\x00" in value
         columns[column] = value
@@ -149,6 +168,8 @@ def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
         columns["envs"] = None
     elif isinstance(envs, dict):
         strings_only = {*map(type, envs.values())} <= {str}
+        if not strings_only and check_floats and jsontext.has_inexact_float(envs):
+            raise _InexactNumber
         # One check of the JSON text covers every key and value (the hot path of a load).
         columns["envs"] = _check_unicode(
             jsontext.dumps_object(envs, strings_only=strings_only), "envs")
@@ -162,6 +183,9 @@ def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
 
     extra: dict[str, str | None] = {}
     if body.keys() - _KNOWN_FIELDS:
+        if check_floats and jsontext.has_inexact_float(
+                [value for name, value in body.items() if name not in _KNOWN_FIELDS]):
+            raise _InexactNumber
         extra = {
             _check_unicode(name, "a field name"): as_text(value, name)
             for name, value in body.items()

@@ -50,15 +50,24 @@ float_literals = st.from_regex(r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][+-]
 def test_numbers_are_written_back_as_the_sender_wrote_them(literals):
     raw = '{"envs":{' + ",".join(f'"k{i}":{t}' for i, t in enumerate(literals)) + '},"l":[' \
         + ",".join(literals) + "]}"
-    value = jsontext.loads(raw.encode())
+    value = jsontext.loads_exact(raw.encode())
     assert jsontext.dumps(value) == raw
     assert json.loads(jsontext.dumps(value, compact=False)) == json.loads(raw)
 
 
 @pytest.mark.parametrize("raw", [b'{"a": NaN}', b'{"a": Infinity}', b"[-Infinity]"])
 def test_non_finite_constants_are_not_json_and_are_refused(raw):
-    with pytest.raises(ValueError):
-        jsontext.loads(raw)
+    for loads in (jsontext.loads, jsontext.loads_exact):
+        with pytest.raises(ValueError):
+            loads(raw)
+
+
+def test_has_inexact_float_tells_the_fast_parse_from_the_exact_one():
+    raw = b'{"a": "x", "b": {"c": [1, 2.50]}}'
+    assert jsontext.has_inexact_float(jsontext.loads(raw))
+    assert not jsontext.has_inexact_float(jsontext.loads_exact(raw))
+    assert jsontext.has_float(jsontext.loads_exact(raw))
+    assert not jsontext.has_float(jsontext.loads(b'{"a": "1.5", "b": [1, {"c": null}]}'))
 
 
 def test_a_non_finite_float_from_elsewhere_is_refused_rather_than_written_as_non_json():

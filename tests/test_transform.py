@@ -4,6 +4,7 @@ from datetime import datetime
 
 import pytest
 
+from etl import jsontext
 from etl.pairs import Pair
 from etl.transform import CORE_COLUMNS, RunShapeError, build_frame, flatten_run
 
@@ -74,3 +75,25 @@ def test_frame_has_every_table_column_and_none_for_missing_keys():
     records = frame.to_dict("records")
     assert records[0]["env_a"] == "1" and records[0]["env_gone"] is None
     assert records[1]["env_a"] is None and records[1]["x"] == "1"
+
+
+def test_a_float_met_in_a_stored_value_keeps_its_literal_through_an_exact_parse():
+    raw = b'{"envs": {"LR": 1.50, "S": "x"}, "score": 1E+2, "note": [2.0e-7]}'
+    calls = []
+
+    def exact():
+        calls.append(1)
+        return jsontext.loads_exact(raw)
+
+    run = flatten_run(jsontext.loads(raw), Pair("p", "1"), NOW, exact)
+    assert calls == [1]
+    assert run.columns["envs"] == '{"LR":1.50,"S":"x"}'
+    assert (run.env["LR"], run.extra["score"], run.columns["note"]) == ("1.50", "1E+2",
+                                                                        "[2.0e-7]")
+
+
+def test_a_run_without_floats_is_never_parsed_twice():
+    raw = b'{"envs": {"LR": "1.50"}, "gpuSvrCode": 205, "n": [1, 2]}'
+    run = flatten_run(jsontext.loads(raw), Pair("p", "1"), NOW,
+                      lambda: pytest.fail("parsed twice"))
+    assert run.env == {"LR": "1.50"} and run.extra == {"n": "[1, 2]"}
