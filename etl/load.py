@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.ext.compiler import compiles
 
 from .errors import DatabaseError, InputError
 from .naming import allocate_columns, snake_case
@@ -69,13 +70,65 @@ _MYSQL = ("mysql", "mariadb")
 # Table options for every table we create: MySQL's utf8 is not full UTF-8.
 UTF8MB4 = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
 TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS)
+# Binary collations without trailing-space padding, for every identifier compared as a key:
+# under utf8mb4_bin (PAD SPACE) 'r1 ' equals 'r1', so the second run overwrote the first.
+MARIADB_KEY_COLLATION = "utf8mb4_nopad_bin"  # MariaDB 10.2 and later
+MYSQL_KEY_COLLATION = "utf8mb4_0900_bin"  # MySQL 8.0.17 and later
+MARIADB_KEY_COLLATION_SINCE = (10, 2)
+MYSQL_KEY_COLLATION_SINCE = (8, 0, 17)
+
+
+def key_collation(dialect: sa.Dialect) -> str:
+    """The exact (binary, NO PAD) collation of the MySQL or MariaDB server ``dialect`` is
+    connected to; :class:`DatabaseError` for a server too old to have one."""
+    version = tuple(v for v in dialect.server_version_info or () if isinstance(v, int))
+    if dialect.is_mariadb:
+        if version >= MARIADB_KEY_COLLATION_SINCE:
+            return MARIADB_KEY_COLLATION
+        wanted = "MariaDB 10.2"
+    else:
+        if version >= MYSQL_KEY_COLLATION_SINCE:
+            return MYSQL_KEY_COLLATION
+        wanted = "MySQL 8.0.17"
+    raise DatabaseError(
+        f"the database server ({'.'.join(map(str, version))}) has no binary NO PAD collation, "
+        f"so run names differing only by trailing spaces would be one run; use {wanted} or later"
+    )
+
+
+class KeyVarchar(mysql.VARCHAR):
+    """A MySQL string compared as a key: created with the server's :func:`key_collation`."""
+
+
+class KeyMediumText(mysql.MEDIUMTEXT):
+    """A long MySQL string compared as a key: created with the server's :func:`key_collation`."""
+
+
+@compiles(KeyVarchar, *_MYSQL)
+def _compile_key_varchar(type_: KeyVarchar, compiler: sa.sql.compiler.TypeCompiler,
+                         **kw: object) -> str:
+    # The collation depends on the server, so it is chosen when the DDL is compiled on a
+    # connection, not when this module is imported.
+    collation = key_collation(compiler.dialect)
+    return compiler.process(mysql.VARCHAR(type_.length, collation=collation), **kw)
+
+
+@compiles(KeyMediumText, *_MYSQL)
+def _compile_key_mediumtext(type_: KeyMediumText, compiler: sa.sql.compiler.TypeCompiler,
+                            **kw: object) -> str:
+    return compiler.process(mysql.MEDIUMTEXT(collation=key_collation(compiler.dialect)), **kw)
+
+
+KEY_TYPES = (KeyVarchar, KeyMediumText)
+# A column type as information_schema spells it (varchar(255), mediumtext): safe to reuse in DDL.
+_PLAIN_COLUMN_TYPE = re.compile(r"[a-z]+(\([0-9]+\))?")
 Text = sa.Text().with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
-KeyText = sa.Text().with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), *_MYSQL)
+KeyText = sa.Text().with_variant(KeyVarchar(255), *_MYSQL)
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
-ColumnKey = sa.Text().with_variant(
-    mysql.VARCHAR(MYSQL_KEY_CHARS, collation="utf8mb4_bin"), *_MYSQL
-)
-Name = sa.Text().with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), *_MYSQL)
+ColumnKey = sa.Text().with_variant(KeyVarchar(MYSQL_KEY_CHARS), *_MYSQL)
+Name = sa.Text().with_variant(KeyVarchar(64), *_MYSQL)
+# Run ids of failed pairs: any length (a failure may be about an overlong name), compared exactly.
+LongKeyText = sa.Text().with_variant(KeyMediumText(), *_MYSQL)
 
 CORE_TYPES: dict[str, sa.types.TypeEngine] = {
     column: Text for column in CORE_COLUMNS
@@ -254,8 +307,8 @@ def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         _id_column(),
         sa.Column("batch_id", sa.BigInteger(), sa.ForeignKey(f"{BATCHES_TABLE}.id"),
                   nullable=False, index=True),
-        sa.Column("project_id", Text),
-        sa.Column("run_name", Text),
+        sa.Column("project_id", LongKeyText),
+        sa.Column("run_name", LongKeyText),
         sa.Column("http_status", sa.Integer()),
         sa.Column("error_code", Name),
         sa.Column("message", Text),
@@ -410,6 +463,8 @@ class RunStore:
         # Everything below is re-read under the lock: another export may have just done it.
         self._metadata.create_all(conn, checkfirst=True)
         self._runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
+        if self.dialect in _MYSQL:
+            self._migrate_key_collations(conn)
         current = self.read_mapping(conn)
         inspector = sa.inspect(conn)
         existing = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
@@ -442,6 +497,49 @@ class RunStore:
             if column.lower() not in existing:
                 self._add_column(conn, column)
         return current
+
+    def _key_columns(self, dialect: sa.Dialect) -> dict[str, list[sa.Column]]:
+        """Our tables' columns compared as keys on MySQL (those of a :data:`KEY_TYPES`)."""
+        runs = sa.Table(self.table_name, sa.MetaData(),
+                        *(sa.Column(c, CORE_TYPES[c], primary_key=True) for c in KEY_COLUMNS))
+        return {
+            table.name: keys
+            for table in (runs, *self._metadata.sorted_tables)
+            if (keys := [c for c in table.columns
+                         if isinstance(c.type.dialect_impl(dialect), KEY_TYPES)])
+        }
+
+    def _migrate_key_collations(self, conn: Connection) -> None:
+        """Give key columns made before :func:`key_collation` existed (``utf8mb4_bin``, which
+        pads trailing spaces, or the table's default collation) the exact one, in place, once;
+        later runs only read ``information_schema``. Equality only gets stricter, so no
+        primary or unique key (runs, mapping tables) can fail on duplicates: two values that
+        were distinct before stay distinct."""
+        collation = key_collation(conn.dialect)
+        wanted = self._key_columns(conn.dialect)
+        found = conn.execute(
+            sa.text("SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME "
+                    "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+                    "AND TABLE_NAME IN :tables")
+            .bindparams(sa.bindparam("tables", expanding=True)),
+            {"tables": sorted(wanted)},
+        ).all()
+        changes: dict[str, list[tuple[str, str, str]]] = {}
+        for table, column, column_type, nullable, current in found:
+            keys = {c.name for c in wanted.get(table, ())}
+            if (column in keys and current is not None and current != collation
+                    and _PLAIN_COLUMN_TYPE.fullmatch(column_type)):
+                changes.setdefault(table, []).append((column, column_type, nullable))
+        quote = conn.dialect.identifier_preparer.quote
+        for table, columns in changes.items():
+            modify = ", ".join(
+                f"MODIFY {quote(column)} {column_type} CHARACTER SET utf8mb4 "
+                f"COLLATE {collation} {'NULL' if nullable == 'YES' else 'NOT NULL'}"
+                for column, column_type, nullable in columns
+            )
+            log.info("table %s: key columns %s get the exact collation %s (once)", table,
+                        ", ".join(c for c, _, _ in columns), collation)
+            conn.exec_driver_sql(f"ALTER TABLE {quote(table)} {modify}")
 
     def _add_column(self, conn: Connection, column: str) -> None:
         quote = conn.dialect.identifier_preparer.quote

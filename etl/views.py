@@ -5,6 +5,8 @@ differences are template macros, expanded here per database:
 
 * ``{{runs}}``, ``{{history}}``, ``{{batches}}``: the quoted table names;
   ``{{table_name}}``: the runs table's name as a string literal (for the bookkeeping tables);
+* ``{{key_collation}}`` (MySQL files only): the server's exact collation, to group or compare
+  keys as nsml-etl stores them (``A`` and ``A `` are two env keys);
 * ``{{terminal_statuses}}``: the statuses in :data:`etl.transform.TERMINAL_STATUSES`;
 * ``{{now}}`` (UTC), ``{{days_ago(N)}}``, ``{{week_start(x)}}`` (the Monday of x's week),
   ``{{seconds_between(a, b)}}``.
@@ -26,7 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import DatabaseError
-from .load import BATCHES_TABLE, HISTORY_TABLE, RunStore
+from .load import BATCHES_TABLE, HISTORY_TABLE, RunStore, key_collation
 from .transform import TERMINAL_STATUSES
 
 SQL_PACKAGE = "nsml_etl_sql"
@@ -102,8 +104,10 @@ def expand(template: str, dialect: str, names: dict[str, str]) -> str:
     return text
 
 
-def load_views(dialect: str, table: str, quote: Callable[[str], str]) -> list[View]:
-    """Every view for ``dialect``, in file-name order, macros expanded."""
+def load_views(dialect: str, table: str, quote: Callable[[str], str],
+               collation: str | None = None) -> list[View]:
+    """Every view for ``dialect``, in file-name order, macros expanded; ``collation`` is
+    MySQL's exact one for ``{{key_collation}}``."""
     family = _family(dialect)
     files = {f.name: f for f in resources.files(SQL_PACKAGE).iterdir()
              if f.name.endswith(".sql")}
@@ -112,6 +116,8 @@ def load_views(dialect: str, table: str, quote: Callable[[str], str]) -> list[Vi
         "table_name": f"'{table}'",  # validated: [a-z0-9_] only
         "terminal_statuses": ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES)),
     }
+    if collation:
+        names["key_collation"] = collation
     views = []
     for base in sorted({n.split(".")[0] for n in files}):
         source = files.get(f"{base}.{family}.sql") or files.get(f"{base}.sql")
@@ -129,7 +135,8 @@ def create_views(engine: Engine, table: str) -> list[View]:
     store = RunStore(engine, table)
     store.prepare(set(), set())
     quote = engine.dialect.identifier_preparer.quote
-    views = load_views(engine.dialect.name, table, quote)
+    collation = key_collation(engine.dialect) if _family(engine.dialect.name) == "mysql" else None
+    views = load_views(engine.dialect.name, table, quote, collation)
     try:
         with engine.begin() as conn:
             for view in views:
