@@ -253,6 +253,90 @@ def check_database(engine: Engine) -> None:
         raise DatabaseError(f"cannot connect to {_describe(url)}: {_first_line(exc)}") from None
 
 
+def check_table(engine: Engine, table: str) -> None:
+    """Before any request, refuse a runs table nsml-etl did not make, changing nothing (another
+    tool's ``nsml_runs`` would get our columns added, or its rows duplicated on every rerun);
+    on MySQL and MariaDB, refuse a server without an exact collation for run names too."""
+    if _sqlite_file_missing(engine.url):
+        return  # a new database: nothing there yet, and connecting would create the file
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name in _MYSQL:
+                key_collation(conn.dialect)
+            refuse_foreign_table(conn, table)
+            conn.rollback()
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"reading the schema of table {table} failed: {_first_line(exc)}") from None
+
+
+def refuse_foreign_table(conn: Connection, table: str) -> None:
+    """:class:`DatabaseError` naming what is wrong if ``table`` exists but is not one of ours."""
+    inspector = sa.inspect(conn)
+    if table in inspector.get_view_names():
+        problems = ["it is a view"]
+    elif not inspector.has_table(table):
+        return
+    else:
+        primary_key = inspector.get_pk_constraint(table)["constrained_columns"]
+        columns = {c["name"].lower(): c["type"] for c in inspector.get_columns(table)}
+        problems = foreign_table_problems(primary_key, columns, conn.dialect)
+    if problems:
+        raise DatabaseError(
+            f"table {table} exists but is not an nsml-etl table: {'; '.join(problems)}; "
+            "choose another --table (nsml-etl changes no table it did not make)"
+        )
+
+
+def _sqlite_file_missing(url: sa.URL) -> bool:
+    database = url.database
+    return (url.get_backend_name() == "sqlite" and bool(database) and database != ":memory:"
+            and not database.startswith("file:") and not Path(database).exists())
+
+
+# What each core column must hold in an existing table (its type family, not its exact type:
+# tables made by earlier versions, or on another database, differ in the details).
+_FAMILY_WORDS = {"text": "a text type", "integer": "an integer type",
+                 "timestamp": "a date and time type"}
+
+
+def _type_family(column_type: sa.types.TypeEngine) -> str | None:
+    if isinstance(column_type, sa.Integer):
+        return "integer"
+    if isinstance(column_type, sa.DateTime):
+        return "timestamp"
+    if isinstance(column_type, sa.String) and not isinstance(column_type, sa.Enum | mysql.SET):
+        return "text"
+    return None
+
+
+def _type_text(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
+    if isinstance(column_type, sa.types.NullType):
+        return "of no declared type"
+    try:
+        return column_type.compile(dialect=dialect)
+    except SQLAlchemyError:
+        return type(column_type).__name__
+
+
+def foreign_table_problems(primary_key: list[str], columns: dict[str, sa.types.TypeEngine],
+                           dialect: sa.Dialect) -> list[str]:
+    """What makes an existing table (its primary key, its columns by lower-case name) other
+    than a runs table of ours: the key must be (project_id, run_name), and each core column
+    present must have the family of its type in :data:`CORE_TYPES`. Empty for our tables."""
+    problems = []
+    if [c.lower() for c in primary_key] != list(KEY_COLUMNS):
+        found = f"is ({', '.join(primary_key)})" if primary_key else "is missing"
+        problems.append(f"its primary key {found}, not ({', '.join(KEY_COLUMNS)})")
+    for column in CORE_COLUMNS:
+        found_type = columns.get(column)
+        expected = _type_family(CORE_TYPES.get(column, Text))
+        if found_type is not None and _type_family(found_type) != expected:
+            problems.append(f"column {column} is {_type_text(found_type, dialect)}, "
+                            f"not {_FAMILY_WORDS[expected]}")
+    return problems
+
+
 @dataclass(frozen=True)
 class ColumnMap:
     """Which column each env key and extra field lands in (insertion order = table order)."""
@@ -461,6 +545,7 @@ class RunStore:
 
     def _evolve(self, conn: Connection, env_keys: set[str], fields: set[str]) -> ColumnMap:
         # Everything below is re-read under the lock: another export may have just done it.
+        refuse_foreign_table(conn, self.table_name)  # made by another tool since the check?
         self._metadata.create_all(conn, checkfirst=True)
         self._runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
         if self.dialect in _MYSQL:
