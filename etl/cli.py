@@ -458,7 +458,7 @@ def report(config_file: Path | None, output_format: str, html_path: Path | None,
         check_database(engine)
         check_table(engine, settings.table)
         create_views(engine, settings.table)  # cheap, and keeps them in step with sql/
-        tables = reporting.collect(engine)
+        tables = reporting.collect(engine, settings.table)
     finally:
         engine.dispose()
     render = {"text": reporting.as_text, "csv": reporting.as_csv, "json": reporting.as_json}
