@@ -312,7 +312,7 @@ def _type_family(column_type: sa.types.TypeEngine) -> str | None:
 
 def _type_text(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
     if isinstance(column_type, sa.types.NullType):
-        return "of no declared type"
+        return "of a type nsml-etl does not know (or none)"
     try:
         return column_type.compile(dialect=dialect)
     except SQLAlchemyError:
