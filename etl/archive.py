@@ -12,7 +12,6 @@ import codecs
 import contextlib
 import gzip
 import io
-import json
 import sys
 import threading
 from collections.abc import Iterator
@@ -52,7 +51,7 @@ class ArchiveWriter:
             FETCHED_AT_KEY: fetched_at.isoformat(),
             RESPONSE_KEY: body,
         }
-        line = json.dumps(record, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
+        line = jsontext.dumps(record).encode("utf-8", "surrogatepass") + b"\n"
         with self._lock:
             self._handle.write(line)
 

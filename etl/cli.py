@@ -39,6 +39,7 @@ _CLICK_TYPES: dict[str, click.ParamType] = {
     "concurrency": click.IntRange(min=1),
     "max_attempts": click.IntRange(min=1),
     "chunk_size": click.IntRange(min=1),
+    "max_env_columns": click.IntRange(min=0),
     "timeout": click.FloatRange(min=0, min_open=True),
     "backoff_initial": click.FloatRange(min=0),
     "backoff_max": click.FloatRange(min=0),
@@ -50,8 +51,8 @@ _CLICK_TYPES: dict[str, click.ParamType] = {
 LOAD_DEFAULTS = {"chunk_size": 4000}
 # Options shown in --help of export; the tuning ones stay available in config files and env.
 _EXPORT_SETTINGS = ("db_url", "table", "base_url", "concurrency", "timeout", "max_attempts",
-                    "chunk_size", "backoff_initial", "backoff_max", "retry_after_max", "rate_limit",
-                    "list_timezone", "ca_bundle")
+                    "chunk_size", "max_env_columns", "backoff_initial", "backoff_max",
+                    "retry_after_max", "rate_limit", "list_timezone", "ca_bundle")
 
 
 def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None = None
@@ -280,7 +281,7 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
         if dry_run:
             _print_dry_run(settings, pairs, projects)
             return
-        store = RunStore(engine, settings.table)
+        store = RunStore(engine, settings.table, settings.max_env_columns)
         skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
         if pairs is not None:
             source, total = pairs, len(pairs)
@@ -345,7 +346,7 @@ def _print_dry_run(settings: Any, pairs: PairSet | None, projects: tuple[str, ..
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-@settings_options(("db_url", "table", "chunk_size"), LOAD_DEFAULTS)
+@settings_options(("db_url", "table", "chunk_size", "max_env_columns"), LOAD_DEFAULTS)
 @output_options
 @handle_errors
 def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_format: str,
@@ -367,7 +368,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
         cleanup.callback(engine.dispose)
         check_database(engine)
         check_table(engine, settings.table)
-        store = RunStore(engine, settings.table)
+        store = RunStore(engine, settings.table, settings.max_env_columns)
         options = {**settings.public_dict(), "file": str(file)}
         progress = _Progress(None, enabled=_show_progress(quiet, log_format))
         cleanup.callback(progress.close)

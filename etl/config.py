@@ -21,6 +21,12 @@ from .errors import InputError
 DEFAULT_BASE_URL = "https://nsml.apigw.ntruss.com/nsml/v1"
 DEFAULT_DB_URL = "sqlite:///nsml_runs.db"
 DEFAULT_TABLE = "nsml_runs"
+# Env columns per runs table, by default (--max-env-columns). The fixed columns plus this many
+# fit every database's limits with room for undocumented fields: MariaDB's InnoDB rows hold
+# 8,126 bytes and keep values of up to 40 bytes in the row, so 175 env columns of 40-byte values
+# fit and 180 do not (measured); PostgreSQL's 8,160-byte rows fit about 420 such columns;
+# SQLite allows 2,000 columns. Keys beyond it have no column; their values stay in envs.
+DEFAULT_MAX_ENV_COLUMNS = 150
 
 # Table names we create ourselves (and the temporary table each chunk is staged in); exporting
 # runs into one of them would corrupt it. View names are reserved too (etl/viewnames.py).
@@ -91,6 +97,18 @@ def _seconds(value: Any, allow_zero: bool) -> float:
     if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
         qualifier = "zero or a positive" if allow_zero else "a positive"
         raise ValueError(f"must be {qualifier} number of seconds")
+    return number
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be a whole number")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if number < 0:
+        raise ValueError("must be zero or more")
     return number
 
 
@@ -196,6 +214,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Attempts per run before it is recorded as failed."),
     Setting("chunk_size", 500, _positive_int, "NSML_ETL_CHUNK_SIZE", "--chunk-size",
             "Runs written per database transaction."),
+    Setting("max_env_columns", DEFAULT_MAX_ENV_COLUMNS, _non_negative_int,
+            "NSML_ETL_MAX_ENV_COLUMNS", "--max-env-columns",
+            "Env keys that get a column of their own in the table; the others stay in envs "
+            "and the nsml_run_envs view. Raising it later gives waiting keys columns."),
     Setting("backoff_initial", 0.5, _non_negative_float, "NSML_ETL_BACKOFF_INITIAL",
             "--backoff-initial", "First retry backoff ceiling in seconds (doubles per attempt)."),
     Setting("backoff_max", 30.0, _non_negative_float, "NSML_ETL_BACKOFF_MAX", "--backoff-max",
@@ -223,6 +245,7 @@ class Settings:
     timeout: float = 30.0
     max_attempts: int = 5
     chunk_size: int = 500
+    max_env_columns: int = DEFAULT_MAX_ENV_COLUMNS
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     retry_after_max: float = 60.0

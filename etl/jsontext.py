@@ -1,10 +1,16 @@
 """JSON in and out on the hot path: orjson where its result is exact, the standard library
-where it is not.
+where it is not; and numbers kept as the sender wrote them.
 
 Parsing and re-encoding are most of what a load does per run (``make bench``: orjson took
-about a third of the standard library's time for both). orjson differs in three places, and
+about a third of the standard library's time for both). orjson differs in four places, and
 each falls back rather than change a value: it reads integers beyond 64 bits as floats, refuses
-lone UTF-16 surrogates and infinities, and writes NaN as null.
+lone UTF-16 surrogates and out-of-range numbers (``1e400``), and writes NaN as null.
+
+Numbers with a fraction or an exponent are parsed as :class:`Number`, a float that remembers
+its literal, so ``1e400`` is written back as ``1e400`` (not ``Infinity``, which is not JSON)
+and ``1.50`` as ``1.50``. Documents without such a number (nearly every run: the API documents
+env values as strings) never leave orjson's path. ``NaN`` and ``Infinity`` are not JSON and are
+refused, as every strict parser does.
 """
 
 from __future__ import annotations
@@ -21,17 +27,90 @@ import orjson
 _DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN = b"0" * 19
 # Compact, as orjson writes, so a value reads the same whichever encoder wrote it.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_spaced = json.JSONEncoder(ensure_ascii=False).encode
+
+
+class Number(float):
+    """A JSON number with a fraction or an exponent, carrying the literal it was parsed from.
+
+    It compares and computes as the float it denotes (``inf`` for ``1e400``); :func:`dumps`
+    writes the literal back."""
+
+    __slots__ = ("literal",)
+    literal: str
+
+    def __new__(cls, literal: str) -> Number:
+        number = super().__new__(cls, literal)
+        number.literal = literal
+        return number
+
+    def __repr__(self) -> str:
+        return f"Number({self.literal!r})"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _exact(text: str) -> Any:
+    return json.loads(text, parse_float=Number, parse_constant=_refuse_constant)
+
+
+def has_float(value: Any) -> bool:
+    """Whether a parsed document holds a float anywhere. Sets of types are built in C, so a
+    run object (a dozen fields and an envs object of strings) costs about a microsecond."""
+    kind = type(value)
+    if kind is dict:
+        values = value.values()
+    elif kind is list:
+        values = value
+    else:
+        return kind is float or kind is Number
+    kinds = set(map(type, values))
+    if float in kinds or Number in kinds:
+        return True
+    if dict in kinds or list in kinds:
+        return any(has_float(item) for item in values if type(item) in (dict, list))
+    return False
 
 
 def loads(raw: bytes) -> Any:
-    """Parse UTF-8 JSON exactly as ``json.loads`` would (its errors included)."""
+    """Parse UTF-8 JSON as ``json.loads`` would (its errors included), except that numbers
+    with a fraction or exponent come back as :class:`Number` and NaN/Infinity are refused."""
     if _LONG_DIGIT_RUN not in raw.translate(_DIGITS_AS_ZEROS):
         try:
-            return orjson.loads(raw)
+            value = orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass  # the standard library accepts surrogate escapes and 1e400, or says why not
-    return json.loads(raw.decode("utf-8", "surrogatepass"))
+        else:
+            if not has_float(value):
+                return value
+    return _exact(raw.decode("utf-8", "surrogatepass"))
+
+
+def dumps(value: Any, *, compact: bool = True) -> str:
+    """``value`` as JSON text, non-ASCII kept; a :class:`Number` as its literal. ``compact``
+    False puts a space after ``,`` and ``:`` as ``json.dumps`` does."""
+    encode = _encode_compact if compact else _encode_spaced
+    if not has_float(value):
+        return encode(value)
+    comma, colon = (",", ":") if compact else (", ", ": ")
+
+    def write(item: Any) -> str:
+        if isinstance(item, Number):
+            return item.literal
+        if isinstance(item, float):  # a float from elsewhere: JSON has no infinities
+            if item != item or item in (float("inf"), float("-inf")):
+                raise ValueError(f"{item!r} is not a JSON number")
+            return encode(item)
+        if type(item) is dict:
+            return "{" + comma.join(encode(k) + colon + write(v) for k, v in item.items()) + "}"
+        if type(item) is list:
+            return "[" + comma.join(map(write, item)) + "]"
+        return encode(item)
+
+    return write(value)
 
 
 def dumps_object(value: dict[str, Any], *, strings_only: bool) -> str:
@@ -43,4 +122,4 @@ def dumps_object(value: dict[str, Any], *, strings_only: bool) -> str:
             return orjson.dumps(value).decode()
         except orjson.JSONEncodeError:
             pass  # a lone surrogate: let the caller's check name it
-    return _encode(value)
+    return dumps(value)

@@ -35,10 +35,23 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 
+from . import jsontext
+from .config import DEFAULT_MAX_ENV_COLUMNS
+from .dialects import Family, error_kind, family_of
 from .errors import DatabaseError, InputError
-from .naming import allocate_columns, snake_case
+from .naming import allocate_columns, allocation_order, snake_case
 from .pairs import Pair
-from .transform import CORE_COLUMNS, KEY_COLUMNS, LIST_TIME_COLUMNS, OBSERVATION_COLUMNS
+from .report import event
+from .transform import (
+    CORE_COLUMNS,
+    KEY_COLUMNS,
+    LIST_TIME_COLUMNS,
+    OBSERVATION_COLUMNS,
+    FlatRun,
+    as_text,
+    env_keys,
+    extra_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +70,8 @@ SQLITE_BUSY_TIMEOUT_S = 60
 MYSQL_LOCK_TIMEOUT_S = 60
 # Longest env key MySQL can index with utf8mb4 next to the table name (3072-byte key limit).
 MYSQL_KEY_CHARS = 700
+# Stored runs read per query when a new column is filled from their envs.
+FILL_PAGE_ROWS = 2000
 
 # URL backend -> (driver we use, extra that installs it)
 BACKENDS = {
@@ -339,10 +354,14 @@ def foreign_table_problems(primary_key: list[str], columns: dict[str, sa.types.T
 
 @dataclass(frozen=True)
 class ColumnMap:
-    """Which column each env key and extra field lands in (insertion order = table order)."""
+    """Which column each env key and extra field lands in (insertion order = table order).
+
+    ``waiting``: env keys that have no column (beyond --max-env-columns, or their column could
+    not be added); their values are in ``envs`` and the ``nsml_run_envs`` view."""
 
     env: dict[str, str]
     fields: dict[str, str]
+    waiting: frozenset[str] = frozenset()
 
     @property
     def columns(self) -> list[str]:
@@ -355,7 +374,8 @@ def _mapping_table(name: str, key_column: str, metadata: sa.MetaData) -> sa.Tabl
         metadata,
         sa.Column("table_name", Name, primary_key=True),
         sa.Column(key_column, ColumnKey, primary_key=True),
-        sa.Column("column_name", Name, nullable=False),
+        # NULL: the key has no column (see ColumnMap.waiting).
+        sa.Column("column_name", Name, nullable=True),
         sa.UniqueConstraint("table_name", "column_name"),
         **UTF8MB4,
     )
@@ -432,10 +452,13 @@ def _lock_key(table: str) -> int:
 class RunStore:
     """The runs table of one database: keeps its schema in step and upserts chunks into it."""
 
-    def __init__(self, engine: Engine, table: str) -> None:
+    def __init__(self, engine: Engine, table: str,
+                 max_env_columns: int = DEFAULT_MAX_ENV_COLUMNS) -> None:
         self.engine = engine
         self.table_name = table
         self.dialect = engine.dialect.name
+        self.family: Family = family_of(self.dialect)
+        self.max_env_columns = max_env_columns
         self._metadata = sa.MetaData()
         self.env_table = _mapping_table(ENV_COLUMNS_TABLE, "env_key", self._metadata)
         self.field_table = _mapping_table(FIELD_COLUMNS_TABLE, "field", self._metadata)
@@ -469,7 +492,7 @@ class RunStore:
         return table
 
     def read_mapping(self, conn: Connection) -> ColumnMap:
-        def read(table: sa.Table, key: str) -> dict[str, str]:
+        def read(table: sa.Table, key: str) -> dict[str, str | None]:
             query = (
                 sa.select(table.c[key], table.c.column_name)
                 .where(table.c.table_name == self.table_name)
@@ -479,7 +502,16 @@ class RunStore:
 
         if not sa.inspect(conn).has_table(ENV_COLUMNS_TABLE):
             return ColumnMap({}, {})
-        return ColumnMap(read(self.env_table, "env_key"), read(self.field_table, "field"))
+        env = read(self.env_table, "env_key")
+        fields = read(self.field_table, "field")
+        return ColumnMap(
+            {k: c for k, c in env.items() if c is not None},
+            {k: c for k, c in fields.items() if c is not None},
+            frozenset(k for k, c in env.items() if c is None),
+        )
+
+    def _room_for_waiting(self, current: ColumnMap) -> bool:
+        return bool(current.waiting) and len(current.env) < self.max_env_columns
 
     @contextmanager
     def _table_lock(self) -> Iterator[Connection]:
@@ -521,16 +553,18 @@ class RunStore:
                     conn.commit()
 
     def prepare(self, env_keys: Iterable[str], fields: Iterable[str]) -> ColumnMap:
-        """Make sure the tables and a column for every key exist; return the current map."""
+        """Make sure the tables and a column for every key exist (env keys up to the cap);
+        return the current map."""
         env_keys, fields = set(env_keys), set(fields)
         if self._known_columns:
             with self.engine.connect() as conn:
                 current = self.read_mapping(conn)
                 conn.rollback()
             if (
-                env_keys <= current.env.keys()
+                env_keys <= current.env.keys() | current.waiting
                 and fields <= current.fields.keys()
                 and self._known_columns.issuperset(current.columns)
+                and not self._room_for_waiting(current)
             ):
                 return current
         try:
@@ -550,37 +584,74 @@ class RunStore:
         self._runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
         if self.dialect in _MYSQL:
             self._migrate_key_collations(conn)
-        current = self.read_mapping(conn)
         inspector = sa.inspect(conn)
+        self._allow_waiting_keys(conn, inspector)
+        current = self.read_mapping(conn)
         existing = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
         self._legacy_content_hash = "content_hash" in {
             c["name"].lower() for c in inspector.get_columns(HISTORY_TABLE)}
         taken = existing | set(CORE_COLUMNS) | set(current.env.values())
         taken |= set(current.fields.values())
 
-        new_env = allocate_columns(env_keys - current.env.keys(), taken)
-        taken |= set(new_env.values())
+        # Env keys get columns up to the cap: keys that waited first, then new keys in the
+        # order allocate_columns uses; the rest are recorded without a column.
+        room = max(0, self.max_env_columns - len(current.env))
+        promoted = sorted(current.waiting)[:room]
+        new_keys = allocation_order(env_keys - current.env.keys() - current.waiting)
+        with_column = new_keys[:room - len(promoted)]
+        without_column = new_keys[len(with_column):]
+        allocated = allocate_columns([*promoted, *with_column], taken)
+        taken |= set(allocated.values())
         new_fields_keys = fields - current.fields.keys()
         new_fields = allocate_columns(
             new_fields_keys, taken, prefix="", preferred={f: snake_case(f) for f in new_fields_keys}
         )
-        for table, key, new in (
-            (self.env_table, "env_key", new_env),
-            (self.field_table, "field", new_fields),
-        ):
-            if new:
-                conn.execute(
-                    sa.insert(table),
-                    [{"table_name": self.table_name, key: k, "column_name": c}
-                     for k, c in new.items()],
-                )
-                log.info("new columns in %s: %s", self.table_name, ", ".join(new.values()))
-        if self.dialect in _MYSQL and (new_env or new_fields):
+        env_rows = [{"env_key": k, "column_name": allocated.get(k)}
+                    for k in (*with_column, *without_column)]
+        field_rows = [{"field": k, "column_name": c} for k, c in new_fields.items()]
+        for table, rows in ((self.env_table, env_rows), (self.field_table, field_rows)):
+            if rows:
+                conn.execute(sa.insert(table), [{"table_name": self.table_name, **row}
+                                                for row in rows])
+        if promoted:
+            table = self.env_table
+            conn.execute(
+                sa.update(table).where(table.c.table_name == self.table_name,
+                                       table.c.env_key == sa.bindparam("key"))
+                .values(column_name=sa.bindparam("column")),
+                [{"key": k, "column": allocated[k]} for k in promoted],
+            )
+        if allocated or new_fields:
+            log.info("new columns in %s: %s", self.table_name,
+                     ", ".join([*allocated.values(), *new_fields.values()]))
+        if not self.family.transactional_ddl and (env_rows or field_rows or promoted):
             conn.commit()  # the mapping must be durable before MySQL's DDL commits implicitly
-        current = ColumnMap(current.env | new_env, current.fields | new_fields)
-        for column in current.columns:
+        env = current.env | {k: allocated[k] for k in (*promoted, *with_column)}
+        current = ColumnMap(env, current.fields | new_fields,
+                            (current.waiting - set(promoted)) | set(without_column))
+        added_env: dict[str, str] = {}
+        for key, column in list(current.env.items()):
             if column.lower() not in existing:
-                self._add_column(conn, column)
+                if self._add_column_or_wait(conn, key, column):
+                    added_env[key] = column
+        current = self.read_mapping(conn)  # a column that could not be added is waiting now
+        for column in current.fields.values():
+            if column.lower() not in existing:
+                self._add_field_column(conn, column)
+        # A key that waited (or whose column went missing) may already have values in stored
+        # runs: fill its new column from their envs.
+        refill = {k: c for k, c in added_env.items() if k not in set(with_column)}
+        if refill:
+            self._fill_from_envs(conn, refill)
+        newly_waiting = len(without_column) + len(set(env) - current.env.keys())
+        if newly_waiting:
+            log.warning(
+                "%d env keys of table %s have no column now (%d in all; --max-env-columns %d); "
+                "their values are in envs and the nsml_run_envs view",
+                newly_waiting, self.table_name, len(current.waiting), self.max_env_columns,
+                extra=event("env_keys_without_column", table=self.table_name,
+                            new=newly_waiting, total=len(current.waiting),
+                            max_env_columns=self.max_env_columns))
         return current
 
     def _key_columns(self, dialect: sa.Dialect) -> dict[str, list[sa.Column]]:
@@ -626,12 +697,131 @@ class RunStore:
                         ", ".join(c for c, _, _ in columns), collation)
             conn.exec_driver_sql(f"ALTER TABLE {quote(table)} {modify}")
 
+    def _allow_waiting_keys(self, conn: Connection, inspector: sa.Inspector) -> None:
+        """Mapping tables made before keys could wait have a NOT NULL column_name: lift it."""
+        column = next(c for c in inspector.get_columns(ENV_COLUMNS_TABLE)
+                      if c["name"] == "column_name")
+        if column["nullable"]:
+            return
+        quote = conn.dialect.identifier_preparer.quote
+        table = quote(ENV_COLUMNS_TABLE)
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN column_name DROP NOT NULL")
+        elif self.dialect in _MYSQL:
+            name_type = Name.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table} MODIFY column_name {name_type} NULL")
+        else:  # SQLite cannot change a column: copy the table into the current definition
+            conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO nsml_env_columns_old")
+            self.env_table.create(conn)
+            conn.exec_driver_sql(
+                f"INSERT INTO {table} (table_name, env_key, column_name) "  # noqa: S608
+                "SELECT table_name, env_key, column_name FROM nsml_env_columns_old")
+            conn.exec_driver_sql("DROP TABLE nsml_env_columns_old")
+        log.info("%s: env keys may now wait without a column", ENV_COLUMNS_TABLE)
+
+    def _add_column_or_wait(self, conn: Connection, key: str, column: str) -> bool:
+        """Add an env key's column; if the database refuses for good (too many columns, row
+        too large), the key waits without a column instead, so a failed schema change never
+        leaves a mapping row that points at a missing column, nor blocks the next export."""
+        savepoint = conn.begin_nested() if self.family.transactional_ddl else None
+        try:
+            self._add_column(conn, column)
+        except SQLAlchemyError as exc:
+            if savepoint is not None:
+                savepoint.rollback()
+            kind = error_kind(self.family, exc)
+            self._set_waiting(conn, [key])
+            if kind == "transient":
+                raise
+            log.warning("no column for env key %r in table %s: %s", key, self.table_name,
+                        _first_line(exc))
+            return False
+        if savepoint is not None:
+            savepoint.commit()
+        return True
+
     def _add_column(self, conn: Connection, column: str) -> None:
         quote = conn.dialect.identifier_preparer.quote
         column_type = CORE_TYPES.get(column, Text).compile(dialect=conn.dialect)
         conn.exec_driver_sql(
             f"ALTER TABLE {quote(self.table_name)} ADD COLUMN {quote(column)} {column_type}"
         )
+
+    def _add_field_column(self, conn: Connection, column: str) -> None:
+        """Add an undocumented field's column. Its values have no other home, so a refusal
+        fails the runs that carry it (their chunk is split to find them); on MySQL, whose DDL
+        is not transactional, the mapping row goes first so it never points nowhere."""
+        try:
+            self._add_column(conn, column)
+        except SQLAlchemyError:
+            if not self.family.transactional_ddl:
+                table = self.field_table
+                conn.execute(sa.delete(table).where(table.c.table_name == self.table_name,
+                                                    table.c.column_name == column))
+                conn.commit()
+            raise
+
+    def _set_waiting(self, conn: Connection, keys: list[str]) -> None:
+        table = self.env_table
+        conn.execute(
+            sa.update(table).where(table.c.table_name == self.table_name,
+                                   table.c.env_key.in_(keys)).values(column_name=None))
+        if not self.family.transactional_ddl:
+            conn.commit()
+
+    def _fill_from_envs(self, conn: Connection, columns: dict[str, str]) -> None:
+        """Copy each key's value from the stored runs' envs into its new column, a page of
+        runs at a time, with the same text the export would have written."""
+        quote = conn.dialect.identifier_preparer.quote
+        runs = quote(self.table_name)
+        sets = ", ".join(f"{quote(c)} = :c{i}" for i, c in enumerate(columns.values()))
+        update = sa.text(f"UPDATE {runs} SET {sets} "  # noqa: S608 - quoted names
+                         "WHERE project_id = :project_id AND run_name = :run_name")
+        page = sa.text(
+            f"SELECT project_id, run_name, envs FROM {runs} "  # noqa: S608 - quoted name
+            "WHERE envs IS NOT NULL AND (project_id > :p OR (project_id = :p AND run_name > :r)) "
+            f"ORDER BY project_id, run_name LIMIT {FILL_PAGE_ROWS}")
+        after, filled = ("", ""), 0
+        while True:
+            rows = conn.execute(page, {"p": after[0], "r": after[1]}).all()
+            if not rows:
+                break
+            after = (rows[-1][0], rows[-1][1])
+            updates = []
+            for project_id, run_name, envs in rows:
+                values = _env_values(envs, columns.keys(), self.family)
+                if values is not None:
+                    updates.append({"project_id": project_id, "run_name": run_name,
+                                    **{f"c{i}": v for i, v in enumerate(values)}})
+            if updates:
+                conn.execute(update, updates)
+                filled += len(updates)
+        log.info("filled %d runs' new columns %s from envs", filled, ", ".join(columns.values()))
+
+    def screen(self, runs: list[FlatRun]) -> tuple[list[FlatRun], list[tuple[FlatRun, str]]]:
+        """The runs this database can store as they are (text cleaned where the family must),
+        and the others with the reason, checked before writing so that one bad run never
+        takes its chunk down and its reason reads well."""
+        family = self.family
+        bad_names = {
+            name: problem
+            for what, names in (("env key", env_keys(runs)), ("field name", extra_fields(runs)))
+            for name in names
+            if (problem := family.name_problem(name, what)) is not None
+        }
+        storable, refused = [], []
+        for run in runs:
+            problem = family.key_problem(*run.pair)
+            if problem is None and bad_names:
+                problem = next((bad_names[n] for n in (*run.env, *run.extra) if n in bad_names),
+                               None)
+            if problem is not None:
+                refused.append((run, problem))
+                continue
+            if run.has_nul and family.cleans_text:
+                _clean_run(run, family)
+            storable.append(run)
+        return storable, refused
 
     # -- data ----------------------------------------------------------------------------
 
@@ -821,6 +1011,31 @@ class RunStore:
                 f"{_first_line(exc)}"
             ) from exc
         return len(rows)
+
+
+def _env_values(envs: str, keys: Iterable[str], family: Family) -> list | None:
+    """The column text of each key in one stored envs object (None where absent), as
+    flatten_run writes it; None when the object holds none of them or is not JSON."""
+    try:
+        obj = jsontext.loads(envs.encode("utf-8", "surrogatepass"))
+    except ValueError:
+        return None  # written by an old version (e.g. Infinity): nothing to copy
+    if not isinstance(obj, dict):
+        return None
+    values = [obj.get(key) for key in keys]
+    if all(v is None for v in values):
+        return None
+    return [family.clean_text(as_text(v, key)) for v, key in zip(values, keys, strict=True)]
+
+
+def _clean_run(run: FlatRun, family: Family) -> None:
+    """Replace, in place, what the family's text columns cannot hold (envs keeps it exact)."""
+    clean = family.clean_text
+    for column, value in run.columns.items():
+        if column != "envs":
+            run.columns[column] = clean(value)
+    run.env = {key: clean(value) for key, value in run.env.items()}
+    run.extra = {key: clean(value) for key, value in run.extra.items()}
 
 
 def _as_datetime(value: object) -> object:

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 # PostgreSQL truncates identifiers past 63 bytes, MySQL allows 64 characters; ours are ASCII.
 MAX_IDENTIFIER_LENGTH = 63
 ENV_PREFIX = "env_"
+# The stem of the column of a key whose natural name is empty (a top-level field named "").
+EMPTY_NAME_BASE = "field"
 HASH_DIGITS = 8
 
 _NOT_ALLOWED = re.compile(r"[^a-z0-9_]")
@@ -46,6 +48,11 @@ def key_hash(key: str) -> str:
 
 def _with_suffix(base: str, suffix: str, limit: int) -> str:
     return base[: limit - len(suffix) - 1] + "_" + suffix
+
+
+def allocation_order(keys: Iterable[str], prefix: str = ENV_PREFIX) -> list[str]:
+    """Rule 3's order: keys already in normal form first, then by code point."""
+    return sorted(set(keys), key=lambda k: (prefix + normalize(k) != prefix + k, k))
 
 
 def allocate_columns(
@@ -72,12 +79,14 @@ def allocate_columns(
 
     ordered = sorted(set(new_keys), key=lambda k: (not already_normal(k), k))
     for key in ordered:
-        name = natural(key)
-        if len(name) > limit or name in used:
-            name = _with_suffix(name, key_hash(key), limit)
+        # A field named "" has no natural name (and an empty identifier is refused everywhere).
+        base = natural(key) or EMPTY_NAME_BASE
+        name = base
+        if len(name) > limit or name in used or base is EMPTY_NAME_BASE:
+            name = _with_suffix(base, key_hash(key), limit)
             bump = 1
             while name in used:  # a hash collision: astronomically rare, still never a clash
-                name = _with_suffix(natural(key), f"{key_hash(key)}{bump}", limit)
+                name = _with_suffix(base, f"{key_hash(key)}{bump}", limit)
                 bump += 1
         used.add(name)
         result[key] = name

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import sqlalchemy as sa
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -30,6 +29,7 @@ from .auth import NcpSignatureV2
 from .batches import BatchLog
 from .client import Aborted, NsmlClient, RunFetchFailed, utc_now
 from .config import Credentials, Settings
+from .dialects import Family, error_kind
 from .discovery import ListedRun
 from .errors import AuthenticationError, DatabaseError, EtlError
 from .load import RunStore
@@ -133,14 +133,11 @@ class _Fetcher:
             client.close()
 
 
-def is_transient_db_error(exc: BaseException) -> bool:
+def is_transient_db_error(exc: BaseException, store: RunStore | None = None) -> bool:
     """A dropped connection, a deadlock or a lock timeout: the chunk may simply be written again
-    (one transaction, idempotent upsert). Constraint or type errors are not retried."""
-    cause = exc.__cause__ if isinstance(exc, DatabaseError) else exc
-    return isinstance(cause, sa.exc.DBAPIError) and (
-        cause.connection_invalidated
-        or isinstance(cause, sa.exc.OperationalError | sa.exc.InterfaceError)
-    )
+    (one transaction, idempotent upsert). Data, constraint and limit errors never heal."""
+    family = store.family if store is not None else Family()
+    return error_kind(family, exc) == "transient"
 
 
 def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None = None) -> int:
@@ -148,16 +145,24 @@ def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None =
     the change history."""
     if not runs:
         return 0
-    # One row per run: a replayed file may hold a run twice, and PostgreSQL refuses to update
-    # a row twice in one statement. The later response wins, as it would across chunks.
-    runs = list({run.pair: run for run in runs}.values())
     mapping = store.prepare(env_keys(runs), extra_fields(runs))
     return store.upsert(build_frame(runs, mapping.env, mapping.fields), batch_id=batch_id)
 
 
+def unique_runs(runs: Iterable[FlatRun]) -> list[FlatRun]:
+    """One per pair: a replayed file may hold a run twice, and PostgreSQL refuses to update a
+    row twice in one statement. The later response wins, as it would across chunks."""
+    return list({run.pair: run for run in runs}.values())
+
+
 class _ChunkWriter:
     """Collects flattened runs and writes them ``chunk_size`` at a time into the report,
-    reconnecting and retrying a chunk whose database connection dropped."""
+    reconnecting and retrying a chunk whose database connection dropped.
+
+    One run never takes its chunk down: runs the database cannot store are refused before
+    writing where that can be known (:meth:`RunStore.screen`), and a chunk the database
+    refuses for its data is split in halves until the runs at fault are found; each of those
+    is a failed pair with the database's reason, and every other run is written."""
 
     def __init__(
         self,
@@ -175,7 +180,7 @@ class _ChunkWriter:
         self.retrying = Retrying(
             stop=stop_after_attempt(DB_WRITE_ATTEMPTS),
             wait=wait_exponential(multiplier=DB_RETRY_WAIT_S, max=DB_RETRY_WAIT_MAX_S),
-            retry=retry_if_exception(is_transient_db_error),
+            retry=retry_if_exception(lambda exc: is_transient_db_error(exc, store)),
             before_sleep=self._log_retry,
             sleep=sleep,
             reraise=True,
@@ -195,16 +200,12 @@ class _ChunkWriter:
     def flush(self) -> None:
         if not self.pending:
             return
-        try:
-            if self.batch is not None:
-                self.retrying(self.batch.open)
-            written = self.retrying(write_chunk, self.store, self.pending,
-                                    self.batch.id if self.batch is not None else None)
-        except DatabaseError as exc:
-            if is_transient_db_error(exc):
-                raise DatabaseError(f"{exc} (gave up after {DB_WRITE_ATTEMPTS} attempts; "
-                                    f"{self.report.exported} runs committed before)") from exc
-            raise
+        if self.batch is not None:
+            self._retry(self.batch.open)
+        runs, refused = self.store.screen(unique_runs(self.pending))
+        for run, reason in refused:
+            self._fail(run, reason)
+        written = self._write(runs)
         self.report.exported += written
         self.report.chunks += 1
         log.info("committed chunk %d: %d runs (%d so far)", self.report.chunks, written,
@@ -212,6 +213,45 @@ class _ChunkWriter:
                  extra=event("chunk_committed", chunk=self.report.chunks, runs=written,
                              total=self.report.exported))
         self.pending.clear()
+
+    def _retry(self, func: Callable, *args: object) -> int:
+        try:
+            return self.retrying(func, *args)
+        except DatabaseError as exc:
+            if is_transient_db_error(exc, self.store):
+                raise DatabaseError(f"{exc} (gave up after {DB_WRITE_ATTEMPTS} attempts; "
+                                    f"{self.report.exported} runs committed before)") from exc
+            raise
+
+    def _write(self, runs: list[FlatRun]) -> int:
+        """Write ``runs``; where the database refuses them for their data, write each half
+        on its own, down to the single runs at fault."""
+        if not runs:
+            return 0
+        try:
+            return self._retry(write_chunk, self.store, runs,
+                               self.batch.id if self.batch is not None else None)
+        except DatabaseError as exc:
+            if error_kind(self.store.family, exc) != "data":
+                raise
+            if len(runs) == 1:
+                self._fail(runs[0], f"{self.store.family.label} refused it: {_reason(exc)}")
+                return 0
+            log.debug("chunk of %d runs refused (%s); writing its halves apart", len(runs),
+                      _reason(exc))
+            half = len(runs) // 2
+            return self._write(runs[:half]) + self._write(runs[half:])
+
+    def _fail(self, run: FlatRun, reason: str) -> None:
+        self.report.record_failure(FailedPair(run.pair, reason))
+
+
+def _reason(exc: BaseException) -> str:
+    """The database's own words, without our 'writing N runs ... failed:' preamble."""
+    cause = exc.__cause__ if isinstance(exc, DatabaseError) and exc.__cause__ else exc
+    orig = getattr(cause, "orig", None) or cause
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
 
 
 def _drain(finished: queue.SimpleQueue, timeout: float) -> list[Future]:

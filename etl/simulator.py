@@ -135,6 +135,11 @@ def generate_dataset(seed: int, projects: int, runs_per_project: int) -> dict[st
     return data
 
 
+class RawJson(bytes):
+    """A Get-run body served as exactly these bytes (``put_run``), for what Python's json
+    cannot write: ``1e400``, ``1.50``, duplicate keys."""
+
+
 def public_run(run: dict) -> dict:
     """The Get run body: the dataset's bookkeeping fields (leading underscore) removed."""
     return {k: v for k, v in run.items() if not k.startswith("_")}
@@ -356,7 +361,10 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def _json(self, status: int, payload: Any, headers=None) -> None:
-            body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            if isinstance(payload, RawJson):
+                body = bytes(payload)
+            else:
+                body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
             self._send(status, body, "application/json;charset=UTF-8", headers)
 
         def do_GET(self) -> None:  # noqa: N802

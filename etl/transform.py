@@ -8,7 +8,6 @@ the frame for a chunk is built later (:func:`build_frame`) from already-flattene
 
 from __future__ import annotations
 
-import json
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +61,8 @@ class FlatRun:
     columns: dict[str, Any]
     env: dict[str, str | None] = field(default_factory=dict)
     extra: dict[str, str | None] = field(default_factory=dict)
+    # Whether a text value, env key or field name holds U+0000, which PostgreSQL text cannot.
+    has_nul: bool = False
 
 
 def _check_unicode(text: str, what: str) -> str:
@@ -80,7 +81,8 @@ def as_text(value: Any, what: str) -> str | None:
         return None
     if isinstance(value, str):
         return _check_unicode(value, what)
-    return _check_unicode(json.dumps(value, ensure_ascii=False), what)
+    # Spaced, as stored since the first release; numbers keep their literal (1e400, 1.50).
+    return _check_unicode(jsontext.dumps(value, compact=False), what)
 
 
 def as_integer(value: Any, what: str) -> int | None:
@@ -97,7 +99,7 @@ def as_integer(value: Any, what: str) -> int | None:
     elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
         number = int(value.strip())
     if number is None or abs(number) > _BIGINT_MAX:
-        raise RunShapeError(f"{what} is {json.dumps(value, ensure_ascii=False)[:80]}, "
+        raise RunShapeError(f"{what} is {jsontext.dumps(value)[:80]}, "
                             "expected an integer")
     return number
 
@@ -130,10 +132,13 @@ def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
                 f"response is for {api_name} {str(sent)[:80]!r}, not the requested {requested!r}"
             )
     columns: dict[str, Any] = {}
+    has_nul = False
     for api_name, column in _TEXT_FIELDS:
         value = get(api_name)
-        if value is not None and not (type(value) is str and value.isascii()):
-            value = as_text(value, api_name)
+        if value is not None:
+            if not (type(value) is str and value.isascii()):
+                value = as_text(value, api_name)
+            has_nul = has_nul or "\x00" in value
         columns[column] = value
     columns["gpu_svr_code"] = as_integer(get("gpuSvrCode"), "gpuSvrCode")
     columns["project_id"], columns["run_name"] = pair.project_id, pair.run_name
@@ -148,6 +153,8 @@ def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
         columns["envs"] = _check_unicode(
             jsontext.dumps_object(envs, strings_only=strings_only), "envs")
         env = envs if strings_only else {key: as_text(value, key) for key, value in envs.items()}
+        # JSON writes U+0000 as the escape \u0000, in a key or a value alike.
+        has_nul = has_nul or "\\u0000" in columns["envs"]
     else:
         raise RunShapeError(f"envs is {_type_name(envs)}, expected an object")
     columns["fetched_at"] = fetched_at
@@ -160,7 +167,8 @@ def flatten_run(body: Any, pair: Pair, fetched_at: datetime) -> FlatRun:
             for name, value in body.items()
             if name not in _KNOWN_FIELDS
         }
-    return FlatRun(pair, columns, env, extra)
+        has_nul = has_nul or any("\x00" in f"{name}{value}" for name, value in extra.items())
+    return FlatRun(pair, columns, env, extra, has_nul)
 
 
 # Columns that record when we looked, not what the run is: a change in them is no new version.

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from etl import jsontext
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
 )
@@ -31,8 +32,38 @@ def test_loads_keeps_what_orjson_would_change_or_refuse(raw, expected):
     assert jsontext.loads(raw) == expected
 
 
-def test_loads_reads_an_overflowing_number_as_the_standard_library_does():
-    assert math.isinf(jsontext.loads(b'{"x": 1e400}')["x"])
+def test_loads_reads_an_overflowing_number_as_its_value_and_keeps_the_literal():
+    # Regression: 1e400 was stored as Infinity, which is not JSON (PostgreSQL's ::jsonb and
+    # the report crashed on it).
+    value = jsontext.loads(b'{"x": 1e400}')["x"]
+    assert math.isinf(value)
+    assert value.literal == "1e400"
+    assert jsontext.dumps({"x": value}) == '{"x":1e400}'
+
+
+# A JSON number with a fraction or an exponent, as a sender may write it.
+float_literals = st.from_regex(r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,4})?",
+                               fullmatch=True).filter(lambda t: any(c in t for c in ".eE"))
+
+
+@given(st.lists(float_literals, min_size=1, max_size=5))
+def test_numbers_are_written_back_as_the_sender_wrote_them(literals):
+    raw = '{"envs":{' + ",".join(f'"k{i}":{t}' for i, t in enumerate(literals)) + '},"l":[' \
+        + ",".join(literals) + "]}"
+    value = jsontext.loads(raw.encode())
+    assert jsontext.dumps(value) == raw
+    assert json.loads(jsontext.dumps(value, compact=False)) == json.loads(raw)
+
+
+@pytest.mark.parametrize("raw", [b'{"a": NaN}', b'{"a": Infinity}', b"[-Infinity]"])
+def test_non_finite_constants_are_not_json_and_are_refused(raw):
+    with pytest.raises(ValueError):
+        jsontext.loads(raw)
+
+
+def test_a_non_finite_float_from_elsewhere_is_refused_rather_than_written_as_non_json():
+    with pytest.raises(ValueError):
+        jsontext.dumps({"a": [float("inf")]})
 
 
 @pytest.mark.parametrize("raw", [b'{"a": ', b"\xff\xfe{}", b"nope"])
@@ -41,7 +72,8 @@ def test_loads_refuses_what_the_standard_library_refuses(raw):
         jsontext.loads(raw)
 
 
-@given(st.dictionaries(st.text(), st.text() | st.integers() | st.floats() | st.none()))
+@given(st.dictionaries(st.text(), st.text() | st.integers()
+                      | st.floats(allow_nan=False, allow_infinity=False) | st.none()))
 def test_dumps_is_compact_json_of_the_same_object(value):
     text = jsontext.dumps_object(value, strings_only=all(isinstance(v, str)
                                                          for v in value.values()))
