@@ -216,6 +216,16 @@ def family_of(dialect_name: str) -> Family:
     return FAMILIES[dialect_name]
 
 
+def first_line(exc: BaseException) -> str:
+    """The database's own words for a failure (the first line of the driver's message),
+    looking through our wrappers; the class name when there are none."""
+    if not isinstance(exc, sa.exc.SQLAlchemyError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
 def error_kind(family: Family, exc: BaseException) -> ErrorKind:
     """What a failure means, looking through our own wrappers to the database's error."""
     seen: set[int] = set()

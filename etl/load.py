@@ -37,7 +37,7 @@ from sqlalchemy.ext.compiler import compiles
 
 from . import jsontext
 from .config import DEFAULT_MAX_ENV_COLUMNS
-from .dialects import Family, error_kind, family_of
+from .dialects import Family, error_kind, family_of, first_line
 from .errors import DatabaseError, InputError
 from .naming import allocate_columns, allocation_order, snake_case
 from .pairs import Pair
@@ -182,12 +182,6 @@ def _describe(url: sa.URL) -> str:
     return f"{url.get_backend_name()} database {url.database!r} on {where}"
 
 
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__
-
-
 def create_engine(db_url: str) -> Engine:
     """An engine for a supported URL; :class:`DatabaseError` (exit 4) names what is wrong."""
     try:
@@ -265,7 +259,7 @@ def check_database(engine: Engine) -> None:
             conn.exec_driver_sql("SELECT 1")
             conn.rollback()
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot connect to {_describe(url)}: {_first_line(exc)}") from None
+        raise DatabaseError(f"cannot connect to {_describe(url)}: {first_line(exc)}") from None
 
 
 def check_table(engine: Engine, table: str) -> None:
@@ -572,7 +566,7 @@ class RunStore:
                 current = self._evolve(conn, env_keys, fields)
         except SQLAlchemyError as exc:
             raise DatabaseError(
-                f"schema change on table {self.table_name} failed: {_first_line(exc)}"
+                f"schema change on table {self.table_name} failed: {first_line(exc)}"
             ) from exc
         self._known_columns = set(current.columns)
         return current
@@ -734,7 +728,7 @@ class RunStore:
             if kind == "transient":
                 raise
             log.warning("no column for env key %r in table %s: %s", key, self.table_name,
-                        _first_line(exc))
+                        first_line(exc))
             return False
         if savepoint is not None:
             savepoint.commit()
@@ -836,7 +830,7 @@ class RunStore:
                     table.c.status.in_(sorted(statuses)))
                 return {Pair(*row) for row in conn.execute(query)}
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"reading stored runs failed: {_first_line(exc)}") from exc
+            raise DatabaseError(f"reading stored runs failed: {first_line(exc)}") from exc
 
     # A chunk is staged in a temporary table, then merged by set-based SQL: the history is
     # compared and extended in the database, and the upsert is one INSERT ... SELECT. Python
@@ -1008,7 +1002,7 @@ class RunStore:
         except SQLAlchemyError as exc:
             raise DatabaseError(
                 f"writing {len(rows)} runs to table {self.table_name} failed: "
-                f"{_first_line(exc)}"
+                f"{first_line(exc)}"
             ) from exc
         return len(rows)
 

@@ -29,7 +29,7 @@ from .auth import NcpSignatureV2
 from .batches import BatchLog
 from .client import Aborted, NsmlClient, RunFetchFailed, utc_now
 from .config import Credentials, Settings
-from .dialects import Family, error_kind
+from .dialects import Family, error_kind, first_line
 from .discovery import ListedRun
 from .errors import AuthenticationError, DatabaseError, EtlError
 from .load import RunStore
@@ -235,23 +235,15 @@ class _ChunkWriter:
             if error_kind(self.store.family, exc) != "data":
                 raise
             if len(runs) == 1:
-                self._fail(runs[0], f"{self.store.family.label} refused it: {_reason(exc)}")
+                self._fail(runs[0], f"{self.store.family.label} refused it: {first_line(exc)}")
                 return 0
             log.debug("chunk of %d runs refused (%s); writing its halves apart", len(runs),
-                      _reason(exc))
+                      first_line(exc))
             half = len(runs) // 2
             return self._write(runs[:half]) + self._write(runs[half:])
 
     def _fail(self, run: FlatRun, reason: str) -> None:
         self.report.record_failure(FailedPair(run.pair, reason))
-
-
-def _reason(exc: BaseException) -> str:
-    """The database's own words, without our 'writing N runs ... failed:' preamble."""
-    cause = exc.__cause__ if isinstance(exc, DatabaseError) and exc.__cause__ else exc
-    orig = getattr(cause, "orig", None) or cause
-    lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
 
 
 def _drain(finished: queue.SimpleQueue, timeout: float) -> list[Future]:

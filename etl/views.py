@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from .dialects import first_line
 from .errors import DatabaseError
 from .load import BATCHES_TABLE, HISTORY_TABLE, RunStore, key_collation
 from .transform import TERMINAL_STATUSES
@@ -144,8 +145,7 @@ def create_views(engine: Engine, table: str) -> list[View]:
                 conn.exec_driver_sql(f"DROP VIEW IF EXISTS {quote(view.name)}")
                 conn.exec_driver_sql(f"CREATE VIEW {quote(view.name)} AS {view.sql}")
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"creating view {view.name} failed: "
-                            f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}") from exc
+        raise DatabaseError(f"creating view {view.name} failed: {first_line(exc)}") from exc
     return views
 
 

@@ -37,7 +37,7 @@ def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path):
     load(run_cli, db_url, tmp_path, RUNS)
     result = run_cli("views", "--db", db_url)
     assert result.exit_code == 0, result.output
-    assert "Created 10 views." in result.stderr
+    assert "Created 11 views." in result.stderr
 
     by_status = fetch_rows(db_url, "SELECT project_id, status, runs FROM "
                                    "nsml_runs_by_project_status ORDER BY project_id, status")
@@ -57,6 +57,10 @@ def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path):
     creators = {r["creator"]: (r["runs"], r["projects"])
                 for r in fetch_rows(db_url, "SELECT * FROM nsml_creator_activity")}
     assert creators == {"alice": (2, 1), "bob": (1, 1)}
+    long_format = {(r["project_id"], r["run_name"], r["env_key"]): r["value"]
+                   for r in fetch_rows(db_url, "SELECT * FROM nsml_run_envs")}
+    assert long_format == {("p1", "1", "LR"): "0.1", ("p1", "1", "lr"): "x",
+                           ("p1", "2", "LR"): "0.2"}
     catalog = {r["env_key"]: (r["runs"], r["distinct_values"])
                for r in fetch_rows(db_url, "SELECT * FROM nsml_env_key_catalog")}
     assert catalog == {"LR": (2, 2), "lr": (1, 1)}  # case twins stay two keys

@@ -1,0 +1,88 @@
+"""What each database family's errors mean: retried, split to find the run at fault, or fatal.
+The errors are the drivers' own classes, wrapped by SQLAlchemy as the write path sees them."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg.errors as pg
+import pymysql.err as my
+import pytest
+import sqlalchemy as sa
+
+from etl.dialects import error_kind, family_of
+from etl.errors import DatabaseError
+
+
+def _wrapped(orig: BaseException, kind=sa.exc.OperationalError, invalidated=False):
+    error = DatabaseError("writing 3 runs to table nsml_runs failed")
+    error.__cause__ = kind("INSERT ...", {}, orig, connection_invalidated=invalidated)
+    return error
+
+
+def _sqlite_error(sql: str, *setup: str) -> sqlite3.Error:
+    conn = sqlite3.connect(":memory:")
+    for statement in setup:
+        conn.execute(statement)
+    with pytest.raises(sqlite3.Error) as caught:
+        conn.execute(sql)
+    return caught.value
+
+
+def test_sqlite_errors(tmp_path):
+    family = family_of("sqlite")
+    columns = ", ".join(f"c{i} TEXT" for i in range(2001))
+    too_many = _sqlite_error(f"CREATE TABLE t ({columns})")
+    assert error_kind(family, _wrapped(too_many)) == "data"  # an OperationalError, yet no retry
+    duplicate = _sqlite_error("INSERT INTO t VALUES (1)", "CREATE TABLE t (a PRIMARY KEY)",
+                              "INSERT INTO t VALUES (1)")
+    assert error_kind(family, _wrapped(duplicate, sa.exc.IntegrityError)) == "data"
+    path = tmp_path / "busy.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    waiter = sqlite3.connect(path, timeout=0, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError) as busy:
+        waiter.execute("BEGIN IMMEDIATE")
+    assert error_kind(family, _wrapped(busy.value)) == "transient"
+    missing = _sqlite_error("SELECT * FROM nowhere")
+    assert error_kind(family, _wrapped(missing)) == "other"  # the table's problem: exit 4
+
+
+@pytest.mark.parametrize("orig, expected", [
+    (pg.DeadlockDetected("deadlock"), "transient"),
+    (pg.LockNotAvailable("lock timeout"), "transient"),
+    (pg.AdminShutdown("restart"), "transient"),
+    (pg.ProgramLimitExceeded("index row size 3016 exceeds maximum 2704"), "data"),
+    (pg.TooManyColumns("tables can have at most 1600 columns"), "data"),
+    (pg.CharacterNotInRepertoire("invalid byte sequence"), "data"),
+    (pg.CheckViolation("check"), "data"),
+    (pg.InsufficientPrivilege("permission denied"), "other"),
+    (pg.DiskFull("no space left"), "other"),
+    (pg.OperationalError("server closed the connection unexpectedly"), "transient"),
+])
+def test_postgresql_errors(orig, expected):
+    assert error_kind(family_of("postgresql"), _wrapped(orig)) == expected
+
+
+@pytest.mark.parametrize("orig, expected", [
+    (my.OperationalError(1213, "Deadlock found"), "transient"),
+    (my.OperationalError(1205, "Lock wait timeout exceeded"), "transient"),
+    (my.OperationalError(2013, "Lost connection"), "transient"),
+    (my.OperationalError(1118, "Row size too large (> 8126)"), "data"),
+    (my.OperationalError(1117, "Too many columns"), "data"),
+    (my.OperationalError(1071, "Specified key was too long"), "data"),
+    (my.DataError(1406, "Data too long for column"), "data"),
+    (my.IntegrityError(1062, "Duplicate entry"), "data"),
+    (my.OperationalError(1142, "INSERT command denied"), "other"),
+])
+def test_mysql_errors(orig, expected):
+    assert error_kind(family_of("mariadb"), _wrapped(orig)) == expected
+
+
+def test_a_lost_connection_is_transient_whatever_the_code():
+    orig = my.OperationalError(1118, "Row size too large")
+    assert error_kind(family_of("mysql"), _wrapped(orig, invalidated=True)) == "transient"
+
+
+def test_an_error_of_our_own_is_no_database_error():
+    assert error_kind(family_of("sqlite"), DatabaseError("no cause")) == "other"
