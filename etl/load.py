@@ -276,7 +276,7 @@ def check_table(engine: Engine, table: str) -> None:
             conn.rollback()
     except SQLAlchemyError as exc:
         raise DatabaseError(
-            f"reading the schema of table {table} failed: {_first_line(exc)}") from None
+            f"reading the schema of table {table} failed: {first_line(exc)}") from None
 
 
 def refuse_foreign_table(conn: Connection, table: str) -> None:
