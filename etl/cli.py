@@ -260,7 +260,7 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
     """
     from .client import NsmlClient
     from .discovery import discover_runs
-    from .load import RunStore, check_database, create_engine
+    from .load import RunStore, check_database, check_table, create_engine
     from .pairs import collect_pairs
     from .pipeline import export_runs
     from .transform import TERMINAL_STATUSES
@@ -277,6 +277,7 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
         engine = create_engine(settings.db_url)
         cleanup.callback(engine.dispose)
         check_database(engine)
+        check_table(engine, settings.table)
         if dry_run:
             _print_dry_run(settings, pairs, projects)
             return
@@ -356,7 +357,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
     without calling the API. FILE may be gzip-compressed, and - reads standard input.
     """
     from .archive import iter_archive
-    from .load import RunStore, check_database, create_engine
+    from .load import RunStore, check_database, check_table, create_engine
     from .pipeline import load_archive
 
     _setup_logging(verbose, quiet, log_format)
@@ -366,6 +367,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
         engine = create_engine(settings.db_url)
         cleanup.callback(engine.dispose)
         check_database(engine)
+        check_table(engine, settings.table)
         store = RunStore(engine, settings.table, settings.max_env_columns)
         options = {**settings.public_dict(), "file": str(file)}
         progress = _Progress(None, enabled=_show_progress(quiet, log_format))
@@ -421,13 +423,14 @@ def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path |
 @handle_errors
 def views(config_file: Path | None, **flags: Any) -> None:
     """Create or replace the reporting views (one per file in sql/) in the database."""
-    from .load import check_database, create_engine
+    from .load import check_database, check_table, create_engine
     from .views import create_views
 
     settings = resolve_settings(flags, config_file)
     engine = create_engine(settings.db_url)
     try:
         check_database(engine)
+        check_table(engine, settings.table)
         created = create_views(engine, settings.table)
     finally:
         engine.dispose()
@@ -447,15 +450,16 @@ def report(config_file: Path | None, output_format: str, html_path: Path | None,
            **flags: Any) -> None:
     """Print a short summary from the reporting views (created if missing)."""
     from . import reporting
-    from .load import check_database, create_engine
+    from .load import check_database, check_table, create_engine
     from .views import create_views
 
     settings = resolve_settings(flags, config_file)
     engine = create_engine(settings.db_url)
     try:
         check_database(engine)
+        check_table(engine, settings.table)
         create_views(engine, settings.table)  # cheap, and keeps them in step with sql/
-        tables = reporting.collect(engine)
+        tables = reporting.collect(engine, settings.table)
     finally:
         engine.dispose()
     render = {"text": reporting.as_text, "csv": reporting.as_csv, "json": reporting.as_json}

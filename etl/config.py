@@ -28,10 +28,11 @@ DEFAULT_TABLE = "nsml_runs"
 # SQLite allows 2,000 columns. Keys beyond it have no column; their values stay in envs.
 DEFAULT_MAX_ENV_COLUMNS = 150
 
-# Table names we create ourselves; exporting runs into one of them would corrupt it.
+# Table names we create ourselves (and the temporary table each chunk is staged in); exporting
+# runs into one of them would corrupt it. View names are reserved too (etl/viewnames.py).
 RESERVED_TABLES = frozenset(
     {"nsml_env_columns", "nsml_field_columns", "nsml_export_batches", "nsml_export_failures",
-     "nsml_run_history"}
+     "nsml_run_history", "nsml_etl_stage"}
 )
 # A table name that needs no quoting anywhere and fits every database's identifier limit.
 TABLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -152,8 +153,16 @@ def _table_name(value: Any) -> str:
             "must be 1-63 characters of lower-case letters, digits and underscores, "
             "not starting with a digit (a name that needs no quoting in any database)"
         )
+    from .viewnames import SEPARATOR, default_view_names  # local: it imports this module
+
     if value in RESERVED_TABLES:
-        raise ValueError(f"{value!r} is one of nsml-etl's own bookkeeping tables")
+        raise ValueError(f"{value!r} is one of nsml-etl's own tables; choose another name")
+    if value in default_view_names():
+        raise ValueError(f"{value!r} is the name of one of nsml-etl's reporting views "
+                         "(sql/); choose another name")
+    if SEPARATOR in value:
+        raise ValueError(f"must not contain {SEPARATOR!r}: reporting views of other tables are "
+                         f"named <table>{SEPARATOR}<view>, and a table must never take one")
     return value
 
 

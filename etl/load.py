@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.ext.compiler import compiles
 
 from . import jsontext
 from .config import DEFAULT_MAX_ENV_COLUMNS
@@ -84,13 +85,65 @@ _MYSQL = ("mysql", "mariadb")
 # Table options for every table we create: MySQL's utf8 is not full UTF-8.
 UTF8MB4 = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
 TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS)
+# Binary collations without trailing-space padding, for every identifier compared as a key:
+# under utf8mb4_bin (PAD SPACE) 'r1 ' equals 'r1', so the second run overwrote the first.
+MARIADB_KEY_COLLATION = "utf8mb4_nopad_bin"  # MariaDB 10.2 and later
+MYSQL_KEY_COLLATION = "utf8mb4_0900_bin"  # MySQL 8.0.17 and later
+MARIADB_KEY_COLLATION_SINCE = (10, 2)
+MYSQL_KEY_COLLATION_SINCE = (8, 0, 17)
+
+
+def key_collation(dialect: sa.Dialect) -> str:
+    """The exact (binary, NO PAD) collation of the MySQL or MariaDB server ``dialect`` is
+    connected to; :class:`DatabaseError` for a server too old to have one."""
+    version = tuple(v for v in dialect.server_version_info or () if isinstance(v, int))
+    if dialect.is_mariadb:
+        if version >= MARIADB_KEY_COLLATION_SINCE:
+            return MARIADB_KEY_COLLATION
+        wanted = "MariaDB 10.2"
+    else:
+        if version >= MYSQL_KEY_COLLATION_SINCE:
+            return MYSQL_KEY_COLLATION
+        wanted = "MySQL 8.0.17"
+    raise DatabaseError(
+        f"the database server ({'.'.join(map(str, version))}) has no binary NO PAD collation, "
+        f"so run names differing only by trailing spaces would be one run; use {wanted} or later"
+    )
+
+
+class KeyVarchar(mysql.VARCHAR):
+    """A MySQL string compared as a key: created with the server's :func:`key_collation`."""
+
+
+class KeyMediumText(mysql.MEDIUMTEXT):
+    """A long MySQL string compared as a key: created with the server's :func:`key_collation`."""
+
+
+@compiles(KeyVarchar, *_MYSQL)
+def _compile_key_varchar(type_: KeyVarchar, compiler: sa.sql.compiler.TypeCompiler,
+                         **kw: object) -> str:
+    # The collation depends on the server, so it is chosen when the DDL is compiled on a
+    # connection, not when this module is imported.
+    collation = key_collation(compiler.dialect)
+    return compiler.process(mysql.VARCHAR(type_.length, collation=collation), **kw)
+
+
+@compiles(KeyMediumText, *_MYSQL)
+def _compile_key_mediumtext(type_: KeyMediumText, compiler: sa.sql.compiler.TypeCompiler,
+                            **kw: object) -> str:
+    return compiler.process(mysql.MEDIUMTEXT(collation=key_collation(compiler.dialect)), **kw)
+
+
+KEY_TYPES = (KeyVarchar, KeyMediumText)
+# A column type as information_schema spells it (varchar(255), mediumtext): safe to reuse in DDL.
+_PLAIN_COLUMN_TYPE = re.compile(r"[a-z]+(\([0-9]+\))?")
 Text = sa.Text().with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
-KeyText = sa.Text().with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), *_MYSQL)
+KeyText = sa.Text().with_variant(KeyVarchar(255), *_MYSQL)
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
-ColumnKey = sa.Text().with_variant(
-    mysql.VARCHAR(MYSQL_KEY_CHARS, collation="utf8mb4_bin"), *_MYSQL
-)
-Name = sa.Text().with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), *_MYSQL)
+ColumnKey = sa.Text().with_variant(KeyVarchar(MYSQL_KEY_CHARS), *_MYSQL)
+Name = sa.Text().with_variant(KeyVarchar(64), *_MYSQL)
+# Run ids of failed pairs: any length (a failure may be about an overlong name), compared exactly.
+LongKeyText = sa.Text().with_variant(KeyMediumText(), *_MYSQL)
 
 CORE_TYPES: dict[str, sa.types.TypeEngine] = {
     column: Text for column in CORE_COLUMNS
@@ -209,6 +262,90 @@ def check_database(engine: Engine) -> None:
         raise DatabaseError(f"cannot connect to {_describe(url)}: {first_line(exc)}") from None
 
 
+def check_table(engine: Engine, table: str) -> None:
+    """Before any request, refuse a runs table nsml-etl did not make, changing nothing (another
+    tool's ``nsml_runs`` would get our columns added, or its rows duplicated on every rerun);
+    on MySQL and MariaDB, refuse a server without an exact collation for run names too."""
+    if _sqlite_file_missing(engine.url):
+        return  # a new database: nothing there yet, and connecting would create the file
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name in _MYSQL:
+                key_collation(conn.dialect)
+            refuse_foreign_table(conn, table)
+            conn.rollback()
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"reading the schema of table {table} failed: {first_line(exc)}") from None
+
+
+def refuse_foreign_table(conn: Connection, table: str) -> None:
+    """:class:`DatabaseError` naming what is wrong if ``table`` exists but is not one of ours."""
+    inspector = sa.inspect(conn)
+    if table in inspector.get_view_names():
+        problems = ["it is a view"]
+    elif not inspector.has_table(table):
+        return
+    else:
+        primary_key = inspector.get_pk_constraint(table)["constrained_columns"]
+        columns = {c["name"].lower(): c["type"] for c in inspector.get_columns(table)}
+        problems = foreign_table_problems(primary_key, columns, conn.dialect)
+    if problems:
+        raise DatabaseError(
+            f"table {table} exists but is not an nsml-etl table: {'; '.join(problems)}; "
+            "choose another --table (nsml-etl changes no table it did not make)"
+        )
+
+
+def _sqlite_file_missing(url: sa.URL) -> bool:
+    database = url.database
+    return (url.get_backend_name() == "sqlite" and bool(database) and database != ":memory:"
+            and not database.startswith("file:") and not Path(database).exists())
+
+
+# What each core column must hold in an existing table (its type family, not its exact type:
+# tables made by earlier versions, or on another database, differ in the details).
+_FAMILY_WORDS = {"text": "a text type", "integer": "an integer type",
+                 "timestamp": "a date and time type"}
+
+
+def _type_family(column_type: sa.types.TypeEngine) -> str | None:
+    if isinstance(column_type, sa.Integer):
+        return "integer"
+    if isinstance(column_type, sa.DateTime):
+        return "timestamp"
+    if isinstance(column_type, sa.String) and not isinstance(column_type, sa.Enum | mysql.SET):
+        return "text"
+    return None
+
+
+def _type_text(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
+    if isinstance(column_type, sa.types.NullType):
+        return "of a type nsml-etl does not know (or none)"
+    try:
+        return column_type.compile(dialect=dialect)
+    except SQLAlchemyError:
+        return type(column_type).__name__
+
+
+def foreign_table_problems(primary_key: list[str], columns: dict[str, sa.types.TypeEngine],
+                           dialect: sa.Dialect) -> list[str]:
+    """What makes an existing table (its primary key, its columns by lower-case name) other
+    than a runs table of ours: the key must be (project_id, run_name), and each core column
+    present must have the family of its type in :data:`CORE_TYPES`. Empty for our tables."""
+    problems = []
+    if [c.lower() for c in primary_key] != list(KEY_COLUMNS):
+        found = f"is ({', '.join(primary_key)})" if primary_key else "is missing"
+        problems.append(f"its primary key {found}, not ({', '.join(KEY_COLUMNS)})")
+    for column in CORE_COLUMNS:
+        found_type = columns.get(column)
+        expected = _type_family(CORE_TYPES.get(column, Text))
+        if found_type is not None and _type_family(found_type) != expected:
+            problems.append(f"column {column} is {_type_text(found_type, dialect)}, "
+                            f"not {_FAMILY_WORDS[expected]}")
+    return problems
+
+
 @dataclass(frozen=True)
 class ColumnMap:
     """Which column each env key and extra field lands in (insertion order = table order).
@@ -268,8 +405,8 @@ def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         _id_column(),
         sa.Column("batch_id", sa.BigInteger(), sa.ForeignKey(f"{BATCHES_TABLE}.id"),
                   nullable=False, index=True),
-        sa.Column("project_id", Text),
-        sa.Column("run_name", Text),
+        sa.Column("project_id", LongKeyText),
+        sa.Column("run_name", LongKeyText),
         sa.Column("http_status", sa.Integer()),
         sa.Column("error_code", Name),
         sa.Column("message", Text),
@@ -436,8 +573,11 @@ class RunStore:
 
     def _evolve(self, conn: Connection, env_keys: set[str], fields: set[str]) -> ColumnMap:
         # Everything below is re-read under the lock: another export may have just done it.
+        refuse_foreign_table(conn, self.table_name)  # made by another tool since the check?
         self._metadata.create_all(conn, checkfirst=True)
         self._runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
+        if self.dialect in _MYSQL:
+            self._migrate_key_collations(conn)
         inspector = sa.inspect(conn)
         self._allow_waiting_keys(conn, inspector)
         current = self.read_mapping(conn)
@@ -507,6 +647,49 @@ class RunStore:
                             new=newly_waiting, total=len(current.waiting),
                             max_env_columns=self.max_env_columns))
         return current
+
+    def _key_columns(self, dialect: sa.Dialect) -> dict[str, list[sa.Column]]:
+        """Our tables' columns compared as keys on MySQL (those of a :data:`KEY_TYPES`)."""
+        runs = sa.Table(self.table_name, sa.MetaData(),
+                        *(sa.Column(c, CORE_TYPES[c], primary_key=True) for c in KEY_COLUMNS))
+        return {
+            table.name: keys
+            for table in (runs, *self._metadata.sorted_tables)
+            if (keys := [c for c in table.columns
+                         if isinstance(c.type.dialect_impl(dialect), KEY_TYPES)])
+        }
+
+    def _migrate_key_collations(self, conn: Connection) -> None:
+        """Give key columns made before :func:`key_collation` existed (``utf8mb4_bin``, which
+        pads trailing spaces, or the table's default collation) the exact one, in place, once;
+        later runs only read ``information_schema``. Equality only gets stricter, so no
+        primary or unique key (runs, mapping tables) can fail on duplicates: two values that
+        were distinct before stay distinct."""
+        collation = key_collation(conn.dialect)
+        wanted = self._key_columns(conn.dialect)
+        found = conn.execute(
+            sa.text("SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME "
+                    "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+                    "AND TABLE_NAME IN :tables")
+            .bindparams(sa.bindparam("tables", expanding=True)),
+            {"tables": sorted(wanted)},
+        ).all()
+        changes: dict[str, list[tuple[str, str, str]]] = {}
+        for table, column, column_type, nullable, current in found:
+            keys = {c.name for c in wanted.get(table, ())}
+            if (column in keys and current is not None and current != collation
+                    and _PLAIN_COLUMN_TYPE.fullmatch(column_type)):
+                changes.setdefault(table, []).append((column, column_type, nullable))
+        quote = conn.dialect.identifier_preparer.quote
+        for table, columns in changes.items():
+            modify = ", ".join(
+                f"MODIFY {quote(column)} {column_type} CHARACTER SET utf8mb4 "
+                f"COLLATE {collation} {'NULL' if nullable == 'YES' else 'NOT NULL'}"
+                for column, column_type, nullable in columns
+            )
+            log.info("table %s: key columns %s get the exact collation %s (once)", table,
+                        ", ".join(c for c, _, _ in columns), collation)
+            conn.exec_driver_sql(f"ALTER TABLE {quote(table)} {modify}")
 
     def _allow_waiting_keys(self, conn: Connection, inspector: sa.Inspector) -> None:
         """Mapping tables made before keys could wait have a NOT NULL column_name: lift it."""

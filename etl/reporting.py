@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from .config import DEFAULT_TABLE
+from .viewnames import view_name
 from .views import query_view
 
 
@@ -45,10 +47,12 @@ class Table:
     rows: list[tuple]
 
 
-def collect(engine: Engine) -> list[Table]:
+def collect(engine: Engine, table: str = DEFAULT_TABLE) -> list[Table]:
+    """Each section read from ``table``'s own views."""
     tables = []
     for section in SECTIONS:
-        columns, rows = query_view(engine, section.view, section.order_by, section.limit)
+        columns, rows = query_view(engine, view_name(table, section.view), section.order_by,
+                                   section.limit)
         tables.append(Table(section.title, columns, rows))
     return tables
 

@@ -1,10 +1,13 @@
-"""Reporting views from the ``.sql`` files in ``sql/``: one view per file, named after it.
+"""Reporting views from the ``.sql`` files in ``sql/``: one view per file and runs table.
 
-A file is one SELECT with a header comment saying what question it answers. Dialect
-differences are template macros, expanded here per database:
+A file is one SELECT with a header comment saying what question it answers; each runs table
+gets its own set of views (their names: :mod:`etl.viewnames`). Dialect differences are template
+macros, expanded here per database:
 
 * ``{{runs}}``, ``{{history}}``, ``{{batches}}``: the quoted table names;
   ``{{table_name}}``: the runs table's name as a string literal (for the bookkeeping tables);
+* ``{{key_collation}}`` (MySQL files only): the server's exact collation, to group or compare
+  keys as nsml-etl stores them (``A`` and ``A `` are two env keys);
 * ``{{terminal_statuses}}``: the statuses in :data:`etl.transform.TERMINAL_STATUSES`;
 * ``{{now}}`` (UTC), ``{{days_ago(N)}}``, ``{{week_start(x)}}`` (the Monday of x's week),
   ``{{seconds_between(a, b)}}``.
@@ -27,10 +30,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .dialects import first_line
 from .errors import DatabaseError
-from .load import BATCHES_TABLE, HISTORY_TABLE, RunStore
+from .load import BATCHES_TABLE, HISTORY_TABLE, RunStore, key_collation
 from .transform import TERMINAL_STATUSES
-
-SQL_PACKAGE = "nsml_etl_sql"
+from .viewnames import SQL_PACKAGE, view_bases, view_name
 
 _NOW = {
     "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')",
@@ -59,7 +61,7 @@ _QUESTION = re.compile(r"^--\s*Question:\s*(.+)$", re.MULTILINE)
 
 @dataclass(frozen=True)
 class View:
-    name: str
+    name: str  # in the database: the file's name for nsml_runs, <table>__... for other tables
     question: str
     sql: str
 
@@ -103,8 +105,10 @@ def expand(template: str, dialect: str, names: dict[str, str]) -> str:
     return text
 
 
-def load_views(dialect: str, table: str, quote: Callable[[str], str]) -> list[View]:
-    """Every view for ``dialect``, in file-name order, macros expanded."""
+def load_views(dialect: str, table: str, quote: Callable[[str], str],
+               collation: str | None = None) -> list[View]:
+    """Every view of runs table ``table`` for ``dialect``, in file-name order, macros
+    expanded; ``collation`` is MySQL's exact one for ``{{key_collation}}``."""
     family = _family(dialect)
     files = {f.name: f for f in resources.files(SQL_PACKAGE).iterdir()
              if f.name.endswith(".sql")}
@@ -113,24 +117,28 @@ def load_views(dialect: str, table: str, quote: Callable[[str], str]) -> list[Vi
         "table_name": f"'{table}'",  # validated: [a-z0-9_] only
         "terminal_statuses": ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES)),
     }
+    if collation:
+        names["key_collation"] = collation
     views = []
-    for base in sorted({n.split(".")[0] for n in files}):
+    for base in view_bases():
         source = files.get(f"{base}.{family}.sql") or files.get(f"{base}.sql")
         if source is None:
             continue  # only dialect-specific files, none for this database
         template = source.read_text(encoding="utf-8")
         question = _QUESTION.search(template)
-        views.append(View(base, question.group(1).strip() if question else "",
+        views.append(View(view_name(table, base), question.group(1).strip() if question else "",
                           expand(template, dialect, names).strip().rstrip(";")))
     return views
 
 
 def create_views(engine: Engine, table: str) -> list[View]:
-    """Create or replace every view (and the tables they read, if this is a new database)."""
+    """Create or replace every view of ``table`` (and the tables they read, if this is a new
+    database); another table's views are left alone."""
     store = RunStore(engine, table)
     store.prepare(set(), set())
     quote = engine.dialect.identifier_preparer.quote
-    views = load_views(engine.dialect.name, table, quote)
+    collation = key_collation(engine.dialect) if _family(engine.dialect.name) == "mysql" else None
+    views = load_views(engine.dialect.name, table, quote, collation)
     try:
         with engine.begin() as conn:
             for view in views:

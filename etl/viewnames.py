@@ -1,0 +1,49 @@
+"""What the reporting views of a runs table are called. Pure (the settings check table names
+with it, and must not pull in SQLAlchemy), and read from the files: every ``.sql`` file in
+``sql/`` is one view, so a file added there follows these rules without being listed anywhere.
+
+* The default table ``nsml_runs`` keeps the files' names: ``nsml_active_runs`` (the names
+  dashboards already use).
+* Any other table ``T`` gets ``T__`` plus the file's name without its ``nsml_`` prefix:
+  ``team_a__active_runs``. Where that would pass 63 characters, ``T`` is cut short and ends with
+  8 hex digits of its SHA-256, so two tables still never share a view.
+* Table names may not contain ``__`` and may not be a view of the default table, so no table
+  is ever named like a view, and views of two tables never replace each other.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from .config import DEFAULT_TABLE
+from .naming import HASH_DIGITS, MAX_IDENTIFIER_LENGTH, key_hash
+
+SQL_PACKAGE = "nsml_etl_sql"
+# Every view file is named nsml_<what>.sql; other tables replace the prefix with their own.
+FILE_PREFIX = "nsml_"
+# Between a table's name and the view's: table names may not contain it (see module doc).
+SEPARATOR = "__"
+
+
+def view_bases() -> list[str]:
+    """The views the ``sql/`` files define (``name.sql`` and ``name.<dialect>.sql`` are one
+    view ``name``), sorted."""
+    names = (f.name for f in resources.files(SQL_PACKAGE).iterdir() if f.name.endswith(".sql"))
+    return sorted({name.split(".")[0] for name in names})
+
+
+def view_name(table: str, base: str) -> str:
+    """The name of view ``base`` (a file's name) for runs table ``table``."""
+    if table == DEFAULT_TABLE:
+        return base
+    rest = base.removeprefix(FILE_PREFIX)
+    budget = MAX_IDENTIFIER_LENGTH - len(SEPARATOR) - len(rest)
+    prefix = table
+    if len(prefix) > budget:
+        prefix = table[: budget - HASH_DIGITS - 1].rstrip("_") + "_" + key_hash(table)
+    return prefix + SEPARATOR + rest
+
+
+def default_view_names() -> frozenset[str]:
+    """The default table's view names, which no table may take."""
+    return frozenset(view_name(DEFAULT_TABLE, base) for base in view_bases())
