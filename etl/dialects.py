@@ -42,6 +42,8 @@ class Family:
     label: str = "SQLite"
     # Whether DDL takes part in transactions (MySQL commits before and after each statement).
     transactional_ddl: bool = True
+    # Whether any key, name and text can be stored as it is (nothing to check before writing).
+    stores_any_text: bool = True
 
     def key_problem(self, project_id: str, run_name: str) -> str | None:
         """Why a run with this key cannot be stored here, or None. SQLite stores any text."""
@@ -83,6 +85,7 @@ class PostgresFamily(Family):
     name: str = "postgresql"
     max_columns: int = 1600
     label: str = "PostgreSQL"
+    stores_any_text: bool = False
 
     def key_problem(self, project_id: str, run_name: str) -> str | None:
         if "\x00" in project_id or "\x00" in run_name:
@@ -164,6 +167,7 @@ class MySQLFamily(Family):
     max_columns: int = 4096
     label: str = "MySQL/MariaDB"
     transactional_ddl: bool = False
+    stores_any_text: bool = False
 
     def key_problem(self, project_id: str, run_name: str) -> str | None:
         for what, part in (("project id", project_id), ("run name", run_name)):

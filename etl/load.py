@@ -589,7 +589,9 @@ class RunStore:
 
         # Env keys get columns up to the cap: keys that waited first, then new keys in the
         # order allocate_columns uses; the rest are recorded without a column.
-        room = max(0, self.max_env_columns - len(current.env))
+        # Never past the database's own column limit, whatever the cap says.
+        room = max(0, min(self.max_env_columns - len(current.env),
+                          self.family.max_columns - len(existing)))
         promoted = sorted(current.waiting)[:room]
         new_keys = allocation_order(env_keys - current.env.keys() - current.waiting)
         with_column = new_keys[:room - len(promoted)]
@@ -797,6 +799,8 @@ class RunStore:
         and the others with the reason, checked before writing so that one bad run never
         takes its chunk down and its reason reads well."""
         family = self.family
+        if family.stores_any_text:
+            return runs, []
         bad_names = {
             name: problem
             for what, names in (("env key", env_keys(runs)), ("field name", extra_fields(runs)))
