@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
 from etl.load import RunStore
+from etl.transform import CORE_COLUMNS
 
 
 def _load(run_cli, db_url, tmp_path, bodies, *extra):
@@ -151,3 +152,15 @@ def test_export_takes_the_cap_too(run_cli, credentials, make_simulator, db_url, 
     assert result.exit_code == 0, result.output
     assert _mapping(db_url) == {"X": "env_x", "Y": None}
     assert "1 env keys of table nsml_runs have no column" in result.stderr
+
+
+def test_a_cap_above_the_databases_column_limit_stops_at_the_limit(run_cli, sqlite_url,
+                                                                     tmp_path):
+    """SQLite allows 2,000 columns: a cap of 5,000 still lands every run, the rest waits."""
+    body = {"projectId": "p", "runName": "1", "envs": {f"K{k}": "v" for k in range(2100)}}
+    result = _load(run_cli, sqlite_url, tmp_path, [body], "--max-env-columns", "5000")
+    assert result.exit_code == 0, result.output
+    columns = len(fetch_rows(sqlite_url, "PRAGMA table_info(nsml_runs)"))
+    assert columns == 2000
+    waiting = [k for k, c in _mapping(sqlite_url).items() if c is None]
+    assert len(waiting) == 2100 - (2000 - len(CORE_COLUMNS))
