@@ -481,13 +481,16 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
               help="Share of requests answered with an injected fault.")
 @click.option("--faults", default=None, metavar="KIND,...",
               help="Fault kinds to inject (default: all): 429, 429-no-retry-after, 500, "
-              "502-html, 503, 504, drop, truncate, slow.")
+              "502-html, 503, 504, drop, truncate, slow, trickle.")
 @click.option("--fault-streak", default=None, type=click.IntRange(min=1),
               help="At most this many faults in a row for one path.")
 @click.option("--latency", default=0.0, type=click.FloatRange(min=0), show_default=True,
               help="Seconds added to every response.")
 @click.option("--slow-seconds", default=2.0, type=click.FloatRange(min=0), show_default=True,
               help="Delay of a 'slow' fault.")
+@click.option("--trickle-seconds", default=1.0, type=click.FloatRange(min=0),
+              show_default=True,
+              help="Seconds between the body bytes of a 'trickle' fault (headers come at once).")
 @click.option("--retry-after", default=1, type=click.IntRange(min=0), show_default=True,
               help="Retry-After seconds sent with 429s.")
 @click.option("--address-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -497,8 +500,8 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
 @handle_errors
 def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: int,
              fault_rate: float, faults: str | None, fault_streak: int | None, latency: float,
-             slow_seconds: float, retry_after: int, address_file: Path | None,
-             write_pairs: Path | None) -> None:
+             slow_seconds: float, trickle_seconds: float, retry_after: int,
+             address_file: Path | None, write_pairs: Path | None) -> None:
     """Serve a local NSML API (signature-checked, deterministic data, optional faults).
 
     It accepts the keys in NCP_ACCESS_KEY / NCP_SECRET_KEY (and NCP_APIGW_API_KEY if set).
@@ -516,7 +519,7 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         api_key=credentials.api_key, seed=seed, projects=projects,
         runs_per_project=runs_per_project, fault_rate=fault_rate, fault_kinds=kinds,
         fault_streak=fault_streak, latency=latency, slow_seconds=slow_seconds,
-        retry_after=retry_after,
+        trickle_seconds=trickle_seconds, retry_after=retry_after,
     )
     sim = Simulator(config, host=host, port=port)
     if write_pairs:

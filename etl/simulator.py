@@ -4,7 +4,8 @@ It generates a deterministic dataset from a seed (Korean names, empty and awkwar
 fields, undocumented extras), verifies signature v2 and the 5-minute window exactly as the
 gateway documents them, answers with gateway-shaped JSON errors, and injects faults at a given
 rate: 429 with and without Retry-After, 500, an HTML 502, 503, 504, dropped connections,
-truncated JSON and responses slower than the client's timeout.
+truncated JSON, responses slower than the client's timeout and responses that trickle in one
+byte at a time after prompt headers.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .auth import (
 PREFIX = "/nsml/v1"
 FAULT_KINDS = (
     "429", "429-no-retry-after", "500", "502-html", "503", "504", "drop", "truncate", "slow",
+    "trickle",
 )
 SIGNATURE_WINDOW_MS = 5 * 60 * 1000
 STATUSES = (
@@ -76,6 +78,8 @@ class SimulatorConfig:
     fault_streak: int | None = None
     latency: float = 0.0
     slow_seconds: float = 2.0
+    # A 'trickle' fault sends status and headers at once, then one byte of the body per this.
+    trickle_seconds: float = 1.0
     retry_after: int = 1
     max_page_size: int = 100
     clock_offset: float = 0.0
@@ -433,5 +437,19 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 time.sleep(cfg.slow_seconds)
                 status, payload = sim.route(self.path)
                 self._reply(status, payload)
+            elif kind == "trickle":
+                status, payload = sim.route(self.path)
+                body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+                with sim._lock:
+                    sim.stats.by_status[status] += 1
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json;charset=UTF-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.flush()
+                for index in range(len(body)):  # until done, or the client hangs up
+                    time.sleep(cfg.trickle_seconds)
+                    self.wfile.write(body[index:index + 1])
+                    self.wfile.flush()
 
     return Handler
