@@ -1,0 +1,172 @@
+"""Signals, hung servers and held locks: every run fetched before is committed, nothing hangs.
+
+Signals go to a real `python -m etl.cli` process, in its own session as under cron, the way
+coreutils `timeout` sends them: to the process and to its process group, back to back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
+
+# (database, signal, exit code): both signals on SQLite, each server database once.
+SIGNAL_CASES = [("sqlite", signal.SIGTERM, 143), ("sqlite", signal.SIGINT, 130),
+                ("postgresql", signal.SIGTERM, 143), ("mysql", signal.SIGINT, 130)]
+
+
+class _Cli:
+    """`python -m etl.cli ARGS` in a session of its own; stderr goes to a file that the test
+    can watch while the process runs."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
+        self.stderr_path = tmp_path / "stderr.txt"
+        with open(self.stderr_path, "w") as stderr:
+            self.proc = subprocess.Popen([sys.executable, "-m", "etl.cli", *args], env=env,
+                                         stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                         start_new_session=True)
+        self.pid = self.proc.pid
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def finish(self, code: int) -> tuple[str, str]:
+        """(stdout, stderr) once it ended with ``code``, cleanly: no traceback, no 'Aborted!'."""
+        out, _ = self.proc.communicate(timeout=60)
+        err = self.stderr()
+        assert self.proc.returncode == code, (out, err)
+        assert "Traceback" not in err and "Aborted!" not in err, err
+        return out, err
+
+
+def _signal_twice(proc: _Cli, signum: int) -> None:
+    """As coreutils `timeout` does: the process, then its whole group, at once."""
+    os.kill(proc.pid, signum)
+    os.killpg(proc.pid, signum)
+
+
+def _wait_for(condition, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def _exported(out: str) -> int:
+    return int(out.split("Summary: exported ")[1].split(",")[0])
+
+
+def _stored_pairs(db_url: str) -> set[tuple[str, str]]:
+    return {(r["project_id"], r["run_name"])
+            for r in fetch_rows(db_url, "SELECT project_id, run_name FROM nsml_runs")}
+
+
+@pytest.mark.parametrize(("db_url", "signum", "code"), SIGNAL_CASES, indirect=["db_url"])
+def test_two_signals_at_once_still_commit_every_fetched_run(make_simulator, db_url, tmp_path,
+                                                            signum, code):
+    sim = make_simulator(projects=1, runs_per_project=400, latency=0.05, slow_seconds=120)
+    pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
+    raw = tmp_path / "raw.jsonl"
+    proc = _Cli(tmp_path, "export", "--pairs", str(pairs_file), "--db", db_url,
+                "--base-url", sim.base_url, "--concurrency", "4", "--chunk-size", "5",
+                "--save-raw", str(raw))
+    _wait_for(lambda: sim.stats.requests >= 30)
+    # From now on requests hang, so the export is still running (its requests in their grace
+    # period) when the signal is repeated below.
+    sim.set_faults(1.0, ("slow",))
+    _signal_twice(proc, signum)
+    # The kernel may merge two signals sent at once: repeat it once the first was handled,
+    # as a person pressing Ctrl-C twice does. The repeat cuts the hung requests at once.
+    _wait_for(lambda: "stopping; committing the runs in hand" in proc.stderr())
+    os.kill(proc.pid, signum)
+    out, err = proc.finish(code)
+    assert "again: cancelling the requests in flight" in err
+    # Every response received (the raw archive holds each one) is in the table; requests cut
+    # by the repeated signal are in neither.
+    fetched = {(r["projectId"], r["runName"])
+               for r in map(json.loads, raw.read_text().splitlines())}
+    assert _stored_pairs(db_url) == fetched
+    assert 30 - 4 <= _exported(out) == len(fetched) < 400
+    (batch,) = fetch_rows(db_url, "SELECT status, exported FROM nsml_export_batches")
+    assert batch == {"status": "interrupted", "exported": len(fetched)}
+
+
+@pytest.mark.parametrize(("db_url", "signum", "code"), SIGNAL_CASES, indirect=["db_url"])
+def test_two_signals_at_once_stop_a_load_and_commit_what_was_read(db_url, tmp_path, signum,
+                                                                  code):
+    total = 40_000
+    path = tmp_path / "runs.jsonl"
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(total):
+            handle.write(json.dumps({"projectId": "p", "runName": str(i)}) + "\n")
+    proc = _Cli(tmp_path, "load", str(path), "--db", db_url, "--chunk-size", "100")
+
+    def some_committed() -> bool:
+        if "nsml_export_batches" not in table_names(db_url):
+            return False
+        return bool(fetch_rows(db_url, "SELECT id FROM nsml_export_batches"))
+
+    _wait_for(some_committed)
+    _signal_twice(proc, signum)
+    out, _ = proc.finish(code)
+    exported = _exported(out)
+    assert 0 < exported < total
+    assert fetch_rows(db_url, "SELECT COUNT(*) AS n FROM nsml_runs")[0]["n"] == exported
+    (batch,) = fetch_rows(db_url, "SELECT status, exported FROM nsml_export_batches")
+    assert batch == {"status": "interrupted", "exported": exported}
+
+
+def test_sigterm_ends_an_export_within_seconds_while_every_request_hangs(make_simulator,
+                                                                         sqlite_url, tmp_path):
+    sim = make_simulator(projects=1, runs_per_project=200, latency=0.02, slow_seconds=120)
+    pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
+    proc = _Cli(tmp_path, "export", "--pairs", str(pairs_file), "--db", sqlite_url,
+                "--base-url", sim.base_url, "--concurrency", "4", "--chunk-size", "5",
+                "--timeout", "30")
+    _wait_for(lambda: sim.stats.requests >= 20)
+    sim.set_faults(1.0, ("slow",))  # from now on every request hangs for two minutes
+    _wait_for(lambda: sim.stats.faults["slow"] >= 4)  # every worker is stuck in one
+    signalled = time.monotonic()
+    os.kill(proc.pid, signal.SIGTERM)
+    out, _ = proc.finish(143)
+    assert time.monotonic() - signalled < 15  # not 30 s per attempt (117 s before)
+    answered = sim.stats.by_status[200]  # the hung requests were never answered
+    assert _exported(out) == answered == len(_stored_pairs(sqlite_url)) >= 10
+    (batch,) = fetch_rows(sqlite_url, "SELECT status, exported FROM nsml_export_batches")
+    assert batch == {"status": "interrupted", "exported": answered}
+
+
+def test_timeout_bounds_a_whole_trickling_response(run_cli, credentials, make_simulator,
+                                                   sqlite_url, tmp_path):
+    # Headers at once, then a byte a second: each read is quick, the response takes minutes.
+    def export(fault_streak):
+        sim = make_simulator(projects=1, runs_per_project=3, fault_rate=1.0,
+                             fault_kinds=("trickle",), trickle_seconds=1.0,
+                             fault_streak=fault_streak)
+        pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
+        started = time.monotonic()
+        result = run_cli("export", "--pairs", str(pairs_file), "--db", sqlite_url,
+                         "--base-url", sim.base_url, "--timeout", "2", "--max-attempts", "2",
+                         "--backoff-initial", "0.01")
+        assert time.monotonic() - started < 20  # attempts of 2 s, not 600 s
+        return sim, result
+
+    sim, result = export(fault_streak=None)
+    assert result.exit_code == 1, result.output
+    for project_id, run_name in sim.pairs():
+        assert f"{project_id}\t{run_name}\ttransport error: read timed out [2 attempts]" \
+            in result.stdout
+    assert _stored_pairs(sqlite_url) == set()
+
+    sim, result = export(fault_streak=1)  # one trickle per run, then a prompt answer
+    assert result.exit_code == 0, result.output
+    assert "Summary: exported 3, failed 0, retried 3," in result.stdout
+    assert _stored_pairs(sqlite_url) == set(sim.pairs())
