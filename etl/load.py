@@ -246,6 +246,8 @@ def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("failed", sa.BigInteger()),
         sa.Column("retried", sa.BigInteger()),
         sa.Column("options", Text),
+        # Why a 'failed' batch failed. Added to tables made before it (see _evolve).
+        sa.Column("error", Text),
         **UTF8MB4,
     )
     failures = sa.Table(
@@ -415,6 +417,7 @@ class RunStore:
         existing = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
         self._legacy_content_hash = "content_hash" in {
             c["name"].lower() for c in inspector.get_columns(HISTORY_TABLE)}
+        self._add_missing_columns(conn, self.batches_table, inspector)
         taken = existing | set(CORE_COLUMNS) | set(current.env.values())
         taken |= set(current.fields.values())
 
@@ -442,6 +445,17 @@ class RunStore:
             if column.lower() not in existing:
                 self._add_column(conn, column)
         return current
+
+    def _add_missing_columns(self, conn: Connection, table: sa.Table,
+                             inspector: sa.Inspector) -> None:
+        """Columns of a bookkeeping table added since an existing copy of it was made."""
+        existing = {c["name"].lower() for c in inspector.get_columns(table.name)}
+        quote = conn.dialect.identifier_preparer.quote
+        for column in table.columns:
+            if column.name not in existing:
+                column_type = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} "
+                                     f"ADD COLUMN {quote(column.name)} {column_type}")
 
     def _add_column(self, conn: Connection, column: str) -> None:
         quote = conn.dialect.identifier_preparer.quote

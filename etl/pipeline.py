@@ -193,6 +193,11 @@ class _ChunkWriter:
         log.warning("database write failed (%s); reconnecting, attempt %d of %d", exc,
                     state.attempt_number + 1, DB_WRITE_ATTEMPTS)
 
+    def _fail_batch(self, error: DatabaseError) -> None:
+        """The export stops on ``error`` (exit 4): its batch row must not stay ``running``."""
+        if self.batch is not None:
+            self.batch.fail(self.report, error)
+
     def add(self, run: FlatRun) -> None:
         self.pending.append(run)
         if len(self.pending) >= self.chunk_size:
@@ -207,10 +212,13 @@ class _ChunkWriter:
             written = self.retrying(write_chunk, self.store, self.pending,
                                     self.batch.id if self.batch is not None else None)
         except DatabaseError as exc:
-            if is_transient_db_error(exc):
-                raise DatabaseError(f"{exc} (gave up after {DB_WRITE_ATTEMPTS} attempts; "
-                                    f"{self.report.exported} runs committed before)") from exc
-            raise
+            if not is_transient_db_error(exc):
+                self._fail_batch(exc)
+                raise
+            error = DatabaseError(f"{exc} (gave up after {DB_WRITE_ATTEMPTS} attempts; "
+                                  f"{self.report.exported} runs committed before)")
+            self._fail_batch(error)
+            raise error from exc
         self.report.exported += written
         self.report.chunks += 1
         log.info("committed chunk %d: %d runs (%d so far)", self.report.chunks, written,

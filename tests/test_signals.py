@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
 
 # (database, signal, exit code): both signals on SQLite, each server database once.
@@ -170,3 +171,41 @@ def test_timeout_bounds_a_whole_trickling_response(run_cli, credentials, make_si
     assert result.exit_code == 0, result.output
     assert "Summary: exported 3, failed 0, retried 3," in result.stdout
     assert _stored_pairs(sqlite_url) == set(sim.pairs())
+
+
+def test_a_database_error_marks_the_batch_failed_with_its_reason(run_cli, credentials,
+                                                                 make_simulator, db_url,
+                                                                 tmp_path):
+    sim = make_simulator(projects=2, runs_per_project=3)
+    first_pairs, second_pairs = ([(project, run) for run in body["runs"]]
+                                 for project, body in sim.data.items())
+
+    def export(pairs):
+        return run_cli("export", "--pairs", str(write_pairs(tmp_path / "pairs.csv", pairs)),
+                       "--db", db_url, "--base-url", sim.base_url)
+
+    assert export(first_pairs).exit_code == 0
+    # The batches table as nsml-etl made it before it had an error column; and a unique index
+    # a DBA added that the next chunk breaks (the second project reuses run names 1, 2, 3).
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE nsml_export_batches DROP COLUMN error")
+        conn.exec_driver_sql("CREATE UNIQUE INDEX scratch_one_per_name "
+                             "ON nsml_run_history (table_name, run_name)")
+    engine.dispose()
+
+    result = export(second_pairs)
+    assert result.exit_code == 4, result.output
+    assert result.stderr.startswith("Error: writing 3 runs to table nsml_runs failed:")
+    assert "Traceback" not in result.output
+    batches = fetch_rows(db_url, "SELECT status, exported, finished_at, error "
+                                 "FROM nsml_export_batches ORDER BY id")
+    assert [(b["status"], b["exported"]) for b in batches] == [("succeeded", 3), ("failed", 0)]
+    assert batches[1]["finished_at"] is not None and batches[1]["error"] is not None
+    assert batches[1]["error"] == result.stderr.removeprefix("Error: ").strip()
+    assert _stored_pairs(db_url) == set(first_pairs)
+
+    assert run_cli("views", "--db", db_url).exit_code == 0
+    (fresh,) = fetch_rows(db_url, "SELECT * FROM nsml_export_freshness")
+    assert fresh["unsuccessful_exports"] == 1
+    assert fresh["last_successful_export"] == batches[0]["finished_at"]
