@@ -18,6 +18,8 @@ import pytest
 import sqlalchemy as sa
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
 
+from etl import load
+
 # (database, signal, exit code): both signals on SQLite, each server database once.
 SIGNAL_CASES = [("sqlite", signal.SIGTERM, 143), ("sqlite", signal.SIGINT, 130),
                 ("postgresql", signal.SIGTERM, 143), ("mysql", signal.SIGINT, 130)]
@@ -209,3 +211,49 @@ def test_a_database_error_marks_the_batch_failed_with_its_reason(run_cli, creden
     (fresh,) = fetch_rows(db_url, "SELECT * FROM nsml_export_freshness")
     assert fresh["unsuccessful_exports"] == 1
     assert fresh["last_successful_export"] == batches[0]["finished_at"]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql", "mysql"], indirect=True)
+def test_a_schema_change_waits_a_bounded_time_behind_an_open_dashboard_transaction(
+        run_cli, credentials, make_simulator, db_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(load, "SCHEMA_LOCK_TIMEOUT_S", 1.0)  # MySQL's smallest wait
+    monkeypatch.setattr(load, "SCHEMA_LOCK_ATTEMPTS", 2)
+    monkeypatch.setattr(load, "SCHEMA_LOCK_RETRY_WAIT_S", 0.1)
+    sim = make_simulator(projects=1, runs_per_project=3)
+    pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
+
+    def export():
+        return run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
+                       "--base-url", sim.base_url)
+
+    assert export().exit_code == 0
+    project = next(iter(sim.data))
+    sim.put_run(project, "1", {**sim.run(project, "1"), "envs": {"BRAND_NEW_KEY": "42"}})
+    engine = sa.create_engine(db_url)
+    dashboard = engine.connect()
+    dashboard.execute(sa.text("SELECT * FROM nsml_runs")).all()  # its transaction stays open
+    try:
+        started = time.monotonic()
+        result = export()  # a new env key: ALTER TABLE nsml_runs ADD COLUMN
+        assert time.monotonic() - started < 30  # not until the dashboard commits
+        assert result.exit_code == 4, result.output
+        warning, error = result.stderr.splitlines()
+        assert "table nsml_runs is locked by another session; adding columns again" in warning
+        assert error.startswith("Error: table nsml_runs is locked by another session")
+        # Nothing wedged: a new dashboard query is not queued behind a waiting ALTER.
+        assert fetch_rows(db_url, "SELECT COUNT(*) AS n FROM nsml_runs") == [{"n": 3}]
+        batches = fetch_rows(db_url, "SELECT status, error FROM nsml_export_batches "
+                                     "ORDER BY id")
+        assert [b["status"] for b in batches] == ["succeeded", "failed"]
+        assert batches[1]["error"].startswith("table nsml_runs is locked by another session")
+    finally:
+        dashboard.rollback()
+        dashboard.close()
+        engine.dispose()
+
+    assert export().exit_code == 0  # once the dashboard let go
+    (column,) = fetch_rows(db_url, "SELECT column_name FROM nsml_env_columns "
+                                   "WHERE env_key = 'BRAND_NEW_KEY'")
+    rows = fetch_rows(db_url, f"SELECT {column['column_name']} AS v FROM nsml_runs "  # noqa: S608
+                              "WHERE run_name = '1'")
+    assert rows == [{"v": "42"}]
