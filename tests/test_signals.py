@@ -43,7 +43,12 @@ class _Cli:
 
     def finish(self, code: int) -> tuple[str, str]:
         """(stdout, stderr) once it ended with ``code``, cleanly: no traceback, no 'Aborted!'."""
-        out, _ = self.proc.communicate(timeout=60)
+        try:
+            out, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise
         err = self.stderr()
         assert self.proc.returncode == code, (out, err)
         assert "Traceback" not in err and "Aborted!" not in err, err
@@ -129,18 +134,20 @@ def test_two_signals_at_once_stop_a_load_and_commit_what_was_read(db_url, tmp_pa
 
 def test_sigterm_ends_an_export_within_seconds_while_every_request_hangs(make_simulator,
                                                                          sqlite_url, tmp_path):
-    sim = make_simulator(projects=1, runs_per_project=200, latency=0.02, slow_seconds=120)
+    sim = make_simulator(projects=1, runs_per_project=200, latency=0.02, slow_seconds=120,
+                         retry_after=60)
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
     proc = _Cli(tmp_path, "export", "--pairs", str(pairs_file), "--db", sqlite_url,
                 "--base-url", sim.base_url, "--concurrency", "4", "--chunk-size", "5",
                 "--timeout", "30")
     _wait_for(lambda: sim.stats.requests >= 20)
-    sim.set_faults(1.0, ("slow",))  # from now on every request hangs for two minutes
-    _wait_for(lambda: sim.stats.faults["slow"] >= 4)  # every worker is stuck in one
+    # From now on every request hangs for two minutes, or is throttled with Retry-After: 60.
+    sim.set_faults(1.0, ("slow", "429"))
+    _wait_for(lambda: sim.stats.faults.total() >= 4)  # every worker is stuck in one or the other
     signalled = time.monotonic()
     os.kill(proc.pid, signal.SIGTERM)
     out, _ = proc.finish(143)
-    assert time.monotonic() - signalled < 15  # not 30 s per attempt (117 s before)
+    assert time.monotonic() - signalled < 15  # not 30 s per attempt (117 s before), nor 60 s
     answered = sim.stats.by_status[200]  # the hung requests were never answered
     assert _exported(out) == answered == len(_stored_pairs(sqlite_url)) >= 10
     (batch,) = fetch_rows(sqlite_url, "SELECT status, exported FROM nsml_export_batches")
@@ -157,18 +164,20 @@ def test_timeout_bounds_a_whole_trickling_response(run_cli, credentials, make_si
         pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
         started = time.monotonic()
         result = run_cli("export", "--pairs", str(pairs_file), "--db", sqlite_url,
-                         "--base-url", sim.base_url, "--timeout", "2", "--max-attempts", "2",
-                         "--backoff-initial", "0.01")
+                         "--base-url", sim.base_url, "--timeout", "2",
+                         "--max-attempts", str(attempts), "--backoff-initial", "0.01")
         assert time.monotonic() - started < 20  # attempts of 2 s, not 600 s
         return sim, result
 
+    attempts = 1
     sim, result = export(fault_streak=None)
     assert result.exit_code == 1, result.output
     for project_id, run_name in sim.pairs():
-        assert f"{project_id}\t{run_name}\ttransport error: read timed out [2 attempts]" \
+        assert f"{project_id}\t{run_name}\ttransport error: read timed out [1 attempt]" \
             in result.stdout
     assert _stored_pairs(sqlite_url) == set()
 
+    attempts = 2
     sim, result = export(fault_streak=1)  # one trickle per run, then a prompt answer
     assert result.exit_code == 0, result.output
     assert "Summary: exported 3, failed 0, retried 3," in result.stdout
