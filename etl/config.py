@@ -205,7 +205,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("concurrency", 8, _positive_int, "NSML_ETL_CONCURRENCY", "--concurrency",
             "Parallel API requests (one HTTP session per worker)."),
     Setting("timeout", 30.0, _positive_float, "NSML_ETL_TIMEOUT", "--timeout",
-            "Seconds to wait for each API response."),
+            "Seconds for each API response as a whole (headers and body, not per read)."),
     Setting("max_attempts", 5, _positive_int, "NSML_ETL_MAX_ATTEMPTS", "--max-attempts",
             "Attempts per run before it is recorded as failed."),
     Setting("chunk_size", 500, _positive_int, "NSML_ETL_CHUNK_SIZE", "--chunk-size",
