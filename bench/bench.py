@@ -59,8 +59,9 @@ def timed(cmd: list[str]) -> tuple[float, float]:
 def start_simulator(tmp: Path) -> tuple[subprocess.Popen, str, Path]:
     address, pairs = tmp / "address", tmp / "pairs.csv"
     proc = subprocess.Popen(
-        [PYTHON, "-m", "etl.cli", "simulate", "--projects", "4", "--runs", str(FETCH_RUNS // 4),
-         "--latency", str(LATENCY), "--address-file", str(address), "--write-pairs", str(pairs)],
+        [PYTHON, "-m", "nsml_etl.cli", "simulate", "--projects", "4",
+         "--runs", str(FETCH_RUNS // 4), "--latency", str(LATENCY),
+         "--address-file", str(address), "--write-pairs", str(pairs)],
         env=ENV, stderr=subprocess.DEVNULL,
     )
     for _ in range(200):
@@ -79,7 +80,7 @@ def bench_fetch(tmp: Path) -> dict:
             dst.writelines([next(src), next(src)])
 
         def export(pairs_file: Path):
-            return lambda i: [PYTHON, "-m", "etl.cli", "export", "--pairs", str(pairs_file),
+            return lambda i: [PYTHON, "-m", "nsml_etl.cli", "export", "--pairs", str(pairs_file),
                               "--base-url", base_url, "--concurrency", str(CONCURRENCY),
                               "--db", f"sqlite:///{tmp}/fetch-{uuid.uuid4().hex}.db"]
 
@@ -135,7 +136,7 @@ def bench_load(kind: str, tmp: Path, raw: Path, runs: int) -> dict:
         t_base.append(t)
         rss_base.append(rss)
         url = fresh_url(kind, tmp)
-        load = [PYTHON, "-m", "etl.cli", "load", str(raw), "--db", url]
+        load = [PYTHON, "-m", "nsml_etl.cli", "load", str(raw), "--db", url]
         t, rss = timed(load)
         t_insert.append(t)
         rss_insert.append(rss)
@@ -155,7 +156,7 @@ def bench_pairs_memory(tmp: Path, count: int) -> dict:
     with open(path, "w") as handle:
         handle.write("project_id,run_name\n")
         handle.writelines(f"proj{i % 1000:04d},{i}\n" for i in range(count))
-    _, rss = timed([PYTHON, "-m", "etl.cli", "export", "--pairs", str(path), "--dry-run",
+    _, rss = timed([PYTHON, "-m", "nsml_etl.cli", "export", "--pairs", str(path), "--dry-run",
                     "--db", f"sqlite:///{tmp}/dry.db"])
     return {"pairs": count, "bytes": path.stat().st_size, "rss_mb": rss}
 

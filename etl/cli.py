@@ -31,7 +31,7 @@ from .errors import EXIT_SIGINT, EXIT_SIGTERM, EtlError, InputError
 from .pairs import PairSet
 from .report import ExportReport
 
-log = logging.getLogger("etl")
+log = logging.getLogger("nsml_etl")
 # Pairs listed by --dry-run before "... and N more".
 DRY_RUN_SHOWN = 20
 

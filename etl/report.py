@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from .errors import EXIT_AUTH_FAILED, EXIT_OK, EXIT_SOME_FAILED, AuthenticationError, EtlError
 from .pairs import Pair
 
-log = logging.getLogger("etl.pipeline")
+log = logging.getLogger("nsml_etl.pipeline")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Run a Python module or script and report its peak RSS on the last line of stderr.
 
-    python scripts/peak_rss.py -m etl.cli load runs.jsonl ...
+    python scripts/peak_rss.py -m nsml_etl.cli load runs.jsonl ...
     python scripts/peak_rss.py bench/baseline_to_sql.py runs.jsonl sqlite:///x.db
 
 Reads VmHWM from /proc/self/status at exit: unlike getrusage(), which keeps counting across

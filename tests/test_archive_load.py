@@ -99,7 +99,7 @@ def test_load_knows_gzip_by_its_bytes_not_its_name(run_cli, sqlite_url, tmp_path
 def test_load_reads_a_named_pipe(sqlite_url, tmp_path):
     fifo = tmp_path / "runs.jsonl"
     os.mkfifo(fifo)
-    proc = subprocess.Popen([sys.executable, "-m", "etl.cli", "load", str(fifo), "--db",
+    proc = subprocess.Popen([sys.executable, "-m", "nsml_etl.cli", "load", str(fifo), "--db",
                              sqlite_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     with open(fifo, "wb") as producer:  # opens once the load opens its end
@@ -150,7 +150,7 @@ def test_signal_stops_fetching_commits_what_was_fetched(make_simulator, sqlite_u
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
     env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "etl.cli", "export", "--pairs", str(pairs_file),
+        [sys.executable, "-m", "nsml_etl.cli", "export", "--pairs", str(pairs_file),
          "--db", sqlite_url, "--base-url", sim.base_url, "--concurrency", "2",
          "--chunk-size", "5"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -170,7 +170,7 @@ def test_signal_stops_fetching_commits_what_was_fetched(make_simulator, sqlite_u
 def _run_with_terminal_stderr(args: list[str], stderr_tty: bool) -> tuple[int, str, str]:
     """Run the CLI with stderr on a pseudo-terminal (or a pipe); (exit code, stdout, stderr)."""
     env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
-    command = [sys.executable, "-m", "etl.cli", *args]
+    command = [sys.executable, "-m", "nsml_etl.cli", *args]
     if not stderr_tty:
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
         return proc.returncode, proc.stdout, proc.stderr
@@ -246,7 +246,7 @@ def test_signal_stops_a_load_and_commits_what_was_read(tmp_path, sqlite_url, sig
         for i in range(total):
             handle.write(json.dumps({"projectId": "p", "runName": str(i)}) + "\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "etl.cli", "load", str(path), "--db", sqlite_url,
+        [sys.executable, "-m", "nsml_etl.cli", "load", str(path), "--db", sqlite_url,
          "--chunk-size", "100"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

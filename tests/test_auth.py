@@ -1,6 +1,6 @@
 import requests
 
-from etl.auth import (
+from nsml_etl.auth import (
     ACCESS_KEY_HEADER,
     API_KEY_HEADER,
     SIGNATURE_HEADER,

@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
-from etl.dialects import NUL_REPLACEMENT
-from etl.load import RunStore
-from etl.simulator import RawJson
+from nsml_etl.dialects import NUL_REPLACEMENT
+from nsml_etl.load import RunStore
+from nsml_etl.simulator import RawJson
 
 GOOD = [("p", str(n)) for n in range(1, 9)]
 

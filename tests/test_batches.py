@@ -9,12 +9,12 @@ import pytest
 import sqlalchemy as sa
 from conftest import _server_database, fetch_rows, write_pairs
 
-from etl.errors import DatabaseError
-from etl.load import RunStore, create_engine
-from etl.pairs import Pair
-from etl.pipeline import DB_WRITE_ATTEMPTS, _ChunkWriter, is_transient_db_error
-from etl.report import ExportReport
-from etl.transform import flatten_run
+from nsml_etl.errors import DatabaseError
+from nsml_etl.load import RunStore, create_engine
+from nsml_etl.pairs import Pair
+from nsml_etl.pipeline import DB_WRITE_ATTEMPTS, _ChunkWriter, is_transient_db_error
+from nsml_etl.report import ExportReport
+from nsml_etl.transform import flatten_run
 
 
 def test_batches_and_failures_are_recorded(run_cli, credentials, simulator, db_url, tmp_path):

@@ -12,7 +12,7 @@ import requests
 import trustme
 from conftest import ACCESS_KEY, SECRET_KEY, write_pairs
 
-from etl.client import (
+from nsml_etl.client import (
     ApiError,
     NsmlClient,
     RunFetchFailed,
@@ -21,10 +21,10 @@ from etl.client import (
     is_retryable,
     parse_retry_after,
 )
-from etl.config import Credentials, Settings
-from etl.errors import AuthenticationError
-from etl.pairs import Pair
-from etl.simulator import Simulator, SimulatorConfig
+from nsml_etl.config import Credentials, Settings
+from nsml_etl.errors import AuthenticationError
+from nsml_etl.pairs import Pair
+from nsml_etl.simulator import Simulator, SimulatorConfig
 
 CREDS = Credentials(ACCESS_KEY, SECRET_KEY)
 

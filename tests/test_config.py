@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from etl.config import Settings, credentials_from_env, resolve_settings
-from etl.errors import InputError
+from nsml_etl.config import Settings, credentials_from_env, resolve_settings
+from nsml_etl.errors import InputError
 
 
 def test_defaults():

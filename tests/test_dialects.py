@@ -10,8 +10,8 @@ import pymysql.err as my
 import pytest
 import sqlalchemy as sa
 
-from etl.dialects import error_kind, family_of
-from etl.errors import DatabaseError
+from nsml_etl.dialects import error_kind, family_of
+from nsml_etl.errors import DatabaseError
 
 
 def _wrapped(orig: BaseException, kind=sa.exc.OperationalError, invalidated=False):

@@ -8,10 +8,10 @@ from datetime import datetime
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows
 
-from etl.client import NsmlClient
-from etl.config import Credentials, Settings
-from etl.discovery import discover_runs, parse_list_time
-from etl.pairs import Pair
+from nsml_etl.client import NsmlClient
+from nsml_etl.config import Credentials, Settings
+from nsml_etl.discovery import discover_runs, parse_list_time
+from nsml_etl.pairs import Pair
 
 CREDS = Credentials(ACCESS_KEY, SECRET_KEY)
 

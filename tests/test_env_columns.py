@@ -8,8 +8,8 @@ import json
 import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
-from etl.load import RunStore
-from etl.transform import CORE_COLUMNS
+from nsml_etl.load import RunStore
+from nsml_etl.transform import CORE_COLUMNS
 
 
 def _load(run_cli, db_url, tmp_path, bodies, *extra):

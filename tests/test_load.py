@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs  # noqa: I001
 
-from etl.errors import DatabaseError
-from etl.load import RunStore, create_engine
-from etl.pairs import Pair
-from etl.pipeline import write_chunk
-from etl.transform import flatten_run
+from nsml_etl.errors import DatabaseError
+from nsml_etl.load import RunStore, create_engine
+from nsml_etl.pairs import Pair
+from nsml_etl.pipeline import write_chunk
+from nsml_etl.transform import flatten_run
 
 NOW = datetime(2026, 11, 27, 0, 0, 0)
 
@@ -131,7 +131,7 @@ def test_two_export_processes_into_one_table(db_url, make_simulator, tmp_path):
     env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "etl.cli", "export", "--pairs", str(path), "--db", db_url,
+            [sys.executable, "-m", "nsml_etl.cli", "export", "--pairs", str(path), "--db", db_url,
              "--base-url", sim.base_url, "--chunk-size", "2", "--concurrency", "4"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.naming import MAX_IDENTIFIER_LENGTH, allocate_columns, normalize, snake_case
+from nsml_etl.naming import MAX_IDENTIFIER_LENGTH, allocate_columns, normalize, snake_case
 
 
 def test_normalize_lowercases_and_replaces():

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.errors import InputError
-from etl.pairs import Pair, read_pairs
+from nsml_etl.errors import InputError
+from nsml_etl.pairs import Pair, read_pairs
 
 
 def write(tmp_path, name, data):
@@ -122,7 +122,7 @@ def test_mixed_csv_quoting(tmp_path):
 
 
 def test_many_pairs_spill_to_disk_keeping_order_and_uniqueness(tmp_path):
-    from etl.pairs import collect_pairs
+    from nsml_etl.pairs import collect_pairs
 
     rows = [f"p{i % 7},{i % 50}" for i in range(400)] + [f"q,{i}" for i in range(30)]
     path = write(tmp_path, "many.csv", "project_id,run_name\n" + "\n".join(rows) + "\n")

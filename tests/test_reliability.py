@@ -17,7 +17,7 @@ API_KEY = "APIKEYsecret-93b1"
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "etl.cli", *args]
+    return [sys.executable, "-m", "nsml_etl.cli", *args]
 
 
 def _env(**extra: str) -> dict:
@@ -144,7 +144,7 @@ def test_a_gigabyte_pairs_file_is_streamed_and_refused_at_its_line(make_simulato
         handle.truncate(1024**3)  # a sparse gigabyte of NUL bytes after the valid lines
     peak_rss = Path(__file__).parent.parent / "scripts" / "peak_rss.py"
     proc = subprocess.run(
-        [sys.executable, str(peak_rss), "-m", "etl.cli", "export", "--pairs", str(path),
+        [sys.executable, str(peak_rss), "-m", "nsml_etl.cli", "export", "--pairs", str(path),
          "--base-url", sim.base_url, "--db", f"sqlite:///{tmp_path}/runs.db"],
         env=_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

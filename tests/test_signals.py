@@ -1,6 +1,6 @@
 """Signals, hung servers and held locks: every run fetched before is committed, nothing hangs.
 
-Signals go to a real `python -m etl.cli` process, in its own session as under cron, the way
+Signals go to a real `python -m nsml_etl.cli` process, in its own session as under cron, the way
 coreutils `timeout` sends them: to the process and to its process group, back to back.
 """
 
@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
 
-from etl import load
+from nsml_etl import load
 
 # (database, signal, exit code): both signals on SQLite, each server database once.
 SIGNAL_CASES = [("sqlite", signal.SIGTERM, 143), ("sqlite", signal.SIGINT, 130),
@@ -26,14 +26,14 @@ SIGNAL_CASES = [("sqlite", signal.SIGTERM, 143), ("sqlite", signal.SIGINT, 130),
 
 
 class _Cli:
-    """`python -m etl.cli ARGS` in a session of its own; stderr goes to a file that the test
+    """`python -m nsml_etl.cli ARGS` in a session of its own; stderr goes to a file that the test
     can watch while the process runs."""
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
         env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
         self.stderr_path = tmp_path / "stderr.txt"
         with open(self.stderr_path, "w") as stderr:
-            self.proc = subprocess.Popen([sys.executable, "-m", "etl.cli", *args], env=env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "nsml_etl.cli", *args], env=env,
                                          stdout=subprocess.PIPE, stderr=stderr, text=True,
                                          start_new_session=True)
         self.pid = self.proc.pid

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
-from etl.config import RESERVED_TABLES
-from etl.load import (
+from nsml_etl.config import RESERVED_TABLES
+from nsml_etl.load import (
     BATCHES_TABLE,
     ENV_COLUMNS_TABLE,
     FAILURES_TABLE,
@@ -19,8 +19,8 @@ from etl.load import (
     HISTORY_TABLE,
     STAGE,
 )
-from etl.naming import MAX_IDENTIFIER_LENGTH
-from etl.viewnames import default_view_names, view_bases, view_name
+from nsml_etl.naming import MAX_IDENTIFIER_LENGTH
+from nsml_etl.viewnames import default_view_names, view_bases, view_name
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 

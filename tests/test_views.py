@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from conftest import fetch_rows
 
-from etl.views import expand
+from nsml_etl.views import expand
 
 
 def load(run_cli, db_url, tmp_path, bodies):
