@@ -229,3 +229,17 @@ def test_a_run_name_with_nul_from_a_load_file(run_cli, db_url, tmp_path):
     else:
         assert result.exit_code == 0, result.output
         assert set(_stored(db_url)) == {(b["projectId"], b["runName"]) for b in bodies}
+
+
+def test_an_unexpected_error_is_one_line_and_exit_70_never_a_traceback(
+        run_cli, credentials, make_simulator, sqlite_url, tmp_path, monkeypatch):
+    sim = make_simulator(projects=1, runs_per_project=2)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("something nobody foresaw\nsecond line")
+
+    monkeypatch.setattr("etl.pipeline.build_frame", broken)
+    result = _export(run_cli, sim, sqlite_url, tmp_path, sim.pairs())
+    assert result.exit_code == 70
+    assert result.stderr.startswith("Error: unexpected RuntimeError: something nobody foresaw;")
+    assert "second line" not in result.stderr and "Traceback" not in result.output
