@@ -155,7 +155,8 @@ def handle_errors(func: Callable) -> Callable:
                 click.echo(f"Error: database error: {words}", err=True)
                 sys.exit(EXIT_DATABASE)
             click.echo(f"Error: unexpected {type(exc).__name__}: {words}; this is a bug in "
-                       "nsml-etl, please report it (with -v, export, load and pairs log where)", err=True)
+                       "nsml-etl, please report it (with -v, export, load and pairs log where)",
+                       err=True)
             sys.exit(EXIT_INTERNAL)
 
     return wrapper
