@@ -11,7 +11,6 @@ import contextlib
 import csv
 import functools
 import gc
-import itertools
 import json
 import logging
 import os
@@ -25,25 +24,24 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .archive import ArchiveWriter
+from . import __version__, api
+from .api import LOAD_DEFAULTS, LOAD_SETTINGS
 from .config import SETTINGS, credentials_from_env, resolve_settings
 from .errors import (
     EXIT_DATABASE,
     EXIT_INTERNAL,
+    EXIT_OK,
     EXIT_SIGINT,
     EXIT_SIGTERM,
+    AuthenticationError,
     EtlError,
     InputError,
 )
-from .pairs import PairSet
 from .report import ExportReport
 
 log = logging.getLogger("nsml_etl")
 # Characters of an unexpected error's message shown (the first line only).
 MAX_UNEXPECTED_TEXT = 300
-# Pairs listed by --dry-run before "... and N more".
-DRY_RUN_SHOWN = 20
 
 _CLICK_TYPES: dict[str, click.ParamType] = {
     "concurrency": click.IntRange(min=1),
@@ -55,10 +53,6 @@ _CLICK_TYPES: dict[str, click.ParamType] = {
     "backoff_max": click.FloatRange(min=0),
     "retry_after_max": click.FloatRange(min=0),
 }
-# A replay is not paced by the API, so larger transactions pay off: a chunk's commit and
-# fixed statements took about 25 ms on SQLite, the time of some 250 runs. 4,000 pending runs
-# of 20 env keys peak near 130 MB (2,000: 116 MB; 10,000: 185 MB).
-LOAD_DEFAULTS = {"chunk_size": 4000}
 # Options shown in --help of export; the tuning ones stay available in config files and env.
 _EXPORT_SETTINGS = ("db_url", "table", "base_url", "concurrency", "timeout", "max_attempts",
                     "chunk_size", "max_env_columns", "backoff_initial", "backoff_max",
@@ -218,16 +212,21 @@ def _notice(message: str) -> None:
 
 
 class _Progress:
-    """A tqdm bar on a terminal; nothing otherwise (cron gets only the summary)."""
+    """A tqdm bar on a terminal; nothing otherwise (cron gets only the summary). The bar
+    appears at the library's first call, which says how many runs are requested when that is
+    known beforehand (``known_total``: a pairs file; discovery counts them as it goes)."""
 
-    def __init__(self, total: int | None, enabled: bool) -> None:
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True)
+    def __init__(self, known_total: bool, enabled: bool) -> None:
+        self.known_total = known_total
+        self.enabled = enabled
+        self.bar: Any = None
 
     def __call__(self, report: ExportReport) -> None:
+        if self.enabled and self.bar is None:
+            from tqdm import tqdm
+
+            total = report.requested if self.known_total else None
+            self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True)
         if self.bar is not None:
             self.bar.n = report.fetched + len(report.failed)
             self.bar.set_postfix(retried=report.retried, failed=len(report.failed),
@@ -237,19 +236,6 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def write_failures(path: Path, report: ExportReport) -> None:
-    """The failed pairs as a pairs file (with the reason as an extra, ignored column)."""
-    try:
-        with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["project_id", "run_name", "reason"])
-            for failure in report.failed:
-                if failure.pair is not None:
-                    writer.writerow([*failure.pair, failure.reason])
-    except OSError as exc:
-        click.echo(f"Error: --failures-out {path}: {exc.strerror}", err=True)
 
 
 def print_report(report: ExportReport) -> None:
@@ -307,52 +293,27 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
     Credentials come from NCP_ACCESS_KEY and NCP_SECRET_KEY (and NCP_APIGW_API_KEY when the
     gateway asks for an API key), never from flags or files.
     """
-    from .client import NsmlClient
-    from .discovery import discover_runs
-    from .load import RunStore, check_database, check_table, create_engine
-    from .pairs import collect_pairs
-    from .pipeline import export_runs
-    from .transform import TERMINAL_STATUSES
-    from .watchdog import Watchdog
-
     _setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
-    credentials = credentials_from_env()
-    sources = [bool(pairs_path), all_runs, bool(projects)]
-    if sum(sources) != 1:
+    if sum([bool(pairs_path), all_runs, bool(projects)]) != 1:
         raise InputError("say which runs to export: --pairs FILE, --all, or --project ID "
                          "(repeatable); exactly one of them")
-    interrupts = _Interrupts()
-    with contextlib.ExitStack() as cleanup:
-        pairs = cleanup.enter_context(collect_pairs(pairs_path)) if pairs_path else None
-        engine = create_engine(settings.db_url)
-        cleanup.callback(engine.dispose)
-        check_database(engine)
-        check_table(engine, settings.table)
-        if dry_run:
-            _print_dry_run(settings, pairs, projects)
-            return
-        store = RunStore(engine, settings.table, settings.max_env_columns)
-        skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
-        if pairs is not None:
-            source, total = pairs, len(pairs)
-        else:
-            lister = NsmlClient(settings, credentials,
-                                watchdog=Watchdog(cancel=interrupts.cancel, stop=interrupts.stop))
-            cleanup.callback(lister.close)
-            source = discover_runs(lister, projects=projects or None,
-                                   timezone=settings.list_timezone)
-            total = None
-        archive = ArchiveWriter(save_raw) if save_raw else None
-        if archive is not None:
-            cleanup.callback(archive.close)
-        progress = _Progress(total, enabled=_show_progress(quiet, log_format))
-        cleanup.callback(progress.close)
-        cleanup.enter_context(interrupts)
-        _freeze_startup_heap()
-        report = export_runs(source, settings, credentials, store, total=total,
-                             stop=interrupts.stop, progress=progress, archive=archive,
-                             skip=skip, cancel=interrupts.cancel)
+    progress = _Progress(known_total=bool(pairs_path),
+                         enabled=_show_progress(quiet, log_format))
+    _freeze_startup_heap()
+    with _Interrupts() as interrupts, contextlib.closing(progress):
+        try:
+            report = api.export(pairs_path or None, all_runs=all_runs,
+                                projects=projects or None, skip_finished=skip_finished,
+                                settings=settings, save_raw=save_raw, dry_run=dry_run,
+                                progress=progress, stop=interrupts.stop, cancel=interrupts.cancel)
+        except AuthenticationError as exc:
+            if exc.report is None:
+                raise
+            report = exc.report
+    if report.dry_run:
+        _print_dry_run(report, projects)
+        sys.exit(interrupts.exit_code or EXIT_OK)
     if report.source_error is not None:
         click.echo(f"Error: {report.source_error}", err=True)
     if skip_finished:
@@ -360,15 +321,22 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
     if report.auth_error is not None:
         click.echo(f"Error: {report.auth_error}; stopped, nothing more was written", err=True)
     if failures_out is not None:
-        write_failures(failures_out, report)
+        try:
+            report.write_failures(failures_out)
+        except InputError as exc:
+            click.echo(f"Error: --failures-out {exc}", err=True)
     print_report(report)
     sys.exit(interrupts.exit_code or report.exit_code)
 
 
-def _freeze_startup_heap() -> None:
+def _freeze_startup_heap(preload: bool = True) -> None:
     """Keep the garbage collector off what startup built (modules, SQLAlchemy, pandas, the
     simulator's dataset): it lives as long as the process, yet every full collection rescans
-    it, stalling all threads for 70-170 ms in the middle of an export, and once more at exit."""
+    it, stalling all threads for 70-170 ms in the middle of an export, and once more at exit.
+    The modules an export or load needs are imported first (``preload``), so that they are
+    frozen too. The CLI owns its process; the library never does this to its host's heap."""
+    if preload:
+        from . import pipeline  # noqa: F401 - imported now to be frozen with the rest
     gc.freeze()
 
 
@@ -376,29 +344,29 @@ def _show_progress(quiet: bool, log_format: str) -> bool:
     return sys.stderr.isatty() and not quiet and log_format == "text"
 
 
-def _print_dry_run(settings: Any, pairs: PairSet | None, projects: tuple[str, ...]) -> None:
-    from .load import redact_url
-
-    if pairs is None:
+def _print_dry_run(report: ExportReport, projects: tuple[str, ...]) -> None:
+    settings = report.settings
+    assert settings is not None  # the API sets it
+    if report.mode != "pairs":
         which = f"of projects {', '.join(projects)}" if projects else "the key can see"
         click.echo(f"Dry run: would discover the runs {which} through GET /projects/runs "
                    f"at {settings.base_url}, and fetch each")
-        pairs = PairSet()
     else:
-        click.echo(f"Dry run: would fetch {len(pairs)} runs from {settings.base_url}")
-    click.echo(f"  into table {settings.table} of {redact_url(settings.db_url)} (reachable)")
+        click.echo(f"Dry run: would fetch {report.requested} runs from {settings.base_url}")
+    click.echo(f"  into table {settings.table} of {settings.public_dict()['db_url']} "
+               "(reachable)")
     click.echo(f"  concurrency {settings.concurrency}, timeout {settings.timeout}s, "
                f"max attempts {settings.max_attempts}, chunks of {settings.chunk_size}")
-    for pair in itertools.islice(pairs, DRY_RUN_SHOWN):
+    for pair in report.preview:  # the first pairs, as many as the library keeps
         click.echo(f"  {pair.project_id}\t{pair.run_name}")
-    if len(pairs) > DRY_RUN_SHOWN:
-        click.echo(f"  ... and {len(pairs) - DRY_RUN_SHOWN} more")
+    if report.requested > len(report.preview):
+        click.echo(f"  ... and {report.requested - len(report.preview)} more")
     click.echo("No request sent, nothing written.")
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-@settings_options(("db_url", "table", "chunk_size", "max_env_columns"), LOAD_DEFAULTS)
+@settings_options(LOAD_SETTINGS, LOAD_DEFAULTS)
 @output_options
 @handle_errors
 def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_format: str,
@@ -408,26 +376,12 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
     Runs the same transform and upsert as export, into the same table and column mapping,
     without calling the API. FILE may be gzip-compressed, and - reads standard input.
     """
-    from .archive import iter_archive
-    from .load import RunStore, check_database, check_table, create_engine
-    from .pipeline import load_archive
-
     _setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file, defaults=LOAD_DEFAULTS)
-    records = iter_archive(file)  # a missing file fails here, before the database is touched
-    with contextlib.ExitStack() as cleanup:
-        engine = create_engine(settings.db_url)
-        cleanup.callback(engine.dispose)
-        check_database(engine)
-        check_table(engine, settings.table)
-        store = RunStore(engine, settings.table, settings.max_env_columns)
-        options = {**settings.public_dict(), "file": str(file)}
-        progress = _Progress(None, enabled=_show_progress(quiet, log_format))
-        cleanup.callback(progress.close)
-        interrupts = cleanup.enter_context(_Interrupts())
-        _freeze_startup_heap()
-        report = load_archive(records, store, chunk_size=settings.chunk_size,
-                              options=options, progress=progress, stop=interrupts.stop)
+    progress = _Progress(known_total=False, enabled=_show_progress(quiet, log_format))
+    _freeze_startup_heap()
+    with _Interrupts() as interrupts, contextlib.closing(progress):
+        report = api.load(file, settings=settings, progress=progress, stop=interrupts.stop)
     print_report(report)
     sys.exit(interrupts.exit_code or report.exit_code)
 
@@ -590,7 +544,7 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         os.replace(tmp, address_file)  # readers never see a half-written address
     click.echo(f"NSML simulator serving {len(sim.pairs())} runs at {sim.base_url}", err=True)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    _freeze_startup_heap()
+    _freeze_startup_heap(preload=False)
     try:
         sim.serve_forever()
     except KeyboardInterrupt:

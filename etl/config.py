@@ -56,7 +56,9 @@ class Credentials:
     api_key: str | None = None
 
     def __repr__(self) -> str:
-        return f"Credentials(access_key={self.access_key!r}, secret_key='***', api_key='***')"
+        api_key = "'***'" if self.api_key else "None"  # whether one is set, never its value
+        return (f"Credentials(access_key={self.access_key!r}, secret_key='***', "
+                f"api_key={api_key})")
 
 
 def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credentials:
@@ -297,13 +299,19 @@ def _url_has_password(url: str) -> bool:
         return False
 
 
+def flag_label(setting: Setting) -> str:
+    return setting.flag
+
+
 def resolve_settings(
     flags: Mapping[str, Any] | None = None,
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
     defaults: Mapping[str, Any] | None = None,
+    label: Callable[[Setting], str] = flag_label,
 ) -> Settings:
-    """Merge the four layers; each bad value names where it came from. ``defaults``
+    """Merge the four layers; each bad value names where it came from (a value in ``flags``
+    by ``label``: the flag for the CLI, the argument's name for the Python API). ``defaults``
     replaces built-in defaults for one command (``load`` writes bigger chunks)."""
     environ = os.environ if environ is None else environ
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
@@ -311,7 +319,7 @@ def resolve_settings(
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         if setting.name in flags:
-            raw, source = flags[setting.name], setting.flag
+            raw, source = flags[setting.name], label(setting)
         elif environ.get(setting.env, "") != "":
             raw, source = environ[setting.env], setting.env
         elif setting.name in from_file:

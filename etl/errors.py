@@ -3,6 +3,8 @@
 The CLI maps these to messages and exit codes; nothing here knows click.
 """
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -27,9 +29,13 @@ class InputError(EtlError):
 
 
 class AuthenticationError(EtlError):
-    """The gateway refused our credentials (401/403): retrying will not heal it."""
+    """The gateway refused our credentials (401/403): retrying will not heal it.
+
+    Raised by :func:`nsml_etl.export` once the export has stopped; ``report`` then says what
+    happened before (usually nothing: a wrong key fails the first request)."""
 
     exit_code = EXIT_AUTH_FAILED
+    report: Any = None  # the ExportReport of the export it stopped, when there was one
 
 
 class DatabaseError(EtlError):

@@ -15,7 +15,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -32,6 +32,8 @@ SPILL_AFTER = 100_000
 SPILL_BATCH = 10_000
 # No real pairs line comes near this; a longer one is a wrong file, not a pair.
 MAX_LINE_BYTES = 1024 * 1024
+# Characters of a malformed pair given in Python shown in its error message.
+MAX_SHOWN_ITEM = 80
 
 
 class Pair(NamedTuple):
@@ -271,6 +273,39 @@ def collect_pairs(path: str | Path, stdin: IO[bytes] | None = None,
             pairs.add(pair)
         if not len(pairs):
             raise InputError(f"{STDIN_NAME if str(path) == '-' else path}: no pairs found")
+    except BaseException:
+        pairs.close()
+        raise
+    return pairs
+
+
+def _given_pair(item: object, where: str) -> Pair:
+    """One pair given as a Python value: a Pair or (project_id, run_name) tuple or list, or a
+    mapping with the column names a pairs file accepts."""
+    if isinstance(item, Mapping):
+        keys = [key for key in item if isinstance(key, str)]
+        project_key = _pick_column(keys, PROJECT_KEYS, where)
+        run_key = _pick_column(keys, RUN_KEYS, where)
+        return Pair(_check_value(item[project_key], project_key, where),
+                    _check_value(item[run_key], run_key, where))
+    if isinstance(item, str | bytes) or not isinstance(item, Sequence) or len(item) != 2:
+        shown = repr(item)
+        shown = shown if len(shown) <= MAX_SHOWN_ITEM else shown[:MAX_SHOWN_ITEM] + "..."
+        raise InputError(f"{where}: expected a (project_id, run_name) pair, got {shown}")
+    return Pair(_check_value(item[0], "project_id", where),
+                _check_value(item[1], "run_name", where))
+
+
+def collect_given_pairs(items: Iterable[object], name: str = "pairs") -> PairSet:
+    """Pairs given as Python values (see :func:`_given_pair`), checked as a pairs file's lines
+    are: the whole iterable before returning, each problem an :class:`InputError` naming the
+    item as ``pairs[INDEX]``."""
+    pairs = PairSet()
+    try:
+        for index, item in enumerate(items):
+            pairs.add(_given_pair(item, f"{name}[{index}]"))
+        if not len(pairs):
+            raise InputError(f"{name}: no pairs given")
     except BaseException:
         pairs.close()
         raise

@@ -289,25 +289,34 @@ def export_runs(
     archive: ArchiveWriter | None = None,
     skip: Collection[Pair] = (),
     cancel: threading.Event | None = None,
+    options: dict | None = None,
 ) -> ExportReport:
     """Fetch every pair and upsert the runs; see the module docstring for the guarantees.
 
-    ``pairs`` may be a lazy iterable (discovery): fetching starts with the first pair. Pairs in
-    ``skip`` (runs stored as finished, for --skip-finished) are counted, not fetched. Once
-    ``stop`` is set, requests in flight get a short grace period to finish; once ``cancel`` is
-    set (by the caller, or when that grace ran out), they are cut: their pairs are neither
-    fetched nor failed, and everything fetched before is still committed."""
+    ``pairs`` may be a lazy iterable (discovery, ``total`` None): fetching starts with the
+    first pair. Pairs in ``skip`` (runs
+    stored as finished, for --skip-finished) are counted, not fetched. Once ``stop`` is set
+    (also before the first pair: nothing is then sent), requests in flight get a short grace
+    period to finish; once ``cancel`` is set (by the caller, or when that grace ran out), they
+    are cut: their pairs are neither fetched nor failed, and everything fetched before is still
+    committed. ``options`` (free of secrets) go into the batch row with the settings."""
     started = time.monotonic()
     report = ExportReport(requested=total or 0)
     log.info("export started: %s pairs", total if total is not None else "unknown",
              extra=event("batch_started", pairs=total, **settings.public_dict()))
     stop = stop or threading.Event()
     abort = threading.Event()
+    if stop.is_set():  # stopped while the export was being set up
+        report.interrupted = True
+        abort.set()
     watchdog = Watchdog(cancel=cancel, stop=stop)
     fetcher = _Fetcher(settings, credentials, abort, sleep, archive, watchdog)
-    batch = BatchLog(store, "export", {**settings.public_dict(), "pairs": total})
+    batch = BatchLog(store, "export", {**settings.public_dict(), "pairs": total,
+                                       **(options or {})})
     writer = _ChunkWriter(store, settings.chunk_size, report, batch, sleep)
     source = iter(pairs)
+    if progress is not None:
+        progress(report)  # the start: nothing done yet, and how many are requested if known
     window = settings.concurrency * (1 + QUEUE_PER_WORKER)
 
     # Finished futures arrive on a queue: waiting on the whole in-flight set each time
@@ -401,6 +410,8 @@ def load_archive(
     batch = BatchLog(store, "load", options or {})
     writer = _ChunkWriter(store, chunk_size, report, batch, sleep)
     now = utc_now()
+    if progress is not None:
+        progress(report)  # the start
     for record in records:
         if stop is not None and stop.is_set():
             report.interrupted = True

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .errors import EXIT_AUTH_FAILED, EXIT_OK, EXIT_SOME_FAILED, AuthenticationError, EtlError
+from .config import Settings
+from .errors import (
+    EXIT_AUTH_FAILED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    AuthenticationError,
+    EtlError,
+    InputError,
+)
 from .pairs import Pair
 
 log = logging.getLogger("nsml_etl.pipeline")
@@ -19,6 +29,14 @@ class FailedPair:
     status: int | None = None
     error_code: str | None = None
     attempts: int = 1
+
+    @property
+    def project_id(self) -> str | None:
+        return self.pair.project_id if self.pair is not None else None
+
+    @property
+    def run_name(self) -> str | None:
+        return self.pair.run_name if self.pair is not None else None
 
 
 @dataclass
@@ -35,10 +53,35 @@ class ExportReport:
     source_error: EtlError | None = None  # discovery stopped part-way
     interrupted: bool = False
     batch_id: int | None = None  # the nsml_export_batches row, when one was written
+    # Set by the Python API (etl/api.py): how the runs were chosen ("pairs", "all",
+    # "projects"; "load"), the settings used, and for a dry run the first pairs it would fetch.
+    mode: str | None = None
+    settings: Settings | None = None
+    dry_run: bool = False
+    preview: list[Pair] = field(default_factory=list)
 
     def record_failure(self, failure: FailedPair) -> None:
         self.failed.append(failure)
         log_failure(failure)
+
+    @property
+    def ok(self) -> bool:
+        """Every requested run landed (or was skipped): nothing failed, the run list was read
+        to its end, and the export was not interrupted."""
+        return self.exit_code == EXIT_OK and not self.interrupted
+
+    def write_failures(self, path: str | Path) -> None:
+        """The failed pairs as a pairs CSV (plus a reason column, which pairs files ignore),
+        to retry them; lines of a load that name no pair are left out."""
+        try:
+            with open(path, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["project_id", "run_name", "reason"])
+                for failure in self.failed:
+                    if failure.pair is not None:
+                        writer.writerow([*failure.pair, failure.reason])
+        except OSError as exc:
+            raise InputError(f"{path}: {exc.strerror}") from None
 
     @property
     def exit_code(self) -> int:

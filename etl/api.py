@@ -1,0 +1,328 @@
+"""The Python API: :func:`export` and :func:`load`, what ``nsml-etl export`` and ``load`` do.
+
+Each does the whole job (settings, credentials, which runs, the database and its checks, the
+skip set, discovery, the raw archive) and returns an :class:`~nsml_etl.report.ExportReport`.
+Neither prints, installs a signal handler or exits: problems the caller must act on are
+exceptions under :class:`~nsml_etl.errors.EtlError`; runs that failed on their own (and a run
+list that broke off) are in the report. The CLI maps its options to these arguments and their
+outcome to messages and exit codes; nothing else.
+
+Interrupts: a ``stop`` event ends an export as a first SIGINT ends the CLI's (no new requests,
+those in flight get a short grace, what was fetched is committed, the report says
+``interrupted``); ``cancel`` cuts the requests in flight at once, never the commit. A
+KeyboardInterrupt (Ctrl-C in a notebook) or any other exception that reaches the calling thread
+while runs are fetched and written acts as ``stop`` (a second one as ``cancel``) and is
+re-raised once what was fetched is committed: the fetching and writing run on a thread of their
+own while the calling thread only waits, so an interrupt can never land inside a commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .config import Credentials, Setting, Settings, credentials_from_env, resolve_settings
+from .errors import InputError
+from .report import ExportReport, ProgressCallback
+
+# A replay is not paced by the API, so larger transactions pay off: a chunk's commit and
+# fixed statements took about 25 ms on SQLite, the time of some 250 runs. 4,000 pending runs
+# of 20 env keys peak near 130 MB (2,000: 116 MB; 10,000: 185 MB).
+LOAD_DEFAULTS = {"chunk_size": 4000}
+# The settings load() takes; the others concern the API.
+LOAD_SETTINGS = ("db_url", "table", "chunk_size", "max_env_columns")
+# Pairs a dry run keeps in its report (report.preview), to show what would be fetched.
+PREVIEW_PAIRS = 20
+# How often the calling thread looks up from waiting for the work (it wakes at once for an
+# interrupt; this only bounds how late it notices that the work ended).
+WAIT_SLICE_S = 0.1
+
+PAIRS, ALL, PROJECTS, LOAD = "pairs", "all", "projects", "load"
+
+T = TypeVar("T")
+
+
+def export(
+    pairs: str | os.PathLike | Iterable[Any] | None = None,
+    *,
+    all_runs: bool = False,
+    projects: str | Iterable[str] | None = None,
+    skip_finished: bool = False,
+    db_url: str | None = None,
+    table: str | None = None,
+    base_url: str | None = None,
+    concurrency: int | None = None,
+    timeout: float | None = None,
+    max_attempts: int | None = None,
+    chunk_size: int | None = None,
+    max_env_columns: int | None = None,
+    backoff_initial: float | None = None,
+    backoff_max: float | None = None,
+    retry_after_max: float | None = None,
+    rate_limit: float | str | None = None,
+    list_timezone: str | None = None,
+    ca_bundle: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    settings: Settings | None = None,
+    credentials: Credentials | None = None,
+    save_raw: str | os.PathLike | None = None,
+    dry_run: bool = False,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+    cancel: threading.Event | None = None,
+) -> ExportReport:
+    """Fetch runs from the NSML API and upsert them into ``table`` of ``db_url``.
+
+    Which runs: exactly one of ``pairs`` (a pairs file's path, ``"-"`` for stdin, or an
+    iterable of ``(project_id, run_name)`` pairs), ``all_runs=True`` (every run the key can
+    see) or ``projects`` (the runs of these project ids). ``skip_finished`` skips runs already
+    stored with a terminal status. The settings (``db_url`` to ``ca_bundle``) are those of the
+    CLI: an argument beats its ``NSML_ETL_*`` environment variable, which beats ``config_file``,
+    which beats the default; ``settings`` (a resolved :class:`Settings`, as the CLI passes)
+    replaces all of them. ``credentials`` default to ``NCP_ACCESS_KEY``/``NCP_SECRET_KEY``/
+    ``NCP_APIGW_API_KEY``. ``save_raw`` also writes every response to a JSON Lines file.
+    ``dry_run`` checks everything (settings, credentials, pairs, database) and returns a report
+    with ``dry_run`` set and ``preview`` (the first pairs), sending and writing nothing.
+    ``progress(report)`` is called as runs complete; see the module docstring for ``stop`` and
+    ``cancel``.
+
+    Raises :class:`InputError` (bad arguments or pairs, with file and line),
+    :class:`AuthenticationError` (the gateway refused the keys; ``.report`` says what came
+    before) and :class:`DatabaseError`. Runs that failed on their own are ``report.failed``.
+    """
+    arguments = {
+        "db_url": db_url, "table": table, "base_url": base_url, "concurrency": concurrency,
+        "timeout": timeout, "max_attempts": max_attempts, "chunk_size": chunk_size,
+        "max_env_columns": max_env_columns, "backoff_initial": backoff_initial,
+        "backoff_max": backoff_max, "retry_after_max": retry_after_max,
+        "rate_limit": rate_limit, "list_timezone": list_timezone, "ca_bundle": ca_bundle,
+    }
+    settings = _settings(settings, arguments, config_file)
+    credentials = _credentials(credentials)
+    mode = _mode(pairs, all_runs, projects)
+    project_ids = _project_ids(projects) if mode == PROJECTS else None
+    stop = stop if stop is not None else threading.Event()
+    cancel = cancel if cancel is not None else threading.Event()
+    with contextlib.ExitStack() as cleanup:
+        given = cleanup.enter_context(_collect_pairs(pairs)) if mode == PAIRS else None
+        engine = _checked_engine(settings, cleanup)
+        if dry_run:
+            return _dry_run_report(settings, mode, given)
+        from .discovery import discover_runs
+        from .load import RunStore
+        from .pipeline import export_runs
+        from .transform import TERMINAL_STATUSES
+
+        store = RunStore(engine, settings.table, settings.max_env_columns)
+        skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
+        if given is not None:
+            source, total = given, len(given)
+        else:
+            from .client import NsmlClient
+            from .watchdog import Watchdog
+
+            lister = NsmlClient(settings, credentials,
+                                watchdog=Watchdog(cancel=cancel, stop=stop))
+            cleanup.callback(lister.close)
+            source = discover_runs(lister, projects=project_ids,
+                                   timezone=settings.list_timezone)
+            total = None
+        archive = _archive(save_raw, cleanup)
+        options = {"mode": mode, "pairs_file": _pairs_file(pairs) if mode == PAIRS else None,
+                   "projects": project_ids, "skip_finished": skip_finished,
+                   "save_raw": os.fspath(save_raw) if save_raw else None}
+        report = _commit_before_interrupts(
+            lambda: export_runs(source, settings, credentials, store, total=total, stop=stop,
+                                progress=progress, archive=archive, skip=skip, cancel=cancel,
+                                options=options),
+            stop, cancel)
+    report.mode, report.settings = mode, settings
+    if report.auth_error is not None:
+        report.auth_error.report = report
+        raise report.auth_error
+    return report
+
+
+def load(
+    file: str | os.PathLike,
+    *,
+    db_url: str | None = None,
+    table: str | None = None,
+    chunk_size: int | None = None,
+    max_env_columns: int | None = None,
+    config_file: str | os.PathLike | None = None,
+    settings: Settings | None = None,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+) -> ExportReport:
+    """Load a raw archive (``export(save_raw=...)``) or plain run objects, one JSON object per
+    line, into ``table`` of ``db_url``, with the same transform and upsert as :func:`export`
+    and without calling the API. ``file`` may be gzip-compressed; ``"-"`` reads stdin.
+    ``chunk_size`` defaults to 4,000 here. Lines that cannot be used are ``report.failed``
+    (named ``FILE:LINE``); the rest land. ``stop`` ends the reading, and what was read is
+    committed. Raises :class:`InputError` and :class:`DatabaseError`."""
+    arguments = {"db_url": db_url, "table": table, "chunk_size": chunk_size,
+                 "max_env_columns": max_env_columns}
+    settings = _settings(settings, arguments, config_file, defaults=LOAD_DEFAULTS)
+    stop = stop if stop is not None else threading.Event()
+    from .archive import iter_archive
+
+    records = iter_archive(file)  # a missing file fails here, before the database is touched
+    with contextlib.ExitStack() as cleanup:
+        engine = _checked_engine(settings, cleanup)
+        from .load import RunStore
+        from .pipeline import load_archive
+
+        store = RunStore(engine, settings.table, settings.max_env_columns)
+        options = {**settings.public_dict(), "file": str(file)}
+        report = _commit_before_interrupts(
+            lambda: load_archive(records, store, chunk_size=settings.chunk_size,
+                                 options=options, progress=progress, stop=stop),
+            stop, threading.Event())
+    report.mode, report.settings = LOAD, settings
+    return report
+
+
+def _argument_label(setting: Setting) -> str:
+    return setting.name
+
+
+def _settings(settings: Settings | None, arguments: dict[str, Any],
+              config_file: str | os.PathLike | None,
+              defaults: dict[str, Any] | None = None) -> Settings:
+    given = {name: os.fspath(value) if isinstance(value, os.PathLike) else value
+             for name, value in arguments.items() if value is not None}
+    if settings is None:
+        return resolve_settings(given, Path(config_file) if config_file else None,
+                                defaults=defaults, label=_argument_label)
+    if not isinstance(settings, Settings):
+        raise InputError(f"settings must be a nsml_etl.Settings, got {type(settings).__name__}")
+    if given or config_file:
+        names = ", ".join([*given, *(["config_file"] if config_file else [])])
+        raise InputError(f"settings= replaces every setting argument; do not give {names} "
+                         "as well")
+    return settings
+
+
+def _credentials(credentials: Credentials | None) -> Credentials:
+    if credentials is None:
+        return credentials_from_env()
+    if not isinstance(credentials, Credentials):
+        raise InputError("credentials must be a nsml_etl.Credentials(access_key=..., "
+                         f"secret_key=..., api_key=None), got {type(credentials).__name__}")
+    for name in ("access_key", "secret_key"):
+        value = getattr(credentials, name)
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"credentials.{name} is empty: give the NCP {name.split('_')[0]} "
+                             "key")
+    return credentials
+
+
+def _mode(pairs: object, all_runs: bool, projects: object) -> str:
+    chosen = [mode for mode, given in ((PAIRS, pairs is not None), (ALL, bool(all_runs)),
+                                       (PROJECTS, projects is not None)) if given]
+    if len(chosen) != 1:
+        raise InputError("say which runs to export: pairs= (a pairs file or a list of "
+                         "(project_id, run_name) pairs), all_runs=True, or projects=[...]; "
+                         "exactly one of them")
+    return chosen[0]
+
+
+def _project_ids(projects: str | Iterable[str]) -> list[str]:
+    """A list of project ids; one id given as a string is a list of one."""
+    items = [projects] if isinstance(projects, str) else list(projects)
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            raise InputError(f"projects[{index}]: expected a project id, got {item!r}")
+    if not items:
+        raise InputError("projects: no project ids given")
+    return items
+
+
+def _collect_pairs(pairs: object) -> Any:
+    from .pairs import collect_given_pairs, collect_pairs
+
+    if isinstance(pairs, str | os.PathLike):
+        return collect_pairs(pairs)
+    if isinstance(pairs, bytes) or not isinstance(pairs, Iterable):
+        raise InputError("pairs must be a path, \"-\" for stdin, or an iterable of "
+                         f"(project_id, run_name) pairs, got {type(pairs).__name__}")
+    return collect_given_pairs(pairs)
+
+
+def _pairs_file(pairs: object) -> str | None:
+    return os.fspath(pairs) if isinstance(pairs, str | os.PathLike) else None
+
+
+def _checked_engine(settings: Settings, cleanup: contextlib.ExitStack) -> Any:
+    """The engine of ``settings.db_url``, reachable, with a ``table`` nsml-etl may write."""
+    from .load import check_database, check_table, create_engine
+
+    engine = create_engine(settings.db_url)
+    cleanup.callback(engine.dispose)
+    check_database(engine)
+    check_table(engine, settings.table)
+    return engine
+
+
+def _archive(save_raw: str | os.PathLike | None, cleanup: contextlib.ExitStack) -> Any:
+    if not save_raw:
+        return None
+    from .archive import ArchiveWriter
+
+    archive = ArchiveWriter(Path(save_raw))
+    cleanup.callback(archive.close)
+    return archive
+
+
+def _dry_run_report(settings: Settings, mode: str, given: Any) -> ExportReport:
+    report = ExportReport(mode=mode, settings=settings, dry_run=True)
+    if given is not None:
+        report.requested = len(given)
+        report.preview = list(itertools.islice(given, PREVIEW_PAIRS))
+    return report
+
+
+def _commit_before_interrupts(work: Callable[[], T], stop: threading.Event,
+                              cancel: threading.Event) -> T:
+    """Run ``work`` (fetching and committing) on a thread of its own and wait for it.
+
+    An exception raised in the waiting thread (KeyboardInterrupt, or a host's signal handler
+    raising) sets ``stop``, a second one ``cancel``; it is re-raised once ``work`` has committed
+    what it fetched. An error of ``work`` itself wins: it says why nothing more was committed."""
+    outcome: dict[str, Any] = {}
+    # Waited on rather than the thread: a Thread.join interrupted by Ctrl-C can take the lock
+    # the running thread holds for itself and mark it stopped (CPython 3.11's handling of
+    # bpo-45274), and the commit would be left behind.
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as exc:  # handed to the calling thread below
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="nsml-etl").start()
+    interrupt: BaseException | None = None
+    while not done.is_set():
+        try:
+            done.wait(WAIT_SLICE_S)
+        except BaseException as exc:
+            if interrupt is None:
+                interrupt = exc
+                stop.set()
+            else:
+                cancel.set()
+    if "error" in outcome:
+        raise outcome["error"]
+    if interrupt is not None:
+        raise interrupt
+    return outcome["result"]
+

@@ -1,0 +1,241 @@
+"""The Python API (nsml_etl.export, nsml_etl.load) called directly, as an Airflow task or a
+notebook would: reports, exceptions, interrupts, and the README's example."""
+
+from __future__ import annotations
+
+import _thread
+import inspect
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
+
+import nsml_etl
+from nsml_etl.api import LOAD_SETTINGS
+from nsml_etl.config import SETTINGS
+
+README = Path(__file__).parent.parent / "README.md"
+RUNS_QUERY = "SELECT project_id, run_name, status FROM nsml_runs ORDER BY project_id, run_name"
+
+
+def _stored(db_url: str) -> set[tuple[str, str]]:
+    return {(r["project_id"], r["run_name"]) for r in fetch_rows(db_url, RUNS_QUERY)}
+
+
+def test_export_a_list_of_pairs_returns_the_report(credentials, simulator, db_url):
+    pairs = simulator.pairs()
+    report = nsml_etl.export(pairs=pairs, db_url=db_url, base_url=simulator.base_url,
+                             concurrency=4)
+    assert report.ok and report.exit_code == 0
+    assert (report.requested, report.exported, report.failed) == (len(pairs), len(pairs), [])
+    assert report.mode == "pairs" and report.settings.concurrency == 4
+    assert _stored(db_url) == set(pairs)
+    (batch,) = fetch_rows(db_url, "SELECT id, status, requested, exported, options "
+                                  "FROM nsml_export_batches")
+    assert (batch["id"], batch["status"], batch["requested"], batch["exported"]) == (
+        report.batch_id, "succeeded", len(pairs), len(pairs))
+    options = json.loads(batch["options"])
+    assert (options["mode"], options["pairs"], options["pairs_file"]) == ("pairs", len(pairs),
+                                                                          None)
+
+
+def test_a_partial_failure_is_the_report_not_an_exception(credentials, simulator, sqlite_url,
+                                                          tmp_path):
+    pairs_file = write_pairs(tmp_path / "pairs.csv", [*simulator.pairs()[:3], ("gone", "7")])
+    report = nsml_etl.export(pairs_file, db_url=sqlite_url, base_url=simulator.base_url)
+    assert not report.ok and report.exit_code == 1
+    assert report.exported == 3
+    (failure,) = report.failed
+    assert (failure.project_id, failure.run_name, failure.status) == ("gone", "7", 404)
+    assert "Not Found" in failure.reason
+    report.write_failures(tmp_path / "failed.csv")
+    assert (tmp_path / "failed.csv").read_text().splitlines()[1].startswith("gone,7,")
+
+
+def test_a_wrong_secret_raises_and_writes_nothing(simulator, sqlite_url, monkeypatch):
+    monkeypatch.delenv("NCP_ACCESS_KEY", raising=False)  # the explicit credentials are used
+    wrong = nsml_etl.Credentials(access_key=ACCESS_KEY, secret_key="wrong")
+    with pytest.raises(nsml_etl.AuthenticationError) as caught:
+        nsml_etl.export(simulator.pairs(), db_url=sqlite_url, base_url=simulator.base_url,
+                        credentials=wrong)
+    assert isinstance(caught.value, nsml_etl.EtlError)
+    assert caught.value.report.exported == 0 and caught.value.report.batch_id is None
+    assert "nsml_runs" not in table_names(sqlite_url)
+    assert "wrong" not in repr(wrong) and "api_key=None" in repr(wrong)
+    assert "api_key='***'" in repr(nsml_etl.Credentials(ACCESS_KEY, SECRET_KEY, "key"))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"pairs": [("p", "1"), ("p", "")]}, "pairs[1]: run_name is empty"),
+    ({"pairs": [("p", "1", "x")]}, "pairs[0]: expected a (project_id, run_name) pair"),
+    ({"pairs": [{"projectId": "p"}]}, "pairs[0]: missing column run_name or runName"),
+    ({"pairs": []}, "pairs: no pairs given"),
+    ({"pairs": [("p", "1")], "all_runs": True}, "exactly one of them"),
+    ({}, "exactly one of them"),
+    ({"all_runs": True, "concurrency": 0}, "concurrency: must be at least 1 (got 0)"),
+    ({"all_runs": True, "table": "Bad-Name"}, "table: must be 1-63 characters"),
+    ({"projects": ["p", ""]}, "projects[1]: expected a project id"),
+    ({"all_runs": True, "credentials": nsml_etl.Credentials("AK", " ")},
+     "credentials.secret_key is empty"),
+])
+def test_bad_input_raises_input_error_before_anything(credentials, sqlite_url, kwargs, message):
+    with pytest.raises(nsml_etl.InputError, match=re.escape(message)):
+        nsml_etl.export(db_url=sqlite_url, base_url="http://127.0.0.1:9/nsml/v1", **kwargs)
+    assert table_names(sqlite_url) == set()
+
+
+def test_bad_pairs_file_names_file_and_line(credentials, sqlite_url, tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("project_id,run_name\np,1\np\n")
+    with pytest.raises(nsml_etl.InputError, match=re.escape(f"{path}:3: missing value")):
+        nsml_etl.export(path, db_url=sqlite_url)
+
+
+def test_missing_keys_and_unreachable_database_raise(monkeypatch, tmp_path):
+    monkeypatch.delenv("NCP_SECRET_KEY", raising=False)
+    monkeypatch.setenv("NCP_ACCESS_KEY", ACCESS_KEY)
+    with pytest.raises(nsml_etl.InputError, match="NCP_SECRET_KEY is not set"):
+        nsml_etl.export(all_runs=True)
+    monkeypatch.setenv("NCP_SECRET_KEY", SECRET_KEY)
+    with pytest.raises(nsml_etl.DatabaseError):
+        nsml_etl.export(all_runs=True, db_url="postgresql+psycopg://u@127.0.0.1:9/x")
+
+
+def test_arguments_beat_env_which_beats_the_config_file(credentials, simulator, sqlite_url,
+                                                       tmp_path, monkeypatch):
+    config = tmp_path / "etl.toml"
+    config.write_text('concurrency = 3\ntable = "from_file"\nmax_attempts = 2\n')
+    monkeypatch.setenv("NSML_ETL_TABLE", "from_env")
+    monkeypatch.setenv("NSML_ETL_MAX_ATTEMPTS", "4")
+    report = nsml_etl.export(simulator.pairs()[:1], config_file=config, table="from_arg",
+                             db_url=sqlite_url, base_url=simulator.base_url, dry_run=True)
+    settings = report.settings
+    assert (settings.table, settings.max_attempts, settings.concurrency) == ("from_arg", 4, 3)
+    assert report.dry_run and report.preview == [tuple(simulator.pairs()[0])]
+    assert simulator.stats.requests == 0 and table_names(sqlite_url) == set()
+
+
+def test_every_cli_setting_is_an_argument():
+    for function, names in ((nsml_etl.export, [s.name for s in SETTINGS]),
+                            (nsml_etl.load, LOAD_SETTINGS)):
+        parameters = inspect.signature(function).parameters
+        assert set(names) <= set(parameters), function
+        assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in names)
+
+
+def test_load_replays_an_archive_and_reports_bad_lines(credentials, simulator, sqlite_url,
+                                                       db_url, tmp_path):
+    raw = tmp_path / "raw.jsonl.gz"
+    exported = nsml_etl.export(all_runs=True, db_url=sqlite_url, base_url=simulator.base_url,
+                               save_raw=raw)
+    assert exported.mode == "all" and exported.exported == len(simulator.pairs())
+    report = nsml_etl.load(raw, db_url=db_url)
+    assert report.ok and report.exported == exported.exported
+    assert report.mode == "load" and report.settings.chunk_size == 4000
+    assert _stored(db_url) == set(simulator.pairs())
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"projectId": "p", "runName": "1"}\n{broken\n')
+    partial = nsml_etl.load(bad, db_url=db_url, chunk_size=1)
+    assert (partial.exported, [f.reason[:len(str(bad)) + 2] for f in partial.failed]) == (
+        1, [f"{bad}:2"])
+    with pytest.raises(nsml_etl.InputError, match="no such file"):
+        nsml_etl.load(tmp_path / "nope.jsonl", db_url=db_url)
+
+
+def test_a_stop_event_ends_the_export_and_commits_what_was_fetched(credentials,
+                                                                   make_simulator,
+                                                                   sqlite_url):
+    sim = make_simulator(projects=1, runs_per_project=300, latency=0.01)
+    stop = threading.Event()
+    seen = []
+
+    def progress(report: nsml_etl.ExportReport) -> None:
+        seen.append(report.fetched)
+        if report.fetched >= 20:
+            stop.set()
+
+    report = nsml_etl.export(sim.pairs(), db_url=sqlite_url, base_url=sim.base_url,
+                             concurrency=4, chunk_size=7, progress=progress, stop=stop)
+    assert report.interrupted and not report.ok and seen[0] == 0
+    assert 20 <= report.exported == len(_stored(sqlite_url)) < 300
+    (batch,) = fetch_rows(sqlite_url, "SELECT status, exported FROM nsml_export_batches")
+    assert batch == {"status": "interrupted", "exported": report.exported}
+
+
+def test_ctrl_c_raises_keyboard_interrupt_only_after_committing(credentials, make_simulator,
+                                                                sqlite_url, tmp_path):
+    sim = make_simulator(projects=1, runs_per_project=300, latency=0.02, slow_seconds=120)
+    raw = tmp_path / "raw.jsonl"
+
+    def wait_for(condition) -> None:
+        deadline = time.monotonic() + 30
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def press_ctrl_c_twice() -> None:
+        wait_for(lambda: sim.stats.requests >= 30)
+        sim.set_faults(1.0, ("slow",))  # requests hang from now on
+        wait_for(lambda: sim.stats.faults.total() >= 4)  # every worker waits on one
+        _thread.interrupt_main()  # as Ctrl-C in a notebook: KeyboardInterrupt, main thread
+        time.sleep(0.3)  # well within the 2 s the hung requests get after the first
+        _thread.interrupt_main()  # a second one cuts them at once
+
+    presser = threading.Thread(target=press_ctrl_c_twice)
+    presser.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        nsml_etl.export(sim.pairs(), db_url=sqlite_url, base_url=sim.base_url, concurrency=4,
+                        chunk_size=5, save_raw=raw)
+    elapsed = time.monotonic() - started
+    presser.join()
+    assert elapsed < 30  # not the 120 s a hung request takes
+    fetched = {(r["projectId"], r["runName"]) for r in map(json.loads,
+                                                          raw.read_text().splitlines())}
+    assert len(fetched) >= 20 and _stored(sqlite_url) == fetched
+    (batch,) = fetch_rows(sqlite_url, "SELECT status, exported FROM nsml_export_batches")
+    assert batch == {"status": "interrupted", "exported": len(fetched)}
+
+
+def test_the_package_imports_cheaply_and_load_stays_the_function(credentials, simulator,
+                                                                sqlite_url):
+    code = ("import sys, nsml_etl; heavy = {'pandas', 'sqlalchemy', 'requests'} & "
+            "set(sys.modules); assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    nsml_etl.export(simulator.pairs()[:1], db_url=sqlite_url, base_url=simulator.base_url)
+    assert callable(nsml_etl.load) and nsml_etl.load.__module__ == "nsml_etl.api"
+    assert sys.modules["nsml_etl.load"].RunStore  # the database module, by its full name
+
+
+def _readme_airflow_task() -> str:
+    """The Python block of README's Airflow task example."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("### An Airflow task", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_airflow_task_runs_as_a_task_would(credentials, simulator, sqlite_url,
+                                                      monkeypatch, caplog):
+    # Airflow would run it in a worker with these in the environment.
+    monkeypatch.setenv("NSML_BASE_URL", simulator.base_url)
+    namespace: dict = {"__name__": "dags.nsml_runs"}
+    exec(compile(_readme_airflow_task(), "README.md", "exec"), namespace)  # noqa: S102
+    caplog.set_level("INFO")
+    result = namespace["export_nsml_runs"](db_url=sqlite_url)
+    assert result["exported"] == len(simulator.pairs()) and result["batch_id"] == 1
+    assert "exported 24, failed 0" in caplog.text  # through logging, as Airflow shows it
+    again = namespace["export_nsml_runs"](db_url=sqlite_url)  # finished runs are skipped
+    assert again["exported"] + again["skipped"] == len(simulator.pairs())
+
+    first = simulator.pairs()[0]
+    simulator.put_run(*first, body={**simulator.run(*first), "gpuSvrCode": "x"})  # unusable
+    monkeypatch.setenv("NSML_ETL_TABLE", "second")  # a fresh table: nothing is skipped
+    with pytest.raises(RuntimeError, match=r"1 of \d+ runs failed: \w+/1: unusable response"):
+        namespace["export_nsml_runs"](db_url=sqlite_url)
+    assert len(fetch_rows(sqlite_url, "SELECT run_name FROM second")) == 23  # the rest landed
