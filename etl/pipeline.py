@@ -294,7 +294,7 @@ def export_runs(
     """Fetch every pair and upsert the runs; see the module docstring for the guarantees.
 
     ``pairs`` may be a lazy iterable (discovery, ``total`` None): fetching starts with the
-    first pair. Pairs in ``skip`` (runs
+    first pair, and each pair counts as requested as it is pulled. Pairs in ``skip`` (runs
     stored as finished, for --skip-finished) are counted, not fetched. Once ``stop`` is set
     (also before the first pair: nothing is then sent), requests in flight get a short grace
     period to finish; once ``cancel`` is set (by the caller, or when that grace ran out), they
@@ -342,6 +342,8 @@ def export_runs(
                         break
                     if item is None:
                         break
+                    if total is None:
+                        report.requested += 1
                     if skip and (item.pair if isinstance(item, ListedRun) else item) in skip:
                         report.skipped += 1
                         continue

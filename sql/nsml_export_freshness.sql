@@ -1,8 +1,13 @@
--- Question: when did an export last succeed, and how many runs have not been refreshed lately?
+-- Question: when did an export last succeed, how many did not, and how many runs have not been refreshed lately?
+-- Only a 'succeeded' batch is a success: 'partial' ones (some runs failed, the rest landed)
+-- are counted apart, and so are 'interrupted', 'auth_failed' and 'failed' ones.
 SELECT
     (SELECT MAX(finished_at) FROM {{batches}}
-     WHERE table_name = {{table_name}} AND status IN ('succeeded', 'partial'))
+     WHERE table_name = {{table_name}} AND status = 'succeeded')
         AS last_successful_export,
+    (SELECT COUNT(*) FROM {{batches}}
+     WHERE table_name = {{table_name}} AND status = 'partial')
+        AS partial_exports,
     (SELECT COUNT(*) FROM {{batches}}
      WHERE table_name = {{table_name}} AND status NOT IN ('succeeded', 'partial', 'running'))
         AS unsuccessful_exports,

@@ -134,7 +134,8 @@ def test_load_replays_an_archive_and_reports_bad_lines(credentials, simulator, s
     raw = tmp_path / "raw.jsonl.gz"
     exported = nsml_etl.export(all_runs=True, db_url=sqlite_url, base_url=simulator.base_url,
                                save_raw=raw)
-    assert exported.mode == "all" and exported.exported == len(simulator.pairs())
+    assert exported.mode == "all" and exported.requested == exported.exported == len(
+        simulator.pairs())
     report = nsml_etl.load(raw, db_url=db_url)
     assert report.ok and report.exported == exported.exported
     assert report.mode == "load" and report.settings.chunk_size == 4000
@@ -236,6 +237,6 @@ def test_the_readme_airflow_task_runs_as_a_task_would(credentials, simulator, sq
     first = simulator.pairs()[0]
     simulator.put_run(*first, body={**simulator.run(*first), "gpuSvrCode": "x"})  # unusable
     monkeypatch.setenv("NSML_ETL_TABLE", "second")  # a fresh table: nothing is skipped
-    with pytest.raises(RuntimeError, match=r"1 of \d+ runs failed: \w+/1: unusable response"):
+    with pytest.raises(RuntimeError, match=r"1 of 24 runs failed: \w+/1: unusable response"):
         namespace["export_nsml_runs"](db_url=sqlite_url)
     assert len(fetch_rows(sqlite_url, "SELECT run_name FROM second")) == 23  # the rest landed

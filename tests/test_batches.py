@@ -14,7 +14,7 @@ from nsml_etl.load import RunStore, create_engine
 from nsml_etl.pairs import Pair
 from nsml_etl.pipeline import DB_WRITE_ATTEMPTS, _ChunkWriter, is_transient_db_error
 from nsml_etl.report import ExportReport
-from nsml_etl.transform import flatten_run
+from nsml_etl.transform import TERMINAL_STATUSES, flatten_run
 
 
 def test_batches_and_failures_are_recorded(run_cli, credentials, simulator, db_url, tmp_path):
@@ -155,3 +155,48 @@ def test_connections_killed_between_chunks_reconnect(tmp_path):
         store.engine.dispose()
     finally:
         database.close()
+
+
+def test_discovery_batches_record_what_was_found_and_how(run_cli, credentials, make_simulator,
+                                                         sqlite_url):
+    # Regression: --all recorded requested 0 and options "pairs": null, and nothing of --all,
+    # --project or --skip-finished.
+    sim = make_simulator(projects=3, runs_per_project=5)
+    first, third = list(sim.data)[:3:2]
+    for args in (["--all"], ["--all", "--skip-finished"], ["--project", first, "--project", third]):
+        result = run_cli("export", *args, "--db", sqlite_url, "--base-url", sim.base_url)
+        assert result.exit_code == 0, result.output
+    finished = sum(sim.run(*p)["status"] in TERMINAL_STATUSES for p in sim.pairs())
+    batches = fetch_rows(sqlite_url, "SELECT requested, exported, options "
+                                     "FROM nsml_export_batches ORDER BY id")
+    assert [(b["requested"], b["exported"]) for b in batches] == [(15, 15), (15, 15 - finished),
+                                                                  (10, 10)]
+    assert 0 < finished < 15
+    options = [json.loads(b["options"]) for b in batches]
+    assert [(o["mode"], o["projects"], o["skip_finished"], o["pairs"]) for o in options] == [
+        ("all", None, False, None), ("all", None, True, None),
+        ("projects", [first, third], False, None)]
+
+
+def test_freshness_counts_partial_exports_apart_from_successful_ones(run_cli, credentials,
+                                                                     simulator, db_url,
+                                                                     tmp_path):
+    def export(pairs) -> int:
+        pairs_file = write_pairs(tmp_path / "pairs.csv", pairs)
+        return run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
+                       "--base-url", simulator.base_url).exit_code
+
+    def freshness() -> dict:
+        assert run_cli("views", "--db", db_url).exit_code == 0
+        (fresh,) = fetch_rows(db_url, "SELECT last_successful_export, partial_exports, "
+                                      "unsuccessful_exports FROM nsml_export_freshness")
+        return fresh
+
+    assert export([*simulator.pairs()[:2], ("gone", "1")]) == 1
+    assert freshness() == {"last_successful_export": None, "partial_exports": 1,
+                           "unsuccessful_exports": 0}
+    assert export(simulator.pairs()[:2]) == 0
+    (succeeded,) = fetch_rows(db_url, "SELECT finished_at FROM nsml_export_batches "
+                                      "WHERE status = 'succeeded'")
+    assert freshness() == {"last_successful_export": succeeded["finished_at"],
+                           "partial_exports": 1, "unsuccessful_exports": 0}
