@@ -214,11 +214,19 @@ def test_the_package_imports_cheaply_and_load_stays_the_function(credentials, si
     assert sys.modules["nsml_etl.load"].RunStore  # the database module, by its full name
 
 
-def _readme_airflow_task() -> str:
-    """The Python block of README's Airflow task example."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("### An Airflow task", 1)[1]
+def _readme_python(heading: str) -> str:
+    """The first Python block after ``heading`` in the README."""
+    section = README.read_text(encoding="utf-8").split(heading, 1)[1]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_example_runs_against_the_simulator(credentials, simulator, tmp_path,
+                                                       monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # it writes nsml_runs.db, raw.jsonl.gz and replayed.db here
+    monkeypatch.setenv("NSML_BASE_URL", simulator.base_url)
+    exec(compile(_readme_python("## Python API"), "README.md", "exec"), {})  # noqa: S102
+    assert capsys.readouterr().out.splitlines()[-1] == str(len(simulator.pairs()))
+    assert _stored(f"sqlite:///{tmp_path / 'replayed.db'}") == set(simulator.pairs())
 
 
 def test_the_readme_airflow_task_runs_as_a_task_would(credentials, simulator, sqlite_url,
@@ -226,7 +234,7 @@ def test_the_readme_airflow_task_runs_as_a_task_would(credentials, simulator, sq
     # Airflow would run it in a worker with these in the environment.
     monkeypatch.setenv("NSML_BASE_URL", simulator.base_url)
     namespace: dict = {"__name__": "dags.nsml_runs"}
-    exec(compile(_readme_airflow_task(), "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(_readme_python("### An Airflow task"), "README.md", "exec"), namespace)  # noqa: S102
     caplog.set_level("INFO")
     result = namespace["export_nsml_runs"](db_url=sqlite_url)
     assert result["exported"] == len(simulator.pairs()) and result["batch_id"] == 1
