@@ -19,6 +19,7 @@ own while the calling thread only waits, so an interrupt can never land inside a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import threading
@@ -206,7 +207,8 @@ def _settings(settings: Settings | None, arguments: dict[str, Any],
         names = ", ".join([*given, *(["config_file"] if config_file else [])])
         raise InputError(f"settings= replaces every setting argument; do not give {names} "
                          "as well")
-    return settings
+    # Checked as arguments are: a Settings made by hand skipped the checks (the CLI's passes).
+    return resolve_settings(dataclasses.asdict(settings), environ={}, label=_argument_label)
 
 
 def _credentials(credentials: Credentials | None) -> Credentials:

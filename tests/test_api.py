@@ -83,10 +83,15 @@ def test_a_wrong_secret_raises_and_writes_nothing(simulator, sqlite_url, monkeyp
     ({"projects": ["p", ""]}, "projects[1]: expected a project id"),
     ({"all_runs": True, "credentials": nsml_etl.Credentials("AK", " ")},
      "credentials.secret_key is empty"),
+    ({"all_runs": True, "settings": nsml_etl.Settings(concurrency=0)},
+     "concurrency: must be at least 1"),
+    ({"all_runs": True, "settings": nsml_etl.Settings(), "table": "t"},
+     "settings= replaces every setting argument; do not give table"),
 ])
 def test_bad_input_raises_input_error_before_anything(credentials, sqlite_url, kwargs, message):
     with pytest.raises(nsml_etl.InputError, match=re.escape(message)):
-        nsml_etl.export(db_url=sqlite_url, base_url="http://127.0.0.1:9/nsml/v1", **kwargs)
+        where = {"db_url": sqlite_url, "base_url": "http://127.0.0.1:9/nsml/v1"}
+        nsml_etl.export(**({} if "settings" in kwargs else where), **kwargs)
     assert table_names(sqlite_url) == set()
 
 
