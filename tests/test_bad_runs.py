@@ -113,6 +113,17 @@ def test_values_and_keys_each_database_cannot_hold_fail_alone(
     assert rerun.exit_code == result.exit_code, rerun.output
     assert _stored(db_url).keys() == stored.keys()
 
+    # Views and the report read every stored envs, NUL included, on every database.
+    assert run_cli("views", "--db", db_url).exit_code == 0
+    long_format = {(r["run_name"], r["env_key"]): r["value"] for r in fetch_rows(
+        db_url, "SELECT run_name, env_key, value FROM nsml_run_envs")}
+    nul_value = f"x{NUL_REPLACEMENT}y" if kind == "postgresql" else "x\x00y"
+    if kind != "sqlite":  # SQLite's JSON functions stop at a NUL (see README)
+        assert long_format[("nul", "A")] == nul_value
+    assert long_format[("nul", "B")] == "ok"
+    report = run_cli("report", "--db", db_url, "--format", "json")
+    assert report.exit_code == 0, report.output
+
 
 @pytest.fixture
 def refuse_note(db_url):
