@@ -369,6 +369,11 @@ def foreign_table_problems(primary_key: list[str], columns: dict[str, sa.types.T
     return problems
 
 
+class MappingChanged(Exception):
+    """Another export changed a table's column mapping between a chunk's schema step and its
+    write: build the chunk's rows again."""
+
+
 @dataclass(frozen=True)
 class ColumnMap:
     """Which column each env key and extra field lands in (insertion order = table order).
@@ -1072,9 +1077,12 @@ class RunStore:
                     rows[pair] = json.dumps(kept, ensure_ascii=False, default=str)
         return rows
 
-    def upsert(self, frame: pd.DataFrame, batch_id: int | None = None) -> int:
+    def upsert(self, frame: pd.DataFrame, batch_id: int | None = None,
+               mapping: ColumnMap | None = None) -> int:
         """Write one chunk and its change history in one transaction; returns the runs
-        written. ``frame`` has one row per run."""
+        written. ``frame`` has one row per run, built from ``mapping``: if another export has
+        changed the mapping since (given a waiting key a column, filled from the runs stored
+        then), :class:`MappingChanged` says to build the frame again."""
         if frame.empty:
             return 0
         columns = list(frame.columns)
@@ -1082,6 +1090,8 @@ class RunStore:
         rows = frame.to_numpy(dtype=object).tolist()
         try:
             with self._table_lock() as conn:  # one writer per table, across exports too
+                if mapping is not None and self.read_mapping(conn) != mapping:
+                    raise MappingChanged(self.table_name)
                 self._create_stage(conn)
                 self._fill_stage(conn, columns, rows)
                 self._write_history(conn, columns, batch_id)  # first: it reads the old rows

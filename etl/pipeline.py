@@ -33,7 +33,7 @@ from .config import Credentials, Settings
 from .dialects import Family, error_kind, first_line
 from .discovery import ListedRun
 from .errors import AuthenticationError, DatabaseError, EtlError
-from .load import RunStore
+from .load import MappingChanged, RunStore
 from .pairs import Pair
 from .report import ExportReport, FailedPair, ProgressCallback, event, log_finished
 from .throttle import Throttle
@@ -55,6 +55,8 @@ QUEUE_PER_WORKER = 4
 # A chunk whose connection dropped is written again at most this often, with a short backoff
 # (a database restart or failover takes seconds, not minutes).
 DB_WRITE_ATTEMPTS = 3
+# Times a chunk is built again when other exports keep changing the column mapping under it.
+MAPPING_ATTEMPTS = 5
 DB_RETRY_WAIT_S = 1.0
 DB_RETRY_WAIT_MAX_S = 10.0
 
@@ -150,11 +152,20 @@ def is_transient_db_error(exc: BaseException, store: RunStore | None = None) -> 
 
 def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None = None) -> int:
     """Schema first (new env keys become columns), then one transaction for the upsert and
-    the change history."""
+    the change history; again if another export changed the mapping in between."""
     if not runs:
         return 0
-    mapping = store.prepare(env_keys(runs), extra_fields(runs))
-    return store.upsert(build_frame(runs, mapping.env, mapping.fields), batch_id=batch_id)
+    for _ in range(MAPPING_ATTEMPTS):
+        mapping = store.prepare(env_keys(runs), extra_fields(runs))
+        try:
+            return store.upsert(build_frame(runs, mapping.env, mapping.fields),
+                                batch_id=batch_id, mapping=mapping)
+        except MappingChanged:
+            log.debug("the column mapping of %s changed under this chunk; building it again",
+                      store.table_name)
+    raise DatabaseError(f"the column mapping of table {store.table_name} changed "
+                        f"{MAPPING_ATTEMPTS} times while one chunk was written (other exports "
+                        "giving waiting env keys columns); run the export again")
 
 
 def unique_runs(runs: Iterable[FlatRun]) -> list[FlatRun]:
