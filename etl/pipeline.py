@@ -190,8 +190,12 @@ class _ChunkWriter:
         report: ExportReport,
         batch: BatchLog | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
     ) -> None:
         self.store = store
+        # Set by a signal: a chunk being split stops there (splitting a chunk of refused runs
+        # costs a transaction per run, which must not hold a stopping export for minutes).
+        self.stop = stop
         self.chunk_size = chunk_size
         self.report = report
         self.batch = batch
@@ -251,10 +255,15 @@ class _ChunkWriter:
                                     f"{self.report.exported} runs committed before)") from exc
             raise
 
-    def _write(self, runs: list[FlatRun]) -> int:
+    def _write(self, runs: list[FlatRun], splitting: bool = False) -> int:
         """Write ``runs``; where the database refuses them for their data, write each half
         on its own, down to the single runs at fault."""
         if not runs:
+            return 0
+        if splitting and self.stop is not None and self.stop.is_set():
+            self.report.unwritten += len(runs)
+            log.warning("stopping: %d runs of a refused chunk were not written (the next "
+                        "export fetches them again)", len(runs))
             return 0
         try:
             return self._retry(write_chunk, self.store, runs,
@@ -268,7 +277,7 @@ class _ChunkWriter:
             log.debug("chunk of %d runs refused (%s); writing its halves apart", len(runs),
                       first_line(exc))
             half = len(runs) // 2
-            return self._write(runs[:half]) + self._write(runs[half:])
+            return self._write(runs[:half], True) + self._write(runs[half:], True)
 
     def _fail(self, run: FlatRun, reason: str) -> None:
         self.report.record_failure(FailedPair(run.pair, reason))
@@ -317,7 +326,7 @@ def export_runs(
     watchdog = Watchdog(cancel=cancel, stop=stop)
     fetcher = _Fetcher(settings, credentials, abort, sleep, archive, watchdog)
     batch = BatchLog(store, "export", {**settings.public_dict(), "pairs": total})
-    writer = _ChunkWriter(store, settings.chunk_size, report, batch, sleep)
+    writer = _ChunkWriter(store, settings.chunk_size, report, batch, sleep, stop)
     source = iter(pairs)
     window = settings.concurrency * (1 + QUEUE_PER_WORKER)
 
@@ -410,7 +419,7 @@ def load_archive(
     started = time.monotonic()
     report = ExportReport()
     batch = BatchLog(store, "load", options or {})
-    writer = _ChunkWriter(store, chunk_size, report, batch, sleep)
+    writer = _ChunkWriter(store, chunk_size, report, batch, sleep, stop)
     now = utc_now()
     for record in records:
         if stop is not None and stop.is_set():
