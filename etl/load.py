@@ -87,6 +87,10 @@ MYSQL_KEY_CHARS = 700
 # The share of MySQL's max_allowed_packet one run's text may take: the rest is the statement
 # around it and the escaping of its quotes and backslashes.
 PACKET_SHARE_FOR_ONE_RUN = 0.45
+# Undocumented top-level fields that get a column of their own, per table; the others are in
+# the fields column only. With the default env cap this still fits a MariaDB row (see
+# config.DEFAULT_MAX_ENV_COLUMNS: 138 text columns besides the fixed ones).
+MAX_FIELD_COLUMNS = 30
 # Stored runs read per query when a new column is filled from their envs.
 FILL_PAGE_ROWS = 2000
 
@@ -382,11 +386,14 @@ class ColumnMap:
     """Which column each env key and extra field lands in (insertion order = table order).
 
     ``waiting``: env keys that have no column (beyond --max-env-columns, or their column could
-    not be added); their values are in ``envs`` and the ``nsml_run_envs`` view."""
+    not be added); their values are in ``envs`` and the ``nsml_run_envs`` view.
+    ``waiting_fields``: the same for undocumented fields (beyond :data:`MAX_FIELD_COLUMNS`);
+    their values are in the ``fields`` column."""
 
     env: dict[str, str]
     fields: dict[str, str]
     waiting: frozenset[str] = frozenset()
+    waiting_fields: frozenset[str] = frozenset()  # their values are in the fields column
 
     @property
     def columns(self) -> list[str]:
@@ -536,6 +543,7 @@ class RunStore:
             {k: c for k, c in env.items() if c is not None},
             {k: c for k, c in fields.items() if c is not None},
             frozenset(k for k, c in env.items() if c is None),
+            frozenset(k for k, c in fields.items() if c is None),
         )
 
     def _room_for_waiting(self, current: ColumnMap) -> bool:
@@ -590,7 +598,7 @@ class RunStore:
                 conn.rollback()
             if (
                 env_keys <= current.env.keys() | current.waiting
-                and fields <= current.fields.keys()
+                and fields <= current.fields.keys() | current.waiting_fields
                 and self._known_columns.issuperset(current.columns)
                 and not self._room_for_waiting(current)
             ):
@@ -680,13 +688,18 @@ class RunStore:
         without_column = new_keys[len(with_column):]
         allocated = allocate_columns([*promoted, *with_column], taken)
         taken |= set(allocated.values())
-        new_fields_keys = fields - current.fields.keys()
+        # Undocumented fields likewise, up to their own fixed cap (every value is also in the
+        # fields column); a field that waits keeps waiting.
+        field_room = max(0, min(MAX_FIELD_COLUMNS - len(current.fields),
+                                self.family.max_columns - len(existing) - len(allocated)))
+        new_field_keys = allocation_order(
+            fields - current.fields.keys() - current.waiting_fields, prefix="")
         new_fields = allocate_columns(
-            new_fields_keys, taken, prefix="", preferred={f: snake_case(f) for f in new_fields_keys}
-        )
+            new_field_keys[:field_room], taken, prefix="",
+            preferred={f: snake_case(f) for f in new_field_keys[:field_room]})
         env_rows = [{"env_key": k, "column_name": allocated.get(k)}
                     for k in (*with_column, *without_column)]
-        field_rows = [{"field": k, "column_name": c} for k, c in new_fields.items()]
+        field_rows = [{"field": k, "column_name": new_fields.get(k)} for k in new_field_keys]
         for table, rows in ((self.env_table, env_rows), (self.field_table, field_rows)):
             if rows:
                 conn.execute(sa.insert(table), [{"table_name": self.table_name, **row}
@@ -705,17 +718,19 @@ class RunStore:
         if not self.family.transactional_ddl and (env_rows or field_rows or promoted):
             conn.commit()  # the mapping must be durable before MySQL's DDL commits implicitly
         env = current.env | {k: allocated[k] for k in (*promoted, *with_column)}
-        current = ColumnMap(env, current.fields | new_fields,
-                            (current.waiting - set(promoted)) | set(without_column))
+        current = ColumnMap(env, current.fields | new_fields)
+        for column in CORE_COLUMNS:  # a fixed column added since the table was made
+            if column not in existing:
+                self._add_column(conn, column)
         added_env: dict[str, str] = {}
         for key, column in list(current.env.items()):
             if column.lower() not in existing:
-                if self._add_column_or_wait(conn, key, column):
+                if self._add_column_or_wait(conn, self.env_table, key, column):
                     added_env[key] = column
-        current = self.read_mapping(conn)  # a column that could not be added is waiting now
-        for column in current.fields.values():
+        for key, column in list(current.fields.items()):
             if column.lower() not in existing:
-                self._add_field_column(conn, column)
+                self._add_column_or_wait(conn, self.field_table, key, column)
+        current = self.read_mapping(conn)  # a column that could not be added is waiting now
         # A key that waited (or whose column went missing) may already have values in stored
         # runs: fill its new column from their envs.
         refill = {k: c for k, c in added_env.items() if k not in set(with_column)}
@@ -730,6 +745,14 @@ class RunStore:
                 extra=event("env_keys_without_column", table=self.table_name,
                             new=newly_waiting, total=len(current.waiting),
                             max_env_columns=self.max_env_columns))
+        waiting_fields = len(new_field_keys) - len(new_fields)
+        if waiting_fields:
+            log.warning(
+                "%d undocumented fields of table %s have no column (%d at most); their values "
+                "are in its fields column", waiting_fields, self.table_name, MAX_FIELD_COLUMNS,
+                extra=event("fields_without_column", table=self.table_name,
+                            new=waiting_fields, total=len(current.waiting_fields),
+                            max_field_columns=MAX_FIELD_COLUMNS))
         return current
 
     def _key_columns(self, dialect: sa.Dialect) -> dict[str, list[sa.Column]]:
@@ -777,30 +800,36 @@ class RunStore:
 
     def _allow_waiting_keys(self, conn: Connection, inspector: sa.Inspector) -> None:
         """Mapping tables made before keys could wait have a NOT NULL column_name: lift it."""
-        column = next(c for c in inspector.get_columns(ENV_COLUMNS_TABLE)
-                      if c["name"] == "column_name")
-        if column["nullable"]:
-            return
-        quote = conn.dialect.identifier_preparer.quote
-        table = quote(ENV_COLUMNS_TABLE)
-        if self.dialect == "postgresql":
-            conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN column_name DROP NOT NULL")
-        elif self.dialect in _MYSQL:
-            name_type = Name.compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {table} MODIFY column_name {name_type} NULL")
-        else:  # SQLite cannot change a column: copy the table into the current definition
-            conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO nsml_env_columns_old")
-            self.env_table.create(conn)
-            conn.exec_driver_sql(
-                f"INSERT INTO {table} (table_name, env_key, column_name) "  # noqa: S608
-                "SELECT table_name, env_key, column_name FROM nsml_env_columns_old")
-            conn.exec_driver_sql("DROP TABLE nsml_env_columns_old")
-        log.info("%s: env keys may now wait without a column", ENV_COLUMNS_TABLE)
+        for mapping in (self.env_table, self.field_table):
+            column = next(c for c in inspector.get_columns(mapping.name)
+                          if c["name"] == "column_name")
+            if column["nullable"]:
+                continue
+            quote = conn.dialect.identifier_preparer.quote
+            table = quote(mapping.name)
+            key = "env_key" if mapping is self.env_table else "field"
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {table} ALTER COLUMN column_name DROP NOT NULL")
+            elif self.dialect in _MYSQL:
+                name_type = Name.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table} MODIFY column_name {name_type} NULL")
+            else:  # SQLite cannot change a column: copy the table into the current definition
+                old = quote(f"{mapping.name}_old")
+                conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {old}")
+                mapping.create(conn)
+                conn.exec_driver_sql(
+                    f"INSERT INTO {table} (table_name, {key}, column_name) "  # noqa: S608
+                    f"SELECT table_name, {key}, column_name FROM {old}")
+                conn.exec_driver_sql(f"DROP TABLE {old}")
+            log.info("%s: keys may now wait without a column", mapping.name)
 
-    def _add_column_or_wait(self, conn: Connection, key: str, column: str) -> bool:
-        """Add an env key's column; if the database refuses for good (too many columns, row
-        too large), the key waits without a column instead, so a failed schema change never
-        leaves a mapping row that points at a missing column, nor blocks the next export."""
+    def _add_column_or_wait(self, conn: Connection, mapping: sa.Table, key: str,
+                            column: str) -> bool:
+        """Add an env key's or field's column; if the database refuses for good (too many
+        columns, row too large), the key waits without a column instead (its values are in
+        envs or fields), so a failed schema change never leaves a mapping row that points at a
+        missing column, nor blocks the next export."""
         savepoint = conn.begin_nested() if self.family.transactional_ddl else None
         try:
             self._add_column(conn, column)
@@ -808,10 +837,10 @@ class RunStore:
             if savepoint is not None:
                 savepoint.rollback()
             kind = error_kind(self.family, exc)
-            self._set_waiting(conn, [key])
+            self._set_waiting(conn, mapping, key)
             if kind == "transient":
                 raise
-            log.warning("no column for env key %r in table %s: %s", key, self.table_name,
+            log.warning("no column for %r in table %s: %s", key, self.table_name,
                         first_line(exc))
             return False
         if savepoint is not None:
@@ -836,25 +865,11 @@ class RunStore:
             f"ALTER TABLE {quote(self.table_name)} ADD COLUMN {quote(column)} {column_type}"
         )
 
-    def _add_field_column(self, conn: Connection, column: str) -> None:
-        """Add an undocumented field's column. Its values have no other home, so a refusal
-        fails the runs that carry it (their chunk is split to find them); on MySQL, whose DDL
-        is not transactional, the mapping row goes first so it never points nowhere."""
-        try:
-            self._add_column(conn, column)
-        except SQLAlchemyError:
-            if not self.family.transactional_ddl:
-                table = self.field_table
-                conn.execute(sa.delete(table).where(table.c.table_name == self.table_name,
-                                                    table.c.column_name == column))
-                conn.commit()
-            raise
-
-    def _set_waiting(self, conn: Connection, keys: list[str]) -> None:
-        table = self.env_table
+    def _set_waiting(self, conn: Connection, mapping: sa.Table, key: str) -> None:
+        key_column = mapping.c.env_key if mapping is self.env_table else mapping.c.field
         conn.execute(
-            sa.update(table).where(table.c.table_name == self.table_name,
-                                   table.c.env_key.in_(keys)).values(column_name=None))
+            sa.update(mapping).where(mapping.c.table_name == self.table_name,
+                                     key_column == key).values(column_name=None))
         if not self.family.transactional_ddl:
             conn.commit()
 
