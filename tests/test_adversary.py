@@ -80,16 +80,24 @@ def _export(sim, db_url: str, tmp_path: Path, pairs, *extra: str):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "PostgreSQL: a load line whose runName (or projectId) holds U+0000 is screened as a failed "
-    "pair, but recording that failure in nsml_export_failures fails too (text cannot hold "
-    "NUL): exit 4 'recording the batch failed: DataError', the batch stays 'running' forever, "
-    "the failure is neither listed nor recorded, and every rerun does the same"))
-def test_a_nul_in_a_loaded_run_name_is_a_recorded_failed_pair_on_postgresql(pg_url, tmp_path):
+    "PostgreSQL: a run whose runName (or projectId) holds U+0000, from a load file or from the "
+    "run list of `export --all`, is screened as a failed pair, but recording that failure in "
+    "nsml_export_failures fails too (text cannot hold NUL): exit 4 'recording the batch "
+    "failed: DataError', the batch stays 'running' forever, the failure is neither listed nor "
+    "recorded, and every rerun does the same"))
+@pytest.mark.parametrize("command", ["load", "export --all"])
+def test_a_nul_in_a_run_name_is_a_recorded_failed_pair_on_postgresql(
+        command, credentials, make_simulator, pg_url, tmp_path):
     db_url = pg_url
-    path = _write_lines(tmp_path / "runs.jsonl",
-                        [_run("p", "g1"), _run("p", "nul\x00run"), _run("p\x00", "r"),
-                         _run("p", "g2")])
-    result = _cli("load", str(path), "--db", db_url)
+    runs = [("p", "g1"), ("p", "nul\x00run"), ("p\x00", "r"), ("p", "g2")]
+    if command == "load":
+        path = _write_lines(tmp_path / "runs.jsonl", [_run(*pair) for pair in runs])
+        result = _cli("load", str(path), "--db", db_url)
+    else:
+        sim = make_simulator(projects=0)
+        for pair in runs:
+            sim.put_run(*pair, json.loads(_run(*pair)))
+        result = _cli("export", "--all", "--db", db_url, "--base-url", sim.base_url)
     _no_traceback(result)
     assert _stored_names(db_url) == {"g1", "g2"}
     assert result.exit_code == 1, result.output
