@@ -89,15 +89,16 @@ class BatchLog:
             "requested": report.requested, "exported": report.exported,
             "failed": len(report.failed), "retried": report.retried,
         }
+        clean = self.store.family.clean_text  # a failed run's name may hold what failed it
         if error is not None:
-            counts["error"] = error
+            counts["error"] = clean(error)
         failures = [
             {
                 "batch_id": self.id,
-                "project_id": f.pair.project_id if f.pair else None,
-                "run_name": f.pair.run_name if f.pair else None,
-                "http_status": f.status, "error_code": f.error_code,
-                "message": f.reason, "attempts": f.attempts,
+                "project_id": clean(f.pair.project_id) if f.pair else None,
+                "run_name": clean(f.pair.run_name) if f.pair else None,
+                "http_status": f.status, "error_code": clean(f.error_code),
+                "message": clean(f.reason), "attempts": f.attempts,
             }
             for f in report.failed
         ]

@@ -1,7 +1,8 @@
 """The ``nsml-etl`` command: thin click wrappers over the library.
 
 Exit codes: 0 all exported, 1 some pairs failed (the rest landed), 2 usage or bad input,
-3 authentication failed, 4 database error, 130/143 interrupted by SIGINT/SIGTERM.
+3 authentication failed, 4 database error, 70 an unexpected error (a bug), 130/143
+interrupted by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -27,11 +28,20 @@ import click
 from . import __version__
 from .archive import ArchiveWriter
 from .config import SETTINGS, credentials_from_env, resolve_settings
-from .errors import EXIT_SIGINT, EXIT_SIGTERM, EtlError, InputError
+from .errors import (
+    EXIT_DATABASE,
+    EXIT_INTERNAL,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EtlError,
+    InputError,
+)
 from .pairs import PairSet
 from .report import ExportReport
 
 log = logging.getLogger("etl")
+# Characters of an unexpected error's message shown (the first line only).
+MAX_UNEXPECTED_TEXT = 300
 # Pairs listed by --dry-run before "... and N more".
 DRY_RUN_SHOWN = 20
 
@@ -125,7 +135,8 @@ def _setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None
 
 
 def handle_errors(func: Callable) -> Callable:
-    """Turn library errors into one-line messages and documented exit codes."""
+    """Turn library errors into one-line messages and documented exit codes; anything else
+    too, so no traceback ever reaches a user (it is logged at debug level, shown by -v)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -134,6 +145,19 @@ def handle_errors(func: Callable) -> Callable:
         except EtlError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit,
+                click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug, or a database error that escaped the library
+            log.debug("unexpected error", exc_info=True)
+            words = (str(exc).strip().splitlines() or [""])[0][:MAX_UNEXPECTED_TEXT]
+            if type(exc).__module__.startswith("sqlalchemy"):
+                click.echo(f"Error: database error: {words}", err=True)
+                sys.exit(EXIT_DATABASE)
+            click.echo(f"Error: unexpected {type(exc).__name__}: {words}; this is a bug in "
+                       "nsml-etl, please report it (with -v, export, load and pairs log where)",
+                       err=True)
+            sys.exit(EXIT_INTERNAL)
 
     return wrapper
 
@@ -247,7 +271,8 @@ def main() -> None:
     """Export CLOVA NSML runs into a SQL table.
 
     Exit codes: 0 all exported; 1 some pairs failed (the rest landed); 2 usage or bad
-    input; 3 authentication failed; 4 database error; 130/143 interrupted.
+    input; 3 authentication failed; 4 database error; 70 unexpected error (a bug);
+    130/143 interrupted.
     """
 
 
@@ -383,7 +408,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
     Runs the same transform and upsert as export, into the same table and column mapping,
     without calling the API. FILE may be gzip-compressed, and - reads standard input.
     """
-    from .archive import iter_archive
+    from .archive import display_name, iter_archive
     from .load import RunStore, check_database, check_table, create_engine
     from .pipeline import load_archive
 
@@ -396,7 +421,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
         check_database(engine)
         check_table(engine, settings.table)
         store = RunStore(engine, settings.table, settings.max_env_columns)
-        options = {**settings.public_dict(), "file": str(file)}
+        options = {**settings.public_dict(), "file": display_name(file)}
         progress = _Progress(None, enabled=_show_progress(quiet, log_format))
         cleanup.callback(progress.close)
         interrupts = cleanup.enter_context(_Interrupts())

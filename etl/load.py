@@ -84,6 +84,9 @@ PG_LOCK_NOT_AVAILABLE = "55P03"
 MYSQL_LOCK_WAIT_TIMEOUT = 1205
 # Longest env key MySQL can index with utf8mb4 next to the table name (3072-byte key limit).
 MYSQL_KEY_CHARS = 700
+# The share of MySQL's max_allowed_packet one run's text may take: the rest is the statement
+# around it and the escaping of its quotes and backslashes.
+PACKET_SHARE_FOR_ONE_RUN = 0.45
 # Stored runs read per query when a new column is filled from their envs.
 FILL_PAGE_ROWS = 2000
 
@@ -369,6 +372,11 @@ def foreign_table_problems(primary_key: list[str], columns: dict[str, sa.types.T
     return problems
 
 
+class MappingChanged(Exception):
+    """Another export changed a table's column mapping between a chunk's schema step and its
+    write: build the chunk's rows again."""
+
+
 @dataclass(frozen=True)
 class ColumnMap:
     """Which column each env key and extra field lands in (insertion order = table order).
@@ -490,6 +498,7 @@ class RunStore:
         # History tables made by nsml-etl 0.1 before this change have a NOT NULL content_hash
         # that nothing reads any more; it gets an empty string so those databases keep working.
         self._legacy_content_hash = False
+        self._packet_limit: int | None = None
         self._sql_tables: dict[tuple[str, ...], sa.Table] = {}
 
     # -- schema --------------------------------------------------------------------------
@@ -892,11 +901,14 @@ class RunStore:
             if (problem := family.name_problem(name, what)) is not None
         }
         storable, refused = [], []
+        packet = self._statement_limit()
         for run in runs:
             problem = family.key_problem(*run.pair)
             if problem is None and bad_names:
                 problem = next((bad_names[n] for n in (*run.env, *run.extra) if n in bad_names),
                                None)
+            if problem is None and packet is not None:
+                problem = _too_large(run, packet)
             if problem is not None:
                 refused.append((run, problem))
                 continue
@@ -904,6 +916,20 @@ class RunStore:
                 _clean_run(run, family)
             storable.append(run)
         return storable, refused
+
+    def _statement_limit(self) -> int | None:
+        """The most bytes of text one run may hold here (MySQL sends a statement in one packet
+        of at most max_allowed_packet, and drops the connection past it), or None."""
+        if self._packet_limit is None and self.family.packet_size_query is not None:
+            try:
+                with self.engine.connect() as conn:
+                    packet = int(conn.exec_driver_sql(self.family.packet_size_query).scalar())
+            except SQLAlchemyError as exc:
+                raise DatabaseError(f"reading the server's packet size failed: "
+                                    f"{first_line(exc)}") from exc
+            # Room for the statement around the run, and for its escaping.
+            self._packet_limit = int(packet * PACKET_SHARE_FOR_ONE_RUN)
+        return self._packet_limit
 
     # -- data ----------------------------------------------------------------------------
 
@@ -1072,9 +1098,12 @@ class RunStore:
                     rows[pair] = json.dumps(kept, ensure_ascii=False, default=str)
         return rows
 
-    def upsert(self, frame: pd.DataFrame, batch_id: int | None = None) -> int:
+    def upsert(self, frame: pd.DataFrame, batch_id: int | None = None,
+               mapping: ColumnMap | None = None) -> int:
         """Write one chunk and its change history in one transaction; returns the runs
-        written. ``frame`` has one row per run."""
+        written. ``frame`` has one row per run, built from ``mapping``: if another export has
+        changed the mapping since (given a waiting key a column, filled from the runs stored
+        then), :class:`MappingChanged` says to build the frame again."""
         if frame.empty:
             return 0
         columns = list(frame.columns)
@@ -1082,6 +1111,8 @@ class RunStore:
         rows = frame.to_numpy(dtype=object).tolist()
         try:
             with self._table_lock() as conn:  # one writer per table, across exports too
+                if mapping is not None and self.read_mapping(conn) != mapping:
+                    raise MappingChanged(self.table_name)
                 self._create_stage(conn)
                 self._fill_stage(conn, columns, rows)
                 self._write_history(conn, columns, batch_id)  # first: it reads the old rows
@@ -1108,6 +1139,19 @@ def _env_values(envs: str, keys: Iterable[str], family: Family) -> list | None:
     if all(v is None for v in values):
         return None
     return [family.clean_text(as_text(v, key)) for v, key in zip(values, keys, strict=True)]
+
+
+def _too_large(run: FlatRun, limit: int) -> str | None:
+    """Why one run's text cannot go to the server in one statement, or None."""
+    texts = [v for v in (*run.columns.values(), *run.env.values(), *run.extra.values())
+             if type(v) is str]
+    if sum(map(len, texts)) * 4 <= limit:  # at most 4 bytes a character: surely fits
+        return None
+    size = sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
+    if size <= limit:
+        return None
+    return (f"the run holds {size / 1e6:.1f} MB of text; the server takes at most "
+            f"{limit / 1e6:.1f} MB in one statement (max_allowed_packet)")
 
 
 def _clean_run(run: FlatRun, family: Family) -> None:

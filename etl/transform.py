@@ -96,7 +96,8 @@ def as_integer(value: Any, what: str) -> int | None:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    elif isinstance(value, str) and value.isascii() and value.strip().lstrip("+-").isdigit():
+        # isascii: str.isdigit() also takes digits int() refuses, such as "²"
         number = int(value.strip())
     if number is None or abs(number) > _BIGINT_MAX:
         raise RunShapeError(f"{what} is {jsontext.dumps(value)[:80]}, "

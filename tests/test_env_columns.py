@@ -8,6 +8,7 @@ import json
 import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
+from etl.config import DEFAULT_MAX_ENV_COLUMNS
 from etl.load import RunStore
 from etl.transform import CORE_COLUMNS
 
@@ -84,7 +85,7 @@ def test_thousands_of_env_keys_land_on_every_database(run_cli, db_url, tmp_path)
     assert result.exit_code == 0, result.output
     mapping = _mapping(db_url)
     assert len(mapping) == 2500
-    assert sum(c is not None for c in mapping.values()) == 150
+    assert sum(c is not None for c in mapping.values()) == DEFAULT_MAX_ENV_COLUMNS
     assert fetch_rows(db_url, "SELECT COUNT(*) AS n FROM nsml_runs")[0]["n"] == 9
     assert run_cli("views", "--db", db_url).exit_code == 0
     counts = fetch_rows(db_url, "SELECT COUNT(*) AS n FROM nsml_run_envs")
