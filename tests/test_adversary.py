@@ -79,12 +79,11 @@ def _export(sim, db_url: str, tmp_path: Path, pairs, *extra: str):
 # -- failed pairs that the bookkeeping cannot record -----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PostgreSQL: a run whose runName (or projectId) holds U+0000, from a load file or from the "
-    "run list of `export --all`, is screened as a failed pair, but recording that failure in "
-    "nsml_export_failures fails too (text cannot hold NUL): exit 4 'recording the batch "
-    "failed: DataError', the batch stays 'running' forever, the failure is neither listed nor "
-    "recorded, and every rerun does the same"))
+# Regression (fixed on main): PostgreSQL: a run whose runName (or projectId) holds U+0000, from
+# a load file or from the run list of `export --all`, is screened as a failed pair, but
+# recording that failure in nsml_export_failures fails too (text cannot hold NUL): exit 4
+# 'recording the batch failed: DataError', the batch stays 'running' forever, the failure is
+# neither listed nor recorded, and every rerun does the same
 @pytest.mark.parametrize("command", ["load", "export --all"])
 def test_a_nul_in_a_run_name_is_a_recorded_failed_pair_on_postgresql(
         command, credentials, make_simulator, pg_url, tmp_path):
@@ -101,15 +100,15 @@ def test_a_nul_in_a_run_name_is_a_recorded_failed_pair_on_postgresql(
     _no_traceback(result)
     assert _stored_names(db_url) == {"g1", "g2"}
     assert result.exit_code == 1, result.output
-    assert "U+0000" in result.stdout
+    assert "Failed pairs (2)" in result.stdout
     assert [b["status"] for b in _batches(db_url)] == ["partial"]
     assert len(fetch_rows(db_url, "SELECT * FROM nsml_export_failures")) == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a load line whose runName holds a lone surrogate (\\ud800, legal as a JSON escape) is "
-    "refused as a failed pair, but writing that pair into nsml_export_failures raises "
-    "UnicodeEncodeError: a Python traceback on every database, the batch stays 'running'"))
+# Regression (fixed on main): a load line whose runName holds a lone surrogate (\\ud800, legal
+# as a JSON escape) is refused as a failed pair, but writing that pair into
+# nsml_export_failures raises  UnicodeEncodeError: a Python traceback on every database, the
+# batch stays 'running'
 def test_a_lone_surrogate_in_a_loaded_run_name_is_a_failed_pair_not_a_traceback(
         db_url, tmp_path):
     path = _write_lines(tmp_path / "runs.jsonl",
@@ -126,10 +125,9 @@ def test_a_lone_surrogate_in_a_loaded_run_name_is_a_failed_pair_not_a_traceback(
 # -- values the transform does not expect ----------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gpuSvrCode '\u00b2' (superscript two) passes str.isdigit() but int() refuses it: "
-    "ValueError escapes as a traceback, export and load alike, and no run of the export lands "
-    "(the pending chunk is never written), instead of one failed pair"))
+# Regression (fixed on main): gpuSvrCode '\u00b2' (superscript two) passes str.isdigit() but
+# int() refuses it:  ValueError escapes as a traceback, export and load alike, and no run of the
+# export lands  (the pending chunk is never written), instead of one failed pair
 @pytest.mark.parametrize("command", ["export", "load"])
 def test_a_digit_like_gpu_svr_code_is_one_failed_pair(command, credentials, make_simulator,
                                                        sqlite_url, tmp_path):
@@ -150,10 +148,10 @@ def test_a_digit_like_gpu_svr_code_is_one_failed_pair(command, credentials, make
     assert _stored_names(sqlite_url) == {b["runName"] for b in good}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "load of a file whose name is not UTF-8 (a Latin-1 'caf\\xe9.jsonl', common on old shares): "
-    "its name goes into the batch options as a lone surrogate and the INSERT raises "
-    "UnicodeEncodeError: a traceback and nothing lands, on every database"))
+# Regression (fixed on main): load of a file whose name is not UTF-8 (a Latin-1
+# 'caf\\xe9.jsonl', common on old shares):  its name goes into the batch options as a lone
+# surrogate and the INSERT raises  UnicodeEncodeError: a traceback and nothing lands, on every
+# database
 def test_a_load_file_with_a_non_utf8_name_loads(db_url, tmp_path):
     path = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.jsonl"))
     _write_lines(path, [_run("p", "r1")])
@@ -166,12 +164,11 @@ def test_a_load_file_with_a_non_utf8_name_loads(db_url, tmp_path):
 # -- the env column cap ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "two loads at once with different --max-env-columns: the one with the higher cap promotes "
-    "a waiting key (adds its column, fills it from the stored envs) between the other's "
-    "schema step (prepare) and its chunk write (upsert), which builds its rows from the map it "
-    "read before: its runs land with NULL in the new column although their envs hold the key "
-    "(seen by chance in 1 of 2 concurrent MariaDB runs; made deterministic here)"))
+# Regression (fixed on main): two loads at once with different --max-env-columns: the one with
+# the higher cap promotes a waiting key (adds its column, fills it from the stored envs)
+# between the other's schema step (prepare) and its chunk write (upsert), which builds its rows
+# from the map it read before: its runs land with NULL in the new column although their envs
+# hold the key  (seen by chance in 1 of 2 concurrent MariaDB runs; made deterministic here)
 def test_a_key_promoted_by_a_concurrent_load_is_filled_in_every_run(db_url, tmp_path,
                                                                     monkeypatch):
     from etl.load import RunStore
@@ -183,12 +180,12 @@ def test_a_key_promoted_by_a_concurrent_load_is_filled_in_every_run(db_url, tmp_
                          ['{"projectId": "p", "runName": "r2", "envs": {"C": "c2"}}'])
     original = RunStore.upsert
 
-    def upsert_after_the_other_load(self, frame, batch_id=None):
+    def upsert_after_the_other_load(self, *args, **kwargs):
         # The other export (a separate process, cap 10) runs between our prepare and upsert.
         done = subprocess.run([sys.executable, "-m", "etl.cli", "load", str(other), "--db",
                                db_url, "--max-env-columns", "10"], capture_output=True)
         assert done.returncode == 0, done.stderr
-        return original(self, frame, batch_id)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(RunStore, "upsert", upsert_after_the_other_load)
     second = _write_lines(tmp_path / "second.jsonl",
@@ -210,12 +207,11 @@ def _wide_run(project_id: str, run_name: str, env_keys: int, fields: int) -> str
     return json.dumps(body)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MariaDB, default --max-env-columns 150 (documented as fitting every supported database "
-    "'with room for undocumented fields'): a run with 150 env values and 40 undocumented "
-    "fields of 40 bytes each, or one whose project id and run name are 255 four-byte "
-    "characters, is refused 'Row size too large (> 8126)' and can never be stored, while "
-    "SQLite and PostgreSQL store it; undocumented fields are not capped at all"))
+# Regression (fixed on main): MariaDB, default --max-env-columns 150 (documented as fitting
+# every supported database  'with room for undocumented fields'): a run with 150 env values and
+# 40 undocumented fields of 40 bytes each, or one whose project id and run name are 255 four-
+# byte characters, is refused 'Row size too large (> 8126)' and can never be stored, while
+# SQLite and PostgreSQL store it; undocumented fields are not capped at all
 def test_the_default_env_column_cap_fits_a_mariadb_row(mariadb_url, tmp_path):
     emoji = "\U0001f600" * 255
     path = _write_lines(tmp_path / "runs.jsonl", [
@@ -267,11 +263,10 @@ def test_nsml_run_envs_values_read_as_in_the_env_columns(db_url, tmp_path):
     assert view == columns
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PostgreSQL: once one stored run's envs holds a NUL value (kept, as documented, as the JSON "
-    "escape \\u0000), nsml_env_key_catalog fails on every SELECT (json_each_text: '\\u0000 "
-    "cannot be converted to text') and `nsml-etl report` (text and --html) dies with a Python "
-    "traceback, exit 1, for the whole table"))
+# Regression (fixed on main): PostgreSQL: once one stored run's envs holds a NUL value (kept, as
+# documented, as the JSON  escape \\u0000), nsml_env_key_catalog fails on every SELECT
+# (json_each_text: '\\u0000  cannot be converted to text') and `nsml-etl report` (text and
+# --html) dies with a Python traceback, exit 1, for the whole table
 def test_report_and_env_key_catalog_survive_a_nul_in_envs_on_postgresql(pg_url, tmp_path):
     path = _write_lines(tmp_path / "runs.jsonl", [
         json.dumps({"projectId": "p", "runName": "r1", "envs": {"N": "a\x00b"}}),
@@ -284,12 +279,11 @@ def test_report_and_env_key_catalog_survive_a_nul_in_envs_on_postgresql(pg_url, 
     assert catalog == [{"env_key": "N", "runs": 2}]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PostgreSQL: a table written before this change holds envs like '{\"LR\":Infinity}' (what "
-    "issue 12 says 1e400 became); nothing repairs them on upgrade, and nsml_run_envs, "
-    "nsml_env_key_catalog and `nsml-etl report` then fail on every query (invalid input syntax "
-    "for type json): a traceback. The issue asks that views and reports never crash on any "
-    "stored envs (SQLite and MariaDB skip such rows)"))
+# Regression (fixed on main): PostgreSQL: a table written before this change holds envs like
+# '{\"LR\":Infinity}' (what issue 12 says 1e400 became); nothing repairs them on upgrade, and
+# nsml_run_envs,  nsml_env_key_catalog and `nsml-etl report` then fail on every query (invalid
+# input syntax for type json): a traceback. The issue asks that views and reports never crash
+# on any stored envs (SQLite and MariaDB skip such rows)
 def test_report_survives_envs_stored_by_an_earlier_version_on_postgresql(pg_url, tmp_path):
     path = _write_lines(tmp_path / "runs.jsonl", [_run("p", "old"), _run("p", "new")])
     assert _cli("load", str(path), "--db", pg_url).exit_code == 0
@@ -308,11 +302,11 @@ def test_report_survives_envs_stored_by_an_earlier_version_on_postgresql(pg_url,
 # -- errors misread as transient -------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MariaDB: one run larger than max_allowed_packet (a 17 MB note; MariaDB's default is "
-    "16 MB) makes the server drop the connection (2013/2006), which counts as transient: the "
-    "chunk is retried 3 times and the load stops with exit 4, none of the chunk's good runs "
-    "land, and every rerun does the same: one bad run takes its chunk and the export down"))
+# Regression (fixed on main): MariaDB: one run larger than max_allowed_packet (a 17 MB note;
+# MariaDB's default is  16 MB) makes the server drop the connection (2013/2006), which counts as
+# transient: the chunk is retried 3 times and the load stops with exit 4, none of the chunk's
+# good runs land, and every rerun does the same: one bad run takes its chunk and the export
+# down
 def test_a_run_over_max_allowed_packet_fails_alone_on_mariadb(mariadb_url, tmp_path):
     path = _write_lines(tmp_path / "runs.jsonl", [
         _run("p", "g1"), _run("p", "big", note="x" * (17 * 1024 * 1024)), _run("p", "g2")])
@@ -322,12 +316,11 @@ def test_a_run_over_max_allowed_packet_fails_alone_on_mariadb(mariadb_url, tmp_p
     assert _stored_names(mariadb_url) == {"g1", "g2"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MariaDB, --max-env-columns raised to 400 (the README allows it: 'a run whose row would "
-    "pass 8,126 bytes then fails alone'): ALTER TABLE keeps adding columns until InnoDB refuses "
-    "the 373rd, but at 372 env columns no row can be written any more, not even a run with one "
-    "1-byte env value: every run of every later export and load is refused 'Row size too "
-    "large', for good (columns are never dropped): the table is wedged"))
+# Regression (fixed on main): MariaDB, --max-env-columns raised to 400 (the README allows it: 'a
+# run whose row would pass 8,126 bytes then fails alone'): ALTER TABLE keeps adding columns
+# until InnoDB refuses the 373rd, but at 372 env columns no row can be written any more, not
+# even a run with one  1-byte env value: every run of every later export and load is refused
+# 'Row size too large', for good (columns are never dropped): the table is wedged
 def test_raising_the_cap_on_mariadb_never_wedges_the_table(mariadb_url, tmp_path):
     many = _write_lines(tmp_path / "many.jsonl", [json.dumps(
         {"projectId": "p", "runName": "many", "envs": {f"K{i}": "v" for i in range(400)}})])
@@ -341,11 +334,10 @@ def test_raising_the_cap_on_mariadb_never_wedges_the_table(mariadb_url, tmp_path
 # -- archive records -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "load of an archive record whose fetchedAt carries a UTC offset "
-    "('2024-01-01T09:00:00+09:00', e.g. from another tool or a hand-edited archive): the offset "
-    "is dropped and 09:00 is stored as if it were UTC, in fetched_at and the history's "
-    "valid_from, where the README promises UTC"))
+# Regression (fixed on main): load of an archive record whose fetchedAt carries a UTC offset
+# ('2024-01-01T09:00:00+09:00', e.g. from another tool or a hand-edited archive): the offset is
+# dropped and 09:00 is stored as if it were UTC, in fetched_at and the history's valid_from,
+# where the README promises UTC
 def test_an_archived_fetched_at_with_an_offset_is_stored_as_utc(db_url, tmp_path):
     path = _write_lines(tmp_path / "runs.jsonl", [json.dumps(
         {"projectId": "p", "runName": "r", "fetchedAt": "2024-01-01T09:00:00+09:00",
@@ -358,12 +350,11 @@ def test_an_archived_fetched_at_with_an_offset_is_stored_as_utc(db_url, tmp_path
 # -- signals ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a chunk the database refuses run by run is bisected with 2N-1 transactions (4,000 refused "
-    "runs: 45 s on SQLite, 137 s on PostgreSQL, against well under a second for a good chunk), "
-    "and SIGTERM/SIGINT are not looked at during the bisection: two signals at once (coreutils "
-    "timeout) leave the process running until the whole chunk is bisected, so `timeout -k` "
-    "kills it and the batch stays 'running'"))
+# Regression (fixed on main): a chunk the database refuses run by run is bisected with 2N-1
+# transactions (4,000 refused runs: 45 s on SQLite, 137 s on PostgreSQL, against well under a
+# second for a good chunk),  and SIGTERM/SIGINT are not looked at during the bisection: two
+# signals at once (coreutils timeout) leave the process running until the whole chunk is
+# bisected, so `timeout -k` kills it and the batch stays 'running'
 def test_two_signals_stop_a_load_within_seconds_while_a_chunk_is_bisected(sqlite_url, tmp_path):
     seed = _write_lines(tmp_path / "seed.jsonl", [_run("p", "seed")])
     assert _cli("load", str(seed), "--db", sqlite_url).exit_code == 0
