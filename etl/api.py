@@ -136,7 +136,7 @@ def export(
         archive = _archive(save_raw, cleanup)
         options = {"mode": mode, "pairs_file": _pairs_file(pairs) if mode == PAIRS else None,
                    "projects": project_ids, "skip_finished": skip_finished,
-                   "save_raw": os.fspath(save_raw) if save_raw else None}
+                   "save_raw": _file_name(save_raw) if save_raw else None}
         report = _commit_before_interrupts(
             lambda: export_runs(source, settings, credentials, store, total=total, stop=stop,
                                 progress=progress, archive=archive, skip=skip, cancel=cancel,
@@ -171,7 +171,7 @@ def load(
                  "max_env_columns": max_env_columns}
     settings = _settings(settings, arguments, config_file, defaults=LOAD_DEFAULTS)
     stop = stop if stop is not None else threading.Event()
-    from .archive import iter_archive
+    from .archive import display_name, iter_archive
 
     records = iter_archive(file)  # a missing file fails here, before the database is touched
     with contextlib.ExitStack() as cleanup:
@@ -180,7 +180,7 @@ def load(
         from .pipeline import load_archive
 
         store = RunStore(engine, settings.table, settings.max_env_columns)
-        options = {**settings.public_dict(), "file": str(file)}
+        options = {**settings.public_dict(), "file": display_name(file)}
         report = _commit_before_interrupts(
             lambda: load_archive(records, store, chunk_size=settings.chunk_size,
                                  options=options, progress=progress, stop=stop),
@@ -257,8 +257,15 @@ def _collect_pairs(pairs: object) -> Any:
     return collect_given_pairs(pairs)
 
 
+def _file_name(path: str | os.PathLike) -> str:
+    """As it can be stored (a name that is not UTF-8 carries lone surrogates)."""
+    from .archive import display_name
+
+    return display_name(path)
+
+
 def _pairs_file(pairs: object) -> str | None:
-    return os.fspath(pairs) if isinstance(pairs, str | os.PathLike) else None
+    return _file_name(pairs) if isinstance(pairs, str | os.PathLike) else None
 
 
 def _checked_engine(settings: Settings, cleanup: contextlib.ExitStack) -> Any:

@@ -10,7 +10,9 @@ macros, expanded here per database:
   keys as nsml-etl stores them (``A`` and ``A `` are two env keys);
 * ``{{terminal_statuses}}``: the statuses in :data:`etl.transform.TERMINAL_STATUSES`;
 * ``{{now}}`` (UTC), ``{{days_ago(N)}}``, ``{{week_start(x)}}`` (the Monday of x's week),
-  ``{{seconds_between(a, b)}}``.
+  ``{{seconds_between(a, b)}}``;
+* ``{{envs_json(x)}}``: the envs text ``x`` as the database's JSON functions can read it
+  (json on PostgreSQL, with NUL shown as U+FFFD; an unreadable document as ``{}`` on SQLite).
 
 Where macros are not enough, ``name.<dialect>.sql`` (sqlite, postgresql, mysql) replaces
 ``name.sql`` for that database. Views name only fixed columns, so new env columns never break
@@ -39,18 +41,32 @@ _NOW = {
     "postgresql": "(now() AT TIME ZONE 'UTC')",
     "mysql": "UTC_TIMESTAMP()",
 }
+# PostgreSQL's json cannot turn the escape \u0000 into text (its text holds no NUL), and envs
+# keeps NUL as that escape: an escape not itself escaped (an even run of backslashes before
+# it) reads as U+FFFD, as in the text columns. Rows written before numbers kept their literal
+# may hold NaN or Infinity, which is not JSON: read as {} rather than failing the whole view.
+_PG_ENVS_JSON = (r"CAST(CASE "
+                 r"WHEN {x} ~ '(:|,|\[)\s*-?(NaN|Infinity)\s*(,|\}|\])' THEN '{}' "
+                 r"WHEN strpos({x}, '\u0000') > 0 "
+                 r"THEN regexp_replace({x}, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd', 'g') "
+                 r"ELSE {x} END AS json)")
+
 _FUNCTIONS: dict[str, dict[str, Callable[..., str]]] = {
     "sqlite": {
+        # Rows written before numbers kept their literal may hold Infinity (not JSON): skipped.
+        "envs_json": lambda x: f"(CASE WHEN json_valid({x}) THEN {x} ELSE '{{}}' END)",
         "days_ago": lambda n: f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-{int(n)} days')",
         "week_start": lambda x: f"date({x}, '-6 days', 'weekday 1')",
         "seconds_between": lambda a, b: f"((julianday({b}) - julianday({a})) * 86400.0)",
     },
     "postgresql": {
+        "envs_json": lambda x: _PG_ENVS_JSON.replace("{x}", x),
         "days_ago": lambda n: f"((now() AT TIME ZONE 'UTC') - INTERVAL '{int(n)} days')",
         "week_start": lambda x: f"CAST(date_trunc('week', {x}) AS date)",
         "seconds_between": lambda a, b: f"EXTRACT(EPOCH FROM ({b} - {a}))",
     },
     "mysql": {
+        "envs_json": lambda x: x,  # its JSON functions read an invalid document as NULL
         "days_ago": lambda n: f"(UTC_TIMESTAMP() - INTERVAL {int(n)} DAY)",
         "week_start": lambda x: f"DATE(DATE_SUB({x}, INTERVAL WEEKDAY({x}) DAY))",
         "seconds_between": lambda a, b: f"TIMESTAMPDIFF(MICROSECOND, {a}, {b}) / 1000000.0",
