@@ -320,9 +320,10 @@ def _commit_before_interrupts(work: Callable[[], T], stop: threading.Event,
 
     threading.Thread(target=run, name="nsml-etl").start()
     interrupt: BaseException | None = None
-    while not done.is_set():
-        try:
-            done.wait(WAIT_SLICE_S)
+    while True:
+        try:  # the whole wait, its test included: an interrupt may land on any bytecode
+            if done.wait(WAIT_SLICE_S):
+                break
         except BaseException as exc:
             if interrupt is None:
                 interrupt = exc
