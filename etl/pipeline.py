@@ -452,6 +452,8 @@ def load_archive(
         if progress is not None and report.requested % chunk_size == 0:
             progress(report)
     writer.flush()
+    if stop is not None and stop.is_set():  # also when it came after the last line was read
+        report.interrupted = True
     if progress is not None:
         progress(report)
     report.elapsed = time.monotonic() - started
