@@ -44,6 +44,7 @@ from .pairs import Pair
 from .report import event
 from .transform import (
     CORE_COLUMNS,
+    GONE_COLUMN,
     KEY_COLUMNS,
     LIST_TIME_COLUMNS,
     OBSERVATION_COLUMNS,
@@ -84,7 +85,7 @@ BACKENDS = {
 _MYSQL = ("mysql", "mariadb")
 # Table options for every table we create: MySQL's utf8 is not full UTF-8.
 UTF8MB4 = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
-TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS)
+TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS, GONE_COLUMN)
 # Binary collations without trailing-space padding, for every identifier compared as a key:
 # under utf8mb4_bin (PAD SPACE) 'r1 ' equals 'r1', so the second run overwrote the first.
 MARIADB_KEY_COLLATION = "utf8mb4_nopad_bin"  # MariaDB 10.2 and later
@@ -154,6 +155,7 @@ CORE_TYPES: dict[str, sa.types.TypeEngine] = {
     "fetched_at": Timestamp,
     "create_time": Timestamp,
     "update_time": Timestamp,
+    GONE_COLUMN: Timestamp,
 }
 
 
@@ -584,6 +586,7 @@ class RunStore:
         existing = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
         self._legacy_content_hash = "content_hash" in {
             c["name"].lower() for c in inspector.get_columns(HISTORY_TABLE)}
+        self._add_missing_core_columns(conn, existing, current)
         taken = existing | set(CORE_COLUMNS) | set(current.env.values())
         taken |= set(current.fields.values())
 
@@ -649,6 +652,22 @@ class RunStore:
                             new=newly_waiting, total=len(current.waiting),
                             max_env_columns=self.max_env_columns))
         return current
+
+    def _add_missing_core_columns(self, conn: Connection, existing: set[str],
+                                  current: ColumnMap) -> None:
+        """Fixed columns added since the table was made (``gone_at``), added in place; a name
+        an undocumented field took before then is refused rather than written twice."""
+        for column in CORE_COLUMNS:
+            if column in existing:
+                if column in current.fields.values():
+                    raise DatabaseError(
+                        f"column {column} of table {self.table_name} holds an undocumented "
+                        f"field, and nsml-etl now needs that name for its own {column}; "
+                        "export into a new --table")
+                continue
+            self._add_column(conn, column)
+            existing.add(column)
+            log.info("table %s: added column %s", self.table_name, column)
 
     def _key_columns(self, dialect: sa.Dialect) -> dict[str, list[sa.Column]]:
         """Our tables' columns compared as keys on MySQL (those of a :data:`KEY_TYPES`)."""
@@ -835,6 +854,31 @@ class RunStore:
                 return {Pair(*row) for row in conn.execute(query)}
         except SQLAlchemyError as exc:
             raise DatabaseError(f"reading stored runs failed: {first_line(exc)}") from exc
+
+    def mark_gone(self, pairs: Iterable[Pair], at: datetime) -> int:
+        """Set ``gone_at`` of the stored runs among ``pairs`` (the API answered 404 for them)
+        that are not marked yet; returns how many were marked. Pairs never stored are left
+        alone: there is nothing to mark."""
+        params = [{"p": p.project_id, "r": p.run_name, "at": at} for p in pairs]
+        if not params:
+            return 0
+        self.prepare(set(), set())  # a table made before gone_at gets the column
+        quote = self.engine.dialect.identifier_preparer.quote
+        gone = quote(GONE_COLUMN)
+        update = sa.text(
+            f"UPDATE {quote(self.table_name)} SET {gone} = :at "  # noqa: S608 - quoted names
+            f"WHERE project_id = :p AND run_name = :r AND {gone} IS NULL")
+        try:
+            with self._table_lock() as conn:
+                marked = sum(conn.execute(update, row).rowcount for row in params)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"marking runs gone in table {self.table_name} failed: {first_line(exc)}"
+            ) from exc
+        if marked:
+            log.info("%d stored runs of %s are gone upstream (HTTP 404)", marked,
+                     self.table_name)
+        return marked
 
     # A chunk is staged in a temporary table, then merged by set-based SQL: the history is
     # compared and extended in the database, and the upsert is one INSERT ... SELECT. Python

@@ -230,6 +230,11 @@ class Simulator:
             project = self.data.setdefault(project_id, {"name": project_id, "runs": {}})
             project["runs"][run_name] = body
 
+    def delete_run(self, project_id: str, run_name: str) -> None:
+        """Delete a run upstream: Get run answers 404 and the run list leaves it out."""
+        with self._lock:
+            self.data.get(project_id, {}).get("runs", {}).pop(run_name, None)
+
     def set_faults(self, rate: float, kinds: tuple[str, ...] | None = None) -> None:
         with self._lock:
             self.config.fault_rate = rate
