@@ -259,7 +259,7 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
     gateway asks for an API key), never from flags or files.
     """
     from .client import NsmlClient
-    from .discovery import discover_runs
+    from .discovery import discover_runs, then_unlisted
     from .load import RunStore, check_database, check_table, create_engine
     from .pairs import collect_pairs
     from .pipeline import export_runs
@@ -288,8 +288,10 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
         else:
             lister = NsmlClient(settings, credentials)
             cleanup.callback(lister.close)
-            source = discover_runs(lister, projects=projects or None,
-                                   timezone=settings.list_timezone)
+            source = then_unlisted(
+                discover_runs(lister, projects=projects or None,
+                              timezone=settings.list_timezone),
+                store.unfinished_pairs(projects or None))
             total = None
         archive = ArchiveWriter(save_raw) if save_raw else None
         if archive is not None:

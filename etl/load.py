@@ -48,6 +48,7 @@ from .transform import (
     KEY_COLUMNS,
     LIST_TIME_COLUMNS,
     OBSERVATION_COLUMNS,
+    TERMINAL_STATUSES,
     FlatRun,
     as_text,
     env_keys,
@@ -851,6 +852,29 @@ class RunStore:
                 table = self._runs_table(KEY_COLUMNS + ("status",))
                 query = sa.select(table.c.project_id, table.c.run_name).where(
                     table.c.status.in_(sorted(statuses)))
+                return {Pair(*row) for row in conn.execute(query)}
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"reading stored runs failed: {first_line(exc)}") from exc
+
+    def unfinished_pairs(self, projects: Iterable[str] | None = None) -> set[Pair]:
+        """Stored runs without a terminal status that are not marked gone (of ``projects``
+        only, when given): the runs an export should still hear about."""
+        try:
+            with self.engine.connect() as conn:
+                inspector = sa.inspect(conn)
+                if not inspector.has_table(self.table_name):
+                    return set()
+                names = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
+                has_gone = GONE_COLUMN in names  # a table from before gone_at has none
+                table = self._runs_table(KEY_COLUMNS + ("status",) +
+                                         ((GONE_COLUMN,) if has_gone else ()))
+                query = sa.select(table.c.project_id, table.c.run_name).where(
+                    sa.or_(table.c.status.is_(None),
+                           table.c.status.not_in(sorted(TERMINAL_STATUSES))))
+                if has_gone:
+                    query = query.where(table.c[GONE_COLUMN].is_(None))
+                if projects is not None:
+                    query = query.where(table.c.project_id.in_(sorted(set(projects))))
                 return {Pair(*row) for row in conn.execute(query)}
         except SQLAlchemyError as exc:
             raise DatabaseError(f"reading stored runs failed: {first_line(exc)}") from exc

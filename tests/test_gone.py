@@ -61,3 +61,26 @@ def test_a_table_from_before_gone_at_gets_the_column(run_cli, credentials, make_
     sim.delete_run(*sim.pairs()[0])
     export(run_cli, sim, pairs_file, db_url, expect=1)
     assert gone(db_url) == {("1", True), ("2", False)}
+
+
+def test_export_all_asks_after_unfinished_runs_the_list_no_longer_shows(
+        run_cli, credentials, make_simulator, sqlite_url):
+    sim = make_simulator(projects=1, runs_per_project=3)
+    project = sim.pairs()[0][0]
+    for name, status in (("1", "RUN_STATE_IN_PROGRESS"), ("2", "RUN_STATE_COMPLETED"),
+                         ("3", "RUN_STATE_PENDING")):
+        sim.put_run(project, name, {**sim.data[project]["runs"][name], "status": status})
+
+    def export_all(expect):
+        result = run_cli("export", "--all", "--db", sqlite_url, "--base-url", sim.base_url)
+        assert result.exit_code == expect, result.output
+        return result
+
+    export_all(0)
+    sim.delete_run(project, "1")  # unfinished: deleted upstream, it drops out of the list
+    sim.delete_run(project, "2")  # finished: its record is complete, nothing to ask
+    result = export_all(1)
+    assert f"{project}\t1\t" in result.output and f"{project}\t2\t" not in result.output
+    assert gone(sqlite_url) == {("1", True), ("2", False), ("3", False)}
+    export_all(0)  # marked gone: not asked again every night
+    assert sum(n for p, n in sim.stats.by_path.items() if p.endswith("/runs/1")) == 2
