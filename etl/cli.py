@@ -268,6 +268,7 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
     _setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
     credentials = credentials_from_env()
+    _note_simulated_clock()
     sources = [bool(pairs_path), all_runs, bool(projects)]
     if sum(sources) != 1:
         raise InputError("say which runs to export: --pairs FILE, --all, or --project ID "
@@ -313,6 +314,16 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
         write_failures(failures_out, report)
     print_report(report)
     sys.exit(interrupts.exit_code or report.exit_code)
+
+
+def _note_simulated_clock() -> None:
+    """Say so when NSML_ETL_CLOCK fixes the time (a bad value stops here, with exit 2)."""
+    from .clock import CLOCK_ENV, clock_override
+
+    moment = clock_override()
+    if moment is not None:
+        log.warning("%s is set: everything this run writes is dated %s UTC (for the "
+                    "simulator's clock only)", CLOCK_ENV, moment.isoformat(sep=" "))
 
 
 def _freeze_startup_heap() -> None:
@@ -364,6 +375,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
 
     _setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file, defaults=LOAD_DEFAULTS)
+    _note_simulated_clock()
     records = iter_archive(file)  # a missing file fails here, before the database is touched
     with contextlib.ExitStack() as cleanup:
         engine = create_engine(settings.db_url)
@@ -501,16 +513,29 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
               help="Write the base URL here once listening.")
 @click.option("--write-pairs", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the dataset's pairs as a CSV pairs file.")
+@click.option("--epoch", default=None, metavar="TIME",
+              help="Let time pass: runs are created from this moment on (ISO 8601, UTC unless "
+              "it says; default 2026-01-05T00:00:00Z once --clock or --clock-file is given) "
+              "and change status as the simulated clock moves.")
+@click.option("--clock", "clock_at", default=None, metavar="TIME",
+              help="The simulated moment to serve (default: the epoch).")
+@click.option("--clock-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Read the simulated moment from this file whenever it changes, so a script "
+              "can move the clock between exports (write it to a temporary file and rename).")
 @handle_errors
 def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: int,
              fault_rate: float, faults: str | None, fault_streak: int | None, latency: float,
              slow_seconds: float, retry_after: int, address_file: Path | None,
-             write_pairs: Path | None) -> None:
+             write_pairs: Path | None, epoch: str | None, clock_at: str | None,
+             clock_file: Path | None) -> None:
     """Serve a local NSML API (signature-checked, deterministic data, optional faults).
 
     It accepts the keys in NCP_ACCESS_KEY / NCP_SECRET_KEY (and NCP_APIGW_API_KEY if set).
+    Data is frozen unless --epoch, --clock or --clock-file lets time pass; exports then record
+    the simulated moment when NSML_ETL_CLOCK holds it too.
     """
-    from .simulator import FAULT_KINDS, Simulator, SimulatorConfig
+    from .clock import parse_moment
+    from .simulator import DEFAULT_EPOCH, FAULT_KINDS, Simulator, SimulatorConfig
 
     credentials = credentials_from_env()
     kinds = tuple(k.strip() for k in faults.split(",")) if faults else FAULT_KINDS
@@ -525,6 +550,10 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         fault_streak=fault_streak, latency=latency, slow_seconds=slow_seconds,
         retry_after=retry_after,
     )
+    if epoch or clock_at or clock_file:
+        config.epoch = parse_moment(epoch, "--epoch") if epoch else DEFAULT_EPOCH
+        config.clock = parse_moment(clock_at, "--clock") if clock_at else None
+        config.clock_file = clock_file
     sim = Simulator(config, host=host, port=port)
     if write_pairs:
         with open(write_pairs, "w", newline="", encoding="utf-8") as handle:
@@ -535,7 +564,9 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         tmp = address_file.with_name(address_file.name + ".tmp")
         tmp.write_text(sim.base_url + "\n")
         os.replace(tmp, address_file)  # readers never see a half-written address
-    click.echo(f"NSML simulator serving {len(sim.pairs())} runs at {sim.base_url}", err=True)
+    when = f" (simulated clock {sim.clock.isoformat(sep=' ')} UTC)" if sim.clock else ""
+    click.echo(f"NSML simulator serving {len(sim.pairs())} runs at {sim.base_url}{when}",
+               err=True)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     _freeze_startup_heap()
     try:
