@@ -453,6 +453,104 @@ def views(config_file: Path | None, **flags: Any) -> None:
     click.echo(f"Created {len(created)} views.", err=True)
 
 
+@main.group("gpu-servers")
+def gpu_servers() -> None:
+    """GPUs per GPU server (nsml_gpu_servers), for GPU-hours in the reports.
+
+    nsml-etl never guesses a count: servers without one show run-hours only, and are listed
+    by 'gpu-servers list' and the nsml_gpu_servers_without_count view.
+    """
+
+
+def _gpu_engine(flags: dict[str, Any], config_file: Path | None) -> Any:
+    from .load import check_database, create_engine
+
+    settings = resolve_settings(flags, config_file)
+    engine = create_engine(settings.db_url)
+    try:
+        check_database(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine, settings
+
+
+@gpu_servers.command("set")
+@click.argument("code", type=click.IntRange(min=0))
+@click.argument("gpus", type=click.IntRange(min=0))
+@click.option("--label", default=None, help="What the server is, for people (e.g. 'A100 x2').")
+@settings_options(("db_url",))
+@handle_errors
+def gpu_servers_set(code: int, gpus: int, label: str | None, config_file: Path | None,
+                    **flags: Any) -> None:
+    """Record that GPU server CODE (a run's gpuSvrCode) has GPUS GPUs."""
+    from .gpuservers import GpuServer, check_server, set_servers
+
+    check_server(code, gpus, "gpu-servers set")
+    engine, _ = _gpu_engine(flags, config_file)
+    try:
+        set_servers(engine, [GpuServer(code, gpus, label)])
+    finally:
+        engine.dispose()
+    click.echo(f"GPU server {code}: {gpus} GPUs.", err=True)
+
+
+@gpu_servers.command("unset")
+@click.argument("codes", nargs=-1, required=True, type=click.IntRange(min=0))
+@settings_options(("db_url",))
+@handle_errors
+def gpu_servers_unset(codes: tuple[int, ...], config_file: Path | None, **flags: Any) -> None:
+    """Forget the GPU counts of these servers (their GPU-hours become unknown)."""
+    from .gpuservers import unset_servers
+
+    engine, _ = _gpu_engine(flags, config_file)
+    try:
+        removed = unset_servers(engine, codes)
+    finally:
+        engine.dispose()
+    click.echo(f"Removed {removed} of {len(set(codes))} servers.", err=True)
+
+
+@gpu_servers.command("load")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@settings_options(("db_url",))
+@handle_errors
+def gpu_servers_load(file: Path, config_file: Path | None, **flags: Any) -> None:
+    """Set the GPU counts of a TOML file ([servers] with CODE = GPUS or
+    CODE = { gpus = N, label = "..." }), all of them or, on any error, none."""
+    from .gpuservers import read_toml, set_servers
+
+    servers = read_toml(file)  # checked whole before the database is touched
+    engine, _ = _gpu_engine(flags, config_file)
+    try:
+        count = set_servers(engine, servers)
+    finally:
+        engine.dispose()
+    click.echo(f"Set {count} GPU servers from {file}.", err=True)
+
+
+@gpu_servers.command("list")
+@settings_options(("db_url", "table"))
+@handle_errors
+def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
+    """Print the known GPU counts, then the servers that --table has runs on without one."""
+    from .gpuservers import list_servers
+
+    engine, settings = _gpu_engine(flags, config_file)
+    try:
+        known, missing = list_servers(engine, settings.table)
+    finally:
+        engine.dispose()
+    writer = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
+    writer.writerow(["gpu_svr_code", "gpus", "label"])
+    writer.writerows((s.gpu_svr_code, s.gpus, s.label or "") for s in known)
+    if missing:
+        click.echo(f"\nServers with runs in {settings.table} but no GPU count "
+                   "(set them with 'nsml-etl gpu-servers set CODE GPUS'):")
+        writer.writerow(["gpu_svr_code", "eng_full_name", "runs"])
+        writer.writerows((code, name or "", runs) for code, name, runs in missing)
+
+
 @main.command()
 @settings_options(("db_url", "table"))
 @click.option("--format", "output_format", type=click.Choice(["text", "csv", "json"]),

@@ -67,13 +67,14 @@ AWKWARD_KEYS = (
     "a" * 79 + "2", "PATH", "EMPTY",
 )
 AWKWARD_VALUES = ("0.001", "", "값 with 'quotes' and \"double\"", "line1\nline2", "0,1,2,3")
-# The frozen dataset's first day, as the run list shows it (Seoul time).
-DATASET_START = datetime(2026, 1, 5, 9, 0, 0)
 # Where the simulated timeline starts unless told (a Monday, 00:00 UTC).
 DEFAULT_EPOCH = datetime(2026, 1, 5, 0, 0, 0)
 # The zone of the run list's createTime/updateTime, as on NCP.
 LIST_ZONE = ZoneInfo("Asia/Seoul")
 LIST_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# New runs appear about this many hours apart (plus up to the jitter), as in the frozen dataset.
+CREATION_GAP_H = 7
+CREATION_JITTER_MIN = 300
 # Share of runs canceled while still waiting, and of started runs deleted upstream mid-run.
 CANCELED_IN_QUEUE = 0.08
 DELETED_WHILE_RUNNING = 0.04
@@ -82,7 +83,7 @@ DELETED_WHILE_RUNNING = 0.04
 FAILURE_BY_IMAGE = (0.10, 0.25, 0.45)
 STOPPED_SHARE = 0.10
 # (share, shortest, longest) of queue waits and of run times, in hours.
-QUEUE_WAITS = ((0.70, 0.03, 1.0), (0.22, 1.0, 8.0), (0.08, 8.0, 30.0))
+QUEUE_WAITS = ((0.55, 0.05, 2.0), (0.30, 2.0, 10.0), (0.15, 10.0, 36.0))
 RUN_TIMES = ((0.35, 0.2, 2.0), (0.45, 2.0, 16.0), (0.20, 16.0, 60.0))
 
 
@@ -201,14 +202,16 @@ class Lifecycle:
 
 def add_timeline(data: dict[str, dict], seed: int, epoch: datetime) -> None:
     """Give every run of a :func:`generate_dataset` dataset a :class:`Lifecycle` (key
-    ``_timeline``), the same for the same seed and epoch. Runs are created as far apart as the
-    frozen dataset's create times, counted from ``epoch``."""
+    ``_timeline``), the same for the same seed and epoch. Runs are created about
+    CREATION_GAP_H apart from ``epoch`` on, the projects' runs taking turns."""
     rng = random.Random(f"nsml-simulator timeline {seed}")
     images = [path for _, path in IMAGES]
-    for project in data.values():
-        for run in project["runs"].values():
-            offset = datetime.strptime(run["_createTime"], LIST_TIME_FORMAT) - DATASET_START
-            created = epoch + offset
+    projects = list(data.values())
+    for p, project in enumerate(projects):
+        for k, run in enumerate(project["runs"].values()):
+            turn = k * len(projects) + p
+            created = epoch + timedelta(hours=CREATION_GAP_H * turn,
+                                        minutes=rng.randint(0, CREATION_JITTER_MIN))
             wait = _hours(rng, QUEUE_WAITS)
             if rng.random() < CANCELED_IN_QUEUE:
                 run["_timeline"] = Lifecycle(created, None, created + wait, "RUN_STATE_CANCELED")
