@@ -3,7 +3,8 @@
 A batch row is written just before the first chunk commits (status ``running``), so an export
 killed mid-way leaves a visible ``running`` row, and completed when the export ends, together
 with one failure row per failed pair. An export that fails authentication before writing
-anything writes no batch either: a 401 leaves the database untouched.
+anything writes no batch either: a 401 leaves the database untouched. One that stops on a
+database error after its row was written marks it ``failed``, with the message in ``error``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from .report import ExportReport
 
 log = logging.getLogger(__name__)
 
-RUNNING, SUCCEEDED, PARTIAL, AUTH_FAILED, INTERRUPTED = (
-    "running", "succeeded", "partial", "auth_failed", "interrupted",
+RUNNING, SUCCEEDED, PARTIAL, AUTH_FAILED, INTERRUPTED, FAILED = (
+    "running", "succeeded", "partial", "auth_failed", "interrupted", "failed",
 )
+# Longest error message kept in nsml_export_batches.error.
+MAX_ERROR_CHARS = 2000
 
 
 def batch_status(report: ExportReport) -> str:
@@ -66,18 +69,36 @@ class BatchLog:
         if report.auth_error is not None and self.id is None:
             return  # nothing was written in this export, and nothing will be
         self.open()
+        self._complete(report, batch_status(report))
+
+    def fail(self, report: ExportReport, error: BaseException) -> None:
+        """Mark the row ``failed`` with ``error`` (the export stops on it), if one was written.
+
+        Best effort: when the database cannot take this either, the row stays ``running`` and
+        the caller's error is what the user sees."""
+        if self.id is None:
+            return
+        try:
+            self._complete(report, FAILED, str(error)[:MAX_ERROR_CHARS])
+        except DatabaseError as exc:
+            log.warning("could not mark batch %s as failed: %s", self.id, exc)
+
+    def _complete(self, report: ExportReport, status: str, error: str | None = None) -> None:
         counts = {
-            "finished_at": utc_now(), "status": batch_status(report),
+            "finished_at": utc_now(), "status": status,
             "requested": report.requested, "exported": report.exported,
             "failed": len(report.failed), "retried": report.retried,
         }
+        clean = self.store.family.clean_text  # a failed run's name may hold what failed it
+        if error is not None:
+            counts["error"] = clean(error)
         failures = [
             {
                 "batch_id": self.id,
-                "project_id": f.pair.project_id if f.pair else None,
-                "run_name": f.pair.run_name if f.pair else None,
-                "http_status": f.status, "error_code": f.error_code,
-                "message": f.reason, "attempts": f.attempts,
+                "project_id": clean(f.pair.project_id) if f.pair else None,
+                "run_name": clean(f.pair.run_name) if f.pair else None,
+                "http_status": f.status, "error_code": clean(f.error_code),
+                "message": clean(f.reason), "attempts": f.attempts,
             }
             for f in report.failed
         ]
@@ -89,4 +110,4 @@ class BatchLog:
                     conn.execute(sa.insert(failures_table), failures)
         except SQLAlchemyError as exc:
             raise DatabaseError(f"recording the batch failed: {exc.__class__.__name__}") from exc
-        log.debug("batch %s recorded as %s", self.id, counts["status"])
+        log.debug("batch %s recorded as %s", self.id, status)

@@ -1,7 +1,8 @@
 """The ``nsml-etl`` command: thin click wrappers over the library.
 
 Exit codes: 0 all exported, 1 some pairs failed (the rest landed), 2 usage or bad input,
-3 authentication failed, 4 database error, 130/143 interrupted by SIGINT/SIGTERM.
+3 authentication failed, 4 database error, 70 an unexpected error (a bug), 130/143
+interrupted by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -27,11 +28,20 @@ import click
 from . import __version__
 from .archive import ArchiveWriter
 from .config import SETTINGS, credentials_from_env, resolve_settings
-from .errors import EXIT_SIGINT, EXIT_SIGTERM, EtlError, InputError
+from .errors import (
+    EXIT_DATABASE,
+    EXIT_INTERNAL,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EtlError,
+    InputError,
+)
 from .pairs import PairSet
 from .report import ExportReport
 
 log = logging.getLogger("etl")
+# Characters of an unexpected error's message shown (the first line only).
+MAX_UNEXPECTED_TEXT = 300
 # Pairs listed by --dry-run before "... and N more".
 DRY_RUN_SHOWN = 20
 
@@ -125,7 +135,8 @@ def _setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None
 
 
 def handle_errors(func: Callable) -> Callable:
-    """Turn library errors into one-line messages and documented exit codes."""
+    """Turn library errors into one-line messages and documented exit codes; anything else
+    too, so no traceback ever reaches a user (it is logged at debug level, shown by -v)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -134,25 +145,50 @@ def handle_errors(func: Callable) -> Callable:
         except EtlError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit,
+                click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug, or a database error that escaped the library
+            log.debug("unexpected error", exc_info=True)
+            words = (str(exc).strip().splitlines() or [""])[0][:MAX_UNEXPECTED_TEXT]
+            if type(exc).__module__.startswith("sqlalchemy"):
+                click.echo(f"Error: database error: {words}", err=True)
+                sys.exit(EXIT_DATABASE)
+            click.echo(f"Error: unexpected {type(exc).__name__}: {words}; this is a bug in "
+                       "nsml-etl, please report it (with -v, export, load and pairs log where)",
+                       err=True)
+            sys.exit(EXIT_INTERNAL)
 
     return wrapper
 
 
 class _Interrupts:
-    """SIGINT/SIGTERM set an event the pipeline polls, so fetched runs are still committed."""
+    """SIGINT/SIGTERM set ``stop``: the pipeline stops fetching, gives requests in flight a
+    short grace, and commits what was fetched. A repeated signal (coreutils ``timeout`` signals
+    the process and then its process group, so it arrives twice at once; or a second Ctrl-C)
+    also sets ``cancel``: requests in flight are cut at once, and what was fetched is still
+    committed. The exit code follows the first signal.
+
+    The handler never raises: it runs in the main thread between two bytecodes, possibly in
+    the middle of a commit, which an exception there would abort. It writes its notice with one
+    unbuffered write(2), since the main thread may be inside a buffered write to stderr."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
+        self.cancel = threading.Event()
         self.signal: int | None = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        if self.stop.is_set():  # a second Ctrl-C: give up at once
-            raise KeyboardInterrupt
+        name = signal.Signals(signum).name
+        if self.stop.is_set():
+            self.cancel.set()
+            _notice(f"{name} again: cancelling the requests in flight; still committing the "
+                    "runs in hand")
+            return
         self.signal = signum
         self.stop.set()
-        click.echo(f"\n{signal.Signals(signum).name}: stopping; committing the runs in hand",
-                   err=True)
+        _notice(f"\n{name}: stopping; committing the runs in hand")
 
     def __enter__(self) -> _Interrupts:
         if threading.current_thread() is threading.main_thread():
@@ -161,12 +197,24 @@ class _Interrupts:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.signal is not None:
+            return  # keep ours: a late repeat must not turn this clean exit into a kill
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
     @property
     def exit_code(self) -> int | None:
         return {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}.get(self.signal)
+
+
+def _notice(message: str) -> None:
+    """One line on stderr, from a signal handler (see _Interrupts)."""
+    data = (message + "\n").encode("utf-8", "replace")
+    try:
+        os.write(sys.stderr.fileno(), data)
+    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. click's test runner)
+        with contextlib.suppress(Exception):
+            click.echo(message, err=True)
 
 
 class _Progress:
@@ -223,7 +271,8 @@ def main() -> None:
     """Export CLOVA NSML runs into a SQL table.
 
     Exit codes: 0 all exported; 1 some pairs failed (the rest landed); 2 usage or bad
-    input; 3 authentication failed; 4 database error; 130/143 interrupted.
+    input; 3 authentication failed; 4 database error; 70 unexpected error (a bug);
+    130/143 interrupted.
     """
 
 
@@ -264,6 +313,7 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
     from .pairs import collect_pairs
     from .pipeline import export_runs
     from .transform import TERMINAL_STATUSES
+    from .watchdog import Watchdog
 
     _setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
@@ -273,6 +323,7 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
     if sum(sources) != 1:
         raise InputError("say which runs to export: --pairs FILE, --all, or --project ID "
                          "(repeatable); exactly one of them")
+    interrupts = _Interrupts()
     with contextlib.ExitStack() as cleanup:
         pairs = cleanup.enter_context(collect_pairs(pairs_path)) if pairs_path else None
         engine = create_engine(settings.db_url)
@@ -287,7 +338,8 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
         if pairs is not None:
             source, total = pairs, len(pairs)
         else:
-            lister = NsmlClient(settings, credentials)
+            lister = NsmlClient(settings, credentials,
+                                watchdog=Watchdog(cancel=interrupts.cancel, stop=interrupts.stop))
             cleanup.callback(lister.close)
             source = then_unlisted(
                 discover_runs(lister, projects=projects or None,
@@ -299,11 +351,11 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
             cleanup.callback(archive.close)
         progress = _Progress(total, enabled=_show_progress(quiet, log_format))
         cleanup.callback(progress.close)
-        interrupts = cleanup.enter_context(_Interrupts())
+        cleanup.enter_context(interrupts)
         _freeze_startup_heap()
         report = export_runs(source, settings, credentials, store, total=total,
                              stop=interrupts.stop, progress=progress, archive=archive,
-                             skip=skip)
+                             skip=skip, cancel=interrupts.cancel)
     if report.source_error is not None:
         click.echo(f"Error: {report.source_error}", err=True)
     if skip_finished:
@@ -598,13 +650,16 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
               help="Share of requests answered with an injected fault.")
 @click.option("--faults", default=None, metavar="KIND,...",
               help="Fault kinds to inject (default: all): 429, 429-no-retry-after, 500, "
-              "502-html, 503, 504, drop, truncate, slow.")
+              "502-html, 503, 504, drop, truncate, slow, trickle.")
 @click.option("--fault-streak", default=None, type=click.IntRange(min=1),
               help="At most this many faults in a row for one path.")
 @click.option("--latency", default=0.0, type=click.FloatRange(min=0), show_default=True,
               help="Seconds added to every response.")
 @click.option("--slow-seconds", default=2.0, type=click.FloatRange(min=0), show_default=True,
               help="Delay of a 'slow' fault.")
+@click.option("--trickle-seconds", default=1.0, type=click.FloatRange(min=0),
+              show_default=True,
+              help="Seconds between the body bytes of a 'trickle' fault (headers come at once).")
 @click.option("--retry-after", default=1, type=click.IntRange(min=0), show_default=True,
               help="Retry-After seconds sent with 429s.")
 @click.option("--address-file", type=click.Path(dir_okay=False, path_type=Path),
@@ -623,9 +678,9 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
 @handle_errors
 def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: int,
              fault_rate: float, faults: str | None, fault_streak: int | None, latency: float,
-             slow_seconds: float, retry_after: int, address_file: Path | None,
-             write_pairs: Path | None, epoch: str | None, clock_at: str | None,
-             clock_file: Path | None) -> None:
+             slow_seconds: float, trickle_seconds: float, retry_after: int,
+             address_file: Path | None, write_pairs: Path | None, epoch: str | None,
+             clock_at: str | None, clock_file: Path | None) -> None:
     """Serve a local NSML API (signature-checked, deterministic data, optional faults).
 
     It accepts the keys in NCP_ACCESS_KEY / NCP_SECRET_KEY (and NCP_APIGW_API_KEY if set).
@@ -646,7 +701,7 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         api_key=credentials.api_key, seed=seed, projects=projects,
         runs_per_project=runs_per_project, fault_rate=fault_rate, fault_kinds=kinds,
         fault_streak=fault_streak, latency=latency, slow_seconds=slow_seconds,
-        retry_after=retry_after,
+        trickle_seconds=trickle_seconds, retry_after=retry_after,
     )
     if epoch or clock_at or clock_file:
         config.epoch = parse_moment(epoch, "--epoch") if epoch else DEFAULT_EPOCH

@@ -37,6 +37,7 @@ from .errors import AuthenticationError
 from .pairs import Pair
 from .report import event
 from .throttle import Throttle
+from .watchdog import CANCELLED, EXPIRED, InFlight, Watchdog, watch_connections
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +233,13 @@ class NsmlClient:
         on_retry: Callable[[BaseException], None] | None = None,
         session: requests.Session | None = None,
         throttle: Throttle | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.throttle = throttle
+        # Bounds each response as a whole (--timeout), and cuts it when the export is
+        # cancelled; clients of one export share one.
+        self.watchdog = watchdog or Watchdog()
+        self._in_flight = InFlight()
         self.base_url = settings.base_url.rstrip("/")
         self.timeout = settings.timeout
         self.auth = signer or NcpSignatureV2(
@@ -249,6 +255,7 @@ class NsmlClient:
         self.abort = abort or threading.Event()
         self.on_retry = on_retry
         self.session = session or requests.Session()
+        watch_connections(self.session, self._in_flight)
         # requests re-reads proxy and CA settings from the environment on every request
         # (about 1 ms each); read them once here, for the one host we talk to.
         self.session.proxies.update(get_environ_proxies(self.base_url))
@@ -283,6 +290,7 @@ class NsmlClient:
             raise Aborted()
         url = self.base_url + path
         started = time.monotonic()
+        self.watchdog.begin(self._in_flight, self.timeout)
         try:
             # A new request per attempt: the signer runs again, with a fresh timestamp.
             # Prepared here rather than through Session.request, whose per-call merging of
@@ -293,20 +301,10 @@ class NsmlClient:
             response = self.session.send(request, timeout=self.timeout, allow_redirects=False,
                                          proxies=self.session.proxies, verify=self.session.verify)
             _ = response.content  # read the body inside the attempt: truncation is retryable
-        except requests.exceptions.SSLError as exc:
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise ApiError(
-                    "TLS certificate verification failed; behind a TLS-inspecting proxy, pass "
-                    "its CA bundle with --ca-bundle (or REQUESTS_CA_BUNDLE)"
-                ) from None
-            raise ApiError(f"TLS error: {type(exc).__name__}") from None
-        except (
-            requests.exceptions.ConnectionError,
-            requests.exceptions.Timeout,
-            requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError,
-        ) as exc:
-            raise ApiError(f"transport error: {_transport_reason(exc)}", retryable=True) from None
+        except requests.exceptions.RequestException as exc:
+            raise self._failure(exc) from None
+        finally:
+            self.watchdog.end(self._in_flight)
         if log.isEnabledFor(logging.DEBUG):  # path_url re-parses the URL: only when shown
             path_url = response.request.path_url
             latency_ms = round((time.monotonic() - started) * 1000)
@@ -316,6 +314,27 @@ class NsmlClient:
                                   status=response.status_code, attempt=attempt,
                                   latency_ms=latency_ms))
         return interpret(response), response.content
+
+    def _failure(self, exc: requests.exceptions.RequestException) -> Exception:
+        """What a failed attempt raises: the watchdog's cut first (a cut shows up as any of
+        the errors below), then TLS and transport trouble; anything else is a bug."""
+        cut = self._in_flight.cut
+        if cut == CANCELLED:
+            return Aborted()
+        if cut == EXPIRED:  # the whole response took longer than --timeout
+            return ApiError("transport error: read timed out", retryable=True)
+        if isinstance(exc, requests.exceptions.SSLError):
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                return ApiError(
+                    "TLS certificate verification failed; behind a TLS-inspecting proxy, pass "
+                    "its CA bundle with --ca-bundle (or REQUESTS_CA_BUNDLE)"
+                )
+            return ApiError(f"TLS error: {type(exc).__name__}")
+        if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout
+                      | requests.exceptions.ChunkedEncodingError
+                      | requests.exceptions.ContentDecodingError):
+            return ApiError(f"transport error: {_transport_reason(exc)}", retryable=True)
+        raise exc
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> FetchResult:
         """GET with the retry policy; raises ApiError, AuthenticationError or Aborted."""

@@ -75,16 +75,24 @@ def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credential
     )
 
 
-def _positive_int(value: Any) -> int:
+def _whole_number(value: Any, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("must be a whole number")
     try:
         number = int(value)
     except ValueError:
         raise ValueError("must be a whole number") from None
-    if number < 1:
-        raise ValueError("must be at least 1")
+    if number < least:
+        raise ValueError(f"must be at least {least}")
     return number
+
+
+def _positive_int(value: Any) -> int:
+    return _whole_number(value, least=1)
+
+
+def _non_negative_int(value: Any) -> int:
+    return _whole_number(value, least=0)
 
 
 def _seconds(value: Any, allow_zero: bool) -> float:
@@ -97,18 +105,6 @@ def _seconds(value: Any, allow_zero: bool) -> float:
     if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
         qualifier = "zero or a positive" if allow_zero else "a positive"
         raise ValueError(f"must be {qualifier} number of seconds")
-    return number
-
-
-def _non_negative_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError("must be a whole number")
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError("must be a whole number") from None
-    if number < 0:
-        raise ValueError("must be zero or more")
     return number
 
 
@@ -209,7 +205,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("concurrency", 8, _positive_int, "NSML_ETL_CONCURRENCY", "--concurrency",
             "Parallel API requests (one HTTP session per worker)."),
     Setting("timeout", 30.0, _positive_float, "NSML_ETL_TIMEOUT", "--timeout",
-            "Seconds to wait for each API response."),
+            "Seconds for each API response as a whole (headers and body, not per read)."),
     Setting("max_attempts", 5, _positive_int, "NSML_ETL_MAX_ATTEMPTS", "--max-attempts",
             "Attempts per run before it is recorded as failed."),
     Setting("chunk_size", 500, _positive_int, "NSML_ETL_CHUNK_SIZE", "--chunk-size",

@@ -61,15 +61,25 @@ class Family:
         """Whether :meth:`clean_text` can change a value (else writers skip calling it)."""
         return False
 
-    def error_kind(self, exc: BaseException) -> ErrorKind:
-        if _connection_lost(exc):
+    def error_kind(self, exc: sa.exc.SQLAlchemyError) -> ErrorKind:
+        """What one failure means; the server's error code decides where there is one."""
+        if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
             return "transient"
-        if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
+        by_code = self.code_kind(getattr(exc, "orig", None))
+        if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError) and by_code != "transient":
             return "data"
-        orig = getattr(exc, "orig", None)
+        if by_code is not None:
+            return by_code
+        # Raised by the driver itself, without a server code: a socket or connection problem.
+        if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+            return "transient"
+        return "other"
+
+    def code_kind(self, orig: BaseException | None) -> ErrorKind | None:
+        """What the driver's error code says; None where the error carries no code."""
         code = getattr(orig, "sqlite_errorcode", None)
         if code is None:
-            return _without_code(exc)
+            return None
         primary = code & 0xFF
         if primary in (5, 6):  # SQLITE_BUSY, SQLITE_LOCKED: another writer, try again
             return "transient"
@@ -117,14 +127,10 @@ class PostgresFamily(Family):
     def cleans_text(self) -> bool:
         return True
 
-    def error_kind(self, exc: BaseException) -> ErrorKind:
-        if _connection_lost(exc):
-            return "transient"
-        if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
-            return "data"
-        state = getattr(getattr(exc, "orig", None), "sqlstate", None)
-        if not state:  # raised by the driver itself, not the server
-            return _without_code(exc)
+    def code_kind(self, orig: BaseException | None) -> ErrorKind | None:
+        state = getattr(orig, "sqlstate", None)
+        if not state:
+            return None
         if state[:2] in ("08", "57") or state in ("40001", "40P01", "55P03", "53300"):
             return "transient"  # connection, shutdown, serialization, deadlock, lock timeout
         if state[:2] in ("22", "23", "54"):  # data exception, integrity, program limit
@@ -182,29 +188,14 @@ class MySQLFamily(Family):
                     f"hold at most {MYSQL_MAPPING_KEY_CHARS}")
         return None
 
-    def error_kind(self, exc: BaseException) -> ErrorKind:
-        if _connection_lost(exc):
-            return "transient"
-        args = getattr(getattr(exc, "orig", None), "args", ())
+    def code_kind(self, orig: BaseException | None) -> ErrorKind | None:
+        args = getattr(orig, "args", ())
         code = args[0] if args and isinstance(args[0], int) else None
         if code is None:
-            return _without_code(exc)
+            return None
         if code in _MYSQL_TRANSIENT:
             return "transient"
-        if code in _MYSQL_DATA or isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
-            return "data"
-        return "other"
-
-
-def _connection_lost(exc: BaseException) -> bool:
-    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
-
-
-def _without_code(exc: BaseException) -> ErrorKind:
-    # A driver's own operational error (no server code): a socket or connection problem.
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-        return "transient"
-    return "other"
+        return "data" if code in _MYSQL_DATA else "other"
 
 
 FAMILIES: dict[str, Family] = {

@@ -8,6 +8,8 @@ EXIT_SOME_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_AUTH_FAILED = 3
 EXIT_DATABASE = 4
+# An error nsml-etl did not expect: a bug (sysexits' EX_SOFTWARE).
+EXIT_INTERNAL = 70
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 

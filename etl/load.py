@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,6 +72,18 @@ STAGE = "nsml_etl_stage"
 SQLITE_BUSY_TIMEOUT_S = 60
 # How long MySQL waits for another export's schema change or chunk write.
 MYSQL_LOCK_TIMEOUT_S = 60
+# How long one schema change (ALTER TABLE) waits for its table lock. A transaction left open on
+# the table (a dashboard, a SQL console) holds it off, and every new query on the table queues
+# behind the waiting ALTER: those stall this long at most, then run while we wait to retry.
+SCHEMA_LOCK_TIMEOUT_S = 3.0
+# Schema changes tried this often before the export stops with exit 4; the waits in between
+# start here and double (1, 2, 4 s: about 20 s in all with the lock waits).
+SCHEMA_LOCK_ATTEMPTS = 4
+SCHEMA_LOCK_RETRY_WAIT_S = 1.0
+# What the drivers say when a lock wait timed out: PostgreSQL's SQLSTATE lock_not_available
+# (lock_timeout), MySQL's ER_LOCK_WAIT_TIMEOUT (lock_wait_timeout, innodb_lock_wait_timeout).
+PG_LOCK_NOT_AVAILABLE = "55P03"
+MYSQL_LOCK_WAIT_TIMEOUT = 1205
 # Longest env key MySQL can index with utf8mb4 next to the table name (3072-byte key limit).
 MYSQL_KEY_CHARS = 700
 # Stored runs read per query when a new column is filled from their envs.
@@ -183,6 +197,15 @@ def _describe(url: sa.URL) -> str:
         return f"SQLite database {url.database or ':memory:'}"
     where = f"{url.host or 'localhost'}{':' + str(url.port) if url.port else ''}"
     return f"{url.get_backend_name()} database {url.database!r} on {where}"
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """A statement gave up waiting for a lock that another session holds."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) == PG_LOCK_NOT_AVAILABLE:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] == MYSQL_LOCK_WAIT_TIMEOUT
 
 
 def create_engine(db_url: str) -> Engine:
@@ -400,6 +423,8 @@ def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("failed", sa.BigInteger()),
         sa.Column("retried", sa.BigInteger()),
         sa.Column("options", Text),
+        # Why a 'failed' batch failed. Added to tables made before it (see _evolve).
+        sa.Column("error", Text),
         **UTF8MB4,
     )
     failures = sa.Table(
@@ -564,15 +589,62 @@ class RunStore:
                 and not self._room_for_waiting(current)
             ):
                 return current
-        try:
-            with self._table_lock() as conn:
-                current = self._evolve(conn, env_keys, fields)
-        except SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"schema change on table {self.table_name} failed: {first_line(exc)}"
-            ) from exc
+        for attempt in range(1, SCHEMA_LOCK_ATTEMPTS + 1):
+            try:
+                with self._table_lock() as conn, self._bounded_lock_waits(conn):
+                    current = self._evolve(conn, env_keys, fields)
+                break
+            except SQLAlchemyError as exc:
+                if not is_lock_timeout(exc):
+                    raise DatabaseError(
+                        f"schema change on table {self.table_name} failed: {first_line(exc)}"
+                    ) from exc
+                table = self._locked_table(exc)
+                if attempt == SCHEMA_LOCK_ATTEMPTS:
+                    raise DatabaseError(self._locked_message(table)) from None
+                wait = SCHEMA_LOCK_RETRY_WAIT_S * 2 ** (attempt - 1)
+                log.warning("table %s is locked by another session; adding columns again in "
+                            "%gs (attempt %d of %d)", table, wait, attempt + 1,
+                            SCHEMA_LOCK_ATTEMPTS)
+                time.sleep(wait)
         self._known_columns = set(current.columns)
         return current
+
+    @contextmanager
+    def _bounded_lock_waits(self, conn: Connection) -> Iterator[None]:
+        """Statements on ``conn`` wait at most SCHEMA_LOCK_TIMEOUT_S for a table lock (entered
+        after the lock of :meth:`_table_lock`, which must keep waiting for other exports)."""
+        if self.dialect == "postgresql":  # local: ends with the transaction
+            conn.execute(sa.text("SELECT set_config('lock_timeout', :ms, true)"),
+                         {"ms": str(max(1, round(SCHEMA_LOCK_TIMEOUT_S * 1000)))})
+            yield
+        elif self.dialect in _MYSQL:  # a session setting (metadata locks, whole seconds)
+            conn.execute(sa.text("SET SESSION lock_wait_timeout = :s"),
+                         {"s": max(1, math.ceil(SCHEMA_LOCK_TIMEOUT_S))})
+            try:
+                yield
+            finally:
+                try:  # the connection goes back to the pool: chunk writes wait as before
+                    conn.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
+                except SQLAlchemyError:
+                    conn.invalidate()
+        else:  # SQLite: SQLITE_BUSY_TIMEOUT_S bounds every wait
+            yield
+
+    def _locked_table(self, exc: SQLAlchemyError) -> str:
+        """The table whose lock the failed statement waited for (it names it)."""
+        statement = str(getattr(exc, "statement", "") or "")
+        return BATCHES_TABLE if BATCHES_TABLE in statement else self.table_name
+
+    @staticmethod
+    def _locked_message(table: str) -> str:
+        return (
+            f"table {table} is locked by another session: adding columns to it waited "
+            f"{SCHEMA_LOCK_TIMEOUT_S:g}s for the lock, {SCHEMA_LOCK_ATTEMPTS} times. Usually a "
+            "transaction left open on it (a dashboard or SQL console; PostgreSQL shows it as "
+            "'idle in transaction' in pg_stat_activity, MySQL in SHOW PROCESSLIST): end it, "
+            "then run the export again; the runs committed before are kept"
+        )
 
     def _evolve(self, conn: Connection, env_keys: set[str], fields: set[str]) -> ColumnMap:
         # Everything below is re-read under the lock: another export may have just done it.
@@ -588,6 +660,7 @@ class RunStore:
         self._legacy_content_hash = "content_hash" in {
             c["name"].lower() for c in inspector.get_columns(HISTORY_TABLE)}
         self._add_missing_core_columns(conn, existing, current)
+        self._add_missing_columns(conn, self.batches_table, inspector)
         taken = existing | set(CORE_COLUMNS) | set(current.env.values())
         taken |= set(current.fields.values())
 
@@ -755,6 +828,17 @@ class RunStore:
         if savepoint is not None:
             savepoint.commit()
         return True
+
+    def _add_missing_columns(self, conn: Connection, table: sa.Table,
+                             inspector: sa.Inspector) -> None:
+        """Columns of a bookkeeping table added since an existing copy of it was made."""
+        existing = {c["name"].lower() for c in inspector.get_columns(table.name)}
+        quote = conn.dialect.identifier_preparer.quote
+        for column in table.columns:
+            if column.name not in existing:
+                column_type = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} "
+                                     f"ADD COLUMN {quote(column.name)} {column_type}")
 
     def _add_column(self, conn: Connection, column: str) -> None:
         quote = conn.dialect.identifier_preparer.quote

@@ -45,6 +45,7 @@ from .transform import (
     extra_fields,
     flatten_run,
 )
+from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,20 @@ class _Fetcher:
         abort: threading.Event,
         sleep: Callable[[float], None],
         archive: ArchiveWriter | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.archive = archive
         self.settings = settings
         self.credentials = credentials
         self.abort = abort
-        self.sleep = sleep
+        # On the real clock, a stopping export must not sit out a backoff, a Retry-After or a
+        # rate-limit slot: those waits end when the abort is set (an injected sleep is kept).
+        self.sleep = abort.wait if sleep is time.sleep else sleep
+        self.watchdog = watchdog or Watchdog()
         self.signer = NcpSignatureV2(
             credentials.access_key, credentials.secret_key, credentials.api_key
         )
-        self.throttle = Throttle(settings.concurrency, settings.rate_limit, sleep)
+        self.throttle = Throttle(settings.concurrency, settings.rate_limit, self.sleep)
         self.retries = 0
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -100,6 +105,7 @@ class _Fetcher:
                 abort=self.abort,
                 on_retry=self._count_retry,
                 throttle=self.throttle,
+                watchdog=self.watchdog,
             )
             self._local.client = client
             with self._lock:
@@ -196,6 +202,11 @@ class _ChunkWriter:
         log.warning("database write failed (%s); reconnecting, attempt %d of %d", exc,
                     state.attempt_number + 1, DB_WRITE_ATTEMPTS)
 
+    def _fail_batch(self, error: DatabaseError) -> None:
+        """The export stops on ``error`` (exit 4): its batch row must not stay ``running``."""
+        if self.batch is not None:
+            self.batch.fail(self.report, error)
+
     def add(self, run: FlatRun) -> None:
         self.pending.append(run)
         if len(self.pending) >= self.chunk_size:
@@ -204,12 +215,16 @@ class _ChunkWriter:
     def flush(self) -> None:
         if not self.pending:
             return
-        if self.batch is not None:
-            self._retry(self.batch.open)
-        runs, refused = self.store.screen(unique_runs(self.pending))
-        for run, reason in refused:
-            self._fail(run, reason)
-        written = self._write(runs)
+        try:
+            if self.batch is not None:
+                self._retry(self.batch.open)
+            runs, refused = self.store.screen(unique_runs(self.pending))
+            for run, reason in refused:
+                self._fail(run, reason)
+            written = self._write(runs)
+        except DatabaseError as exc:
+            self._fail_batch(exc)
+            raise
         self.report.exported += written
         self.report.chunks += 1
         log.info("committed chunk %d: %d runs (%d so far)", self.report.chunks, written,
@@ -255,7 +270,11 @@ class _ChunkWriter:
         gone = [f.pair for f in self.report.failed
                 if f.status == GONE_STATUS and f.pair is not None]
         if gone:
-            self._retry(self.store.mark_gone, gone, utc_now())
+            try:
+                self._retry(self.store.mark_gone, gone, utc_now())
+            except DatabaseError as exc:
+                self._fail_batch(exc)
+                raise
 
 
 def _drain(finished: queue.SimpleQueue, timeout: float) -> list[Future]:
@@ -283,18 +302,23 @@ def export_runs(
     progress: ProgressCallback | None = None,
     archive: ArchiveWriter | None = None,
     skip: Collection[Pair] = (),
+    cancel: threading.Event | None = None,
 ) -> ExportReport:
     """Fetch every pair and upsert the runs; see the module docstring for the guarantees.
 
     ``pairs`` may be a lazy iterable (discovery): fetching starts with the first pair. Pairs in
-    ``skip`` (runs stored as finished, for --skip-finished) are counted, not fetched."""
+    ``skip`` (runs stored as finished, for --skip-finished) are counted, not fetched. Once
+    ``stop`` is set, requests in flight get a short grace period to finish; once ``cancel`` is
+    set (by the caller, or when that grace ran out), they are cut: their pairs are neither
+    fetched nor failed, and everything fetched before is still committed."""
     started = time.monotonic()
     report = ExportReport(requested=total or 0)
     log.info("export started: %s pairs", total if total is not None else "unknown",
              extra=event("batch_started", pairs=total, **settings.public_dict()))
     stop = stop or threading.Event()
     abort = threading.Event()
-    fetcher = _Fetcher(settings, credentials, abort, sleep, archive)
+    watchdog = Watchdog(cancel=cancel, stop=stop)
+    fetcher = _Fetcher(settings, credentials, abort, sleep, archive, watchdog)
     batch = BatchLog(store, "export", {**settings.public_dict(), "pairs": total})
     writer = _ChunkWriter(store, settings.chunk_size, report, batch, sleep)
     source = iter(pairs)
@@ -318,6 +342,9 @@ def export_runs(
                         report.source_error = exc
                         source = iter(())
                         break
+                    except Aborted:  # discovery's request was cut: the export is stopping
+                        source = iter(())
+                        break
                     if item is None:
                         break
                     if skip and (item.pair if isinstance(item, ListedRun) else item) in skip:
@@ -332,7 +359,7 @@ def export_runs(
                 in_flight.difference_update(done)
                 if stop.is_set() and not abort.is_set():
                     report.interrupted = True
-                    abort.set()  # no new attempts; in-flight ones finish and are kept
+                    abort.set()  # no new attempts; in-flight ones finish (within the grace)
                 for future in done:
                     try:
                         outcome = future.result()

@@ -4,7 +4,8 @@ It generates a deterministic dataset from a seed (Korean names, empty and awkwar
 fields, undocumented extras), verifies signature v2 and the 5-minute window exactly as the
 gateway documents them, answers with gateway-shaped JSON errors, and injects faults at a given
 rate: 429 with and without Retry-After, 500, an HTML 502, 503, 504, dropped connections,
-truncated JSON and responses slower than the client's timeout.
+truncated JSON, responses slower than the client's timeout and responses that trickle in one
+byte at a time after prompt headers.
 
 Time can pass, if asked (an ``epoch``): runs are then created from the epoch on, wait PENDING,
 run IN_PROGRESS and end COMPLETED, FAILED, STOPPED or CANCELED at moments drawn from the seed;
@@ -15,6 +16,7 @@ successive moments build a real change history. Without an epoch the dataset sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import ssl
@@ -44,6 +46,7 @@ from .auth import (
 PREFIX = "/nsml/v1"
 FAULT_KINDS = (
     "429", "429-no-retry-after", "500", "502-html", "503", "504", "drop", "truncate", "slow",
+    "trickle",
 )
 SIGNATURE_WINDOW_MS = 5 * 60 * 1000
 STATUSES = (
@@ -102,6 +105,8 @@ class SimulatorConfig:
     fault_streak: int | None = None
     latency: float = 0.0
     slow_seconds: float = 2.0
+    # A 'trickle' fault sends status and headers at once, then one byte of the body per this.
+    trickle_seconds: float = 1.0
     retry_after: int = 1
     max_page_size: int = 100
     clock_offset: float = 0.0  # of the signature window and Date header (real time)
@@ -505,6 +510,15 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass  # quiet: tests and the demo read their own output
 
+        def handle(self) -> None:
+            # A client that gave up (a timeout or an interrupt test) is nothing to report.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                super().handle()
+
+        def finish(self) -> None:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                super().finish()
+
         def date_time_string(self, timestamp: float | None = None) -> str:
             return formatdate(sim.now(), usegmt=True)
 
@@ -598,5 +612,20 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 time.sleep(cfg.slow_seconds)
                 status, payload = sim.route(self.path)
                 self._reply(status, payload)
+            elif kind == "trickle":
+                status, payload = sim.route(self.path)
+                body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+                with sim._lock:
+                    sim.stats.by_status[status] += 1
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json;charset=UTF-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.flush()
+                self.close_connection = True
+                for index in range(len(body)):  # until done, or the client hangs up
+                    time.sleep(cfg.trickle_seconds)
+                    # Past the buffer: a byte left in it after a hang-up would fail again later.
+                    self.connection.sendall(body[index:index + 1])
 
     return Handler

@@ -11,5 +11,5 @@ SELECT r.project_id, r.run_name, j.key AS env_key,
            ELSE COALESCE(r.envs -> j.fullkey, CAST(j.value AS TEXT))
        END AS value
 FROM {{runs}} AS r,
-     json_each(CASE WHEN json_valid(r.envs) THEN r.envs ELSE '{}' END) AS j
+     json_each({{envs_json(r.envs)}}) AS j
 WHERE r.envs IS NOT NULL

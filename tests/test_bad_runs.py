@@ -113,6 +113,17 @@ def test_values_and_keys_each_database_cannot_hold_fail_alone(
     assert rerun.exit_code == result.exit_code, rerun.output
     assert _stored(db_url).keys() == stored.keys()
 
+    # Views and the report read every stored envs, NUL included, on every database.
+    assert run_cli("views", "--db", db_url).exit_code == 0
+    long_format = {(r["run_name"], r["env_key"]): r["value"] for r in fetch_rows(
+        db_url, "SELECT run_name, env_key, value FROM nsml_run_envs")}
+    nul_value = f"x{NUL_REPLACEMENT}y" if kind == "postgresql" else "x\x00y"
+    if kind != "sqlite":  # SQLite's JSON functions stop at a NUL (see README)
+        assert long_format[("nul", "A")] == nul_value
+    assert long_format[("nul", "B")] == "ok"
+    report = run_cli("report", "--db", db_url, "--format", "json")
+    assert report.exit_code == 0, report.output
+
 
 @pytest.fixture
 def refuse_note(db_url):
@@ -208,3 +219,38 @@ def test_numbers_stay_the_literals_the_api_sent(run_cli, credentials, make_simul
     assert long_format == {"LR": "1e400", "M": "1.50", "S": "x"}
     report = run_cli("report", "--db", db_url, "--format", "json")
     assert report.exit_code == 0, report.output
+
+
+def test_a_run_name_with_nul_from_a_load_file(run_cli, db_url, tmp_path):
+    """PostgreSQL cannot store the key at all: the run fails alone, and its failure row (which
+    names it) is stored with the documented replacement instead of failing the batch."""
+    path = tmp_path / "runs.jsonl"
+    bodies = [_body("p", "1"), _body("p", "a\x00b"), _body("p\x00", "2"), _body("p", "3")]
+    path.write_text("".join(json.dumps(b) + "\n" for b in bodies), encoding="utf-8")
+    result = run_cli("load", str(path), "--db", db_url)
+    assert "Traceback" not in result.output
+    if db_url.startswith("postgresql"):
+        assert result.exit_code == 1, result.output
+        failures = fetch_rows(db_url, "SELECT project_id, run_name, message "
+                                      "FROM nsml_export_failures ORDER BY run_name")
+        assert [(f["project_id"], f["run_name"]) for f in failures] == [
+            ("p\N{REPLACEMENT CHARACTER}", "2"), ("p", "a\N{REPLACEMENT CHARACTER}b")]
+        assert all("holds U+0000 (NUL)" in f["message"] for f in failures)
+        assert set(_stored(db_url)) == {("p", "1"), ("p", "3")}
+    else:
+        assert result.exit_code == 0, result.output
+        assert set(_stored(db_url)) == {(b["projectId"], b["runName"]) for b in bodies}
+
+
+def test_an_unexpected_error_is_one_line_and_exit_70_never_a_traceback(
+        run_cli, credentials, make_simulator, sqlite_url, tmp_path, monkeypatch):
+    sim = make_simulator(projects=1, runs_per_project=2)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("something nobody foresaw\nsecond line")
+
+    monkeypatch.setattr("etl.pipeline.build_frame", broken)
+    result = _export(run_cli, sim, sqlite_url, tmp_path, sim.pairs())
+    assert result.exit_code == 70
+    assert result.stderr.startswith("Error: unexpected RuntimeError: something nobody foresaw;")
+    assert "second line" not in result.stderr and "Traceback" not in result.output

@@ -108,11 +108,13 @@ def test_wait_honours_retry_after_capped_and_never_below_backoff():
 
 @pytest.mark.parametrize(
     "kind",
-    ["429", "429-no-retry-after", "500", "502-html", "503", "504", "drop", "truncate", "slow"],
+    ["429", "429-no-retry-after", "500", "502-html", "503", "504", "drop", "truncate", "slow",
+     "trickle"],
 )
 def test_each_fault_kind_is_retried_with_fresh_signatures(make_simulator, kind):
+    # trickle: a byte every 0.1 s would take a minute for the body; --timeout 0.4 cuts it
     sim = make_simulator(projects=1, runs_per_project=1, fault_rate=1.0, fault_kinds=(kind,),
-                         fault_streak=2, retry_after=2, slow_seconds=0.8)
+                         fault_streak=2, retry_after=2, slow_seconds=0.8, trickle_seconds=0.1)
     sleeps: list[float] = []
     pair = Pair(*sim.pairs()[0])
     result = client_for(sim.base_url, sleeps, timeout=0.4, backoff_initial=0.01).get_run(pair)
