@@ -544,7 +544,7 @@ def gpu_servers_set(code: int, gpus: int, label: str | None, config_file: Path |
         set_servers(engine, [GpuServer(code, gpus, label)])
     finally:
         engine.dispose()
-    click.echo(f"GPU server {code}: {gpus} GPUs.", err=True)
+    click.echo(f"GPU server {code}: {gpus} GPU{'' if gpus == 1 else 's'}.", err=True)
 
 
 @gpu_servers.command("unset")
@@ -609,21 +609,32 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
               default="text", show_default=True, help="Output on stdout.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write one self-contained HTML page with charts (works offline).")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="DATE",
+              help="First day of the analytics sections (from its week's Monday; default: "
+              "the Monday 7 weeks before --until's week).")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="DATE",
+              help="Last day of the analytics sections (default: today, UTC).")
 @handle_errors
 def report(config_file: Path | None, output_format: str, html_path: Path | None,
-           **flags: Any) -> None:
-    """Print a short summary from the reporting views (created if missing)."""
+           since: datetime | None, until: datetime | None, **flags: Any) -> None:
+    """Print a short summary from the reporting views (created if missing), with run-hours,
+    GPU-hours, queue waits and failure rates over a period of weeks."""
     from . import reporting
+    from .analytics import collect_analytics, period_for
+    from .clock import utc_now
     from .load import check_database, check_table, create_engine
     from .views import create_views
 
     settings = resolve_settings(flags, config_file)
+    period = period_for(since.date() if since else None, until.date() if until else None,
+                        utc_now().date())
     engine = create_engine(settings.db_url)
     try:
         check_database(engine)
         check_table(engine, settings.table)
         create_views(engine, settings.table)  # cheap, and keeps them in step with sql/
         tables = reporting.collect(engine, settings.table)
+        tables += collect_analytics(engine, settings.table, period)
     finally:
         engine.dispose()
     render = {"text": reporting.as_text, "csv": reporting.as_csv, "json": reporting.as_json}

@@ -78,6 +78,8 @@ LIST_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # New runs appear about this many hours apart (plus up to the jitter), as in the frozen dataset.
 CREATION_GAP_H = 7
 CREATION_JITTER_MIN = 300
+# Creators per project on the timeline (the frozen dataset gives every run its own).
+TEAM_SIZE = 3
 # Share of runs canceled while still waiting, and of started runs deleted upstream mid-run.
 CANCELED_IN_QUEUE = 0.08
 DELETED_WHILE_RUNNING = 0.04
@@ -212,8 +214,12 @@ def add_timeline(data: dict[str, dict], seed: int, epoch: datetime) -> None:
     rng = random.Random(f"nsml-simulator timeline {seed}")
     images = [path for _, path in IMAGES]
     projects = list(data.values())
+    # A team per project, so that per-creator figures add up to something.
+    teams = [[f"ncp-user-{rng.randint(1000000, 9999999)}" for _ in range(TEAM_SIZE)]
+             for _ in projects]
     for p, project in enumerate(projects):
         for k, run in enumerate(project["runs"].values()):
+            run["creator"] = rng.choice(teams[p])
             turn = k * len(projects) + p
             created = epoch + timedelta(hours=CREATION_GAP_H * turn,
                                         minutes=rng.randint(0, CREATION_JITTER_MIN))
@@ -229,8 +235,9 @@ def add_timeline(data: dict[str, dict], seed: int, epoch: datetime) -> None:
                      "RUN_STATE_STOPPED" if pick < failure + STOPPED_SHARE else
                      "RUN_STATE_COMPLETED")
             deleted = None
-            if rng.random() < DELETED_WHILE_RUNNING:
-                deleted = started + duration * rng.uniform(0.2, 0.8)
+            if rng.random() < DELETED_WHILE_RUNNING:  # a long run, deleted well into it
+                duration = max(duration, timedelta(hours=RUN_TIMES[-1][1]))
+                deleted = started + duration * rng.uniform(0.3, 0.8)
                 deleted = deleted.replace(microsecond=0)
             run["_timeline"] = Lifecycle(created, started, started + duration, final, deleted)
 
