@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
 from conftest import fetch_rows
 
 # Five exports a day apart, at noon UTC: Fri 9 Jan 2026 to Tue 13 Jan (weeks start on Monday,
@@ -208,3 +209,40 @@ def check_weekly_views(history):
     (durations,) = fetch_rows(history, "SELECT seconds FROM nsml_status_durations "
                                        "WHERE project_id = 'p2' AND run_name = '1'")
     assert num(durations["seconds"]) == 48 * H
+
+
+def test_period_and_sums_of_the_report():
+    from datetime import date
+
+    from etl.analytics import (
+        export_interval_hours,
+        failure_rates,
+        hours_per_project,
+        period_for,
+    )
+    from etl.errors import InputError
+    from etl.reporting import _nice_ceiling
+
+    today = date(2026, 1, 14)  # a Wednesday
+    period = period_for(None, None, today)
+    assert (period.first_week, period.until) == (date(2025, 11, 24), today)  # 8 weeks
+    assert period_for(date(2026, 1, 7), None, today).first_week == date(2026, 1, 5)
+    with pytest.raises(InputError, match="after --until"):
+        period_for(date(2026, 2, 1), date(2026, 1, 1), today)
+
+    rows = [
+        {"week": "2026-01-05", "project_id": "p", "project_name": "P", "active_runs": 2,
+         "run_hours": 10.0, "gpu_hours": 20.0},
+        {"week": "2026-01-05", "project_id": "p", "project_name": "P", "active_runs": 1,
+         "run_hours": 3.5, "gpu_hours": None},  # a server without a GPU count
+        {"week": "2025-12-29", "project_id": "p", "project_name": "P", "active_runs": 1,
+         "run_hours": 99.0, "gpu_hours": 99.0},  # before the period
+    ]
+    assert hours_per_project(rows, period_for(date(2026, 1, 5), None, today)).rows == [
+        (date(2026, 1, 5), "p", "P", 3, 13.5, 20.0, 3.5)]
+    rates = [{"dimension": "image", "value": v, "week": "2026-01-05", "finished": f,
+              "failed": x} for v, f, x in (("a", 10, 2), ("b", 1, 1), ("c", 4, 2))]
+    assert [r[0] for r in failure_rates(rates, period, "image").rows] == ["c", "a", "b"]
+    assert export_interval_hours([datetime(2026, 1, 1, h) for h in (0, 6, 12, 13)]) == 6.0
+    assert export_interval_hours([datetime(2026, 1, 1)]) is None
+    assert [_nice_ceiling(v) for v in (149, 19.2, 0.3, 0)] == [200, 20, 0.4, 1]
