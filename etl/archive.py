@@ -12,16 +12,17 @@ import codecs
 import contextlib
 import gzip
 import io
+import os
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from . import jsontext
 from .errors import InputError
-from .pairs import STDIN_NAME, Pair
+from .pairs import STDIN_NAME, Pair, check_name
 
 RESPONSE_KEY = "response"
 FETCHED_AT_KEY = "fetchedAt"
@@ -78,20 +79,40 @@ class ArchivedRun(NamedTuple):
         return obj[RESPONSE_KEY] if RESPONSE_KEY in obj else obj
 
 
-def _pair_from(obj: dict) -> Pair | None:
+def _pair_from(obj: dict, where: str) -> Pair | None:
+    """The pair a line names, checked as a pairs file's are (:class:`InputError` saying why
+    not); None when it names none."""
     project_id, run_name = obj.get("projectId"), obj.get("runName")
     if isinstance(run_name, int) and not isinstance(run_name, bool):
         run_name = str(run_name)
     if isinstance(project_id, str) and project_id and isinstance(run_name, str) and run_name:
-        return Pair(project_id, run_name)
+        return Pair(check_name(project_id, "projectId", where),
+                    check_name(run_name, "runName", where))
     return None
+
+
+def _utc(text: Any) -> datetime | None:
+    """An archive's fetchedAt as naive UTC, like every time we store; None when unusable."""
+    try:
+        when = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when
+
+
+def display_name(path: str | Path) -> str:
+    """A file name as text that can be printed and stored: a name that is not UTF-8 (Latin-1
+    on an old share) carries undecodable bytes as lone surrogates, which no database takes."""
+    return os.fsencode(path).decode("utf-8", "replace")
 
 
 def iter_archive(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[ArchivedRun]:
     """Each line of an archive or plain-runs file, or of stdin for ``-``; unusable lines come
     with a ``problem``. The file is opened here, so a missing one fails before any line is
     asked for (and before the caller touches a database)."""
-    name = str(path)
+    name = display_name(path)
     if name == "-":
         return _read_lines(STDIN_NAME, stdin if stdin is not None else sys.stdin.buffer)
     if Path(path).is_dir():
@@ -137,13 +158,14 @@ def _parse_line(source: str, line_no: int, raw: bytes) -> ArchivedRun:
     fetched_at = None
     if RESPONSE_KEY in obj:  # an archive record
         body = obj[RESPONSE_KEY]
-        try:
-            fetched_at = datetime.fromisoformat(obj[FETCHED_AT_KEY])
-        except (KeyError, TypeError, ValueError):
-            fetched_at = None
+        fetched_at = _utc(obj.get(FETCHED_AT_KEY))
     else:  # a plain run object
         body = obj
-    pair = _pair_from(obj)
+    where = f"{source}:{line_no}"
+    try:
+        pair = _pair_from(obj, where)
+    except InputError as exc:
+        return ArchivedRun(source, line_no, None, body, fetched_at, str(exc))
     if pair is None:
         return ArchivedRun(source, line_no, None, body, fetched_at,
                            f"{source}:{line_no}: no projectId and runName to key the run by")

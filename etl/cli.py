@@ -421,7 +421,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
     Runs the same transform and upsert as export, into the same table and column mapping,
     without calling the API. FILE may be gzip-compressed, and - reads standard input.
     """
-    from .archive import iter_archive
+    from .archive import display_name, iter_archive
     from .load import RunStore, check_database, check_table, create_engine
     from .pipeline import load_archive
 
@@ -435,7 +435,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
         check_database(engine)
         check_table(engine, settings.table)
         store = RunStore(engine, settings.table, settings.max_env_columns)
-        options = {**settings.public_dict(), "file": str(file)}
+        options = {**settings.public_dict(), "file": display_name(file)}
         progress = _Progress(None, enabled=_show_progress(quiet, log_format))
         cleanup.callback(progress.close)
         interrupts = cleanup.enter_context(_Interrupts())

@@ -22,11 +22,13 @@ DEFAULT_BASE_URL = "https://nsml.apigw.ntruss.com/nsml/v1"
 DEFAULT_DB_URL = "sqlite:///nsml_runs.db"
 DEFAULT_TABLE = "nsml_runs"
 # Env columns per runs table, by default (--max-env-columns). The fixed columns plus this many
-# fit every database's limits with room for undocumented fields: MariaDB's InnoDB rows hold
-# 8,126 bytes and keep values of up to 40 bytes in the row, so 175 env columns of 40-byte values
-# fit and 180 do not (measured); PostgreSQL's 8,160-byte rows fit about 420 such columns;
-# SQLite allows 2,000 columns. Keys beyond it have no column; their values stay in envs.
-DEFAULT_MAX_ENV_COLUMNS = 150
+# fit every database's limits with room for undocumented fields. The tightest is MariaDB:
+# InnoDB rows hold 8,126 bytes, keep every text value of up to 40 bytes in the row, and the
+# key columns always; measured with every value 40 bytes long, 138 text columns besides the
+# fixed ones fit when the project id and run name are 255 four-byte characters each (175 with
+# ASCII keys), so 100 leaves room for 38 undocumented fields in the worst case. PostgreSQL's
+# 8,160-byte rows fit about 420 such columns, SQLite 2,000 columns.
+DEFAULT_MAX_ENV_COLUMNS = 100
 
 # Table names we create ourselves (and the temporary table each chunk is staged in); exporting
 # runs into one of them would corrupt it. View names are reserved too (etl/viewnames.py).

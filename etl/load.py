@@ -86,6 +86,13 @@ PG_LOCK_NOT_AVAILABLE = "55P03"
 MYSQL_LOCK_WAIT_TIMEOUT = 1205
 # Longest env key MySQL can index with utf8mb4 next to the table name (3072-byte key limit).
 MYSQL_KEY_CHARS = 700
+# The share of MySQL's max_allowed_packet one run's text may take: the rest is the statement
+# around it and the escaping of its quotes and backslashes.
+PACKET_SHARE_FOR_ONE_RUN = 0.45
+# Undocumented top-level fields that get a column of their own, per table; the others are in
+# the fields column only. With the default env cap this still fits a MariaDB row (see
+# config.DEFAULT_MAX_ENV_COLUMNS: 138 text columns besides the fixed ones).
+MAX_FIELD_COLUMNS = 30
 # Stored runs read per query when a new column is filled from their envs.
 FILL_PAGE_ROWS = 2000
 
@@ -372,16 +379,24 @@ def foreign_table_problems(primary_key: list[str], columns: dict[str, sa.types.T
     return problems
 
 
+class MappingChanged(Exception):
+    """Another export changed a table's column mapping between a chunk's schema step and its
+    write: build the chunk's rows again."""
+
+
 @dataclass(frozen=True)
 class ColumnMap:
     """Which column each env key and extra field lands in (insertion order = table order).
 
     ``waiting``: env keys that have no column (beyond --max-env-columns, or their column could
-    not be added); their values are in ``envs`` and the ``nsml_run_envs`` view."""
+    not be added); their values are in ``envs`` and the ``nsml_run_envs`` view.
+    ``waiting_fields``: the same for undocumented fields (beyond :data:`MAX_FIELD_COLUMNS`);
+    their values are in the ``fields`` column."""
 
     env: dict[str, str]
     fields: dict[str, str]
     waiting: frozenset[str] = frozenset()
+    waiting_fields: frozenset[str] = frozenset()  # their values are in the fields column
 
     @property
     def columns(self) -> list[str]:
@@ -493,6 +508,7 @@ class RunStore:
         # History tables made by nsml-etl 0.1 before this change have a NOT NULL content_hash
         # that nothing reads any more; it gets an empty string so those databases keep working.
         self._legacy_content_hash = False
+        self._packet_limit: int | None = None
         self._sql_tables: dict[tuple[str, ...], sa.Table] = {}
 
     # -- schema --------------------------------------------------------------------------
@@ -530,6 +546,7 @@ class RunStore:
             {k: c for k, c in env.items() if c is not None},
             {k: c for k, c in fields.items() if c is not None},
             frozenset(k for k, c in env.items() if c is None),
+            frozenset(k for k, c in fields.items() if c is None),
         )
 
     def _room_for_waiting(self, current: ColumnMap) -> bool:
@@ -584,7 +601,7 @@ class RunStore:
                 conn.rollback()
             if (
                 env_keys <= current.env.keys() | current.waiting
-                and fields <= current.fields.keys()
+                and fields <= current.fields.keys() | current.waiting_fields
                 and self._known_columns.issuperset(current.columns)
                 and not self._room_for_waiting(current)
             ):
@@ -659,7 +676,7 @@ class RunStore:
         existing = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
         self._legacy_content_hash = "content_hash" in {
             c["name"].lower() for c in inspector.get_columns(HISTORY_TABLE)}
-        self._add_missing_core_columns(conn, existing, current)
+        self._refuse_gone_column_clash(current)
         self._add_missing_columns(conn, self.batches_table, inspector)
         taken = existing | set(CORE_COLUMNS) | set(current.env.values())
         taken |= set(current.fields.values())
@@ -675,13 +692,18 @@ class RunStore:
         without_column = new_keys[len(with_column):]
         allocated = allocate_columns([*promoted, *with_column], taken)
         taken |= set(allocated.values())
-        new_fields_keys = fields - current.fields.keys()
+        # Undocumented fields likewise, up to their own fixed cap (every value is also in the
+        # fields column); a field that waits keeps waiting.
+        field_room = max(0, min(MAX_FIELD_COLUMNS - len(current.fields),
+                                self.family.max_columns - len(existing) - len(allocated)))
+        new_field_keys = allocation_order(
+            fields - current.fields.keys() - current.waiting_fields, prefix="")
         new_fields = allocate_columns(
-            new_fields_keys, taken, prefix="", preferred={f: snake_case(f) for f in new_fields_keys}
-        )
+            new_field_keys[:field_room], taken, prefix="",
+            preferred={f: snake_case(f) for f in new_field_keys[:field_room]})
         env_rows = [{"env_key": k, "column_name": allocated.get(k)}
                     for k in (*with_column, *without_column)]
-        field_rows = [{"field": k, "column_name": c} for k, c in new_fields.items()]
+        field_rows = [{"field": k, "column_name": new_fields.get(k)} for k in new_field_keys]
         for table, rows in ((self.env_table, env_rows), (self.field_table, field_rows)):
             if rows:
                 conn.execute(sa.insert(table), [{"table_name": self.table_name, **row}
@@ -700,17 +722,19 @@ class RunStore:
         if not self.family.transactional_ddl and (env_rows or field_rows or promoted):
             conn.commit()  # the mapping must be durable before MySQL's DDL commits implicitly
         env = current.env | {k: allocated[k] for k in (*promoted, *with_column)}
-        current = ColumnMap(env, current.fields | new_fields,
-                            (current.waiting - set(promoted)) | set(without_column))
+        current = ColumnMap(env, current.fields | new_fields)
+        for column in CORE_COLUMNS:  # a fixed column added since the table was made
+            if column not in existing:
+                self._add_column(conn, column)
         added_env: dict[str, str] = {}
         for key, column in list(current.env.items()):
             if column.lower() not in existing:
-                if self._add_column_or_wait(conn, key, column):
+                if self._add_column_or_wait(conn, self.env_table, key, column):
                     added_env[key] = column
-        current = self.read_mapping(conn)  # a column that could not be added is waiting now
-        for column in current.fields.values():
+        for key, column in list(current.fields.items()):
             if column.lower() not in existing:
-                self._add_field_column(conn, column)
+                self._add_column_or_wait(conn, self.field_table, key, column)
+        current = self.read_mapping(conn)  # a column that could not be added is waiting now
         # A key that waited (or whose column went missing) may already have values in stored
         # runs: fill its new column from their envs.
         refill = {k: c for k, c in added_env.items() if k not in set(with_column)}
@@ -725,23 +749,25 @@ class RunStore:
                 extra=event("env_keys_without_column", table=self.table_name,
                             new=newly_waiting, total=len(current.waiting),
                             max_env_columns=self.max_env_columns))
+        waiting_fields = len(new_field_keys) - len(new_fields)
+        if waiting_fields:
+            log.warning(
+                "%d undocumented fields of table %s have no column (%d at most); their values "
+                "are in its fields column", waiting_fields, self.table_name, MAX_FIELD_COLUMNS,
+                extra=event("fields_without_column", table=self.table_name,
+                            new=waiting_fields, total=len(current.waiting_fields),
+                            max_field_columns=MAX_FIELD_COLUMNS))
         return current
 
-    def _add_missing_core_columns(self, conn: Connection, existing: set[str],
-                                  current: ColumnMap) -> None:
-        """Fixed columns added since the table was made (``gone_at``), added in place; a name
-        an undocumented field took before then is refused rather than written twice."""
-        for column in CORE_COLUMNS:
-            if column in existing:
-                if column in current.fields.values():
-                    raise DatabaseError(
-                        f"column {column} of table {self.table_name} holds an undocumented "
-                        f"field, and nsml-etl now needs that name for its own {column}; "
-                        "export into a new --table")
-                continue
-            self._add_column(conn, column)
-            existing.add(column)
-            log.info("table %s: added column %s", self.table_name, column)
+    def _refuse_gone_column_clash(self, current: ColumnMap) -> None:
+        """A table made before ``gone_at`` may have given that name to an undocumented field
+        (``goneAt``): refused rather than written twice. (Missing fixed columns are added in
+        :meth:`_evolve`.)"""
+        if GONE_COLUMN in current.fields.values():
+            raise DatabaseError(
+                f"column {GONE_COLUMN} of table {self.table_name} holds an undocumented field, "
+                f"and nsml-etl now needs that name for its own {GONE_COLUMN}; export into a new "
+                "--table")
 
     def _key_columns(self, dialect: sa.Dialect) -> dict[str, list[sa.Column]]:
         """Our tables' columns compared as keys on MySQL (those of a :data:`KEY_TYPES`)."""
@@ -788,30 +814,36 @@ class RunStore:
 
     def _allow_waiting_keys(self, conn: Connection, inspector: sa.Inspector) -> None:
         """Mapping tables made before keys could wait have a NOT NULL column_name: lift it."""
-        column = next(c for c in inspector.get_columns(ENV_COLUMNS_TABLE)
-                      if c["name"] == "column_name")
-        if column["nullable"]:
-            return
-        quote = conn.dialect.identifier_preparer.quote
-        table = quote(ENV_COLUMNS_TABLE)
-        if self.dialect == "postgresql":
-            conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN column_name DROP NOT NULL")
-        elif self.dialect in _MYSQL:
-            name_type = Name.compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {table} MODIFY column_name {name_type} NULL")
-        else:  # SQLite cannot change a column: copy the table into the current definition
-            conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO nsml_env_columns_old")
-            self.env_table.create(conn)
-            conn.exec_driver_sql(
-                f"INSERT INTO {table} (table_name, env_key, column_name) "  # noqa: S608
-                "SELECT table_name, env_key, column_name FROM nsml_env_columns_old")
-            conn.exec_driver_sql("DROP TABLE nsml_env_columns_old")
-        log.info("%s: env keys may now wait without a column", ENV_COLUMNS_TABLE)
+        for mapping in (self.env_table, self.field_table):
+            column = next(c for c in inspector.get_columns(mapping.name)
+                          if c["name"] == "column_name")
+            if column["nullable"]:
+                continue
+            quote = conn.dialect.identifier_preparer.quote
+            table = quote(mapping.name)
+            key = "env_key" if mapping is self.env_table else "field"
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {table} ALTER COLUMN column_name DROP NOT NULL")
+            elif self.dialect in _MYSQL:
+                name_type = Name.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table} MODIFY column_name {name_type} NULL")
+            else:  # SQLite cannot change a column: copy the table into the current definition
+                old = quote(f"{mapping.name}_old")
+                conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {old}")
+                mapping.create(conn)
+                conn.exec_driver_sql(
+                    f"INSERT INTO {table} (table_name, {key}, column_name) "  # noqa: S608
+                    f"SELECT table_name, {key}, column_name FROM {old}")
+                conn.exec_driver_sql(f"DROP TABLE {old}")
+            log.info("%s: keys may now wait without a column", mapping.name)
 
-    def _add_column_or_wait(self, conn: Connection, key: str, column: str) -> bool:
-        """Add an env key's column; if the database refuses for good (too many columns, row
-        too large), the key waits without a column instead, so a failed schema change never
-        leaves a mapping row that points at a missing column, nor blocks the next export."""
+    def _add_column_or_wait(self, conn: Connection, mapping: sa.Table, key: str,
+                            column: str) -> bool:
+        """Add an env key's or field's column; if the database refuses for good (too many
+        columns, row too large), the key waits without a column instead (its values are in
+        envs or fields), so a failed schema change never leaves a mapping row that points at a
+        missing column, nor blocks the next export."""
         savepoint = conn.begin_nested() if self.family.transactional_ddl else None
         try:
             self._add_column(conn, column)
@@ -819,10 +851,10 @@ class RunStore:
             if savepoint is not None:
                 savepoint.rollback()
             kind = error_kind(self.family, exc)
-            self._set_waiting(conn, [key])
+            self._set_waiting(conn, mapping, key)
             if kind == "transient":
                 raise
-            log.warning("no column for env key %r in table %s: %s", key, self.table_name,
+            log.warning("no column for %r in table %s: %s", key, self.table_name,
                         first_line(exc))
             return False
         if savepoint is not None:
@@ -847,25 +879,11 @@ class RunStore:
             f"ALTER TABLE {quote(self.table_name)} ADD COLUMN {quote(column)} {column_type}"
         )
 
-    def _add_field_column(self, conn: Connection, column: str) -> None:
-        """Add an undocumented field's column. Its values have no other home, so a refusal
-        fails the runs that carry it (their chunk is split to find them); on MySQL, whose DDL
-        is not transactional, the mapping row goes first so it never points nowhere."""
-        try:
-            self._add_column(conn, column)
-        except SQLAlchemyError:
-            if not self.family.transactional_ddl:
-                table = self.field_table
-                conn.execute(sa.delete(table).where(table.c.table_name == self.table_name,
-                                                    table.c.column_name == column))
-                conn.commit()
-            raise
-
-    def _set_waiting(self, conn: Connection, keys: list[str]) -> None:
-        table = self.env_table
+    def _set_waiting(self, conn: Connection, mapping: sa.Table, key: str) -> None:
+        key_column = mapping.c.env_key if mapping is self.env_table else mapping.c.field
         conn.execute(
-            sa.update(table).where(table.c.table_name == self.table_name,
-                                   table.c.env_key.in_(keys)).values(column_name=None))
+            sa.update(mapping).where(mapping.c.table_name == self.table_name,
+                                     key_column == key).values(column_name=None))
         if not self.family.transactional_ddl:
             conn.commit()
 
@@ -912,11 +930,14 @@ class RunStore:
             if (problem := family.name_problem(name, what)) is not None
         }
         storable, refused = [], []
+        packet = self._statement_limit()
         for run in runs:
             problem = family.key_problem(*run.pair)
             if problem is None and bad_names:
                 problem = next((bad_names[n] for n in (*run.env, *run.extra) if n in bad_names),
                                None)
+            if problem is None and packet is not None:
+                problem = _too_large(run, packet)
             if problem is not None:
                 refused.append((run, problem))
                 continue
@@ -924,6 +945,20 @@ class RunStore:
                 _clean_run(run, family)
             storable.append(run)
         return storable, refused
+
+    def _statement_limit(self) -> int | None:
+        """The most bytes of text one run may hold here (MySQL sends a statement in one packet
+        of at most max_allowed_packet, and drops the connection past it), or None."""
+        if self._packet_limit is None and self.family.packet_size_query is not None:
+            try:
+                with self.engine.connect() as conn:
+                    packet = int(conn.exec_driver_sql(self.family.packet_size_query).scalar())
+            except SQLAlchemyError as exc:
+                raise DatabaseError(f"reading the server's packet size failed: "
+                                    f"{first_line(exc)}") from exc
+            # Room for the statement around the run, and for its escaping.
+            self._packet_limit = int(packet * PACKET_SHARE_FOR_ONE_RUN)
+        return self._packet_limit
 
     # -- data ----------------------------------------------------------------------------
 
@@ -1140,9 +1175,12 @@ class RunStore:
                     rows[pair] = json.dumps(kept, ensure_ascii=False, default=str)
         return rows
 
-    def upsert(self, frame: pd.DataFrame, batch_id: int | None = None) -> int:
+    def upsert(self, frame: pd.DataFrame, batch_id: int | None = None,
+               mapping: ColumnMap | None = None) -> int:
         """Write one chunk and its change history in one transaction; returns the runs
-        written. ``frame`` has one row per run."""
+        written. ``frame`` has one row per run, built from ``mapping``: if another export has
+        changed the mapping since (given a waiting key a column, filled from the runs stored
+        then), :class:`MappingChanged` says to build the frame again."""
         if frame.empty:
             return 0
         columns = list(frame.columns)
@@ -1150,6 +1188,8 @@ class RunStore:
         rows = frame.to_numpy(dtype=object).tolist()
         try:
             with self._table_lock() as conn:  # one writer per table, across exports too
+                if mapping is not None and self.read_mapping(conn) != mapping:
+                    raise MappingChanged(self.table_name)
                 self._create_stage(conn)
                 self._fill_stage(conn, columns, rows)
                 self._write_history(conn, columns, batch_id)  # first: it reads the old rows
@@ -1176,6 +1216,19 @@ def _env_values(envs: str, keys: Iterable[str], family: Family) -> list | None:
     if all(v is None for v in values):
         return None
     return [family.clean_text(as_text(v, key)) for v, key in zip(values, keys, strict=True)]
+
+
+def _too_large(run: FlatRun, limit: int) -> str | None:
+    """Why one run's text cannot go to the server in one statement, or None."""
+    texts = [v for v in (*run.columns.values(), *run.env.values(), *run.extra.values())
+             if type(v) is str]
+    if sum(map(len, texts)) * 4 <= limit:  # at most 4 bytes a character: surely fits
+        return None
+    size = sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
+    if size <= limit:
+        return None
+    return (f"the run holds {size / 1e6:.1f} MB of text; the server takes at most "
+            f"{limit / 1e6:.1f} MB in one statement (max_allowed_packet)")
 
 
 def _clean_run(run: FlatRun, family: Family) -> None:

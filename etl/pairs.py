@@ -42,8 +42,10 @@ class Pair(NamedTuple):
         return f"{self.project_id}/{self.run_name}"
 
 
-def _check_value(value: object, what: str, where: str) -> str:
-    """A project id or run name: non-empty text without control characters."""
+def check_name(value: object, what: str, where: str) -> str:
+    """A project id or run name: non-empty text without control characters or lone UTF-16
+    surrogates (legal as JSON escapes; no database can store them); :class:`InputError`
+    naming ``where`` otherwise."""
     if isinstance(value, bool) or value is None:
         raise InputError(f"{where}: {what} is {json.dumps(value)}, expected text")
     if isinstance(value, int):
@@ -57,6 +59,8 @@ def _check_value(value: object, what: str, where: str) -> str:
     bad = next((ch for ch in value if ord(ch) < 0x20 or ord(ch) == 0x7F), None)
     if bad is not None:
         raise InputError(f"{where}: {what} {value!r} holds control character {bad!r}")
+    if not value.isascii() and any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        raise InputError(f"{where}: {what} {value!r} holds a lone UTF-16 surrogate")
     return value
 
 
@@ -128,8 +132,8 @@ def iter_csv(handle: IO[bytes], name: str) -> Iterator[tuple[int, Pair]]:
                 missing = header[run_col] if len(row) > project_col else header[project_col]
                 raise InputError(f"{where}: missing value for {missing}")
             yield start, Pair(
-                _check_value(row[project_col], header[project_col], where),
-                _check_value(row[run_col], header[run_col], where),
+                check_name(row[project_col], header[project_col], where),
+                check_name(row[run_col], header[run_col], where),
             )
     except csv.Error as exc:
         raise InputError(f"{name}:{line_numbers[0]}: malformed CSV: {exc}") from None
@@ -150,8 +154,8 @@ def iter_jsonl(handle: IO[bytes], name: str) -> Iterator[tuple[int, Pair]]:
         project_key = _pick_column(keys, PROJECT_KEYS, where)
         run_key = _pick_column(keys, RUN_KEYS, where)
         yield line_no, Pair(
-            _check_value(obj[project_key], project_key, where),
-            _check_value(obj[run_key], run_key, where),
+            check_name(obj[project_key], project_key, where),
+            check_name(obj[run_key], run_key, where),
         )
 
 

@@ -33,7 +33,7 @@ from .config import Credentials, Settings
 from .dialects import Family, error_kind, first_line
 from .discovery import ListedRun
 from .errors import AuthenticationError, DatabaseError, EtlError
-from .load import RunStore
+from .load import MappingChanged, RunStore
 from .pairs import Pair
 from .report import ExportReport, FailedPair, ProgressCallback, event, log_finished
 from .throttle import Throttle
@@ -55,6 +55,8 @@ QUEUE_PER_WORKER = 4
 # A chunk whose connection dropped is written again at most this often, with a short backoff
 # (a database restart or failover takes seconds, not minutes).
 DB_WRITE_ATTEMPTS = 3
+# Times a chunk is built again when other exports keep changing the column mapping under it.
+MAPPING_ATTEMPTS = 5
 DB_RETRY_WAIT_S = 1.0
 DB_RETRY_WAIT_MAX_S = 10.0
 # Get run's answer for a run that no longer exists: a stored run answered so is marked gone.
@@ -152,11 +154,20 @@ def is_transient_db_error(exc: BaseException, store: RunStore | None = None) -> 
 
 def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None = None) -> int:
     """Schema first (new env keys become columns), then one transaction for the upsert and
-    the change history."""
+    the change history; again if another export changed the mapping in between."""
     if not runs:
         return 0
-    mapping = store.prepare(env_keys(runs), extra_fields(runs))
-    return store.upsert(build_frame(runs, mapping.env, mapping.fields), batch_id=batch_id)
+    for _ in range(MAPPING_ATTEMPTS):
+        mapping = store.prepare(env_keys(runs), extra_fields(runs))
+        try:
+            return store.upsert(build_frame(runs, mapping.env, mapping.fields),
+                                batch_id=batch_id, mapping=mapping)
+        except MappingChanged:
+            log.debug("the column mapping of %s changed under this chunk; building it again",
+                      store.table_name)
+    raise DatabaseError(f"the column mapping of table {store.table_name} changed "
+                        f"{MAPPING_ATTEMPTS} times while one chunk was written (other exports "
+                        "giving waiting env keys columns); run the export again")
 
 
 def unique_runs(runs: Iterable[FlatRun]) -> list[FlatRun]:
@@ -181,8 +192,12 @@ class _ChunkWriter:
         report: ExportReport,
         batch: BatchLog | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
     ) -> None:
         self.store = store
+        # Set by a signal: a chunk being split stops there (splitting a chunk of refused runs
+        # costs a transaction per run, which must not hold a stopping export for minutes).
+        self.stop = stop
         self.chunk_size = chunk_size
         self.report = report
         self.batch = batch
@@ -242,10 +257,15 @@ class _ChunkWriter:
                                     f"{self.report.exported} runs committed before)") from exc
             raise
 
-    def _write(self, runs: list[FlatRun]) -> int:
+    def _write(self, runs: list[FlatRun], splitting: bool = False) -> int:
         """Write ``runs``; where the database refuses them for their data, write each half
         on its own, down to the single runs at fault."""
         if not runs:
+            return 0
+        if splitting and self.stop is not None and self.stop.is_set():
+            self.report.unwritten += len(runs)
+            log.warning("stopping: %d runs of a refused chunk were not written (the next "
+                        "export fetches them again)", len(runs))
             return 0
         try:
             return self._retry(write_chunk, self.store, runs,
@@ -259,7 +279,7 @@ class _ChunkWriter:
             log.debug("chunk of %d runs refused (%s); writing its halves apart", len(runs),
                       first_line(exc))
             half = len(runs) // 2
-            return self._write(runs[:half]) + self._write(runs[half:])
+            return self._write(runs[:half], True) + self._write(runs[half:], True)
 
     def _fail(self, run: FlatRun, reason: str) -> None:
         self.report.record_failure(FailedPair(run.pair, reason))
@@ -320,7 +340,7 @@ def export_runs(
     watchdog = Watchdog(cancel=cancel, stop=stop)
     fetcher = _Fetcher(settings, credentials, abort, sleep, archive, watchdog)
     batch = BatchLog(store, "export", {**settings.public_dict(), "pairs": total})
-    writer = _ChunkWriter(store, settings.chunk_size, report, batch, sleep)
+    writer = _ChunkWriter(store, settings.chunk_size, report, batch, sleep, stop)
     source = iter(pairs)
     window = settings.concurrency * (1 + QUEUE_PER_WORKER)
 
@@ -414,7 +434,7 @@ def load_archive(
     started = time.monotonic()
     report = ExportReport()
     batch = BatchLog(store, "load", options or {})
-    writer = _ChunkWriter(store, chunk_size, report, batch, sleep)
+    writer = _ChunkWriter(store, chunk_size, report, batch, sleep, stop)
     now = utc_now()
     for record in records:
         if stop is not None and stop.is_set():

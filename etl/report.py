@@ -34,6 +34,9 @@ class ExportReport:
     auth_error: AuthenticationError | None = None
     source_error: EtlError | None = None  # discovery stopped part-way
     interrupted: bool = False
+    # Runs fetched (or read) but neither written nor failed: a stop came while their refused
+    # chunk was being split.
+    unwritten: int = 0
     batch_id: int | None = None  # the nsml_export_batches row, when one was written
 
     def record_failure(self, failure: FailedPair) -> None:
@@ -49,9 +52,10 @@ class ExportReport:
         return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
     def summary(self) -> str:
+        unwritten = f"; {self.unwritten} not written (stopped)" if self.unwritten else ""
         return (
             f"Summary: exported {self.exported}, failed {len(self.failed)}, "
-            f"retried {self.retried}, elapsed {self.elapsed:.2f}s"
+            f"retried {self.retried}, elapsed {self.elapsed:.2f}s{unwritten}"
         )
 
 
@@ -78,5 +82,6 @@ def log_finished(report: ExportReport) -> None:
                          retried=report.retried, skipped=report.skipped,
                          elapsed=round(report.elapsed, 3),
                          chunks=report.chunks, interrupted=report.interrupted,
+                         unwritten=report.unwritten,
                          batch_id=report.batch_id,
                          auth_failed=report.auth_error is not None))

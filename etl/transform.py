@@ -37,11 +37,15 @@ ENVS_FIELD = "envs"
 # create_time/update_time come from the run list (Get run has no times); an export that did
 # not list the run leaves the stored ones alone (see LIST_TIME_COLUMNS in load).
 LIST_TIME_COLUMNS = ("create_time", "update_time")
+# "fields": every undocumented top-level field, as a JSON object (like envs), so that a field
+# without a column of its own (beyond MAX_FIELD_COLUMNS) is never lost.
+FIELDS_COLUMN = "fields"
 # When an export found the stored run deleted upstream (Get run answered 404); every fetch that
 # finds the run writes NULL, so a run that answers again is no longer gone.
 GONE_COLUMN = "gone_at"
 CORE_COLUMNS: tuple[str, ...] = (
-    *DOCUMENTED_FIELDS.values(), "envs", "fetched_at", *LIST_TIME_COLUMNS, GONE_COLUMN
+    *DOCUMENTED_FIELDS.values(), "envs", FIELDS_COLUMN, "fetched_at", *LIST_TIME_COLUMNS,
+    GONE_COLUMN,
 )
 KEY_COLUMNS = ("project_id", "run_name")
 # Statuses a run never leaves: --skip-finished does not fetch runs stored with one of these.
@@ -99,7 +103,8 @@ def as_integer(value: Any, what: str) -> int | None:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    elif isinstance(value, str) and value.isascii() and value.strip().lstrip("+-").isdigit():
+        # isascii: str.isdigit() also takes digits int() refuses, such as "²"
         number = int(value.strip())
     if number is None or abs(number) > _BIGINT_MAX:
         raise RunShapeError(f"{what} is {jsontext.dumps(value)[:80]}, "
@@ -185,16 +190,14 @@ def _flatten(body: Any, pair: Pair, fetched_at: datetime, check_floats: bool) ->
     columns["create_time"] = columns["update_time"] = columns[GONE_COLUMN] = None
 
     extra: dict[str, str | None] = {}
+    columns[FIELDS_COLUMN] = None
     if body.keys() - _KNOWN_FIELDS:
-        if check_floats and jsontext.has_inexact_float(
-                [value for name, value in body.items() if name not in _KNOWN_FIELDS]):
+        undocumented = {name: value for name, value in body.items() if name not in _KNOWN_FIELDS}
+        if check_floats and jsontext.has_inexact_float(undocumented):
             raise _InexactNumber
-        extra = {
-            _check_unicode(name, "a field name"): as_text(value, name)
-            for name, value in body.items()
-            if name not in _KNOWN_FIELDS
-        }
-        has_nul = has_nul or any("\x00" in f"{name}{value}" for name, value in extra.items())
+        columns[FIELDS_COLUMN] = _check_unicode(jsontext.dumps(undocumented), "fields")
+        extra = {name: as_text(value, name) for name, value in undocumented.items()}
+        has_nul = has_nul or "\\u0000" in columns[FIELDS_COLUMN]
     return FlatRun(pair, columns, env, extra, has_nul)
 
 

@@ -57,8 +57,11 @@ _NOW = {
 }
 # PostgreSQL's json cannot turn the escape \u0000 into text (its text holds no NUL), and envs
 # keeps NUL as that escape: an escape not itself escaped (an even run of backslashes before
-# it) reads as U+FFFD, as in the text columns.
-_PG_ENVS_JSON = (r"CAST(CASE WHEN strpos({x}, '\u0000') > 0 "
+# it) reads as U+FFFD, as in the text columns. Rows written before numbers kept their literal
+# may hold NaN or Infinity, which is not JSON: read as {} rather than failing the whole view.
+_PG_ENVS_JSON = (r"CAST(CASE "
+                 r"WHEN {x} ~ '(:|,|\[)\s*-?(NaN|Infinity)\s*(,|\}|\])' THEN '{}' "
+                 r"WHEN strpos({x}, '\u0000') > 0 "
                  r"THEN regexp_replace({x}, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd', 'g') "
                  r"ELSE {x} END AS json)")
 
@@ -92,7 +95,7 @@ _FUNCTIONS: dict[str, dict[str, Callable[..., str]]] = {
         "int_div": lambda a, b: f"(({a}) / ({b}))",
     },
     "postgresql": {
-        "envs_json": lambda x: _PG_ENVS_JSON.format(x=x),
+        "envs_json": lambda x: _PG_ENVS_JSON.replace("{x}", x),
         "days_ago": lambda n: f"((now() AT TIME ZONE 'UTC') - INTERVAL '{int(n)} days')",
         "week_start": lambda x: f"CAST(date_trunc('week', {x}) AS date)",
         "next_week": lambda w: f"CAST({w} + 7 AS date)",

@@ -221,25 +221,28 @@ def test_numbers_stay_the_literals_the_api_sent(run_cli, credentials, make_simul
     assert report.exit_code == 0, report.output
 
 
-def test_a_run_name_with_nul_from_a_load_file(run_cli, db_url, tmp_path):
-    """PostgreSQL cannot store the key at all: the run fails alone, and its failure row (which
-    names it) is stored with the documented replacement instead of failing the batch."""
+def test_run_names_a_pairs_file_refuses_are_refused_in_a_load_file_too(run_cli, db_url,
+                                                                         tmp_path):
+    """Control characters and lone surrogates in a load line's projectId or runName: that line
+    fails alone, named by FILE:LINE, as a pairs file's would (a run an export could never
+    fetch; no database stores a surrogate, PostgreSQL no NUL). Regression: the failure rows
+    naming such runs failed to record (exit 4, a traceback for a surrogate)."""
     path = tmp_path / "runs.jsonl"
-    bodies = [_body("p", "1"), _body("p", "a\x00b"), _body("p\x00", "2"), _body("p", "3")]
-    path.write_text("".join(json.dumps(b) + "\n" for b in bodies), encoding="utf-8")
+    lines = [json.dumps(_body("p", "1")), json.dumps(_body("p", "a\x00b")),
+             json.dumps(_body("p\x00", "2")), '{"projectId": "p", "runName": "s\\ud800"}',
+             json.dumps(_body("p", "3"))]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     result = run_cli("load", str(path), "--db", db_url)
+    assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    if db_url.startswith("postgresql"):
-        assert result.exit_code == 1, result.output
-        failures = fetch_rows(db_url, "SELECT project_id, run_name, message "
-                                      "FROM nsml_export_failures ORDER BY run_name")
-        assert [(f["project_id"], f["run_name"]) for f in failures] == [
-            ("p\N{REPLACEMENT CHARACTER}", "2"), ("p", "a\N{REPLACEMENT CHARACTER}b")]
-        assert all("holds U+0000 (NUL)" in f["message"] for f in failures)
-        assert set(_stored(db_url)) == {("p", "1"), ("p", "3")}
-    else:
-        assert result.exit_code == 0, result.output
-        assert set(_stored(db_url)) == {(b["projectId"], b["runName"]) for b in bodies}
+    failures = fetch_rows(db_url, "SELECT message FROM nsml_export_failures ORDER BY message")
+    assert [f["message"].split(": ")[0] for f in failures] == [
+        f"{path}:2", f"{path}:3", f"{path}:4"]
+    assert "control character" in failures[0]["message"]
+    assert "lone UTF-16 surrogate" in failures[2]["message"]
+    assert set(_stored(db_url)) == {("p", "1"), ("p", "3")}
+    (batch,) = fetch_rows(db_url, "SELECT status FROM nsml_export_batches")
+    assert batch["status"] == "partial"
 
 
 def test_an_unexpected_error_is_one_line_and_exit_70_never_a_traceback(

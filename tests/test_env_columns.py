@@ -8,7 +8,8 @@ import json
 import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
-from etl.load import RunStore
+from etl.config import DEFAULT_MAX_ENV_COLUMNS
+from etl.load import MAX_FIELD_COLUMNS, RunStore
 from etl.transform import CORE_COLUMNS
 
 
@@ -84,7 +85,7 @@ def test_thousands_of_env_keys_land_on_every_database(run_cli, db_url, tmp_path)
     assert result.exit_code == 0, result.output
     mapping = _mapping(db_url)
     assert len(mapping) == 2500
-    assert sum(c is not None for c in mapping.values()) == 150
+    assert sum(c is not None for c in mapping.values()) == DEFAULT_MAX_ENV_COLUMNS
     assert fetch_rows(db_url, "SELECT COUNT(*) AS n FROM nsml_runs")[0]["n"] == 9
     assert run_cli("views", "--db", db_url).exit_code == 0
     counts = fetch_rows(db_url, "SELECT COUNT(*) AS n FROM nsml_run_envs")
@@ -164,3 +165,36 @@ def test_a_cap_above_the_databases_column_limit_stops_at_the_limit(run_cli, sqli
     assert columns == 2000
     waiting = [k for k, c in _mapping(sqlite_url).items() if c is None]
     assert len(waiting) == 2100 - (2000 - len(CORE_COLUMNS))
+
+
+def test_undocumented_fields_beyond_their_cap_stay_in_the_fields_column(run_cli, db_url,
+                                                                         tmp_path):
+    """Fields get columns up to MAX_FIELD_COLUMNS; every field is in `fields` (JSON) too, so
+    none is lost and the table never fills up. A table made before `fields` gets it added."""
+    first = _load(run_cli, db_url, tmp_path, [{"projectId": "p", "runName": "0", "envs": {}}])
+    assert first.exit_code == 0, first.output
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:  # as made by the previous version
+        conn.exec_driver_sql("ALTER TABLE nsml_runs DROP COLUMN fields")
+    engine.dispose()
+    bodies = [{"projectId": "p", "runName": str(n), "envs": {},
+               **{f"field{n}x{i}": f"v{n}.{i}" for i in range(10)}, "score": 1.50}
+              for n in range(1, 5)]
+    result = _load(run_cli, db_url, tmp_path, bodies)
+    assert result.exit_code == 0, result.output
+    (warning,) = _events(result, "fields_without_column")
+    assert (warning["new"], warning["max_field_columns"]) == (11, MAX_FIELD_COLUMNS)
+    mapping = {r["field"]: r["column_name"] for r in fetch_rows(
+        db_url, "SELECT field, column_name FROM nsml_field_columns")}
+    assert len(mapping) == 41 and sum(c is not None for c in mapping.values()) == 30
+    rows = {r["run_name"]: r for r in fetch_rows(db_url, "SELECT * FROM nsml_runs")}
+    for body in bodies:
+        row = rows[body["runName"]]
+        undocumented = {k: v for k, v in body.items()
+                        if k not in ("projectId", "runName", "envs")}
+        assert row["fields"] == json.dumps(undocumented, separators=(",", ":"))
+        for field, value in undocumented.items():
+            if mapping[field] is not None:
+                assert row[mapping[field]] == (value if isinstance(value, str)
+                                               else json.dumps(value))
+    assert rows["0"]["fields"] is None
