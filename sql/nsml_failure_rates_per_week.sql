@@ -2,19 +2,21 @@
 -- One row per dimension ('image': image_path, 'gpu_server': eng_full_name, 'creator'), value and
 -- week the run ended (its estimated end, see nsml_run_timeline). Finished: any terminal status;
 -- failed: RUN_STATE_FAILED. Runs gone upstream unfinished are neither.
-WITH ended AS (
+SELECT d.dimension,
+       CASE d.dimension WHEN 'image' THEN t.image_path WHEN 'gpu_server' THEN t.eng_full_name
+            ELSE t.creator END AS value,
+       t.week, COUNT(*) AS finished, SUM(t.failed) AS failed,
+       ROUND(1.0 * SUM(t.failed) / COUNT(*), 4) AS failure_rate
+FROM (
     SELECT image_path, eng_full_name, creator, {{week_start(ended_at)}} AS week,
            CASE WHEN final_status = 'RUN_STATE_FAILED' THEN 1 ELSE 0 END AS failed
-    FROM ({{include(nsml_run_timeline)}}) t
+    FROM ({{include(nsml_run_timeline)}}) tl
     WHERE finished = 1 AND ended_at IS NOT NULL
-)
-SELECT 'image' AS dimension, image_path AS value, week, COUNT(*) AS finished,
-       SUM(failed) AS failed, ROUND(1.0 * SUM(failed) / COUNT(*), 4) AS failure_rate
-FROM ended GROUP BY image_path, week
-UNION ALL
-SELECT 'gpu_server', eng_full_name, week, COUNT(*), SUM(failed),
-       ROUND(1.0 * SUM(failed) / COUNT(*), 4)
-FROM ended GROUP BY eng_full_name, week
-UNION ALL
-SELECT 'creator', creator, week, COUNT(*), SUM(failed), ROUND(1.0 * SUM(failed) / COUNT(*), 4)
-FROM ended GROUP BY creator, week
+) t
+-- each run once per dimension, from one pass over the timeline
+CROSS JOIN (SELECT 'image' AS dimension UNION ALL SELECT 'gpu_server'
+            UNION ALL SELECT 'creator') d
+GROUP BY d.dimension,
+         CASE d.dimension WHEN 'image' THEN t.image_path WHEN 'gpu_server' THEN t.eng_full_name
+              ELSE t.creator END,
+         t.week

@@ -98,6 +98,8 @@ def test_exports_at_simulated_moments_build_a_history_for_the_report(
         monkeypatch.setenv("NSML_ETL_CLOCK", moment.isoformat() + "Z")
         result = run_cli("export", "--all", "--db", sqlite_url, "--base-url", sim.base_url)
         assert result.exit_code in (0, 1), result.output  # 1: a run deleted upstream
+    assert run_cli("views", "--db", sqlite_url).exit_code == 0
+    check_estimates_hold_the_truth(sim, sqlite_url, interval_h=6)
     batches = fetch_rows(sqlite_url, "SELECT started_at FROM nsml_export_batches ORDER BY id")
     assert [str(b["started_at"])[:16] for b in batches][:2] == [
         "2026-03-02 06:00", "2026-03-02 12:00"]  # the simulated moments, not the wall clock
@@ -139,3 +141,32 @@ def test_a_bad_simulated_clock_stops_before_anything(run_cli, credentials, monke
     assert result.exit_code == 2
     assert "NSML_ETL_CLOCK" in result.stderr and "ISO 8601" in result.stderr
     assert not (tmp_path / "runs.db").exists()
+
+
+def check_estimates_hold_the_truth(sim, db_url, interval_h):
+    """Every bound of nsml_run_timeline holds the simulator's own times, and every estimate
+    seen in the history is off by at most half an export interval."""
+    rows = fetch_rows(db_url, "SELECT * FROM nsml_run_timeline")
+    assert rows
+    checked = 0
+
+    def moment(value):
+        return None if value is None else datetime.fromisoformat(str(value))
+
+    for row in rows:
+        life = sim.data[row["project_id"]]["runs"][row["run_name"]]["_timeline"]
+        truth = {"created": life.created, "started": life.started,
+                 "ended": life.deleted or life.ended}
+        for name, true in truth.items():
+            earliest, latest = moment(row[f"{name}_earliest"]), moment(row[f"{name}_latest"])
+            if latest is None:
+                continue  # not started or not ended yet (as far as the exports know)
+            assert true is not None, (row, name)
+            assert earliest is None or earliest <= true, (row, name)
+            assert true <= latest, (row, name)
+            if row[f"{name}_source"] in ("history", "gone") and earliest is not None:
+                error = abs((moment(row[f"{name}_at"]) - true).total_seconds()) / 3600
+                assert error <= interval_h / 2, (row, name)
+                checked += 1
+    assert checked >= 5
+
