@@ -86,9 +86,11 @@ PG_LOCK_NOT_AVAILABLE = "55P03"
 MYSQL_LOCK_WAIT_TIMEOUT = 1205
 # Longest env key MySQL can index with utf8mb4 next to the table name (3072-byte key limit).
 MYSQL_KEY_CHARS = 700
-# The share of MySQL's max_allowed_packet one run's text may take: the rest is the statement
-# around it and the escaping of its quotes and backslashes.
-PACKET_SHARE_FOR_ONE_RUN = 0.45
+# The share of MySQL's max_allowed_packet one run's escaped text may take: the rest is the
+# statement around it (column names, the other runs of a multi-row INSERT stay under 1 MB).
+PACKET_SHARE_FOR_ONE_RUN = 0.9
+# Characters PyMySQL sends with a backslash before them.
+_ESCAPED_BY_DRIVER = ("\\", "'", '"', "\n", "\r", "\x00", "\x1a")
 # Undocumented top-level fields that get a column of their own, per table; the others are in
 # the fields column only. With the default env cap this still fits a MariaDB row (see
 # config.DEFAULT_MAX_ENV_COLUMNS: 138 text columns besides the fixed ones).
@@ -1219,12 +1221,14 @@ def _env_values(envs: str, keys: Iterable[str], family: Family) -> list | None:
 
 
 def _too_large(run: FlatRun, limit: int) -> str | None:
-    """Why one run's text cannot go to the server in one statement, or None."""
+    """Why one run's text cannot go to the server in one statement, or None. Measured as the
+    driver sends it: UTF-8, with a backslash before each character it escapes."""
     texts = [v for v in (*run.columns.values(), *run.env.values(), *run.extra.values())
              if type(v) is str]
-    if sum(map(len, texts)) * 4 <= limit:  # at most 4 bytes a character: surely fits
+    if sum(map(len, texts)) * 8 <= limit:  # 4 bytes a character at most, escaped: surely fits
         return None
-    size = sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
+    size = sum(len(text.encode("utf-8", "surrogatepass"))
+               + sum(map(text.count, _ESCAPED_BY_DRIVER)) for text in texts)
     if size <= limit:
         return None
     return (f"the run holds {size / 1e6:.1f} MB of text; the server takes at most "
