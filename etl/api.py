@@ -114,7 +114,7 @@ def export(
         engine = _checked_engine(settings, cleanup)
         if dry_run:
             return _dry_run_report(settings, mode, given)
-        from .discovery import discover_runs
+        from .discovery import discover_runs, then_unlisted
         from .load import RunStore
         from .pipeline import export_runs
         from .transform import TERMINAL_STATUSES
@@ -130,8 +130,11 @@ def export(
             lister = NsmlClient(settings, credentials,
                                 watchdog=Watchdog(cancel=cancel, stop=stop))
             cleanup.callback(lister.close)
-            source = discover_runs(lister, projects=project_ids,
-                                   timezone=settings.list_timezone)
+            # Then the stored unfinished runs the list no longer shows (deleted upstream: only
+            # their 404 tells, and marks them gone).
+            source = then_unlisted(
+                discover_runs(lister, projects=project_ids, timezone=settings.list_timezone),
+                store.unfinished_pairs(project_ids))
             total = None
         archive = _archive(save_raw, cleanup)
         options = {"mode": mode, "pairs_file": _pairs_file(pairs) if mode == PAIRS else None,

@@ -295,6 +295,7 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
     """
     _setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
+    _note_simulated_clock()
     if sum([bool(pairs_path), all_runs, bool(projects)]) != 1:
         raise InputError("say which runs to export: --pairs FILE, --all, or --project ID "
                          "(repeatable); exactly one of them")
@@ -327,6 +328,16 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
             click.echo(f"Error: --failures-out {exc}", err=True)
     print_report(report)
     sys.exit(interrupts.exit_code or report.exit_code)
+
+
+def _note_simulated_clock() -> None:
+    """Say so when NSML_ETL_CLOCK fixes the time (a bad value stops here, with exit 2)."""
+    from .clock import CLOCK_ENV, clock_override
+
+    moment = clock_override()
+    if moment is not None:
+        log.warning("%s is set: everything this run writes is dated %s UTC (for the "
+                    "simulator's clock only)", CLOCK_ENV, moment.isoformat(sep=" "))
 
 
 def _freeze_startup_heap(preload: bool = True) -> None:
@@ -378,6 +389,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
     """
     _setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file, defaults=LOAD_DEFAULTS)
+    _note_simulated_clock()
     progress = _Progress(known_total=False, enabled=_show_progress(quiet, log_format))
     _freeze_startup_heap()
     with _Interrupts() as interrupts, contextlib.closing(progress):
@@ -445,27 +457,136 @@ def views(config_file: Path | None, **flags: Any) -> None:
     click.echo(f"Created {len(created)} views.", err=True)
 
 
+@main.group("gpu-servers")
+def gpu_servers() -> None:
+    """GPUs per GPU server (nsml_gpu_servers), for GPU-hours in the reports.
+
+    nsml-etl never guesses a count: servers without one show run-hours only, and are listed
+    by 'gpu-servers list' and the nsml_gpu_servers_without_count view.
+    """
+
+
+def _gpu_engine(flags: dict[str, Any], config_file: Path | None) -> Any:
+    from .load import check_database, create_engine
+
+    settings = resolve_settings(flags, config_file)
+    engine = create_engine(settings.db_url)
+    try:
+        check_database(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine, settings
+
+
+@gpu_servers.command("set")
+@click.argument("code", type=click.IntRange(min=0))
+@click.argument("gpus", type=click.IntRange(min=0))
+@click.option("--label", default=None, help="What the server is, for people (e.g. 'A100 x2').")
+@settings_options(("db_url",))
+@handle_errors
+def gpu_servers_set(code: int, gpus: int, label: str | None, config_file: Path | None,
+                    **flags: Any) -> None:
+    """Record that GPU server CODE (a run's gpuSvrCode) has GPUS GPUs."""
+    from .gpuservers import GpuServer, check_server, set_servers
+
+    check_server(code, gpus, "gpu-servers set")
+    engine, _ = _gpu_engine(flags, config_file)
+    try:
+        set_servers(engine, [GpuServer(code, gpus, label)])
+    finally:
+        engine.dispose()
+    click.echo(f"GPU server {code}: {gpus} GPU{'' if gpus == 1 else 's'}.", err=True)
+
+
+@gpu_servers.command("unset")
+@click.argument("codes", nargs=-1, required=True, type=click.IntRange(min=0))
+@settings_options(("db_url",))
+@handle_errors
+def gpu_servers_unset(codes: tuple[int, ...], config_file: Path | None, **flags: Any) -> None:
+    """Forget the GPU counts of these servers (their GPU-hours become unknown)."""
+    from .gpuservers import unset_servers
+
+    engine, _ = _gpu_engine(flags, config_file)
+    try:
+        removed = unset_servers(engine, codes)
+    finally:
+        engine.dispose()
+    click.echo(f"Removed {removed} of {len(set(codes))} servers.", err=True)
+
+
+@gpu_servers.command("load")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@settings_options(("db_url",))
+@handle_errors
+def gpu_servers_load(file: Path, config_file: Path | None, **flags: Any) -> None:
+    """Set the GPU counts of a TOML file ([servers] with CODE = GPUS or
+    CODE = { gpus = N, label = "..." }), all of them or, on any error, none."""
+    from .gpuservers import read_toml, set_servers
+
+    servers = read_toml(file)  # checked whole before the database is touched
+    engine, _ = _gpu_engine(flags, config_file)
+    try:
+        count = set_servers(engine, servers)
+    finally:
+        engine.dispose()
+    click.echo(f"Set {count} GPU servers from {file}.", err=True)
+
+
+@gpu_servers.command("list")
+@settings_options(("db_url", "table"))
+@handle_errors
+def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
+    """Print the known GPU counts, then the servers that --table has runs on without one."""
+    from .gpuservers import list_servers
+
+    engine, settings = _gpu_engine(flags, config_file)
+    try:
+        known, missing = list_servers(engine, settings.table)
+    finally:
+        engine.dispose()
+    writer = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
+    writer.writerow(["gpu_svr_code", "gpus", "label"])
+    writer.writerows((s.gpu_svr_code, s.gpus, s.label or "") for s in known)
+    if missing:
+        click.echo(f"\nServers with runs in {settings.table} but no GPU count "
+                   "(set them with 'nsml-etl gpu-servers set CODE GPUS'):")
+        writer.writerow(["gpu_svr_code", "eng_full_name", "runs"])
+        writer.writerows((code, name or "", runs) for code, name, runs in missing)
+
+
 @main.command()
 @settings_options(("db_url", "table"))
 @click.option("--format", "output_format", type=click.Choice(["text", "csv", "json"]),
               default="text", show_default=True, help="Output on stdout.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write one self-contained HTML page with charts (works offline).")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="DATE",
+              help="First day of the analytics sections (from its week's Monday; default: "
+              "the Monday 7 weeks before --until's week).")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="DATE",
+              help="Last day of the analytics sections (default: today, UTC).")
 @handle_errors
 def report(config_file: Path | None, output_format: str, html_path: Path | None,
-           **flags: Any) -> None:
-    """Print a short summary from the reporting views (created if missing)."""
+           since: datetime | None, until: datetime | None, **flags: Any) -> None:
+    """Print a short summary from the reporting views (created if missing), with run-hours,
+    GPU-hours, queue waits and failure rates over a period of weeks."""
     from . import reporting
+    from .analytics import collect_analytics, period_for
+    from .clock import utc_now
     from .load import check_database, check_table, create_engine
     from .views import create_views
 
     settings = resolve_settings(flags, config_file)
+    period = period_for(since.date() if since else None, until.date() if until else None,
+                        utc_now().date())
     engine = create_engine(settings.db_url)
     try:
         check_database(engine)
         check_table(engine, settings.table)
         create_views(engine, settings.table)  # cheap, and keeps them in step with sql/
         tables = reporting.collect(engine, settings.table)
+        tables += collect_analytics(engine, settings.table, period)
     finally:
         engine.dispose()
     render = {"text": reporting.as_text, "csv": reporting.as_csv, "json": reporting.as_json}
@@ -508,16 +629,29 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
               help="Write the base URL here once listening.")
 @click.option("--write-pairs", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the dataset's pairs as a CSV pairs file.")
+@click.option("--epoch", default=None, metavar="TIME",
+              help="Let time pass: runs are created from this moment on (ISO 8601, UTC unless "
+              "it says; default 2026-01-05T00:00:00Z once --clock or --clock-file is given) "
+              "and change status as the simulated clock moves.")
+@click.option("--clock", "clock_at", default=None, metavar="TIME",
+              help="The simulated moment to serve (default: the epoch).")
+@click.option("--clock-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Read the simulated moment from this file whenever it changes, so a script "
+              "can move the clock between exports (write it to a temporary file and rename).")
 @handle_errors
 def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: int,
              fault_rate: float, faults: str | None, fault_streak: int | None, latency: float,
              slow_seconds: float, trickle_seconds: float, retry_after: int,
-             address_file: Path | None, write_pairs: Path | None) -> None:
+             address_file: Path | None, write_pairs: Path | None, epoch: str | None,
+             clock_at: str | None, clock_file: Path | None) -> None:
     """Serve a local NSML API (signature-checked, deterministic data, optional faults).
 
     It accepts the keys in NCP_ACCESS_KEY / NCP_SECRET_KEY (and NCP_APIGW_API_KEY if set).
+    Data is frozen unless --epoch, --clock or --clock-file lets time pass; exports then record
+    the simulated moment when NSML_ETL_CLOCK holds it too.
     """
-    from .simulator import FAULT_KINDS, Simulator, SimulatorConfig
+    from .clock import parse_moment
+    from .simulator import DEFAULT_EPOCH, FAULT_KINDS, Simulator, SimulatorConfig
 
     credentials = credentials_from_env()
     kinds = tuple(k.strip() for k in faults.split(",")) if faults else FAULT_KINDS
@@ -532,6 +666,10 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         fault_streak=fault_streak, latency=latency, slow_seconds=slow_seconds,
         trickle_seconds=trickle_seconds, retry_after=retry_after,
     )
+    if epoch or clock_at or clock_file:
+        config.epoch = parse_moment(epoch, "--epoch") if epoch else DEFAULT_EPOCH
+        config.clock = parse_moment(clock_at, "--clock") if clock_at else None
+        config.clock_file = clock_file
     sim = Simulator(config, host=host, port=port)
     if write_pairs:
         with open(write_pairs, "w", newline="", encoding="utf-8") as handle:
@@ -542,7 +680,9 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         tmp = address_file.with_name(address_file.name + ".tmp")
         tmp.write_text(sim.base_url + "\n")
         os.replace(tmp, address_file)  # readers never see a half-written address
-    click.echo(f"NSML simulator serving {len(sim.pairs())} runs at {sim.base_url}", err=True)
+    when = f" (simulated clock {sim.clock.isoformat(sep=' ')} UTC)" if sim.clock else ""
+    click.echo(f"NSML simulator serving {len(sim.pairs())} runs at {sim.base_url}{when}",
+               err=True)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     _freeze_startup_heap(preload=False)
     try:

@@ -30,7 +30,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from . import jsontext
+from . import clock, jsontext
 from .auth import NcpSignatureV2
 from .config import Credentials, Settings
 from .errors import AuthenticationError
@@ -384,4 +384,4 @@ def _transport_reason(exc: BaseException) -> str:
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return clock.utc_now()  # the simulator's moment when NSML_ETL_CLOCK says so

@@ -34,7 +34,7 @@ DEFAULT_MAX_ENV_COLUMNS = 100
 # runs into one of them would corrupt it. View names are reserved too (etl/viewnames.py).
 RESERVED_TABLES = frozenset(
     {"nsml_env_columns", "nsml_field_columns", "nsml_export_batches", "nsml_export_failures",
-     "nsml_run_history", "nsml_etl_stage"}
+     "nsml_run_history", "nsml_etl_stage", "nsml_gpu_servers"}
 )
 # A table name that needs no quoting anywhere and fits every database's identifier limit.
 TABLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")

@@ -107,3 +107,18 @@ def discover_runs(
             seen.add(run.pair)
             yield run
     raise DiscoveryError(f"run list did not end after {MAX_PAGES} pages")
+
+
+def then_unlisted(listed: Iterable[ListedRun], stored: set[Pair]
+                  ) -> Iterator[ListedRun | Pair]:
+    """Every run of ``listed``, then each pair of ``stored`` (runs stored as unfinished) that the
+    list did not show: a run deleted upstream drops out of the list, and only Get run's 404
+    tells, so it can be marked gone instead of looking alive forever. Nothing is added when
+    the list fails part-way (its error ends the iteration)."""
+    remaining = set(stored)
+    for run in listed:
+        remaining.discard(run.pair)
+        yield run
+    if remaining:
+        log.info("%d stored unfinished runs were not listed; fetching them", len(remaining))
+    yield from sorted(remaining)

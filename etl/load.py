@@ -46,9 +46,11 @@ from .pairs import Pair
 from .report import event
 from .transform import (
     CORE_COLUMNS,
+    GONE_COLUMN,
     KEY_COLUMNS,
     LIST_TIME_COLUMNS,
     OBSERVATION_COLUMNS,
+    TERMINAL_STATUSES,
     FlatRun,
     as_text,
     env_keys,
@@ -107,7 +109,7 @@ BACKENDS = {
 _MYSQL = ("mysql", "mariadb")
 # Table options for every table we create: MySQL's utf8 is not full UTF-8.
 UTF8MB4 = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
-TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS)
+TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS, GONE_COLUMN)
 # Binary collations without trailing-space padding, for every identifier compared as a key:
 # under utf8mb4_bin (PAD SPACE) 'r1 ' equals 'r1', so the second run overwrote the first.
 MARIADB_KEY_COLLATION = "utf8mb4_nopad_bin"  # MariaDB 10.2 and later
@@ -177,6 +179,7 @@ CORE_TYPES: dict[str, sa.types.TypeEngine] = {
     "fetched_at": Timestamp,
     "create_time": Timestamp,
     "update_time": Timestamp,
+    GONE_COLUMN: Timestamp,
 }
 
 
@@ -675,6 +678,7 @@ class RunStore:
         existing = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
         self._legacy_content_hash = "content_hash" in {
             c["name"].lower() for c in inspector.get_columns(HISTORY_TABLE)}
+        self._refuse_gone_column_clash(current)
         self._add_missing_columns(conn, self.batches_table, inspector)
         taken = existing | set(CORE_COLUMNS) | set(current.env.values())
         taken |= set(current.fields.values())
@@ -756,6 +760,16 @@ class RunStore:
                             new=waiting_fields, total=len(current.waiting_fields),
                             max_field_columns=MAX_FIELD_COLUMNS))
         return current
+
+    def _refuse_gone_column_clash(self, current: ColumnMap) -> None:
+        """A table made before ``gone_at`` may have given that name to an undocumented field
+        (``goneAt``): refused rather than written twice. (Missing fixed columns are added in
+        :meth:`_evolve`.)"""
+        if GONE_COLUMN in current.fields.values():
+            raise DatabaseError(
+                f"column {GONE_COLUMN} of table {self.table_name} holds an undocumented field, "
+                f"and nsml-etl now needs that name for its own {GONE_COLUMN}; export into a new "
+                "--table")
 
     def _key_columns(self, dialect: sa.Dialect) -> dict[str, list[sa.Column]]:
         """Our tables' columns compared as keys on MySQL (those of a :data:`KEY_TYPES`)."""
@@ -962,6 +976,54 @@ class RunStore:
                 return {Pair(*row) for row in conn.execute(query)}
         except SQLAlchemyError as exc:
             raise DatabaseError(f"reading stored runs failed: {first_line(exc)}") from exc
+
+    def unfinished_pairs(self, projects: Iterable[str] | None = None) -> set[Pair]:
+        """Stored runs without a terminal status that are not marked gone (of ``projects``
+        only, when given): the runs an export should still hear about."""
+        try:
+            with self.engine.connect() as conn:
+                inspector = sa.inspect(conn)
+                if not inspector.has_table(self.table_name):
+                    return set()
+                names = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
+                has_gone = GONE_COLUMN in names  # a table from before gone_at has none
+                table = self._runs_table(KEY_COLUMNS + ("status",) +
+                                         ((GONE_COLUMN,) if has_gone else ()))
+                query = sa.select(table.c.project_id, table.c.run_name).where(
+                    sa.or_(table.c.status.is_(None),
+                           table.c.status.not_in(sorted(TERMINAL_STATUSES))))
+                if has_gone:
+                    query = query.where(table.c[GONE_COLUMN].is_(None))
+                if projects is not None:
+                    query = query.where(table.c.project_id.in_(sorted(set(projects))))
+                return {Pair(*row) for row in conn.execute(query)}
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"reading stored runs failed: {first_line(exc)}") from exc
+
+    def mark_gone(self, pairs: Iterable[Pair], at: datetime) -> int:
+        """Set ``gone_at`` of the stored runs among ``pairs`` (the API answered 404 for them)
+        that are not marked yet; returns how many were marked. Pairs never stored are left
+        alone: there is nothing to mark."""
+        params = [{"p": p.project_id, "r": p.run_name, "at": at} for p in pairs]
+        if not params:
+            return 0
+        self.prepare(set(), set())  # a table made before gone_at gets the column
+        quote = self.engine.dialect.identifier_preparer.quote
+        gone = quote(GONE_COLUMN)
+        update = sa.text(
+            f"UPDATE {quote(self.table_name)} SET {gone} = :at "  # noqa: S608 - quoted names
+            f"WHERE project_id = :p AND run_name = :r AND {gone} IS NULL")
+        try:
+            with self._table_lock() as conn:
+                marked = sum(conn.execute(update, row).rowcount for row in params)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"marking runs gone in table {self.table_name} failed: {first_line(exc)}"
+            ) from exc
+        if marked:
+            log.info("%d stored runs of %s are gone upstream (HTTP 404)", marked,
+                     self.table_name)
+        return marked
 
     # A chunk is staged in a temporary table, then merged by set-based SQL: the history is
     # compared and extended in the database, and the upsert is one INSERT ... SELECT. Python

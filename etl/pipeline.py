@@ -59,6 +59,8 @@ DB_WRITE_ATTEMPTS = 3
 MAPPING_ATTEMPTS = 5
 DB_RETRY_WAIT_S = 1.0
 DB_RETRY_WAIT_MAX_S = 10.0
+# Get run's answer for a run that no longer exists: a stored run answered so is marked gone.
+GONE_STATUS = 404
 
 
 class _Fetcher:
@@ -282,6 +284,18 @@ class _ChunkWriter:
     def _fail(self, run: FlatRun, reason: str) -> None:
         self.report.record_failure(FailedPair(run.pair, reason))
 
+    def mark_gone(self) -> None:
+        """Stored runs that Get run answered with 404 are marked gone (``gone_at``); they
+        stay failed pairs all the same."""
+        gone = [f.pair for f in self.report.failed
+                if f.status == GONE_STATUS and f.pair is not None]
+        if gone:
+            try:
+                self._retry(self.store.mark_gone, gone, utc_now())
+            except DatabaseError as exc:
+                self._fail_batch(exc)
+                raise
+
 
 def _drain(finished: queue.SimpleQueue, timeout: float) -> list[Future]:
     """Every future finished so far, waiting up to ``timeout`` for the first."""
@@ -398,6 +412,7 @@ def export_runs(
                     progress(report)
             if report.auth_error is None:
                 writer.flush()  # what was fetched is kept, also when interrupted
+                writer.mark_gone()
         except BaseException:
             abort.set()
             for future in in_flight:

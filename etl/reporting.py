@@ -7,6 +7,7 @@ import csv
 import html
 import io
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,17 @@ SECTIONS = (
     Section("Recent status changes", "nsml_status_transitions", "changed_at DESC", 20),
     Section("Export freshness", "nsml_export_freshness"),
 )
+
+
+# The analytics sections (etl/analytics.py), by title: the keys of the JSON report.
+PERIOD_TITLE = "Analytics period"
+HOURS_TITLE = "Run-hours and GPU-hours per project and week"
+SERVERS_TITLE = "Run-hours per GPU server"
+WAITS_TITLE = "Queue wait per week"
+WEEKLY_FAILURES_TITLE = "Failure rate per week"
+FAILURE_TITLES = {"image": "Failure rate by image", "gpu_server": "Failure rate by GPU server",
+                  "creator": "Failure rate by creator"}
+MISSING_TITLE = "GPU servers without a GPU count"
 
 
 @dataclass
@@ -122,8 +134,8 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else "…" + text[-(limit - 1):]
 
 
-def _bar_chart(items: list[tuple[str, float]], unit: str) -> str:
-    """Horizontal bars as inline SVG."""
+def _bar_chart(items: list[tuple[str, float]], unit: str, suffix: str = "") -> str:
+    """Horizontal bars as inline SVG; ``suffix`` follows each value (say %)."""
     if not items:
         return '<p class="muted">No data yet.</p>'
     top = max(v for _, v in items) or 1
@@ -138,7 +150,7 @@ def _bar_chart(items: list[tuple[str, float]], unit: str) -> str:
             f"{html.escape(_shorten(label, 38))}</text>"
             f'<rect x="{label_width}" y="{y + 3}" width="{width}" height="{height - 6}" '
             f'fill="{_PALETTE[0]}"><title>{html.escape(label)}: {value:g} {unit}</title></rect>'
-            f'<text x="{label_width + width + 6}" y="{y + 15}">{value:g}</text>'
+            f'<text x="{label_width + width + 6}" y="{y + 15}">{value:g}{suffix}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -177,6 +189,150 @@ def _stacked_weeks(table: Table) -> str:
     return "".join(parts)
 
 
+def _nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 4, 6, 8 or 10 times a power of ten that is at least
+    ``value``, so that the four gridlines fall on round numbers."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    return next(step * power for step in (1, 2, 4, 6, 8, 10) if step * power >= value)
+
+
+def _axis(parts: list[str], left: int, top: int, width: int, height: int, peak: float,
+          unit: str) -> None:
+    """Gridlines at a quarter, half, three quarters and all of ``peak``, labelled."""
+    for step in range(5):
+        value = peak * step / 4
+        y = top + height - height * step / 4
+        parts.append(f'<line x1="{left}" x2="{left + width}" y1="{y:.1f}" y2="{y:.1f}" '
+                     f'stroke="#dde" /><text x="{left - 6}" y="{y + 4:.1f}" '
+                     f'text-anchor="end">{value:g}</text>')
+    parts.append(f'<text x="4" y="{top - 10}" class="muted">{html.escape(unit)}</text>')
+
+
+def _week_label(parts: list[str], x: float, y: int, week: str) -> None:
+    parts.append(f'<text x="{x:.1f}" y="{y}" transform="rotate(45 {x:.1f} {y})">'
+                 f"{html.escape(week[5:10])}</text>")
+
+
+def _stacked_columns(data: dict[str, dict[str, float]], unit: str, empty: str) -> str:
+    """Columns per week (``data``: week -> series -> value), stacked by series, with a y axis
+    and a legend; the largest series at the bottom."""
+    totals: dict[str, float] = defaultdict(float)
+    for values in data.values():
+        for series, value in values.items():
+            totals[series] += value
+    if not data or not any(totals.values()):
+        return f'<p class="muted">{html.escape(empty)}</p>'
+    series_order = sorted(totals, key=lambda k: (-totals[k], k))
+    colors = {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(series_order)}
+    peak = _nice_ceiling(max(sum(values.values()) for values in data.values()))
+    left, top, chart_height = 60, 24, 220
+    column = max(24, min(56, 640 // len(data)))
+    width = column * len(data)
+    parts = [f'<svg class="chart" role="img" width="{left + width + 40}" '
+             f'height="{top + chart_height + 50}">']
+    _axis(parts, left, top, width, chart_height, peak, unit)
+    for i, (week, values) in enumerate(sorted(data.items())):
+        x, y = left + i * column + 4, top + chart_height
+        for series in series_order:
+            value = values.get(series, 0.0)
+            h = chart_height * value / peak
+            y -= h
+            if value:
+                parts.append(f'<rect x="{x}" y="{y:.1f}" width="{column - 8}" height="{h:.1f}" '
+                             f'fill="{colors[series]}"><title>week of {html.escape(week)}, '
+                             f"{html.escape(series)}: {value:.1f} {html.escape(unit)}"
+                             "</title></rect>")
+        _week_label(parts, x, top + chart_height + 16, week)
+    parts.append("</svg><p>")
+    parts += [f'<span style="color:{colors[k]}">&#9632;</span> {html.escape(k)} '
+              for k in series_order]
+    parts.append("</p>")
+    return "".join(parts)
+
+
+def _paired_columns(rows: list[tuple[str, float | None, float | None]], unit: str,
+                    names: tuple[str, str], empty: str) -> str:
+    """Two columns per week (say a median and a 90th percentile) side by side."""
+    rows = [r for r in rows if r[1] is not None or r[2] is not None]
+    if not rows:
+        return f'<p class="muted">{html.escape(empty)}</p>'
+    peak = _nice_ceiling(max(max(v or 0 for v in r[1:]) for r in rows))
+    left, top, chart_height = 60, 24, 200
+    column = max(28, min(60, 640 // len(rows)))
+    parts = [f'<svg class="chart" role="img" width="{left + column * len(rows) + 40}" '
+             f'height="{top + chart_height + 50}">']
+    _axis(parts, left, top, column * len(rows), chart_height, peak, unit)
+    colors = (_PALETTE[0], "#9db7ec")
+    for i, (week, *values) in enumerate(rows):
+        x = left + i * column + 4
+        bar = (column - 8) / 2
+        for j, value in enumerate(values):
+            h = chart_height * (value or 0) / peak
+            parts.append(f'<rect x="{x + j * bar:.1f}" y="{top + chart_height - h:.1f}" '
+                         f'width="{bar - 1:.1f}" height="{h:.1f}" fill="{colors[j]}"><title>'
+                         f"week of {html.escape(week)}, {names[j]}: "
+                         f"{_cell(value)} {html.escape(unit)}</title></rect>")
+        _week_label(parts, x, top + chart_height + 16, week)
+    parts.append("</svg><p>")
+    parts += [f'<span style="color:{colors[j]}">&#9632;</span> {html.escape(names[j])} '
+              for j in range(2)]
+    parts.append("</p>")
+    return "".join(parts)
+
+
+def _analytics_sections(by_title: dict[str, Table]) -> list[tuple[str, str]]:
+    """The charts and tables of the analytics sections (when the report has them)."""
+    if HOURS_TITLE not in by_title:
+        return []
+    period = by_title[PERIOD_TITLE]
+    since, until, interval, precision = period.rows[0]
+    note = (f'<p class="muted">Weeks of {_cell(since)} to {_cell(until)} (Mondays, UTC). '
+            "Start and end times are estimated from the exports and the run list, and are "
+            f"{html.escape(precision)}"
+            + (f" (exports here are {_cell(interval)} h apart)" if interval else "")
+            + ": see the nsml_run_timeline view for each run's bounds.</p>")
+    hours = by_title[HOURS_TITLE]
+    index = {c: i for i, c in enumerate(hours.columns)}
+    gpu_known = any(row[index["gpu_hours"]] for row in hours.rows)
+    measure = "gpu_hours" if gpu_known else "run_hours"
+    per_week: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in hours.rows:
+        project = _cell(row[index["project_name"]]) or _cell(row[index["project_id"]])
+        per_week[_cell(row[index["week"]])][project] = float(row[index[measure]] or 0)
+    unknown = sum(float(row[index["run_hours_without_gpu_count"]]) for row in hours.rows)
+    caveat = ""
+    if not gpu_known:
+        caveat = ('<p class="muted">No GPU counts are known, so this shows run-hours: set them '
+                  "with <code>nsml-etl gpu-servers set CODE GPUS</code>.</p>")
+    elif unknown:
+        caveat = (f'<p class="muted">{unknown:.1f} run-hours on servers without a GPU count '
+                  "are not in these GPU-hours (see below).</p>")
+    waits = by_title[WAITS_TITLE]
+    all_waits = [(_cell(r[0]), r[4], r[5]) for r in waits.rows if r[1] is None]
+    rates = by_title[FAILURE_TITLES["image"]]
+    images = [(_cell(r[0]) or "unknown", round(100 * float(r[3]), 1)) for r in rates.rows]
+    title = "GPU-hours" if gpu_known else "Run-hours"
+    return [
+        (f"{title} per project per week", note + _stacked_columns(
+            per_week, "GPU-hours" if gpu_known else "run-hours",
+            "No run time in this period yet: it needs exports that saw runs start or end.")
+         + caveat),
+        ("Queue wait per week (all projects)", _paired_columns(
+            all_waits, "hours", ("median", "90th percentile"),
+            "No queue waits in this period: they need runs seen waiting or running.")),
+        ("Failure rate by image (failed / finished)",
+         _bar_chart(images, "% failed", "%") if images else
+         '<p class="muted">No finished runs in this period.</p>'),
+        (SERVERS_TITLE, _html_table(by_title[SERVERS_TITLE])),
+        (WEEKLY_FAILURES_TITLE, _html_table(by_title[WEEKLY_FAILURES_TITLE])),
+        (FAILURE_TITLES["gpu_server"], _html_table(by_title[FAILURE_TITLES["gpu_server"]])),
+        (FAILURE_TITLES["creator"], _html_table(by_title[FAILURE_TITLES["creator"]])),
+        (MISSING_TITLE, _html_table(by_title[MISSING_TITLE])),
+    ]
+
+
 def _html_table(table: Table) -> str:
     if not table.rows:
         return '<p class="muted">None.</p>'
@@ -210,6 +366,7 @@ def as_html(tables: list[Table], title: str = "NSML runs") -> str:
         ("Export freshness", _html_table(by_title["Export freshness"])),
         ("Recent status changes", _html_table(by_title["Recent status changes"])),
     ]
+    sections[1:1] = _analytics_sections(by_title)
     body = "".join(f"<section><h2>{html.escape(name)}</h2>{content}</section>"
                    for name, content in sections)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'

@@ -6,6 +6,12 @@ gateway documents them, answers with gateway-shaped JSON errors, and injects fau
 rate: 429 with and without Retry-After, 500, an HTML 502, 503, 504, dropped connections,
 truncated JSON, responses slower than the client's timeout and responses that trickle in one
 byte at a time after prompt headers.
+
+Time can pass, if asked (an ``epoch``): runs are then created from the epoch on, wait PENDING,
+run IN_PROGRESS and end COMPLETED, FAILED, STOPPED or CANCELED at moments drawn from the seed;
+a few are deleted upstream while running. What Get run and the run list answer follows the
+simulated clock (``set_clock``, ``advance``, or a clock file a script rewrites), so exports at
+successive moments build a real change history. Without an epoch the dataset stays frozen.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo
 
 from .auth import (
     ACCESS_KEY_HEADER,
@@ -62,6 +70,26 @@ AWKWARD_KEYS = (
     "a" * 79 + "2", "PATH", "EMPTY",
 )
 AWKWARD_VALUES = ("0.001", "", "값 with 'quotes' and \"double\"", "line1\nline2", "0,1,2,3")
+# Where the simulated timeline starts unless told (a Monday, 00:00 UTC).
+DEFAULT_EPOCH = datetime(2026, 1, 5, 0, 0, 0)
+# The zone of the run list's createTime/updateTime, as on NCP.
+LIST_ZONE = ZoneInfo("Asia/Seoul")
+LIST_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# New runs appear about this many hours apart (plus up to the jitter), as in the frozen dataset.
+CREATION_GAP_H = 7
+CREATION_JITTER_MIN = 300
+# Creators per project on the timeline (the frozen dataset gives every run its own).
+TEAM_SIZE = 3
+# Share of runs canceled while still waiting, and of started runs deleted upstream mid-run.
+CANCELED_IN_QUEUE = 0.08
+DELETED_WHILE_RUNNING = 0.04
+# Share of started runs that fail, per image of IMAGES (so failure rates differ by image); a
+# further STOPPED_SHARE are stopped by their user, the rest complete.
+FAILURE_BY_IMAGE = (0.10, 0.25, 0.45)
+STOPPED_SHARE = 0.10
+# (share, shortest, longest) of queue waits and of run times, in hours.
+QUEUE_WAITS = ((0.55, 0.05, 2.0), (0.30, 2.0, 10.0), (0.15, 10.0, 36.0))
+RUN_TIMES = ((0.35, 0.2, 2.0), (0.45, 2.0, 16.0), (0.20, 16.0, 60.0))
 
 
 @dataclass
@@ -83,8 +111,14 @@ class SimulatorConfig:
     trickle_seconds: float = 1.0
     retry_after: int = 1
     max_page_size: int = 100
-    clock_offset: float = 0.0
+    clock_offset: float = 0.0  # of the signature window and Date header (real time)
     reject_replays: bool = True
+    # Simulated time, opt-in (naive UTC): runs are created from ``epoch`` on and change status
+    # as the clock moves; ``clock`` is the moment served (default: the epoch), ``clock_file``
+    # a file holding it that a script may rewrite between exports. No epoch: frozen data.
+    epoch: datetime | None = None
+    clock: datetime | None = None
+    clock_file: Path | None = None
 
 
 def _project_id(rng: random.Random) -> str:
@@ -140,6 +174,79 @@ def generate_dataset(seed: int, projects: int, runs_per_project: int) -> dict[st
     return data
 
 
+def _hours(rng: random.Random, buckets: tuple[tuple[float, float, float], ...]) -> timedelta:
+    """A duration drawn from (share, shortest, longest) buckets of hours, to the second."""
+    pick, total = rng.random(), 0.0
+    bucket = buckets[-1]
+    for bucket in buckets:  # noqa: B007 - the bucket the pick falls in is used below
+        total += bucket[0]
+        if pick < total:
+            break
+    return timedelta(seconds=round(rng.uniform(bucket[1], bucket[2]) * 3600))
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """When a simulated run is created, starts, ends (naive UTC) and how; ``started`` None:
+    canceled while waiting; ``deleted``: gone upstream from then on."""
+
+    created: datetime
+    started: datetime | None
+    ended: datetime
+    final: str
+    deleted: datetime | None = None
+
+    def status_at(self, moment: datetime) -> tuple[str, datetime] | None:
+        """(status, update time) at ``moment``; None where the run does not exist (yet)."""
+        if moment < self.created or (self.deleted is not None and moment >= self.deleted):
+            return None
+        if moment >= self.ended:
+            return self.final, self.ended
+        if self.started is not None and moment >= self.started:
+            return "RUN_STATE_IN_PROGRESS", self.started
+        return "RUN_STATE_PENDING", self.created
+
+
+def add_timeline(data: dict[str, dict], seed: int, epoch: datetime) -> None:
+    """Give every run of a :func:`generate_dataset` dataset a :class:`Lifecycle` (key
+    ``_timeline``), the same for the same seed and epoch. Runs are created about
+    CREATION_GAP_H apart from ``epoch`` on, the projects' runs taking turns."""
+    rng = random.Random(f"nsml-simulator timeline {seed}")
+    images = [path for _, path in IMAGES]
+    projects = list(data.values())
+    # A team per project, so that per-creator figures add up to something.
+    teams = [[f"ncp-user-{rng.randint(1000000, 9999999)}" for _ in range(TEAM_SIZE)]
+             for _ in projects]
+    for p, project in enumerate(projects):
+        for k, run in enumerate(project["runs"].values()):
+            run["creator"] = rng.choice(teams[p])
+            turn = k * len(projects) + p
+            created = epoch + timedelta(hours=CREATION_GAP_H * turn,
+                                        minutes=rng.randint(0, CREATION_JITTER_MIN))
+            wait = _hours(rng, QUEUE_WAITS)
+            if rng.random() < CANCELED_IN_QUEUE:
+                run["_timeline"] = Lifecycle(created, None, created + wait, "RUN_STATE_CANCELED")
+                continue
+            started = created + wait
+            duration = _hours(rng, RUN_TIMES)
+            pick = rng.random()
+            failure = FAILURE_BY_IMAGE[images.index(run["imagePath"]) % len(FAILURE_BY_IMAGE)]
+            final = ("RUN_STATE_FAILED" if pick < failure else
+                     "RUN_STATE_STOPPED" if pick < failure + STOPPED_SHARE else
+                     "RUN_STATE_COMPLETED")
+            deleted = None
+            if rng.random() < DELETED_WHILE_RUNNING:  # a long run, deleted well into it
+                duration = max(duration, timedelta(hours=RUN_TIMES[-1][1]))
+                deleted = started + duration * rng.uniform(0.3, 0.8)
+                deleted = deleted.replace(microsecond=0)
+            run["_timeline"] = Lifecycle(created, started, started + duration, final, deleted)
+
+
+def list_time(moment: datetime) -> str:
+    """A naive UTC moment as the run list writes it (Seoul time, no zone)."""
+    return moment.replace(tzinfo=UTC).astimezone(LIST_ZONE).strftime(LIST_TIME_FORMAT)
+
+
 class RawJson(bytes):
     """A Get-run body served as exactly these bytes (``put_run``), for what Python's json
     cannot write: ``1e400``, ``1.50``, duplicate keys."""
@@ -182,6 +289,10 @@ class Simulator:
                  tls: ssl.SSLContext | None = None) -> None:
         self.config = config
         self.data = generate_dataset(config.seed, config.projects, config.runs_per_project)
+        if config.epoch is not None:
+            add_timeline(self.data, config.seed, config.epoch)
+        self._clock = config.clock or config.epoch
+        self._clock_stamp: int | None = None  # the clock file's mtime when last read
         self.stats = SimulatorStats()
         self._lock = threading.Lock()
         self._rng = random.Random(config.seed + 1)
@@ -223,6 +334,53 @@ class Simulator:
 
     # -- data, for tests and the demo ----------------------------------------------------
 
+    # -- simulated time ---------------------------------------------------------------------
+
+    @property
+    def clock(self) -> datetime | None:
+        """The simulated moment served (naive UTC); None when the data is frozen."""
+        path = self.config.clock_file
+        if path is not None:
+            try:
+                stamp = path.stat().st_mtime_ns
+                if stamp != self._clock_stamp:
+                    text = path.read_text(encoding="utf-8").strip()
+                    moment = datetime.fromisoformat(text)
+                    if moment.tzinfo is not None:
+                        moment = moment.astimezone(UTC).replace(tzinfo=None)
+                    self._clock, self._clock_stamp = moment, stamp
+            except (OSError, ValueError):
+                pass  # missing or half-written: keep the moment read before
+        return self._clock
+
+    def set_clock(self, moment: datetime) -> None:
+        """Serve the data as it is at ``moment`` (naive UTC); turns simulated time on."""
+        with self._lock:
+            if self.config.epoch is None:
+                self.config.epoch = moment
+                add_timeline(self.data, self.config.seed, moment)
+            self._clock = moment
+
+    def advance(self, delta: timedelta) -> datetime:
+        """Move the simulated clock on by ``delta``; returns the new moment."""
+        current = self.clock
+        if current is None:
+            raise ValueError("the simulator has no clock: give it an epoch or set_clock() first")
+        self.set_clock(current + delta)
+        return current + delta
+
+    def _as_now(self, run: Any) -> Any:
+        """A stored run as it is at the simulated moment (None: not created yet, or deleted);
+        bodies without a lifecycle (frozen data, put_run) are served as they are."""
+        if not isinstance(run, dict) or "_timeline" not in run:
+            return run
+        state = run["_timeline"].status_at(self.clock)
+        if state is None:
+            return None
+        status, updated = state
+        return {**run, "status": status, "_createTime": list_time(run["_timeline"].created),
+                "_updateTime": list_time(updated)}
+
     def pairs(self) -> list[tuple[str, str]]:
         return [(pid, rn) for pid, project in self.data.items() for rn in project["runs"]]
 
@@ -234,6 +392,11 @@ class Simulator:
         with self._lock:
             project = self.data.setdefault(project_id, {"name": project_id, "runs": {}})
             project["runs"][run_name] = body
+
+    def delete_run(self, project_id: str, run_name: str) -> None:
+        """Delete a run upstream: Get run answers 404 and the run list leaves it out."""
+        with self._lock:
+            self.data.get(project_id, {}).get("runs", {}).pop(run_name, None)
 
     def set_faults(self, rate: float, kinds: tuple[str, ...] | None = None) -> None:
         with self._lock:
@@ -304,7 +467,8 @@ class Simulator:
             if segments == ["projects"]:
                 return 200, self._page(query, self._projects(), "projects", with_total=True)
             if len(segments) == 4 and segments[0] == "projects" and segments[2] == "runs":
-                run = self.data.get(segments[1], {}).get("runs", {}).get(segments[3])
+                run = self._as_now(self.data.get(segments[1], {}).get("runs", {})
+                                   .get(segments[3]))
                 if run is not None:
                     return 200, public_run(run) if isinstance(run, dict) else run
         return 404, error_body("300", "Not Found", "no such project or run")
@@ -316,7 +480,7 @@ class Simulator:
         runs = [
             run_summary(run)
             for project in self.data.values()
-            for run in project["runs"].values()
+            for run in map(self._as_now, project["runs"].values())
             if isinstance(run, dict)
         ]
         runs.sort(key=lambda r: (r["createTime"] or "", r["projectId"] or ""), reverse=True)

@@ -40,8 +40,12 @@ LIST_TIME_COLUMNS = ("create_time", "update_time")
 # "fields": every undocumented top-level field, as a JSON object (like envs), so that a field
 # without a column of its own (beyond MAX_FIELD_COLUMNS) is never lost.
 FIELDS_COLUMN = "fields"
+# When an export found the stored run deleted upstream (Get run answered 404); every fetch that
+# finds the run writes NULL, so a run that answers again is no longer gone.
+GONE_COLUMN = "gone_at"
 CORE_COLUMNS: tuple[str, ...] = (
-    *DOCUMENTED_FIELDS.values(), "envs", FIELDS_COLUMN, "fetched_at", *LIST_TIME_COLUMNS
+    *DOCUMENTED_FIELDS.values(), "envs", FIELDS_COLUMN, "fetched_at", *LIST_TIME_COLUMNS,
+    GONE_COLUMN,
 )
 KEY_COLUMNS = ("project_id", "run_name")
 # Statuses a run never leaves: --skip-finished does not fetch runs stored with one of these.
@@ -183,7 +187,7 @@ def _flatten(body: Any, pair: Pair, fetched_at: datetime, check_floats: bool) ->
     else:
         raise RunShapeError(f"envs is {_type_name(envs)}, expected an object")
     columns["fetched_at"] = fetched_at
-    columns["create_time"] = columns["update_time"] = None
+    columns["create_time"] = columns["update_time"] = columns[GONE_COLUMN] = None
 
     extra: dict[str, str | None] = {}
     columns[FIELDS_COLUMN] = None
@@ -198,7 +202,7 @@ def _flatten(body: Any, pair: Pair, fetched_at: datetime, check_floats: bool) ->
 
 
 # Columns that record when we looked, not what the run is: a change in them is no new version.
-OBSERVATION_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS)
+OBSERVATION_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS, GONE_COLUMN)
 
 
 def env_keys(runs: Iterable[FlatRun]) -> set[str]:

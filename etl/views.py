@@ -10,9 +10,16 @@ macros, expanded here per database:
   keys as nsml-etl stores them (``A`` and ``A `` are two env keys);
 * ``{{terminal_statuses}}``: the statuses in :data:`etl.transform.TERMINAL_STATUSES`;
 * ``{{now}}`` (UTC), ``{{days_ago(N)}}``, ``{{week_start(x)}}`` (the Monday of x's week),
-  ``{{seconds_between(a, b)}}``;
+  ``{{next_week(w)}}`` (the Monday after Monday w), ``{{seconds_between(a, b)}}``;
 * ``{{envs_json(x)}}``: the envs text ``x`` as the database's JSON functions can read it
-  (json on PostgreSQL, with NUL shown as U+FFFD; an unreadable document as ``{}`` on SQLite).
+  (json on PostgreSQL, with NUL shown as U+FFFD; an unreadable document as ``{}`` on SQLite);
+* ``{{gpu_servers}}``: the quoted GPU servers table; ``{{waiting_statuses}}``: the statuses of a
+  run that has not started; ``{{ran_statuses}}``: the terminal statuses that imply it started;
+* ``{{later(a, b)}}`` / ``{{earlier(a, b)}}``: the later / earlier of two times, either of which
+  may be NULL (then the other); ``{{midpoint(a, b)}}``: the moment halfway between two times;
+  ``{{int_div(a, b)}}``: integer division;
+* ``{{include(name)}}``: the SELECT of another file, for use as a subquery (so views never
+  depend on each other: each can be dropped and created alone).
 
 Where macros are not enough, ``name.<dialect>.sql`` (sqlite, postgresql, mysql) replaces
 ``name.sql`` for that database. Views name only fixed columns, so new env columns never break
@@ -22,7 +29,7 @@ them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -32,9 +39,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .dialects import first_line
 from .errors import DatabaseError
+from .gpuservers import GPU_SERVERS_TABLE, ensure_table
 from .load import BATCHES_TABLE, HISTORY_TABLE, RunStore, key_collation
 from .transform import TERMINAL_STATUSES
 from .viewnames import SQL_PACKAGE, view_bases, view_name
+
+# A run in one of these has not started yet; any other status that is not terminal means it has.
+WAITING_STATUSES = ("RUN_STATE_PENDING",)
+# Terminal statuses that say the run started (CANCELED may end a run that never left the queue).
+RAN_STATUSES = ("RUN_STATE_COMPLETED", "RUN_STATE_FAILED", "RUN_STATE_STOPPED")
+_INCLUDE = re.compile(r"\{\{include\((\w+)\)\}\}")
 
 _NOW = {
     "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')",
@@ -51,25 +65,57 @@ _PG_ENVS_JSON = (r"CAST(CASE "
                  r"THEN regexp_replace({x}, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd', 'g') "
                  r"ELSE {x} END AS json)")
 
+
+def _both(a: str, b: str, sql: str) -> str:
+    """``sql``, or NULL when either time is (SQLite's printf would read NULL as 0)."""
+    return f"(CASE WHEN {a} IS NULL OR {b} IS NULL THEN NULL ELSE {sql} END)"
+
+
+def _pick(compare: Callable[[str, str], str]) -> Callable[[str, str], str]:
+    """A NULL-safe choice between two times; ``compare(a, b)`` is true when a wins."""
+    return lambda a, b: (f"(CASE WHEN {a} IS NULL THEN {b} WHEN {b} IS NULL THEN {a} "
+                         f"WHEN {compare(a, b)} THEN {a} ELSE {b} END)")
+
+
 _FUNCTIONS: dict[str, dict[str, Callable[..., str]]] = {
     "sqlite": {
         # Rows written before numbers kept their literal may hold Infinity (not JSON): skipped.
         "envs_json": lambda x: f"(CASE WHEN json_valid({x}) THEN {x} ELSE '{{}}' END)",
         "days_ago": lambda n: f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-{int(n)} days')",
         "week_start": lambda x: f"date({x}, '-6 days', 'weekday 1')",
+        "next_week": lambda w: f"date({w}, '+7 days')",
         "seconds_between": lambda a, b: f"((julianday({b}) - julianday({a})) * 86400.0)",
+        # SQLite keeps times as text in more than one layout: compare them as instants. The
+        # midpoint is shifted in whole milliseconds (SQLite's own time resolution).
+        "later": _pick(lambda a, b: f"julianday({a}) >= julianday({b})"),
+        "earlier": _pick(lambda a, b: f"julianday({a}) <= julianday({b})"),
+        "midpoint": lambda a, b: _both(a, b, (
+            f"strftime('%Y-%m-%d %H:%M:%f', {a}, printf('%+.3f seconds', "
+            f"(julianday({b}) - julianday({a})) * 43200.0))")),
+        "int_div": lambda a, b: f"(({a}) / ({b}))",
     },
     "postgresql": {
         "envs_json": lambda x: _PG_ENVS_JSON.replace("{x}", x),
         "days_ago": lambda n: f"((now() AT TIME ZONE 'UTC') - INTERVAL '{int(n)} days')",
         "week_start": lambda x: f"CAST(date_trunc('week', {x}) AS date)",
+        "next_week": lambda w: f"CAST({w} + 7 AS date)",
         "seconds_between": lambda a, b: f"EXTRACT(EPOCH FROM ({b} - {a}))",
+        "later": _pick(lambda a, b: f"{a} >= {b}"),
+        "earlier": _pick(lambda a, b: f"{a} <= {b}"),
+        "midpoint": lambda a, b: _both(a, b, f"{a} + ({b} - {a}) / 2"),
+        "int_div": lambda a, b: f"(({a}) / ({b}))",
     },
     "mysql": {
         "envs_json": lambda x: x,  # its JSON functions read an invalid document as NULL
         "days_ago": lambda n: f"(UTC_TIMESTAMP() - INTERVAL {int(n)} DAY)",
         "week_start": lambda x: f"DATE(DATE_SUB({x}, INTERVAL WEEKDAY({x}) DAY))",
+        "next_week": lambda w: f"DATE_ADD({w}, INTERVAL 7 DAY)",
         "seconds_between": lambda a, b: f"TIMESTAMPDIFF(MICROSECOND, {a}, {b}) / 1000000.0",
+        "later": _pick(lambda a, b: f"{a} >= {b}"),
+        "earlier": _pick(lambda a, b: f"{a} <= {b}"),
+        "midpoint": lambda a, b: _both(a, b, (
+            f"TIMESTAMPADD(MICROSECOND, TIMESTAMPDIFF(MICROSECOND, {a}, {b}) DIV 2, {a})")),
+        "int_div": lambda a, b: f"(({a}) DIV ({b}))",
     },
 }
 _QUESTION = re.compile(r"^--\s*Question:\s*(.+)$", re.MULTILINE)
@@ -130,21 +176,44 @@ def load_views(dialect: str, table: str, quote: Callable[[str], str],
              if f.name.endswith(".sql")}
     names = {
         "runs": quote(table), "history": quote(HISTORY_TABLE), "batches": quote(BATCHES_TABLE),
+        "gpu_servers": quote(GPU_SERVERS_TABLE),
         "table_name": f"'{table}'",  # validated: [a-z0-9_] only
-        "terminal_statuses": ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES)),
+        "terminal_statuses": _sql_list(TERMINAL_STATUSES),
+        "waiting_statuses": _sql_list(WAITING_STATUSES),
+        "ran_statuses": _sql_list(RAN_STATUSES),
     }
     if collation:
         names["key_collation"] = collation
+
+    def template(base: str) -> str | None:
+        source = files.get(f"{base}.{family}.sql") or files.get(f"{base}.sql")
+        return source.read_text(encoding="utf-8") if source is not None else None
+
     views = []
     for base in view_bases():
-        source = files.get(f"{base}.{family}.sql") or files.get(f"{base}.sql")
-        if source is None:
+        text = template(base)
+        if text is None:
             continue  # only dialect-specific files, none for this database
-        template = source.read_text(encoding="utf-8")
-        question = _QUESTION.search(template)
+        question = _QUESTION.search(text)
         views.append(View(view_name(table, base), question.group(1).strip() if question else "",
-                          expand(template, dialect, names).strip().rstrip(";")))
+                          expand(_with_includes(text, template), dialect, names)
+                          .strip().rstrip(";")))
     return views
+
+
+def _sql_list(statuses: Iterable[str]) -> str:
+    return ", ".join(f"'{s}'" for s in sorted(statuses))  # our own constants, not data
+
+
+def _with_includes(text: str, template: Callable[[str], str | None], depth: int = 0) -> str:
+    """``text`` with each ``{{include(name)}}`` replaced by that file's SELECT."""
+    def replace(match: re.Match) -> str:
+        included = template(match.group(1))
+        if included is None or depth > 3:
+            raise ValueError(f"cannot include {match.group(1)!r}")
+        return _with_includes(included, template, depth + 1).strip().rstrip(";")
+
+    return _INCLUDE.sub(replace, text)
 
 
 def create_views(engine: Engine, table: str) -> list[View]:
@@ -155,13 +224,16 @@ def create_views(engine: Engine, table: str) -> list[View]:
     quote = engine.dialect.identifier_preparer.quote
     collation = key_collation(engine.dialect) if _family(engine.dialect.name) == "mysql" else None
     views = load_views(engine.dialect.name, table, quote, collation)
+    creating = f"table {GPU_SERVERS_TABLE}"
     try:
         with engine.begin() as conn:
+            ensure_table(conn)  # the GPU-hours views read it; it starts empty
             for view in views:
+                creating = f"view {view.name}"
                 conn.exec_driver_sql(f"DROP VIEW IF EXISTS {quote(view.name)}")
                 conn.exec_driver_sql(f"CREATE VIEW {quote(view.name)} AS {view.sql}")
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"creating view {view.name} failed: {first_line(exc)}") from exc
+        raise DatabaseError(f"creating {creating} failed: {first_line(exc)}") from exc
     return views
 
 

@@ -37,7 +37,7 @@ def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path):
     load(run_cli, db_url, tmp_path, RUNS)
     result = run_cli("views", "--db", db_url)
     assert result.exit_code == 0, result.output
-    assert "Created 11 views." in result.stderr
+    assert "Created 16 views." in result.stderr
 
     by_status = fetch_rows(db_url, "SELECT project_id, status, runs FROM "
                                    "nsml_runs_by_project_status ORDER BY project_id, status")
@@ -118,6 +118,17 @@ def test_report_formats(run_cli, sqlite_url, tmp_path):
     assert {r["creator"] for r in as_json["Busiest creators"]} == {"alice", "bob"}
     as_csv = run_cli("report", "--db", sqlite_url, "--format", "csv").stdout
     assert "section,creator,runs,projects,active_runs,last_created" in as_csv
+    # the analytics sections are there, empty without a history of exports
+    for section in ("Analytics period", "Run-hours and GPU-hours per project and week",
+                    "Queue wait per week", "Failure rate by image",
+                    "GPU servers without a GPU count"):
+        assert section in as_json and f"== {section}" in text.stdout
+    assert as_json["Queue wait per week"] == []
+    assert [r["gpu_svr_code"] for r in as_json["GPU servers without a GPU count"]] == [207, 205]
+    assert "section,week,project_id,project_name,active_runs,run_hours,gpu_hours" in as_csv
+    bad = run_cli("report", "--db", sqlite_url, "--since", "2026-03-01", "--until", "2026-02-01")
+    assert bad.exit_code == 2 and "--since 2026-03-01 is after --until" in bad.stderr
+    assert run_cli("report", "--db", sqlite_url, "--since", "March").exit_code == 2
 
 
 def test_html_report_is_self_contained_and_renders(run_cli, sqlite_url, tmp_path):
