@@ -133,18 +133,24 @@ class PostgresFamily(Family):
         state = getattr(orig, "sqlstate", None)
         if not state:
             return None
-        if state[:2] in ("08", "57") or state in ("40001", "40P01", "55P03", "53300"):
+        if state[:2] in ("08", "57") or state in ("40001", "40P01", PG_LOCK_NOT_AVAILABLE,
+                                                  "53300"):
             return "transient"  # connection, shutdown, serialization, deadlock, lock timeout
         if state[:2] in ("22", "23", "54"):  # data exception, integrity, program limit
             return "data"
         return "other"
 
 
+# A statement gave up waiting for a lock another session holds (lock_timeout,
+# lock_wait_timeout): transient, and the schema change's own retries look for it.
+PG_LOCK_NOT_AVAILABLE = "55P03"
+MYSQL_LOCK_WAIT_TIMEOUT = 1205
+
 # MySQL/MariaDB error numbers.
 _MYSQL_TRANSIENT = frozenset({
     1040,  # too many connections
     1053,  # server shutdown in progress
-    1205,  # lock wait timeout
+    MYSQL_LOCK_WAIT_TIMEOUT,
     1213,  # deadlock
     1927,  # connection was killed
     2002, 2003, 2006, 2013,  # cannot connect, server gone away, lost connection
@@ -214,6 +220,15 @@ FAMILIES: dict[str, Family] = {
 def family_of(dialect_name: str) -> Family:
     """The family object of a SQLAlchemy dialect name (``engine.dialect.name``)."""
     return FAMILIES[dialect_name]
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """A statement gave up waiting for a lock that another session holds."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) == PG_LOCK_NOT_AVAILABLE:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] == MYSQL_LOCK_WAIT_TIMEOUT
 
 
 def first_line(exc: BaseException) -> str:

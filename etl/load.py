@@ -39,7 +39,15 @@ from sqlalchemy.ext.compiler import compiles
 
 from . import jsontext
 from .config import DEFAULT_MAX_ENV_COLUMNS
-from .dialects import Family, error_kind, family_of, first_line
+from .dialects import (
+    MYSQL_MAPPING_KEY_CHARS,
+    MYSQL_RUN_KEY_CHARS,
+    Family,
+    error_kind,
+    family_of,
+    first_line,
+    is_lock_timeout,
+)
 from .errors import DatabaseError, InputError
 from .naming import allocate_columns, allocation_order, snake_case
 from .pairs import Pair
@@ -80,12 +88,6 @@ SCHEMA_LOCK_TIMEOUT_S = 3.0
 # start here and double (1, 2, 4 s: about 20 s in all with the lock waits).
 SCHEMA_LOCK_ATTEMPTS = 4
 SCHEMA_LOCK_RETRY_WAIT_S = 1.0
-# What the drivers say when a lock wait timed out: PostgreSQL's SQLSTATE lock_not_available
-# (lock_timeout), MySQL's ER_LOCK_WAIT_TIMEOUT (lock_wait_timeout, innodb_lock_wait_timeout).
-PG_LOCK_NOT_AVAILABLE = "55P03"
-MYSQL_LOCK_WAIT_TIMEOUT = 1205
-# Longest env key MySQL can index with utf8mb4 next to the table name (3072-byte key limit).
-MYSQL_KEY_CHARS = 700
 # The share of MySQL's max_allowed_packet one run's escaped text may take: the rest is the
 # statement around it (column names, the other runs of a multi-row INSERT stay under 1 MB).
 PACKET_SHARE_FOR_ONE_RUN = 0.9
@@ -163,9 +165,9 @@ KEY_TYPES = (KeyVarchar, KeyMediumText)
 # A column type as information_schema spells it (varchar(255), mediumtext): safe to reuse in DDL.
 _PLAIN_COLUMN_TYPE = re.compile(r"[a-z]+(\([0-9]+\))?")
 Text = sa.Text().with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
-KeyText = sa.Text().with_variant(KeyVarchar(255), *_MYSQL)
+KeyText = sa.Text().with_variant(KeyVarchar(MYSQL_RUN_KEY_CHARS), *_MYSQL)
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
-ColumnKey = sa.Text().with_variant(KeyVarchar(MYSQL_KEY_CHARS), *_MYSQL)
+ColumnKey = sa.Text().with_variant(KeyVarchar(MYSQL_MAPPING_KEY_CHARS), *_MYSQL)
 Name = sa.Text().with_variant(KeyVarchar(64), *_MYSQL)
 # Run ids of failed pairs: any length (a failure may be about an overlong name), compared exactly.
 LongKeyText = sa.Text().with_variant(KeyMediumText(), *_MYSQL)
@@ -206,15 +208,6 @@ def _describe(url: sa.URL) -> str:
         return f"SQLite database {url.database or ':memory:'}"
     where = f"{url.host or 'localhost'}{':' + str(url.port) if url.port else ''}"
     return f"{url.get_backend_name()} database {url.database!r} on {where}"
-
-
-def is_lock_timeout(exc: BaseException) -> bool:
-    """A statement gave up waiting for a lock that another session holds."""
-    orig = getattr(exc, "orig", None)
-    if getattr(orig, "sqlstate", None) == PG_LOCK_NOT_AVAILABLE:
-        return True
-    args = getattr(orig, "args", ())
-    return bool(args) and args[0] == MYSQL_LOCK_WAIT_TIMEOUT
 
 
 def create_engine(db_url: str) -> Engine:
@@ -698,11 +691,11 @@ class RunStore:
         # fields column); a field that waits keeps waiting.
         field_room = max(0, min(MAX_FIELD_COLUMNS - len(current.fields),
                                 self.family.max_columns - len(existing) - len(allocated)))
-        new_field_keys = allocation_order(
-            fields - current.fields.keys() - current.waiting_fields, prefix="")
-        new_fields = allocate_columns(
-            new_field_keys[:field_room], taken, prefix="",
-            preferred={f: snake_case(f) for f in new_field_keys[:field_room]})
+        unmapped = fields - current.fields.keys() - current.waiting_fields
+        field_names = {f: snake_case(f) for f in unmapped}
+        new_field_keys = allocation_order(unmapped, prefix="", preferred=field_names)
+        new_fields = allocate_columns(new_field_keys[:field_room], taken, prefix="",
+                                      preferred=field_names)
         env_rows = [{"env_key": k, "column_name": allocated.get(k)}
                     for k in (*with_column, *without_column)]
         field_rows = [{"field": k, "column_name": new_fields.get(k)} for k in new_field_keys]
@@ -739,7 +732,8 @@ class RunStore:
         current = self.read_mapping(conn)  # a column that could not be added is waiting now
         # A key that waited (or whose column went missing) may already have values in stored
         # runs: fill its new column from their envs.
-        refill = {k: c for k, c in added_env.items() if k not in set(with_column)}
+        brand_new = set(with_column)
+        refill = {k: c for k, c in added_env.items() if k not in brand_new}
         if refill:
             self._fill_from_envs(conn, refill)
         newly_waiting = len(without_column) + len(set(env) - current.env.keys())

@@ -50,9 +50,20 @@ def _with_suffix(base: str, suffix: str, limit: int) -> str:
     return base[: limit - len(suffix) - 1] + "_" + suffix
 
 
-def allocation_order(keys: Iterable[str], prefix: str = ENV_PREFIX) -> list[str]:
-    """Rule 3's order: keys already in normal form first, then by code point."""
-    return sorted(set(keys), key=lambda k: (prefix + normalize(k) != prefix + k, k))
+def _natural(key: str, prefix: str, preferred: Mapping[str, str]) -> str:
+    return preferred.get(key) or prefix + normalize(key)
+
+
+def allocation_order(keys: Iterable[str], prefix: str = ENV_PREFIX,
+                     preferred: Mapping[str, str] | None = None) -> list[str]:
+    """Rule 3's order: keys already in normal form first, then by code point (the order in
+    which :func:`allocate_columns` gives names, and the cap on env columns takes keys)."""
+    preferred = preferred or {}
+
+    def already_normal(key: str) -> bool:
+        return _natural(key, prefix, preferred) == (key if key in preferred else prefix + key)
+
+    return sorted(set(keys), key=lambda k: (not already_normal(k), k))
 
 
 def allocate_columns(
@@ -71,16 +82,9 @@ def allocate_columns(
     preferred = preferred or {}
     result: dict[str, str] = {}
 
-    def natural(key: str) -> str:
-        return preferred.get(key) or prefix + normalize(key)
-
-    def already_normal(key: str) -> bool:
-        return natural(key) == (key if key in preferred else prefix + key)
-
-    ordered = sorted(set(new_keys), key=lambda k: (not already_normal(k), k))
-    for key in ordered:
+    for key in allocation_order(new_keys, prefix, preferred):
         # A field named "" has no natural name (and an empty identifier is refused everywhere).
-        base = natural(key) or EMPTY_NAME_BASE
+        base = _natural(key, prefix, preferred) or EMPTY_NAME_BASE
         name = base
         if len(name) > limit or name in used or base is EMPTY_NAME_BASE:
             name = _with_suffix(base, key_hash(key), limit)
