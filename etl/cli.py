@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -466,17 +466,18 @@ def gpu_servers() -> None:
     """
 
 
-def _gpu_engine(flags: dict[str, Any], config_file: Path | None) -> Any:
+@contextlib.contextmanager
+def _gpu_engine(flags: dict[str, Any], config_file: Path | None) -> Iterator[tuple[Any, Any]]:
+    """(engine, settings) for one gpu-servers command, checked, disposed of afterwards."""
     from .load import check_database, create_engine
 
     settings = resolve_settings(flags, config_file)
     engine = create_engine(settings.db_url)
     try:
         check_database(engine)
-    except BaseException:
+        yield engine, settings
+    finally:
         engine.dispose()
-        raise
-    return engine, settings
 
 
 @gpu_servers.command("set")
@@ -491,11 +492,8 @@ def gpu_servers_set(code: int, gpus: int, label: str | None, config_file: Path |
     from .gpuservers import GpuServer, check_server, set_servers
 
     check_server(code, gpus, "gpu-servers set")
-    engine, _ = _gpu_engine(flags, config_file)
-    try:
+    with _gpu_engine(flags, config_file) as (engine, _):
         set_servers(engine, [GpuServer(code, gpus, label)])
-    finally:
-        engine.dispose()
     click.echo(f"GPU server {code}: {gpus} GPU{'' if gpus == 1 else 's'}.", err=True)
 
 
@@ -507,11 +505,8 @@ def gpu_servers_unset(codes: tuple[int, ...], config_file: Path | None, **flags:
     """Forget the GPU counts of these servers (their GPU-hours become unknown)."""
     from .gpuservers import unset_servers
 
-    engine, _ = _gpu_engine(flags, config_file)
-    try:
+    with _gpu_engine(flags, config_file) as (engine, _):
         removed = unset_servers(engine, codes)
-    finally:
-        engine.dispose()
     click.echo(f"Removed {removed} of {len(set(codes))} servers.", err=True)
 
 
@@ -525,11 +520,8 @@ def gpu_servers_load(file: Path, config_file: Path | None, **flags: Any) -> None
     from .gpuservers import read_toml, set_servers
 
     servers = read_toml(file)  # checked whole before the database is touched
-    engine, _ = _gpu_engine(flags, config_file)
-    try:
+    with _gpu_engine(flags, config_file) as (engine, _):
         count = set_servers(engine, servers)
-    finally:
-        engine.dispose()
     click.echo(f"Set {count} GPU servers from {file}.", err=True)
 
 
@@ -540,11 +532,8 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
     """Print the known GPU counts, then the servers that --table has runs on without one."""
     from .gpuservers import list_servers
 
-    engine, settings = _gpu_engine(flags, config_file)
-    try:
+    with _gpu_engine(flags, config_file) as (engine, settings):
         known, missing = list_servers(engine, settings.table)
-    finally:
-        engine.dispose()
     writer = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
     writer.writerow(["gpu_svr_code", "gpus", "label"])
     writer.writerows((s.gpu_svr_code, s.gpus, s.label or "") for s in known)
