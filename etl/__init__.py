@@ -13,7 +13,7 @@ import types
 from .api import export, load
 from .config import Credentials, Settings
 from .errors import AuthenticationError, DatabaseError, EtlError, InputError
-from .report import ExportReport, FailedPair
+from .outcome import ExportReport, FailedPair
 
 __version__ = "0.1.0"
 

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from .config import Credentials, Setting, Settings, credentials_from_env, resolve_settings
 from .errors import InputError
-from .report import ExportReport, ProgressCallback
+from .outcome import ExportReport, ProgressCallback
 
 # A replay is not paced by the API, so larger transactions pay off: a chunk's commit and
 # fixed statements took about 25 ms on SQLite, the time of some 250 runs. 4,000 pending runs

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .client import utc_now
 from .errors import DatabaseError
 from .load import RunStore
-from .report import ExportReport
+from .outcome import ExportReport
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,13 @@ import contextlib
 import csv
 import functools
 import gc
-import json
 import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,8 @@ from .errors import (
     EtlError,
     InputError,
 )
-from .report import ExportReport
+from .events import setup_logging
+from .outcome import ExportReport
 
 log = logging.getLogger("nsml_etl")
 # Characters of an unexpected error's message shown (the first line only).
@@ -97,35 +97,6 @@ def output_options(func: Callable) -> Callable:
                         help="Print only errors and the final summary.")(func)
     return click.option("-v", "--verbose", is_flag=True,
                         help="Log each request and chunk (debug level); never a secret.")(func)
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per record: time, level, event name, message and the event's fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        payload = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "event": getattr(record, "event", "log"),
-            "message": record.getMessage(),
-            **getattr(record, "fields", {}),
-        }
-        if record.exc_info:
-            payload["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json.dumps(payload, ensure_ascii=False, default=str)
-
-
-def _setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonLogFormatter())
-        level = logging.DEBUG if verbose else logging.INFO  # events are the point of json
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    log.handlers[:] = [handler]
-    log.setLevel(level)
-    log.propagate = False
 
 
 def handle_errors(func: Callable) -> Callable:
@@ -293,7 +264,7 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
     Credentials come from NCP_ACCESS_KEY and NCP_SECRET_KEY (and NCP_APIGW_API_KEY when the
     gateway asks for an API key), never from flags or files.
     """
-    _setup_logging(verbose, quiet, log_format)
+    setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
     _note_simulated_clock()
     if sum([bool(pairs_path), all_runs, bool(projects)]) != 1:
@@ -387,7 +358,7 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
     Runs the same transform and upsert as export, into the same table and column mapping,
     without calling the API. FILE may be gzip-compressed, and - reads standard input.
     """
-    _setup_logging(verbose, quiet, log_format)
+    setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file, defaults=LOAD_DEFAULTS)
     _note_simulated_clock()
     progress = _Progress(known_total=False, enabled=_show_progress(quiet, log_format))
@@ -417,7 +388,7 @@ def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path |
     from .client import NsmlClient
     from .discovery import discover_runs
 
-    _setup_logging(verbose, quiet, log_format)
+    setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
     client = NsmlClient(settings, credentials_from_env())
     count = 0

@@ -34,8 +34,8 @@ from . import clock, jsontext
 from .auth import NcpSignatureV2
 from .config import Credentials, Settings
 from .errors import AuthenticationError
+from .events import event
 from .pairs import Pair
-from .report import event
 from .throttle import Throttle
 from .watchdog import CANCELLED, EXPIRED, InFlight, Watchdog, watch_connections
 

@@ -49,9 +49,9 @@ from .dialects import (
     is_lock_timeout,
 )
 from .errors import DatabaseError, InputError
+from .events import event
 from .naming import allocate_columns, allocation_order, snake_case
 from .pairs import Pair
-from .report import event
 from .transform import (
     CORE_COLUMNS,
     GONE_COLUMN,

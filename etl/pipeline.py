@@ -33,9 +33,10 @@ from .config import Credentials, Settings
 from .dialects import Family, error_kind, first_line
 from .discovery import ListedRun
 from .errors import AuthenticationError, DatabaseError, EtlError
+from .events import event, log_finished
 from .load import MappingChanged, RunStore
+from .outcome import ExportReport, FailedPair, ProgressCallback
 from .pairs import Pair
-from .report import ExportReport, FailedPair, ProgressCallback, event, log_finished
 from .throttle import Throttle
 from .transform import (
     FlatRun,

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .report import event
+from .events import event
 
 log = logging.getLogger(__name__)
 

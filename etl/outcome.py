@@ -1,9 +1,8 @@
-"""What an export or load did: counts, failed pairs, and the structured log events."""
+"""What an export or load did: counts, failed pairs, and the exit code they add up to."""
 
 from __future__ import annotations
 
 import csv
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,8 @@ from .errors import (
     EtlError,
     InputError,
 )
+from .events import log_failure
 from .pairs import Pair
-
-log = logging.getLogger("nsml_etl.pipeline")
 
 
 @dataclass(frozen=True)
@@ -103,28 +101,3 @@ class ExportReport:
 
 
 ProgressCallback = Callable[[ExportReport], None]
-
-
-def event(name: str, **fields: object) -> dict:
-    """``extra=`` for a log call that is also a structured event (see ``--log-format json``)."""
-    return {"event": name, "fields": fields}
-
-
-def log_failure(failure: FailedPair) -> None:
-    pair = failure.pair
-    log.info("pair failed: %s: %s", pair or "-", failure.reason,
-             extra=event("pair_failed", project_id=pair.project_id if pair else None,
-                         run_name=pair.run_name if pair else None, reason=failure.reason,
-                         status=failure.status, error_code=failure.error_code,
-                         attempts=failure.attempts))
-
-
-def log_finished(report: ExportReport) -> None:
-    log.info("%s", report.summary(),
-             extra=event("batch_finished", exported=report.exported, failed=len(report.failed),
-                         retried=report.retried, skipped=report.skipped,
-                         elapsed=round(report.elapsed, 3),
-                         chunks=report.chunks, interrupted=report.interrupted,
-                         unwritten=report.unwritten,
-                         batch_id=report.batch_id,
-                         auth_failed=report.auth_error is not None))

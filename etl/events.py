@@ -1,0 +1,71 @@
+"""Structured log events: the ``nsml_etl`` loggers' records with an event name and fields, and
+how they are printed (text for people, one JSON object per line for log shippers)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .outcome import ExportReport, FailedPair
+
+log = logging.getLogger("nsml_etl.pipeline")
+
+
+def event(name: str, **fields: object) -> dict:
+    """``extra=`` for a log call that is also a structured event (see ``--log-format json``)."""
+    return {"event": name, "fields": fields}
+
+
+def log_failure(failure: FailedPair) -> None:
+    pair = failure.pair
+    log.info("pair failed: %s: %s", pair or "-", failure.reason,
+             extra=event("pair_failed", project_id=pair.project_id if pair else None,
+                         run_name=pair.run_name if pair else None, reason=failure.reason,
+                         status=failure.status, error_code=failure.error_code,
+                         attempts=failure.attempts))
+
+
+def log_finished(report: ExportReport) -> None:
+    log.info("%s", report.summary(),
+             extra=event("batch_finished", exported=report.exported, failed=len(report.failed),
+                         retried=report.retried, skipped=report.skipped,
+                         elapsed=round(report.elapsed, 3),
+                         chunks=report.chunks, interrupted=report.interrupted,
+                         unwritten=report.unwritten,
+                         batch_id=report.batch_id,
+                         auth_failed=report.auth_error is not None))
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per record: time, level, event name, message and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": getattr(record, "event", "log"),
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            payload["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(payload, ensure_ascii=False, default=str)
+
+
+def setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None:
+    """Print the ``nsml_etl`` loggers' records on stderr, as text or as JSON lines."""
+    root = logging.getLogger("nsml_etl")
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+        level = logging.DEBUG if verbose else logging.INFO  # events are the point of json
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
