@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .dialects import first_line
 from .errors import DatabaseError, InputError
 from .load import BATCHES_TABLE
-from .reporting import (
+from .report import (
     FAILURE_TITLES,
     HOURS_TITLE,
     MISSING_TITLE,

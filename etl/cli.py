@@ -531,10 +531,10 @@ def report(config_file: Path | None, output_format: str, html_path: Path | None,
            since: datetime | None, until: datetime | None, **flags: Any) -> None:
     """Print a short summary from the reporting views (created if missing), with run-hours,
     GPU-hours, queue waits and failure rates over a period of weeks."""
-    from . import reporting
     from .analytics import collect_analytics, period_for
     from .clock import utc_now
     from .load import check_database, check_table, create_engine
+    from .report import as_csv, as_html, as_json, as_text, collect
     from .views import create_views
 
     settings = resolve_settings(flags, config_file)
@@ -545,14 +545,14 @@ def report(config_file: Path | None, output_format: str, html_path: Path | None,
         check_database(engine)
         check_table(engine, settings.table)
         create_views(engine, settings.table)  # cheap, and keeps them in step with sql/
-        tables = reporting.collect(engine, settings.table)
+        tables = collect(engine, settings.table)
         tables += collect_analytics(engine, settings.table, period)
     finally:
         engine.dispose()
-    render = {"text": reporting.as_text, "csv": reporting.as_csv, "json": reporting.as_json}
+    render = {"text": as_text, "csv": as_csv, "json": as_json}
     click.echo(render[output_format](tables))
     if html_path is not None:
-        html_path.write_text(reporting.as_html(tables), encoding="utf-8")
+        html_path.write_text(as_html(tables), encoding="utf-8")
         click.echo(f"Wrote {html_path}.", err=True)
 
 

@@ -1,5 +1,5 @@
-"""``nsml-etl report``: a short summary read from the reporting views, as text, CSV, JSON or
-one self-contained HTML page (inline CSS and SVG: no CDN, no web fonts, works offline)."""
+"""The `nsml-etl report` command: a short summary read from the reporting views, as text, CSV,
+JSON or one self-contained HTML page (inline CSS and SVG: no CDN, no web fonts, works offline)."""
 
 from __future__ import annotations
 
