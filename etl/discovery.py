@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from .client import ApiError, NsmlClient
 from .errors import EXIT_SOME_FAILED, EtlError
-from .pairs import Pair
+from .pairs import Pair, RunToFetch
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +34,6 @@ class DiscoveryError(EtlError):
     exit_code = EXIT_SOME_FAILED
 
 
-@dataclass(frozen=True)
-class ListedRun:
-    """A run as the run list shows it: enough to fetch it, plus times Get run lacks."""
-
-    pair: Pair
-    status: str | None
-    create_time: datetime | None
-    update_time: datetime | None
-
-
 def parse_list_time(value: object, zone: ZoneInfo) -> datetime | None:
     """``YYYY-MM-DD HH:MM:SS`` in ``zone`` -> naive UTC; None when absent or unreadable."""
     if not isinstance(value, str):
@@ -56,7 +45,7 @@ def parse_list_time(value: object, zone: ZoneInfo) -> datetime | None:
     return local.astimezone(UTC).replace(tzinfo=None)
 
 
-def _listed(summary: object, zone: ZoneInfo) -> ListedRun | None:
+def _listed(summary: object, zone: ZoneInfo) -> RunToFetch | None:
     if not isinstance(summary, dict):
         return None
     project_id, run_name = summary.get("projectId"), summary.get("runName")
@@ -66,7 +55,7 @@ def _listed(summary: object, zone: ZoneInfo) -> ListedRun | None:
             and run_name):
         return None
     status = summary.get("status")
-    return ListedRun(
+    return RunToFetch(
         Pair(project_id, run_name),
         status if isinstance(status, str) else None,
         parse_list_time(summary.get("createTime"), zone),
@@ -80,7 +69,7 @@ def discover_runs(
     projects: Iterable[str] | None = None,
     timezone: str = "Asia/Seoul",
     page_size: int = LIST_PAGE_SIZE,
-) -> Iterator[ListedRun]:
+) -> Iterator[RunToFetch]:
     """Every run the key can see (or of ``projects``), each once, page by page."""
     zone = ZoneInfo(timezone)
     wanted = set(projects) if projects else None
@@ -109,8 +98,7 @@ def discover_runs(
     raise DiscoveryError(f"run list did not end after {MAX_PAGES} pages")
 
 
-def then_unlisted(listed: Iterable[ListedRun], stored: set[Pair]
-                  ) -> Iterator[ListedRun | Pair]:
+def then_unlisted(listed: Iterable[RunToFetch], stored: set[Pair]) -> Iterator[RunToFetch]:
     """Every run of ``listed``, then each pair of ``stored`` (runs stored as unfinished) that the
     list did not show: a run deleted upstream drops out of the list, and only Get run's 404
     tells, so it can be marked gone instead of looking alive forever. Nothing is added when
@@ -121,4 +109,4 @@ def then_unlisted(listed: Iterable[ListedRun], stored: set[Pair]
         yield run
     if remaining:
         log.info("%d stored unfinished runs were not listed; fetching them", len(remaining))
-    yield from sorted(remaining)
+    yield from map(RunToFetch, sorted(remaining))

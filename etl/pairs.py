@@ -16,6 +16,8 @@ import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -42,6 +44,17 @@ class Pair(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.project_id}/{self.run_name}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunToFetch:
+    """A run for an export to fetch: its pair, and what the run list showed of it (Get run has
+    no times). A run named by a pairs file, or stored and no longer listed, has only its pair."""
+
+    pair: Pair
+    status: str | None = None
+    create_time: datetime | None = None
+    update_time: datetime | None = None
 
 
 def check_name(value: object, what: str, where: str) -> str:
