@@ -43,16 +43,6 @@ log = logging.getLogger("nsml_etl")
 # Characters of an unexpected error's message shown (the first line only).
 MAX_UNEXPECTED_TEXT = 300
 
-_CLICK_TYPES: dict[str, click.ParamType] = {
-    "concurrency": click.IntRange(min=1),
-    "max_attempts": click.IntRange(min=1),
-    "chunk_size": click.IntRange(min=1),
-    "max_env_columns": click.IntRange(min=0),
-    "timeout": click.FloatRange(min=0, min_open=True),
-    "backoff_initial": click.FloatRange(min=0),
-    "backoff_max": click.FloatRange(min=0),
-    "retry_after_max": click.FloatRange(min=0),
-}
 # Options shown in --help of export; the tuning ones stay available in config files and env.
 _EXPORT_SETTINGS = ("db_url", "table", "base_url", "concurrency", "timeout", "max_attempts",
                     "chunk_size", "max_env_columns", "backoff_initial", "backoff_max",
@@ -72,7 +62,10 @@ def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None 
             func = click.option(
                 setting.flag,
                 setting.name,
-                type=_CLICK_TYPES.get(setting.name, str),
+                # Text in, parsed by resolve_settings like an env or file value: one parser per
+                # setting, and a bad value names the flag the same way.
+                type=str,
+                metavar=setting.metavar,
                 default=None,
                 help=f"{setting.help} [env {setting.env}; default {default}]",
             )(func)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from .client import ApiError, NsmlClient
+from .config import DEFAULT_LIST_TIMEZONE
 from .errors import EXIT_SOME_FAILED, EtlError
 from .pairs import Pair, RunToFetch
 
@@ -67,7 +68,7 @@ def discover_runs(
     client: NsmlClient,
     *,
     projects: Iterable[str] | None = None,
-    timezone: str = "Asia/Seoul",
+    timezone: str = DEFAULT_LIST_TIMEZONE,
     page_size: int = LIST_PAGE_SIZE,
 ) -> Iterator[RunToFetch]:
     """Every run the key can see (or of ``projects``), each once, page by page."""
