@@ -175,7 +175,8 @@ def load(
                  "max_env_columns": max_env_columns}
     settings = _settings(settings, arguments, config_file, defaults=LOAD_DEFAULTS)
     stop = stop if stop is not None else threading.Event()
-    from .archive import display_name, iter_archive
+    from .archive import iter_archive
+    from .files import display_name
 
     records = iter_archive(file)  # a missing file fails here, before the database is touched
     with contextlib.ExitStack() as cleanup:
@@ -263,7 +264,7 @@ def _collect_pairs(pairs: object) -> Any:
 
 def _file_name(path: str | os.PathLike) -> str:
     """As it can be stored (a name that is not UTF-8 carries lone surrogates)."""
-    from .archive import display_name
+    from .files import display_name
 
     return display_name(path)
 

@@ -38,6 +38,7 @@ from .errors import (
 )
 from .events import setup_logging
 from .outcome import ExportReport
+from .pairs import write_pairs_file
 
 log = logging.getLogger("nsml_etl")
 # Characters of an unexpected error's message shown (the first line only).
@@ -384,17 +385,12 @@ def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path |
     setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
     client = NsmlClient(settings, credentials_from_env())
-    count = 0
     try:
-        with click.open_file(str(out_path), "w", encoding="utf-8", atomic=True) as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["project_id", "run_name", "status", "create_time", "update_time"])
-            for run in discover_runs(client, projects=projects or None,
-                                     timezone=settings.list_timezone):
-                writer.writerow([*run.pair, run.status or "",
-                                 *(t.isoformat(sep=" ") if t else "" for t in
-                                   (run.create_time, run.update_time))])
-                count += 1
+        runs = discover_runs(client, projects=projects or None, timezone=settings.list_timezone)
+        count = write_pairs_file(
+            out_path, ((*run.pair, run.status, *(t and t.isoformat(sep=" ") for t in
+                                                (run.create_time, run.update_time)))
+                       for run in runs), ["status", "create_time", "update_time"])
     finally:
         client.close()
     click.echo(f"Wrote {count} pairs to {out_path}.", err=True)
@@ -625,10 +621,7 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         config.clock_file = clock_file
     sim = Simulator(config, host=host, port=port)
     if write_pairs:
-        with open(write_pairs, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["project_id", "run_name"])
-            writer.writerows(sim.pairs())
+        write_pairs_file(write_pairs, sim.pairs())
     if address_file:
         tmp = address_file.with_name(address_file.name + ".tmp")
         tmp.write_text(sim.base_url + "\n")

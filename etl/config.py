@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import InputError
+from .files import open_input
 
 DEFAULT_BASE_URL = "https://nsml.apigw.ntruss.com/nsml/v1"
 DEFAULT_DB_URL = "sqlite:///nsml_runs.db"
@@ -274,11 +275,9 @@ SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 def read_config_file(path: Path) -> dict[str, Any]:
     """Parse and check a TOML config file: known keys only, no secrets."""
     try:
-        with open(path, "rb") as handle:
+        with open_input(path, "config file") as handle:
             data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise InputError(f"{path}: config file not found") from None
-    except OSError as exc:
+    except OSError as exc:  # a read error after the open
         raise InputError(f"{path}: cannot read config file: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid TOML: {exc}") from None

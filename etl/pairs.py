@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import os
 import shutil
 import sqlite3
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from .errors import InputError
+from .files import display_name, open_input
 
 PROJECT_KEYS = ("project_id", "projectId")
 RUN_KEYS = ("run_name", "runName")
@@ -185,7 +187,7 @@ def _looks_like_jsonl(head: str) -> bool:
 
 def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[tuple[int, Pair]]:
     """Yield (line, pair) from a file path, or ``-`` for stdin, validating as it goes."""
-    name = str(path)
+    name = display_name(path)
     if name == "-":
         source = stdin if stdin is not None else sys.stdin.buffer
         spool = tempfile.SpooledTemporaryFile(max_size=STDIN_SPOOL_BYTES)
@@ -197,17 +199,8 @@ def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[tup
         with spool:
             yield from parse(spool, STDIN_NAME)  # type: ignore[arg-type]
         return
-    file_path = Path(path)
-    if file_path.is_dir():
-        raise InputError(f"{name}: is a directory, expected a pairs file")
     parse = iter_jsonl if name.lower().endswith(JSONL_SUFFIXES) else iter_csv
-    try:
-        binary = open(file_path, "rb")  # noqa: SIM115 - closed by the with below
-    except FileNotFoundError:
-        raise InputError(f"{name}: no such pairs file") from None
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read pairs file: {exc.strerror}") from None
-    with binary:
+    with open_input(path, "pairs file") as binary:
         yield from parse(binary, name)
 
 
@@ -332,6 +325,31 @@ def collect_given_pairs(items: Iterable[object], name: str = "pairs") -> PairSet
         pairs.close()
         raise
     return pairs
+
+
+def write_pairs_file(path: str | os.PathLike, rows: Iterable[Sequence[object]],
+                     extra_columns: Sequence[str] = ()) -> int:
+    """Write a pairs CSV that ``export --pairs`` reads back: project_id, run_name, then
+    ``extra_columns`` (which it ignores). Each row is a pair followed by its extra values; None
+    is an empty cell. The file appears whole or not at all (written aside, then renamed), so an
+    interrupted write never leaves half a pairs file for the next cron run. Returns the rows
+    written."""
+    target = Path(path)
+    aside = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    count = 0
+    try:
+        with open(aside, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["project_id", "run_name", *extra_columns])
+            for row in rows:
+                writer.writerow(["" if value is None else value for value in row])
+                count += 1
+        os.replace(aside, target)
+    except OSError as exc:
+        raise InputError(f"{display_name(path)}: cannot write: {exc.strerror}") from None
+    finally:
+        aside.unlink(missing_ok=True)
+    return count
 
 
 def read_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> list[Pair]:
