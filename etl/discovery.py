@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from .client import ApiError, NsmlClient
 from .config import DEFAULT_LIST_TIMEZONE
 from .errors import EXIT_SOME_FAILED, EtlError
-from .pairs import Pair, RunToFetch
+from .pairs import Pair, RunToFetch, name_as_text
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,7 @@ def parse_list_time(value: object, zone: ZoneInfo) -> datetime | None:
 def _listed(summary: object, zone: ZoneInfo) -> RunToFetch | None:
     if not isinstance(summary, dict):
         return None
-    project_id, run_name = summary.get("projectId"), summary.get("runName")
-    if isinstance(run_name, int) and not isinstance(run_name, bool):
-        run_name = str(run_name)
+    project_id, run_name = summary.get("projectId"), name_as_text(summary.get("runName"))
     if not (isinstance(project_id, str) and project_id and isinstance(run_name, str)
             and run_name):
         return None

@@ -59,6 +59,14 @@ class RunToFetch:
     update_time: datetime | None = None
 
 
+def name_as_text(value: object) -> object:
+    """A name as text where the API or a file sent a JSON number (run names are numbers in
+    NSML: ``3`` means ``"3"``); any other value as it is, for the caller to judge."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 def check_name(value: object, what: str, where: str) -> str:
     """A project id or run name: non-empty text without control characters or lone UTF-16
     surrogates (legal as JSON escapes; no database can store them); :class:`InputError`
@@ -70,8 +78,7 @@ def check_name(value: object, what: str, where: str) -> str:
         return value
     if isinstance(value, bool) or value is None:
         raise InputError(f"{where}: {what} is {json.dumps(value)}, expected text")
-    if isinstance(value, int):
-        value = str(value)  # JSON Lines may carry run names as numbers: 3 means "3"
+    value = name_as_text(value)
     if not isinstance(value, str):
         raise InputError(f"{where}: {what} must be text, got {type(value).__name__}")
     if not value.strip():
