@@ -24,7 +24,7 @@ def open_input(path: str | os.PathLike, what: str) -> BinaryIO:
     if Path(path).is_dir():
         raise InputError(f"{name}: is a directory, expected a {what}")
     try:
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        return open(path, "rb")  # the caller closes it
     except FileNotFoundError:
         raise InputError(f"{name}: no such {what}") from None
     except OSError as exc:

@@ -225,7 +225,6 @@ class PairSet:
         self._db: sqlite3.Connection | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._buffer: list[Pair] = []
-        self._count = 0
 
     def add(self, pair: Pair) -> None:
         if self._db is None:
