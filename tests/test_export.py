@@ -165,6 +165,19 @@ def test_missing_credentials_exit_2_before_any_request(
     assert not (tmp_path / "runs.db").exists()
 
 
+def test_missing_credentials_are_named_all_at_once(run_cli, credentials, simulator,
+                                                   sqlite_url, tmp_path, monkeypatch):
+    pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
+    monkeypatch.delenv("NCP_ACCESS_KEY")
+    monkeypatch.setenv("NCP_SECRET_KEY", "  ")  # blank counts as missing
+    result = export(run_cli, simulator, pairs_file, sqlite_url)
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: NCP_ACCESS_KEY and NCP_SECRET_KEY are not set: export the "
+                             "NCP access and secret keys in the environment (keys are never "
+                             "read from flags or files)\n")
+    assert simulator.stats.requests == 0
+
+
 def test_bad_pairs_exit_2_before_any_request(run_cli, credentials, simulator, sqlite_url,
                                              tmp_path):
     pairs_file = tmp_path / "pairs.csv"
