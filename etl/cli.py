@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import functools
 import gc
 import logging
@@ -630,7 +631,13 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         config.epoch = parse_moment(epoch, "--epoch") if epoch else DEFAULT_EPOCH
         config.clock = parse_moment(clock_at, "--clock") if clock_at else None
         config.clock_file = clock_file
-    sim = Simulator(config, host=host, port=port)
+    try:
+        sim = Simulator(config, host=host, port=port)
+    except OSError as exc:  # a busy port, an address not ours, a name that does not resolve
+        hint = ("choose another --port (0 picks a free one)" if exc.errno == errno.EADDRINUSE
+                else "check --host and --port")
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}"
+                         ) from None
     if write_pairs:
         with open(write_pairs, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
