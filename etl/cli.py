@@ -60,12 +60,14 @@ _EXPORT_SETTINGS = ("db_url", "table", "base_url", "concurrency", "timeout", "ma
                     "retry_after_max", "rate_limit", "list_timezone", "ca_bundle")
 
 
-def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None = None
-                     ) -> Callable:
+def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None = None,
+                     helps: Mapping[str, str] | None = None) -> Callable:
     """Decorator adding one option per setting, plus --config; defaults stay None so the
     config layering (defaults < file < env < flags) can tell what was given. ``defaults``
-    overrides a setting's default for this command (pass the same to resolve_settings)."""
+    overrides a setting's default for this command (pass the same to resolve_settings), and
+    ``helps`` its help text, where the setting means something else for this command."""
     defaults = defaults or {}
+    helps = helps or {}
 
     def decorate(func: Callable) -> Callable:
         for setting in reversed([s for s in SETTINGS if s.name in names]):
@@ -75,7 +77,8 @@ def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None 
                 setting.name,
                 type=_CLICK_TYPES.get(setting.name, str),
                 default=None,
-                help=f"{setting.help} [env {setting.env}; default {default}]",
+                help=f"{helps.get(setting.name, setting.help)} [env {setting.env}; "
+                f"default {default}]",
             )(func)
         return click.option(
             "--config",
@@ -89,15 +92,20 @@ def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None 
     return decorate
 
 
-def output_options(func: Callable) -> Callable:
+def output_options(func: Callable | None = None, *,
+                   verbose: str = "Log each request and chunk (debug level); never a secret."
+                   ) -> Callable:
+    """Decorator adding -v, -q and --log-format; ``verbose`` is the -v help of a command that
+    logs other things than export does (``@output_options(verbose=...)``)."""
+    if func is None:
+        return functools.partial(output_options, verbose=verbose)
     func = click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
                         show_default=True,
                         help="json: one JSON object per event on stderr (batch started, pair "
                         "failed, chunk committed, batch finished), for log shippers.")(func)
     func = click.option("-q", "--quiet", is_flag=True,
                         help="Print only errors and the final summary.")(func)
-    return click.option("-v", "--verbose", is_flag=True,
-                        help="Log each request and chunk (debug level); never a secret.")(func)
+    return click.option("-v", "--verbose", is_flag=True, help=verbose)(func)
 
 
 def handle_errors(func: Callable) -> Callable:
@@ -350,7 +358,7 @@ def _print_dry_run(report: ExportReport, projects: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @settings_options(LOAD_SETTINGS, LOAD_DEFAULTS)
-@output_options
+@output_options(verbose="Log each chunk committed and each column added (debug level).")
 @handle_errors
 def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_format: str,
          **flags: Any) -> None:
@@ -376,8 +384,10 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
 @click.option("--project", "projects", multiple=True, metavar="ID",
               help="Only runs of this project (repeatable); default: every run the key sees.")
 @settings_options(("base_url", "timeout", "max_attempts", "list_timezone", "ca_bundle",
-                   "backoff_initial", "backoff_max", "retry_after_max", "rate_limit"))
-@output_options
+                   "backoff_initial", "backoff_max", "retry_after_max", "rate_limit"),
+                  helps={"max_attempts": "Attempts per page of the run list before the "
+                         "listing stops with an error."})
+@output_options(verbose="Log each request (debug level); never a secret.")
 @handle_errors
 def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path | None,
                   verbose: bool, quiet: bool, log_format: str, **flags: Any) -> None:
