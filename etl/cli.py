@@ -297,7 +297,7 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
         sys.exit(interrupts.exit_code or EXIT_OK)
     if report.source_error is not None:
         click.echo(f"Error: {report.source_error}", err=True)
-    if skip_finished:
+    if skip_finished and not quiet:
         click.echo(f"Skipped {report.skipped} runs already stored as finished.")
     if report.auth_error is not None:
         click.echo(f"Error: {report.auth_error}; stopped, nothing more was written", err=True)

@@ -22,7 +22,7 @@ def event(name: str, **fields: object) -> dict:
 
 def log_failure(failure: FailedPair) -> None:
     pair = failure.pair
-    log.info("pair failed: %s: %s", pair or "-", failure.reason,
+    log.warning("pair failed: %s: %s", pair or "-", failure.reason,
              extra=event("pair_failed", project_id=pair.project_id if pair else None,
                          run_name=pair.run_name if pair else None, reason=failure.reason,
                          status=failure.status, error_code=failure.error_code,
@@ -56,6 +56,19 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(payload, ensure_ascii=False, default=str)
 
 
+class _PrintedByTheCli(logging.Filter):
+    """Text mode: the CLI prints the summary on stdout and lists the failed pairs above it, so
+    their records would say it twice; -v still logs each failed pair as it happens."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = getattr(record, "event", None)
+        return not (name == "batch_finished" or (name == "pair_failed" and not self.verbose))
+
+
 def setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None:
     """Print the ``nsml_etl`` loggers' records on stderr, as text or as JSON lines."""
     root = logging.getLogger("nsml_etl")
@@ -65,6 +78,7 @@ def setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None:
         level = logging.DEBUG if verbose else logging.INFO  # events are the point of json
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_PrintedByTheCli(verbose))
         level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
     root.handlers[:] = [handler]
     root.setLevel(level)
