@@ -28,6 +28,20 @@ class InputError(EtlError):
     exit_code = EXIT_BAD_INPUT
 
 
+class BadLinesError(InputError):
+    """Several lines of an input file cannot be used, reported at once: ``lines`` holds the
+    first of them (each ``FILE:LINE: what``), ``more`` counts the others, ``headline`` says how
+    many in all. One bad line reads as that line alone."""
+
+    def __init__(self, headline: str, lines: list[str], more: int = 0) -> None:
+        self.headline, self.lines, self.more = headline, lines, more
+        if len(lines) == 1 and not more:
+            super().__init__(lines[0])
+            return
+        tail = [f"... and {more} more"] if more else []
+        super().__init__("\n  ".join([f"{headline}:", *lines, *tail]))
+
+
 class AuthenticationError(EtlError):
     """The gateway refused our credentials (401/403): retrying will not heal it.
 

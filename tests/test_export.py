@@ -189,6 +189,23 @@ def test_bad_pairs_exit_2_before_any_request(run_cli, credentials, simulator, sq
     assert not (tmp_path / "runs.db").exists()
 
 
+def test_several_bad_pairs_lines_in_one_error_before_any_request(
+    run_cli, credentials, simulator, sqlite_url, tmp_path
+):
+    pairs_file = tmp_path / "pairs.csv"
+    pairs_file.write_text("project_id,run_name\np,1\np,\n" + "p,..\n" * 21)
+    result = export(run_cli, simulator, pairs_file, sqlite_url)
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"Error: {pairs_file}: 22 bad lines; fix them and run again:"
+    assert lines[1] == f"  {pairs_file}:3: run_name is empty"
+    assert lines[2] == f"  {pairs_file}:4: run_name '..' is a relative path segment, not a name"
+    assert lines[20] == f"  {pairs_file}:22: run_name '..' is a relative path segment, not a name"
+    assert lines[21:] == ["  ... and 2 more"]
+    assert simulator.stats.requests == 0
+    assert not (tmp_path / "runs.db").exists()
+
+
 @pytest.mark.parametrize(
     ("url", "code", "message"),
     [
