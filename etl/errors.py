@@ -17,9 +17,11 @@ EXIT_SIGTERM = 143
 
 
 class EtlError(Exception):
-    """Base class: a problem the user can act on, with a documented exit code."""
+    """Base class: a problem the user can act on, with a documented exit code, and a kind that
+    names it in the CLI's JSON error event."""
 
     exit_code = EXIT_BAD_INPUT
+    kind = "input"
 
 
 class InputError(EtlError):
@@ -49,6 +51,7 @@ class AuthenticationError(EtlError):
     happened before (usually nothing: a wrong key fails the first request)."""
 
     exit_code = EXIT_AUTH_FAILED
+    kind = "authentication"
     report: Any = None  # the ExportReport of the export it stopped, when there was one
 
 
@@ -56,3 +59,4 @@ class DatabaseError(EtlError):
     """The target database is unreachable, refused us, or a write failed."""
 
     exit_code = EXIT_DATABASE
+    kind = "database"

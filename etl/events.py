@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -40,20 +41,25 @@ def log_finished(report: ExportReport) -> None:
                          auth_failed=report.auth_error is not None))
 
 
+def json_line(level: str, name: str, message: str, *, created: float | None = None,
+              **fields: object) -> str:
+    """One event as a JSON object on one line: time, level, event name, message, its fields.
+    The CLI writes its own events (errors, a dry run's plan) with it, as the formatter does."""
+    moment = datetime.fromtimestamp(time.time() if created is None else created, UTC)
+    payload = {"time": moment.isoformat(timespec="milliseconds"), "level": level,
+               "event": name, "message": message, **fields}
+    return json.dumps(payload, ensure_ascii=False, default=str)
+
+
 class JsonLogFormatter(logging.Formatter):
     """One JSON object per record: time, level, event name, message and the event's fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        payload = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "event": getattr(record, "event", "log"),
-            "message": record.getMessage(),
-            **getattr(record, "fields", {}),
-        }
+        fields = dict(getattr(record, "fields", {}))
         if record.exc_info:
-            payload["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json.dumps(payload, ensure_ascii=False, default=str)
+            fields["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json_line(record.levelname.lower(), getattr(record, "event", "log"),
+                         record.getMessage(), created=record.created, **fields)
 
 
 class _PrintedByTheCli(logging.Filter):
