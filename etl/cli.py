@@ -103,8 +103,8 @@ def output_options(func: Callable | None = None, *,
     func = click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
                         show_default=True,
                         help="json: for log shippers, every line on stderr is one JSON "
-                        "object (an event, errors included; the README lists them), and stdout "
-                        "carries only JSON too.")(func)
+                        "object, an event (errors too; the README lists them), and no text "
+                        "goes to stdout either.")(func)
     func = click.option("-q", "--quiet", is_flag=True,
                         help="Print only errors and the final summary.")(func)
     return click.option("-v", "--verbose", is_flag=True, help=verbose)(func)

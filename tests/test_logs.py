@@ -35,9 +35,9 @@ def _export(run_cli, sim, pairs_file, db_url, *extra):
                    "--base-url", sim.base_url, "--log-format", "json", *extra)
 
 
-def test_success_is_events_only(run_cli, credentials, simulator, sqlite_url, tmp_path):
+def test_success_is_events_only(run_cli, credentials, simulator, db_url, tmp_path):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
-    result = _export(run_cli, simulator, pairs_file, sqlite_url, "--skip-finished")
+    result = _export(run_cli, simulator, pairs_file, db_url, "--skip-finished")
     assert result.exit_code == 0
     assert result.stdout == ""  # the summary is the batch_finished event
     events = _events(result.stderr)
@@ -49,12 +49,12 @@ def test_success_is_events_only(run_cli, credentials, simulator, sqlite_url, tmp
     assert "error" not in _names(events)
 
 
-def test_partial_failure_is_a_warning_per_pair(run_cli, credentials, simulator, sqlite_url,
+def test_partial_failure_is_a_warning_per_pair(run_cli, credentials, simulator, db_url,
                                                tmp_path):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs() + [("nope", "1")])
-    assert _export(run_cli, simulator, pairs_file, sqlite_url).exit_code == 1
+    assert _export(run_cli, simulator, pairs_file, db_url).exit_code == 1
     # again with --skip-finished and -q, which print more and less in text mode
-    result = _export(run_cli, simulator, pairs_file, sqlite_url, "--skip-finished", "-q")
+    result = _export(run_cli, simulator, pairs_file, db_url, "--skip-finished", "-q")
     assert result.exit_code == 1
     assert result.stdout == ""
     events = _events(result.stderr)
