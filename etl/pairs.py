@@ -93,7 +93,7 @@ def _pick_column(names: list[str], choices: tuple[str, ...], where: str) -> str:
 
 def _bad_line(problem: InputError, on_bad: OnBadLine) -> None:
     if on_bad is None:
-        raise problem
+        raise problem from None  # the decoder's or csv's own error says nothing more
     on_bad(problem)
 
 
