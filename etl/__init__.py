@@ -12,13 +12,14 @@ import types
 
 from .api import export, load
 from .config import Credentials, Settings
-from .errors import AuthenticationError, DatabaseError, EtlError, InputError
+from .errors import AuthenticationError, BadLinesError, DatabaseError, EtlError, InputError
 from .outcome import ExportReport, FailedPair
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
+    "BadLinesError",
     "Credentials",
     "DatabaseError",
     "EtlError",

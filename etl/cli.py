@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import functools
 import gc
 import logging
@@ -25,7 +26,7 @@ import click
 
 from . import __version__, api
 from .api import LOAD_DEFAULTS, LOAD_SETTINGS
-from .config import SETTINGS, credentials_from_env, resolve_settings
+from .config import SETTINGS, Setting, credentials_from_env, resolve_settings
 from .errors import (
     EXIT_DATABASE,
     EXIT_INTERNAL,
@@ -33,10 +34,11 @@ from .errors import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     AuthenticationError,
+    BadLinesError,
     EtlError,
     InputError,
 )
-from .events import setup_logging
+from .events import json_line, setup_logging
 from .outcome import ExportReport
 from .pairs import write_pairs_file
 
@@ -50,12 +52,30 @@ _EXPORT_SETTINGS = ("db_url", "table", "base_url", "concurrency", "timeout", "ma
                     "retry_after_max", "rate_limit", "list_timezone", "ca_bundle")
 
 
-def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None = None
-                     ) -> Callable:
+class SettingType(click.ParamType):
+    """A flag checked by its setting's own parser (the one env and file values go through), so
+    a bad value is click's usage error without the rules being written twice."""
+
+    def __init__(self, setting: Setting) -> None:
+        self.setting = setting
+        self.name = setting.metavar.lower()
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        try:
+            return self.setting.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None = None,
+                     helps: Mapping[str, str] | None = None) -> Callable:
     """Decorator adding one option per setting, plus --config; defaults stay None so the
     config layering (defaults < file < env < flags) can tell what was given. ``defaults``
-    overrides a setting's default for this command (pass the same to resolve_settings)."""
+    overrides a setting's default for this command (pass the same to resolve_settings), and
+    ``helps`` its help text, where the setting means something else for this command."""
     defaults = defaults or {}
+    helps = helps or {}
 
     def decorate(func: Callable) -> Callable:
         for setting in reversed([s for s in SETTINGS if s.name in names]):
@@ -63,12 +83,11 @@ def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None 
             func = click.option(
                 setting.flag,
                 setting.name,
-                # Text in, parsed by resolve_settings like an env or file value: one parser per
-                # setting, and a bad value names the flag the same way.
-                type=str,
+                type=SettingType(setting),
                 metavar=setting.metavar,
                 default=None,
-                help=f"{setting.help} [env {setting.env}; default {default}]",
+                help=f"{helps.get(setting.name, setting.help)} [env {setting.env}; "
+                f"default {default}]",
             )(func)
         return click.option(
             "--config",
@@ -82,40 +101,124 @@ def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None 
     return decorate
 
 
-def output_options(func: Callable) -> Callable:
+def output_options(func: Callable | None = None, *,
+                   verbose: str = "Log each request and chunk (debug level); never a secret."
+                   ) -> Callable:
+    """Decorator adding -v, -q and --log-format; ``verbose`` is the -v help of a command that
+    logs other things than export does (``@output_options(verbose=...)``)."""
+    if func is None:
+        return functools.partial(output_options, verbose=verbose)
     func = click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
                         show_default=True,
-                        help="json: one JSON object per event on stderr (batch started, pair "
-                        "failed, chunk committed, batch finished), for log shippers.")(func)
+                        help="json: for log shippers, every line on stderr is one JSON "
+                        "object, an event (errors too; the README lists them), and no text "
+                        "goes to stdout either.")(func)
     func = click.option("-q", "--quiet", is_flag=True,
                         help="Print only errors and the final summary.")(func)
-    return click.option("-v", "--verbose", is_flag=True,
-                        help="Log each request and chunk (debug level); never a secret.")(func)
+    return click.option("-v", "--verbose", is_flag=True, help=verbose)(func)
+
+
+def say_error(message: str, kind: str, exit_code: int, log_format: str = "text",
+              **fields: Any) -> None:
+    """An error on stderr: ``Error: message``, or with --log-format json one ``error`` event
+    (``kind`` names it; ``exit_code`` is the one the command exits with)."""
+    if log_format == "json":
+        click.echo(json_line("error", "error", message, kind=kind, exit_code=exit_code,
+                             **fields), err=True)
+    else:
+        click.echo(f"Error: {message}", err=True)
+
+
+def _say_library_error(exc: EtlError, log_format: str, exit_code: int) -> None:
+    message, fields = str(exc), {}
+    if isinstance(exc, BadLinesError) and log_format == "json":
+        # The lines as a list, for a shipper; the message says how many (or is the one line).
+        fields = {"lines": exc.lines, "more": exc.more}
+        if len(exc.lines) > 1 or exc.more:
+            message = exc.headline
+    say_error(message, exc.kind, exit_code, log_format, **fields)
+
+
+class _JsonClickError(click.ClickException):
+    """click's own error (a bad option value, a missing option, a file it cannot open) of a
+    command line that asks for --log-format json: shown as one ``error`` event."""
+
+    def __init__(self, error: click.ClickException) -> None:
+        super().__init__(error.format_message())
+        self.exit_code = error.exit_code
+        self.kind = "usage" if isinstance(error, click.UsageError) else "input"
+
+    def show(self, file: Any = None) -> None:
+        say_error(self.message, self.kind, self.exit_code, "json")
+
+
+def _asks_for_json(args: list[str]) -> bool:
+    """Whether a command line (not parsed yet, or not parseable) gives --log-format json."""
+    value = None
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            break
+        if word == "--log-format":
+            value = next(words, None)
+        elif word.startswith("--log-format="):
+            value = word.split("=", 1)[1]
+    return value == "json"
+
+
+class _Command(click.Command):
+    """A command whose usage errors follow its --log-format (click prints them as text before
+    the command's code runs, so handle_errors cannot)."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        json_lines = (any(param.name == "log_format" for param in self.params)
+                      and _asks_for_json(list(args)))
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:
+            if not json_lines:
+                raise
+            raise _JsonClickError(exc) from None
+
+
+class _Group(click.Group):
+    command_class = _Command
 
 
 def handle_errors(func: Callable) -> Callable:
-    """Turn library errors into one-line messages and documented exit codes; anything else
-    too, so no traceback ever reaches a user (it is logged at debug level, shown by -v)."""
+    """Turn library errors into one-line messages (one ``error`` event with --log-format json)
+    and documented exit codes; anything else too, so no traceback ever reaches a user (it is
+    logged at debug level, shown by -v)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        log_format = kwargs.get("log_format", "text")
         try:
             return func(*args, **kwargs)
         except EtlError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            _say_library_error(exc, log_format, exc.exit_code)
             sys.exit(exc.exit_code)
-        except (click.exceptions.ClickException, click.exceptions.Exit,
-                click.exceptions.Abort):
+        except click.exceptions.ClickException as exc:
+            if log_format == "json":
+                raise _JsonClickError(exc) from None
             raise
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:  # Ctrl-C where no _Interrupts handles it (pairs, startup)
+            if log_format != "json":
+                raise  # click prints "Aborted!"
+            say_error("interrupted", "interrupted", EXIT_SIGINT, log_format)
+            sys.exit(EXIT_SIGINT)
         except Exception as exc:  # a bug, or a database error that escaped the library
             log.debug("unexpected error", exc_info=True)
             words = (str(exc).strip().splitlines() or [""])[0][:MAX_UNEXPECTED_TEXT]
             if type(exc).__module__.startswith("sqlalchemy"):
-                click.echo(f"Error: database error: {words}", err=True)
+                say_error(f"database error: {words}", "database", EXIT_DATABASE, log_format)
                 sys.exit(EXIT_DATABASE)
-            click.echo(f"Error: unexpected {type(exc).__name__}: {words}; this is a bug in "
-                       "nsml-etl, please report it (with -v, export, load and pairs log where)",
-                       err=True)
+            say_error(f"unexpected {type(exc).__name__}: {words}; this is a bug in nsml-etl, "
+                      "please report it (with -v, export, load and pairs log where)",
+                      "internal", EXIT_INTERNAL, log_format)
             sys.exit(EXIT_INTERNAL)
 
     return wrapper
@@ -132,22 +235,28 @@ class _Interrupts:
     the middle of a commit, which an exception there would abort. It writes its notice with one
     unbuffered write(2), since the main thread may be inside a buffered write to stderr."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_format: str = "text") -> None:
         self.stop = threading.Event()
         self.cancel = threading.Event()
         self.signal: int | None = None
         self._previous: dict[int, Any] = {}
+        self._json = log_format == "json"
 
     def _handle(self, signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
-        if self.stop.is_set():
+        again = self.stop.is_set()
+        if again:
             self.cancel.set()
-            _notice(f"{name} again: cancelling the requests in flight; still committing the "
-                    "runs in hand")
-            return
-        self.signal = signum
-        self.stop.set()
-        _notice(f"\n{name}: stopping; committing the runs in hand")
+            message = (f"{name} again: cancelling the requests in flight; still committing the "
+                       "runs in hand")
+        else:
+            self.signal = signum
+            self.stop.set()
+            message = f"{name}: stopping; committing the runs in hand"
+        if self._json:
+            _notice(json_line("warning", "signal", message, signal=name, again=again))
+        else:
+            _notice(message if again else "\n" + message)  # off the progress bar's line
 
     def __enter__(self) -> _Interrupts:
         if threading.current_thread() is threading.main_thread():
@@ -203,7 +312,11 @@ class _Progress:
             self.bar.close()
 
 
-def print_report(report: ExportReport) -> None:
+def print_report(report: ExportReport, log_format: str = "text") -> None:
+    """The failed pairs and the summary on stdout; nothing with --log-format json, where the
+    pair_failed and batch_finished events on stderr say it."""
+    if log_format == "json":
+        return
     if report.failed:
         click.echo(f"Failed pairs ({len(report.failed)}):")
         for failure in report.failed:
@@ -216,7 +329,7 @@ def print_report(report: ExportReport) -> None:
     click.echo(report.summary())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nsml-etl")
 def main() -> None:
     """Export CLOVA NSML runs into a SQL table.
@@ -267,7 +380,7 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
     progress = _Progress(known_total=bool(pairs_path),
                          enabled=_show_progress(quiet, log_format))
     _freeze_startup_heap()
-    with _Interrupts() as interrupts, contextlib.closing(progress):
+    with _Interrupts(log_format) as interrupts, contextlib.closing(progress):
         try:
             report = api.export(pairs_path or None, all_runs=all_runs,
                                 projects=projects or None, skip_finished=skip_finished,
@@ -278,21 +391,26 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
                 raise
             report = exc.report
     if report.dry_run:
-        _print_dry_run(report, projects)
+        if log_format == "json":
+            _print_dry_run_event(report, projects)
+        else:
+            _print_dry_run(report, projects)
         sys.exit(interrupts.exit_code or EXIT_OK)
+    exit_code = interrupts.exit_code or report.exit_code
     if report.source_error is not None:
-        click.echo(f"Error: {report.source_error}", err=True)
-    if skip_finished:
+        _say_library_error(report.source_error, log_format, exit_code)
+    if skip_finished and not quiet and log_format == "text":  # json: batch_finished's skipped
         click.echo(f"Skipped {report.skipped} runs already stored as finished.")
     if report.auth_error is not None:
-        click.echo(f"Error: {report.auth_error}; stopped, nothing more was written", err=True)
+        say_error(f"{report.auth_error}; stopped, nothing more was written",
+                  report.auth_error.kind, exit_code, log_format)
     if failures_out is not None:
         try:
             report.write_failures(failures_out)
         except InputError as exc:
-            click.echo(f"Error: --failures-out {exc}", err=True)
-    print_report(report)
-    sys.exit(interrupts.exit_code or report.exit_code)
+            say_error(f"--failures-out {exc}", exc.kind, exit_code, log_format)
+    print_report(report, log_format)
+    sys.exit(exit_code)
 
 
 def _note_simulated_clock() -> None:
@@ -340,10 +458,27 @@ def _print_dry_run(report: ExportReport, projects: tuple[str, ...]) -> None:
     click.echo("No request sent, nothing written.")
 
 
+def _print_dry_run_event(report: ExportReport, projects: tuple[str, ...]) -> None:
+    """--dry-run with --log-format json: the plan as one ``dry_run`` event on stdout."""
+    settings = report.settings
+    assert settings is not None  # the API sets it
+    if report.mode != "pairs":
+        message = "Dry run: would discover the runs through GET /projects/runs, and fetch each"
+    else:
+        message = f"Dry run: would fetch {report.requested} runs"
+    click.echo(json_line(
+        "info", "dry_run", message + "; no request sent, nothing written", mode=report.mode,
+        requested=report.requested if report.mode == "pairs" else None,
+        projects=list(projects) or None,
+        preview=[{"project_id": pair.project_id, "run_name": pair.run_name}
+                 for pair in report.preview],
+        more=max(report.requested - len(report.preview), 0), **settings.public_dict()))
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @settings_options(LOAD_SETTINGS, LOAD_DEFAULTS)
-@output_options
+@output_options(verbose="Log each chunk committed and each column added (debug level).")
 @handle_errors
 def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_format: str,
          **flags: Any) -> None:
@@ -357,9 +492,9 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
     _note_simulated_clock()
     progress = _Progress(known_total=False, enabled=_show_progress(quiet, log_format))
     _freeze_startup_heap()
-    with _Interrupts() as interrupts, contextlib.closing(progress):
+    with _Interrupts(log_format) as interrupts, contextlib.closing(progress):
         report = api.load(file, settings=settings, progress=progress, stop=interrupts.stop)
-    print_report(report)
+    print_report(report, log_format)
     sys.exit(interrupts.exit_code or report.exit_code)
 
 
@@ -369,8 +504,10 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
 @click.option("--project", "projects", multiple=True, metavar="ID",
               help="Only runs of this project (repeatable); default: every run the key sees.")
 @settings_options(("base_url", "timeout", "max_attempts", "list_timezone", "ca_bundle",
-                   "backoff_initial", "backoff_max", "retry_after_max", "rate_limit"))
-@output_options
+                   "backoff_initial", "backoff_max", "retry_after_max", "rate_limit"),
+                  helps={"max_attempts": "Attempts per page of the run list before the "
+                         "listing stops with an error."})
+@output_options(verbose="Log each request (debug level); never a secret.")
 @handle_errors
 def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path | None,
                   verbose: bool, quiet: bool, log_format: str, **flags: Any) -> None:
@@ -393,7 +530,11 @@ def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path |
                        for run in runs), ["status", "create_time", "update_time"])
     finally:
         client.close()
-    click.echo(f"Wrote {count} pairs to {out_path}.", err=True)
+    if log_format == "json":
+        click.echo(json_line("info", "pairs_written", f"Wrote {count} pairs to {out_path}.",
+                             pairs=count, path=str(out_path)), err=True)
+    else:
+        click.echo(f"Wrote {count} pairs to {out_path}.", err=True)
 
 
 @main.command()
@@ -619,7 +760,13 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         config.epoch = parse_moment(epoch, "--epoch") if epoch else DEFAULT_EPOCH
         config.clock = parse_moment(clock_at, "--clock") if clock_at else None
         config.clock_file = clock_file
-    sim = Simulator(config, host=host, port=port)
+    try:
+        sim = Simulator(config, host=host, port=port)
+    except OSError as exc:  # a busy port, an address not ours, a name that does not resolve
+        hint = ("choose another --port (0 picks a free one)" if exc.errno == errno.EADDRINUSE
+                else "check --host and --port")
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}"
+                         ) from None
     if write_pairs:
         write_pairs_file(write_pairs, sim.pairs())
     if address_file:

@@ -67,14 +67,18 @@ class Credentials:
 
 
 def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credentials:
-    """Read the NCP keys; a missing one is an :class:`InputError` naming the variable."""
+    """Read the NCP keys; missing ones are one :class:`InputError` naming every variable."""
     environ = os.environ if environ is None else environ
-    for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV):
-        if not environ.get(name, "").strip():
-            raise InputError(
-                f"{name} is not set: export the NCP {name.split('_')[1].lower()} key "
-                f"in the environment (keys are never read from flags or files)"
-            )
+    missing = [name for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV)
+               if not environ.get(name, "").strip()]
+    if missing:
+        kinds = " and ".join(name.split("_")[1].lower() for name in missing)
+        plural = len(missing) > 1
+        raise InputError(
+            f"{' and '.join(missing)} {'are' if plural else 'is'} not set: export the NCP "
+            f"{kinds} key{'s' if plural else ''} in the environment (keys are never read "
+            "from flags or files)"
+        )
     return Credentials(
         access_key=environ[ACCESS_KEY_ENV].strip(),
         secret_key=environ[SECRET_KEY_ENV].strip(),

@@ -33,6 +33,7 @@ class DiscoveryError(EtlError):
     exported stay; the export ends as partly failed."""
 
     exit_code = EXIT_SOME_FAILED
+    kind = "run_list"
 
 
 def parse_list_time(value: object, zone: ZoneInfo) -> datetime | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ def event(name: str, **fields: object) -> dict:
 
 def log_failure(failure: FailedPair) -> None:
     pair = failure.pair
-    log.info("pair failed: %s: %s", pair or "-", failure.reason,
+    log.warning("pair failed: %s: %s", pair or "-", failure.reason,
              extra=event("pair_failed", project_id=pair.project_id if pair else None,
                          run_name=pair.run_name if pair else None, reason=failure.reason,
                          status=failure.status, error_code=failure.error_code,
@@ -40,20 +41,38 @@ def log_finished(report: ExportReport) -> None:
                          auth_failed=report.auth_error is not None))
 
 
+def json_line(level: str, name: str, message: str, *, created: float | None = None,
+              **fields: object) -> str:
+    """One event as a JSON object on one line: time, level, event name, message, its fields.
+    The CLI writes its own events (errors, a dry run's plan) with it, as the formatter does."""
+    moment = datetime.fromtimestamp(time.time() if created is None else created, UTC)
+    payload = {"time": moment.isoformat(timespec="milliseconds"), "level": level,
+               "event": name, "message": message, **fields}
+    return json.dumps(payload, ensure_ascii=False, default=str)
+
+
 class JsonLogFormatter(logging.Formatter):
     """One JSON object per record: time, level, event name, message and the event's fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        payload = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "event": getattr(record, "event", "log"),
-            "message": record.getMessage(),
-            **getattr(record, "fields", {}),
-        }
+        fields = dict(getattr(record, "fields", {}))
         if record.exc_info:
-            payload["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json.dumps(payload, ensure_ascii=False, default=str)
+            fields["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json_line(record.levelname.lower(), getattr(record, "event", "log"),
+                         record.getMessage(), created=record.created, **fields)
+
+
+class _PrintedByTheCli(logging.Filter):
+    """Text mode: the CLI prints the summary on stdout and lists the failed pairs above it, so
+    their records would say it twice; -v still logs each failed pair as it happens."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = getattr(record, "event", None)
+        return not (name == "batch_finished" or (name == "pair_failed" and not self.verbose))
 
 
 def setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None:
@@ -65,6 +84,7 @@ def setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None:
         level = logging.DEBUG if verbose else logging.INFO  # events are the point of json
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_PrintedByTheCli(verbose))
         level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -3,7 +3,9 @@
 Formats: CSV with a header row, or JSON Lines (by extension ``.jsonl``/``.ndjson``, or sniffed
 when reading stdin). Column names ``project_id``/``projectId`` and ``run_name``/``runName``;
 other columns are ignored. Values are kept as text exactly as written. A UTF-8 BOM and CRLF line
-endings are accepted. Every problem is an :class:`InputError` worded ``FILE:LINE: what``.
+endings are accepted. Every problem is an :class:`InputError` worded ``FILE:LINE: what``; a
+file with several bad lines is one :class:`BadLinesError` listing them (the reading goes on past
+a bad line, but not past a missing header, a NUL byte or an overlong line: the wrong file).
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from .errors import InputError
+from .errors import BadLinesError, InputError
 from .files import display_name, open_input
 
 PROJECT_KEYS = ("project_id", "projectId")
@@ -38,6 +40,12 @@ SPILL_BATCH = 10_000
 MAX_LINE_BYTES = 1024 * 1024
 # Characters of a malformed pair given in Python shown in its error message.
 MAX_SHOWN_ITEM = 80
+# Bad lines of a pairs file shown at once: enough to see what is wrong with the file, few
+# enough to read; the others are counted.
+MAX_BAD_LINES = 20
+
+# What to do with a bad line: record it and go on (collect_pairs), or None to raise it.
+OnBadLine = Callable[[InputError], None] | None
 
 
 class Pair(NamedTuple):
@@ -105,9 +113,16 @@ def _pick_column(names: list[str], choices: tuple[str, ...], where: str) -> str:
     return present[0]
 
 
-def _check_text(handle: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line) from a binary handle, refusing binary and non-UTF-8 content
-    and overlong lines with the line number where they occur."""
+def _bad_line(problem: InputError, on_bad: OnBadLine) -> None:
+    if on_bad is None:
+        raise problem from None  # the decoder's or csv's own error says nothing more
+    on_bad(problem)
+
+
+def _check_text(handle: IO[bytes], name: str, on_bad: OnBadLine = None
+                ) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line) from a binary handle, refusing binary content and overlong
+    lines with the line number where they occur, and skipping non-UTF-8 lines (``on_bad``)."""
     line_no = 0
     while True:
         raw = handle.readline(MAX_LINE_BYTES + 1)
@@ -123,19 +138,32 @@ def _check_text(handle: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise InputError(
+            _bad_line(InputError(
                 f"{name}:{line_no}: not valid UTF-8 text (a binary file, or another encoding?)"
-            ) from None
+            ), on_bad)
+            continue
         yield line_no, line
 
 
-def iter_csv(handle: IO[bytes], name: str) -> Iterator[tuple[int, Pair]]:
-    lines = _check_text(handle, name)
+def iter_csv(handle: IO[bytes], name: str, on_bad: OnBadLine = None
+             ) -> Iterator[tuple[int, Pair]]:
+    header_read = False
+
+    def on_bad_text(problem: InputError) -> None:
+        # A bad line before the header stops the reading: nothing after it could be read right.
+        _bad_line(problem, on_bad if header_read else None)
+
+    lines = _check_text(handle, name, on_bad_text)
     line_numbers: list[int] = [0]
+    # The first line of the record being read (a quoted field may span lines, and a line that
+    # is not UTF-8 is skipped): the line a record's problem names.
+    record_start: list[int | None] = [None]
 
     def tracked() -> Iterator[str]:
         for number, line in lines:
             line_numbers[0] = number
+            if record_start[0] is None:
+                record_start[0] = number
             yield line
 
     reader = csv.reader(tracked(), strict=True)
@@ -150,50 +178,69 @@ def iter_csv(handle: IO[bytes], name: str) -> Iterator[tuple[int, Pair]]:
         header = [cell.strip() for cell in header]
         project_col = header.index(_pick_column(header, PROJECT_KEYS, where))
         run_col = header.index(_pick_column(header, RUN_KEYS, where))
-        next_start = line_numbers[0] + 1
-        for row in reader:
-            # A quoted field may span lines: report the line where the record starts.
-            start, next_start = next_start, line_numbers[0] + 1
-            where = f"{name}:{start}"
-            if not any(cell.strip() for cell in row):
-                continue  # blank line
+    except csv.Error as exc:
+        raise InputError(f"{name}:{line_numbers[0]}: malformed CSV: {exc}") from None
+    header_read = True
+    while True:
+        record_start[0] = None
+        try:
+            row = next(reader, None)
+        except csv.Error as exc:  # the reader drops the record and goes on with the next line
+            _bad_line(InputError(f"{name}:{line_numbers[0]}: malformed CSV: {exc}"), on_bad)
+            continue
+        if row is None:
+            return
+        start = record_start[0]
+        where = f"{name}:{start}"
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        try:
             if len(row) <= max(project_col, run_col):
                 missing = header[run_col] if len(row) > project_col else header[project_col]
                 raise InputError(f"{where}: missing value for {missing}")
-            yield start, Pair(
-                check_name(row[project_col], header[project_col], where),
-                check_name(row[run_col], header[run_col], where),
-            )
-    except csv.Error as exc:
-        raise InputError(f"{name}:{line_numbers[0]}: malformed CSV: {exc}") from None
+            pair = Pair(check_name(row[project_col], header[project_col], where),
+                        check_name(row[run_col], header[run_col], where))
+        except InputError as problem:
+            _bad_line(problem, on_bad)
+            continue
+        yield start, pair
 
 
-def iter_jsonl(handle: IO[bytes], name: str) -> Iterator[tuple[int, Pair]]:
-    for line_no, line in _check_text(handle, name):
+def iter_jsonl(handle: IO[bytes], name: str, on_bad: OnBadLine = None
+               ) -> Iterator[tuple[int, Pair]]:
+    for line_no, line in _check_text(handle, name, on_bad):
         if not line.strip():
             continue
-        where = f"{name}:{line_no}"
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        keys = list(obj)
-        project_key = _pick_column(keys, PROJECT_KEYS, where)
-        run_key = _pick_column(keys, RUN_KEYS, where)
-        yield line_no, Pair(
-            check_name(obj[project_key], project_key, where),
-            check_name(obj[run_key], run_key, where),
-        )
+            pair = _jsonl_pair(line, f"{name}:{line_no}")
+        except InputError as problem:
+            _bad_line(problem, on_bad)
+            continue
+        yield line_no, pair
+
+
+def _jsonl_pair(line: str, where: str) -> Pair:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    keys = list(obj)
+    project_key = _pick_column(keys, PROJECT_KEYS, where)
+    run_key = _pick_column(keys, RUN_KEYS, where)
+    return Pair(check_name(obj[project_key], project_key, where),
+                check_name(obj[run_key], run_key, where))
 
 
 def _looks_like_jsonl(head: str) -> bool:
     return head.lstrip("\ufeff \t\r\n").startswith("{")
 
 
-def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[tuple[int, Pair]]:
-    """Yield (line, pair) from a file path, or ``-`` for stdin, validating as it goes."""
+def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None, on_bad: OnBadLine = None
+               ) -> Iterator[tuple[int, Pair]]:
+    """Yield (line, pair) from a file path, or ``-`` for stdin, validating as it goes: a bad
+    line raises, or is passed to ``on_bad`` and skipped."""
     name = display_name(path)
     if name == "-":
         source = stdin if stdin is not None else sys.stdin.buffer
@@ -204,11 +251,11 @@ def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[tup
         spool.seek(0)
         parse = iter_jsonl if _looks_like_jsonl(head) else iter_csv
         with spool:
-            yield from parse(spool, STDIN_NAME)  # type: ignore[arg-type]
+            yield from parse(spool, STDIN_NAME, on_bad)  # type: ignore[arg-type]
         return
     parse = iter_jsonl if name.lower().endswith(JSONL_SUFFIXES) else iter_csv
     with open_input(path, "pairs file") as binary:
-        yield from parse(binary, name)
+        yield from parse(binary, name, on_bad)
 
 
 class PairSet:
@@ -284,16 +331,42 @@ class PairSet:
         self.close()
 
 
+class _BadLines:
+    """The bad lines of one file: the first MAX_BAD_LINES of them, and how many in all."""
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+        self.count = 0
+
+    def add(self, problem: InputError) -> None:
+        self.count += 1
+        if len(self.shown) < MAX_BAD_LINES:
+            self.shown.append(str(problem))
+
+    def error(self, name: str) -> BadLinesError:
+        return BadLinesError(f"{name}: {self.count} bad lines; fix them and run again",
+                             self.shown, self.count - len(self.shown))
+
+
 def collect_pairs(path: str | Path, stdin: IO[bytes] | None = None,
                   spill_after: int = SPILL_AFTER) -> PairSet:
     """Validate the whole file and return its distinct pairs; raises :class:`InputError`
-    (with FILE:LINE) before returning anything."""
+    (with FILE:LINE) before returning anything, one :class:`BadLinesError` for all bad lines."""
+    name = STDIN_NAME if str(path) == "-" else str(path)
     pairs = PairSet(spill_after)
+    bad = _BadLines()
     try:
-        for _line, pair in iter_pairs(path, stdin):
-            pairs.add(pair)
+        try:
+            for _line, pair in iter_pairs(path, stdin, bad.add):
+                pairs.add(pair)
+        except InputError as exc:  # one that stops the reading: reported with the others
+            if not bad.count:
+                raise
+            bad.add(exc)
+        if bad.count:
+            raise bad.error(name)
         if not len(pairs):
-            raise InputError(f"{STDIN_NAME if str(path) == '-' else path}: no pairs found")
+            raise InputError(f"{name}: no pairs found")
     except BaseException:
         pairs.close()
         raise

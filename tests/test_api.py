@@ -58,6 +58,18 @@ def test_a_partial_failure_is_the_report_not_an_exception(credentials, simulator
     assert (tmp_path / "failed.csv").read_text().splitlines()[1].startswith("gone,7,")
 
 
+def test_bad_pairs_lines_raise_one_error_listing_them(credentials, simulator, sqlite_url,
+                                                      tmp_path):
+    pairs_file = tmp_path / "pairs.csv"
+    pairs_file.write_text("project_id,run_name\np,\np,1\n,2\n")
+    with pytest.raises(nsml_etl.BadLinesError) as caught:
+        nsml_etl.export(pairs_file, db_url=sqlite_url, base_url=simulator.base_url)
+    assert isinstance(caught.value, nsml_etl.InputError)
+    assert caught.value.lines == [f"{pairs_file}:2: run_name is empty",
+                                  f"{pairs_file}:4: project_id is empty"]
+    assert caught.value.more == 0 and simulator.stats.requests == 0
+
+
 def test_a_wrong_secret_raises_and_writes_nothing(simulator, sqlite_url, monkeypatch):
     monkeypatch.delenv("NCP_ACCESS_KEY", raising=False)  # the explicit credentials are used
     wrong = nsml_etl.Credentials(access_key=ACCESS_KEY, secret_key="wrong")

@@ -167,6 +167,19 @@ def test_missing_credentials_exit_2_before_any_request(
     assert not (tmp_path / "runs.db").exists()
 
 
+def test_missing_credentials_are_named_all_at_once(run_cli, credentials, simulator,
+                                                   sqlite_url, tmp_path, monkeypatch):
+    pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
+    monkeypatch.delenv("NCP_ACCESS_KEY")
+    monkeypatch.setenv("NCP_SECRET_KEY", "  ")  # blank counts as missing
+    result = export(run_cli, simulator, pairs_file, sqlite_url)
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: NCP_ACCESS_KEY and NCP_SECRET_KEY are not set: export the "
+                             "NCP access and secret keys in the environment (keys are never "
+                             "read from flags or files)\n")
+    assert simulator.stats.requests == 0
+
+
 def test_bad_pairs_exit_2_before_any_request(run_cli, credentials, simulator, sqlite_url,
                                              tmp_path):
     pairs_file = tmp_path / "pairs.csv"
@@ -174,6 +187,23 @@ def test_bad_pairs_exit_2_before_any_request(run_cli, credentials, simulator, sq
     result = export(run_cli, simulator, pairs_file, sqlite_url)
     assert result.exit_code == 2
     assert f"{pairs_file}:3: run_name is empty" in result.stderr
+    assert simulator.stats.requests == 0
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_several_bad_pairs_lines_in_one_error_before_any_request(
+    run_cli, credentials, simulator, sqlite_url, tmp_path
+):
+    pairs_file = tmp_path / "pairs.csv"
+    pairs_file.write_text("project_id,run_name\np,1\np,\n" + "p,..\n" * 21)
+    result = export(run_cli, simulator, pairs_file, sqlite_url)
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"Error: {pairs_file}: 22 bad lines; fix them and run again:"
+    assert lines[1] == f"  {pairs_file}:3: run_name is empty"
+    assert lines[2] == f"  {pairs_file}:4: run_name '..' is a relative path segment, not a name"
+    assert lines[20] == f"  {pairs_file}:22: run_name '..' is a relative path segment, not a name"
+    assert lines[21:] == ["  ... and 2 more"]
     assert simulator.stats.requests == 0
     assert not (tmp_path / "runs.db").exists()
 

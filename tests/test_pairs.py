@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nsml_etl.errors import InputError
+from nsml_etl.errors import BadLinesError, InputError
 from nsml_etl.pairs import Pair, read_pairs, write_pairs_file
 
 
@@ -81,6 +81,56 @@ def test_binary_and_non_utf8_files(tmp_path):
         read_pairs(write(tmp_path, "nul.csv", b"project_id,run_name\np,\x00\x00\n"))
     with pytest.raises(InputError, match=r"latin.csv:2: not valid UTF-8"):
         read_pairs(write(tmp_path, "latin.csv", b"project_id,run_name\np,caf\xe9\n"))
+
+
+def test_every_bad_line_is_reported_at_once(tmp_path):
+    path = write(tmp_path, "p.csv", b'project_id,run_name\np,1\np,..\n,2\np,ok\np\n'
+                 b'p,"a"b\np,caf\xe9\n\np,"1\n2"\np,3\n')
+    with pytest.raises(BadLinesError) as info:
+        read_pairs(path)
+    assert info.value.lines == [
+        f"{path}:3: run_name '..' is a relative path segment, not a name",
+        f"{path}:4: project_id is empty",
+        f"{path}:6: missing value for run_name",
+        f"{path}:7: malformed CSV: ',' expected after '\"'",
+        f"{path}:8: not valid UTF-8 text (a binary file, or another encoding?)",
+        f"{path}:10: run_name '1\\n2' holds control character '\\n'",
+    ]
+    assert info.value.more == 0
+    assert str(info.value) == "\n  ".join([f"{path}: 6 bad lines; fix them and run again:",
+                                           *info.value.lines])
+
+
+def test_twenty_bad_lines_are_shown_then_how_many_more(tmp_path):
+    rows = "".join(f"p,{i}\np,\n" for i in range(25))  # every other line bad
+    path = write(tmp_path, "p.jsonl", "".join(
+        json.dumps({"projectId": "p", "runName": r}) + "\n" for r in ["1", "", "2"] * 10))
+    with pytest.raises(BadLinesError) as info:
+        read_pairs(path)
+    assert info.value.lines == [f"{path}:{3 * i + 2}: runName is empty" for i in range(10)]
+    path = write(tmp_path, "p.csv", "project_id,run_name\n" + rows)
+    with pytest.raises(BadLinesError) as info:
+        read_pairs(path)
+    assert len(info.value.lines) == 20 and info.value.more == 5
+    assert info.value.lines[0] == f"{path}:3: run_name is empty"
+    assert info.value.lines[-1] == f"{path}:41: run_name is empty"
+    assert str(info.value).startswith(f"{path}: 25 bad lines; fix them and run again:\n  ")
+    assert str(info.value).endswith(f"\n  {path}:41: run_name is empty\n  ... and 5 more")
+
+
+def test_what_stops_the_reading_is_reported_with_the_lines_before(tmp_path):
+    # A binary tail: reading it line by line would only find more NUL bytes.
+    path = write(tmp_path, "p.csv", b"project_id,run_name\np,\np,1\n" + b"\x00" * 100)
+    with pytest.raises(BadLinesError) as info:
+        read_pairs(path)
+    assert info.value.lines == [f"{path}:2: run_name is empty",
+                                f"{path}:4: NUL byte: this looks like a binary file"]
+    # Before the header, a line that is not text stops the reading, alone as before.
+    path = write(tmp_path, "q.csv", b"caf\xe9\nproject_id,run_name\np,\n")
+    with pytest.raises(InputError) as single:
+        read_pairs(path)
+    assert str(single.value) == f"{path}:1: not valid UTF-8 text (a binary file, or another " \
+                                "encoding?)"
 
 
 def test_missing_file_and_directory(tmp_path):
