@@ -413,6 +413,7 @@ def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path |
 def views(config_file: Path | None, **flags: Any) -> None:
     """Create or replace the reporting views (one per file in sql/) in the database."""
     from .load import check_database, check_table, create_engine
+    from .report import require_runs_table
     from .views import create_views
 
     settings = resolve_settings(flags, config_file)
@@ -420,6 +421,7 @@ def views(config_file: Path | None, **flags: Any) -> None:
     try:
         check_database(engine)
         check_table(engine, settings.table)
+        require_runs_table(engine, settings.table)  # never a new, empty database
         created = create_views(engine, settings.table)
     finally:
         engine.dispose()
@@ -534,7 +536,7 @@ def report(config_file: Path | None, output_format: str, html_path: Path | None,
     from .analytics import collect_analytics, period_for
     from .clock import utc_now
     from .load import check_database, check_table, create_engine
-    from .report import as_csv, as_html, as_json, as_text, collect
+    from .report import as_csv, as_html, as_json, as_text, collect, require_runs_table
     from .views import create_views
 
     settings = resolve_settings(flags, config_file)
@@ -544,6 +546,7 @@ def report(config_file: Path | None, output_format: str, html_path: Path | None,
     try:
         check_database(engine)
         check_table(engine, settings.table)
+        require_runs_table(engine, settings.table)  # never a new, empty database
         create_views(engine, settings.table)  # cheap, and keeps them in step with sql/
         tables = collect(engine, settings.table)
         tables += collect_analytics(engine, settings.table, period)

@@ -4,6 +4,7 @@ JSON or one self-contained HTML page (inline CSS and SVG: no CDN, no web fonts, 
 from __future__ import annotations
 
 import csv
+import difflib
 import html
 import io
 import json
@@ -11,11 +12,17 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from .config import DEFAULT_TABLE
+from .dialects import first_line
+from .errors import DatabaseError
+from .load import BATCHES_TABLE
 from .viewnames import view_name
 from .views import query_view
 
@@ -50,6 +57,55 @@ WEEKLY_FAILURES_TITLE = "Failure rate per week"
 FAILURE_TITLES = {"image": "Failure rate by image", "gpu_server": "Failure rate by GPU server",
                   "creator": "Failure rate by creator"}
 MISSING_TITLE = "GPU servers without a GPU count"
+
+
+def describe_database(url: sa.URL) -> str:
+    """The database for people: the SQLite file, or the database and host (never a user name
+    or password)."""
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite database {url.database or ':memory:'}"
+    where = f"{url.host or 'localhost'}{':' + str(url.port) if url.port else ''}"
+    return f"{url.get_backend_name()} database {url.database!r} on {where}"
+
+
+def _sqlite_path(url: sa.URL) -> Path | None:
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def require_runs_table(engine: Engine, table: str) -> None:
+    """:class:`DatabaseError` (exit 4) unless ``table`` exists: ``report`` and ``views`` read
+    what ``export`` and ``load`` wrote, so a mistyped ``--db`` or ``--table`` must not pass for
+    an empty database, nor create one (a SQLite file that does not exist is never opened)."""
+    where = describe_database(engine.url)
+    path = _sqlite_path(engine.url)
+    if path is not None and not path.exists():
+        siblings = [p.name for p in path.parent.glob(f"*{path.suffix}") if p.is_file()]
+        near = difflib.get_close_matches(path.name, siblings, n=1)
+        hint = f"; did you mean {path.parent / near[0]}?" if near else \
+            "; check --db (export or load creates it)"
+        raise DatabaseError(f"no nsml-etl tables in {where}: the file does not exist{hint}")
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            if inspector.has_table(table):
+                return
+            others = []
+            if inspector.has_table(BATCHES_TABLE):
+                batches = sa.table(BATCHES_TABLE, sa.column("table_name"))
+                named = conn.execute(sa.select(batches.c.table_name).distinct()).scalars()
+                others = sorted(name for name in named if name and inspector.has_table(name))
+            conn.rollback()
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"reading the tables of {where} failed: {first_line(exc)}") from None
+    if others:
+        raise DatabaseError(f"no table {table} in {where}; its nsml-etl tables: "
+                            f"{', '.join(others)} (choose one with --table)")
+    raise DatabaseError(f"no nsml-etl tables in {where}: check --db and --table, or run "
+                        "export or load first")
 
 
 @dataclass
