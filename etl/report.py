@@ -19,7 +19,7 @@ import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -103,6 +103,9 @@ class Table:
     columns: list[str]
     rows: list[tuple]
     total: int | None = None
+    # What a column stands for where its name is short (runs_by_project: ``failed`` is
+    # ``RUN_STATE_FAILED``), for the HTML page's labels and colours.
+    labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         times = [_is_time_column(c) for c in self.columns]
@@ -119,7 +122,8 @@ class Table:
         """The first ``cap`` rows (all when ``cap`` is None), remembering how many there are."""
         if cap is None or len(self.rows) <= cap:
             return self
-        return Table(self.name, self.title, self.columns, self.rows[:cap], len(self.rows))
+        return Table(self.name, self.title, self.columns, self.rows[:cap], len(self.rows),
+                     self.labels)
 
 
 def _is_time_column(name: str) -> bool:
@@ -259,7 +263,7 @@ def runs_by_project(rows: Iterable[tuple]) -> Table:
                                                        str(names[item[0]] or ""), item[0]))
     return Table(BY_PROJECT, BY_PROJECT_TITLE, fixed + columns,
                  [(names[project], project, sum(per.values()), *(per.get(s, 0) for s in statuses))
-                  for project, per in ordered])
+                  for project, per in ordered], labels=dict(zip(columns, statuses, strict=True)))
 
 
 def _failed_since(engine: Engine, table: str, since: datetime) -> int:
@@ -445,7 +449,8 @@ tr:nth-child(even){background:#f5f6fa}th{background:#e8eaf2}
 .chart text{font-size:12px}.chart .value{font-size:11px}.chart .inside{font-size:11px;fill:#fff}
 .chart .sub{font-size:11px;fill:#667}.muted{color:#667}
 .cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:1rem 0}
-.card{border:1px solid #dde;border-radius:6px;padding:.5rem .9rem;min-width:8rem}
+.card{border:1px solid #dde;border-radius:6px;padding:.5rem .9rem;min-width:6rem}
+.key{white-space:nowrap;margin-right:.8rem}
 .card b{display:block;font-size:1.6rem;line-height:1.2}.card.alert b{color:#c93c2b}
 .card.time b{font-size:1.1rem;line-height:2.2rem}
 """
@@ -471,12 +476,6 @@ def status_color(status: str) -> str:
         return _STATUS_COLORS[key]
     hue = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:2], "big") % 360
     return f"hsl({hue},55%,45%)"
-
-
-def _status_label(column: str) -> str:
-    """A runs_by_project column's status, as the runs table spells it."""
-    full = "RUN_STATE_" + column.upper()
-    return full if full in STATUS_ORDER else NO_STATUS if column == "no_status" else column
 
 
 def _esc(value: Any) -> str:
@@ -505,8 +504,8 @@ def _label_width(labels: Iterable[str]) -> int:
 
 
 def _legend(items: Iterable[tuple[str, str]]) -> str:
-    return "<p>" + "".join(f'<span style="color:{color}">&#9632;</span> {html.escape(name)} '
-                           for name, color in items) + "</p>"
+    return "<p>" + " ".join(f'<span class="key"><span style="color:{color}">&#9632;</span> '
+                            f"{html.escape(name)}</span>" for name, color in items) + "</p>"
 
 
 def _note(table: Table) -> str:
@@ -542,7 +541,7 @@ def _project_bars(table: Table) -> str:
     under the name, the count in each part wide enough and the total at the end."""
     if not table.rows:
         return '<p class="muted">No runs yet.</p>'
-    statuses = table.columns[3:]
+    statuses = [table.labels.get(c, c) for c in table.columns[3:]]
     top = max(row[2] for row in table.rows) or 1
     row_height, bar_width = 38, 440
     label_width = _label_width([_cell(row[0]) for row in table.rows]
@@ -560,7 +559,7 @@ def _project_bars(table: Table) -> str:
             width = bar_width * count / top
             parts.append(f'<rect x="{x:.1f}" y="{y + 6}" width="{width:.1f}" height="24" '
                          f'fill="{status_color(status)}"><title>{_esc(name)} '
-                         f"({_esc(project_id)}), {html.escape(_status_label(status))}: "
+                         f"({_esc(project_id)}), {html.escape(printable(status))}: "
                          f"{count}</title></rect>")
             if width >= 8 * len(str(count)) + 4:
                 parts.append(f'<text class="inside" x="{x + width / 2:.1f}" y="{y + 22}" '
@@ -568,7 +567,7 @@ def _project_bars(table: Table) -> str:
             x += width
         parts.append(f'<text x="{x + 6:.1f}" y="{y + 22}">{runs}</text>')
     parts.append("</svg>")
-    return "".join(parts) + _legend((_status_label(s), status_color(s)) for s in statuses)
+    return "".join(parts) + _legend((printable(s), status_color(s)) for s in statuses)
 
 
 def _nice_ceiling(value: float) -> float:
