@@ -527,13 +527,13 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
               help="Only this section, by its name (nsml_gpu_usage, runs_by_project, ...; "
               "the JSON report's keys).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write one CSV file per section, NAME.csv, into this directory.")
+              metavar="DIR", help="Write one CSV file per section, NAME.csv, into DIR.")
 @click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
               help="Rows per table, in every format (default: 20 or 10 per list, 15 per "
               "failure rate, every week; 0: all). A table cut short says so (20 of 54).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the whole report as one self-contained HTML page with charts "
-              "(works offline); stdout then says only where, unless --format is given.")
+              "(works offline); then only one line says where, unless --format is given.")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="DATE",
               help="First day of the analytics sections (from its week's Monday; default: "
               "the Monday 7 weeks before --until's week).")
