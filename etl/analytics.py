@@ -23,22 +23,30 @@ from .dialects import first_line
 from .errors import DatabaseError, InputError
 from .load import BATCHES_TABLE
 from .report import (
-    FAILURE_TITLES,
-    HOURS_TITLE,
-    MISSING_TITLE,
-    PERIOD_TITLE,
-    SERVERS_TITLE,
-    WAITS_TITLE,
-    WEEKLY_FAILURES_TITLE,
+    FAILURES,
+    HOURS,
+    MISSING,
+    PERIOD,
+    SERVERS,
+    WAITS,
+    WEEKLY_FAILURES,
     Table,
+    cap_for,
 )
 from .viewnames import view_name
 from .views import query_view
 
 # The report's default period: the current week and the seven before it.
 DEFAULT_WEEKS = 8
-# Rows shown per failure-rate table (the worst first).
+# Rows shown per failure-rate table (the worst first) unless --limit says otherwise.
 TOP_FAILURES = 15
+# The sections' titles, by name (the names: etl/report.py).
+TITLES = {PERIOD: "Analytics period", HOURS: "Run-hours and GPU-hours per project and week",
+          SERVERS: "Run-hours per GPU server", WAITS: "Queue wait per week",
+          WEEKLY_FAILURES: "Failure rate per week", FAILURES["image"]: "Failure rate by image",
+          FAILURES["gpu_server"]: "Failure rate by GPU server",
+          FAILURES["creator"]: "Failure rate by creator",
+          MISSING: "GPU servers without a GPU count"}
 ALL_PROJECTS = "(all projects)"
 # How good the times are (they are estimated from exports; nsml_run_timeline has the bounds).
 PRECISION = "good to about one export interval"
@@ -106,7 +114,7 @@ def hours_per_project(rows: list[dict], period: Period) -> Table:
             entry[4] += _number(row["run_hours"]) or 0.0
         else:
             entry[3] += float(row["gpu_hours"])
-    return Table(HOURS_TITLE,
+    return Table(HOURS, TITLES[HOURS],
                  ["week", "project_id", "project_name", "active_runs", "run_hours", "gpu_hours",
                   "run_hours_without_gpu_count"],
                  [(week, project, name, runs, round(run, 2), round(gpu, 2), round(unknown, 2))
@@ -124,8 +132,8 @@ def hours_per_server(rows: list[dict], period: Period) -> Table:
         entry[1] += _number(row["run_hours"]) or 0.0
         entry[2] += _number(row["gpu_hours"]) or 0.0
     ordered = sorted(sums.items(), key=lambda item: -item[1][1])
-    return Table(SERVERS_TITLE, ["eng_full_name", "gpu_svr_code", "gpus", "run_hours",
-                                 "gpu_hours"],
+    return Table(SERVERS, TITLES[SERVERS],
+                 ["eng_full_name", "gpu_svr_code", "gpus", "run_hours", "gpu_hours"],
                  [(name, code, gpus, round(run, 2), round(gpu, 2) if gpus is not None else None)
                   for (name, code), (gpus, run, gpu) in ordered])
 
@@ -135,8 +143,8 @@ def queue_waits(rows: list[dict], period: Period) -> Table:
     picked = [r for r in rows if period.covers(as_week(r["week"]))]
     picked.sort(key=lambda r: (as_week(r["week"]), r["project_id"] is not None,
                                r["project_name"] or "", r["project_id"] or ""))
-    return Table(WAITS_TITLE, ["week", "project_id", "project_name", "runs", "median_wait_h",
-                               "p90_wait_h"],
+    return Table(WAITS, TITLES[WAITS], ["week", "project_id", "project_name", "runs",
+                                        "median_wait_h", "p90_wait_h"],
                  [(as_week(r["week"]), r["project_id"],
                    r["project_name"] if r["project_id"] is not None else ALL_PROJECTS,
                    int(r["runs"]), _hours(r["median_wait_s"]), _hours(r["p90_wait_s"]))
@@ -145,7 +153,7 @@ def queue_waits(rows: list[dict], period: Period) -> Table:
 
 def failure_rates(rows: list[dict], period: Period, dimension: str) -> Table:
     """Failed / finished over the period for each value of one dimension, most failures
-    first (then the highest rate)."""
+    first (then the highest rate); every value (the report shows the first few)."""
     sums: dict[Any, list[int]] = defaultdict(lambda: [0, 0])
     for row in rows:
         if row["dimension"] == dimension and period.covers(as_week(row["week"])):
@@ -153,9 +161,10 @@ def failure_rates(rows: list[dict], period: Period, dimension: str) -> Table:
             sums[row["value"]][1] += int(row["failed"])
     ordered = sorted(sums.items(),
                      key=lambda item: (-item[1][1], -item[1][1] / item[1][0], str(item[0])))
-    return Table(FAILURE_TITLES[dimension], [dimension, "finished", "failed", "failure_rate"],
+    return Table(FAILURES[dimension], TITLES[FAILURES[dimension]],
+                 [dimension, "finished", "failed", "failure_rate"],
                  [(value, finished, failed, round(failed / finished, 4))
-                  for value, (finished, failed) in ordered[:TOP_FAILURES]])
+                  for value, (finished, failed) in ordered])
 
 
 def weekly_failures(rows: list[dict], period: Period) -> Table:
@@ -166,7 +175,8 @@ def weekly_failures(rows: list[dict], period: Period) -> Table:
         if row["dimension"] == "image" and period.covers(week):
             sums[week][0] += int(row["finished"])
             sums[week][1] += int(row["failed"])
-    return Table(WEEKLY_FAILURES_TITLE, ["week", "finished", "failed", "failure_rate"],
+    return Table(WEEKLY_FAILURES, TITLES[WEEKLY_FAILURES],
+                 ["week", "finished", "failed", "failure_rate"],
                  [(week, finished, failed, round(failed / finished, 4))
                   for week, (finished, failed) in sorted(sums.items())])
 
@@ -194,8 +204,10 @@ def _export_starts(engine: Engine, table: str, period: Period) -> list[datetime]
         raise DatabaseError(f"reading {BATCHES_TABLE} failed: {first_line(exc)}") from exc
 
 
-def collect_analytics(engine: Engine, table: str, period: Period) -> list[Table]:
-    """The analytics sections of ``table`` for ``period`` (its views must exist)."""
+def collect_analytics(engine: Engine, table: str, period: Period,
+                      limit: int | None = None) -> list[Table]:
+    """The analytics sections of ``table`` for ``period`` (its views must exist), ``limit``
+    rows each (None: all, and :data:`TOP_FAILURES` of each failure rate; 0: all)."""
     def read(base: str) -> list[dict]:
         return _records(*query_view(engine, view_name(table, base)))
 
@@ -204,13 +216,16 @@ def collect_analytics(engine: Engine, table: str, period: Period) -> list[Table]
     missing_columns, missing = query_view(
         engine, view_name(table, "nsml_gpu_servers_without_count"), "runs DESC, gpu_svr_code")
     interval = export_interval_hours(_export_starts(engine, table, period))
-    return [
-        Table(PERIOD_TITLE, ["since", "until", "export_interval_h", "estimates"],
+    tables = [
+        Table(PERIOD, TITLES[PERIOD], ["since", "until", "export_interval_h", "estimates"],
               [(period.first_week, period.until, interval, PRECISION)]),
         hours_per_project(hours, period),
         hours_per_server(hours, period),
         queue_waits(read("nsml_queue_wait_per_week"), period),
         weekly_failures(rates, period),
-        *(failure_rates(rates, period, dimension) for dimension in FAILURE_TITLES),
-        Table(MISSING_TITLE, missing_columns, missing),
+        *(failure_rates(rates, period, dimension) for dimension in FAILURES),
+        Table(MISSING, TITLES[MISSING], missing_columns, missing),
     ]
+    failures = set(FAILURES.values())
+    return [t.limited(cap_for(TOP_FAILURES if t.name in failures else None, limit))
+            for t in tables]

@@ -543,6 +543,7 @@ def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path |
 def views(config_file: Path | None, **flags: Any) -> None:
     """Create or replace the reporting views (one per file in sql/) in the database."""
     from .load import check_database, check_table, create_engine
+    from .report import require_runs_table
     from .views import create_views
 
     settings = resolve_settings(flags, config_file)
@@ -550,6 +551,7 @@ def views(config_file: Path | None, **flags: Any) -> None:
     try:
         check_database(engine)
         check_table(engine, settings.table)
+        require_runs_table(engine, settings.table)  # never a new, empty database
         created = create_views(engine, settings.table)
     finally:
         engine.dispose()
@@ -648,42 +650,92 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
 @main.command()
 @settings_options(("db_url", "table"))
 @click.option("--format", "output_format", type=click.Choice(["text", "csv", "json"]),
-              default="text", show_default=True, help="Output on stdout.")
+              default=None,
+              help="Output on stdout: text (the default, unless --html or --out-dir), json, or "
+              "csv (one section: needs --view NAME, or --out-dir DIR).")
+@click.option("--view", "view", metavar="NAME",
+              help="Only this section, by its name (nsml_gpu_usage, runs_by_project, ...; "
+              "the JSON report's keys).")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Write one CSV file per section, NAME.csv, into DIR.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Rows per table, in every format (default: 20 or 10 per list, 15 per "
+              "failure rate, every week; 0: all). A table cut short says so (20 of 54).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write one self-contained HTML page with charts (works offline).")
+              help="Write the whole report as one self-contained HTML page with charts "
+              "(works offline); then only one line says where, unless --format is given.")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="DATE",
               help="First day of the analytics sections (from its week's Monday; default: "
               "the Monday 7 weeks before --until's week).")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="DATE",
               help="Last day of the analytics sections (default: today, UTC).")
 @handle_errors
-def report(config_file: Path | None, output_format: str, html_path: Path | None,
+def report(config_file: Path | None, output_format: str | None, view: str | None,
+           out_dir: Path | None, limit: int | None, html_path: Path | None,
            since: datetime | None, until: datetime | None, **flags: Any) -> None:
-    """Print a short summary from the reporting views (created if missing), with run-hours,
-    GPU-hours, queue waits and failure rates over a period of weeks."""
+    """Print a summary from the reporting views (created if missing): runs by project, active
+    runs, GPU servers, images, creators, env keys, exports, and run-hours, GPU-hours, queue
+    waits and failure rates over a period of weeks."""
     from .analytics import collect_analytics, period_for
     from .clock import utc_now
     from .load import check_database, check_table, create_engine
-    from .report import as_csv, as_html, as_json, as_text, collect
+    from .report import (
+        SECTION_NAMES,
+        as_csv,
+        as_html,
+        as_json,
+        as_text,
+        collect,
+        describe_database,
+        limit_note,
+        require_runs_table,
+        section_name,
+        write_csv_files,
+    )
     from .views import create_views
 
+    if out_dir is not None and output_format not in (None, "csv"):
+        raise click.UsageError(f"--out-dir writes CSV files; drop --format {output_format}")
+    if output_format == "csv" and view is None and out_dir is None:
+        # Sections have different columns: one CSV stream could hold only one of them.
+        raise click.UsageError("--format csv prints one section: add --view NAME (one of "
+                               f"{', '.join(SECTION_NAMES)}), or --out-dir DIR for a CSV "
+                               "file per section")
     settings = resolve_settings(flags, config_file)
+    wanted = section_name(view, settings.table) if view is not None else None
     period = period_for(since.date() if since else None, until.date() if until else None,
                         utc_now().date())
     engine = create_engine(settings.db_url)
     try:
         check_database(engine)
         check_table(engine, settings.table)
+        require_runs_table(engine, settings.table)  # never a new, empty database
         create_views(engine, settings.table)  # cheap, and keeps them in step with sql/
-        tables = collect(engine, settings.table)
-        tables += collect_analytics(engine, settings.table, period)
+        tables = collect(engine, settings.table, limit, utc_now())
+        tables += collect_analytics(engine, settings.table, period, limit)
+        source = f"table {settings.table} in {describe_database(engine.url)}"
     finally:
         engine.dispose()
-    render = {"text": as_text, "csv": as_csv, "json": as_json}
-    click.echo(render[output_format](tables))
+    shown = [t for t in tables if wanted in (None, t.name)]
+    if out_dir is not None:
+        paths = write_csv_files(shown, out_dir)
+        click.echo(f"Wrote {len(paths)} CSV file{'s' if len(paths) != 1 else ''} to "
+                   f"{out_dir}.", err=True)
+    elif output_format == "csv":
+        click.echo(as_csv(shown[0]), nl=False)
+    elif output_format is not None or html_path is None:
+        render = {"text": as_text, "json": as_json}
+        click.echo(render[output_format or "text"](shown))
+    if out_dir is not None or output_format == "csv":  # CSV has no room for the note
+        for table in shown:
+            if (note := limit_note(table)) is not None:
+                click.echo(f"Note: {table.name}: {note}", err=True)
     if html_path is not None:
-        html_path.write_text(as_html(tables), encoding="utf-8")
-        click.echo(f"Wrote {html_path}.", err=True)
+        try:
+            html_path.write_text(as_html(tables, source=source), encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"--html {html_path}: {exc.strerror or exc}") from None
+        click.echo(f"Wrote the HTML report to {html_path.resolve()}.", err=True)
 
 
 def _raise_keyboard_interrupt(*_: Any) -> None:

@@ -1,120 +1,439 @@
-"""The `nsml-etl report` command: a short summary read from the reporting views, as text, CSV,
-JSON or one self-contained HTML page (inline CSS and SVG: no CDN, no web fonts, works offline)."""
+"""The `nsml-etl report` command: a summary read from the reporting views, as text, CSV, JSON or
+one self-contained HTML page (inline CSS and SVG: no CDN, no web fonts, works offline).
+
+Every section is a :class:`Table` with a name (the view it shows, e.g. ``nsml_gpu_usage``, or a
+name of its own for what the report adds up: ``headline``, ``runs_by_project``, the analytics
+sections): the keys of the JSON report, the names ``--view`` takes and the CSV files'
+names. Times are UTC, shown to the second; a table cut short says how many rows it has."""
 
 from __future__ import annotations
 
 import csv
+import difflib
+import hashlib
 import html
 import io
 import json
 import math
+import re
+import unicodedata
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from wcwidth import wcswidth, wcwidth
 
 from .config import DEFAULT_TABLE
-from .viewnames import view_name
+from .dialects import first_line
+from .errors import DatabaseError, InputError
+from .load import BATCHES_TABLE
+from .viewnames import FILE_PREFIX, view_name
 from .views import query_view
 
 
 @dataclass(frozen=True)
 class Section:
+    name: str  # the view's file name: the same for every --table
     title: str
-    view: str
     order_by: str | None = None
-    limit: int | None = None
+    limit: int | None = None  # rows shown unless --limit says otherwise
 
 
 SECTIONS = (
-    Section("Runs by project and status", "nsml_runs_by_project_status", "runs DESC", 20),
-    Section("Active runs", "nsml_active_runs", "create_time DESC, project_id, run_name", 20),
-    Section("GPU servers", "nsml_gpu_usage", "runs DESC", 10),
-    Section("Top images", "nsml_image_usage", "runs DESC", 10),
-    Section("Busiest creators", "nsml_creator_activity", "runs DESC", 10),
-    Section("Env keys in use", "nsml_env_key_catalog", "runs DESC, env_key", 20),
-    Section("Runs created per week", "nsml_runs_per_week", "week, status", None),
-    Section("Recent status changes", "nsml_status_transitions", "changed_at DESC", 20),
-    Section("Export freshness", "nsml_export_freshness"),
+    Section("nsml_runs_by_project_status", "Runs by project and status", "runs DESC", 20),
+    Section("nsml_active_runs", "Active runs", "create_time DESC, project_id, run_name", 20),
+    Section("nsml_gpu_usage", "GPU servers", "runs DESC", 10),
+    Section("nsml_image_usage", "Top images", "runs DESC", 10),
+    Section("nsml_creator_activity", "Busiest creators", "runs DESC", 10),
+    Section("nsml_env_key_catalog", "Env keys in use", "runs DESC, env_key", 20),
+    Section("nsml_runs_per_week", "Runs created per week", "week, status", None),
+    Section("nsml_status_transitions", "Recent status changes", "changed_at DESC", 20),
+    Section("nsml_export_freshness", "Export freshness"),
 )
+# Sections the report computes from the views, by name (the analytics ones: etl/analytics.py).
+HEADLINE = "headline"
+HEADLINE_TITLE = "At a glance"
+BY_PROJECT = "runs_by_project"
+BY_PROJECT_TITLE = "Runs by project"
+PROJECTS_SHOWN = 20  # projects in runs_by_project unless --limit says otherwise
+PERIOD = "analytics_period"
+HOURS = "run_hours_per_project"
+SERVERS = "run_hours_per_gpu_server"
+WAITS = "queue_wait_per_week"
+WEEKLY_FAILURES = "failure_rate_per_week"
+FAILURES = {"image": "failure_rate_by_image", "gpu_server": "failure_rate_by_gpu_server",
+            "creator": "failure_rate_by_creator"}
+MISSING = "nsml_gpu_servers_without_count"
+# Every section, in the report's order: what --view accepts.
+SECTION_NAMES = (HEADLINE, BY_PROJECT, *(s.name for s in SECTIONS), PERIOD, HOURS, SERVERS,
+                 WAITS, WEEKLY_FAILURES, *FAILURES.values(), MISSING)
+# "Failed in the last N days" in the headline.
+RECENT_DAYS = 7
+FAILED_STATUS = "RUN_STATE_FAILED"
+# The documented statuses, in the order a run goes through them (columns of runs_by_project).
+STATUS_ORDER = ("RUN_STATE_PENDING", "RUN_STATE_IN_PROGRESS", "RUN_STATE_COMPLETED",
+                "RUN_STATE_FAILED", "RUN_STATE_STOPPED", "RUN_STATE_CANCELED")
+NO_STATUS = "(no status)"
+
+# Columns that hold a moment (UTC); SQLite hands them over as text.
+_TIME_SUFFIXES = ("_at", "_time", "_earliest", "_latest")
+_TIME_COLUMNS = frozenset({"last_created", "last_seen", "last_successful_export"})
+_TIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?")
 
 
-# The analytics sections (etl/analytics.py), by title: the keys of the JSON report.
-PERIOD_TITLE = "Analytics period"
-HOURS_TITLE = "Run-hours and GPU-hours per project and week"
-SERVERS_TITLE = "Run-hours per GPU server"
-WAITS_TITLE = "Queue wait per week"
-WEEKLY_FAILURES_TITLE = "Failure rate per week"
-FAILURE_TITLES = {"image": "Failure rate by image", "gpu_server": "Failure rate by GPU server",
-                  "creator": "Failure rate by creator"}
-MISSING_TITLE = "GPU servers without a GPU count"
+def cap_for(default: int | None, limit: int | None) -> int | None:
+    """Rows a table shows: its default, or ``--limit`` when given (0: all)."""
+    return default if limit is None else (limit or None)
 
 
 @dataclass
 class Table:
+    """One section: its rows (values tidied: times as UTC datetimes, decimals as numbers) and,
+    when the rows were cut short, ``total``, how many there are."""
+
+    name: str
     title: str
     columns: list[str]
     rows: list[tuple]
+    total: int | None = None
+    # What a column stands for where its name is short (runs_by_project: ``failed`` is
+    # ``RUN_STATE_FAILED``), for the HTML page's labels and colours.
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        times = [_is_time_column(c) for c in self.columns]
+        self.rows = [tuple(_tidy(v, t) for v, t in zip(row, times, strict=True))
+                     for row in self.rows]
+        if self.total is None:
+            self.total = len(self.rows)
+
+    @property
+    def cut(self) -> bool:
+        return (self.total or 0) > len(self.rows)
+
+    def limited(self, cap: int | None) -> Table:
+        """The first ``cap`` rows (all when ``cap`` is None), remembering how many there are."""
+        if cap is None or len(self.rows) <= cap:
+            return self
+        return Table(self.name, self.title, self.columns, self.rows[:cap], len(self.rows),
+                     self.labels)
 
 
-def collect(engine: Engine, table: str = DEFAULT_TABLE) -> list[Table]:
-    """Each section read from ``table``'s own views."""
-    tables = []
-    for section in SECTIONS:
-        columns, rows = query_view(engine, view_name(table, section.view), section.order_by,
-                                   section.limit)
-        tables.append(Table(section.title, columns, rows))
-    return tables
+def _is_time_column(name: str) -> bool:
+    return name.endswith(_TIME_SUFFIXES) or name in _TIME_COLUMNS
+
+
+def _tidy(value: Any, time_column: bool) -> Any:
+    if isinstance(value, Decimal):  # PostgreSQL and MySQL sums and averages
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+    if time_column and isinstance(value, str) and _TIME_TEXT.fullmatch(value):
+        return datetime.fromisoformat(value)
+    return value
+
+
+def section_name(name: str, table: str) -> str:
+    """The section ``--view NAME`` asks for: a section's name, or ``table``'s own name of that
+    view (``team_a__gpu_usage``); :class:`InputError` listing the names otherwise."""
+    for known in SECTION_NAMES:
+        if name in (known, view_name(table, known) if known.startswith(FILE_PREFIX) else known):
+            return known
+    close = difflib.get_close_matches(name, SECTION_NAMES, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise InputError(f"--view: no section {name!r}; {hint}the sections: "
+                     f"{', '.join(SECTION_NAMES)}")
+
+
+def describe_database(url: sa.URL) -> str:
+    """The database for people: the SQLite file, or the database and host (never a user name
+    or password)."""
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite database {url.database or ':memory:'}"
+    where = f"{url.host or 'localhost'}{':' + str(url.port) if url.port else ''}"
+    return f"{url.get_backend_name()} database {url.database!r} on {where}"
+
+
+def _sqlite_path(url: sa.URL) -> Path | None:
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def require_runs_table(engine: Engine, table: str) -> None:
+    """:class:`DatabaseError` (exit 4) unless ``table`` exists: ``report`` and ``views`` read
+    what ``export`` and ``load`` wrote, so a mistyped ``--db`` or ``--table`` must not pass for
+    an empty database, nor create one (a SQLite file that does not exist is never opened)."""
+    where = describe_database(engine.url)
+    path = _sqlite_path(engine.url)
+    if path is not None and not path.exists():
+        siblings = [p.name for p in path.parent.glob(f"*{path.suffix}") if p.is_file()]
+        near = difflib.get_close_matches(path.name, siblings, n=1)
+        hint = f"; did you mean {path.parent / near[0]}?" if near else \
+            "; check --db (export or load creates it)"
+        raise DatabaseError(f"no nsml-etl tables in {where}: the file does not exist{hint}")
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            if inspector.has_table(table):
+                return
+            others = []
+            if inspector.has_table(BATCHES_TABLE):
+                batches = sa.table(BATCHES_TABLE, sa.column("table_name"))
+                named = conn.execute(sa.select(batches.c.table_name).distinct()).scalars()
+                others = sorted(name for name in named if name and inspector.has_table(name))
+            conn.rollback()
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"reading the tables of {where} failed: {first_line(exc)}") from None
+    if others:
+        raise DatabaseError(f"no table {table} in {where}; its nsml-etl tables: "
+                            f"{', '.join(others)} (choose one with --table)")
+    raise DatabaseError(f"no nsml-etl tables in {where}: check --db and --table, or run "
+                        "export or load first")
+
+
+def _count(engine: Engine, name: str) -> int:
+    quote = engine.dialect.identifier_preparer.quote
+    sql = f"SELECT COUNT(*) FROM {quote(name)}"  # noqa: S608 - a name from our own sql/ files
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(sql)).scalar_one())
+
+
+def _read(engine: Engine, table: str, section: Section, limit: int | None) -> Table:
+    name = view_name(table, section.name)
+    cap = cap_for(section.limit, limit)
+    columns, rows = query_view(engine, name, section.order_by, cap)
+    total = _count(engine, name) if cap is not None and len(rows) >= cap else len(rows)
+    return Table(section.name, section.title, columns, rows, total)
+
+
+def collect(engine: Engine, table: str = DEFAULT_TABLE, limit: int | None = None,
+            now: datetime | None = None) -> list[Table]:
+    """The headline, runs by project and each view's section, read from ``table``'s own views;
+    ``limit`` rows per table (None: each section's default; 0: all); ``now`` (UTC) is when
+    "failed in the last 7 days" ends."""
+    sections = [_read(engine, table, section, limit) for section in SECTIONS]
+    by_name = {t.name: t for t in sections}
+    projects = runs_by_project(query_view(engine, view_name(table, SECTIONS[0].name))[1])
+    failed = _failed_since(engine, table, (now or datetime.now(UTC).replace(tzinfo=None))
+                           - timedelta(days=RECENT_DAYS))
+    freshness = by_name["nsml_export_freshness"]
+    last_export = freshness.rows[0][freshness.columns.index("last_successful_export")] \
+        if freshness.rows else None
+    headline = Table(HEADLINE, HEADLINE_TITLE,
+                     ["runs", "active_runs", f"failed_last_{RECENT_DAYS}_days", "projects",
+                      "last_successful_export"],
+                     [(sum(row[2] for row in projects.rows), by_name["nsml_active_runs"].total,
+                       failed, len(projects.rows), last_export)])
+    return [headline, projects.limited(cap_for(PROJECTS_SHOWN, limit)), *sections]
+
+
+def _status_column(status: str) -> str:
+    """``RUN_STATE_COMPLETED`` -> ``completed``; runs without a status -> ``no_status``."""
+    return "no_status" if status == NO_STATUS else status.removeprefix("RUN_STATE_").lower()
+
+
+def runs_by_project(rows: Iterable[tuple]) -> Table:
+    """One row per project (most runs first): its name and id, its runs, and its runs in each
+    status (a column per status found; the documented ones in a run's order)."""
+    counts: dict[Any, dict[str, int]] = defaultdict(dict)
+    names: dict[Any, Any] = {}
+    for project_id, project_name, status, runs in rows:
+        status = status if status is not None else NO_STATUS
+        counts[project_id][status] = counts[project_id].get(status, 0) + int(runs)
+        names[project_id] = names.get(project_id) or project_name
+    found = {s for per in counts.values() for s in per}
+    statuses = [s for s in STATUS_ORDER if s in found] + sorted(found - set(STATUS_ORDER))
+    fixed = ["project_name", "project_id", "runs"]
+    columns = [_status_column(s) for s in statuses]
+    if len(set(columns)) < len(columns) or set(columns) & set(fixed):
+        columns = statuses  # two statuses would share a short name: keep the names whole
+    ordered = sorted(counts.items(), key=lambda item: (-sum(item[1].values()),
+                                                       str(names[item[0]] or ""), item[0]))
+    return Table(BY_PROJECT, BY_PROJECT_TITLE, fixed + columns,
+                 [(names[project], project, sum(per.values()), *(per.get(s, 0) for s in statuses))
+                  for project, per in ordered], labels=dict(zip(columns, statuses, strict=True)))
+
+
+def _failed_since(engine: Engine, table: str, since: datetime) -> int:
+    """Runs that ended FAILED at or after ``since``, by the timeline's estimate of their end."""
+    timeline = sa.table(view_name(table, "nsml_run_timeline"), sa.column("final_status"),
+                        sa.column("ended_at"))
+    query = sa.select(timeline.c.ended_at).where(timeline.c.final_status == FAILED_STATUS)
+    with engine.connect() as conn:
+        ends = [_tidy(end, True) for end in conn.execute(query).scalars()]
+    return sum(1 for end in ends if isinstance(end, datetime) and end >= since)
+
+
+# -- text, CSV, JSON ----------------------------------------------------------------------
+
+# Characters that would move the cursor or turn text around on a terminal: shown as escapes.
+_BIDI_CONTROLS = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
+_NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(char: str) -> str:
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    return f"\\u{ord(char):04x}" if ord(char) > 0xFF else f"\\x{ord(char):02x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (and bidirectional overrides) as escapes."""
+    return "".join(_escape(c) if unicodedata.category(c) == "Cc" or ord(c) in _BIDI_CONTROLS
+                   else c for c in text)
+
+
+def display_width(text: str) -> int:
+    """Terminal cells ``text`` takes (East Asian wide characters two); ``text`` printable."""
+    width = wcswidth(text)
+    return width if width >= 0 else len(text)
+
+
+def shorten_middle(text: str, cells: int) -> str:
+    """``text`` if it fits in ``cells``, else its start and end around "…" (both ends of a
+    long label tell things apart: a registry's host and an image's tag)."""
+    if display_width(text) <= cells:
+        return text
+    widths = [max(wcwidth(c), 0) for c in text]
+    room, head, tail, used = cells - 1, 0, len(text), [0, 0]
+    while head < tail:
+        side = 0 if used[0] <= used[1] else 1
+        width = widths[head] if side == 0 else widths[tail - 1]
+        if sum(used) + width > room:
+            break
+        used[side] += width
+        if side == 0:
+            head += 1
+        else:
+            tail -= 1
+    return text[:head] + "…" + text[tail:]
 
 
 def _cell(value: Any) -> str:
+    """A value for people: times to the second (UTC: the headers say so), floats rounded."""
     if value is None:
         return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
         return f"{value:.0f}" if value.is_integer() else f"{value:.2f}"
     return str(value)
 
 
+def _headers(table: Table) -> list[str]:
+    """Column names, with "(UTC)" after those that hold times."""
+    times = {i for row in table.rows for i, v in enumerate(row) if isinstance(v, datetime)}
+    return [f"{c} (UTC)" if i in times else c for i, c in enumerate(table.columns)]
+
+
+def limit_note(table: Table) -> str | None:
+    """"20 of 54 rows" for a table cut short, with how to see more; None otherwise."""
+    if not table.cut:
+        return None
+    return f"{len(table.rows)} of {table.total} rows shown; --limit N for more, 0 for all"
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - display_width(text))
+
+
 def as_text(tables: list[Table], max_width: int = 40) -> str:
+    """Each section as aligned columns (by display width: Korean takes two cells a character);
+    cells wider than ``max_width`` cells keep their start and end."""
     out = []
     for table in tables:
-        out.append(f"== {table.title}")
+        out.append(f"== {table.title} ({table.name})")
         if not table.rows:
             out.append("   (none)\n")
             continue
-        cells = [[_cell(v)[:max_width] for v in row] for row in table.rows]
-        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(table.columns)]
-        out.append("   " + "  ".join(c.ljust(w) for c, w in zip(table.columns, widths,
-                                                                  strict=True)))
-        for row in cells:
-            out.append("   " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-        out.append("")
+        headers = _headers(table)
+        cells = [[shorten_middle(printable(_cell(v)), max_width) for v in row]
+                 for row in table.rows]
+        widths = [max(display_width(h), *(display_width(r[i]) for r in cells))
+                  for i, h in enumerate(headers)]
+        for line in (headers, *cells):
+            out.append(("   " + "  ".join(_pad(v, w) for v, w in zip(line, widths,
+                                                                      strict=True))).rstrip())
+        note = limit_note(table)
+        out.append(f"   ({note})\n" if note else "")
     return "\n".join(out)
 
 
+def _data(value: Any) -> Any:
+    """A value for a program: times as ISO 8601 in UTC (``Z``), to the second."""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or Infinity
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    """Whatever else a driver returns (bytes, UUIDs, intervals, ...) as text."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
 def as_json(tables: list[Table]) -> str:
-    return json.dumps(
-        {t.title: [dict(zip(t.columns, map(_jsonable, r), strict=True)) for r in t.rows]
-         for t in tables},
-        ensure_ascii=False, indent=2,
-    )
+    """One object keyed by section name: its title, columns, rows (objects) and total_rows
+    (more than the rows when cut short; then a note says so too)."""
+    document = {}
+    for table in tables:
+        section: dict[str, Any] = {
+            "title": table.title, "columns": table.columns,
+            "rows": [dict(zip(table.columns, map(_data, row), strict=True))
+                     for row in table.rows],
+            "total_rows": table.total}
+        if table.cut:
+            section["note"] = limit_note(table)
+        document[table.name] = section
+    return json.dumps(document, ensure_ascii=False, indent=2, default=_json_default)
 
 
-def _jsonable(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else \
-        float(value) if type(value).__name__ == "Decimal" else value
-
-
-def as_csv(tables: list[Table]) -> str:
-    """One CSV: a section column, then each section's own columns (header row per section)."""
+def as_csv(table: Table) -> str:
+    """One section as CSV: a header row, then its rows (times as ISO 8601 UTC)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    for table in tables:
-        writer.writerow(["section", *table.columns])
-        writer.writerows([table.title, *map(_cell, row)] for row in table.rows)
+    writer.writerow(table.columns)
+    for row in table.rows:
+        writer.writerow("" if v is None else _csv_value(v) for v in row)
     return buffer.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    value = _data(value)
+    return _cell(value) if isinstance(value, float) else value
+
+
+def write_csv_files(tables: list[Table], directory: Path) -> list[Path]:
+    """One ``NAME.csv`` per section in ``directory`` (made if missing)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for table in tables:
+            path = directory / f"{table.name}.csv"
+            path.write_text(as_csv(table), encoding="utf-8")
+            paths.append(path)
+    except OSError as exc:
+        raise InputError(f"--out-dir {directory}: {exc.strerror or exc}") from None
+    return paths
 
 
 # -- HTML --------------------------------------------------------------------------------
@@ -123,70 +442,132 @@ _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI","Noto Sans CJK KR","Malgun Gothic",
 "Apple SD Gothic Neo",sans-serif;margin:2rem;color:#1d2430}
 h1{font-size:1.5rem}h2{font-size:1.1rem;margin-top:2rem;border-bottom:1px solid #dde}
-table{border-collapse:collapse;font-size:13px}td,th{padding:.2rem .6rem;text-align:left}
+table{border-collapse:collapse;font-size:13px}
+td,th{padding:.2rem .6rem;text-align:left;vertical-align:top}
+td{max-width:28rem;overflow-wrap:anywhere}
 tr:nth-child(even){background:#f5f6fa}th{background:#e8eaf2}
-.chart text{font-size:12px}.muted{color:#667}
+.chart text{font-size:12px}.chart .value{font-size:11px}.chart .inside{font-size:11px;fill:#fff}
+.chart .sub{font-size:11px;fill:#667}.muted{color:#667}
+.cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:1rem 0}
+.card{border:1px solid #dde;border-radius:6px;padding:.5rem .9rem;min-width:6rem}
+.key{white-space:nowrap;margin-right:.8rem}
+.card b{display:block;font-size:1.6rem;line-height:1.2}.card.alert b{color:#c93c2b}
+.card.time b{font-size:1.1rem;line-height:2.2rem}
 """
 _PALETTE = ("#3b6fd8", "#d8573b", "#2f9e6f", "#b58a16", "#8a4fd1", "#5b6b7d", "#cf4f8d")
+# The documented statuses keep colours that mean something (failed red, completed green);
+# any other status gets one computed from its name. Either way a status has one colour, in
+# every chart of every report.
+_STATUS_COLORS = {"pending": "#c9a227", "in_progress": "#3b6fd8", "completed": "#2f9e6f",
+                  "failed": "#d8573b", "stopped": "#8a4fd1", "canceled": "#8c96a3",
+                  "no_status": "#c4c9d1"}
+# Pixels a terminal cell's worth of text takes at the charts' 12px: a little more than the
+# widest Latin fonts' average, so labels measured this way fit (CJK takes 2 cells, ~12px).
+_CELL_PX = 7.2
+# Widest label column of a chart, in pixels; longer labels keep their start and end.
+_MAX_LABEL_PX = 380
 
 
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+def status_color(status: str) -> str:
+    """The colour of a status, from its name alone (``RUN_STATE_FAILED`` and the column
+    ``failed`` of runs_by_project are one status)."""
+    key = _status_column(status)
+    if key in _STATUS_COLORS:
+        return _STATUS_COLORS[key]
+    hue = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:2], "big") % 360
+    return f"hsl({hue},55%,45%)"
+
+
+def _esc(value: Any) -> str:
+    return html.escape(printable(_cell(value)))
+
+
+def _number(value: float) -> str:
+    """A value label: whole numbers as they are, others to one decimal below 10."""
+    if float(value).is_integer() or abs(value) >= 10:
+        return f"{value:.0f}"
+    return f"{value:.1f}"
+
+
+def _label(x: float, y: float, text: str, max_px: float, css: str = "") -> str:
+    """An SVG label starting at ``x`` (so it never runs off the left edge), shortened in the
+    middle to ``max_px``, the whole text on hover."""
+    shown = shorten_middle(printable(text), max(4, int(max_px / _CELL_PX)))
+    attributes = f' class="{css}"' if css else ""
+    return (f'<text x="{x:.1f}" y="{y:.1f}"{attributes}><title>{html.escape(printable(text))}'
+            f"</title>{html.escape(shown)}</text>")
+
+
+def _label_width(labels: Iterable[str]) -> int:
+    widest = max((display_width(printable(t)) for t in labels), default=0)
+    return int(min(_MAX_LABEL_PX, widest * _CELL_PX + 14))
+
+
+def _legend(items: Iterable[tuple[str, str]]) -> str:
+    return "<p>" + " ".join(f'<span class="key"><span style="color:{color}">&#9632;</span> '
+                            f"{html.escape(name)}</span>" for name, color in items) + "</p>"
+
+
+def _note(table: Table) -> str:
+    note = limit_note(table)
+    return f'<p class="muted">{html.escape(note)}</p>' if note else ""
 
 
 def _bar_chart(items: list[tuple[str, float]], unit: str, suffix: str = "") -> str:
-    """Horizontal bars as inline SVG; ``suffix`` follows each value (say %)."""
+    """Horizontal bars as inline SVG, each labelled with its value; ``suffix`` follows each
+    value (say %)."""
     if not items:
         return '<p class="muted">No data yet.</p>'
     top = max(v for _, v in items) or 1
-    height, label_width, bar_width = 22, 260, 420
+    height, bar_width = 22, 420
+    label_width = _label_width(label for label, _ in items)
     parts = [f'<svg class="chart" role="img" width="{label_width + bar_width + 80}" '
              f'height="{height * len(items) + 10}">']
     for i, (label, value) in enumerate(items):
         y = i * height + 5
         width = max(1, int(bar_width * value / top))
         parts.append(
-            f'<text x="{label_width - 6}" y="{y + 15}" text-anchor="end">'
-            f"{html.escape(_shorten(label, 38))}</text>"
-            f'<rect x="{label_width}" y="{y + 3}" width="{width}" height="{height - 6}" '
-            f'fill="{_PALETTE[0]}"><title>{html.escape(label)}: {value:g} {unit}</title></rect>'
-            f'<text x="{label_width + width + 6}" y="{y + 15}">{value:g}{suffix}</text>'
-        )
+            _label(4, y + 15, label, label_width - 12)
+            + f'<rect x="{label_width}" y="{y + 3}" width="{width}" height="{height - 6}" '
+            f'fill="{_PALETTE[0]}"><title>{html.escape(printable(label))}: {value:g} {unit}'
+            f'</title></rect><text x="{label_width + width + 6}" y="{y + 15}">'
+            f"{value:g}{suffix}</text>")
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _stacked_weeks(table: Table) -> str:
-    """Runs created per week, stacked by status, as inline SVG columns."""
+def _project_bars(table: Table) -> str:
+    """Runs per project as horizontal bars stacked by status, named and with the project id
+    under the name, the count in each part wide enough and the total at the end."""
     if not table.rows:
-        return '<p class="muted">No runs with a create time yet (export with --all).</p>'
-    weeks: dict[str, dict[str, float]] = defaultdict(dict)
-    for week, status, runs in table.rows:
-        weeks[_cell(week)][status or "unknown"] = float(runs)
-    statuses = sorted({s for counts in weeks.values() for s in counts})
-    colors = {s: _PALETTE[i % len(_PALETTE)] for i, s in enumerate(statuses)}
-    top = max(sum(c.values()) for c in weeks.values())
-    column, chart_height = 28, 200
-    width = column * len(weeks) + 60
-    parts = [f'<svg class="chart" role="img" width="{max(width, 300)}" '
-             f'height="{chart_height + 60}">']
-    for i, (week, counts) in enumerate(sorted(weeks.items())):
-        x, y = 40 + i * column, chart_height + 10
-        for status in statuses:
-            value = counts.get(status, 0)
-            h = chart_height * value / top
-            y -= h
-            parts.append(f'<rect x="{x}" y="{y:.1f}" width="{column - 6}" height="{h:.1f}" '
-                         f'fill="{colors[status]}"><title>{html.escape(week)} '
-                         f'{html.escape(status)}: {value:g}</title></rect>')
-        parts.append(f'<text x="{x}" y="{chart_height + 28}" '
-                     f'transform="rotate(45 {x} {chart_height + 28})">'
-                     f"{html.escape(week[5:10])}</text>")
-    parts.append("</svg><p>")
-    parts += [f'<span style="color:{colors[s]}">&#9632;</span> {html.escape(s)} '
-              for s in statuses]
-    parts.append("</p>")
-    return "".join(parts)
+        return '<p class="muted">No runs yet.</p>'
+    statuses = [table.labels.get(c, c) for c in table.columns[3:]]
+    top = max(row[2] for row in table.rows) or 1
+    row_height, bar_width = 38, 440
+    label_width = _label_width([_cell(row[0]) for row in table.rows]
+                               + [_cell(row[1]) for row in table.rows])
+    parts = [f'<svg class="chart" role="img" width="{label_width + bar_width + 70}" '
+             f'height="{row_height * len(table.rows) + 6}">']
+    for i, (name, project_id, runs, *counts) in enumerate(table.rows):
+        y = i * row_height + 4
+        parts.append(_label(4, y + 14, _cell(name) or "(no name)", label_width - 12)
+                     + _label(4, y + 29, _cell(project_id), label_width - 12, "sub"))
+        x = float(label_width)
+        for status, count in zip(statuses, counts, strict=True):
+            if not count:
+                continue
+            width = bar_width * count / top
+            parts.append(f'<rect x="{x:.1f}" y="{y + 6}" width="{width:.1f}" height="24" '
+                         f'fill="{status_color(status)}"><title>{_esc(name)} '
+                         f"({_esc(project_id)}), {html.escape(printable(status))}: "
+                         f"{count}</title></rect>")
+            if width >= 8 * len(str(count)) + 4:
+                parts.append(f'<text class="inside" x="{x + width / 2:.1f}" y="{y + 22}" '
+                             f'text-anchor="middle">{count}</text>')
+            x += width
+        parts.append(f'<text x="{x + 6:.1f}" y="{y + 22}">{runs}</text>')
+    parts.append("</svg>")
+    return "".join(parts) + _legend((printable(s), status_color(s)) for s in statuses)
 
 
 def _nice_ceiling(value: float) -> float:
@@ -210,51 +591,66 @@ def _axis(parts: list[str], left: int, top: int, width: int, height: int, peak: 
     parts.append(f'<text x="4" y="{top - 10}" class="muted">{html.escape(unit)}</text>')
 
 
+# Room under the columns for a week's date (YYYY-MM-DD, turned 45 degrees).
+_DATE_ROOM = 72
+
+
 def _week_label(parts: list[str], x: float, y: int, week: str) -> None:
+    """The week's Monday with its year (weeks of two years look alike without it)."""
     parts.append(f'<text x="{x:.1f}" y="{y}" transform="rotate(45 {x:.1f} {y})">'
-                 f"{html.escape(week[5:10])}</text>")
+                 f"{html.escape(week[:10])}</text>")
 
 
-def _stacked_columns(data: dict[str, dict[str, float]], unit: str, empty: str) -> str:
-    """Columns per week (``data``: week -> series -> value), stacked by series, with a y axis
-    and a legend; the largest series at the bottom."""
+def _stacked_columns(data: dict[str, dict[str, float]], unit: str, empty: str,
+                     color_of: Callable[[str], str] | None = None,
+                     order: list[str] | None = None) -> str:
+    """Columns per week (``data``: week -> series -> value), stacked by series, with a y axis,
+    each column's total above it, each part's value inside it when it is tall enough, and a
+    legend; by default the largest series at the bottom, in the palette's colours."""
     totals: dict[str, float] = defaultdict(float)
     for values in data.values():
         for series, value in values.items():
             totals[series] += value
     if not data or not any(totals.values()):
         return f'<p class="muted">{html.escape(empty)}</p>'
-    series_order = sorted(totals, key=lambda k: (-totals[k], k))
-    colors = {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(series_order)}
+    series_order = order or sorted(totals, key=lambda k: (-totals[k], k))
+    if color_of is None:
+        palette = {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(series_order)}
+        color_of = palette.__getitem__
     peak = _nice_ceiling(max(sum(values.values()) for values in data.values()))
     left, top, chart_height = 60, 24, 220
     column = max(24, min(56, 640 // len(data)))
     width = column * len(data)
     parts = [f'<svg class="chart" role="img" width="{left + width + 40}" '
-             f'height="{top + chart_height + 50}">']
+             f'height="{top + chart_height + _DATE_ROOM}">']
     _axis(parts, left, top, width, chart_height, peak, unit)
     for i, (week, values) in enumerate(sorted(data.items())):
-        x, y = left + i * column + 4, top + chart_height
+        x, y = left + i * column + 4, float(top + chart_height)
+        middle = x + (column - 8) / 2
         for series in series_order:
             value = values.get(series, 0.0)
             h = chart_height * value / peak
             y -= h
-            if value:
-                parts.append(f'<rect x="{x}" y="{y:.1f}" width="{column - 8}" height="{h:.1f}" '
-                             f'fill="{colors[series]}"><title>week of {html.escape(week)}, '
-                             f"{html.escape(series)}: {value:.1f} {html.escape(unit)}"
-                             "</title></rect>")
+            if not value:
+                continue
+            parts.append(f'<rect x="{x}" y="{y:.1f}" width="{column - 8}" height="{h:.1f}" '
+                         f'fill="{color_of(series)}"><title>week of {html.escape(week)}, '
+                         f"{html.escape(printable(series))}: {value:.1f} {html.escape(unit)}"
+                         "</title></rect>")
+            if h >= 14 and column - 8 >= 7 * len(_number(value)):
+                parts.append(f'<text class="inside" x="{middle:.1f}" y="{y + h / 2 + 4:.1f}" '
+                             f'text-anchor="middle">{_number(value)}</text>')
+        parts.append(f'<text class="value" x="{middle:.1f}" y="{y - 4:.1f}" '
+                     f'text-anchor="middle">{_number(sum(values.values()))}</text>')
         _week_label(parts, x, top + chart_height + 16, week)
-    parts.append("</svg><p>")
-    parts += [f'<span style="color:{colors[k]}">&#9632;</span> {html.escape(k)} '
-              for k in series_order]
-    parts.append("</p>")
-    return "".join(parts)
+    parts.append("</svg>")
+    return "".join(parts) + _legend((printable(k), color_of(k)) for k in series_order)
 
 
 def _paired_columns(rows: list[tuple[str, float | None, float | None]], unit: str,
                     names: tuple[str, str], empty: str) -> str:
-    """Two columns per week (say a median and a 90th percentile) side by side."""
+    """Two columns per week (say a median and a 90th percentile) side by side, with a y axis
+    and each value above its column where there is room."""
     rows = [r for r in rows if r[1] is not None or r[2] is not None]
     if not rows:
         return f'<p class="muted">{html.escape(empty)}</p>'
@@ -262,7 +658,7 @@ def _paired_columns(rows: list[tuple[str, float | None, float | None]], unit: st
     left, top, chart_height = 60, 24, 200
     column = max(28, min(60, 640 // len(rows)))
     parts = [f'<svg class="chart" role="img" width="{left + column * len(rows) + 40}" '
-             f'height="{top + chart_height + 50}">']
+             f'height="{top + chart_height + _DATE_ROOM}">']
     _axis(parts, left, top, column * len(rows), chart_height, peak, unit)
     colors = (_PALETTE[0], "#9db7ec")
     for i, (week, *values) in enumerate(rows):
@@ -274,26 +670,27 @@ def _paired_columns(rows: list[tuple[str, float | None, float | None]], unit: st
                          f'width="{bar - 1:.1f}" height="{h:.1f}" fill="{colors[j]}"><title>'
                          f"week of {html.escape(week)}, {names[j]}: "
                          f"{_cell(value)} {html.escape(unit)}</title></rect>")
+            if value is not None and bar >= 6 * len(_number(value)):
+                parts.append(f'<text class="value" x="{x + j * bar + bar / 2:.1f}" '
+                             f'y="{top + chart_height - h - 4:.1f}" text-anchor="middle">'
+                             f"{_number(value)}</text>")
         _week_label(parts, x, top + chart_height + 16, week)
-    parts.append("</svg><p>")
-    parts += [f'<span style="color:{colors[j]}">&#9632;</span> {html.escape(names[j])} '
-              for j in range(2)]
-    parts.append("</p>")
-    return "".join(parts)
+    parts.append("</svg>")
+    return "".join(parts) + _legend((names[j], colors[j]) for j in range(2))
 
 
-def _analytics_sections(by_title: dict[str, Table]) -> list[tuple[str, str]]:
+def _analytics_sections(by_name: dict[str, Table]) -> list[tuple[str, str]]:
     """The charts and tables of the analytics sections (when the report has them)."""
-    if HOURS_TITLE not in by_title:
+    if HOURS not in by_name:
         return []
-    period = by_title[PERIOD_TITLE]
+    period = by_name[PERIOD]
     since, until, interval, precision = period.rows[0]
     note = (f'<p class="muted">Weeks of {_cell(since)} to {_cell(until)} (Mondays, UTC). '
             "Start and end times are estimated from the exports and the run list, and are "
             f"{html.escape(precision)}"
             + (f" (exports here are {_cell(interval)} h apart)" if interval else "")
             + ": see the nsml_run_timeline view for each run's bounds.</p>")
-    hours = by_title[HOURS_TITLE]
+    hours = by_name[HOURS]
     index = {c: i for i, c in enumerate(hours.columns)}
     gpu_known = any(row[index["gpu_hours"]] for row in hours.rows)
     measure = "gpu_hours" if gpu_known else "run_hours"
@@ -309,67 +706,100 @@ def _analytics_sections(by_title: dict[str, Table]) -> list[tuple[str, str]]:
     elif unknown:
         caveat = (f'<p class="muted">{unknown:.1f} run-hours on servers without a GPU count '
                   "are not in these GPU-hours (see below).</p>")
-    waits = by_title[WAITS_TITLE]
+    waits = by_name[WAITS]
     all_waits = [(_cell(r[0]), r[4], r[5]) for r in waits.rows if r[1] is None]
-    rates = by_title[FAILURE_TITLES["image"]]
+    rates = by_name[FAILURES["image"]]
     images = [(_cell(r[0]) or "unknown", round(100 * float(r[3]), 1)) for r in rates.rows]
     title = "GPU-hours" if gpu_known else "Run-hours"
     return [
         (f"{title} per project per week", note + _stacked_columns(
             per_week, "GPU-hours" if gpu_known else "run-hours",
             "No run time in this period yet: it needs exports that saw runs start or end.")
-         + caveat),
+         + caveat + _note(hours)),
         ("Queue wait per week (all projects)", _paired_columns(
             all_waits, "hours", ("median", "90th percentile"),
-            "No queue waits in this period: they need runs seen waiting or running.")),
+            "No queue waits in this period: they need runs seen waiting or running.")
+         + _note(waits)),
         ("Failure rate by image (failed / finished)",
-         _bar_chart(images, "% failed", "%") if images else
-         '<p class="muted">No finished runs in this period.</p>'),
-        (SERVERS_TITLE, _html_table(by_title[SERVERS_TITLE])),
-        (WEEKLY_FAILURES_TITLE, _html_table(by_title[WEEKLY_FAILURES_TITLE])),
-        (FAILURE_TITLES["gpu_server"], _html_table(by_title[FAILURE_TITLES["gpu_server"]])),
-        (FAILURE_TITLES["creator"], _html_table(by_title[FAILURE_TITLES["creator"]])),
-        (MISSING_TITLE, _html_table(by_title[MISSING_TITLE])),
+         (_bar_chart(images, "% failed", "%") if images else
+          '<p class="muted">No finished runs in this period.</p>') + _note(rates)),
+        *((by_name[name].title, _html_table(by_name[name]))
+          for name in (SERVERS, WEEKLY_FAILURES, FAILURES["gpu_server"], FAILURES["creator"],
+                       MISSING)),
     ]
 
 
 def _html_table(table: Table) -> str:
     if not table.rows:
         return '<p class="muted">None.</p>'
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+    # Long column names may break after an underscore, never inside a word.
+    head = "".join(f"<th>{html.escape(c).replace('_', '_<wbr>')}</th>"
+                   for c in _headers(table))
+    body = "".join("<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in row) + "</tr>"
                    for row in table.rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table><tr>{head}</tr>{body}</table>{_note(table)}"
 
 
-def as_html(tables: list[Table], title: str = "NSML runs") -> str:
-    by_title = {t.title: t for t in tables}
+def _headline(table: Table) -> str:
+    """The numbers a team lead looks for first, as a row of cards."""
+    values = dict(zip(table.columns, table.rows[0], strict=True)) if table.rows else {}
+    last = values.get("last_successful_export")
+    failed = values.get(f"failed_last_{RECENT_DAYS}_days") or 0
+    cards = [
+        ("", values.get("runs", 0), "runs"),
+        ("", values.get("active_runs", 0), "active now"),
+        (" alert" if failed else "", failed, f"failed in the last {RECENT_DAYS} days"),
+        ("", values.get("projects", 0), "projects"),
+        (" time", f"{_cell(last)} UTC" if last else "never", "last successful export"),
+    ]
+    return '<div class="cards">' + "".join(
+        f'<div class="card{css}"><b>{_esc(value)}</b>{html.escape(label)}</div>'
+        for css, value, label in cards) + "</div>"
+
+
+def as_html(tables: list[Table], title: str = "NSML runs", source: str | None = None) -> str:
+    """The whole report as one page; ``source`` says where it was read from (never a URL:
+    see :func:`describe_database`)."""
+    by_name = {t.name: t for t in tables}
 
     def pairs(name: str, label: Any, value: str) -> list[tuple[str, float]]:
-        table = by_title[name]
+        table = by_name[name]
         index = {c: i for i, c in enumerate(table.columns)}
         return [(label(row, index), float(row[index[value]] or 0)) for row in table.rows]
 
-    gpu = pairs("GPU servers", lambda r, i: _cell(r[i["eng_full_name"]]) or "unknown",
+    gpu = pairs("nsml_gpu_usage", lambda r, i: _cell(r[i["eng_full_name"]]) or "unknown",
                 "active_runs")
-    images = pairs("Top images", lambda r, i: f"{_cell(r[i['image_path']])} "
+    images = pairs("nsml_image_usage", lambda r, i: f"{_cell(r[i['image_path']])} "
                    f"({_cell(r[i['image_type']])})", "runs")
-    creators = pairs("Busiest creators", lambda r, i: _cell(r[i["creator"]]) or "unknown",
-                     "runs")
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    creators = pairs("nsml_creator_activity",
+                     lambda r, i: _cell(r[i["creator"]]) or "unknown", "runs")
+    weekly: dict[str, dict[str, float]] = defaultdict(dict)
+    for week, status, runs in by_name["nsml_runs_per_week"].rows:
+        weekly[_cell(week)][status or NO_STATUS] = float(runs)
+    found = {s for counts in weekly.values() for s in counts}
+    statuses = [s for s in STATUS_ORDER if s in found] + sorted(found - set(STATUS_ORDER))
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     sections = [
-        ("Runs created per week, by status", _stacked_weeks(by_title["Runs created per week"])),
-        ("Active runs by GPU server", _bar_chart([g for g in gpu if g[1] > 0], "active runs")),
-        ("Top images", _bar_chart(images, "runs")),
-        ("Busiest creators", _bar_chart(creators, "runs")),
-        ("Env keys in use", _html_table(by_title["Env keys in use"])),
-        ("Export freshness", _html_table(by_title["Export freshness"])),
-        ("Recent status changes", _html_table(by_title["Recent status changes"])),
+        (by_name[BY_PROJECT].title, _project_bars(by_name[BY_PROJECT])
+         + _html_table(by_name[BY_PROJECT])),
+        ("Runs created per week, by status", _stacked_columns(
+            weekly, "runs", "No runs with a create time yet (export with --all).",
+            status_color, statuses) + _note(by_name["nsml_runs_per_week"])),
+        ("Active runs by GPU server", _bar_chart([g for g in gpu if g[1] > 0], "active runs")
+         + _note(by_name["nsml_gpu_usage"])),
+        ("Top images", _bar_chart(images, "runs") + _note(by_name["nsml_image_usage"])),
+        ("Busiest creators", _bar_chart(creators, "runs")
+         + _note(by_name["nsml_creator_activity"])),
+        ("Env keys in use", _html_table(by_name["nsml_env_key_catalog"])),
+        ("Export freshness", _html_table(by_name["nsml_export_freshness"])),
+        ("Recent status changes", _html_table(by_name["nsml_status_transitions"])),
     ]
-    sections[1:1] = _analytics_sections(by_title)
+    sections[2:2] = _analytics_sections(by_name)
     body = "".join(f"<section><h2>{html.escape(name)}</h2>{content}</section>"
                    for name, content in sections)
+    origin = f" from {html.escape(source)}" if source else ""
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><p class=\"muted\">Generated {generated} by "
-            f"nsml-etl from the reporting views.</p>{body}</body></html>\n")
+            f"nsml-etl{origin}. Times are UTC.</p>{_headline(by_name[HEADLINE])}{body}"
+            "</body></html>\n")

@@ -99,7 +99,7 @@ for key, column in keys:
     print(f"   {key[:40]!r:44} {column}")
 PY
 echo
-echo "== nsml-etl report --html demo/report.html (analytics sections)"
-NSML_ETL_CLOCK="$NOW" nsml-etl report --db sqlite:///nsml_runs.db --html demo/report.html \
-    2>/dev/null | sed -n '/^== Analytics period/,$p'
+echo "== nsml-etl report --format text --html demo/report.html (analytics sections)"
+NSML_ETL_CLOCK="$NOW" nsml-etl report --db sqlite:///nsml_runs.db --format text \
+    --html demo/report.html 2>/dev/null | sed -n '/^== Analytics period/,$p'
 echo "(the whole report, with charts: demo/report.html)"

@@ -110,16 +110,16 @@ def test_exports_at_simulated_moments_build_a_history_for_the_report(
     assert report.exit_code == 0, report.output
     assert fetch_rows(sqlite_url, "SELECT COUNT(*) AS n FROM nsml_status_transitions")[0]["n"]
     sections = json.loads(report.stdout)
-    assert sections["Analytics period"] == [
+    assert sections["analytics_period"]["rows"] == [
         {"since": "2026-02-23", "until": "2026-03-08", "export_interval_h": 6.0,
          "estimates": "good to about one export interval"}]
-    hours = sections["Run-hours and GPU-hours per project and week"]
+    hours = sections["run_hours_per_project"]["rows"]
     assert hours and all(row["week"] == "2026-03-02" for row in hours)
     assert sum(row["run_hours"] for row in hours) > 0
     assert all(row["gpu_hours"] == 0 for row in hours)  # no GPU counts known yet
-    assert sections["Queue wait per week"][0]["project_name"] == "(all projects)"
-    assert sections["Failure rate by image"]
-    assert {r["gpu_svr_code"] for r in sections["GPU servers without a GPU count"]} <= {
+    assert sections["queue_wait_per_week"]["rows"][0]["project_name"] == "(all projects)"
+    assert sections["failure_rate_by_image"]["rows"]
+    assert {r["gpu_svr_code"] for r in sections["nsml_gpu_servers_without_count"]["rows"]} <= {
         101, 205, 207}
     html = page.read_text(encoding="utf-8")
     for chart in ("Run-hours per project per week", "Queue wait per week (all projects)",
@@ -130,7 +130,7 @@ def test_exports_at_simulated_moments_build_a_history_for_the_report(
     # a period before any run: the sections are there, and empty
     empty = json.loads(run_cli("report", "--db", sqlite_url, "--format", "json",
                                "--until", "2026-02-20").stdout)
-    assert empty["Run-hours and GPU-hours per project and week"] == []
+    assert empty["run_hours_per_project"]["rows"] == []
 
 
 @pytest.mark.parametrize("value", ["yesterday", "2026-13-01"])

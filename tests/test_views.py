@@ -114,18 +114,26 @@ def test_report_formats(run_cli, sqlite_url, tmp_path):
     text = run_cli("report", "--db", sqlite_url)
     assert text.exit_code == 0, text.output
     assert "== Active runs" in text.stdout and "alice" in text.stdout
+    # Issue 15: JSON is keyed by view name, each section with its rows (it was keyed by title)
     as_json = json.loads(run_cli("report", "--db", sqlite_url, "--format", "json").stdout)
-    assert {r["creator"] for r in as_json["Busiest creators"]} == {"alice", "bob"}
-    as_csv = run_cli("report", "--db", sqlite_url, "--format", "csv").stdout
-    assert "section,creator,runs,projects,active_runs,last_created" in as_csv
+    assert {r["creator"] for r in as_json["nsml_creator_activity"]["rows"]} == {"alice", "bob"}
+    # Issue 15: --format csv prints one section (it pasted every section into one stream)
+    as_csv = run_cli("report", "--db", sqlite_url, "--format", "csv", "--view",
+                     "nsml_creator_activity").stdout
+    assert as_csv.startswith("creator,runs,projects,active_runs,last_created\n")
     # the analytics sections are there, empty without a history of exports
-    for section in ("Analytics period", "Run-hours and GPU-hours per project and week",
-                    "Queue wait per week", "Failure rate by image",
-                    "GPU servers without a GPU count"):
-        assert section in as_json and f"== {section}" in text.stdout
-    assert as_json["Queue wait per week"] == []
-    assert [r["gpu_svr_code"] for r in as_json["GPU servers without a GPU count"]] == [207, 205]
-    assert "section,week,project_id,project_name,active_runs,run_hours,gpu_hours" in as_csv
+    for name, title in (("analytics_period", "Analytics period"),
+                        ("run_hours_per_project", "Run-hours and GPU-hours per project and week"),
+                        ("queue_wait_per_week", "Queue wait per week"),
+                        ("failure_rate_by_image", "Failure rate by image"),
+                        ("nsml_gpu_servers_without_count", "GPU servers without a GPU count")):
+        assert as_json[name]["title"] == title and f"== {title} ({name})" in text.stdout
+    assert as_json["queue_wait_per_week"]["rows"] == []
+    assert [r["gpu_svr_code"] for r in as_json["nsml_gpu_servers_without_count"]["rows"]] == [
+        207, 205]
+    hours = run_cli("report", "--db", sqlite_url, "--format", "csv", "--view",
+                    "run_hours_per_project").stdout
+    assert hours.startswith("week,project_id,project_name,active_runs,run_hours,gpu_hours")
     bad = run_cli("report", "--db", sqlite_url, "--since", "2026-03-01", "--until", "2026-02-01")
     assert bad.exit_code == 2 and "--since 2026-03-01 is after --until" in bad.stderr
     assert run_cli("report", "--db", sqlite_url, "--since", "March").exit_code == 2
