@@ -106,7 +106,7 @@ def test_reserved_table_names_exit_2(run_cli, tmp_path, table):
     db = tmp_path / "runs.db"
     result = run_cli("views", "--db", f"sqlite:///{db}", "--table", table)
     assert result.exit_code == 2, result.output
-    assert "--table: " in result.stderr
+    assert "Invalid value for '--table': " in result.stderr
     assert ("choose another name" in result.stderr) != ("must not contain '__'" in result.stderr)
     assert not db.exists()
 
