@@ -88,7 +88,8 @@ def export(
     which beats the default; ``settings`` (a resolved :class:`Settings`, as the CLI passes)
     replaces all of them. ``credentials`` default to ``NCP_ACCESS_KEY``/``NCP_SECRET_KEY``/
     ``NCP_APIGW_API_KEY``. ``save_raw`` also writes every response to a JSON Lines file.
-    ``dry_run`` checks everything (settings, credentials, pairs, database) and returns a report
+    ``dry_run`` checks settings, that credentials are given, pairs and database (it sends no
+    request: ``nsml-etl check`` tries the credentials) and returns a report
     with ``dry_run`` set and ``preview`` (the first pairs), sending and writing nothing.
     ``progress(report)`` is called as runs complete; see the module docstring for ``stop`` and
     ``cancel``.

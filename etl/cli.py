@@ -357,8 +357,9 @@ def main() -> None:
               help="Write the pairs that failed to this CSV, in the pairs format, so they can "
               "be retried with --pairs.")
 @click.option("--dry-run", is_flag=True,
-              help="Check settings, credentials, pairs and the database, print what would be "
-              "fetched, and stop: no API request, nothing written.")
+              help="Check settings, the pairs and the database, and that the credentials are "
+              "set; print what would be fetched, and stop: no API request, nothing written "
+              "('nsml-etl check' tries the credentials).")
 @settings_options(_EXPORT_SETTINGS)
 @output_options
 @handle_errors
@@ -558,6 +559,26 @@ def views(config_file: Path | None, **flags: Any) -> None:
     for view in created:
         click.echo(f"{view.name}: {view.question}")
     click.echo(f"Created {len(created)} views.", err=True)
+
+
+@main.command()
+@settings_options(("db_url", "table", "base_url", "timeout", "ca_bundle"))
+@handle_errors
+def check(config_file: Path | None, **flags: Any) -> None:
+    """Check what --dry-run cannot: the database, the credentials, the API key and the clock.
+
+    Sends one signed request (the project list) and prints one line per check: OK, or FAIL
+    and what to do. Creates and writes nothing (not even a missing SQLite file). Exit codes as
+    for export: 0 all OK; 1 the API could not be reached; 2 missing credentials or bad
+    settings; 3 the gateway refused the credentials, API key or clock; 4 database error.
+    """
+    from .check import run_checks
+
+    settings = resolve_settings(flags, config_file)
+    report = run_checks(settings)
+    for line in report.lines:
+        click.echo(str(line))
+    sys.exit(report.exit_code)
 
 
 @main.group("gpu-servers")
@@ -767,6 +788,10 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
               help="Seconds between the body bytes of a 'trickle' fault (headers come at once).")
 @click.option("--retry-after", default=1, type=click.IntRange(min=0), show_default=True,
               help="Retry-After seconds sent with 429s.")
+@click.option("--gateway-clock-offset", default=0.0, type=float, show_default=True,
+              metavar="SECONDS",
+              help="Run the gateway's own clock (its signature window and Date header) this "
+              "far ahead of this machine's (negative: behind), to try 'nsml-etl check'.")
 @click.option("--address-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the base URL here once listening.")
 @click.option("--write-pairs", type=click.Path(dir_okay=False, path_type=Path),
@@ -784,8 +809,8 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
 def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: int,
              fault_rate: float, faults: str | None, fault_streak: int | None, latency: float,
              slow_seconds: float, trickle_seconds: float, retry_after: int,
-             address_file: Path | None, write_pairs: Path | None, epoch: str | None,
-             clock_at: str | None, clock_file: Path | None) -> None:
+             gateway_clock_offset: float, address_file: Path | None, write_pairs: Path | None,
+             epoch: str | None, clock_at: str | None, clock_file: Path | None) -> None:
     """Serve a local NSML API (signature-checked, deterministic data, optional faults).
 
     It accepts the keys in NCP_ACCESS_KEY / NCP_SECRET_KEY (and NCP_APIGW_API_KEY if set).
@@ -807,6 +832,7 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         runs_per_project=runs_per_project, fault_rate=fault_rate, fault_kinds=kinds,
         fault_streak=fault_streak, latency=latency, slow_seconds=slow_seconds,
         trickle_seconds=trickle_seconds, retry_after=retry_after,
+        clock_offset=gateway_clock_offset,
     )
     if epoch or clock_at or clock_file:
         config.epoch = parse_moment(epoch, "--epoch") if epoch else DEFAULT_EPOCH

@@ -284,11 +284,10 @@ class NsmlClient:
         finally:
             self.throttle.release(throttled)
 
-    def _send(self, path: str, params: dict[str, Any] | None, attempt: int) -> Any:
-        if self.abort.is_set():  # the abort may have come while we waited for a slot
-            raise Aborted()
+    def send_once(self, path: str, params: dict[str, Any] | None = None) -> requests.Response:
+        """One signed GET, not retried, and its response as it came, body read (``nsml-etl
+        check`` reads its status and Date header); transport trouble raises ApiError."""
         url = self.base_url + path
-        started = time.monotonic()
         self.watchdog.begin(self._in_flight, self.timeout)
         try:
             # A new request per attempt: the signer runs again, with a fresh timestamp.
@@ -304,6 +303,13 @@ class NsmlClient:
             raise self._failure(exc) from None
         finally:
             self.watchdog.end(self._in_flight)
+        return response
+
+    def _send(self, path: str, params: dict[str, Any] | None, attempt: int) -> Any:
+        if self.abort.is_set():  # the abort may have come while we waited for a slot
+            raise Aborted()
+        started = time.monotonic()
+        response = self.send_once(path, params)
         if log.isEnabledFor(logging.DEBUG):  # path_url re-parses the URL: only when shown
             path_url = response.request.path_url
             latency_ms = round((time.monotonic() - started) * 1000)

@@ -3,7 +3,8 @@
 Rules, applied once per new key and then remembered in a mapping table, so a key keeps its
 column forever (stable across exports, never renamed):
 
-1. The preferred name is ``prefix + normalize(key)``: lower-case, every character outside
+1. The preferred name is ``prefix + normalize(romanize(key))``: other scripts spelled in ASCII
+   (``학습률`` -> ``hagseublyul``, by anyascii), then lower-case, every character outside
    ``[a-z0-9_]`` replaced by ``_``.
 2. If that name is too long, or already taken (by a fixed column, another key's column, or
    another new key in the same batch), the name becomes a truncated prefix plus ``_`` and eight
@@ -21,6 +22,8 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 
+from anyascii import anyascii
+
 # PostgreSQL truncates identifiers past 63 bytes, MySQL allows 64 characters; ours are ASCII.
 MAX_IDENTIFIER_LENGTH = 63
 ENV_PREFIX = "env_"
@@ -37,9 +40,21 @@ def normalize(key: str) -> str:
     return _NOT_ALLOWED.sub("_", key.lower())
 
 
+def romanize(key: str) -> str:
+    """Every non-ASCII character spelled in ASCII, so a column name can be read in a BI tool:
+    ``학습률`` -> ``HagSeubLyul``, ``北京`` -> ``BeiJing``, ``café`` -> ``cafe`` (anyascii's
+    tables, one character at a time). A character it has no spelling for (private use, a lone
+    surrogate) becomes ``_``, as :func:`normalize` made of every non-ASCII one before."""
+    if key.isascii():
+        return key
+    return "".join(char if char.isascii() else anyascii(char) or "_" for char in key)
+
+
 def snake_case(field: str) -> str:
-    """``runType`` -> ``run_type``; ``HTTPCode`` -> ``http_code``; then :func:`normalize`."""
-    return normalize(_CAMEL_BOUNDARY.sub("_", field))
+    """``runType`` -> ``run_type``; ``HTTPCode`` -> ``http_code``; then romanized
+    (:func:`romanize`, after the case boundaries so a romanized word stays one) and
+    :func:`normalize`d."""
+    return normalize(romanize(_CAMEL_BOUNDARY.sub("_", field)))
 
 
 def key_hash(key: str) -> str:
@@ -51,7 +66,7 @@ def _with_suffix(base: str, suffix: str, limit: int) -> str:
 
 
 def _natural(key: str, prefix: str, preferred: Mapping[str, str]) -> str:
-    return preferred.get(key) or prefix + normalize(key)
+    return preferred.get(key) or prefix + normalize(romanize(key))
 
 
 def allocation_order(keys: Iterable[str], prefix: str = ENV_PREFIX,

@@ -3,30 +3,48 @@
 # two weeks and more of simulated time (runs created, waiting, running, finishing, one or two
 # deleted upstream) exported every 6 simulated hours, so the report has a real history, queue
 # waits and run-hours; then one export with injected faults, the way cron would run it.
-# Scratch files (the simulator's address and clock) go to ./demo/.
+# Scratch files (the simulator's address and clock) go to ./demo/. Every nsml-etl command is
+# printed exactly as it runs ('$ ...'), so a copy of it goes where the demo's went: to the
+# simulator, never to the real gateway.
 set -euo pipefail
+
+show() {  # show [NAME=VALUE...] COMMAND ARGS...: print a command as a shell would take it
+    printf '$'
+    printf ' %q' "$@"
+    printf '\n'
+}
+run() {  # run [NAME=VALUE...] COMMAND ARGS...: show it, then run exactly that
+    show "$@"
+    env "$@"
+}
 
 mkdir -p demo
 # Demo keys: the simulator accepts exactly these; real keys never belong in a script.
-export NCP_ACCESS_KEY=AKDEMO0000000000000 NCP_SECRET_KEY=demo-secret-not-a-real-key
+KEYS=(NCP_ACCESS_KEY=AKDEMO0000000000000 NCP_SECRET_KEY=demo-secret-not-a-real-key)
+show export "${KEYS[@]}"
+export "${KEYS[@]}"
 rm -f demo/address.txt nsml_runs.db
 SIM=(--seed 7 --projects 3 --runs 25)
 # The simulated timeline starts on the Monday two weeks before this one and ends now, so the
-# report's default period (the last 8 weeks) covers it.
-read -r EPOCH NOW < <(python - <<'PY'
+# report's default period (the last 8 weeks) covers it; the first export is 6 hours in.
+read -r EPOCH FIRST NOW < <(python - <<'PY'
 from datetime import UTC, datetime, timedelta
 now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0, tzinfo=None)
-monday = (now - timedelta(days=now.weekday())).replace(hour=0)
-print((monday - timedelta(weeks=2)).isoformat(), now.isoformat())
+epoch = (now - timedelta(days=now.weekday())).replace(hour=0) - timedelta(weeks=2)
+print(epoch.isoformat(), (epoch + timedelta(hours=6)).isoformat(), now.isoformat())
 PY
 )
 
 start_simulator() {  # start_simulator ARGS...: serve in the background until the next call
     rm -f demo/address.txt
-    nsml-etl simulate --port 0 "${SIM[@]}" --epoch "$EPOCH" --address-file demo/address.txt "$@" &
+    local command=(nsml-etl simulate --port 0 "${SIM[@]}" --epoch "$EPOCH"
+                   --address-file demo/address.txt "$@")
+    echo "$(show "${command[@]}") &"
+    "${command[@]}" &
     sim=$!
     for _ in $(seq 100); do [ -s demo/address.txt ] && break; sleep 0.1; done
     [ -s demo/address.txt ] || { echo "simulator did not start" >&2; exit 1; }
+    url=$(cat demo/address.txt)
 }
 trap 'kill ${sim:-} 2>/dev/null || true' EXIT
 
@@ -34,9 +52,12 @@ echo "== simulated time: $EPOCH to $NOW (UTC), an export every 6 hours"
 echo "$EPOCH" > demo/clock.txt
 start_simulator --clock-file demo/clock.txt
 # Some 80 exports, in one Python process to spare each its start-up; each one is exactly
-# 'nsml-etl export --all ...' at the simulated moment (NSML_ETL_CLOCK), which the simulator
+# the command printed here, at the simulated moment (NSML_ETL_CLOCK), which the simulator
 # serves too (its clock file).
-python - "$EPOCH" "$NOW" "$(cat demo/address.txt)" <<'PY'
+EXPORT=(export --all --db sqlite:///nsml_runs.db --base-url "$url" --quiet)
+show NSML_ETL_CLOCK="$FIRST" nsml-etl "${EXPORT[@]}"
+echo "   and the same every 6 simulated hours until $NOW (in one Python process)"
+python - "$FIRST" "$NOW" "${EXPORT[@]}" <<'PY'
 import contextlib
 import io
 import os
@@ -45,8 +66,8 @@ from datetime import datetime, timedelta
 
 from nsml_etl.cli import main
 
-epoch, now = datetime.fromisoformat(sys.argv[1]), datetime.fromisoformat(sys.argv[2])
-moment = epoch + timedelta(hours=6)
+moment, now = datetime.fromisoformat(sys.argv[1]), datetime.fromisoformat(sys.argv[2])
+arguments = sys.argv[3:]  # the export command printed above, without its program name
 while moment < now:
     with open("demo/clock.tmp", "w") as handle:
         handle.write(moment.isoformat())
@@ -54,8 +75,7 @@ while moment < now:
     os.environ["NSML_ETL_CLOCK"] = moment.isoformat()
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.suppress(SystemExit):
-        main(["export", "--all", "--db", "sqlite:///nsml_runs.db", "--base-url", sys.argv[3],
-              "--quiet"], standalone_mode=False)
+        main(arguments, standalone_mode=False)
     lines = output.getvalue().splitlines()
     gone = [line.split("\t")[:2] for line in lines if "HTTP 404" in line]
     if moment.hour == 0 or gone:  # one line a day, and each run found deleted upstream
@@ -66,18 +86,18 @@ PY
 kill $sim; wait $sim 2>/dev/null || true
 
 echo
-echo "== now, with faults: nsml-etl export --all --db sqlite:///nsml_runs.db"
+echo "== now, with faults (a short timeout and backoff, so the demo does not wait for them)"
 start_simulator --clock "$NOW" --fault-rate 0.1 --fault-streak 2 --retry-after 0 --slow-seconds 1.5
 set +e
-NSML_ETL_CLOCK="$NOW" nsml-etl export --all --db sqlite:///nsml_runs.db \
-    --base-url "$(cat demo/address.txt)" --timeout 1 --backoff-initial 0.05
+run NSML_ETL_CLOCK="$NOW" nsml-etl export --all --db sqlite:///nsml_runs.db --base-url "$url" \
+    --timeout 1 --backoff-initial 0.05
 status=$?
 set -e
 echo "(exit code $status)"
 echo
 # GPU counts are never guessed: the notebook server (101) stays unknown on purpose.
-nsml-etl gpu-servers set 205 1 --label "V100 x1"
-nsml-etl gpu-servers set 207 2 --label "A100 x2"
+run nsml-etl gpu-servers set 205 1 --label "V100 x1"
+run nsml-etl gpu-servers set 207 2 --label "A100 x2"
 python - <<'PY'
 import sqlite3
 
@@ -99,7 +119,13 @@ for key, column in keys:
     print(f"   {key[:40]!r:44} {column}")
 PY
 echo
-echo "== nsml-etl report --format text --html demo/report.html (analytics sections)"
-NSML_ETL_CLOCK="$NOW" nsml-etl report --db sqlite:///nsml_runs.db --format text \
-    --html demo/report.html 2>/dev/null | sed -n '/^== Analytics period/,$p'
+echo "== the report's analytics sections"
+REPORT=(NSML_ETL_CLOCK="$NOW" nsml-etl report --db sqlite:///nsml_runs.db --format text
+        --html demo/report.html)
+show "${REPORT[@]}"
+env "${REPORT[@]}" 2>/dev/null | sed -n '/^== Analytics period/,$p'
 echo "(the whole report, with charts: demo/report.html)"
+echo
+echo "The simulator has stopped: the commands above now find nobody at $url."
+echo "For your own runs, leave out --base-url and NSML_ETL_CLOCK, export your NCP_ACCESS_KEY"
+echo "and NCP_SECRET_KEY, and run 'nsml-etl check' first."
