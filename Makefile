@@ -5,13 +5,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# The versions the tests passed with (see `make lock`); pyproject's ranges stay open for users.
+CONSTRAINTS := constraints.txt
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS)
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint format typecheck bench lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
 	touch $(STAMP)
@@ -30,9 +32,26 @@ test: $(DEV_STAMP)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check etl tests scripts bench
+	$(BIN)/ruff format --check etl tests scripts bench
+
+format: $(DEV_STAMP)
+	$(BIN)/ruff format etl tests scripts bench
+
+typecheck: $(DEV_STAMP)
+	$(BIN)/mypy
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/bench.py
+
+# Refresh constraints.txt: the newest releases pyproject's ranges admit, resolved in a throwaway
+# virtualenv; then run `make test` and commit both if it passes.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check '.[dev]'
+	{ echo "# Tested versions of every package nsml-etl and its dev extra install (make lock)."; \
+	  .lock-venv/bin/python -m pip freeze --exclude nsml-etl; } > $(CONSTRAINTS)
+	rm -rf .lock-venv build
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis

@@ -26,7 +26,7 @@ ASSIGNMENT = re.compile(r"[A-Z_][A-Z0-9_]*=")
 
 def _make_dry_run(tmp_path: Path, target: str) -> str:
     """What ``make TARGET`` would run in a fresh clone (no .venv yet)."""
-    for name in ("Makefile", "pyproject.toml"):
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
         shutil.copy(ROOT / name, tmp_path / name)
     result = subprocess.run(["make", "-n", target], cwd=tmp_path, capture_output=True,
                             text=True, check=True)
