@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from .client import ApiError, NsmlClient
-from .errors import EXIT_SOME_FAILED, EtlError
+from .client import NsmlClient
+from .errors import ApiError, DiscoveryError
 from .pairs import Pair
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,6 @@ LIST_PAGE_SIZE = 100
 # A guard against a gateway that never returns an empty page (or loops): 100 x 100,000 runs.
 MAX_PAGES = 100_000
 LIST_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
-class DiscoveryError(EtlError):
-    """The run list failed or answered with something we cannot page through. Runs already
-    exported stay; the export ends as partly failed."""
-
-    exit_code = EXIT_SOME_FAILED
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from .dialects import (
     first_line,
     is_lock_timeout,
 )
-from .errors import DatabaseError, InputError
+from .errors import DatabaseError, InputError, MappingChanged
 from .events import event
 from .naming import allocate_columns, allocation_order, snake_case
 from .pairs import Pair
@@ -372,11 +372,6 @@ def foreign_table_problems(primary_key: list[str], columns: dict[str, sa.types.T
             problems.append(f"column {column} is {_type_text(found_type, dialect)}, "
                             f"not {_FAMILY_WORDS[expected]}")
     return problems
-
-
-class MappingChanged(Exception):
-    """Another export changed a table's column mapping between a chunk's schema step and its
-    write: build the chunk's rows again."""
 
 
 @dataclass(frozen=True)

@@ -28,19 +28,26 @@ from . import jsontext
 from .archive import ArchivedRun, ArchiveWriter
 from .auth import NcpSignatureV2
 from .batches import BatchLog
-from .client import Aborted, NsmlClient, RunFetchFailed, utc_now
+from .client import NsmlClient, utc_now
 from .config import Credentials, Settings
 from .dialects import Family, error_kind, first_line
 from .discovery import ListedRun
-from .errors import AuthenticationError, DatabaseError, EtlError
+from .errors import (
+    Aborted,
+    AuthenticationError,
+    DatabaseError,
+    EtlError,
+    MappingChanged,
+    RunFetchFailed,
+    RunShapeError,
+)
 from .events import event, log_finished
-from .load import MappingChanged, RunStore
+from .load import RunStore
 from .outcome import ExportReport, FailedPair, ProgressCallback
 from .pairs import Pair
 from .throttle import Throttle
 from .transform import (
     FlatRun,
-    RunShapeError,
     build_frame,
     env_keys,
     extra_fields,
