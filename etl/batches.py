@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from .client import utc_now
+from .clock import utc_now
 from .errors import DatabaseError
 from .load import RunStore
 from .outcome import ExportReport

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +30,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from . import clock, jsontext
+from . import jsontext
 from .auth import NcpSignatureV2
 from .config import Credentials, Settings
 from .errors import Aborted, ApiError, AuthenticationError, RunFetchFailed
@@ -347,7 +347,3 @@ def _transport_reason(exc: BaseException) -> str:
     # requests' messages embed the full URL and pool details; the class name says enough.
     name = type(exc).__name__
     return {"ReadTimeout": "read timed out", "ConnectTimeout": "connect timed out"}.get(name, name)
-
-
-def utc_now() -> datetime:
-    return clock.utc_now()  # the simulator's moment when NSML_ETL_CLOCK says so

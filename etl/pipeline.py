@@ -28,7 +28,8 @@ from . import jsontext
 from .archive import ArchivedRun, ArchiveWriter
 from .auth import NcpSignatureV2
 from .batches import BatchLog
-from .client import NsmlClient, utc_now
+from .client import NsmlClient
+from .clock import utc_now
 from .config import Credentials, Settings
 from .dialects import Family, error_kind, first_line
 from .discovery import ListedRun
