@@ -64,6 +64,7 @@ from .transform import (
     env_keys,
     extra_fields,
 )
+from .urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -183,24 +184,6 @@ CORE_TYPES: dict[str, sa.types.TypeEngine] = {
     "update_time": Timestamp,
     GONE_COLUMN: Timestamp,
 }
-
-
-# Query parameters that carry credentials (libpq's password, sslpassword, tokens, ...).
-_SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password and credential-like query values masked; never fails."""
-    try:
-        parsed = make_url(url)
-        secret_keys = [k for k in parsed.query if _SECRET_QUERY_KEY.search(k)]
-        if secret_keys:
-            parsed = parsed.update_query_dict({k: "***" for k in secret_keys})
-        return parsed.render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        url = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
-        return re.sub(r"((?:pass|pwd|secret|token|key)[^=&]*=)[^&]*", r"\1***", url,
-                      flags=re.IGNORECASE)
 
 
 def _describe(url: sa.URL) -> str:
