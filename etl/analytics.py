@@ -21,7 +21,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .dialects import first_line
 from .errors import DatabaseError, InputError
-from .load import BATCHES_TABLE
 from .report import (
     FAILURE_TITLES,
     HOURS_TITLE,
@@ -32,6 +31,7 @@ from .report import (
     WEEKLY_FAILURES_TITLE,
     Table,
 )
+from .schema import BATCHES_TABLE
 from .viewnames import view_name
 from .views import query_view
 

@@ -18,8 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .clock import utc_now
 from .errors import DatabaseError
-from .load import RunStore
 from .outcome import ExportReport
+from .store import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -412,7 +412,7 @@ def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path |
 @handle_errors
 def views(config_file: Path | None, **flags: Any) -> None:
     """Create or replace the reporting views (one per file in sql/) in the database."""
-    from .load import check_database, check_table, create_engine
+    from .database import check_database, check_table, create_engine
     from .views import create_views
 
     settings = resolve_settings(flags, config_file)
@@ -440,7 +440,7 @@ def gpu_servers() -> None:
 @contextlib.contextmanager
 def _gpu_engine(flags: dict[str, Any], config_file: Path | None) -> Iterator[tuple[Any, Any]]:
     """(engine, settings) for one gpu-servers command, checked, disposed of afterwards."""
-    from .load import check_database, create_engine
+    from .database import check_database, create_engine
 
     settings = resolve_settings(flags, config_file)
     engine = create_engine(settings.db_url)
@@ -533,7 +533,7 @@ def report(config_file: Path | None, output_format: str, html_path: Path | None,
     GPU-hours, queue waits and failure rates over a period of weeks."""
     from .analytics import collect_analytics, period_for
     from .clock import utc_now
-    from .load import check_database, check_table, create_engine
+    from .database import check_database, check_table, create_engine
     from .report import as_csv, as_html, as_json, as_text, collect
     from .views import create_views
 

@@ -43,9 +43,9 @@ from .errors import (
     RunShapeError,
 )
 from .events import event, log_finished
-from .load import RunStore
 from .outcome import ExportReport, FailedPair, ProgressCallback
 from .pairs import Pair
+from .store import RunStore
 from .throttle import Throttle
 from .transform import (
     FlatRun,

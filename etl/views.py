@@ -40,7 +40,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from .dialects import first_line
 from .errors import DatabaseError
 from .gpuservers import GPU_SERVERS_TABLE, ensure_table
-from .load import BATCHES_TABLE, HISTORY_TABLE, RunStore, key_collation
+from .schema import BATCHES_TABLE, HISTORY_TABLE, key_collation
+from .store import RunStore
 from .transform import TERMINAL_STATUSES
 from .viewnames import SQL_PACKAGE, view_bases, view_name
 

@@ -1,4 +1,4 @@
-"""The target database: engine, tables, schema evolution and the dialect-native upsert.
+"""The tables of one runs table in one database, and keeping them in step with the runs.
 
 Contract, the same on SQLite, PostgreSQL and MySQL/MariaDB:
 
@@ -13,28 +13,26 @@ Contract, the same on SQLite, PostgreSQL and MySQL/MariaDB:
   take turns, so their change history stays one version after another;
 * a mapping row is committed before its column is added, so MySQL's implicit commit on DDL can
   never leave a column nobody owns: a mapped column that is missing is simply added next time.
+
+Also here: the bookkeeping tables (batches, failures, history), and the check that an existing
+table is one of ours. Writing runs into these tables is :mod:`etl.store`'s job.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 
 from . import jsontext
@@ -48,23 +46,16 @@ from .dialects import (
     first_line,
     is_lock_timeout,
 )
-from .errors import DatabaseError, InputError, MappingChanged
+from .errors import DatabaseError
 from .events import event
 from .naming import allocate_columns, allocation_order, snake_case
-from .pairs import Pair
 from .transform import (
     CORE_COLUMNS,
     GONE_COLUMN,
     KEY_COLUMNS,
     LIST_TIME_COLUMNS,
-    OBSERVATION_COLUMNS,
-    TERMINAL_STATUSES,
-    FlatRun,
     as_text,
-    env_keys,
-    extra_fields,
 )
-from .urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +63,7 @@ ENV_COLUMNS_TABLE = "nsml_env_columns"
 FIELD_COLUMNS_TABLE = "nsml_field_columns"
 BATCHES_TABLE = "nsml_export_batches"
 HISTORY_TABLE = "nsml_run_history"
-# Run names per SELECT when reading the stored rows that a chunk supersedes.
-HISTORY_LOOKUP_KEYS = 1000
 FAILURES_TABLE = "nsml_export_failures"
-# The temporary table a chunk is staged in before it is merged.
-STAGE = "nsml_etl_stage"
-# How long SQLite waits for another writer (an overlapping cron job) before giving up.
-SQLITE_BUSY_TIMEOUT_S = 60
 # How long MySQL waits for another export's schema change or chunk write.
 MYSQL_LOCK_TIMEOUT_S = 60
 # How long one schema change (ALTER TABLE) waits for its table lock. A transaction left open on
@@ -89,25 +74,12 @@ SCHEMA_LOCK_TIMEOUT_S = 3.0
 # start here and double (1, 2, 4 s: about 20 s in all with the lock waits).
 SCHEMA_LOCK_ATTEMPTS = 4
 SCHEMA_LOCK_RETRY_WAIT_S = 1.0
-# The share of MySQL's max_allowed_packet one run's escaped text may take: the rest is the
-# statement around it (column names, the other runs of a multi-row INSERT stay under 1 MB).
-PACKET_SHARE_FOR_ONE_RUN = 0.9
-# Characters PyMySQL sends with a backslash before them.
-_ESCAPED_BY_DRIVER = ("\\", "'", '"', "\n", "\r", "\x00", "\x1a")
 # Undocumented top-level fields that get a column of their own, per table; the others are in
 # the fields column only. With the default env cap this still fits a MariaDB row (see
 # config.DEFAULT_MAX_ENV_COLUMNS: 138 text columns besides the fixed ones).
 MAX_FIELD_COLUMNS = 30
 # Stored runs read per query when a new column is filled from their envs.
 FILL_PAGE_ROWS = 2000
-
-# URL backend -> (driver we use, extra that installs it)
-BACKENDS = {
-    "sqlite": ("pysqlite", None),
-    "postgresql": ("psycopg", "postgres"),
-    "mysql": ("pymysql", "mysql"),
-    "mariadb": ("pymysql", "mysql"),
-}
 
 _MYSQL = ("mysql", "mariadb")
 # Table options for every table we create: MySQL's utf8 is not full UTF-8.
@@ -186,110 +158,6 @@ CORE_TYPES: dict[str, sa.types.TypeEngine] = {
 }
 
 
-def _describe(url: sa.URL) -> str:
-    if url.get_backend_name() == "sqlite":
-        return f"SQLite database {url.database or ':memory:'}"
-    where = f"{url.host or 'localhost'}{':' + str(url.port) if url.port else ''}"
-    return f"{url.get_backend_name()} database {url.database!r} on {where}"
-
-
-def create_engine(db_url: str) -> Engine:
-    """An engine for a supported URL; :class:`DatabaseError` (exit 4) names what is wrong."""
-    try:
-        url = make_url(db_url)
-    except ArgumentError:
-        raise InputError(
-            f"--db: {redact_url(db_url)!r} is not a database URL; expected e.g. "
-            "sqlite:///nsml_runs.db or postgresql+psycopg://user@host/db"
-        ) from None
-    backend = url.get_backend_name()
-    if backend not in BACKENDS:
-        raise DatabaseError(
-            f"--db {redact_url(db_url)}: unsupported database {backend!r}; "
-            f"use one of: {', '.join(BACKENDS)}"
-        )
-    driver, extra = BACKENDS[backend]
-    if url.drivername == backend:  # plain postgresql:// or mysql://: pick the driver we ship
-        url = url.set(drivername=f"{backend}+{driver}")
-    kwargs: dict = {"hide_parameters": True}  # SQL errors must not echo run data
-    if backend in _MYSQL:
-        url = url.update_query_dict({"charset": "utf8mb4"})
-    if backend == "sqlite":
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
-    else:
-        kwargs["pool_pre_ping"] = True
-    try:
-        engine = sa.create_engine(url, **kwargs)
-    except (NoSuchModuleError, ModuleNotFoundError, ImportError):
-        asked = url.get_driver_name()
-        if asked != driver:
-            hint = f"use {backend}+{driver}:// with pip install 'nsml-etl[{extra}]'"
-        else:
-            hint = f"pip install 'nsml-etl[{extra}]'"
-        raise DatabaseError(
-            f"--db {redact_url(db_url)}: the {asked} database driver is not installed; {hint}"
-        ) from None
-    except (ArgumentError, ValueError, TypeError) as exc:
-        raise DatabaseError(f"--db {redact_url(db_url)}: {exc}") from None
-    if backend == "sqlite":
-        _make_sqlite_transactional(engine)
-    return engine
-
-
-def _make_sqlite_transactional(engine: Engine) -> None:
-    # pysqlite commits before DDL and begins lazily; SQLAlchemy's documented recipe takes
-    # over so every transaction (DDL included) is real, and BEGIN IMMEDIATE takes the write
-    # lock up front, which serializes overlapping exports instead of deadlocking them.
-    @sa.event.listens_for(engine, "connect")
-    def _autocommit_driver(dbapi_connection, _record):  # noqa: ANN001
-        dbapi_connection.isolation_level = None
-        # Each chunk is staged in a temporary table: keep it in memory, not in a temp file.
-        dbapi_connection.execute("PRAGMA temp_store = MEMORY")
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin_immediate(connection):  # noqa: ANN001
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def check_database(engine: Engine) -> None:
-    """Connect once, before any API request, so a wrong URL fails fast and touches nothing."""
-    url = engine.url
-    if url.get_backend_name() == "sqlite":
-        database = url.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            path = Path(database)
-            if not path.exists():  # do not create the file just to check it
-                parent = path.parent if str(path.parent) else Path(".")
-                if not parent.is_dir():
-                    raise DatabaseError(f"{_describe(url)}: directory {parent} does not exist")
-                if not os.access(parent, os.W_OK):
-                    raise DatabaseError(f"{_describe(url)}: directory {parent} is not writable")
-                return
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-            conn.rollback()
-    except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot connect to {_describe(url)}: {first_line(exc)}") from None
-
-
-def check_table(engine: Engine, table: str) -> None:
-    """Before any request, refuse a runs table nsml-etl did not make, changing nothing (another
-    tool's ``nsml_runs`` would get our columns added, or its rows duplicated on every rerun);
-    on MySQL and MariaDB, refuse a server without an exact collation for run names too."""
-    if _sqlite_file_missing(engine.url):
-        return  # a new database: nothing there yet, and connecting would create the file
-    try:
-        with engine.connect() as conn:
-            if engine.dialect.name in _MYSQL:
-                key_collation(conn.dialect)
-            refuse_foreign_table(conn, table)
-            conn.rollback()
-    except SQLAlchemyError as exc:
-        raise DatabaseError(
-            f"reading the schema of table {table} failed: {first_line(exc)}") from None
-
-
 def refuse_foreign_table(conn: Connection, table: str) -> None:
     """:class:`DatabaseError` naming what is wrong if ``table`` exists but is not one of ours."""
     inspector = sa.inspect(conn)
@@ -307,11 +175,6 @@ def refuse_foreign_table(conn: Connection, table: str) -> None:
             "choose another --table (nsml-etl changes no table it did not make)"
         )
 
-
-def _sqlite_file_missing(url: sa.URL) -> bool:
-    database = url.database
-    return (url.get_backend_name() == "sqlite" and bool(database) and database != ":memory:"
-            and not database.startswith("file:") and not Path(database).exists())
 
 
 # What each core column must hold in an existing table (its type family, not its exact type:
@@ -459,8 +322,9 @@ def _lock_key(table: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-class RunStore:
-    """The runs table of one database: keeps its schema in step and upserts chunks into it."""
+class Schema:
+    """The runs table of one database and nsml-etl's tables beside it: creates them, and gives
+    every new env key and field a column (or has it wait), under the table's lock."""
 
     def __init__(self, engine: Engine, table: str,
                  max_env_columns: int = DEFAULT_MAX_ENV_COLUMNS) -> None:
@@ -481,10 +345,7 @@ class RunStore:
         # History tables made by nsml-etl 0.1 before this change have a NOT NULL content_hash
         # that nothing reads any more; it gets an empty string so those databases keep working.
         self._legacy_content_hash = False
-        self._packet_limit: int | None = None
         self._sql_tables: dict[tuple[str, ...], sa.Table] = {}
-
-    # -- schema --------------------------------------------------------------------------
 
     def _runs_table(self, columns: Iterable[str]) -> sa.Table:
         columns = tuple(columns)
@@ -890,292 +751,6 @@ class RunStore:
                 filled += len(updates)
         log.info("filled %d runs' new columns %s from envs", filled, ", ".join(columns.values()))
 
-    def screen(self, runs: list[FlatRun]) -> tuple[list[FlatRun], list[tuple[FlatRun, str]]]:
-        """The runs this database can store as they are (text cleaned where the family must),
-        and the others with the reason, checked before writing so that one bad run never
-        takes its chunk down and its reason reads well."""
-        family = self.family
-        if family.stores_any_text:
-            return runs, []
-        bad_names = {
-            name: problem
-            for what, names in (("env key", env_keys(runs)), ("field name", extra_fields(runs)))
-            for name in names
-            if (problem := family.name_problem(name, what)) is not None
-        }
-        storable, refused = [], []
-        packet = self._statement_limit()
-        for run in runs:
-            problem = family.key_problem(*run.pair)
-            if problem is None and bad_names:
-                problem = next((bad_names[n] for n in (*run.env, *run.extra) if n in bad_names),
-                               None)
-            if problem is None and packet is not None:
-                problem = _too_large(run, packet)
-            if problem is not None:
-                refused.append((run, problem))
-                continue
-            if run.has_nul and family.cleans_text:
-                _clean_run(run, family)
-            storable.append(run)
-        return storable, refused
-
-    def _statement_limit(self) -> int | None:
-        """The most bytes of text one run may hold here (MySQL sends a statement in one packet
-        of at most max_allowed_packet, and drops the connection past it), or None."""
-        if self._packet_limit is None and self.family.packet_size_query is not None:
-            try:
-                with self.engine.connect() as conn:
-                    packet = int(conn.exec_driver_sql(self.family.packet_size_query).scalar())
-            except SQLAlchemyError as exc:
-                raise DatabaseError(f"reading the server's packet size failed: "
-                                    f"{first_line(exc)}") from exc
-            # Room for the statement around the run, and for its escaping.
-            self._packet_limit = int(packet * PACKET_SHARE_FOR_ONE_RUN)
-        return self._packet_limit
-
-    # -- data ----------------------------------------------------------------------------
-
-    def pairs_with_status(self, statuses: Iterable[str]) -> set[Pair]:
-        """Stored runs whose status is one of ``statuses`` (empty before the first export)."""
-        try:
-            with self.engine.connect() as conn:
-                if not sa.inspect(conn).has_table(self.table_name):
-                    return set()
-                table = self._runs_table(KEY_COLUMNS + ("status",))
-                query = sa.select(table.c.project_id, table.c.run_name).where(
-                    table.c.status.in_(sorted(statuses)))
-                return {Pair(*row) for row in conn.execute(query)}
-        except SQLAlchemyError as exc:
-            raise DatabaseError(f"reading stored runs failed: {first_line(exc)}") from exc
-
-    def unfinished_pairs(self, projects: Iterable[str] | None = None) -> set[Pair]:
-        """Stored runs without a terminal status that are not marked gone (of ``projects``
-        only, when given): the runs an export should still hear about."""
-        try:
-            with self.engine.connect() as conn:
-                inspector = sa.inspect(conn)
-                if not inspector.has_table(self.table_name):
-                    return set()
-                names = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
-                has_gone = GONE_COLUMN in names  # a table from before gone_at has none
-                table = self._runs_table(KEY_COLUMNS + ("status",) +
-                                         ((GONE_COLUMN,) if has_gone else ()))
-                query = sa.select(table.c.project_id, table.c.run_name).where(
-                    sa.or_(table.c.status.is_(None),
-                           table.c.status.not_in(sorted(TERMINAL_STATUSES))))
-                if has_gone:
-                    query = query.where(table.c[GONE_COLUMN].is_(None))
-                if projects is not None:
-                    query = query.where(table.c.project_id.in_(sorted(set(projects))))
-                return {Pair(*row) for row in conn.execute(query)}
-        except SQLAlchemyError as exc:
-            raise DatabaseError(f"reading stored runs failed: {first_line(exc)}") from exc
-
-    def mark_gone(self, pairs: Iterable[Pair], at: datetime) -> int:
-        """Set ``gone_at`` of the stored runs among ``pairs`` (the API answered 404 for them)
-        that are not marked yet; returns how many were marked. Pairs never stored are left
-        alone: there is nothing to mark."""
-        params = [{"p": p.project_id, "r": p.run_name, "at": at} for p in pairs]
-        if not params:
-            return 0
-        self.prepare(set(), set())  # a table made before gone_at gets the column
-        quote = self.engine.dialect.identifier_preparer.quote
-        gone = quote(GONE_COLUMN)
-        update = sa.text(
-            f"UPDATE {quote(self.table_name)} SET {gone} = :at "  # noqa: S608 - quoted names
-            f"WHERE project_id = :p AND run_name = :r AND {gone} IS NULL")
-        try:
-            with self._table_lock() as conn:
-                marked = sum(conn.execute(update, row).rowcount for row in params)
-        except SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"marking runs gone in table {self.table_name} failed: {first_line(exc)}"
-            ) from exc
-        if marked:
-            log.info("%d stored runs of %s are gone upstream (HTTP 404)", marked,
-                     self.table_name)
-        return marked
-
-    # A chunk is staged in a temporary table, then merged by set-based SQL: the history is
-    # compared and extended in the database, and the upsert is one INSERT ... SELECT. Python
-    # touches each run once, to hand the rows to the driver (COPY on PostgreSQL).
-
-    def _create_stage(self, conn: Connection) -> None:
-        runs = conn.dialect.identifier_preparer.quote(self.table_name)
-        if self.dialect == "postgresql":  # dropped at commit; a rollback drops it too
-            conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {STAGE} (LIKE {runs}) ON COMMIT DROP")
-        elif self.dialect in _MYSQL:  # a failed transaction leaves MySQL's temporary table
-            conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {STAGE}")
-            conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {STAGE} LIKE {runs}")
-        else:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{STAGE}")
-            conn.exec_driver_sql(
-                f"CREATE TEMPORARY TABLE {STAGE} AS "  # noqa: S608 - quoted name
-                f"SELECT * FROM main.{runs} WHERE 0")
-
-    def _drop_stage(self, conn: Connection) -> None:
-        if self.dialect in _MYSQL:
-            conn.exec_driver_sql(f"DROP TEMPORARY TABLE {STAGE}")
-        elif self.dialect == "sqlite":
-            conn.exec_driver_sql(f"DROP TABLE temp.{STAGE}")
-
-    def _fill_stage(self, conn: Connection, columns: list[str], rows: list[list]) -> None:
-        quote = conn.dialect.identifier_preparer.quote
-        names = ", ".join(quote(c) for c in columns)
-        if self.dialect == "postgresql":
-            with conn.connection.driver_connection.cursor() as cursor:
-                with cursor.copy(f"COPY {STAGE} ({names}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            return
-        if self.dialect == "sqlite":
-            _sqlite_timestamps(rows, [columns.index(c) for c in TIMESTAMP_COLUMNS])
-        marker = "?" if self.dialect == "sqlite" else "%s"
-        # The driver's own executemany (PyMySQL turns it into multi-row INSERTs); SQLAlchemy's
-        # per-row parameter processing was most of the load time.
-        markers = ", ".join([marker] * len(columns))
-        conn.exec_driver_sql(
-            f"INSERT INTO {STAGE} ({names}) VALUES ({markers})",  # noqa: S608 - quoted names
-            list(map(tuple, rows)),  # SQLAlchemy takes tuples, not lists
-        )
-
-    def _merge_stage(self, conn: Connection, columns: list[str]) -> None:
-        """INSERT ... SELECT from the stage, updating every non-key column of existing runs;
-        list times are known only when a run was discovered, so they are never erased."""
-        quote = conn.dialect.identifier_preparer.quote
-        runs = quote(self.table_name)
-        names = ", ".join(quote(c) for c in columns)
-        incoming = "VALUES({})" if self.dialect in _MYSQL else "excluded.{}"
-        sets = ", ".join(
-            f"{quote(c)} = COALESCE({incoming.format(quote(c))}, {runs}.{quote(c)})"
-            if c in LIST_TIME_COLUMNS else f"{quote(c)} = {incoming.format(quote(c))}"
-            for c in columns if c not in KEY_COLUMNS
-        )
-        if self.dialect in _MYSQL:
-            conflict = f"ON DUPLICATE KEY UPDATE {sets}"
-        else:
-            keys = ", ".join(quote(c) for c in KEY_COLUMNS)
-            conflict = f"ON CONFLICT ({keys}) DO UPDATE SET {sets}"
-        # WHERE 1 = 1: SQLite's parser needs it to tell ON CONFLICT from a join's ON.
-        conn.exec_driver_sql(
-            f"INSERT INTO {runs} ({names}) SELECT {names} FROM {STAGE} "  # noqa: S608 - quoted
-            f"WHERE 1 = 1 {conflict}"
-        )
-
-    def _write_history(self, conn: Connection, columns: list[str],
-                       batch_id: int | None) -> None:
-        """Before the merge: close the current version of every staged run whose content
-        differs from its stored row (keeping that row as JSON), then open a version for every
-        staged run that has none. Unchanged runs add nothing."""
-        quote = conn.dialect.identifier_preparer.quote
-        runs, history = quote(self.table_name), quote(HISTORY_TABLE)
-        content = [quote(c) for c in columns
-                   if c not in KEY_COLUMNS and c not in OBSERVATION_COLUMNS]
-        # BINARY on MySQL: the text columns' collation ignores case and trailing spaces.
-        exact = "BINARY " if self.dialect in _MYSQL else ""
-        staged = ", ".join(f"{exact}s.{c}" for c in content)
-        stored = ", ".join(f"{exact}r.{c}" for c in content)
-        # Every name below is quoted by the dialect; the table name is a bound parameter.
-        current = ("h.table_name = :table AND h.project_id = s.project_id "
-                   "AND h.run_name = s.run_name AND h.valid_to IS NULL")
-        same_run = "r.project_id = s.project_id AND r.run_name = s.run_name"
-        if self.dialect == "postgresql":
-            # LATERAL ... LIMIT 1 walks the indexes once per staged run. A plain join was
-            # planned from statistics taken while the tables were still empty (a hash join
-            # over the whole history: 50x slower in the middle of a large load).
-            changed_sql = (
-                f"SELECT h.id, s.project_id, s.run_name, s.fetched_at FROM {STAGE} s "  # noqa: S608
-                f"CROSS JOIN LATERAL (SELECT * FROM {runs} r WHERE {same_run} LIMIT 1) r "
-                f"CROSS JOIN LATERAL (SELECT h.id FROM {history} h WHERE {current} LIMIT 1) h "
-                f"WHERE ROW({staged}) IS DISTINCT FROM ROW({stored})"
-            )
-            unversioned = (
-                f"{STAGE} s LEFT JOIN LATERAL (SELECT h.id FROM {history} h "  # noqa: S608
-                f"WHERE {current} LIMIT 1) h ON true WHERE h.id IS NULL"
-            )
-        else:
-            if self.dialect in _MYSQL:
-                differs, join = f"NOT (({staged}) <=> ({stored}))", "JOIN"
-            else:  # CROSS JOIN keeps the stage outermost: SQLite has no statistics for it
-                differs, join = f"({staged}) IS NOT ({stored})", "CROSS JOIN"
-            changed_sql = (
-                f"SELECT h.id, s.project_id, s.run_name, s.fetched_at FROM {STAGE} s "  # noqa: S608
-                f"{join} {runs} r ON {same_run} {join} {history} h ON {current} "
-                f"WHERE {differs}"
-            )
-            unversioned = (
-                f"{STAGE} s WHERE NOT EXISTS "  # noqa: S608 - quoted names
-                f"(SELECT 1 FROM {history} h WHERE {current})"
-            )
-        changed = conn.execute(sa.text(changed_sql), {"table": self.table_name}).all()
-        if changed:
-            superseded = self._stored_rows(conn, {Pair(p, r) for _, p, r, _ in changed})
-            table = self.history_table
-            conn.execute(
-                sa.update(table).where(table.c.id == sa.bindparam("row_id"))
-                .values(valid_to=sa.bindparam("closed_at"), content=sa.bindparam("old")),
-                [{"row_id": row_id, "closed_at": _as_datetime(closed_at),
-                  "old": superseded.get(Pair(project_id, run_name))}
-                 for row_id, project_id, run_name, closed_at in changed],
-            )
-        # Runs with no current version: new ones and those just closed.
-        legacy = (", content_hash", ", ''") if self._legacy_content_hash else ("", "")
-        conn.execute(sa.text(
-            f"INSERT INTO {history} (table_name, project_id, run_name, valid_from, "  # noqa: S608
-            f"batch_id, status{legacy[0]}) SELECT :table, s.project_id, s.run_name, "
-            f"s.fetched_at, :batch_id, s.status{legacy[1]} FROM {unversioned}"
-        ), {"table": self.table_name, "batch_id": batch_id})
-
-    def _stored_rows(self, conn: Connection, pairs: set[Pair]) -> dict[Pair, str]:
-        """The runs-table rows of ``pairs`` as JSON, before this chunk overwrites them."""
-        quote = conn.dialect.identifier_preparer.quote
-        rows: dict[Pair, str] = {}
-        names = sorted({p.run_name for p in pairs})
-        projects = sorted({p.project_id for p in pairs})
-        for start in range(0, len(names), HISTORY_LOOKUP_KEYS):
-            query = sa.text(
-                f"SELECT * FROM {quote(self.table_name)} "  # noqa: S608 - quoted name
-                "WHERE project_id IN :projects AND run_name IN :names"
-            ).bindparams(sa.bindparam("projects", expanding=True),
-                         sa.bindparam("names", expanding=True))
-            result = conn.execute(query, {"projects": projects,
-                                          "names": names[start:start + HISTORY_LOOKUP_KEYS]})
-            for row in result.mappings():
-                pair = Pair(row["project_id"], row["run_name"])
-                if pair in pairs:
-                    kept = {k: v for k, v in row.items()
-                            if v is not None and k not in OBSERVATION_COLUMNS}
-                    rows[pair] = json.dumps(kept, ensure_ascii=False, default=str)
-        return rows
-
-    def upsert(self, frame: pd.DataFrame, batch_id: int | None = None,
-               mapping: ColumnMap | None = None) -> int:
-        """Write one chunk and its change history in one transaction; returns the runs
-        written. ``frame`` has one row per run, built from ``mapping``: if another export has
-        changed the mapping since (given a waiting key a column, filled from the runs stored
-        then), :class:`MappingChanged` says to build the frame again."""
-        if frame.empty:
-            return 0
-        columns = list(frame.columns)
-        # One object block -> lists in C; itertuples() boxes every cell through Series.
-        rows = frame.to_numpy(dtype=object).tolist()
-        try:
-            with self._table_lock() as conn:  # one writer per table, across exports too
-                if mapping is not None and self.read_mapping(conn) != mapping:
-                    raise MappingChanged(self.table_name)
-                self._create_stage(conn)
-                self._fill_stage(conn, columns, rows)
-                self._write_history(conn, columns, batch_id)  # first: it reads the old rows
-                self._merge_stage(conn, columns)
-                self._drop_stage(conn)
-        except SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"writing {len(rows)} runs to table {self.table_name} failed: "
-                f"{first_line(exc)}"
-            ) from exc
-        return len(rows)
-
 
 def _env_values(envs: str, keys: Iterable[str], family: Family) -> list | None:
     """The column text of each key in one stored envs object (None where absent), as
@@ -1191,45 +766,3 @@ def _env_values(envs: str, keys: Iterable[str], family: Family) -> list | None:
         return None
     return [family.clean_text(as_text(v, key)) for v, key in zip(values, keys, strict=True)]
 
-
-def _too_large(run: FlatRun, limit: int) -> str | None:
-    """Why one run's text cannot go to the server in one statement, or None. Measured as the
-    driver sends it: UTF-8, with a backslash before each character it escapes."""
-    texts = [v for v in (*run.columns.values(), *run.env.values(), *run.extra.values())
-             if type(v) is str]
-    if sum(map(len, texts)) * 8 <= limit:  # 4 bytes a character at most, escaped: surely fits
-        return None
-    size = sum(len(text.encode("utf-8", "surrogatepass"))
-               + sum(map(text.count, _ESCAPED_BY_DRIVER)) for text in texts)
-    if size <= limit:
-        return None
-    return (f"the run holds {size / 1e6:.1f} MB of text; the server takes at most "
-            f"{limit / 1e6:.1f} MB in one statement (max_allowed_packet)")
-
-
-def _clean_run(run: FlatRun, family: Family) -> None:
-    """Replace, in place, what the family's text columns cannot hold (envs keeps it exact)."""
-    clean = family.clean_text
-    for column, value in run.columns.items():
-        if column != "envs":
-            run.columns[column] = clean(value)
-    run.env = {key: clean(value) for key, value in run.env.items()}
-    run.extra = {key: clean(value) for key, value in run.extra.items()}
-
-
-def _as_datetime(value: object) -> object:
-    # Read back from SQLite's stage as text; other drivers return datetimes.
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _sqlite_timestamps(rows: list[list], timestamp_indexes: list[int]) -> None:
-    """Datetimes in ``rows`` (changed in place) as the text SQLAlchemy's SQLite DateTime reads
-    back (sqlite3's own datetime adapter is deprecated)."""
-    texts: dict = {None: None}  # runs of one chunk mostly share a few timestamps
-    for index in timestamp_indexes:
-        for row in rows:
-            value = row[index]
-            text = texts.get(value)
-            if text is None and value is not None:
-                text = texts[value] = value.strftime("%Y-%m-%d %H:%M:%S.%f")
-            row[index] = text
