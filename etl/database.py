@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from .dialects import first_line
+from .dialects import family_of, first_line
 from .errors import DatabaseError, InputError
-from .schema import _MYSQL, key_collation, refuse_foreign_table
+from .schema import refuse_foreign_table
 from .urls import redact_url
 
 # How long SQLite waits for another writer (an overlapping cron job) before giving up.
@@ -58,7 +58,7 @@ def create_engine(db_url: str) -> Engine:
     if url.drivername == backend:  # plain postgresql:// or mysql://: pick the driver we ship
         url = url.set(drivername=f"{backend}+{driver}")
     kwargs: dict = {"hide_parameters": True}  # SQL errors must not echo run data
-    if backend in _MYSQL:
+    if backend in ("mysql", "mariadb"):
         url = url.update_query_dict({"charset": "utf8mb4"})
     if backend == "sqlite":
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
@@ -127,8 +127,7 @@ def check_table(engine: Engine, table: str) -> None:
         return  # a new database: nothing there yet, and connecting would create the file
     try:
         with engine.connect() as conn:
-            if engine.dialect.name in _MYSQL:
-                key_collation(conn.dialect)
+            family_of(engine.dialect.name).key_collation(conn.dialect)  # MySQL: one exists
             refuse_foreign_table(conn, table)
             conn.rollback()
     except SQLAlchemyError as exc:

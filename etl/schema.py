@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
-import re
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -44,7 +42,6 @@ from .dialects import (
     error_kind,
     family_of,
     first_line,
-    is_lock_timeout,
 )
 from .errors import DatabaseError
 from .events import event
@@ -64,8 +61,6 @@ FIELD_COLUMNS_TABLE = "nsml_field_columns"
 BATCHES_TABLE = "nsml_export_batches"
 HISTORY_TABLE = "nsml_run_history"
 FAILURES_TABLE = "nsml_export_failures"
-# How long MySQL waits for another export's schema change or chunk write.
-MYSQL_LOCK_TIMEOUT_S = 60
 # How long one schema change (ALTER TABLE) waits for its table lock. A transaction left open on
 # the table (a dashboard, a SQL console) holds it off, and every new query on the table queues
 # behind the waiting ALTER: those stall this long at most, then run while we wait to retry.
@@ -81,42 +76,22 @@ MAX_FIELD_COLUMNS = 30
 # Stored runs read per query when a new column is filled from their envs.
 FILL_PAGE_ROWS = 2000
 
+# The MySQL and MariaDB dialects, for column types of their own.
 _MYSQL = ("mysql", "mariadb")
 # Table options for every table we create: MySQL's utf8 is not full UTF-8.
 UTF8MB4 = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
 TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS, GONE_COLUMN)
-# Binary collations without trailing-space padding, for every identifier compared as a key:
-# under utf8mb4_bin (PAD SPACE) 'r1 ' equals 'r1', so the second run overwrote the first.
-MARIADB_KEY_COLLATION = "utf8mb4_nopad_bin"  # MariaDB 10.2 and later
-MYSQL_KEY_COLLATION = "utf8mb4_0900_bin"  # MySQL 8.0.17 and later
-MARIADB_KEY_COLLATION_SINCE = (10, 2)
-MYSQL_KEY_COLLATION_SINCE = (8, 0, 17)
-
-
-def key_collation(dialect: sa.Dialect) -> str:
-    """The exact (binary, NO PAD) collation of the MySQL or MariaDB server ``dialect`` is
-    connected to; :class:`DatabaseError` for a server too old to have one."""
-    version = tuple(v for v in dialect.server_version_info or () if isinstance(v, int))
-    if dialect.is_mariadb:
-        if version >= MARIADB_KEY_COLLATION_SINCE:
-            return MARIADB_KEY_COLLATION
-        wanted = "MariaDB 10.2"
-    else:
-        if version >= MYSQL_KEY_COLLATION_SINCE:
-            return MYSQL_KEY_COLLATION
-        wanted = "MySQL 8.0.17"
-    raise DatabaseError(
-        f"the database server ({'.'.join(map(str, version))}) has no binary NO PAD collation, "
-        f"so run names differing only by trailing spaces would be one run; use {wanted} or later"
-    )
-
-
 class KeyVarchar(mysql.VARCHAR):
-    """A MySQL string compared as a key: created with the server's :func:`key_collation`."""
+    """A MySQL string compared as a key: created with the family's exact collation
+    (:meth:`etl.dialects.MySQLFamily.key_collation`)."""
 
 
 class KeyMediumText(mysql.MEDIUMTEXT):
-    """A long MySQL string compared as a key: created with the server's :func:`key_collation`."""
+    """A long MySQL string compared as a key: created with the family's exact collation."""
+
+
+def _key_collation(dialect: sa.Dialect) -> str | None:
+    return family_of(dialect.name).key_collation(dialect)
 
 
 @compiles(KeyVarchar, *_MYSQL)
@@ -124,19 +99,17 @@ def _compile_key_varchar(type_: KeyVarchar, compiler: sa.sql.compiler.TypeCompil
                          **kw: object) -> str:
     # The collation depends on the server, so it is chosen when the DDL is compiled on a
     # connection, not when this module is imported.
-    collation = key_collation(compiler.dialect)
+    collation = _key_collation(compiler.dialect)
     return compiler.process(mysql.VARCHAR(type_.length, collation=collation), **kw)
 
 
 @compiles(KeyMediumText, *_MYSQL)
 def _compile_key_mediumtext(type_: KeyMediumText, compiler: sa.sql.compiler.TypeCompiler,
                             **kw: object) -> str:
-    return compiler.process(mysql.MEDIUMTEXT(collation=key_collation(compiler.dialect)), **kw)
+    return compiler.process(mysql.MEDIUMTEXT(collation=_key_collation(compiler.dialect)), **kw)
 
 
 KEY_TYPES = (KeyVarchar, KeyMediumText)
-# A column type as information_schema spells it (varchar(255), mediumtext): safe to reuse in DDL.
-_PLAIN_COLUMN_TYPE = re.compile(r"[a-z]+(\([0-9]+\))?")
 Text = sa.Text().with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
 KeyText = sa.Text().with_variant(KeyVarchar(MYSQL_RUN_KEY_CHARS), *_MYSQL)
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
@@ -330,8 +303,7 @@ class Schema:
                  max_env_columns: int = DEFAULT_MAX_ENV_COLUMNS) -> None:
         self.engine = engine
         self.table_name = table
-        self.dialect = engine.dialect.name
-        self.family: Family = family_of(self.dialect)
+        self.family: Family = family_of(engine.dialect.name)
         self.max_env_columns = max_env_columns
         self._metadata = sa.MetaData()
         self.env_table = _mapping_table(ENV_COLUMNS_TABLE, "env_key", self._metadata)
@@ -388,42 +360,22 @@ class Schema:
 
     @contextmanager
     def _table_lock(self) -> Iterator[Connection]:
-        """A connection in a transaction that holds this table's write lock, committed on
-        success. SQLite needs none: BEGIN IMMEDIATE serializes writers.
+        """A connection in a transaction that holds this table's write lock (the family's:
+        :meth:`etl.dialects.Family.table_lock`), committed on success.
 
         One lock for schema changes and chunk writes alike: an ALTER TABLE waiting for a
         chunk's transaction blocks that transaction's next, stronger table lock (MariaDB's
         metadata locks, PostgreSQL's table locks), and the database kills the chunk as a
         deadlock; two chunks of the same runs at once would both close and open versions."""
         key = _lock_key(self.table_name)
-        mysql_lock = f"nsml-etl:{key}"  # MySQL lock names end at 64 characters; tables do not
-        with self.engine.connect() as conn:  # SQLite: the first statement takes BEGIN IMMEDIATE
-            if self.dialect in _MYSQL:
-                got = conn.execute(
-                    sa.text("SELECT GET_LOCK(:name, :timeout)"),
-                    {"name": mysql_lock, "timeout": MYSQL_LOCK_TIMEOUT_S},
-                ).scalar()
-                conn.commit()
-                if got != 1:
-                    raise DatabaseError(
-                        f"timed out after {MYSQL_LOCK_TIMEOUT_S}s waiting for another export's "
-                        f"lock on table {self.table_name}"
-                    )
-            elif self.dialect == "postgresql":
-                conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(:key)"),
-                    {"key": key},
-                )
+        with (self.engine.connect() as conn,
+              self.family.table_lock(conn, key, self.table_name)):
             try:
                 yield conn
                 conn.commit()
             except BaseException:
                 conn.rollback()
                 raise
-            finally:
-                if self.dialect in _MYSQL:
-                    conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": mysql_lock})
-                    conn.commit()
 
     def prepare(self, env_keys: Iterable[str], fields: Iterable[str]) -> ColumnMap:
         """Make sure the tables and a column for every key exist (env keys up to the cap);
@@ -442,11 +394,13 @@ class Schema:
                 return current
         for attempt in range(1, SCHEMA_LOCK_ATTEMPTS + 1):
             try:
-                with self._table_lock() as conn, self._bounded_lock_waits(conn):
+                # Entered after the table lock, which must keep waiting for other exports.
+                with (self._table_lock() as conn,
+                      self.family.bounded_lock_waits(conn, SCHEMA_LOCK_TIMEOUT_S)):
                     current = self._evolve(conn, env_keys, fields)
                 break
             except SQLAlchemyError as exc:
-                if not is_lock_timeout(exc):
+                if not self.family.is_lock_timeout(exc):
                     raise DatabaseError(
                         f"schema change on table {self.table_name} failed: {first_line(exc)}"
                     ) from exc
@@ -460,27 +414,6 @@ class Schema:
                 time.sleep(wait)
         self._known_columns = set(current.columns)
         return current
-
-    @contextmanager
-    def _bounded_lock_waits(self, conn: Connection) -> Iterator[None]:
-        """Statements on ``conn`` wait at most SCHEMA_LOCK_TIMEOUT_S for a table lock (entered
-        after the lock of :meth:`_table_lock`, which must keep waiting for other exports)."""
-        if self.dialect == "postgresql":  # local: ends with the transaction
-            conn.execute(sa.text("SELECT set_config('lock_timeout', :ms, true)"),
-                         {"ms": str(max(1, round(SCHEMA_LOCK_TIMEOUT_S * 1000)))})
-            yield
-        elif self.dialect in _MYSQL:  # a session setting (metadata locks, whole seconds)
-            conn.execute(sa.text("SET SESSION lock_wait_timeout = :s"),
-                         {"s": max(1, math.ceil(SCHEMA_LOCK_TIMEOUT_S))})
-            try:
-                yield
-            finally:
-                try:  # the connection goes back to the pool: chunk writes wait as before
-                    conn.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
-                except SQLAlchemyError:
-                    conn.invalidate()
-        else:  # SQLite: SQLITE_BUSY_TIMEOUT_S bounds every wait
-            yield
 
     def _locked_table(self, exc: SQLAlchemyError) -> str:
         """The table whose lock the failed statement waited for (it names it)."""
@@ -502,8 +435,7 @@ class Schema:
         refuse_foreign_table(conn, self.table_name)  # made by another tool since the check?
         self._metadata.create_all(conn, checkfirst=True)
         self._runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
-        if self.dialect in _MYSQL:
-            self._migrate_key_collations(conn)
+        self.family.migrate_key_collations(conn, self._key_columns(conn.dialect))
         inspector = sa.inspect(conn)
         self._allow_waiting_keys(conn, inspector)
         current = self.read_mapping(conn)
@@ -604,48 +536,17 @@ class Schema:
                 f"and nsml-etl now needs that name for its own {GONE_COLUMN}; export into a new "
                 "--table")
 
-    def _key_columns(self, dialect: sa.Dialect) -> dict[str, list[sa.Column]]:
-        """Our tables' columns compared as keys on MySQL (those of a :data:`KEY_TYPES`)."""
+    def _key_columns(self, dialect: sa.Dialect) -> dict[str, set[str]]:
+        """Our tables' columns compared as keys on MySQL (those of a :data:`KEY_TYPES`), by
+        table; none elsewhere."""
         runs = sa.Table(self.table_name, sa.MetaData(),
                         *(sa.Column(c, CORE_TYPES[c], primary_key=True) for c in KEY_COLUMNS))
         return {
             table.name: keys
             for table in (runs, *self._metadata.sorted_tables)
-            if (keys := [c for c in table.columns
-                         if isinstance(c.type.dialect_impl(dialect), KEY_TYPES)])
+            if (keys := {c.name for c in table.columns
+                         if isinstance(c.type.dialect_impl(dialect), KEY_TYPES)})
         }
-
-    def _migrate_key_collations(self, conn: Connection) -> None:
-        """Give key columns made before :func:`key_collation` existed (``utf8mb4_bin``, which
-        pads trailing spaces, or the table's default collation) the exact one, in place, once;
-        later runs only read ``information_schema``. Equality only gets stricter, so no
-        primary or unique key (runs, mapping tables) can fail on duplicates: two values that
-        were distinct before stay distinct."""
-        collation = key_collation(conn.dialect)
-        wanted = self._key_columns(conn.dialect)
-        found = conn.execute(
-            sa.text("SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME "
-                    "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
-                    "AND TABLE_NAME IN :tables")
-            .bindparams(sa.bindparam("tables", expanding=True)),
-            {"tables": sorted(wanted)},
-        ).all()
-        changes: dict[str, list[tuple[str, str, str]]] = {}
-        for table, column, column_type, nullable, current in found:
-            keys = {c.name for c in wanted.get(table, ())}
-            if (column in keys and current is not None and current != collation
-                    and _PLAIN_COLUMN_TYPE.fullmatch(column_type)):
-                changes.setdefault(table, []).append((column, column_type, nullable))
-        quote = conn.dialect.identifier_preparer.quote
-        for table, columns in changes.items():
-            modify = ", ".join(
-                f"MODIFY {quote(column)} {column_type} CHARACTER SET utf8mb4 "
-                f"COLLATE {collation} {'NULL' if nullable == 'YES' else 'NOT NULL'}"
-                for column, column_type, nullable in columns
-            )
-            log.info("table %s: key columns %s get the exact collation %s (once)", table,
-                        ", ".join(c for c, _, _ in columns), collation)
-            conn.exec_driver_sql(f"ALTER TABLE {quote(table)} {modify}")
 
     def _allow_waiting_keys(self, conn: Connection, inspector: sa.Inspector) -> None:
         """Mapping tables made before keys could wait have a NOT NULL column_name: lift it."""
@@ -654,23 +555,7 @@ class Schema:
                           if c["name"] == "column_name")
             if column["nullable"]:
                 continue
-            quote = conn.dialect.identifier_preparer.quote
-            table = quote(mapping.name)
-            key = "env_key" if mapping is self.env_table else "field"
-            if self.dialect == "postgresql":
-                conn.exec_driver_sql(
-                    f"ALTER TABLE {table} ALTER COLUMN column_name DROP NOT NULL")
-            elif self.dialect in _MYSQL:
-                name_type = Name.compile(dialect=conn.dialect)
-                conn.exec_driver_sql(f"ALTER TABLE {table} MODIFY column_name {name_type} NULL")
-            else:  # SQLite cannot change a column: copy the table into the current definition
-                old = quote(f"{mapping.name}_old")
-                conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {old}")
-                mapping.create(conn)
-                conn.exec_driver_sql(
-                    f"INSERT INTO {table} (table_name, {key}, column_name) "  # noqa: S608
-                    f"SELECT table_name, {key}, column_name FROM {old}")
-                conn.exec_driver_sql(f"DROP TABLE {old}")
+            self.family.make_nullable(conn, mapping, "column_name")
             log.info("%s: keys may now wait without a column", mapping.name)
 
     def _add_column_or_wait(self, conn: Connection, mapping: sa.Table, key: str,

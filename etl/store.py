@@ -24,7 +24,6 @@ from .dialects import Family, first_line
 from .errors import DatabaseError, MappingChanged
 from .pairs import Pair
 from .schema import (
-    _MYSQL,
     HISTORY_TABLE,
     TIMESTAMP_COLUMNS,
     ColumnMap,
@@ -169,48 +168,10 @@ class RunStore(Schema):
                      self.table_name)
         return marked
 
-    # A chunk is staged in a temporary table, then merged by set-based SQL: the history is
-    # compared and extended in the database, and the upsert is one INSERT ... SELECT. Python
-    # touches each run once, to hand the rows to the driver (COPY on PostgreSQL).
-
-    def _create_stage(self, conn: Connection) -> None:
-        runs = conn.dialect.identifier_preparer.quote(self.table_name)
-        if self.dialect == "postgresql":  # dropped at commit; a rollback drops it too
-            conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {STAGE} (LIKE {runs}) ON COMMIT DROP")
-        elif self.dialect in _MYSQL:  # a failed transaction leaves MySQL's temporary table
-            conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {STAGE}")
-            conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {STAGE} LIKE {runs}")
-        else:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{STAGE}")
-            conn.exec_driver_sql(
-                f"CREATE TEMPORARY TABLE {STAGE} AS "  # noqa: S608 - quoted name
-                f"SELECT * FROM main.{runs} WHERE 0")
-
-    def _drop_stage(self, conn: Connection) -> None:
-        if self.dialect in _MYSQL:
-            conn.exec_driver_sql(f"DROP TEMPORARY TABLE {STAGE}")
-        elif self.dialect == "sqlite":
-            conn.exec_driver_sql(f"DROP TABLE temp.{STAGE}")
-
-    def _fill_stage(self, conn: Connection, columns: list[str], rows: list[list]) -> None:
-        quote = conn.dialect.identifier_preparer.quote
-        names = ", ".join(quote(c) for c in columns)
-        if self.dialect == "postgresql":
-            with conn.connection.driver_connection.cursor() as cursor:
-                with cursor.copy(f"COPY {STAGE} ({names}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            return
-        if self.dialect == "sqlite":
-            _sqlite_timestamps(rows, [columns.index(c) for c in TIMESTAMP_COLUMNS])
-        marker = "?" if self.dialect == "sqlite" else "%s"
-        # The driver's own executemany (PyMySQL turns it into multi-row INSERTs); SQLAlchemy's
-        # per-row parameter processing was most of the load time.
-        markers = ", ".join([marker] * len(columns))
-        conn.exec_driver_sql(
-            f"INSERT INTO {STAGE} ({names}) VALUES ({markers})",  # noqa: S608 - quoted names
-            list(map(tuple, rows)),  # SQLAlchemy takes tuples, not lists
-        )
+    # A chunk is staged in a temporary table (the family's create_stage and fill_stage), then
+    # merged by set-based SQL: the history is compared and extended in the database, and the
+    # upsert is one INSERT ... SELECT. Python touches each run once, to hand the rows to the
+    # driver (COPY on PostgreSQL).
 
     def _merge_stage(self, conn: Connection, columns: list[str]) -> None:
         """INSERT ... SELECT from the stage, updating every non-key column of existing runs;
@@ -218,17 +179,13 @@ class RunStore(Schema):
         quote = conn.dialect.identifier_preparer.quote
         runs = quote(self.table_name)
         names = ", ".join(quote(c) for c in columns)
-        incoming = "VALUES({})" if self.dialect in _MYSQL else "excluded.{}"
+        incoming = self.family.incoming
         sets = ", ".join(
-            f"{quote(c)} = COALESCE({incoming.format(quote(c))}, {runs}.{quote(c)})"
-            if c in LIST_TIME_COLUMNS else f"{quote(c)} = {incoming.format(quote(c))}"
+            f"{quote(c)} = COALESCE({incoming(quote(c))}, {runs}.{quote(c)})"
+            if c in LIST_TIME_COLUMNS else f"{quote(c)} = {incoming(quote(c))}"
             for c in columns if c not in KEY_COLUMNS
         )
-        if self.dialect in _MYSQL:
-            conflict = f"ON DUPLICATE KEY UPDATE {sets}"
-        else:
-            keys = ", ".join(quote(c) for c in KEY_COLUMNS)
-            conflict = f"ON CONFLICT ({keys}) DO UPDATE SET {sets}"
+        conflict = self.family.upsert_clause([quote(c) for c in KEY_COLUMNS], sets)
         # WHERE 1 = 1: SQLite's parser needs it to tell ON CONFLICT from a join's ON.
         conn.exec_driver_sql(
             f"INSERT INTO {runs} ({names}) SELECT {names} FROM {STAGE} "  # noqa: S608 - quoted
@@ -244,42 +201,14 @@ class RunStore(Schema):
         runs, history = quote(self.table_name), quote(HISTORY_TABLE)
         content = [quote(c) for c in columns
                    if c not in KEY_COLUMNS and c not in OBSERVATION_COLUMNS]
-        # BINARY on MySQL: the text columns' collation ignores case and trailing spaces.
-        exact = "BINARY " if self.dialect in _MYSQL else ""
-        staged = ", ".join(f"{exact}s.{c}" for c in content)
-        stored = ", ".join(f"{exact}r.{c}" for c in content)
         # Every name below is quoted by the dialect; the table name is a bound parameter.
         current = ("h.table_name = :table AND h.project_id = s.project_id "
                    "AND h.run_name = s.run_name AND h.valid_to IS NULL")
         same_run = "r.project_id = s.project_id AND r.run_name = s.run_name"
-        if self.dialect == "postgresql":
-            # LATERAL ... LIMIT 1 walks the indexes once per staged run. A plain join was
-            # planned from statistics taken while the tables were still empty (a hash join
-            # over the whole history: 50x slower in the middle of a large load).
-            changed_sql = (
-                f"SELECT h.id, s.project_id, s.run_name, s.fetched_at FROM {STAGE} s "  # noqa: S608
-                f"CROSS JOIN LATERAL (SELECT * FROM {runs} r WHERE {same_run} LIMIT 1) r "
-                f"CROSS JOIN LATERAL (SELECT h.id FROM {history} h WHERE {current} LIMIT 1) h "
-                f"WHERE ROW({staged}) IS DISTINCT FROM ROW({stored})"
-            )
-            unversioned = (
-                f"{STAGE} s LEFT JOIN LATERAL (SELECT h.id FROM {history} h "  # noqa: S608
-                f"WHERE {current} LIMIT 1) h ON true WHERE h.id IS NULL"
-            )
-        else:
-            if self.dialect in _MYSQL:
-                differs, join = f"NOT (({staged}) <=> ({stored}))", "JOIN"
-            else:  # CROSS JOIN keeps the stage outermost: SQLite has no statistics for it
-                differs, join = f"({staged}) IS NOT ({stored})", "CROSS JOIN"
-            changed_sql = (
-                f"SELECT h.id, s.project_id, s.run_name, s.fetched_at FROM {STAGE} s "  # noqa: S608
-                f"{join} {runs} r ON {same_run} {join} {history} h ON {current} "
-                f"WHERE {differs}"
-            )
-            unversioned = (
-                f"{STAGE} s WHERE NOT EXISTS "  # noqa: S608 - quoted names
-                f"(SELECT 1 FROM {history} h WHERE {current})"
-            )
+        family = self.family
+        differs = family.row_differs([f"s.{c}" for c in content], [f"r.{c}" for c in content])
+        changed_sql = family.changed_runs_sql(STAGE, runs, history, same_run, current, differs)
+        unversioned = family.unversioned_sql(STAGE, history, current)
         changed = conn.execute(sa.text(changed_sql), {"table": self.table_name}).all()
         if changed:
             superseded = self._stored_rows(conn, {Pair(p, r) for _, p, r, _ in changed})
@@ -336,11 +265,13 @@ class RunStore(Schema):
             with self._table_lock() as conn:  # one writer per table, across exports too
                 if mapping is not None and self.read_mapping(conn) != mapping:
                     raise MappingChanged(self.table_name)
-                self._create_stage(conn)
-                self._fill_stage(conn, columns, rows)
+                runs = conn.dialect.identifier_preparer.quote(self.table_name)
+                timestamps = [i for i, c in enumerate(columns) if c in TIMESTAMP_COLUMNS]
+                self.family.create_stage(conn, STAGE, runs)
+                self.family.fill_stage(conn, STAGE, columns, rows, timestamps)
                 self._write_history(conn, columns, batch_id)  # first: it reads the old rows
                 self._merge_stage(conn, columns)
-                self._drop_stage(conn)
+                self.family.drop_stage(conn, STAGE)
         except SQLAlchemyError as exc:
             raise DatabaseError(
                 f"writing {len(rows)} runs to table {self.table_name} failed: "
@@ -379,15 +310,3 @@ def _as_datetime(value: object) -> object:
     # Read back from SQLite's stage as text; other drivers return datetimes.
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
-
-def _sqlite_timestamps(rows: list[list], timestamp_indexes: list[int]) -> None:
-    """Datetimes in ``rows`` (changed in place) as the text SQLAlchemy's SQLite DateTime reads
-    back (sqlite3's own datetime adapter is deprecated)."""
-    texts: dict = {None: None}  # runs of one chunk mostly share a few timestamps
-    for index in timestamp_indexes:
-        for row in rows:
-            value = row[index]
-            text = texts.get(value)
-            if text is None and value is not None:
-                text = texts[value] = value.strftime("%Y-%m-%d %H:%M:%S.%f")
-            row[index] = text
