@@ -42,12 +42,18 @@ def _describe(url: sa.URL) -> str:
 def create_engine(db_url: str) -> Engine:
     """An engine for a supported URL; :class:`DatabaseError` (exit 4) names what is wrong."""
     try:
-        url = make_url(db_url)
-    except ArgumentError:
+        url: sa.URL | None = make_url(db_url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        url = None
+    # No host holds an @: one there is the rest of a password the parser cut at its first @
+    # (and the driver would name it in its error).
+    if url is None or "@" in (url.host or ""):
+        escape = ("; percent-encode @, : and / in a password (@ as %40)"
+                  if db_url.count("@") > 1 else "")
         raise InputError(
             f"--db: {redact_url(db_url)!r} is not a database URL; expected e.g. "
-            "sqlite:///nsml_runs.db or postgresql+psycopg://user@host/db"
-        ) from None
+            f"sqlite:///nsml_runs.db or postgresql+psycopg://user@host/db{escape}"
+        )
     backend = url.get_backend_name()
     if backend not in BACKENDS:
         raise DatabaseError(
