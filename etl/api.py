@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from .config import Credentials, Setting, Settings, credentials_from_env, resolve_settings
 from .errors import InputError
 from .outcome import ExportReport, ProgressCallback
+from .pairs import RunToFetch
 
 # A replay is not paced by the API, so larger transactions pay off: a chunk's commit and
 # fixed statements took about 25 ms on SQLite, the time of some 250 runs. 4,000 pending runs
@@ -122,7 +123,7 @@ def export(
         store = RunStore(engine, settings.table, settings.max_env_columns)
         skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
         if given is not None:
-            source, total = given, len(given)
+            source, total = map(RunToFetch, given), len(given)
         else:
             from .client import NsmlClient
             from .watchdog import Watchdog
@@ -174,7 +175,8 @@ def load(
                  "max_env_columns": max_env_columns}
     settings = _settings(settings, arguments, config_file, defaults=LOAD_DEFAULTS)
     stop = stop if stop is not None else threading.Event()
-    from .archive import display_name, iter_archive
+    from .archive import iter_archive
+    from .files import display_name
 
     records = iter_archive(file)  # a missing file fails here, before the database is touched
     with contextlib.ExitStack() as cleanup:
@@ -262,7 +264,7 @@ def _collect_pairs(pairs: object) -> Any:
 
 def _file_name(path: str | os.PathLike) -> str:
     """As it can be stored (a name that is not UTF-8 carries lone surrogates)."""
-    from .archive import display_name
+    from .files import display_name
 
     return display_name(path)
 

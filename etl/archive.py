@@ -12,7 +12,6 @@ import codecs
 import contextlib
 import gzip
 import io
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -22,7 +21,8 @@ from typing import IO, Any, NamedTuple
 
 from . import jsontext
 from .errors import InputError
-from .pairs import STDIN_NAME, Pair, check_name
+from .files import display_name, open_input
+from .pairs import STDIN_NAME, Pair, check_name, name_as_text
 
 RESPONSE_KEY = "response"
 FETCHED_AT_KEY = "fetchedAt"
@@ -82,9 +82,7 @@ class ArchivedRun(NamedTuple):
 def _pair_from(obj: dict, where: str) -> Pair | None:
     """The pair a line names, checked as a pairs file's are (:class:`InputError` saying why
     not); None when it names none."""
-    project_id, run_name = obj.get("projectId"), obj.get("runName")
-    if isinstance(run_name, int) and not isinstance(run_name, bool):
-        run_name = str(run_name)
+    project_id, run_name = obj.get("projectId"), name_as_text(obj.get("runName"))
     if isinstance(project_id, str) and project_id and isinstance(run_name, str) and run_name:
         return Pair(check_name(project_id, "projectId", where),
                     check_name(run_name, "runName", where))
@@ -102,12 +100,6 @@ def _utc(text: Any) -> datetime | None:
     return when
 
 
-def display_name(path: str | Path) -> str:
-    """A file name as text that can be printed and stored: a name that is not UTF-8 (Latin-1
-    on an old share) carries undecodable bytes as lone surrogates, which no database takes."""
-    return os.fsencode(path).decode("utf-8", "replace")
-
-
 def iter_archive(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[ArchivedRun]:
     """Each line of an archive or plain-runs file, or of stdin for ``-``; unusable lines come
     with a ``problem``. The file is opened here, so a missing one fails before any line is
@@ -115,15 +107,7 @@ def iter_archive(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[A
     name = display_name(path)
     if name == "-":
         return _read_lines(STDIN_NAME, stdin if stdin is not None else sys.stdin.buffer)
-    if Path(path).is_dir():
-        raise InputError(f"{name}: is a directory, expected a JSON Lines file")
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed by _read_lines
-    except FileNotFoundError:
-        raise InputError(f"{name}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror}") from None
-    return _read_lines(name, handle, close=True)
+    return _read_lines(name, open_input(path, "file"), close=True)
 
 
 def _read_lines(source: str, handle: IO[bytes], close: bool = False) -> Iterator[ArchivedRun]:

@@ -23,7 +23,7 @@ from .store import RunStore
 
 log = logging.getLogger(__name__)
 
-RUNNING, SUCCEEDED, PARTIAL, AUTH_FAILED, INTERRUPTED, FAILED = (
+BATCH_STATUSES = RUNNING, SUCCEEDED, PARTIAL, AUTH_FAILED, INTERRUPTED, FAILED = (
     "running", "succeeded", "partial", "auth_failed", "interrupted", "failed",
 )
 # Longest error message kept in nsml_export_batches.error.

@@ -38,21 +38,12 @@ from .errors import (
 )
 from .events import setup_logging
 from .outcome import ExportReport
+from .pairs import write_pairs_file
 
 log = logging.getLogger("nsml_etl")
 # Characters of an unexpected error's message shown (the first line only).
 MAX_UNEXPECTED_TEXT = 300
 
-_CLICK_TYPES: dict[str, click.ParamType] = {
-    "concurrency": click.IntRange(min=1),
-    "max_attempts": click.IntRange(min=1),
-    "chunk_size": click.IntRange(min=1),
-    "max_env_columns": click.IntRange(min=0),
-    "timeout": click.FloatRange(min=0, min_open=True),
-    "backoff_initial": click.FloatRange(min=0),
-    "backoff_max": click.FloatRange(min=0),
-    "retry_after_max": click.FloatRange(min=0),
-}
 # Options shown in --help of export; the tuning ones stay available in config files and env.
 _EXPORT_SETTINGS = ("db_url", "table", "base_url", "concurrency", "timeout", "max_attempts",
                     "chunk_size", "max_env_columns", "backoff_initial", "backoff_max",
@@ -72,7 +63,10 @@ def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None 
             func = click.option(
                 setting.flag,
                 setting.name,
-                type=_CLICK_TYPES.get(setting.name, str),
+                # Text in, parsed by resolve_settings like an env or file value: one parser per
+                # setting, and a bad value names the flag the same way.
+                type=str,
+                metavar=setting.metavar,
                 default=None,
                 help=f"{setting.help} [env {setting.env}; default {default}]",
             )(func)
@@ -391,17 +385,12 @@ def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path |
     setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
     client = NsmlClient(settings, credentials_from_env())
-    count = 0
     try:
-        with click.open_file(str(out_path), "w", encoding="utf-8", atomic=True) as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["project_id", "run_name", "status", "create_time", "update_time"])
-            for run in discover_runs(client, projects=projects or None,
-                                     timezone=settings.list_timezone):
-                writer.writerow([*run.pair, run.status or "",
-                                 *(t.isoformat(sep=" ") if t else "" for t in
-                                   (run.create_time, run.update_time))])
-                count += 1
+        runs = discover_runs(client, projects=projects or None, timezone=settings.list_timezone)
+        count = write_pairs_file(
+            out_path, ((*run.pair, run.status, *(t and t.isoformat(sep=" ") for t in
+                                                (run.create_time, run.update_time)))
+                       for run in runs), ["status", "create_time", "update_time"])
     finally:
         client.close()
     click.echo(f"Wrote {count} pairs to {out_path}.", err=True)
@@ -632,10 +621,7 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         config.clock_file = clock_file
     sim = Simulator(config, host=host, port=port)
     if write_pairs:
-        with open(write_pairs, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["project_id", "run_name"])
-            writer.writerows(sim.pairs())
+        write_pairs_file(write_pairs, sim.pairs())
     if address_file:
         tmp = address_file.with_name(address_file.name + ".tmp")
         tmp.write_text(sim.base_url + "\n")

@@ -72,13 +72,20 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     value = value.strip()
     if value.isdigit():
         return float(value)
+    when = http_date(value)
+    return None if when is None else max(0.0, when - now())
+
+
+def http_date(value: str) -> float | None:
+    """An HTTP-date (``Wed, 02 Dec 2026 03:51:37 GMT``) as a POSIX timestamp; None when it is
+    not one. A date without a zone is read as UTC, as HTTP dates always are."""
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now())
+    return when.timestamp()
 
 
 class WaitRetryAfter:
@@ -138,16 +145,8 @@ def gateway_error(response: requests.Response) -> tuple[str | None, str]:
 
 def clock_skew(response: requests.Response, now: Callable[[], float] = time.time) -> float | None:
     """Seconds the local clock is ahead of the server's, when the Date header says so."""
-    date = response.headers.get("Date")
-    if not date:
-        return None
-    try:
-        server = email.utils.parsedate_to_datetime(date)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if server.tzinfo is None:
-        server = server.replace(tzinfo=UTC)
-    return now() - server.timestamp()
+    server = http_date(response.headers.get("Date") or "")
+    return None if server is None else now() - server
 
 
 def interpret(response: requests.Response, now: Callable[[], float] = time.time) -> Any:

@@ -11,16 +11,19 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import InputError
+from .files import open_input
 
 DEFAULT_BASE_URL = "https://nsml.apigw.ntruss.com/nsml/v1"
 DEFAULT_DB_URL = "sqlite:///nsml_runs.db"
 DEFAULT_TABLE = "nsml_runs"
+# The run list's times carry no zone; NCP is run from Korea.
+DEFAULT_LIST_TIMEZONE = "Asia/Seoul"
 # Env columns per runs table, by default (--max-env-columns). The fixed columns plus this many
 # fit every database's limits with room for undocumented fields. The tightest is MariaDB:
 # InnoDB rows hold 8,126 bytes, keep every text value of up to 40 bytes in the row, and the
@@ -191,67 +194,69 @@ def _text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Setting:
+    """One setting as the CLI, the environment and config files know it."""
+
     name: str
     default: Any
     parse: Callable[[Any], Any]
     env: str
     flag: str
+    metavar: str
     help: str
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("db_url", DEFAULT_DB_URL, _text, "NSML_ETL_DB_URL", "--db",
-            "SQLAlchemy URL of the target database."),
-    Setting("table", DEFAULT_TABLE, _table_name, "NSML_ETL_TABLE", "--table",
-            "Table the runs land in."),
-    Setting("base_url", DEFAULT_BASE_URL, _base_url, "NSML_BASE_URL", "--base-url",
-            "NSML API base URL; its path prefix is part of what is signed."),
-    Setting("concurrency", 8, _positive_int, "NSML_ETL_CONCURRENCY", "--concurrency",
-            "Parallel API requests (one HTTP session per worker)."),
-    Setting("timeout", 30.0, _positive_float, "NSML_ETL_TIMEOUT", "--timeout",
-            "Seconds for each API response as a whole (headers and body, not per read)."),
-    Setting("max_attempts", 5, _positive_int, "NSML_ETL_MAX_ATTEMPTS", "--max-attempts",
-            "Attempts per run before it is recorded as failed."),
-    Setting("chunk_size", 500, _positive_int, "NSML_ETL_CHUNK_SIZE", "--chunk-size",
-            "Runs written per database transaction."),
-    Setting("max_env_columns", DEFAULT_MAX_ENV_COLUMNS, _non_negative_int,
-            "NSML_ETL_MAX_ENV_COLUMNS", "--max-env-columns",
-            "Env keys that get a column of their own in the table; the others stay in envs "
-            "and the nsml_run_envs view. Raising it later gives waiting keys columns."),
-    Setting("backoff_initial", 0.5, _non_negative_float, "NSML_ETL_BACKOFF_INITIAL",
-            "--backoff-initial", "First retry backoff ceiling in seconds (doubles per attempt)."),
-    Setting("backoff_max", 30.0, _non_negative_float, "NSML_ETL_BACKOFF_MAX", "--backoff-max",
-            "Largest backoff between two attempts, in seconds."),
-    Setting("retry_after_max", 60.0, _non_negative_float, "NSML_ETL_RETRY_AFTER_MAX",
-            "--retry-after-max", "Cap on a server's Retry-After, in seconds."),
-    Setting("rate_limit", None, _rate, "NSML_ETL_RATE_LIMIT", "--rate-limit",
-            "Cap on API requests per second across all workers, e.g. 20/s or 600/min."),
-    Setting("list_timezone", "Asia/Seoul", _timezone, "NSML_ETL_LIST_TIMEZONE",
-            "--list-timezone", "Zone of the run list's createTime/updateTime (not documented "
-            "by NCP); stored as UTC."),
-    Setting("ca_bundle", None, _ca_bundle, "NSML_ETL_CA_BUNDLE", "--ca-bundle",
-            "CA bundle for a TLS-inspecting proxy (REQUESTS_CA_BUNDLE is honoured too); "
-            "verification is never turned off."),
-)
-SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+def _setting(default: Any, parse: Callable[[Any], Any], env: str, flag: str, metavar: str,
+             help: str) -> Any:
+    """A field of :class:`Settings` that carries the rest of its :class:`Setting`."""
+    return field(default=default, metadata={"parse": parse, "env": env, "flag": flag,
+                                            "metavar": metavar, "help": help})
 
 
 @dataclass(frozen=True)
 class Settings:
-    db_url: str = DEFAULT_DB_URL
-    table: str = DEFAULT_TABLE
-    base_url: str = DEFAULT_BASE_URL
-    concurrency: int = 8
-    timeout: float = 30.0
-    max_attempts: int = 5
-    chunk_size: int = 500
-    max_env_columns: int = DEFAULT_MAX_ENV_COLUMNS
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    retry_after_max: float = 60.0
-    rate_limit: float | None = None
-    list_timezone: str = "Asia/Seoul"
-    ca_bundle: str | None = None
+    """Every setting, and the one table of them: each field's default, parser, environment
+    variable, flag and help make :data:`SETTINGS`, from which the CLI builds its options
+    (``cli.settings_options``) and :func:`resolve_settings` reads files, env and flags."""
+
+    db_url: str = _setting(DEFAULT_DB_URL, _text, "NSML_ETL_DB_URL", "--db", "URL",
+                           "SQLAlchemy URL of the target database.")
+    table: str = _setting(DEFAULT_TABLE, _table_name, "NSML_ETL_TABLE", "--table", "NAME",
+                          "Table the runs land in.")
+    base_url: str = _setting(DEFAULT_BASE_URL, _base_url, "NSML_BASE_URL", "--base-url", "URL",
+                             "NSML API base URL; its path prefix is part of what is signed.")
+    concurrency: int = _setting(8, _positive_int, "NSML_ETL_CONCURRENCY", "--concurrency", "N",
+                                "Parallel API requests (one HTTP session per worker).")
+    timeout: float = _setting(30.0, _positive_float, "NSML_ETL_TIMEOUT", "--timeout", "SECONDS",
+                              "Seconds for each API response as a whole (headers and body, "
+                              "not per read).")
+    max_attempts: int = _setting(5, _positive_int, "NSML_ETL_MAX_ATTEMPTS", "--max-attempts",
+                                 "N", "Attempts per run before it is recorded as failed.")
+    chunk_size: int = _setting(500, _positive_int, "NSML_ETL_CHUNK_SIZE", "--chunk-size", "N",
+                               "Runs written per database transaction.")
+    max_env_columns: int = _setting(
+        DEFAULT_MAX_ENV_COLUMNS, _non_negative_int, "NSML_ETL_MAX_ENV_COLUMNS",
+        "--max-env-columns", "N",
+        "Env keys that get a column of their own in the table; the others stay in envs and the "
+        "nsml_run_envs view. Raising it later gives waiting keys columns.")
+    backoff_initial: float = _setting(
+        0.5, _non_negative_float, "NSML_ETL_BACKOFF_INITIAL", "--backoff-initial", "SECONDS",
+        "First retry backoff ceiling in seconds (doubles per attempt).")
+    backoff_max: float = _setting(30.0, _non_negative_float, "NSML_ETL_BACKOFF_MAX",
+                                  "--backoff-max", "SECONDS",
+                                  "Largest backoff between two attempts, in seconds.")
+    retry_after_max: float = _setting(60.0, _non_negative_float, "NSML_ETL_RETRY_AFTER_MAX",
+                                      "--retry-after-max", "SECONDS",
+                                      "Cap on a server's Retry-After, in seconds.")
+    rate_limit: float | None = _setting(
+        None, _rate, "NSML_ETL_RATE_LIMIT", "--rate-limit", "RATE",
+        "Cap on API requests per second across all workers, e.g. 20/s or 600/min.")
+    list_timezone: str = _setting(
+        DEFAULT_LIST_TIMEZONE, _timezone, "NSML_ETL_LIST_TIMEZONE", "--list-timezone", "ZONE",
+        "Zone of the run list's createTime/updateTime (not documented by NCP); stored as UTC.")
+    ca_bundle: str | None = _setting(
+        None, _ca_bundle, "NSML_ETL_CA_BUNDLE", "--ca-bundle", "PATH",
+        "CA bundle for a TLS-inspecting proxy (REQUESTS_CA_BUNDLE is honoured too); "
+        "verification is never turned off.")
 
     def public_dict(self) -> dict[str, Any]:
         """The settings with the database password masked, for logs and summaries."""
@@ -262,14 +267,17 @@ class Settings:
         return values
 
 
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(name=f.name, default=f.default, **f.metadata) for f in fields(Settings))
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """Parse and check a TOML config file: known keys only, no secrets."""
     try:
-        with open(path, "rb") as handle:
+        with open_input(path, "config file") as handle:
             data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise InputError(f"{path}: config file not found") from None
-    except OSError as exc:
+    except OSError as exc:  # a read error after the open
         raise InputError(f"{path}: cannot read config file: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid TOML: {exc}") from None

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from .client import NsmlClient
+from .config import DEFAULT_LIST_TIMEZONE
 from .errors import ApiError, DiscoveryError
-from .pairs import Pair
+from .pairs import Pair, RunToFetch, name_as_text
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +26,6 @@ LIST_PAGE_SIZE = 100
 # A guard against a gateway that never returns an empty page (or loops): 100 x 100,000 runs.
 MAX_PAGES = 100_000
 LIST_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
-@dataclass(frozen=True)
-class ListedRun:
-    """A run as the run list shows it: enough to fetch it, plus times Get run lacks."""
-
-    pair: Pair
-    status: str | None
-    create_time: datetime | None
-    update_time: datetime | None
 
 
 def parse_list_time(value: object, zone: ZoneInfo) -> datetime | None:
@@ -49,17 +39,15 @@ def parse_list_time(value: object, zone: ZoneInfo) -> datetime | None:
     return local.astimezone(UTC).replace(tzinfo=None)
 
 
-def _listed(summary: object, zone: ZoneInfo) -> ListedRun | None:
+def _listed(summary: object, zone: ZoneInfo) -> RunToFetch | None:
     if not isinstance(summary, dict):
         return None
-    project_id, run_name = summary.get("projectId"), summary.get("runName")
-    if isinstance(run_name, int) and not isinstance(run_name, bool):
-        run_name = str(run_name)
+    project_id, run_name = summary.get("projectId"), name_as_text(summary.get("runName"))
     if not (isinstance(project_id, str) and project_id and isinstance(run_name, str)
             and run_name):
         return None
     status = summary.get("status")
-    return ListedRun(
+    return RunToFetch(
         Pair(project_id, run_name),
         status if isinstance(status, str) else None,
         parse_list_time(summary.get("createTime"), zone),
@@ -71,9 +59,9 @@ def discover_runs(
     client: NsmlClient,
     *,
     projects: Iterable[str] | None = None,
-    timezone: str = "Asia/Seoul",
+    timezone: str = DEFAULT_LIST_TIMEZONE,
     page_size: int = LIST_PAGE_SIZE,
-) -> Iterator[ListedRun]:
+) -> Iterator[RunToFetch]:
     """Every run the key can see (or of ``projects``), each once, page by page."""
     zone = ZoneInfo(timezone)
     wanted = set(projects) if projects else None
@@ -102,8 +90,7 @@ def discover_runs(
     raise DiscoveryError(f"run list did not end after {MAX_PAGES} pages")
 
 
-def then_unlisted(listed: Iterable[ListedRun], stored: set[Pair]
-                  ) -> Iterator[ListedRun | Pair]:
+def then_unlisted(listed: Iterable[RunToFetch], stored: set[Pair]) -> Iterator[RunToFetch]:
     """Every run of ``listed``, then each pair of ``stored`` (runs stored as unfinished) that the
     list did not show: a run deleted upstream drops out of the list, and only Get run's 404
     tells, so it can be marked gone instead of looking alive forever. Nothing is added when
@@ -114,4 +101,4 @@ def then_unlisted(listed: Iterable[ListedRun], stored: set[Pair]
         yield run
     if remaining:
         log.info("%d stored unfinished runs were not listed; fetching them", len(remaining))
-    yield from sorted(remaining)
+    yield from map(RunToFetch, sorted(remaining))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +13,9 @@ from .errors import (
     EXIT_SOME_FAILED,
     AuthenticationError,
     EtlError,
-    InputError,
 )
 from .events import log_failure
-from .pairs import Pair
+from .pairs import Pair, write_pairs_file
 
 
 @dataclass(frozen=True)
@@ -74,15 +72,8 @@ class ExportReport:
     def write_failures(self, path: str | Path) -> None:
         """The failed pairs as a pairs CSV (plus a reason column, which pairs files ignore),
         to retry them; lines of a load that name no pair are left out."""
-        try:
-            with open(path, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["project_id", "run_name", "reason"])
-                for failure in self.failed:
-                    if failure.pair is not None:
-                        writer.writerow([*failure.pair, failure.reason])
-        except OSError as exc:
-            raise InputError(f"{path}: {exc.strerror}") from None
+        write_pairs_file(path, ((*failure.pair, failure.reason) for failure in self.failed
+                                if failure.pair is not None), ["reason"])
 
     @property
     def exit_code(self) -> int:

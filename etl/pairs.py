@@ -11,15 +11,19 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import os
 import shutil
 import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, NamedTuple
 
 from .errors import InputError
+from .files import display_name, open_input
 
 PROJECT_KEYS = ("project_id", "projectId")
 RUN_KEYS = ("run_name", "runName")
@@ -44,6 +48,25 @@ class Pair(NamedTuple):
         return f"{self.project_id}/{self.run_name}"
 
 
+@dataclass(frozen=True, slots=True)
+class RunToFetch:
+    """A run for an export to fetch: its pair, and what the run list showed of it (Get run has
+    no times). A run named by a pairs file, or stored and no longer listed, has only its pair."""
+
+    pair: Pair
+    status: str | None = None
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+
+
+def name_as_text(value: object) -> object:
+    """A name as text where the API or a file sent a JSON number (run names are numbers in
+    NSML: ``3`` means ``"3"``); any other value as it is, for the caller to judge."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 def check_name(value: object, what: str, where: str) -> str:
     """A project id or run name: non-empty text without control characters or lone UTF-16
     surrogates (legal as JSON escapes; no database can store them); :class:`InputError`
@@ -55,8 +78,7 @@ def check_name(value: object, what: str, where: str) -> str:
         return value
     if isinstance(value, bool) or value is None:
         raise InputError(f"{where}: {what} is {json.dumps(value)}, expected text")
-    if isinstance(value, int):
-        value = str(value)  # JSON Lines may carry run names as numbers: 3 means "3"
+    value = name_as_text(value)
     if not isinstance(value, str):
         raise InputError(f"{where}: {what} must be text, got {type(value).__name__}")
     if not value.strip():
@@ -172,7 +194,7 @@ def _looks_like_jsonl(head: str) -> bool:
 
 def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[tuple[int, Pair]]:
     """Yield (line, pair) from a file path, or ``-`` for stdin, validating as it goes."""
-    name = str(path)
+    name = display_name(path)
     if name == "-":
         source = stdin if stdin is not None else sys.stdin.buffer
         spool = tempfile.SpooledTemporaryFile(max_size=STDIN_SPOOL_BYTES)
@@ -184,17 +206,8 @@ def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[tup
         with spool:
             yield from parse(spool, STDIN_NAME)  # type: ignore[arg-type]
         return
-    file_path = Path(path)
-    if file_path.is_dir():
-        raise InputError(f"{name}: is a directory, expected a pairs file")
     parse = iter_jsonl if name.lower().endswith(JSONL_SUFFIXES) else iter_csv
-    try:
-        binary = open(file_path, "rb")  # noqa: SIM115 - closed by the with below
-    except FileNotFoundError:
-        raise InputError(f"{name}: no such pairs file") from None
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read pairs file: {exc.strerror}") from None
-    with binary:
+    with open_input(path, "pairs file") as binary:
         yield from parse(binary, name)
 
 
@@ -212,7 +225,6 @@ class PairSet:
         self._db: sqlite3.Connection | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._buffer: list[Pair] = []
-        self._count = 0
 
     def add(self, pair: Pair) -> None:
         if self._db is None:
@@ -319,6 +331,31 @@ def collect_given_pairs(items: Iterable[object], name: str = "pairs") -> PairSet
         pairs.close()
         raise
     return pairs
+
+
+def write_pairs_file(path: str | os.PathLike, rows: Iterable[Sequence[object]],
+                     extra_columns: Sequence[str] = ()) -> int:
+    """Write a pairs CSV that ``export --pairs`` reads back: project_id, run_name, then
+    ``extra_columns`` (which it ignores). Each row is a pair followed by its extra values; None
+    is an empty cell. The file appears whole or not at all (written aside, then renamed), so an
+    interrupted write never leaves half a pairs file for the next cron run. Returns the rows
+    written."""
+    target = Path(path)
+    aside = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    count = 0
+    try:
+        with open(aside, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["project_id", "run_name", *extra_columns])
+            for row in rows:
+                writer.writerow(["" if value is None else value for value in row])
+                count += 1
+        os.replace(aside, target)
+    except OSError as exc:
+        raise InputError(f"{display_name(path)}: cannot write: {exc.strerror}") from None
+    finally:
+        aside.unlink(missing_ok=True)
+    return count
 
 
 def read_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> list[Pair]:

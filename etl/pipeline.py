@@ -32,7 +32,6 @@ from .client import NsmlClient
 from .clock import utc_now
 from .config import Credentials, Settings
 from .dialects import Family, error_kind, first_line
-from .discovery import ListedRun
 from .errors import (
     Aborted,
     AuthenticationError,
@@ -44,7 +43,7 @@ from .errors import (
 )
 from .events import event, log_finished
 from .outcome import ExportReport, FailedPair, ProgressCallback
-from .pairs import Pair
+from .pairs import Pair, RunToFetch
 from .store import RunStore
 from .throttle import Throttle
 from .transform import (
@@ -123,10 +122,9 @@ class _Fetcher:
                 self._clients.append(client)
         return client
 
-    def fetch(self, item: Pair | ListedRun) -> FlatRun | FailedPair:
-        """One pair, flattened; a FailedPair for anything that is this pair's own problem."""
-        listed = item if isinstance(item, ListedRun) else None
-        pair = listed.pair if listed is not None else item
+    def fetch(self, item: RunToFetch) -> FlatRun | FailedPair:
+        """One run, flattened; a FailedPair for anything that is this run's own problem."""
+        pair = item.pair
         try:
             result = self.client().get_run(pair)
         except AuthenticationError:
@@ -140,14 +138,10 @@ class _Fetcher:
         if self.archive is not None:
             self.archive.write(pair, result.raw, fetched_at)
         try:
-            run = flatten_run(result.body, pair, fetched_at,
-                              lambda: jsontext.loads_exact(result.raw))
+            return flatten_run(result.body, pair, fetched_at,
+                               lambda: jsontext.loads_exact(result.raw), listed=item)
         except RunShapeError as exc:
             return FailedPair(pair, f"unusable response: {exc}", 200, None, result.attempts)
-        if listed is not None:
-            run.columns["create_time"] = listed.create_time
-            run.columns["update_time"] = listed.update_time
-        return run
 
     def close(self) -> None:
         for client in self._clients:
@@ -320,7 +314,7 @@ def _drain(finished: queue.SimpleQueue, timeout: float) -> list[Future]:
 
 
 def export_runs(
-    pairs: Iterable[Pair | ListedRun],
+    runs: Iterable[RunToFetch],
     settings: Settings,
     credentials: Credentials,
     store: RunStore,
@@ -334,102 +328,141 @@ def export_runs(
     cancel: threading.Event | None = None,
     options: dict | None = None,
 ) -> ExportReport:
-    """Fetch every pair and upsert the runs; see the module docstring for the guarantees.
+    """Fetch every run and upsert it; see the module docstring for the guarantees.
 
-    ``pairs`` may be a lazy iterable (discovery, ``total`` None): fetching starts with the
-    first pair, and each pair counts as requested as it is pulled. Pairs in ``skip`` (runs
-    stored as finished, for --skip-finished) are counted, not fetched. Once ``stop`` is set
-    (also before the first pair: nothing is then sent), requests in flight get a short grace
+    ``runs`` may be a lazy iterable (discovery, ``total`` None): fetching starts with the
+    first run, and each run counts as requested as it is pulled. Runs whose pair is in ``skip``
+    (stored as finished, for --skip-finished) are counted, not fetched. Once ``stop`` is set
+    (also before the first run: nothing is then sent), requests in flight get a short grace
     period to finish; once ``cancel`` is set (by the caller, or when that grace ran out), they
-    are cut: their pairs are neither fetched nor failed, and everything fetched before is still
+    are cut: their runs are neither fetched nor failed, and everything fetched before is still
     committed. ``options`` (free of secrets) go into the batch row with the settings."""
     started = time.monotonic()
     report = ExportReport(requested=total or 0)
     log.info("export started: %s pairs", total if total is not None else "unknown",
              extra=event("batch_started", pairs=total, **settings.public_dict()))
-    stop = stop or threading.Event()
-    abort = threading.Event()
-    if stop.is_set():  # stopped while the export was being set up
-        report.interrupted = True
-        abort.set()
-    watchdog = Watchdog(cancel=cancel, stop=stop)
-    fetcher = _Fetcher(settings, credentials, abort, sleep, archive, watchdog)
     batch = BatchLog(store, "export", {**settings.public_dict(), "pairs": total,
                                        **(options or {})})
-    writer = _ChunkWriter(store, settings.chunk_size, report, batch, sleep, stop)
-    source = iter(pairs)
+    export = _Export(runs, settings, credentials, store, report, batch, sleep=sleep,
+                     stop=stop or threading.Event(), cancel=cancel, archive=archive,
+                     skip=skip, count_requested=total is None)
     if progress is not None:
         progress(report)  # the start: nothing done yet, and how many are requested if known
-    window = settings.concurrency * (1 + QUEUE_PER_WORKER)
+    export.run(progress)
+    return _finish(report, batch, started)
 
-    # Finished futures arrive on a queue: waiting on the whole in-flight set each time
-    # (concurrent.futures.wait) costs more than the fetches at high concurrency.
-    finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
-    in_flight: set[Future] = set()
-    with ThreadPoolExecutor(settings.concurrency, thread_name_prefix="fetch") as pool:
-        try:
-            while True:
-                while not abort.is_set() and len(in_flight) < window:
-                    try:
-                        item = next(source, None)
-                    except AuthenticationError as exc:  # discovery was refused
-                        report.auth_error = exc
-                        abort.set()
+
+class _Export:
+    """One export's moving parts: runs are pulled from the source into a bounded window of
+    fetches on the pool, their outcomes collected on this thread, and the runs written a chunk
+    at a time. The steps are methods so that :meth:`run` reads as the loop it is."""
+
+    def __init__(self, runs: Iterable[RunToFetch], settings: Settings,
+                 credentials: Credentials, store: RunStore, report: ExportReport,
+                 batch: BatchLog, *, sleep: Callable[[float], None], stop: threading.Event,
+                 cancel: threading.Event | None, archive: ArchiveWriter | None,
+                 skip: Collection[Pair], count_requested: bool) -> None:
+        self.source = iter(runs)
+        self.settings = settings
+        self.report = report
+        self.stop = stop
+        self.skip = skip
+        self.count_requested = count_requested
+        # Set on a 401, an interrupt or an error: no new fetch starts, retries give up.
+        self.abort = threading.Event()
+        if stop.is_set():  # stopped while the export was being set up
+            report.interrupted = True
+            self.abort.set()
+        self.fetcher = _Fetcher(settings, credentials, self.abort, sleep, archive,
+                                Watchdog(cancel=cancel, stop=stop))
+        self.writer = _ChunkWriter(store, settings.chunk_size, report, batch, sleep, stop)
+        self.window = settings.concurrency * (1 + QUEUE_PER_WORKER)
+        # Finished futures arrive on a queue: waiting on the whole in-flight set each time
+        # (concurrent.futures.wait) costs more than the fetches at high concurrency.
+        self.finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
+        self.in_flight: set[Future] = set()
+
+    def run(self, progress: ProgressCallback | None) -> None:
+        report = self.report
+        with ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="fetch") as pool:
+            try:
+                while True:
+                    self._pull(pool)
+                    if not self.in_flight:
                         break
-                    except EtlError as exc:  # discovery failed: finish what was started
-                        report.source_error = exc
-                        source = iter(())
-                        break
-                    except Aborted:  # discovery's request was cut: the export is stopping
-                        source = iter(())
-                        break
-                    if item is None:
-                        break
-                    if total is None:
-                        report.requested += 1
-                    if skip and (item.pair if isinstance(item, ListedRun) else item) in skip:
-                        report.skipped += 1
-                        continue
-                    future = pool.submit(fetcher.fetch, item)
-                    in_flight.add(future)
-                    future.add_done_callback(finished.put)
-                if not in_flight:
-                    break
-                done = _drain(finished, timeout=0.5)
-                in_flight.difference_update(done)
-                if stop.is_set() and not abort.is_set():
-                    report.interrupted = True
-                    abort.set()  # no new attempts; in-flight ones finish (within the grace)
-                for future in done:
-                    try:
-                        outcome = future.result()
-                    except AuthenticationError as exc:
-                        if report.auth_error is None:
-                            report.auth_error = exc
-                            abort.set()
-                        continue
-                    except Aborted:
-                        continue
-                    if isinstance(outcome, FailedPair):
-                        report.record_failure(outcome)
-                    else:
-                        report.fetched += 1
-                        if report.auth_error is None:  # after a 401, nothing more is written
-                            writer.add(outcome)
-                report.retried = fetcher.retries
-                if progress is not None and done:
-                    progress(report)
-            if report.auth_error is None:
-                writer.flush()  # what was fetched is kept, also when interrupted
-                writer.mark_gone()
-        except BaseException:
-            abort.set()
-            for future in in_flight:
-                future.cancel()
-            raise
-        finally:
-            fetcher.close()
-            report.elapsed = time.monotonic() - started
+                    done = _drain(self.finished, timeout=0.5)
+                    self.in_flight.difference_update(done)
+                    if self.stop.is_set() and not self.abort.is_set():
+                        report.interrupted = True
+                        self.abort.set()  # no new attempts; in-flight ones finish (in grace)
+                    self._collect(done)
+                    report.retried = self.fetcher.retries
+                    if progress is not None and done:
+                        progress(report)
+                if report.auth_error is None:
+                    self.writer.flush()  # what was fetched is kept, also when interrupted
+                    self.writer.mark_gone()
+            except BaseException:
+                self.abort.set()
+                for future in self.in_flight:
+                    future.cancel()
+                raise
+            finally:
+                self.fetcher.close()
+
+    def _pull(self, pool: ThreadPoolExecutor) -> None:
+        """Start fetches until the window is full or the source ends; a source that fails
+        (discovery) ends the pulling, and what was started still finishes."""
+        report = self.report
+        while not self.abort.is_set() and len(self.in_flight) < self.window:
+            try:
+                item = next(self.source, None)
+            except AuthenticationError as exc:  # discovery was refused
+                report.auth_error = exc
+                self.abort.set()
+                return
+            except EtlError as exc:  # discovery failed: finish what was started
+                report.source_error = exc
+                self.source = iter(())
+                return
+            except Aborted:  # discovery's request was cut: the export is stopping
+                self.source = iter(())
+                return
+            if item is None:
+                return
+            if self.count_requested:
+                report.requested += 1
+            if self.skip and item.pair in self.skip:
+                report.skipped += 1
+                continue
+            future = pool.submit(self.fetcher.fetch, item)
+            self.in_flight.add(future)
+            future.add_done_callback(self.finished.put)
+
+    def _collect(self, done: list[Future]) -> None:
+        """Each finished fetch into the report, and its run into the writer."""
+        report = self.report
+        for future in done:
+            try:
+                outcome = future.result()
+            except AuthenticationError as exc:
+                if report.auth_error is None:
+                    report.auth_error = exc
+                    self.abort.set()
+                continue
+            except Aborted:
+                continue
+            if isinstance(outcome, FailedPair):
+                report.record_failure(outcome)
+            else:
+                report.fetched += 1
+                if report.auth_error is None:  # after a 401, nothing more is written
+                    self.writer.add(outcome)
+
+
+def _finish(report: ExportReport, batch: BatchLog, started: float) -> ExportReport:
+    """The end of every export and load: its time, its batch row, its last log event."""
+    report.elapsed = time.monotonic() - started
     batch.finish(report)
     report.batch_id = batch.id
     log_finished(report)
@@ -480,8 +513,4 @@ def load_archive(
         report.interrupted = True
     if progress is not None:
         progress(report)
-    report.elapsed = time.monotonic() - started
-    batch.finish(report)
-    report.batch_id = batch.id
-    log_finished(report)
-    return report
+    return _finish(report, batch, started)

@@ -178,7 +178,7 @@ def _hours(rng: random.Random, buckets: tuple[tuple[float, float, float], ...]) 
     """A duration drawn from (share, shortest, longest) buckets of hours, to the second."""
     pick, total = rng.random(), 0.0
     bucket = buckets[-1]
-    for bucket in buckets:  # noqa: B007 - the bucket the pick falls in is used below
+    for bucket in buckets:  # the bucket the pick falls in is used below
         total += bucket[0]
         if pick < total:
             break
@@ -278,8 +278,6 @@ class SimulatorStats:
     faults: Counter = field(default_factory=Counter)
     auth_failures: int = 0
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each request
-    in_flight: int = 0
-    max_in_flight: int = 0
 
 
 class Simulator:
@@ -514,7 +512,7 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
         disable_nagle_algorithm = True
         server_version = "nsml-simulator"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: tests and the demo read their own output
 
         def handle(self) -> None:
@@ -545,19 +543,13 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
             self._send(status, body, "application/json;charset=UTF-8", headers)
 
-        def do_GET(self) -> None:  # noqa: N802
-            stats = sim.stats
+        def do_GET(self) -> None:
             with sim._lock:
-                stats.arrivals.append(time.monotonic())
-                stats.in_flight += 1
-                stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+                sim.stats.arrivals.append(time.monotonic())
             try:
                 self._handle()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test): nothing to answer
-            finally:
-                with sim._lock:
-                    stats.in_flight -= 1
 
         def _handle(self) -> None:
             cfg = sim.config

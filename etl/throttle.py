@@ -29,7 +29,6 @@ class AdaptiveLimit:
                  cooldown: float = THROTTLE_COOLDOWN_S) -> None:
         self.maximum = maximum
         self.limit = maximum
-        self.lowest = maximum
         self.in_flight = 0
         self._clock = clock
         self._cooldown = cooldown
@@ -51,7 +50,6 @@ class AdaptiveLimit:
                 now = self._clock()
                 if now - self._last_cut >= self._cooldown and self.limit > 1:
                     old, self.limit = self.limit, max(1, self.limit // 2)
-                    self.lowest = min(self.lowest, self.limit)
                     log.info("throttled by the gateway: concurrency %d -> %d", old, self.limit,
                              extra=event("throttled", **{"from": old, "to": self.limit}))
                 self._last_cut = now

@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import jsontext
 from .errors import RunShapeError
-from .pairs import Pair
+from .pairs import Pair, RunToFetch
 
 # Documented run fields (API name -> column), in table order after the key columns.
 DOCUMENTED_FIELDS: dict[str, str] = {
@@ -126,18 +126,25 @@ class _InexactNumber(Exception):
 
 
 def flatten_run(body: Any, pair: Pair, fetched_at: datetime,
-                exact_body: Callable[[], Any] | None = None) -> FlatRun:
+                exact_body: Callable[[], Any] | None = None,
+                listed: RunToFetch | None = None) -> FlatRun:
     """Flatten one Get-run response for ``pair``; raises :class:`RunShapeError` to reject it.
 
     ``exact_body`` parses the same response again keeping every number's literal
     (:func:`jsontext.loads_exact`); it is called only when a float is met in a value stored as
-    text, so ``1.50`` stays ``1.50`` without an exact parse of every run.
+    text, so ``1.50`` stays ``1.50`` without an exact parse of every run. ``listed`` gives the
+    run list's times (Get run has none); without it they are NULL, which the upsert reads as
+    "keep the stored ones".
     """
     try:
-        return _flatten(body, pair, fetched_at, check_floats=exact_body is not None)
+        run = _flatten(body, pair, fetched_at, check_floats=exact_body is not None)
     except _InexactNumber:
         assert exact_body is not None
-        return _flatten(exact_body(), pair, fetched_at, check_floats=False)
+        run = _flatten(exact_body(), pair, fetched_at, check_floats=False)
+    if listed is not None:
+        run.columns["create_time"] = listed.create_time
+        run.columns["update_time"] = listed.update_time
+    return run
 
 
 def _flatten(body: Any, pair: Pair, fetched_at: datetime, check_floats: bool) -> FlatRun:

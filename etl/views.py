@@ -15,6 +15,8 @@ macros, expanded here per database (each family's SQL for them: :mod:`etl.dialec
   (json on PostgreSQL, with NUL shown as U+FFFD; an unreadable document as ``{}`` on SQLite);
 * ``{{gpu_servers}}``: the quoted GPU servers table; ``{{waiting_statuses}}``: the statuses of a
   run that has not started; ``{{ran_statuses}}``: the terminal statuses that imply it started;
+* ``{{batch_succeeded}}``, ``{{batch_partial}}``, ...: each status of an export batch
+  (:data:`etl.batches.BATCH_STATUSES`) as a string literal;
 * ``{{later(a, b)}}`` / ``{{earlier(a, b)}}``: the later / earlier of two times, either of which
   may be NULL (then the other); ``{{midpoint(a, b)}}``: the moment halfway between two times;
   ``{{int_div(a, b)}}``: integer division;
@@ -37,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from .batches import BATCH_STATUSES
 from .dialects import family_of, first_line
 from .errors import DatabaseError
 from .gpuservers import GPU_SERVERS_TABLE, ensure_table
@@ -110,6 +113,8 @@ def load_views(dialect: str, table: str, quote: Callable[[str], str],
         "terminal_statuses": _sql_list(TERMINAL_STATUSES),
         "waiting_statuses": _sql_list(WAITING_STATUSES),
         "ran_statuses": _sql_list(RAN_STATUSES),
+        # A batch's status, as batches.py writes it.
+        **{f"batch_{status}": f"'{status}'" for status in BATCH_STATUSES},
     }
     if collation:
         names["key_collation"] = collation

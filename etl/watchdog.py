@@ -134,7 +134,7 @@ def _shut_down(connection: object | None) -> None:
 
 def _recording_pool(base: type[HTTPConnectionPool], slot: InFlight) -> type:
     class RecordingPool(base):  # type: ignore[misc, valid-type]
-        def _get_conn(self, timeout: float | None = None):  # noqa: ANN202
+        def _get_conn(self, timeout: float | None = None):
             connection = super()._get_conn(timeout)
             slot.connection = connection
             return connection
@@ -150,18 +150,18 @@ class _WatchedAdapter(HTTPAdapter):
                               "https": _recording_pool(HTTPSConnectionPool, slot)}
         super().__init__()
 
-    def init_poolmanager(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = self._pool_classes
 
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs):  # noqa: ANN003, ANN201
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs):
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
         if not proxy.lower().startswith("socks"):  # SOCKS pools are classes of their own
             manager.pool_classes_by_scheme = self._pool_classes
         return manager
 
 
-def watch_connections(session, slot: InFlight) -> None:  # noqa: ANN001
+def watch_connections(session, slot: InFlight) -> None:
     """Make ``session`` record the connection of each request in ``slot``."""
     adapter = _WatchedAdapter(slot)
     session.mount("https://", adapter)

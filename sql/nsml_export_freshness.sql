@@ -3,13 +3,13 @@
 -- are counted apart, and so are 'interrupted', 'auth_failed' and 'failed' ones.
 SELECT
     (SELECT MAX(finished_at) FROM {{batches}}
-     WHERE table_name = {{table_name}} AND status = 'succeeded')
+     WHERE table_name = {{table_name}} AND status = {{batch_succeeded}})
         AS last_successful_export,
     (SELECT COUNT(*) FROM {{batches}}
-     WHERE table_name = {{table_name}} AND status = 'partial')
+     WHERE table_name = {{table_name}} AND status = {{batch_partial}})
         AS partial_exports,
     (SELECT COUNT(*) FROM {{batches}}
-     WHERE table_name = {{table_name}} AND status NOT IN ('succeeded', 'partial', 'running'))
+     WHERE table_name = {{table_name}} AND status NOT IN ({{batch_succeeded}}, {{batch_partial}}, {{batch_running}}))
         AS unsuccessful_exports,
     (SELECT COUNT(*) FROM {{runs}}) AS runs,
     (SELECT COUNT(*) FROM {{runs}} WHERE fetched_at < {{days_ago(1)}}) AS not_refreshed_1d,

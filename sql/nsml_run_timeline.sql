@@ -121,7 +121,7 @@ FROM (
                 FROM {{history}} h
                 LEFT JOIN (
                     -- each export's previous complete export (its start)
-                    SELECT id, MAX(CASE WHEN status IN ('succeeded', 'partial')
+                    SELECT id, MAX(CASE WHEN status IN ({{batch_succeeded}}, {{batch_partial}})
                                         THEN started_at END)
                                    OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING
                                                               AND 1 PRECEDING) AS prev_export

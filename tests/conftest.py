@@ -113,7 +113,7 @@ def write_pairs(path: Path, pairs, header=("project_id", "run_name")) -> Path:
 def run_cli():
     """Invoke the real CLI in-process; returns click's Result (stdout/stderr separate)."""
 
-    def invoke(*args: str, input: str | bytes | None = None):  # noqa: A002
+    def invoke(*args: str, input: str | bytes | None = None):
         return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
 
     return invoke

@@ -229,7 +229,7 @@ def test_the_readme_example_runs_against_the_simulator(credentials, simulator, t
                                                        monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # it writes nsml_runs.db, raw.jsonl.gz and replayed.db here
     monkeypatch.setenv("NSML_BASE_URL", simulator.base_url)
-    exec(compile(_readme_python("## Python API"), "README.md", "exec"), {})  # noqa: S102
+    exec(compile(_readme_python("## Python API"), "README.md", "exec"), {})
     assert capsys.readouterr().out.splitlines()[-1] == str(len(simulator.pairs()))
     assert _stored(f"sqlite:///{tmp_path / 'replayed.db'}") == set(simulator.pairs())
 
@@ -239,7 +239,7 @@ def test_the_readme_airflow_task_runs_as_a_task_would(credentials, simulator, sq
     # Airflow would run it in a worker with these in the environment.
     monkeypatch.setenv("NSML_BASE_URL", simulator.base_url)
     namespace: dict = {"__name__": "dags.nsml_runs"}
-    exec(compile(_readme_python("### An Airflow task"), "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(_readme_python("### An Airflow task"), "README.md", "exec"), namespace)
     caplog.set_level("INFO")
     result = namespace["export_nsml_runs"](db_url=sqlite_url)
     assert result["exported"] == len(simulator.pairs()) and result["batch_id"] == 1

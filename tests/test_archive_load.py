@@ -220,7 +220,7 @@ def test_verbose_logs_every_request_with_its_attempt(run_cli, credentials, make_
                                                      sqlite_url, tmp_path):
     # Every path fails twice (503), then succeeds: attempts 1 and 2 fail, attempt 3 lands.
     sim = make_simulator(projects=1, runs_per_project=8, fault_rate=1.0, fault_streak=2,
-                         fault_kinds=("503",), retry_after=0)
+                         fault_kinds=("503",), retry_after=0, latency=0.02)
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
     common = ("export", "--pairs", str(pairs_file), "--db", sqlite_url,
               "--base-url", sim.base_url, "--backoff-initial", "0.01", "--verbose")
@@ -232,7 +232,9 @@ def test_verbose_logs_every_request_with_its_attempt(run_cli, credentials, make_
     for entry in requests:
         assert entry["method"] == "GET" and entry["path"].startswith("/nsml/v1/projects/")
         assert entry["status"] == (200 if entry["attempt"] == 3 else 503)
-        assert entry["latency_ms"] >= 0
+        # The simulator sleeps 20 ms before each answer: a latency measured from the wrong
+        # moment (after the response, or a unit off) falls below it.
+        assert entry["latency_ms"] >= 20
     assert len(requests) == 3 * 8
     text = run_cli(*common).stderr
     assert " -> 503 in " in text and "(attempt 2)" in text

@@ -21,8 +21,7 @@ from nsml_etl.transform import TERMINAL_STATUSES, flatten_run
 def test_batches_and_failures_are_recorded(run_cli, credentials, simulator, db_url, tmp_path):
     pairs = simulator.pairs()
     pairs_file = write_pairs(tmp_path / "pairs.csv", pairs + [("gone", "7")])
-    db_with_password = db_url
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", db_with_password,
+    result = run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
                      "--base-url", simulator.base_url)
     assert result.exit_code == 1
     retry = write_pairs(tmp_path / "again.csv", pairs[:2])

@@ -170,7 +170,7 @@ def test_redirects_are_not_followed():
     hits: list[str] = []
 
     class Redirect(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             hits.append(self.path)
             self.send_response(302)
             self.send_header("Location", "/elsewhere")

@@ -131,7 +131,9 @@ def test_faults_at_35_percent_of_every_kind_still_land_exact_rows(
     assert sum(sim.stats.faults.values()) > 0
     assert max(sim.stats.by_path.values()) <= 5
     retried = int(result.stdout.split("retried ")[1].split(",")[0])
-    assert retried == sim.stats.requests - len(sim.pairs())
+    # Every retry the server saw was counted; on a loaded machine an attempt can also time out
+    # before the server accepted it, a retry the server never saw.
+    assert sim.stats.requests - len(sim.pairs()) <= retried <= 4 * len(sim.pairs())
 
 
 def test_pairs_from_stdin(run_cli, credentials, simulator, sqlite_url):

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
-from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs  # noqa: I001
+from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs
 
 from nsml_etl.database import create_engine
 from nsml_etl.errors import DatabaseError
@@ -33,7 +33,7 @@ def run_threads(count: int, work) -> list[BaseException]:
     def worker(n: int) -> None:
         try:
             work(n)
-        except BaseException as exc:  # noqa: BLE001 - returned to the test
+        except BaseException as exc:  # returned to the test
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(count)]

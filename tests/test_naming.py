@@ -32,8 +32,12 @@ def test_taken_names_are_never_reused():
     assert allocate_columns(["lr"], taken=["env_lr"])["lr"] != "env_lr"
 
 
-def test_stable_for_the_same_inputs():
-    assert allocate_columns(["a.b"], ["env_a_b"]) == allocate_columns(["a.b"], ["env_a_b"])
+def test_a_suffixed_name_is_the_same_in_every_process_and_order():
+    # Pinned: the suffix is a digest of the key, not Python's per-process salted hash(), so
+    # another export (another process) that meets the same key picks the same name.
+    assert allocate_columns(["a.b"], ["env_a_b"]) == {"a.b": "env_a_b_2e7336dc"}
+    assert allocate_columns(["a.b", "a_b"], []) == allocate_columns(["a_b", "a.b"], []) == {
+        "a_b": "env_a_b", "a.b": "env_a_b_2e7336dc"}
 
 
 def test_field_names_use_snake_case():

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nsml_etl.errors import InputError
-from nsml_etl.pairs import Pair, read_pairs
+from nsml_etl.pairs import Pair, read_pairs, write_pairs_file
 
 
 def write(tmp_path, name, data):
@@ -132,3 +132,31 @@ def test_many_pairs_spill_to_disk_keeping_order_and_uniqueness(tmp_path):
         assert len(spilled) == len(expected)
         assert list(spilled) == expected
     assert read_pairs(path) == expected  # the in-memory path agrees
+
+
+def test_a_written_pairs_file_reads_back_with_its_extra_columns(tmp_path):
+    path = tmp_path / "out.csv"
+    pairs = [Pair("p", " 7"), Pair("p,q", 'say "hi"'), Pair("한국", "1")]
+    assert write_pairs_file(path, ((*p, None, f"x{i}") for i, p in enumerate(pairs)),
+                            ["status", "note"]) == 3
+    assert read_pairs(path) == pairs
+    assert path.read_text(encoding="utf-8").splitlines()[:2] == [
+        "project_id,run_name,status,note", "p, 7,,x0"]
+
+
+def test_a_pairs_file_whose_rows_fail_midway_leaves_the_old_file_whole(tmp_path):
+    path = write(tmp_path, "out.csv", "project_id,run_name\nold,1\n")
+
+    def rows():
+        yield Pair("new", "1")
+        raise InputError("the run list failed")
+
+    with pytest.raises(InputError, match="the run list failed"):
+        write_pairs_file(path, rows())
+    assert read_pairs(path) == [Pair("old", "1")]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]  # nothing left aside
+
+
+def test_an_unwritable_pairs_file_is_an_input_error_naming_it(tmp_path):
+    with pytest.raises(InputError, match="nowhere/out.csv: cannot write"):
+        write_pairs_file(tmp_path / "nowhere" / "out.csv", [Pair("p", "1")])
