@@ -7,8 +7,6 @@ are imported by the first export or load.
 """
 
 import logging
-import sys
-import types
 
 from .api import export, load
 from .config import Credentials, Settings
@@ -35,17 +33,3 @@ __all__ = [
 # log, say), and without any they are dropped rather than printed by logging's last resort.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-
-class _Package(types.ModuleType):
-    """The submodule etl/load.py (the database side) shares its name with :func:`load`.
-    Importing a submodule sets it as an attribute of its package, which would hide the function
-    at the first export; here the function keeps the name. The module is still reached as
-    usual: ``from nsml_etl.load import RunStore``, or ``sys.modules["nsml_etl.load"]``."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name == "load" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -21,7 +21,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .dialects import first_line
 from .errors import DatabaseError, InputError
-from .load import BATCHES_TABLE
 from .report import (
     FAILURES,
     HOURS,
@@ -33,6 +32,7 @@ from .report import (
     Table,
     cap_for,
 )
+from .schema import BATCHES_TABLE
 from .viewnames import view_name
 from .views import query_view
 

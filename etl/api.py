@@ -117,8 +117,8 @@ def export(
         if dry_run:
             return _dry_run_report(settings, mode, given)
         from .discovery import discover_runs, then_unlisted
-        from .load import RunStore
         from .pipeline import export_runs
+        from .store import RunStore
         from .transform import TERMINAL_STATUSES
 
         store = RunStore(engine, settings.table, settings.max_env_columns)
@@ -182,8 +182,8 @@ def load(
     records = iter_archive(file)  # a missing file fails here, before the database is touched
     with contextlib.ExitStack() as cleanup:
         engine = _checked_engine(settings, cleanup)
-        from .load import RunStore
         from .pipeline import load_archive
+        from .store import RunStore
 
         store = RunStore(engine, settings.table, settings.max_env_columns)
         options = {**settings.public_dict(), "file": display_name(file)}
@@ -276,7 +276,7 @@ def _pairs_file(pairs: object) -> str | None:
 
 def _checked_engine(settings: Settings, cleanup: contextlib.ExitStack) -> Any:
     """The engine of ``settings.db_url``, reachable, with a ``table`` nsml-etl may write."""
-    from .load import check_database, check_table, create_engine
+    from .database import check_database, check_table, create_engine
 
     engine = create_engine(settings.db_url)
     cleanup.callback(engine.dispose)

@@ -16,10 +16,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from .client import utc_now
+from .clock import utc_now
 from .errors import DatabaseError
-from .load import RunStore
 from .outcome import ExportReport
+from .store import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -102,8 +102,9 @@ def run_checks(settings: Settings, environ: Mapping[str, str] | None = None,
 
 def check_database(settings: Settings) -> CheckLine:
     """Connect (a missing SQLite file is reported, never created) and look at ``--table``."""
-    from .load import check_database as connect
-    from .load import check_table, create_engine, redact_url
+    from .database import check_database as connect
+    from .database import check_table, create_engine
+    from .urls import redact_url
 
     where = redact_url(settings.db_url)
     try:

@@ -543,7 +543,7 @@ def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path |
 @handle_errors
 def views(config_file: Path | None, **flags: Any) -> None:
     """Create or replace the reporting views (one per file in sql/) in the database."""
-    from .load import check_database, check_table, create_engine
+    from .database import check_database, check_table, create_engine
     from .report import require_runs_table
     from .views import create_views
 
@@ -593,7 +593,7 @@ def gpu_servers() -> None:
 @contextlib.contextmanager
 def _gpu_engine(flags: dict[str, Any], config_file: Path | None) -> Iterator[tuple[Any, Any]]:
     """(engine, settings) for one gpu-servers command, checked, disposed of afterwards."""
-    from .load import check_database, create_engine
+    from .database import check_database, create_engine
 
     settings = resolve_settings(flags, config_file)
     engine = create_engine(settings.db_url)
@@ -699,7 +699,7 @@ def report(config_file: Path | None, output_format: str | None, view: str | None
     waits and failure rates over a period of weeks."""
     from .analytics import collect_analytics, period_for
     from .clock import utc_now
-    from .load import check_database, check_table, create_engine
+    from .database import check_database, check_table, create_engine
     from .report import (
         SECTION_NAMES,
         as_csv,

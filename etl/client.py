@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 from urllib.parse import quote
 
@@ -30,10 +30,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from . import clock, jsontext
+from . import jsontext
 from .auth import NcpSignatureV2
 from .config import Credentials, Settings
-from .errors import AuthenticationError
+from .errors import Aborted, ApiError, AuthenticationError, RunFetchFailed
 from .events import event
 from .pairs import Pair
 from .throttle import Throttle
@@ -50,45 +50,11 @@ MAX_ERROR_TEXT = 200
 USER_AGENT = "nsml-etl"
 
 
-class ApiError(Exception):
-    """A response or transport failure for one request."""
-
-    def __init__(
-        self,
-        message: str,
-        status: int | None = None,
-        error_code: str | None = None,
-        retryable: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.error_code = error_code
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.attempts = 1  # set by NsmlClient.get once the retry policy gives up
-
-
-class Aborted(Exception):
-    """The export is stopping (authentication failed, or a signal); do not start attempts."""
-
-
 @dataclass
 class FetchResult:
     body: Any
     attempts: int
     raw: bytes = b""  # the body as received, for the archive and an exact re-parse
-
-
-class RunFetchFailed(Exception):
-    """A pair that could not be fetched: not found, refused, or out of attempts."""
-
-    def __init__(self, pair: Pair, error: ApiError, attempts: int) -> None:
-        super().__init__(f"{pair}: {error.message}")
-        self.pair = pair
-        self.error = error
-        self.attempts = attempts
 
 
 # -- retry policy ------------------------------------------------------------------------
@@ -386,7 +352,3 @@ def _transport_reason(exc: BaseException) -> str:
     # requests' messages embed the full URL and pool details; the class name says enough.
     name = type(exc).__name__
     return {"ReadTimeout": "read timed out", "ConnectTimeout": "connect timed out"}.get(name, name)
-
-
-def utc_now() -> datetime:
-    return clock.utc_now()  # the simulator's moment when NSML_ETL_CLOCK says so

@@ -264,7 +264,7 @@ class Settings:
 
     def public_dict(self) -> dict[str, Any]:
         """The settings with the database password masked, for logs and summaries."""
-        from .load import redact_url  # local: config must not import SQLAlchemy eagerly
+        from .urls import redact_url  # local: config must not import SQLAlchemy eagerly
 
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["db_url"] = redact_url(self.db_url)

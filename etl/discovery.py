@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from .client import ApiError, NsmlClient
+from .client import NsmlClient
 from .config import DEFAULT_LIST_TIMEZONE
-from .errors import EXIT_SOME_FAILED, EtlError
+from .errors import ApiError, DiscoveryError
 from .pairs import Pair, RunToFetch, name_as_text
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,6 @@ LIST_PAGE_SIZE = 100
 # A guard against a gateway that never returns an empty page (or loops): 100 x 100,000 runs.
 MAX_PAGES = 100_000
 LIST_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
-class DiscoveryError(EtlError):
-    """The run list failed or answered with something we cannot page through. Runs already
-    exported stay; the export ends as partly failed."""
-
-    exit_code = EXIT_SOME_FAILED
-    kind = "run_list"
 
 
 def parse_list_time(value: object, zone: ZoneInfo) -> datetime | None:

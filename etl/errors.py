@@ -1,9 +1,17 @@
-"""Errors the library raises, each carrying the exit code the CLI documents.
+"""Every exception class of nsml-etl, and the exit codes the CLI documents.
 
-The CLI maps these to messages and exit codes; nothing here knows click.
+:class:`EtlError` and its subclasses are what the library raises on purpose, each carrying its
+exit code; the CLI maps them to messages and exit codes (nothing here knows click). The others
+are internal signals between modules: one request or pair that failed, a run that cannot be
+stored, a mapping that changed under a chunk, an export that is stopping.
 """
 
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .pairs import Pair
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -60,3 +68,57 @@ class DatabaseError(EtlError):
 
     exit_code = EXIT_DATABASE
     kind = "database"
+
+
+class DiscoveryError(EtlError):
+    """The run list failed or answered with something we cannot page through. Runs already
+    exported stay; the export ends as partly failed."""
+
+    exit_code = EXIT_SOME_FAILED
+    kind = "run_list"
+
+
+# -- internal: raised and caught inside nsml-etl ------------------------------------------
+
+
+class ApiError(Exception):
+    """A response or transport failure for one request."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        error_code: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_code = error_code
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.attempts = 1  # set by NsmlClient.get once the retry policy gives up
+
+
+class Aborted(Exception):
+    """The export is stopping (authentication failed, or a signal); do not start attempts."""
+
+
+class RunFetchFailed(Exception):
+    """A pair that could not be fetched: not found, refused, or out of attempts."""
+
+    def __init__(self, pair: Pair, error: ApiError, attempts: int) -> None:
+        super().__init__(f"{pair}: {error.message}")
+        self.pair = pair
+        self.error = error
+        self.attempts = attempts
+
+
+class RunShapeError(ValueError):
+    """A response that is valid JSON but cannot be stored faithfully; the pair fails."""
+
+
+class MappingChanged(Exception):
+    """Another export changed a table's column mapping between a chunk's schema step and its
+    write: build the chunk's rows again."""

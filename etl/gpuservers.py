@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .dialects import first_line
 from .errors import DatabaseError, InputError
-from .load import UTF8MB4, Text
+from .schema import UTF8MB4, Text
 
 GPU_SERVERS_TABLE = "nsml_gpu_servers"
 # Largest value of the BIGINT gpu_svr_code column.

@@ -28,18 +28,26 @@ from . import jsontext
 from .archive import ArchivedRun, ArchiveWriter
 from .auth import NcpSignatureV2
 from .batches import BatchLog
-from .client import Aborted, NsmlClient, RunFetchFailed, utc_now
+from .client import NsmlClient
+from .clock import utc_now
 from .config import Credentials, Settings
 from .dialects import Family, error_kind, first_line
-from .errors import AuthenticationError, DatabaseError, EtlError
+from .errors import (
+    Aborted,
+    AuthenticationError,
+    DatabaseError,
+    EtlError,
+    MappingChanged,
+    RunFetchFailed,
+    RunShapeError,
+)
 from .events import event, log_finished
-from .load import MappingChanged, RunStore
 from .outcome import ExportReport, FailedPair, ProgressCallback
 from .pairs import Pair, RunToFetch
+from .store import RunStore
 from .throttle import Throttle
 from .transform import (
     FlatRun,
-    RunShapeError,
     build_frame,
     env_keys,
     extra_fields,

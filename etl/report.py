@@ -33,7 +33,7 @@ from wcwidth import wcswidth, wcwidth
 from .config import DEFAULT_TABLE
 from .dialects import first_line
 from .errors import DatabaseError, InputError
-from .load import BATCHES_TABLE
+from .schema import BATCHES_TABLE
 from .viewnames import FILE_PREFIX, view_name
 from .views import query_view
 

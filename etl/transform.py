@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from . import jsontext
+from .errors import RunShapeError
 from .pairs import Pair, RunToFetch
 
 # Documented run fields (API name -> column), in table order after the key columns.
@@ -54,10 +55,6 @@ TERMINAL_STATUSES = frozenset({
 })
 # Largest value a BIGINT column holds.
 _BIGINT_MAX = 2**63 - 1
-
-
-class RunShapeError(ValueError):
-    """A response that is valid JSON but cannot be stored faithfully; the pair fails."""
 
 
 @dataclass(slots=True)

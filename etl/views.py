@@ -2,7 +2,7 @@
 
 A file is one SELECT with a header comment saying what question it answers; each runs table
 gets its own set of views (their names: :mod:`etl.viewnames`). Dialect differences are template
-macros, expanded here per database:
+macros, expanded here per database (each family's SQL for them: :mod:`etl.dialects`):
 
 * ``{{runs}}``, ``{{history}}``, ``{{batches}}``: the quoted table names;
   ``{{table_name}}``: the runs table's name as a string literal (for the bookkeeping tables);
@@ -23,7 +23,7 @@ macros, expanded here per database:
 * ``{{include(name)}}``: the SELECT of another file, for use as a subquery (so views never
   depend on each other: each can be dropped and created alone).
 
-Where macros are not enough, ``name.<dialect>.sql`` (sqlite, postgresql, mysql) replaces
+Where macros are not enough, ``name.<family>.sql`` (sqlite, postgresql, mysql) replaces
 ``name.sql`` for that database. Views name only fixed columns, so new env columns never break
 them.
 """
@@ -40,10 +40,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from .batches import BATCH_STATUSES
-from .dialects import first_line
+from .dialects import family_of, first_line
 from .errors import DatabaseError
 from .gpuservers import GPU_SERVERS_TABLE, ensure_table
-from .load import BATCHES_TABLE, HISTORY_TABLE, RunStore, key_collation
+from .schema import BATCHES_TABLE, HISTORY_TABLE
+from .store import RunStore
 from .transform import TERMINAL_STATUSES
 from .viewnames import SQL_PACKAGE, view_bases, view_name
 
@@ -52,75 +53,6 @@ WAITING_STATUSES = ("RUN_STATE_PENDING",)
 # Terminal statuses that say the run started (CANCELED may end a run that never left the queue).
 RAN_STATUSES = ("RUN_STATE_COMPLETED", "RUN_STATE_FAILED", "RUN_STATE_STOPPED")
 _INCLUDE = re.compile(r"\{\{include\((\w+)\)\}\}")
-
-_NOW = {
-    "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')",
-    "postgresql": "(now() AT TIME ZONE 'UTC')",
-    "mysql": "UTC_TIMESTAMP()",
-}
-# PostgreSQL's json cannot turn the escape \u0000 into text (its text holds no NUL), and envs
-# keeps NUL as that escape: an escape not itself escaped (an even run of backslashes before
-# it) reads as U+FFFD, as in the text columns. Rows written before numbers kept their literal
-# may hold NaN or Infinity, which is not JSON: read as {} rather than failing the whole view.
-_PG_ENVS_JSON = (r"CAST(CASE "
-                 r"WHEN {x} ~ '(:|,|\[)\s*-?(NaN|Infinity)\s*(,|\}|\])' THEN '{}' "
-                 r"WHEN strpos({x}, '\u0000') > 0 "
-                 r"THEN regexp_replace({x}, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd', 'g') "
-                 r"ELSE {x} END AS json)")
-
-
-def _both(a: str, b: str, sql: str) -> str:
-    """``sql``, or NULL when either time is (SQLite's printf would read NULL as 0)."""
-    return f"(CASE WHEN {a} IS NULL OR {b} IS NULL THEN NULL ELSE {sql} END)"
-
-
-def _pick(compare: Callable[[str, str], str]) -> Callable[[str, str], str]:
-    """A NULL-safe choice between two times; ``compare(a, b)`` is true when a wins."""
-    return lambda a, b: (f"(CASE WHEN {a} IS NULL THEN {b} WHEN {b} IS NULL THEN {a} "
-                         f"WHEN {compare(a, b)} THEN {a} ELSE {b} END)")
-
-
-_FUNCTIONS: dict[str, dict[str, Callable[..., str]]] = {
-    "sqlite": {
-        # Rows written before numbers kept their literal may hold Infinity (not JSON): skipped.
-        "envs_json": lambda x: f"(CASE WHEN json_valid({x}) THEN {x} ELSE '{{}}' END)",
-        "days_ago": lambda n: f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-{int(n)} days')",
-        "week_start": lambda x: f"date({x}, '-6 days', 'weekday 1')",
-        "next_week": lambda w: f"date({w}, '+7 days')",
-        "seconds_between": lambda a, b: f"((julianday({b}) - julianday({a})) * 86400.0)",
-        # SQLite keeps times as text in more than one layout: compare them as instants. The
-        # midpoint is shifted in whole milliseconds (SQLite's own time resolution).
-        "later": _pick(lambda a, b: f"julianday({a}) >= julianday({b})"),
-        "earlier": _pick(lambda a, b: f"julianday({a}) <= julianday({b})"),
-        "midpoint": lambda a, b: _both(a, b, (
-            f"strftime('%Y-%m-%d %H:%M:%f', {a}, printf('%+.3f seconds', "
-            f"(julianday({b}) - julianday({a})) * 43200.0))")),
-        "int_div": lambda a, b: f"(({a}) / ({b}))",
-    },
-    "postgresql": {
-        "envs_json": lambda x: _PG_ENVS_JSON.replace("{x}", x),
-        "days_ago": lambda n: f"((now() AT TIME ZONE 'UTC') - INTERVAL '{int(n)} days')",
-        "week_start": lambda x: f"CAST(date_trunc('week', {x}) AS date)",
-        "next_week": lambda w: f"CAST({w} + 7 AS date)",
-        "seconds_between": lambda a, b: f"EXTRACT(EPOCH FROM ({b} - {a}))",
-        "later": _pick(lambda a, b: f"{a} >= {b}"),
-        "earlier": _pick(lambda a, b: f"{a} <= {b}"),
-        "midpoint": lambda a, b: _both(a, b, f"{a} + ({b} - {a}) / 2"),
-        "int_div": lambda a, b: f"(({a}) / ({b}))",
-    },
-    "mysql": {
-        "envs_json": lambda x: x,  # its JSON functions read an invalid document as NULL
-        "days_ago": lambda n: f"(UTC_TIMESTAMP() - INTERVAL {int(n)} DAY)",
-        "week_start": lambda x: f"DATE(DATE_SUB({x}, INTERVAL WEEKDAY({x}) DAY))",
-        "next_week": lambda w: f"DATE_ADD({w}, INTERVAL 7 DAY)",
-        "seconds_between": lambda a, b: f"TIMESTAMPDIFF(MICROSECOND, {a}, {b}) / 1000000.0",
-        "later": _pick(lambda a, b: f"{a} >= {b}"),
-        "earlier": _pick(lambda a, b: f"{a} <= {b}"),
-        "midpoint": lambda a, b: _both(a, b, (
-            f"TIMESTAMPADD(MICROSECOND, TIMESTAMPDIFF(MICROSECOND, {a}, {b}) DIV 2, {a})")),
-        "int_div": lambda a, b: f"(({a}) DIV ({b}))",
-    },
-}
 _QUESTION = re.compile(r"^--\s*Question:\s*(.+)$", re.MULTILINE)
 
 
@@ -129,10 +61,6 @@ class View:
     name: str  # in the database: the file's name for nsml_runs, <table>__... for other tables
     question: str
     sql: str
-
-
-def _family(dialect: str) -> str:
-    return "mysql" if dialect in ("mysql", "mariadb") else dialect
 
 
 def _split_args(text: str) -> list[str]:
@@ -149,12 +77,13 @@ def _split_args(text: str) -> list[str]:
 
 
 def expand(template: str, dialect: str, names: dict[str, str]) -> str:
-    """Replace the macros of one template for ``dialect``."""
-    family = _family(dialect)
+    """Replace the macros of one template for ``dialect`` (its family's, see
+    :attr:`etl.dialects.Family.view_macros`)."""
+    family = family_of(dialect)
     text = template
-    for name, value in {**names, "now": _NOW[family]}.items():
+    for name, value in {**names, "now": family.view_now}.items():
         text = text.replace("{{" + name + "}}", value)
-    functions = _FUNCTIONS[family]
+    functions = family.view_macros
     while (start := text.find("{{")) != -1:
         open_paren = text.index("(", start)
         name = text[start + 2:open_paren].strip()
@@ -174,7 +103,7 @@ def load_views(dialect: str, table: str, quote: Callable[[str], str],
                collation: str | None = None) -> list[View]:
     """Every view of runs table ``table`` for ``dialect``, in file-name order, macros
     expanded; ``collation`` is MySQL's exact one for ``{{key_collation}}``."""
-    family = _family(dialect)
+    family = family_of(dialect).name
     files = {f.name: f for f in resources.files(SQL_PACKAGE).iterdir()
              if f.name.endswith(".sql")}
     names = {
@@ -227,7 +156,7 @@ def create_views(engine: Engine, table: str) -> list[View]:
     store = RunStore(engine, table)
     store.prepare(set(), set())
     quote = engine.dialect.identifier_preparer.quote
-    collation = key_collation(engine.dialect) if _family(engine.dialect.name) == "mysql" else None
+    collation = family_of(engine.dialect.name).key_collation(engine.dialect)
     views = load_views(engine.dialect.name, table, quote, collation)
     creating = f"table {GPU_SERVERS_TABLE}"
     try:

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
 from nsml_etl.dialects import NUL_REPLACEMENT
-from nsml_etl.load import RunStore
 from nsml_etl.simulator import RawJson
+from nsml_etl.store import RunStore
 
 GOOD = [("p", str(n)) for n in range(1, 9)]
 

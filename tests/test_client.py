@@ -13,16 +13,14 @@ import trustme
 from conftest import ACCESS_KEY, SECRET_KEY, write_pairs
 
 from nsml_etl.client import (
-    ApiError,
     NsmlClient,
-    RunFetchFailed,
     WaitRetryAfter,
     interpret,
     is_retryable,
     parse_retry_after,
 )
 from nsml_etl.config import Credentials, Settings
-from nsml_etl.errors import AuthenticationError
+from nsml_etl.errors import ApiError, AuthenticationError, RunFetchFailed
 from nsml_etl.pairs import Pair
 from nsml_etl.simulator import Simulator, SimulatorConfig
 

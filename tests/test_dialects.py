@@ -1,16 +1,19 @@
 """What each database family's errors mean: retried, split to find the run at fault, or fatal.
-The errors are the drivers' own classes, wrapped by SQLAlchemy as the write path sees them."""
+The errors are the drivers' own classes, wrapped by SQLAlchemy as the write path sees them.
+And that each family says everything the shared code asks of it."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from pathlib import Path
 
 import psycopg.errors as pg
 import pymysql.err as my
 import pytest
 import sqlalchemy as sa
 
-from nsml_etl.dialects import error_kind, family_of
+from nsml_etl.dialects import FAMILIES, Family, error_kind, family_of
 from nsml_etl.errors import DatabaseError
 
 
@@ -86,3 +89,32 @@ def test_a_lost_connection_is_transient_whatever_the_code():
 
 def test_an_error_of_our_own_is_no_database_error():
     assert error_kind(family_of("sqlite"), DatabaseError("no cause")) == "other"
+
+
+@pytest.mark.parametrize("dialect, lock_timeout", [
+    ("postgresql", pg.LockNotAvailable("canceling statement due to lock timeout")),
+    ("mariadb", my.OperationalError(1205, "Lock wait timeout exceeded")),
+])
+def test_a_lock_timeout_is_recognized_by_its_own_family_only(dialect, lock_timeout):
+    error = _wrapped(lock_timeout)
+    assert family_of(dialect).is_lock_timeout(error.__cause__)
+    assert not family_of(dialect).is_lock_timeout(_wrapped(pg.DeadlockDetected("d")).__cause__)
+    assert not family_of(dialect).is_lock_timeout(_wrapped(my.OperationalError(1213)).__cause__)
+
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+
+@pytest.mark.parametrize("dialect", sorted(FAMILIES))
+def test_every_family_provides_what_the_shared_code_asks(dialect):
+    """A family missing one of these would fail only on its own database, mid-export; this
+    says so without one (README, "Adding a database")."""
+    family = family_of(dialect)
+    for method in ("table_lock", "bounded_lock_waits", "create_stage", "drop_stage"):
+        assert getattr(type(family), method) is not getattr(Family, method), method
+    # Every macro the views of this family use (shared files and its own) has its SQL.
+    files = [p for p in SQL_DIR.glob("*.sql")
+             if p.name.count(".") == 1 or p.name.endswith(f".{family.name}.sql")]
+    used = set(re.findall(r"\{\{(\w+)\(", "".join(p.read_text() for p in files)))
+    assert "days_ago" in used and used - {"include"} <= set(family.view_macros)
+    assert family.view_now

@@ -6,7 +6,6 @@ coreutils `timeout` sends them: to the process and to its process group, back to
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -19,8 +18,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
 
-# The database module (nsml_etl.load, the name, is the API's load function).
-load = importlib.import_module("nsml_etl.load")
+from nsml_etl import schema
 
 # (database, signal, exit code): both signals on SQLite, each server database once.
 SIGNAL_CASES = [("sqlite", signal.SIGTERM, 143), ("sqlite", signal.SIGINT, 130),
@@ -231,9 +229,9 @@ def test_a_database_error_marks_the_batch_failed_with_its_reason(run_cli, creden
 @pytest.mark.parametrize("db_url", ["postgresql", "mysql"], indirect=True)
 def test_a_schema_change_waits_a_bounded_time_behind_an_open_dashboard_transaction(
         run_cli, credentials, make_simulator, db_url, tmp_path, monkeypatch):
-    monkeypatch.setattr(load, "SCHEMA_LOCK_TIMEOUT_S", 1.0)  # MySQL's smallest wait
-    monkeypatch.setattr(load, "SCHEMA_LOCK_ATTEMPTS", 2)
-    monkeypatch.setattr(load, "SCHEMA_LOCK_RETRY_WAIT_S", 0.1)
+    monkeypatch.setattr(schema, "SCHEMA_LOCK_TIMEOUT_S", 1.0)  # MySQL's smallest wait
+    monkeypatch.setattr(schema, "SCHEMA_LOCK_ATTEMPTS", 2)
+    monkeypatch.setattr(schema, "SCHEMA_LOCK_RETRY_WAIT_S", 0.1)
     sim = make_simulator(projects=1, runs_per_project=3)
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
 

@@ -11,15 +11,15 @@ import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
 from nsml_etl.config import RESERVED_TABLES
-from nsml_etl.load import (
+from nsml_etl.naming import MAX_IDENTIFIER_LENGTH
+from nsml_etl.schema import (
     BATCHES_TABLE,
     ENV_COLUMNS_TABLE,
     FAILURES_TABLE,
     FIELD_COLUMNS_TABLE,
     HISTORY_TABLE,
-    STAGE,
 )
-from nsml_etl.naming import MAX_IDENTIFIER_LENGTH
+from nsml_etl.store import STAGE
 from nsml_etl.viewnames import default_view_names, view_bases, view_name
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"

@@ -5,8 +5,9 @@ from datetime import datetime
 import pytest
 
 from nsml_etl import jsontext
+from nsml_etl.errors import RunShapeError
 from nsml_etl.pairs import Pair
-from nsml_etl.transform import CORE_COLUMNS, RunShapeError, build_frame, flatten_run
+from nsml_etl.transform import CORE_COLUMNS, build_frame, flatten_run
 
 PAIR = Pair("proj", "3")
 NOW = datetime(2026, 11, 27, 1, 2, 3)

@@ -1,0 +1,150 @@
+"""The engine and its URL: which databases and drivers nsml-etl supports, and the checks made
+before the first request (the database can be reached; the runs table, if there is one, is ours).
+
+``create_engine`` turns a ``--db`` URL into an engine with our settings (the driver we ship, UTF-8
+throughout, SQL parameters never echoed in errors); a URL we cannot use is a clear error, with
+any password masked (:func:`etl.urls.redact_url`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from .dialects import family_of, first_line
+from .errors import DatabaseError, InputError
+from .schema import refuse_foreign_table
+from .urls import redact_url
+
+# How long SQLite waits for another writer (an overlapping cron job) before giving up.
+SQLITE_BUSY_TIMEOUT_S = 60
+
+# URL backend -> (driver we use, extra that installs it)
+BACKENDS = {
+    "sqlite": ("pysqlite", None),
+    "postgresql": ("psycopg", "postgres"),
+    "mysql": ("pymysql", "mysql"),
+    "mariadb": ("pymysql", "mysql"),
+}
+
+
+def _describe(url: sa.URL) -> str:
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite database {url.database or ':memory:'}"
+    where = f"{url.host or 'localhost'}{':' + str(url.port) if url.port else ''}"
+    return f"{url.get_backend_name()} database {url.database!r} on {where}"
+
+
+def create_engine(db_url: str) -> Engine:
+    """An engine for a supported URL; :class:`DatabaseError` (exit 4) names what is wrong."""
+    try:
+        url: sa.URL | None = make_url(db_url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        url = None
+    # No host holds an @: one there is the rest of a password the parser cut at its first @
+    # (and the driver would name it in its error).
+    if url is None or "@" in (url.host or ""):
+        escape = ("; percent-encode @, : and / in a password (@ as %40)"
+                  if db_url.count("@") > 1 else "")
+        raise InputError(
+            f"--db: {redact_url(db_url)!r} is not a database URL; expected e.g. "
+            f"sqlite:///nsml_runs.db or postgresql+psycopg://user@host/db{escape}"
+        )
+    backend = url.get_backend_name()
+    if backend not in BACKENDS:
+        raise DatabaseError(
+            f"--db {redact_url(db_url)}: unsupported database {backend!r}; "
+            f"use one of: {', '.join(BACKENDS)}"
+        )
+    driver, extra = BACKENDS[backend]
+    if url.drivername == backend:  # plain postgresql:// or mysql://: pick the driver we ship
+        url = url.set(drivername=f"{backend}+{driver}")
+    kwargs: dict = {"hide_parameters": True}  # SQL errors must not echo run data
+    if backend in ("mysql", "mariadb"):
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    if backend == "sqlite":
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = sa.create_engine(url, **kwargs)
+    except (NoSuchModuleError, ModuleNotFoundError, ImportError):
+        asked = url.get_driver_name()
+        if asked != driver:
+            hint = f"use {backend}+{driver}:// with pip install 'nsml-etl[{extra}]'"
+        else:
+            hint = f"pip install 'nsml-etl[{extra}]'"
+        raise DatabaseError(
+            f"--db {redact_url(db_url)}: the {asked} database driver is not installed; {hint}"
+        ) from None
+    except (ArgumentError, ValueError, TypeError) as exc:
+        raise DatabaseError(f"--db {redact_url(db_url)}: {exc}") from None
+    if backend == "sqlite":
+        _make_sqlite_transactional(engine)
+    return engine
+
+
+def _make_sqlite_transactional(engine: Engine) -> None:
+    # pysqlite commits before DDL and begins lazily; SQLAlchemy's documented recipe takes
+    # over so every transaction (DDL included) is real, and BEGIN IMMEDIATE takes the write
+    # lock up front, which serializes overlapping exports instead of deadlocking them.
+    @sa.event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection, _record):  # noqa: ANN001
+        dbapi_connection.isolation_level = None
+        # Each chunk is staged in a temporary table: keep it in memory, not in a temp file.
+        dbapi_connection.execute("PRAGMA temp_store = MEMORY")
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(connection):  # noqa: ANN001
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def check_database(engine: Engine) -> None:
+    """Connect once, before any API request, so a wrong URL fails fast and touches nothing."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        database = url.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            path = Path(database)
+            if not path.exists():  # do not create the file just to check it
+                parent = path.parent if str(path.parent) else Path(".")
+                if not parent.is_dir():
+                    raise DatabaseError(f"{_describe(url)}: directory {parent} does not exist")
+                if not os.access(parent, os.W_OK):
+                    raise DatabaseError(f"{_describe(url)}: directory {parent} is not writable")
+                return
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+            conn.rollback()
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot connect to {_describe(url)}: {first_line(exc)}") from None
+
+
+def check_table(engine: Engine, table: str) -> None:
+    """Before any request, refuse a runs table nsml-etl did not make, changing nothing (another
+    tool's ``nsml_runs`` would get our columns added, or its rows duplicated on every rerun);
+    on MySQL and MariaDB, refuse a server without an exact collation for run names too."""
+    if _sqlite_file_missing(engine.url):
+        return  # a new database: nothing there yet, and connecting would create the file
+    try:
+        with engine.connect() as conn:
+            family_of(engine.dialect.name).key_collation(conn.dialect)  # MySQL: one exists
+            refuse_foreign_table(conn, table)
+            conn.rollback()
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"reading the schema of table {table} failed: {first_line(exc)}") from None
+
+
+
+
+def _sqlite_file_missing(url: sa.URL) -> bool:
+    database = url.database
+    return (url.get_backend_name() == "sqlite" and bool(database) and database != ":memory:"
+            and not database.startswith("file:") and not Path(database).exists())
+
