@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .dialects import first_line
 from .errors import DatabaseError, InputError
+from .names import BATCHES_TABLE, view_name
 from .report import (
     FAILURES,
     HOURS,
@@ -32,8 +33,6 @@ from .report import (
     Table,
     cap_for,
 )
-from .schema import BATCHES_TABLE
-from .viewnames import view_name
 from .views import query_view
 
 # The report's default period: the current week and the seven before it.

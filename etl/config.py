@@ -33,12 +33,6 @@ DEFAULT_LIST_TIMEZONE = "Asia/Seoul"
 # 8,160-byte rows fit about 420 such columns, SQLite 2,000 columns.
 DEFAULT_MAX_ENV_COLUMNS = 100
 
-# Table names we create ourselves (and the temporary table each chunk is staged in); exporting
-# runs into one of them would corrupt it. View names are reserved too (etl/viewnames.py).
-RESERVED_TABLES = frozenset(
-    {"nsml_env_columns", "nsml_field_columns", "nsml_export_batches", "nsml_export_failures",
-     "nsml_run_history", "nsml_etl_stage", "nsml_gpu_servers"}
-)
 # A table name that needs no quoting anywhere and fits every database's identifier limit.
 TABLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -160,7 +154,7 @@ def _table_name(value: Any) -> str:
             "must be 1-63 characters of lower-case letters, digits and underscores, "
             "not starting with a digit (a name that needs no quoting in any database)"
         )
-    from .viewnames import SEPARATOR, default_view_names  # local: it imports this module
+    from .names import RESERVED_TABLES, SEPARATOR, default_view_names  # local: imports config
 
     if value in RESERVED_TABLES:
         raise ValueError(f"{value!r} is one of nsml-etl's own tables; choose another name")

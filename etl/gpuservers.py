@@ -19,9 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .dialects import first_line
 from .errors import DatabaseError, InputError
+from .names import GPU_SERVERS_TABLE
 from .schema import UTF8MB4, Text
 
-GPU_SERVERS_TABLE = "nsml_gpu_servers"
 # Largest value of the BIGINT gpu_svr_code column.
 MAX_CODE = 2**63 - 1
 # More GPUs than any one server has: a typo guard (a count is per server, not per cluster).

@@ -45,6 +45,13 @@ from .dialects import (
 )
 from .errors import DatabaseError
 from .events import event
+from .names import (
+    BATCHES_TABLE,
+    ENV_COLUMNS_TABLE,
+    FAILURES_TABLE,
+    FIELD_COLUMNS_TABLE,
+    HISTORY_TABLE,
+)
 from .naming import allocate_columns, allocation_order, snake_case
 from .transform import (
     CORE_COLUMNS,
@@ -56,11 +63,6 @@ from .transform import (
 
 log = logging.getLogger(__name__)
 
-ENV_COLUMNS_TABLE = "nsml_env_columns"
-FIELD_COLUMNS_TABLE = "nsml_field_columns"
-BATCHES_TABLE = "nsml_export_batches"
-HISTORY_TABLE = "nsml_run_history"
-FAILURES_TABLE = "nsml_export_failures"
 # How long one schema change (ALTER TABLE) waits for its table lock. A transaction left open on
 # the table (a dashboard, a SQL console) holds it off, and every new query on the table queues
 # behind the waiting ALTER: those stall this long at most, then run while we wait to retry.

@@ -22,9 +22,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from .config import DEFAULT_MAX_ENV_COLUMNS
 from .dialects import Family, first_line
 from .errors import DatabaseError, MappingChanged
+from .names import HISTORY_TABLE, STAGE_TABLE
 from .pairs import Pair
 from .schema import (
-    HISTORY_TABLE,
     TIMESTAMP_COLUMNS,
     ColumnMap,
     Schema,
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 # Run names per SELECT when reading the stored rows that a chunk supersedes.
 HISTORY_LOOKUP_KEYS = 1000
-# The temporary table a chunk is staged in before it is merged.
-STAGE = "nsml_etl_stage"
 # The share of MySQL's max_allowed_packet one run's escaped text may take: the rest is the
 # statement around it (column names, the other runs of a multi-row INSERT stay under 1 MB).
 PACKET_SHARE_FOR_ONE_RUN = 0.9
@@ -188,7 +186,7 @@ class RunStore(Schema):
         conflict = self.family.upsert_clause([quote(c) for c in KEY_COLUMNS], sets)
         # WHERE 1 = 1: SQLite's parser needs it to tell ON CONFLICT from a join's ON.
         conn.exec_driver_sql(
-            f"INSERT INTO {runs} ({names}) SELECT {names} FROM {STAGE} "  # noqa: S608 - quoted
+            f"INSERT INTO {runs} ({names}) SELECT {names} FROM {STAGE_TABLE} "  # noqa: S608 - quoted
             f"WHERE 1 = 1 {conflict}"
         )
 
@@ -207,8 +205,9 @@ class RunStore(Schema):
         same_run = "r.project_id = s.project_id AND r.run_name = s.run_name"
         family = self.family
         differs = family.row_differs([f"s.{c}" for c in content], [f"r.{c}" for c in content])
-        changed_sql = family.changed_runs_sql(STAGE, runs, history, same_run, current, differs)
-        unversioned = family.unversioned_sql(STAGE, history, current)
+        changed_sql = family.changed_runs_sql(STAGE_TABLE, runs, history, same_run, current,
+                                              differs)
+        unversioned = family.unversioned_sql(STAGE_TABLE, history, current)
         changed = conn.execute(sa.text(changed_sql), {"table": self.table_name}).all()
         if changed:
             superseded = self._stored_rows(conn, {Pair(p, r) for _, p, r, _ in changed})
@@ -267,11 +266,11 @@ class RunStore(Schema):
                     raise MappingChanged(self.table_name)
                 runs = conn.dialect.identifier_preparer.quote(self.table_name)
                 timestamps = [i for i, c in enumerate(columns) if c in TIMESTAMP_COLUMNS]
-                self.family.create_stage(conn, STAGE, runs)
-                self.family.fill_stage(conn, STAGE, columns, rows, timestamps)
+                self.family.create_stage(conn, STAGE_TABLE, runs)
+                self.family.fill_stage(conn, STAGE_TABLE, columns, rows, timestamps)
                 self._write_history(conn, columns, batch_id)  # first: it reads the old rows
                 self._merge_stage(conn, columns)
-                self.family.drop_stage(conn, STAGE)
+                self.family.drop_stage(conn, STAGE_TABLE)
         except SQLAlchemyError as exc:
             raise DatabaseError(
                 f"writing {len(rows)} runs to table {self.table_name} failed: "

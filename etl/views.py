@@ -1,7 +1,7 @@
 """Reporting views from the ``.sql`` files in ``sql/``: one view per file and runs table.
 
 A file is one SELECT with a header comment saying what question it answers; each runs table
-gets its own set of views (their names: :mod:`etl.viewnames`). Dialect differences are template
+gets its own set of views (their names: :mod:`etl.names`). Dialect differences are template
 macros, expanded here per database (each family's SQL for them: :mod:`etl.dialects`):
 
 * ``{{runs}}``, ``{{history}}``, ``{{batches}}``: the quoted table names;
@@ -42,11 +42,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from .batches import BATCH_STATUSES
 from .dialects import family_of, first_line
 from .errors import DatabaseError
-from .gpuservers import GPU_SERVERS_TABLE, ensure_table
-from .schema import BATCHES_TABLE, HISTORY_TABLE
+from .gpuservers import ensure_table
+from .names import (
+    BATCHES_TABLE,
+    GPU_SERVERS_TABLE,
+    HISTORY_TABLE,
+    SQL_PACKAGE,
+    view_bases,
+    view_name,
+)
 from .store import RunStore
 from .transform import TERMINAL_STATUSES
-from .viewnames import SQL_PACKAGE, view_bases, view_name
 
 # A run in one of these has not started yet; any other status that is not terminal means it has.
 WAITING_STATUSES = ("RUN_STATE_PENDING",)

@@ -10,17 +10,19 @@ import pytest
 import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
-from nsml_etl.config import RESERVED_TABLES
-from nsml_etl.naming import MAX_IDENTIFIER_LENGTH
-from nsml_etl.schema import (
+from nsml_etl.names import (
     BATCHES_TABLE,
     ENV_COLUMNS_TABLE,
     FAILURES_TABLE,
     FIELD_COLUMNS_TABLE,
     HISTORY_TABLE,
+    RESERVED_TABLES,
+    STAGE_TABLE,
+    default_view_names,
+    view_bases,
+    view_name,
 )
-from nsml_etl.store import STAGE
-from nsml_etl.viewnames import default_view_names, view_bases, view_name
+from nsml_etl.naming import MAX_IDENTIFIER_LENGTH
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
@@ -92,7 +94,7 @@ def test_a_table_we_did_not_make_is_refused_and_left_alone(run_cli, credentials,
 
 def test_our_own_tables_and_views_are_reserved():
     tables = {ENV_COLUMNS_TABLE, FIELD_COLUMNS_TABLE, BATCHES_TABLE, FAILURES_TABLE,
-              HISTORY_TABLE, STAGE}
+              HISTORY_TABLE, STAGE_TABLE}
     assert tables <= RESERVED_TABLES
     # The view names come from the files in sql/, whatever files there are.
     files = {p.name.split(".")[0] for p in SQL_DIR.glob("*.sql")}

@@ -1,6 +1,9 @@
-"""What the reporting views of a runs table are called. Pure (the settings check table names
-with it, and must not pull in SQLAlchemy), and read from the files: every ``.sql`` file in
-``sql/`` is one view, so a file added there follows these rules without being listed anywhere.
+"""The names nsml-etl takes in a database: its own tables, and what the reporting views of a
+runs table are called, so that no runs table is ever named like one of them. Pure (the settings
+check table names with it, and must not pull in SQLAlchemy).
+
+Views are read from the files: every ``.sql`` file in ``sql/`` is one view, so a file added
+there follows these rules without being listed anywhere.
 
 * The default table ``nsml_runs`` keeps the files' names: ``nsml_active_runs`` (the names
   dashboards already use).
@@ -17,6 +20,19 @@ from importlib import resources
 
 from .config import DEFAULT_TABLE
 from .naming import HASH_DIGITS, MAX_IDENTIFIER_LENGTH, key_hash
+
+# The bookkeeping tables, shared by every runs table of a database.
+ENV_COLUMNS_TABLE = "nsml_env_columns"
+FIELD_COLUMNS_TABLE = "nsml_field_columns"
+BATCHES_TABLE = "nsml_export_batches"
+HISTORY_TABLE = "nsml_run_history"
+FAILURES_TABLE = "nsml_export_failures"
+GPU_SERVERS_TABLE = "nsml_gpu_servers"
+# The temporary table each chunk is staged in.
+STAGE_TABLE = "nsml_etl_stage"
+# Exporting runs into one of our own tables would corrupt it.
+RESERVED_TABLES = frozenset({ENV_COLUMNS_TABLE, FIELD_COLUMNS_TABLE, BATCHES_TABLE, HISTORY_TABLE,
+                             FAILURES_TABLE, GPU_SERVERS_TABLE, STAGE_TABLE})
 
 SQL_PACKAGE = "nsml_etl_sql"
 # Every view file is named nsml_<what>.sql; other tables replace the prefix with their own.
