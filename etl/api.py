@@ -23,7 +23,7 @@ import dataclasses
 import itertools
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -123,6 +123,7 @@ def export(
 
         store = RunStore(engine, settings.table, settings.max_env_columns)
         skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
+        source: Iterator[RunToFetch]
         if given is not None:
             source, total = map(RunToFetch, given), len(given)
         else:
@@ -241,9 +242,9 @@ def _mode(pairs: object, all_runs: bool, projects: object) -> str:
     return chosen[0]
 
 
-def _project_ids(projects: str | Iterable[str]) -> list[str]:
+def _project_ids(projects: str | Iterable[str] | None) -> list[str]:
     """A list of project ids; one id given as a string is a list of one."""
-    items = [projects] if isinstance(projects, str) else list(projects)
+    items = [projects] if isinstance(projects, str) else list(projects or ())
     for index, item in enumerate(items):
         if not isinstance(item, str) or not item.strip():
             raise InputError(f"projects[{index}]: expected a project id, got {item!r}")

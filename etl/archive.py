@@ -12,6 +12,7 @@ import codecs
 import contextlib
 import gzip
 import io
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -100,7 +101,7 @@ def _utc(text: Any) -> datetime | None:
     return when
 
 
-def iter_archive(path: str | Path, stdin: IO[bytes] | None = None) -> Iterator[ArchivedRun]:
+def iter_archive(path: str | os.PathLike, stdin: IO[bytes] | None = None) -> Iterator[ArchivedRun]:
     """Each line of an archive or plain-runs file, or of stdin for ``-``; unusable lines come
     with a ``problem``. The file is opened here, so a missing one fails before any line is
     asked for (and before the caller touches a database)."""
@@ -117,7 +118,7 @@ def _read_lines(source: str, handle: IO[bytes], close: bool = False) -> Iterator
         if close:
             cleanup.enter_context(handle)
         try:
-            reader = handle if hasattr(handle, "peek") else io.BufferedReader(handle)
+            reader: Any = handle if hasattr(handle, "peek") else io.BufferedReader(handle)
             if reader.peek(1)[:1] == GZIP_FIRST_BYTE:
                 reader = cleanup.enter_context(gzip.GzipFile(fileobj=reader))
             for line_no, raw in enumerate(reader, start=1):

@@ -60,7 +60,9 @@ class BatchLog:
                     table_name=self.store.table_name, command=self.command,
                     started_at=self.started_at, status=RUNNING, options=self.options,
                 ))
-                self.id = int(result.inserted_primary_key[0])
+                key = result.inserted_primary_key
+                assert key is not None  # a single-row INSERT always has one
+                self.id = int(key[0])
         except SQLAlchemyError as exc:
             raise DatabaseError(f"recording the batch failed: {exc.__class__.__name__}") from exc
 

@@ -145,7 +145,7 @@ class _JsonClickError(click.ClickException):
 
     def __init__(self, error: click.ClickException) -> None:
         super().__init__(error.format_message())
-        self.exit_code = error.exit_code
+        self.exit_code = error.exit_code  # type: ignore[misc]  # click's is a class default
         self.kind = "usage" if isinstance(error, click.UsageError) else "input"
 
     def show(self, file: Any = None) -> None:
@@ -272,7 +272,8 @@ class _Interrupts:
 
     @property
     def exit_code(self) -> int | None:
-        return {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}.get(self.signal)
+        exits: dict[int, int] = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
+        return exits.get(self.signal) if self.signal is not None else None
 
 
 def _notice(message: str) -> None:

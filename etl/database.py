@@ -144,7 +144,7 @@ def check_table(engine: Engine, table: str) -> None:
 
 
 def _sqlite_file_missing(url: sa.URL) -> bool:
-    database = url.database
-    return (url.get_backend_name() == "sqlite" and bool(database) and database != ":memory:"
+    database = url.database or ""
+    return (url.get_backend_name() == "sqlite" and database not in ("", ":memory:")
             and not database.startswith("file:") and not Path(database).exists())
 

@@ -444,7 +444,9 @@ class PostgresFamily(Family):
                    timestamps: list[int]) -> None:
         quote = conn.dialect.identifier_preparer.quote
         names = ", ".join(quote(c) for c in columns)
-        with conn.connection.driver_connection.cursor() as cursor:
+        driver = conn.connection.driver_connection
+        assert driver is not None  # a live connection of the engine's pool
+        with driver.cursor() as cursor:
             with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
@@ -596,7 +598,7 @@ class MySQLFamily(Family):
         """The exact (binary, NO PAD) collation of the MySQL or MariaDB server ``dialect`` is
         connected to; :class:`DatabaseError` for a server too old to have one."""
         version = tuple(v for v in dialect.server_version_info or () if isinstance(v, int))
-        if dialect.is_mariadb:
+        if getattr(dialect, "is_mariadb", False):  # MySQLDialect's, not the base class's
             if version >= MARIADB_KEY_COLLATION_SINCE:
                 return MARIADB_KEY_COLLATION
             wanted = "MariaDB 10.2"

@@ -191,6 +191,7 @@ def iter_csv(handle: IO[bytes], name: str, on_bad: OnBadLine = None
         if row is None:
             return
         start = record_start[0]
+        assert start is not None  # set by the first line the reader took for this record
         where = f"{name}:{start}"
         if not any(cell.strip() for cell in row):
             continue  # blank line
@@ -237,7 +238,7 @@ def _looks_like_jsonl(head: str) -> bool:
     return head.lstrip("\ufeff \t\r\n").startswith("{")
 
 
-def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None, on_bad: OnBadLine = None
+def iter_pairs(path: str | os.PathLike, stdin: IO[bytes] | None = None, on_bad: OnBadLine = None
                ) -> Iterator[tuple[int, Pair]]:
     """Yield (line, pair) from a file path, or ``-`` for stdin, validating as it goes: a bad
     line raises, or is passed to ``on_bad`` and skipped."""
@@ -251,7 +252,7 @@ def iter_pairs(path: str | Path, stdin: IO[bytes] | None = None, on_bad: OnBadLi
         spool.seek(0)
         parse = iter_jsonl if _looks_like_jsonl(head) else iter_csv
         with spool:
-            yield from parse(spool, STDIN_NAME, on_bad)  # type: ignore[arg-type]
+            yield from parse(spool, STDIN_NAME, on_bad)
         return
     parse = iter_jsonl if name.lower().endswith(JSONL_SUFFIXES) else iter_csv
     with open_input(path, "pairs file") as binary:
@@ -348,7 +349,7 @@ class _BadLines:
                              self.shown, self.count - len(self.shown))
 
 
-def collect_pairs(path: str | Path, stdin: IO[bytes] | None = None,
+def collect_pairs(path: str | os.PathLike, stdin: IO[bytes] | None = None,
                   spill_after: int = SPILL_AFTER) -> PairSet:
     """Validate the whole file and return its distinct pairs; raises :class:`InputError`
     (with FILE:LINE) before returning anything, one :class:`BadLinesError` for all bad lines."""
@@ -431,7 +432,7 @@ def write_pairs_file(path: str | os.PathLike, rows: Iterable[Sequence[object]],
     return count
 
 
-def read_pairs(path: str | Path, stdin: IO[bytes] | None = None) -> list[Pair]:
+def read_pairs(path: str | os.PathLike, stdin: IO[bytes] | None = None) -> list[Pair]:
     """All distinct pairs in file order, as a list (for small files and tests)."""
     with collect_pairs(path, stdin) as pairs:
         return list(pairs)

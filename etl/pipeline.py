@@ -89,7 +89,7 @@ class _Fetcher:
         self.abort = abort
         # On the real clock, a stopping export must not sit out a backoff, a Retry-After or a
         # rate-limit slot: those waits end when the abort is set (an injected sleep is kept).
-        self.sleep = abort.wait if sleep is time.sleep else sleep
+        self.sleep = _until_aborted(abort) if sleep is time.sleep else sleep
         self.watchdog = watchdog or Watchdog()
         self.signer = NcpSignatureV2(
             credentials.access_key, credentials.secret_key, credentials.api_key
@@ -146,6 +146,15 @@ class _Fetcher:
     def close(self) -> None:
         for client in self._clients:
             client.close()
+
+
+def _until_aborted(abort: threading.Event) -> Callable[[float], None]:
+    """A sleep that ends early once ``abort`` is set."""
+
+    def sleep(seconds: float) -> None:
+        abort.wait(seconds)
+
+    return sleep
 
 
 def is_transient_db_error(exc: BaseException, store: RunStore | None = None) -> bool:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -81,7 +82,7 @@ FILL_PAGE_ROWS = 2000
 # The MySQL and MariaDB dialects, for column types of their own.
 _MYSQL = ("mysql", "mariadb")
 # Table options for every table we create: MySQL's utf8 is not full UTF-8.
-UTF8MB4 = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
+UTF8MB4: dict[str, Any] = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
 TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS, GONE_COLUMN)
 class KeyVarchar(mysql.VARCHAR):
     """A MySQL string compared as a key: created with the family's exact collation
@@ -189,6 +190,7 @@ def foreign_table_problems(primary_key: list[str], columns: dict[str, sa.types.T
     for column in CORE_COLUMNS:
         found_type = columns.get(column)
         expected = _type_family(CORE_TYPES.get(column, Text))
+        assert expected is not None  # every core column has one of the families
         if found_type is not None and _type_family(found_type) != expected:
             problems.append(f"column {column} is {_type_text(found_type, dialect)}, "
                             f"not {_FAMILY_WORDS[expected]}")

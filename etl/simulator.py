@@ -310,7 +310,7 @@ class Simulator:
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"{self._scheme}://{host}:{port}{PREFIX}"
+        return f"{self._scheme}://{host!s}:{port}{PREFIX}"
 
     def start(self) -> Simulator:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -95,7 +95,7 @@ class RunStore(Schema):
         if self._packet_limit is None and self.family.packet_size_query is not None:
             try:
                 with self.engine.connect() as conn:
-                    packet = int(conn.exec_driver_sql(self.family.packet_size_query).scalar())
+                    packet = int(conn.exec_driver_sql(self.family.packet_size_query).scalar_one())
             except SQLAlchemyError as exc:
                 raise DatabaseError(f"reading the server's packet size failed: "
                                     f"{first_line(exc)}") from exc

@@ -163,7 +163,7 @@ def _flatten(body: Any, pair: Pair, fetched_at: datetime, check_floats: bool) ->
     columns: dict[str, Any] = {}
     has_nul = False
     for api_name, column in _TEXT_FIELDS:
-        value = get(api_name)
+        value: Any = get(api_name)
         if value is not None:
             if not (type(value) is str and value.isascii()):
                 if check_floats and jsontext.has_inexact_float(value):

@@ -70,7 +70,9 @@ class View:
 
 
 def _split_args(text: str) -> list[str]:
-    args, depth, current = [], 0, []
+    args: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char == "," and depth == 0:
             args.append("".join(current).strip())
