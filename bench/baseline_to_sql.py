@@ -23,8 +23,9 @@ def main(path: str, url: str) -> None:
     with open(path, "rb") as handle:
         records = [flatten(json.loads(line)) for line in handle]
     engine = sa.create_engine(url)
-    pd.DataFrame(records).to_sql("baseline_runs", engine, chunksize=10000, index=False,
-                                 if_exists="replace")
+    pd.DataFrame(records).to_sql(
+        "baseline_runs", engine, chunksize=10000, index=False, if_exists="replace"
+    )
     engine.dispose()
 
 

@@ -50,8 +50,7 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     proc = subprocess.run([cmd[0], str(PEAK_RSS), *cmd[1:]], env=ENV, capture_output=True)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout.decode()}\n"
-                         f"{proc.stderr.decode()}")
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout.decode()}\n{proc.stderr.decode()}")
     peak_kib = int(proc.stderr.decode().rsplit("peak_rss_kib=", 1)[1])
     return elapsed, peak_kib / 1024
 
@@ -59,10 +58,24 @@ def timed(cmd: list[str]) -> tuple[float, float]:
 def start_simulator(tmp: Path) -> tuple[subprocess.Popen, str, Path]:
     address, pairs = tmp / "address", tmp / "pairs.csv"
     proc = subprocess.Popen(
-        [PYTHON, "-m", "nsml_etl.cli", "simulate", "--projects", "4",
-         "--runs", str(FETCH_RUNS // 4), "--latency", str(LATENCY),
-         "--address-file", str(address), "--write-pairs", str(pairs)],
-        env=ENV, stderr=subprocess.DEVNULL,
+        [
+            PYTHON,
+            "-m",
+            "nsml_etl.cli",
+            "simulate",
+            "--projects",
+            "4",
+            "--runs",
+            str(FETCH_RUNS // 4),
+            "--latency",
+            str(LATENCY),
+            "--address-file",
+            str(address),
+            "--write-pairs",
+            str(pairs),
+        ],
+        env=ENV,
+        stderr=subprocess.DEVNULL,
     )
     for _ in range(200):
         if address.exists():
@@ -80,9 +93,20 @@ def bench_fetch(tmp: Path) -> dict:
             dst.writelines([next(src), next(src)])
 
         def export(pairs_file: Path):
-            return lambda i: [PYTHON, "-m", "nsml_etl.cli", "export", "--pairs", str(pairs_file),
-                              "--base-url", base_url, "--concurrency", str(CONCURRENCY),
-                              "--db", f"sqlite:///{tmp}/fetch-{uuid.uuid4().hex}.db"]
+            return lambda i: [
+                PYTHON,
+                "-m",
+                "nsml_etl.cli",
+                "export",
+                "--pairs",
+                str(pairs_file),
+                "--base-url",
+                base_url,
+                "--concurrency",
+                str(CONCURRENCY),
+                "--db",
+                f"sqlite:///{tmp}/fetch-{uuid.uuid4().hex}.db",
+            ]
 
         # One run and all runs take turns, as in bench_load; fetch rounds are cheap, so more.
         t_ones, t_alls = [], []
@@ -94,8 +118,14 @@ def bench_fetch(tmp: Path) -> dict:
         sim.terminate()
         sim.wait()
     bound = FETCH_RUNS * LATENCY / CONCURRENCY
-    return {"runs": FETCH_RUNS, "t_one": t_one, "t_all": t_all, "bound": bound,
-            "figure": (t_all - t_one) / bound, "target": 1.15}
+    return {
+        "runs": FETCH_RUNS,
+        "t_one": t_one,
+        "t_all": t_all,
+        "bound": bound,
+        "figure": (t_all - t_one) / bound,
+        "target": 1.15,
+    }
 
 
 def write_raw_runs(path: Path, count: int) -> None:
@@ -103,13 +133,17 @@ def write_raw_runs(path: Path, count: int) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for i in range(count):
             run = {
-                "runName": str(i % 5000 + 1), "projectId": f"proj{i // 5000:05d}",
-                "projectName": "비전 연구팀", "status": rng.choice(["RUN_STATE_COMPLETED",
-                                                                "RUN_STATE_FAILED"]),
+                "runName": str(i % 5000 + 1),
+                "projectId": f"proj{i // 5000:05d}",
+                "projectName": "비전 연구팀",
+                "status": rng.choice(["RUN_STATE_COMPLETED", "RUN_STATE_FAILED"]),
                 "creator": f"ncp-user-{rng.randint(1, 99999)}",
-                "engFullName": "[GPU] V100 1EA, 8vCPU, 90GB Mem", "gpuSvrCode": 205,
-                "imageType": "BASE", "imagePath": "nvcr.io/nvidia/pytorch:23.10-py3",
-                "command": f"python train.py --seed {i}", "note": "bench",
+                "engFullName": "[GPU] V100 1EA, 8vCPU, 90GB Mem",
+                "gpuSvrCode": 205,
+                "imageType": "BASE",
+                "imagePath": "nvcr.io/nvidia/pytorch:23.10-py3",
+                "command": f"python train.py --seed {i}",
+                "note": "bench",
                 "envs": {f"KEY_{k:02d}": f"value-{i}-{k}" for k in range(ENV_KEYS)},
             }
             handle.write(json.dumps(run, ensure_ascii=False) + "\n")
@@ -144,10 +178,19 @@ def bench_load(kind: str, tmp: Path, raw: Path, runs: int) -> dict:
         t_update.append(t)
         rss_update.append(rss)
     base = min(t_base)
-    return {"db": kind, "runs": runs, "t_baseline": base, "rss_baseline_mb": max(rss_base),
-            "t_insert": min(t_insert), "t_update": min(t_update),
-            "insert_ratio": min(t_insert) / base, "update_ratio": min(t_update) / base,
-            "rss_mb": max(rss_insert + rss_update), "target_ratio": 1.0, "target_rss_mb": 150}
+    return {
+        "db": kind,
+        "runs": runs,
+        "t_baseline": base,
+        "rss_baseline_mb": max(rss_base),
+        "t_insert": min(t_insert),
+        "t_update": min(t_update),
+        "insert_ratio": min(t_insert) / base,
+        "update_ratio": min(t_update) / base,
+        "rss_mb": max(rss_insert + rss_update),
+        "target_ratio": 1.0,
+        "target_rss_mb": 150,
+    }
 
 
 def bench_pairs_memory(tmp: Path, count: int) -> dict:
@@ -156,8 +199,19 @@ def bench_pairs_memory(tmp: Path, count: int) -> dict:
     with open(path, "w") as handle:
         handle.write("project_id,run_name\n")
         handle.writelines(f"proj{i % 1000:04d},{i}\n" for i in range(count))
-    _, rss = timed([PYTHON, "-m", "nsml_etl.cli", "export", "--pairs", str(path), "--dry-run",
-                    "--db", f"sqlite:///{tmp}/dry.db"])
+    _, rss = timed(
+        [
+            PYTHON,
+            "-m",
+            "nsml_etl.cli",
+            "export",
+            "--pairs",
+            str(path),
+            "--dry-run",
+            "--db",
+            f"sqlite:///{tmp}/dry.db",
+        ]
+    )
     return {"pairs": count, "bytes": path.stat().st_size, "rss_mb": rss}
 
 
@@ -166,28 +220,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nsml-bench-") as tmp_name:
         tmp = Path(tmp_name)
         results["fetch"] = fetch = bench_fetch(tmp)
-        print(f"fetch  {FETCH_RUNS} runs @ {LATENCY * 1000:.0f} ms, {CONCURRENCY} workers: "
-              f"{fetch['figure']:.2f} x bound (target <= 1.15; bound {fetch['bound']:.2f}s)")
+        print(
+            f"fetch  {FETCH_RUNS} runs @ {LATENCY * 1000:.0f} ms, {CONCURRENCY} workers: "
+            f"{fetch['figure']:.2f} x bound (target <= 1.15; bound {fetch['bound']:.2f}s)"
+        )
         raw = tmp / "raw.jsonl"
         write_raw_runs(raw, LOAD_RUNS)
         small = tmp / "raw-small.jsonl"
         write_raw_runs(small, LOAD_RUNS // 4)
-        kinds = ["sqlite"] + (["postgresql"] if os.environ.get("NSML_ETL_TEST_POSTGRES_URL")
-                              else [])
+        kinds = ["sqlite"] + (
+            ["postgresql"] if os.environ.get("NSML_ETL_TEST_POSTGRES_URL") else []
+        )
         for kind in kinds:
             row = bench_load(kind, tmp, raw, LOAD_RUNS)
             results["load"].append(row)
-            print(f"load   {LOAD_RUNS} runs into {kind}: insert {row['insert_ratio']:.2f} x, "
-                  f"update {row['update_ratio']:.2f} x baseline (target <= 1.0); peak RSS "
-                  f"{row['rss_mb']:.0f} MB (target <= 150; baseline {row['rss_baseline_mb']:.0f})")
+            print(
+                f"load   {LOAD_RUNS} runs into {kind}: insert {row['insert_ratio']:.2f} x, "
+                f"update {row['update_ratio']:.2f} x baseline (target <= 1.0); peak RSS "
+                f"{row['rss_mb']:.0f} MB (target <= 150; baseline {row['rss_baseline_mb']:.0f})"
+            )
         small_row = bench_load("sqlite", tmp, small, LOAD_RUNS // 4)
         results["load_small"] = small_row
-        print(f"memory {LOAD_RUNS // 4} runs: peak RSS {small_row['rss_mb']:.0f} MB "
-              f"(constant in the number of runs if close to the {LOAD_RUNS}-run figure)")
+        print(
+            f"memory {LOAD_RUNS // 4} runs: peak RSS {small_row['rss_mb']:.0f} MB "
+            f"(constant in the number of runs if close to the {LOAD_RUNS}-run figure)"
+        )
         results["pairs_memory"] = [bench_pairs_memory(tmp, n) for n in (1_000_000, 3_000_000)]
         for row in results["pairs_memory"]:
-            print(f"pairs  {row['pairs']} pairs ({row['bytes'] / 1e6:.0f} MB file), --dry-run: "
-                  f"peak RSS {row['rss_mb']:.0f} MB")
+            print(
+                f"pairs  {row['pairs']} pairs ({row['bytes'] / 1e6:.0f} MB file), --dry-run: "
+                f"peak RSS {row['rss_mb']:.0f} MB"
+            )
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print()
     print_table(summary_rows(results))
@@ -196,25 +259,56 @@ def main() -> None:
 
 def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
     """(figure, result, target, met) for every figure the issue sets a target for."""
+
     def met(ok: bool) -> str:
         return "yes" if ok else "NO"
 
     fetch = results["fetch"]
-    rows = [(f"fetch {fetch['runs']} runs: (t(all) - t(1)) / bound", f"{fetch['figure']:.2f}",
-             "<= 1.15", met(fetch["figure"] <= fetch["target"]))]
+    rows = [
+        (
+            f"fetch {fetch['runs']} runs: (t(all) - t(1)) / bound",
+            f"{fetch['figure']:.2f}",
+            "<= 1.15",
+            met(fetch["figure"] <= fetch["target"]),
+        )
+    ]
     for row in results["load"]:
         for kind in ("insert", "update"):
             ratio = row[f"{kind}_ratio"]
-            rows.append((f"load {row['runs']} runs, {row['db']}, {kind}s / to_sql baseline",
-                         f"{ratio:.2f}", "<= 1.00", met(ratio <= row["target_ratio"])))
-        rows.append((f"peak RSS of that load (baseline {row['rss_baseline_mb']:.0f} MB)",
-                     f"{row['rss_mb']:.0f} MB", "<= 150 MB", met(row["rss_mb"] <= 150)))
+            rows.append(
+                (
+                    f"load {row['runs']} runs, {row['db']}, {kind}s / to_sql baseline",
+                    f"{ratio:.2f}",
+                    "<= 1.00",
+                    met(ratio <= row["target_ratio"]),
+                )
+            )
+        rows.append(
+            (
+                f"peak RSS of that load (baseline {row['rss_baseline_mb']:.0f} MB)",
+                f"{row['rss_mb']:.0f} MB",
+                "<= 150 MB",
+                met(row["rss_mb"] <= 150),
+            )
+        )
     small = results["load_small"]
-    rows.append((f"peak RSS of a {small['runs']}-run load (constant?)",
-                 f"{small['rss_mb']:.0f} MB", "~ same", "-"))
+    rows.append(
+        (
+            f"peak RSS of a {small['runs']}-run load (constant?)",
+            f"{small['rss_mb']:.0f} MB",
+            "~ same",
+            "-",
+        )
+    )
     for row in results["pairs_memory"]:
-        rows.append((f"peak RSS, --dry-run of {row['pairs']} pairs", f"{row['rss_mb']:.0f} MB",
-                     "constant", "-"))
+        rows.append(
+            (
+                f"peak RSS, --dry-run of {row['pairs']} pairs",
+                f"{row['rss_mb']:.0f} MB",
+                "constant",
+                "-",
+            )
+        )
     return rows
 
 

@@ -32,4 +32,3 @@ __all__ = [
 # A library configures no logging: records go to the application's handlers (Airflow's task
 # log, say), and without any they are dropped rather than printed by logging's last resort.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
-

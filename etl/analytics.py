@@ -40,12 +40,17 @@ DEFAULT_WEEKS = 8
 # Rows shown per failure-rate table (the worst first) unless --limit says otherwise.
 TOP_FAILURES = 15
 # The sections' titles, by name (the names: etl/report.py).
-TITLES = {PERIOD: "Analytics period", HOURS: "Run-hours and GPU-hours per project and week",
-          SERVERS: "Run-hours per GPU server", WAITS: "Queue wait per week",
-          WEEKLY_FAILURES: "Failure rate per week", FAILURES["image"]: "Failure rate by image",
-          FAILURES["gpu_server"]: "Failure rate by GPU server",
-          FAILURES["creator"]: "Failure rate by creator",
-          MISSING: "GPU servers without a GPU count"}
+TITLES = {
+    PERIOD: "Analytics period",
+    HOURS: "Run-hours and GPU-hours per project and week",
+    SERVERS: "Run-hours per GPU server",
+    WAITS: "Queue wait per week",
+    WEEKLY_FAILURES: "Failure rate per week",
+    FAILURES["image"]: "Failure rate by image",
+    FAILURES["gpu_server"]: "Failure rate by GPU server",
+    FAILURES["creator"]: "Failure rate by creator",
+    MISSING: "GPU servers without a GPU count",
+}
 ALL_PROJECTS = "(all projects)"
 # How good the times are (they are estimated from exports; nsml_run_timeline has the bounds).
 PRECISION = "good to about one export interval"
@@ -113,12 +118,25 @@ def hours_per_project(rows: list[dict], period: Period) -> Table:
             entry[4] += _number(row["run_hours"]) or 0.0
         else:
             entry[3] += float(row["gpu_hours"])
-    return Table(HOURS, TITLES[HOURS],
-                 ["week", "project_id", "project_name", "active_runs", "run_hours", "gpu_hours",
-                  "run_hours_without_gpu_count"],
-                 [(week, project, name, runs, round(run, 2), round(gpu, 2), round(unknown, 2))
-                  for (week, project), (name, runs, run, gpu, unknown) in sorted(
-                      sums.items(), key=lambda item: (item[0][0], item[0][1] or ""))])
+    return Table(
+        HOURS,
+        TITLES[HOURS],
+        [
+            "week",
+            "project_id",
+            "project_name",
+            "active_runs",
+            "run_hours",
+            "gpu_hours",
+            "run_hours_without_gpu_count",
+        ],
+        [
+            (week, project, name, runs, round(run, 2), round(gpu, 2), round(unknown, 2))
+            for (week, project), (name, runs, run, gpu, unknown) in sorted(
+                sums.items(), key=lambda item: (item[0][0], item[0][1] or "")
+            )
+        ],
+    )
 
 
 def hours_per_server(rows: list[dict], period: Period) -> Table:
@@ -131,23 +149,44 @@ def hours_per_server(rows: list[dict], period: Period) -> Table:
         entry[1] += _number(row["run_hours"]) or 0.0
         entry[2] += _number(row["gpu_hours"]) or 0.0
     ordered = sorted(sums.items(), key=lambda item: -item[1][1])
-    return Table(SERVERS, TITLES[SERVERS],
-                 ["eng_full_name", "gpu_svr_code", "gpus", "run_hours", "gpu_hours"],
-                 [(name, code, gpus, round(run, 2), round(gpu, 2) if gpus is not None else None)
-                  for (name, code), (gpus, run, gpu) in ordered])
+    return Table(
+        SERVERS,
+        TITLES[SERVERS],
+        ["eng_full_name", "gpu_svr_code", "gpus", "run_hours", "gpu_hours"],
+        [
+            (name, code, gpus, round(run, 2), round(gpu, 2) if gpus is not None else None)
+            for (name, code), (gpus, run, gpu) in ordered
+        ],
+    )
 
 
 def queue_waits(rows: list[dict], period: Period) -> Table:
     """The view's medians and 90th percentiles, in hours, all projects first in each week."""
     picked = [r for r in rows if period.covers(as_week(r["week"]))]
-    picked.sort(key=lambda r: (as_week(r["week"]), r["project_id"] is not None,
-                               r["project_name"] or "", r["project_id"] or ""))
-    return Table(WAITS, TITLES[WAITS], ["week", "project_id", "project_name", "runs",
-                                        "median_wait_h", "p90_wait_h"],
-                 [(as_week(r["week"]), r["project_id"],
-                   r["project_name"] if r["project_id"] is not None else ALL_PROJECTS,
-                   int(r["runs"]), _hours(r["median_wait_s"]), _hours(r["p90_wait_s"]))
-                  for r in picked])
+    picked.sort(
+        key=lambda r: (
+            as_week(r["week"]),
+            r["project_id"] is not None,
+            r["project_name"] or "",
+            r["project_id"] or "",
+        )
+    )
+    return Table(
+        WAITS,
+        TITLES[WAITS],
+        ["week", "project_id", "project_name", "runs", "median_wait_h", "p90_wait_h"],
+        [
+            (
+                as_week(r["week"]),
+                r["project_id"],
+                r["project_name"] if r["project_id"] is not None else ALL_PROJECTS,
+                int(r["runs"]),
+                _hours(r["median_wait_s"]),
+                _hours(r["p90_wait_s"]),
+            )
+            for r in picked
+        ],
+    )
 
 
 def failure_rates(rows: list[dict], period: Period, dimension: str) -> Table:
@@ -158,12 +197,18 @@ def failure_rates(rows: list[dict], period: Period, dimension: str) -> Table:
         if row["dimension"] == dimension and period.covers(as_week(row["week"])):
             sums[row["value"]][0] += int(row["finished"])
             sums[row["value"]][1] += int(row["failed"])
-    ordered = sorted(sums.items(),
-                     key=lambda item: (-item[1][1], -item[1][1] / item[1][0], str(item[0])))
-    return Table(FAILURES[dimension], TITLES[FAILURES[dimension]],
-                 [dimension, "finished", "failed", "failure_rate"],
-                 [(value, finished, failed, round(failed / finished, 4))
-                  for value, (finished, failed) in ordered])
+    ordered = sorted(
+        sums.items(), key=lambda item: (-item[1][1], -item[1][1] / item[1][0], str(item[0]))
+    )
+    return Table(
+        FAILURES[dimension],
+        TITLES[FAILURES[dimension]],
+        [dimension, "finished", "failed", "failure_rate"],
+        [
+            (value, finished, failed, round(failed / finished, 4))
+            for value, (finished, failed) in ordered
+        ],
+    )
 
 
 def weekly_failures(rows: list[dict], period: Period) -> Table:
@@ -174,10 +219,15 @@ def weekly_failures(rows: list[dict], period: Period) -> Table:
         if row["dimension"] == "image" and period.covers(week):
             sums[week][0] += int(row["finished"])
             sums[week][1] += int(row["failed"])
-    return Table(WEEKLY_FAILURES, TITLES[WEEKLY_FAILURES],
-                 ["week", "finished", "failed", "failure_rate"],
-                 [(week, finished, failed, round(failed / finished, 4))
-                  for week, (finished, failed) in sorted(sums.items())])
+    return Table(
+        WEEKLY_FAILURES,
+        TITLES[WEEKLY_FAILURES],
+        ["week", "finished", "failed", "failure_rate"],
+        [
+            (week, finished, failed, round(failed / finished, 4))
+            for week, (finished, failed) in sorted(sums.items())
+        ],
+    )
 
 
 def export_interval_hours(starts: list[datetime]) -> float | None:
@@ -188,14 +238,21 @@ def export_interval_hours(starts: list[datetime]) -> float | None:
 
 
 def _export_starts(engine: Engine, table: str, period: Period) -> list[datetime]:
-    batches = sa.table(BATCHES_TABLE, sa.column("table_name"), sa.column("command"),
-                       sa.column("status"), sa.column("started_at", sa.DateTime()))
+    batches = sa.table(
+        BATCHES_TABLE,
+        sa.column("table_name"),
+        sa.column("command"),
+        sa.column("status"),
+        sa.column("started_at", sa.DateTime()),
+    )
     query = sa.select(batches.c.started_at).where(
-        batches.c.table_name == table, batches.c.command == "export",
+        batches.c.table_name == table,
+        batches.c.command == "export",
         batches.c.status.in_(("succeeded", "partial")),
         batches.c.started_at >= datetime.combine(period.first_week, datetime.min.time()),
-        batches.c.started_at < datetime.combine(period.until + timedelta(days=1),
-                                                datetime.min.time()))
+        batches.c.started_at
+        < datetime.combine(period.until + timedelta(days=1), datetime.min.time()),
+    )
     try:
         with engine.connect() as conn:
             return [row[0] for row in conn.execute(query)]
@@ -203,21 +260,28 @@ def _export_starts(engine: Engine, table: str, period: Period) -> list[datetime]
         raise DatabaseError(f"reading {BATCHES_TABLE} failed: {first_line(exc)}") from exc
 
 
-def collect_analytics(engine: Engine, table: str, period: Period,
-                      limit: int | None = None) -> list[Table]:
+def collect_analytics(
+    engine: Engine, table: str, period: Period, limit: int | None = None
+) -> list[Table]:
     """The analytics sections of ``table`` for ``period`` (its views must exist), ``limit``
     rows each (None: all, and :data:`TOP_FAILURES` of each failure rate; 0: all)."""
+
     def read(base: str) -> list[dict]:
         return _records(*query_view(engine, view_name(table, base)))
 
     hours = read("nsml_run_hours_per_week")
     rates = read("nsml_failure_rates_per_week")
     missing_columns, missing = query_view(
-        engine, view_name(table, "nsml_gpu_servers_without_count"), "runs DESC, gpu_svr_code")
+        engine, view_name(table, "nsml_gpu_servers_without_count"), "runs DESC, gpu_svr_code"
+    )
     interval = export_interval_hours(_export_starts(engine, table, period))
     tables = [
-        Table(PERIOD, TITLES[PERIOD], ["since", "until", "export_interval_h", "estimates"],
-              [(period.first_week, period.until, interval, PRECISION)]),
+        Table(
+            PERIOD,
+            TITLES[PERIOD],
+            ["since", "until", "export_interval_h", "estimates"],
+            [(period.first_week, period.until, interval, PRECISION)],
+        ),
         hours_per_project(hours, period),
         hours_per_server(hours, period),
         queue_waits(read("nsml_queue_wait_per_week"), period),
@@ -226,5 +290,4 @@ def collect_analytics(engine: Engine, table: str, period: Period,
         Table(MISSING, TITLES[MISSING], missing_columns, missing),
     ]
     failures = set(FAILURES.values())
-    return [t.limited(cap_for(TOP_FAILURES if t.name in failures else None, limit))
-            for t in tables]
+    return [t.limited(cap_for(TOP_FAILURES if t.name in failures else None, limit)) for t in tables]

@@ -99,11 +99,20 @@ def export(
     before) and :class:`DatabaseError`. Runs that failed on their own are ``report.failed``.
     """
     arguments = {
-        "db_url": db_url, "table": table, "base_url": base_url, "concurrency": concurrency,
-        "timeout": timeout, "max_attempts": max_attempts, "chunk_size": chunk_size,
-        "max_env_columns": max_env_columns, "backoff_initial": backoff_initial,
-        "backoff_max": backoff_max, "retry_after_max": retry_after_max,
-        "rate_limit": rate_limit, "list_timezone": list_timezone, "ca_bundle": ca_bundle,
+        "db_url": db_url,
+        "table": table,
+        "base_url": base_url,
+        "concurrency": concurrency,
+        "timeout": timeout,
+        "max_attempts": max_attempts,
+        "chunk_size": chunk_size,
+        "max_env_columns": max_env_columns,
+        "backoff_initial": backoff_initial,
+        "backoff_max": backoff_max,
+        "retry_after_max": retry_after_max,
+        "rate_limit": rate_limit,
+        "list_timezone": list_timezone,
+        "ca_bundle": ca_bundle,
     }
     settings = _settings(settings, arguments, config_file)
     credentials = _credentials(credentials)
@@ -130,24 +139,40 @@ def export(
             from .client import NsmlClient
             from .watchdog import Watchdog
 
-            lister = NsmlClient(settings, credentials,
-                                watchdog=Watchdog(cancel=cancel, stop=stop))
+            lister = NsmlClient(settings, credentials, watchdog=Watchdog(cancel=cancel, stop=stop))
             cleanup.callback(lister.close)
             # Then the stored unfinished runs the list no longer shows (deleted upstream: only
             # their 404 tells, and marks them gone).
             source = then_unlisted(
                 discover_runs(lister, projects=project_ids, timezone=settings.list_timezone),
-                store.unfinished_pairs(project_ids))
+                store.unfinished_pairs(project_ids),
+            )
             total = None
         archive = _archive(save_raw, cleanup)
-        options = {"mode": mode, "pairs_file": _pairs_file(pairs) if mode == PAIRS else None,
-                   "projects": project_ids, "skip_finished": skip_finished,
-                   "save_raw": _file_name(save_raw) if save_raw else None}
+        options = {
+            "mode": mode,
+            "pairs_file": _pairs_file(pairs) if mode == PAIRS else None,
+            "projects": project_ids,
+            "skip_finished": skip_finished,
+            "save_raw": _file_name(save_raw) if save_raw else None,
+        }
         report = _commit_before_interrupts(
-            lambda: export_runs(source, settings, credentials, store, total=total, stop=stop,
-                                progress=progress, archive=archive, skip=skip, cancel=cancel,
-                                options=options),
-            stop, cancel)
+            lambda: export_runs(
+                source,
+                settings,
+                credentials,
+                store,
+                total=total,
+                stop=stop,
+                progress=progress,
+                archive=archive,
+                skip=skip,
+                cancel=cancel,
+                options=options,
+            ),
+            stop,
+            cancel,
+        )
     report.mode, report.settings = mode, settings
     if report.auth_error is not None:
         report.auth_error.report = report
@@ -173,8 +198,12 @@ def load(
     ``chunk_size`` defaults to 4,000 here. Lines that cannot be used are ``report.failed``
     (named ``FILE:LINE``); the rest land. ``stop`` ends the reading, and what was read is
     committed. Raises :class:`InputError` and :class:`DatabaseError`."""
-    arguments = {"db_url": db_url, "table": table, "chunk_size": chunk_size,
-                 "max_env_columns": max_env_columns}
+    arguments = {
+        "db_url": db_url,
+        "table": table,
+        "chunk_size": chunk_size,
+        "max_env_columns": max_env_columns,
+    }
     settings = _settings(settings, arguments, config_file, defaults=LOAD_DEFAULTS)
     stop = stop if stop is not None else threading.Event()
     from .archive import iter_archive
@@ -189,9 +218,17 @@ def load(
         store = RunStore(engine, settings.table, settings.max_env_columns)
         options = {**settings.public_dict(), "file": display_name(file)}
         report = _commit_before_interrupts(
-            lambda: load_archive(records, store, chunk_size=settings.chunk_size,
-                                 options=options, progress=progress, stop=stop),
-            stop, threading.Event())
+            lambda: load_archive(
+                records,
+                store,
+                chunk_size=settings.chunk_size,
+                options=options,
+                progress=progress,
+                stop=stop,
+            ),
+            stop,
+            threading.Event(),
+        )
     report.mode, report.settings = LOAD, settings
     return report
 
@@ -200,20 +237,29 @@ def _argument_label(setting: Setting) -> str:
     return setting.name
 
 
-def _settings(settings: Settings | None, arguments: dict[str, Any],
-              config_file: str | os.PathLike | None,
-              defaults: dict[str, Any] | None = None) -> Settings:
-    given = {name: os.fspath(value) if isinstance(value, os.PathLike) else value
-             for name, value in arguments.items() if value is not None}
+def _settings(
+    settings: Settings | None,
+    arguments: dict[str, Any],
+    config_file: str | os.PathLike | None,
+    defaults: dict[str, Any] | None = None,
+) -> Settings:
+    given = {
+        name: os.fspath(value) if isinstance(value, os.PathLike) else value
+        for name, value in arguments.items()
+        if value is not None
+    }
     if settings is None:
-        return resolve_settings(given, Path(config_file) if config_file else None,
-                                defaults=defaults, label=_argument_label)
+        return resolve_settings(
+            given,
+            Path(config_file) if config_file else None,
+            defaults=defaults,
+            label=_argument_label,
+        )
     if not isinstance(settings, Settings):
         raise InputError(f"settings must be a nsml_etl.Settings, got {type(settings).__name__}")
     if given or config_file:
         names = ", ".join([*given, *(["config_file"] if config_file else [])])
-        raise InputError(f"settings= replaces every setting argument; do not give {names} "
-                         "as well")
+        raise InputError(f"settings= replaces every setting argument; do not give {names} as well")
     # Checked as arguments are: a Settings made by hand skipped the checks (the CLI's passes).
     return resolve_settings(dataclasses.asdict(settings), environ={}, label=_argument_label)
 
@@ -222,23 +268,33 @@ def _credentials(credentials: Credentials | None) -> Credentials:
     if credentials is None:
         return credentials_from_env()
     if not isinstance(credentials, Credentials):
-        raise InputError("credentials must be a nsml_etl.Credentials(access_key=..., "
-                         f"secret_key=..., api_key=None), got {type(credentials).__name__}")
+        raise InputError(
+            "credentials must be a nsml_etl.Credentials(access_key=..., "
+            f"secret_key=..., api_key=None), got {type(credentials).__name__}"
+        )
     for name in ("access_key", "secret_key"):
         value = getattr(credentials, name)
         if not isinstance(value, str) or not value.strip():
-            raise InputError(f"credentials.{name} is empty: give the NCP {name.split('_')[0]} "
-                             "key")
+            raise InputError(f"credentials.{name} is empty: give the NCP {name.split('_')[0]} key")
     return credentials
 
 
 def _mode(pairs: object, all_runs: bool, projects: object) -> str:
-    chosen = [mode for mode, given in ((PAIRS, pairs is not None), (ALL, bool(all_runs)),
-                                       (PROJECTS, projects is not None)) if given]
+    chosen = [
+        mode
+        for mode, given in (
+            (PAIRS, pairs is not None),
+            (ALL, bool(all_runs)),
+            (PROJECTS, projects is not None),
+        )
+        if given
+    ]
     if len(chosen) != 1:
-        raise InputError("say which runs to export: pairs= (a pairs file or a list of "
-                         "(project_id, run_name) pairs), all_runs=True, or projects=[...]; "
-                         "exactly one of them")
+        raise InputError(
+            "say which runs to export: pairs= (a pairs file or a list of "
+            "(project_id, run_name) pairs), all_runs=True, or projects=[...]; "
+            "exactly one of them"
+        )
     return chosen[0]
 
 
@@ -259,8 +315,10 @@ def _collect_pairs(pairs: object) -> Any:
     if isinstance(pairs, str | os.PathLike):
         return collect_pairs(pairs)
     if isinstance(pairs, bytes) or not isinstance(pairs, Iterable):
-        raise InputError("pairs must be a path, \"-\" for stdin, or an iterable of "
-                         f"(project_id, run_name) pairs, got {type(pairs).__name__}")
+        raise InputError(
+            'pairs must be a path, "-" for stdin, or an iterable of '
+            f"(project_id, run_name) pairs, got {type(pairs).__name__}"
+        )
     return collect_given_pairs(pairs)
 
 
@@ -304,8 +362,9 @@ def _dry_run_report(settings: Settings, mode: str, given: Any) -> ExportReport:
     return report
 
 
-def _commit_before_interrupts(work: Callable[[], T], stop: threading.Event,
-                              cancel: threading.Event) -> T:
+def _commit_before_interrupts(
+    work: Callable[[], T], stop: threading.Event, cancel: threading.Event
+) -> T:
     """Run ``work`` (fetching and committing) on a thread of its own and wait for it.
 
     An exception raised in the waiting thread (KeyboardInterrupt, or a host's signal handler
@@ -342,4 +401,3 @@ def _commit_before_interrupts(work: Callable[[], T], stop: threading.Event,
     if interrupt is not None:
         raise interrupt
     return outcome["result"]
-

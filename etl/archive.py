@@ -49,11 +49,22 @@ class ArchiveWriter:
     def write(self, pair: Pair, raw: bytes, fetched_at: datetime) -> None:
         """One record holding the response's bytes as received (numbers as sent, too), on one
         line: a raw newline in valid JSON can only be whitespace."""
-        head = jsontext.dumps({"projectId": pair.project_id, "runName": pair.run_name,
-                               FETCHED_AT_KEY: fetched_at.isoformat()})
+        head = jsontext.dumps(
+            {
+                "projectId": pair.project_id,
+                "runName": pair.run_name,
+                FETCHED_AT_KEY: fetched_at.isoformat(),
+            }
+        )
         body = raw.strip().replace(b"\r", b" ").replace(b"\n", b" ")
-        line = b"".join((head[:-1].encode("utf-8", "surrogatepass"),
-                         b',"' + RESPONSE_KEY.encode() + b'":', body, b"}\n"))
+        line = b"".join(
+            (
+                head[:-1].encode("utf-8", "surrogatepass"),
+                b',"' + RESPONSE_KEY.encode() + b'":',
+                body,
+                b"}\n",
+            )
+        )
         with self._lock:
             self._handle.write(line)
 
@@ -85,8 +96,9 @@ def _pair_from(obj: dict, where: str) -> Pair | None:
     not); None when it names none."""
     project_id, run_name = obj.get("projectId"), name_as_text(obj.get("runName"))
     if isinstance(project_id, str) and project_id and isinstance(run_name, str) and run_name:
-        return Pair(check_name(project_id, "projectId", where),
-                    check_name(run_name, "runName", where))
+        return Pair(
+            check_name(project_id, "projectId", where), check_name(run_name, "runName", where)
+        )
     return None
 
 
@@ -123,7 +135,7 @@ def _read_lines(source: str, handle: IO[bytes], close: bool = False) -> Iterator
                 reader = cleanup.enter_context(gzip.GzipFile(fileobj=reader))
             for line_no, raw in enumerate(reader, start=1):
                 if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[len(codecs.BOM_UTF8):]
+                    raw = raw[len(codecs.BOM_UTF8) :]
                 if raw.isspace() or not raw:
                     continue
                 yield _parse_line(source, line_no, raw)
@@ -135,11 +147,13 @@ def _parse_line(source: str, line_no: int, raw: bytes) -> ArchivedRun:
     try:
         obj = jsontext.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        return ArchivedRun(source, line_no, None, None, None,
-                           f"{source}:{line_no}: not valid JSON ({exc})")
+        return ArchivedRun(
+            source, line_no, None, None, None, f"{source}:{line_no}: not valid JSON ({exc})"
+        )
     if type(obj) is not dict:
-        return ArchivedRun(source, line_no, None, None, None,
-                           f"{source}:{line_no}: expected a JSON object")
+        return ArchivedRun(
+            source, line_no, None, None, None, f"{source}:{line_no}: expected a JSON object"
+        )
     fetched_at = None
     if RESPONSE_KEY in obj:  # an archive record
         body = obj[RESPONSE_KEY]
@@ -152,6 +166,12 @@ def _parse_line(source: str, line_no: int, raw: bytes) -> ArchivedRun:
     except InputError as exc:
         return ArchivedRun(source, line_no, None, body, fetched_at, str(exc))
     if pair is None:
-        return ArchivedRun(source, line_no, None, body, fetched_at,
-                           f"{source}:{line_no}: no projectId and runName to key the run by")
+        return ArchivedRun(
+            source,
+            line_no,
+            None,
+            body,
+            fetched_at,
+            f"{source}:{line_no}: no projectId and runName to key the run by",
+        )
     return ArchivedRun(source, line_no, pair, body, fetched_at, raw=raw)

@@ -24,7 +24,12 @@ from .store import RunStore
 log = logging.getLogger(__name__)
 
 BATCH_STATUSES = RUNNING, SUCCEEDED, PARTIAL, AUTH_FAILED, INTERRUPTED, FAILED = (
-    "running", "succeeded", "partial", "auth_failed", "interrupted", "failed",
+    "running",
+    "succeeded",
+    "partial",
+    "auth_failed",
+    "interrupted",
+    "failed",
 )
 # Longest error message kept in nsml_export_batches.error.
 MAX_ERROR_CHARS = 2000
@@ -56,10 +61,15 @@ class BatchLog:
         table = self.store.batches_table
         try:
             with self.store.engine.begin() as conn:
-                result = conn.execute(sa.insert(table).values(
-                    table_name=self.store.table_name, command=self.command,
-                    started_at=self.started_at, status=RUNNING, options=self.options,
-                ))
+                result = conn.execute(
+                    sa.insert(table).values(
+                        table_name=self.store.table_name,
+                        command=self.command,
+                        started_at=self.started_at,
+                        status=RUNNING,
+                        options=self.options,
+                    )
+                )
                 key = result.inserted_primary_key
                 assert key is not None  # a single-row INSERT always has one
                 self.id = int(key[0])
@@ -87,9 +97,12 @@ class BatchLog:
 
     def _complete(self, report: ExportReport, status: str, error: str | None = None) -> None:
         counts = {
-            "finished_at": utc_now(), "status": status,
-            "requested": report.requested, "exported": report.exported,
-            "failed": len(report.failed), "retried": report.retried,
+            "finished_at": utc_now(),
+            "status": status,
+            "requested": report.requested,
+            "exported": report.exported,
+            "failed": len(report.failed),
+            "retried": report.retried,
         }
         clean = self.store.family.clean_text  # a failed run's name may hold what failed it
         if error is not None:
@@ -99,8 +112,10 @@ class BatchLog:
                 "batch_id": self.id,
                 "project_id": clean(f.pair.project_id) if f.pair else None,
                 "run_name": clean(f.pair.run_name) if f.pair else None,
-                "http_status": f.status, "error_code": clean(f.error_code),
-                "message": clean(f.reason), "attempts": f.attempts,
+                "http_status": f.status,
+                "error_code": clean(f.error_code),
+                "message": clean(f.reason),
+                "attempts": f.attempts,
             }
             for f in report.failed
         ]

@@ -77,8 +77,11 @@ class CheckReport:
         return next((line.exit_code for line in self.lines if not line.ok), EXIT_OK)
 
 
-def run_checks(settings: Settings, environ: Mapping[str, str] | None = None,
-               now: Callable[[], float] = time.time) -> CheckReport:
+def run_checks(
+    settings: Settings,
+    environ: Mapping[str, str] | None = None,
+    now: Callable[[], float] = time.time,
+) -> CheckReport:
     """Every check, in the order ``export`` meets the problems (its exit code then follows
     the first failure). Sends one request at most; writes nothing."""
     lines = [check_database(settings)]
@@ -86,14 +89,23 @@ def run_checks(settings: Settings, environ: Mapping[str, str] | None = None,
         credentials = credentials_from_env(environ)
     except EtlError as exc:
         environ = os.environ if environ is None else environ
-        missing = [name for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV)
-                   if not environ.get(name, "").strip()]
+        missing = [
+            name for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV) if not environ.get(name, "").strip()
+        ]
         verb = "is" if len(missing) == 1 else "are"
-        lines.append(CheckLine("credentials", False, f"{' and '.join(missing)} {verb} not set"
-                               f"{DASH}export your NCP API keys in the environment (they are "
-                               "never read from flags or files)", exc.exit_code))
-        blocked = ("not checked: no request can be signed without the credentials"
-                   f"{DASH}set them first")
+        lines.append(
+            CheckLine(
+                "credentials",
+                False,
+                f"{' and '.join(missing)} {verb} not set"
+                f"{DASH}export your NCP API keys in the environment (they are "
+                "never read from flags or files)",
+                exc.exit_code,
+            )
+        )
+        blocked = (
+            f"not checked: no request can be signed without the credentials{DASH}set them first"
+        )
         lines += [CheckLine(name, False, blocked, exc.exit_code) for name in ("API key", "clock")]
         return CheckReport(lines)
     lines += check_api(settings, credentials, now)
@@ -117,25 +129,35 @@ def check_database(settings: Settings) -> CheckLine:
     try:
         connect(engine)  # on SQLite, a missing file is checked for a writable folder only
         if path is not None and not path.exists():
-            return CheckLine("database", True, f"{where}: the file does not exist yet; the "
-                             "first export creates it (this check did not)")
+            return CheckLine(
+                "database",
+                True,
+                f"{where}: the file does not exist yet; the "
+                "first export creates it (this check did not)",
+            )
         check_table(engine, settings.table)
         exists = _has_table(engine, settings.table)
     except EtlError as exc:
-        return CheckLine("database", False, _with_advice(str(exc), path is not None),
-                         exc.exit_code)
+        return CheckLine("database", False, _with_advice(str(exc), path is not None), exc.exit_code)
     finally:
         engine.dispose()
-    table = (f"table {settings.table} is an nsml-etl table" if exists else
-             f"table {settings.table} does not exist yet; the first export creates it")
+    table = (
+        f"table {settings.table} is an nsml-etl table"
+        if exists
+        else f"table {settings.table} does not exist yet; the first export creates it"
+    )
     return CheckLine("database", True, f"{where} is reachable; {table}")
 
 
 def _sqlite_path(url: sa.URL) -> Path | None:
     """The file of a SQLite URL; None for other databases and in-memory ones."""
     database = url.database
-    if (url.get_backend_name() != "sqlite" or not database or database == ":memory:"
-            or database.startswith("file:")):
+    if (
+        url.get_backend_name() != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+    ):
         return None
     return Path(database)
 
@@ -151,8 +173,9 @@ def _has_table(engine: sa.Engine, table: str) -> bool:
             conn.rollback()
             return found
     except sa.exc.SQLAlchemyError as exc:
-        raise DatabaseError(f"reading the schema of table {table} failed: "
-                            f"{first_line(exc)}") from None
+        raise DatabaseError(
+            f"reading the schema of table {table} failed: {first_line(exc)}"
+        ) from None
 
 
 def _with_advice(message: str, sqlite_file: bool) -> str:
@@ -161,10 +184,14 @@ def _with_advice(message: str, sqlite_file: bool) -> str:
     if said:  # the foreign-table error says what to do already
         return f"{wrong}{DASH}choose another --table{todo}"
     if sqlite_file:
-        return (f"{message}{DASH}fix the path in --db (sqlite:///relative/path.db or "
-                "sqlite:////absolute/path.db) or the folder's permissions")
-    return (f"{message}{DASH}check --db (host, port, database, user, password) and that the "
-            "server is running")
+        return (
+            f"{message}{DASH}fix the path in --db (sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db) or the folder's permissions"
+        )
+    return (
+        f"{message}{DASH}check --db (host, port, database, user, password) and that the "
+        "server is running"
+    )
 
 
 @dataclass
@@ -202,13 +229,15 @@ def _probe(settings: Settings, credentials: Credentials, now: Callable[[], float
             probe.projects = total if isinstance(total, int) else len(body["projects"])
         return probe
     code, message = gateway_error(response)
-    probe.gateway = (f"HTTP {response.status_code}" + (f" errorCode {code}" if code else "")
-                     + f": {message}")
+    probe.gateway = (
+        f"HTTP {response.status_code}" + (f" errorCode {code}" if code else "") + f": {message}"
+    )
     return probe
 
 
-def check_api(settings: Settings, credentials: Credentials,
-              now: Callable[[], float] = time.time) -> list[CheckLine]:
+def check_api(
+    settings: Settings, credentials: Credentials, now: Callable[[], float] = time.time
+) -> list[CheckLine]:
     """The credentials, API key and clock lines, from one signed request."""
     from .client import AUTH_STATUSES
 
@@ -217,46 +246,85 @@ def check_api(settings: Settings, credentials: Credentials,
     clock = _clock_line(probe)
     if probe.status == 200 and probe.failure is None:
         projects = f"{probe.projects} project{'' if probe.projects == 1 else 's'}"
-        api_key = (f"{API_KEY_ENV} is set and was sent (x-ncp-apigw-api-key); the gateway "
-                   "took the request" if credentials.api_key else
-                   f"{API_KEY_ENV} is not set, and the gateway did not ask for one")
-        return [CheckLine("credentials", True, f"{ACCESS_KEY_ENV} and {SECRET_KEY_ENV} "
-                          f"accepted: {endpoint} answered with {projects}"),
-                CheckLine("API key", True, api_key), clock]
+        api_key = (
+            f"{API_KEY_ENV} is set and was sent (x-ncp-apigw-api-key); the gateway took the request"
+            if credentials.api_key
+            else f"{API_KEY_ENV} is not set, and the gateway did not ask for one"
+        )
+        return [
+            CheckLine(
+                "credentials",
+                True,
+                f"{ACCESS_KEY_ENV} and {SECRET_KEY_ENV} "
+                f"accepted: {endpoint} answered with {projects}",
+            ),
+            CheckLine("API key", True, api_key),
+            clock,
+        ]
     if probe.status in AUTH_STATUSES:
         return [*_refused(probe, endpoint, credentials, clock), clock]
     # No usable answer: nothing is known about the keys, and the clock only from a Date.
-    advice = ("check --base-url (it ends in /nsml/v1), the network and any proxy, then run "
-              "check again")
+    advice = (
+        "check --base-url (it ends in /nsml/v1), the network and any proxy, then run check again"
+    )
     if probe.status in RETRY_LATER_STATUSES:
         advice = "the gateway is busy or failing: run check again in a minute"
     blocked = f"not checked: the request got no usable answer{DASH}see credentials"
-    return [CheckLine("credentials", False, f"no usable answer from {endpoint}: "
-                      f"{probe.failure or probe.gateway}{DASH}{advice}", EXIT_SOME_FAILED),
-            CheckLine("API key", False, blocked, EXIT_SOME_FAILED),
-            clock if probe.skew is not None else CheckLine("clock", False, blocked,
-                                                           EXIT_SOME_FAILED)]
+    return [
+        CheckLine(
+            "credentials",
+            False,
+            f"no usable answer from {endpoint}: {probe.failure or probe.gateway}{DASH}{advice}",
+            EXIT_SOME_FAILED,
+        ),
+        CheckLine("API key", False, blocked, EXIT_SOME_FAILED),
+        clock if probe.skew is not None else CheckLine("clock", False, blocked, EXIT_SOME_FAILED),
+    ]
 
 
-def _refused(probe: _Probe, endpoint: str, credentials: Credentials,
-             clock: CheckLine) -> list[CheckLine]:
+def _refused(
+    probe: _Probe, endpoint: str, credentials: Credentials, clock: CheckLine
+) -> list[CheckLine]:
     """The credentials and API key lines of a 401/403: which part the gateway refused, as far
     as its words and the clock tell."""
     refused = f"the gateway refused {endpoint}: {probe.gateway}"
     if _API_KEY_WORDS.search(probe.gateway):
-        fix = (f"check {API_KEY_ENV} (the API Gateway key of the NSML product)"
-               if credentials.api_key else f"export {API_KEY_ENV} with your API Gateway key")
-        return [CheckLine("credentials", False, "not verified: the gateway refused the API "
-                          f"key first{DASH}see API key", EXIT_AUTH_FAILED),
-                CheckLine("API key", False, f"{refused}{DASH}{fix}", EXIT_AUTH_FAILED)]
-    api_key = CheckLine("API key", False, "not checked: the gateway refused the request for "
-                        f"another reason{DASH}see credentials", EXIT_AUTH_FAILED)
+        fix = (
+            f"check {API_KEY_ENV} (the API Gateway key of the NSML product)"
+            if credentials.api_key
+            else f"export {API_KEY_ENV} with your API Gateway key"
+        )
+        return [
+            CheckLine(
+                "credentials",
+                False,
+                f"not verified: the gateway refused the API key first{DASH}see API key",
+                EXIT_AUTH_FAILED,
+            ),
+            CheckLine("API key", False, f"{refused}{DASH}{fix}", EXIT_AUTH_FAILED),
+        ]
+    api_key = CheckLine(
+        "API key",
+        False,
+        f"not checked: the gateway refused the request for another reason{DASH}see credentials",
+        EXIT_AUTH_FAILED,
+    )
     if not clock.ok:
-        return [CheckLine("credentials", False, f"not verified: {refused}, and the local clock "
-                          f"is off{DASH}set the clock right first (see clock), then run check "
-                          "again", EXIT_AUTH_FAILED), api_key]
-    fix = (f"check {ACCESS_KEY_ENV} and {SECRET_KEY_ENV}: a pair of the same account, with "
-           "access to CLOVA NSML")
+        return [
+            CheckLine(
+                "credentials",
+                False,
+                f"not verified: {refused}, and the local clock "
+                f"is off{DASH}set the clock right first (see clock), then run check "
+                "again",
+                EXIT_AUTH_FAILED,
+            ),
+            api_key,
+        ]
+    fix = (
+        f"check {ACCESS_KEY_ENV} and {SECRET_KEY_ENV}: a pair of the same account, with "
+        "access to CLOVA NSML"
+    )
     if not credentials.api_key:
         fix += f"; if your gateway asks for an API key, export {API_KEY_ENV} too"
     return [CheckLine("credentials", False, f"{refused}{DASH}{fix}", EXIT_AUTH_FAILED), api_key]
@@ -267,19 +335,40 @@ def _clock_line(probe: _Probe) -> CheckLine:
 
     if probe.skew is None:
         if probe.status == 200:  # the signature passed: the clock is inside the window
-            return CheckLine("clock", True, "the gateway sent no Date to compare with; it took "
-                             f"the signature, so the clock is within {window} s of its own")
-        return CheckLine("clock", False, "not checked: the gateway sent no Date header"
-                         f"{DASH}see credentials", EXIT_AUTH_FAILED)
+            return CheckLine(
+                "clock",
+                True,
+                "the gateway sent no Date to compare with; it took "
+                f"the signature, so the clock is within {window} s of its own",
+            )
+        return CheckLine(
+            "clock",
+            False,
+            f"not checked: the gateway sent no Date header{DASH}see credentials",
+            EXIT_AUTH_FAILED,
+        )
     skew = probe.skew
     off = f"the local clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'}"
     if abs(skew) > window:
-        return CheckLine("clock", False, f"{off} the gateway's Date; signatures more than "
-                         f"{window} s off are refused{DASH}set the clock right (enable NTP, "
-                         "e.g. timedatectl set-ntp true)", EXIT_AUTH_FAILED)
+        return CheckLine(
+            "clock",
+            False,
+            f"{off} the gateway's Date; signatures more than "
+            f"{window} s off are refused{DASH}set the clock right (enable NTP, "
+            "e.g. timedatectl set-ntp true)",
+            EXIT_AUTH_FAILED,
+        )
     if abs(skew) > CLOCK_NOTE_S:
-        return CheckLine("clock", True, f"{off} the gateway's Date: within the {window} s "
-                         "signatures allow, but a synced clock is closer (note: enable NTP "
-                         "before it drifts further)")
-    return CheckLine("clock", True, f"within {max(abs(skew), CLOCK_RESOLUTION_S):.0f} s of the "
-                     f"gateway's Date (signatures allow {window} s)")
+        return CheckLine(
+            "clock",
+            True,
+            f"{off} the gateway's Date: within the {window} s "
+            "signatures allow, but a synced clock is closer (note: enable NTP "
+            "before it drifts further)",
+        )
+    return CheckLine(
+        "clock",
+        True,
+        f"within {max(abs(skew), CLOCK_RESOLUTION_S):.0f} s of the "
+        f"gateway's Date (signatures allow {window} s)",
+    )

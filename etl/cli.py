@@ -47,9 +47,22 @@ log = logging.getLogger("nsml_etl")
 MAX_UNEXPECTED_TEXT = 300
 
 # Options shown in --help of export; the tuning ones stay available in config files and env.
-_EXPORT_SETTINGS = ("db_url", "table", "base_url", "concurrency", "timeout", "max_attempts",
-                    "chunk_size", "max_env_columns", "backoff_initial", "backoff_max",
-                    "retry_after_max", "rate_limit", "list_timezone", "ca_bundle")
+_EXPORT_SETTINGS = (
+    "db_url",
+    "table",
+    "base_url",
+    "concurrency",
+    "timeout",
+    "max_attempts",
+    "chunk_size",
+    "max_env_columns",
+    "backoff_initial",
+    "backoff_max",
+    "retry_after_max",
+    "rate_limit",
+    "list_timezone",
+    "ca_bundle",
+)
 
 
 class SettingType(click.ParamType):
@@ -60,16 +73,18 @@ class SettingType(click.ParamType):
         self.setting = setting
         self.name = setting.metavar.lower()
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-                ) -> Any:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         try:
             return self.setting.parse(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None = None,
-                     helps: Mapping[str, str] | None = None) -> Callable:
+def settings_options(
+    names: tuple[str, ...],
+    defaults: Mapping[str, Any] | None = None,
+    helps: Mapping[str, str] | None = None,
+) -> Callable:
     """Decorator adding one option per setting, plus --config; defaults stay None so the
     config layering (defaults < file < env < flags) can tell what was given. ``defaults``
     overrides a setting's default for this command (pass the same to resolve_settings), and
@@ -101,30 +116,39 @@ def settings_options(names: tuple[str, ...], defaults: Mapping[str, Any] | None 
     return decorate
 
 
-def output_options(func: Callable | None = None, *,
-                   verbose: str = "Log each request and chunk (debug level); never a secret."
-                   ) -> Callable:
+def output_options(
+    func: Callable | None = None,
+    *,
+    verbose: str = "Log each request and chunk (debug level); never a secret.",
+) -> Callable:
     """Decorator adding -v, -q and --log-format; ``verbose`` is the -v help of a command that
     logs other things than export does (``@output_options(verbose=...)``)."""
     if func is None:
         return functools.partial(output_options, verbose=verbose)
-    func = click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-                        show_default=True,
-                        help="json: for log shippers, every line on stderr is one JSON "
-                        "object, an event (errors too; the README lists them), and no text "
-                        "goes to stdout either.")(func)
-    func = click.option("-q", "--quiet", is_flag=True,
-                        help="Print only errors and the final summary.")(func)
+    func = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json: for log shippers, every line on stderr is one JSON "
+        "object, an event (errors too; the README lists them), and no text "
+        "goes to stdout either.",
+    )(func)
+    func = click.option(
+        "-q", "--quiet", is_flag=True, help="Print only errors and the final summary."
+    )(func)
     return click.option("-v", "--verbose", is_flag=True, help=verbose)(func)
 
 
-def say_error(message: str, kind: str, exit_code: int, log_format: str = "text",
-              **fields: Any) -> None:
+def say_error(
+    message: str, kind: str, exit_code: int, log_format: str = "text", **fields: Any
+) -> None:
     """An error on stderr: ``Error: message``, or with --log-format json one ``error`` event
     (``kind`` names it; ``exit_code`` is the one the command exits with)."""
     if log_format == "json":
-        click.echo(json_line("error", "error", message, kind=kind, exit_code=exit_code,
-                             **fields), err=True)
+        click.echo(
+            json_line("error", "error", message, kind=kind, exit_code=exit_code, **fields), err=True
+        )
     else:
         click.echo(f"Error: {message}", err=True)
 
@@ -170,10 +194,16 @@ class _Command(click.Command):
     """A command whose usage errors follow its --log-format (click prints them as text before
     the command's code runs, so handle_errors cannot)."""
 
-    def make_context(self, info_name: str | None, args: list[str],
-                     parent: click.Context | None = None, **extra: Any) -> click.Context:
-        json_lines = (any(param.name == "log_format" for param in self.params)
-                      and _asks_for_json(list(args)))
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        json_lines = any(param.name == "log_format" for param in self.params) and _asks_for_json(
+            list(args)
+        )
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.ClickException as exc:
@@ -216,9 +246,13 @@ def handle_errors(func: Callable) -> Callable:
             if type(exc).__module__.startswith("sqlalchemy"):
                 say_error(f"database error: {words}", "database", EXIT_DATABASE, log_format)
                 sys.exit(EXIT_DATABASE)
-            say_error(f"unexpected {type(exc).__name__}: {words}; this is a bug in nsml-etl, "
-                      "please report it (with -v, export, load and pairs log where)",
-                      "internal", EXIT_INTERNAL, log_format)
+            say_error(
+                f"unexpected {type(exc).__name__}: {words}; this is a bug in nsml-etl, "
+                "please report it (with -v, export, load and pairs log where)",
+                "internal",
+                EXIT_INTERNAL,
+                log_format,
+            )
             sys.exit(EXIT_INTERNAL)
 
     return wrapper
@@ -247,8 +281,10 @@ class _Interrupts:
         again = self.stop.is_set()
         if again:
             self.cancel.set()
-            message = (f"{name} again: cancelling the requests in flight; still committing the "
-                       "runs in hand")
+            message = (
+                f"{name} again: cancelling the requests in flight; still committing the "
+                "runs in hand"
+            )
         else:
             self.signal = signum
             self.stop.set()
@@ -304,8 +340,7 @@ class _Progress:
             self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True)
         if self.bar is not None:
             self.bar.n = report.fetched + len(report.failed)
-            self.bar.set_postfix(retried=report.retried, failed=len(report.failed),
-                                 refresh=False)
+            self.bar.set_postfix(retried=report.retried, failed=len(report.failed), refresh=False)
             self.bar.refresh()
 
     def close(self) -> None:
@@ -325,8 +360,10 @@ def print_report(report: ExportReport, log_format: str = "text") -> None:
                 click.echo(f"  {failure.reason}")
                 continue
             attempts = f"{failure.attempts} attempt{'s' if failure.attempts != 1 else ''}"
-            click.echo(f"  {failure.pair.project_id}\t{failure.pair.run_name}\t"
-                       f"{failure.reason} [{attempts}]")
+            click.echo(
+                f"  {failure.pair.project_id}\t{failure.pair.run_name}\t"
+                f"{failure.reason} [{attempts}]"
+            )
     click.echo(report.summary())
 
 
@@ -342,32 +379,70 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--pairs", "pairs_path", default=None, metavar="PATH",
-              help="CSV (project_id,run_name header) or JSON Lines file of pairs; - for stdin.")
-@click.option("--all", "all_runs", is_flag=True,
-              help="Discover every run the key can see through the run list, and export them.")
-@click.option("--project", "projects", multiple=True, metavar="ID",
-              help="Discover and export the runs of this project (repeatable).")
-@click.option("--skip-finished", is_flag=True,
-              help="Do not fetch runs already stored with a terminal status "
-              "(completed, failed, stopped, canceled).")
-@click.option("--save-raw", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write every API response, as received, to this JSON Lines file "
-              "(.gz compresses); replay it later with 'nsml-etl load'.")
-@click.option("--failures-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the pairs that failed to this CSV, in the pairs format, so they can "
-              "be retried with --pairs.")
-@click.option("--dry-run", is_flag=True,
-              help="Check settings, the pairs and the database, and that the credentials are "
-              "set; print what would be fetched, and stop: no API request, nothing written "
-              "('nsml-etl check' tries the credentials).")
+@click.option(
+    "--pairs",
+    "pairs_path",
+    default=None,
+    metavar="PATH",
+    help="CSV (project_id,run_name header) or JSON Lines file of pairs; - for stdin.",
+)
+@click.option(
+    "--all",
+    "all_runs",
+    is_flag=True,
+    help="Discover every run the key can see through the run list, and export them.",
+)
+@click.option(
+    "--project",
+    "projects",
+    multiple=True,
+    metavar="ID",
+    help="Discover and export the runs of this project (repeatable).",
+)
+@click.option(
+    "--skip-finished",
+    is_flag=True,
+    help="Do not fetch runs already stored with a terminal status "
+    "(completed, failed, stopped, canceled).",
+)
+@click.option(
+    "--save-raw",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write every API response, as received, to this JSON Lines file "
+    "(.gz compresses); replay it later with 'nsml-etl load'.",
+)
+@click.option(
+    "--failures-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the pairs that failed to this CSV, in the pairs format, so they can "
+    "be retried with --pairs.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check settings, the pairs and the database, and that the credentials are "
+    "set; print what would be fetched, and stop: no API request, nothing written "
+    "('nsml-etl check' tries the credentials).",
+)
 @settings_options(_EXPORT_SETTINGS)
 @output_options
 @handle_errors
-def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
-           skip_finished: bool, save_raw: Path | None, failures_out: Path | None,
-           dry_run: bool, config_file: Path | None, verbose: bool, quiet: bool, log_format: str,
-           **flags: Any) -> None:
+def export(
+    pairs_path: str | None,
+    all_runs: bool,
+    projects: tuple[str, ...],
+    skip_finished: bool,
+    save_raw: Path | None,
+    failures_out: Path | None,
+    dry_run: bool,
+    config_file: Path | None,
+    verbose: bool,
+    quiet: bool,
+    log_format: str,
+    **flags: Any,
+) -> None:
     """Fetch each (projectId, runName) pair and upsert it into the table.
 
     Credentials come from NCP_ACCESS_KEY and NCP_SECRET_KEY (and NCP_APIGW_API_KEY when the
@@ -377,17 +452,26 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
     settings = resolve_settings(flags, config_file)
     _note_simulated_clock()
     if sum([bool(pairs_path), all_runs, bool(projects)]) != 1:
-        raise InputError("say which runs to export: --pairs FILE, --all, or --project ID "
-                         "(repeatable); exactly one of them")
-    progress = _Progress(known_total=bool(pairs_path),
-                         enabled=_show_progress(quiet, log_format))
+        raise InputError(
+            "say which runs to export: --pairs FILE, --all, or --project ID "
+            "(repeatable); exactly one of them"
+        )
+    progress = _Progress(known_total=bool(pairs_path), enabled=_show_progress(quiet, log_format))
     _freeze_startup_heap()
     with _Interrupts(log_format) as interrupts, contextlib.closing(progress):
         try:
-            report = api.export(pairs_path or None, all_runs=all_runs,
-                                projects=projects or None, skip_finished=skip_finished,
-                                settings=settings, save_raw=save_raw, dry_run=dry_run,
-                                progress=progress, stop=interrupts.stop, cancel=interrupts.cancel)
+            report = api.export(
+                pairs_path or None,
+                all_runs=all_runs,
+                projects=projects or None,
+                skip_finished=skip_finished,
+                settings=settings,
+                save_raw=save_raw,
+                dry_run=dry_run,
+                progress=progress,
+                stop=interrupts.stop,
+                cancel=interrupts.cancel,
+            )
         except AuthenticationError as exc:
             if exc.report is None:
                 raise
@@ -404,8 +488,12 @@ def export(pairs_path: str | None, all_runs: bool, projects: tuple[str, ...],
     if skip_finished and not quiet and log_format == "text":  # json: batch_finished's skipped
         click.echo(f"Skipped {report.skipped} runs already stored as finished.")
     if report.auth_error is not None:
-        say_error(f"{report.auth_error}; stopped, nothing more was written",
-                  report.auth_error.kind, exit_code, log_format)
+        say_error(
+            f"{report.auth_error}; stopped, nothing more was written",
+            report.auth_error.kind,
+            exit_code,
+            log_format,
+        )
     if failures_out is not None:
         try:
             report.write_failures(failures_out)
@@ -421,8 +509,12 @@ def _note_simulated_clock() -> None:
 
     moment = clock_override()
     if moment is not None:
-        log.warning("%s is set: everything this run writes is dated %s UTC (for the "
-                    "simulator's clock only)", CLOCK_ENV, moment.isoformat(sep=" "))
+        log.warning(
+            "%s is set: everything this run writes is dated %s UTC (for the "
+            "simulator's clock only)",
+            CLOCK_ENV,
+            moment.isoformat(sep=" "),
+        )
 
 
 def _freeze_startup_heap(preload: bool = True) -> None:
@@ -445,14 +537,17 @@ def _print_dry_run(report: ExportReport, projects: tuple[str, ...]) -> None:
     assert settings is not None  # the API sets it
     if report.mode != "pairs":
         which = f"of projects {', '.join(projects)}" if projects else "the key can see"
-        click.echo(f"Dry run: would discover the runs {which} through GET /projects/runs "
-                   f"at {settings.base_url}, and fetch each")
+        click.echo(
+            f"Dry run: would discover the runs {which} through GET /projects/runs "
+            f"at {settings.base_url}, and fetch each"
+        )
     else:
         click.echo(f"Dry run: would fetch {report.requested} runs from {settings.base_url}")
-    click.echo(f"  into table {settings.table} of {settings.public_dict()['db_url']} "
-               "(reachable)")
-    click.echo(f"  concurrency {settings.concurrency}, timeout {settings.timeout}s, "
-               f"max attempts {settings.max_attempts}, chunks of {settings.chunk_size}")
+    click.echo(f"  into table {settings.table} of {settings.public_dict()['db_url']} (reachable)")
+    click.echo(
+        f"  concurrency {settings.concurrency}, timeout {settings.timeout}s, "
+        f"max attempts {settings.max_attempts}, chunks of {settings.chunk_size}"
+    )
     for pair in report.preview:  # the first pairs, as many as the library keeps
         click.echo(f"  {pair.project_id}\t{pair.run_name}")
     if report.requested > len(report.preview):
@@ -468,13 +563,22 @@ def _print_dry_run_event(report: ExportReport, projects: tuple[str, ...]) -> Non
         message = "Dry run: would discover the runs through GET /projects/runs, and fetch each"
     else:
         message = f"Dry run: would fetch {report.requested} runs"
-    click.echo(json_line(
-        "info", "dry_run", message + "; no request sent, nothing written", mode=report.mode,
-        requested=report.requested if report.mode == "pairs" else None,
-        projects=list(projects) or None,
-        preview=[{"project_id": pair.project_id, "run_name": pair.run_name}
-                 for pair in report.preview],
-        more=max(report.requested - len(report.preview), 0), **settings.public_dict()))
+    click.echo(
+        json_line(
+            "info",
+            "dry_run",
+            message + "; no request sent, nothing written",
+            mode=report.mode,
+            requested=report.requested if report.mode == "pairs" else None,
+            projects=list(projects) or None,
+            preview=[
+                {"project_id": pair.project_id, "run_name": pair.run_name}
+                for pair in report.preview
+            ],
+            more=max(report.requested - len(report.preview), 0),
+            **settings.public_dict(),
+        )
+    )
 
 
 @main.command()
@@ -482,8 +586,9 @@ def _print_dry_run_event(report: ExportReport, projects: tuple[str, ...]) -> Non
 @settings_options(LOAD_SETTINGS, LOAD_DEFAULTS)
 @output_options(verbose="Log each chunk committed and each column added (debug level).")
 @handle_errors
-def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_format: str,
-         **flags: Any) -> None:
+def load(
+    file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_format: str, **flags: Any
+) -> None:
     """Load a raw archive (from export --save-raw) or plain run objects, one JSON per line.
 
     Runs the same transform and upsert as export, into the same table and column mapping,
@@ -501,18 +606,47 @@ def load(file: Path, config_file: Path | None, verbose: bool, quiet: bool, log_f
 
 
 @main.command("pairs")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Pairs CSV to write (- for stdout); usable as export --pairs.")
-@click.option("--project", "projects", multiple=True, metavar="ID",
-              help="Only runs of this project (repeatable); default: every run the key sees.")
-@settings_options(("base_url", "timeout", "max_attempts", "list_timezone", "ca_bundle",
-                   "backoff_initial", "backoff_max", "retry_after_max", "rate_limit"),
-                  helps={"max_attempts": "Attempts per page of the run list before the "
-                         "listing stops with an error."})
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Pairs CSV to write (- for stdout); usable as export --pairs.",
+)
+@click.option(
+    "--project",
+    "projects",
+    multiple=True,
+    metavar="ID",
+    help="Only runs of this project (repeatable); default: every run the key sees.",
+)
+@settings_options(
+    (
+        "base_url",
+        "timeout",
+        "max_attempts",
+        "list_timezone",
+        "ca_bundle",
+        "backoff_initial",
+        "backoff_max",
+        "retry_after_max",
+        "rate_limit",
+    ),
+    helps={
+        "max_attempts": "Attempts per page of the run list before the listing stops with an error."
+    },
+)
 @output_options(verbose="Log each request (debug level); never a secret.")
 @handle_errors
-def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path | None,
-                  verbose: bool, quiet: bool, log_format: str, **flags: Any) -> None:
+def pairs_command(
+    out_path: Path,
+    projects: tuple[str, ...],
+    config_file: Path | None,
+    verbose: bool,
+    quiet: bool,
+    log_format: str,
+    **flags: Any,
+) -> None:
     """List runs through the run list API and write them as a pairs file.
 
     Besides project_id and run_name, the file carries status, create_time and update_time
@@ -527,14 +661,30 @@ def pairs_command(out_path: Path, projects: tuple[str, ...], config_file: Path |
     try:
         runs = discover_runs(client, projects=projects or None, timezone=settings.list_timezone)
         count = write_pairs_file(
-            out_path, ((*run.pair, run.status, *(t and t.isoformat(sep=" ") for t in
-                                                (run.create_time, run.update_time)))
-                       for run in runs), ["status", "create_time", "update_time"])
+            out_path,
+            (
+                (
+                    *run.pair,
+                    run.status,
+                    *(t and t.isoformat(sep=" ") for t in (run.create_time, run.update_time)),
+                )
+                for run in runs
+            ),
+            ["status", "create_time", "update_time"],
+        )
     finally:
         client.close()
     if log_format == "json":
-        click.echo(json_line("info", "pairs_written", f"Wrote {count} pairs to {out_path}.",
-                             pairs=count, path=str(out_path)), err=True)
+        click.echo(
+            json_line(
+                "info",
+                "pairs_written",
+                f"Wrote {count} pairs to {out_path}.",
+                pairs=count,
+                path=str(out_path),
+            ),
+            err=True,
+        )
     else:
         click.echo(f"Wrote {count} pairs to {out_path}.", err=True)
 
@@ -611,8 +761,9 @@ def _gpu_engine(flags: dict[str, Any], config_file: Path | None) -> Iterator[tup
 @click.option("--label", default=None, help="What the server is, for people (e.g. 'A100 x2').")
 @settings_options(("db_url",))
 @handle_errors
-def gpu_servers_set(code: int, gpus: int, label: str | None, config_file: Path | None,
-                    **flags: Any) -> None:
+def gpu_servers_set(
+    code: int, gpus: int, label: str | None, config_file: Path | None, **flags: Any
+) -> None:
     """Record that GPU server CODE (a run's gpuSvrCode) has GPUS GPUs."""
     from .gpuservers import GpuServer, check_server, set_servers
 
@@ -663,38 +814,80 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
     writer.writerow(["gpu_svr_code", "gpus", "label"])
     writer.writerows((s.gpu_svr_code, s.gpus, s.label or "") for s in known)
     if missing:
-        click.echo(f"\nServers with runs in {settings.table} but no GPU count "
-                   "(set them with 'nsml-etl gpu-servers set CODE GPUS'):")
+        click.echo(
+            f"\nServers with runs in {settings.table} but no GPU count "
+            "(set them with 'nsml-etl gpu-servers set CODE GPUS'):"
+        )
         writer.writerow(["gpu_svr_code", "eng_full_name", "runs"])
         writer.writerows((code, name or "", runs) for code, name, runs in missing)
 
 
 @main.command()
 @settings_options(("db_url", "table"))
-@click.option("--format", "output_format", type=click.Choice(["text", "csv", "json"]),
-              default=None,
-              help="Output on stdout: text (the default, unless --html or --out-dir), json, or "
-              "csv (one section: needs --view NAME, or --out-dir DIR).")
-@click.option("--view", "view", metavar="NAME",
-              help="Only this section, by its name (nsml_gpu_usage, runs_by_project, ...; "
-              "the JSON report's keys).")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              metavar="DIR", help="Write one CSV file per section, NAME.csv, into DIR.")
-@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Rows per table, in every format (default: 20 or 10 per list, 15 per "
-              "failure rate, every week; 0: all). A table cut short says so (20 of 54).")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the whole report as one self-contained HTML page with charts "
-              "(works offline); then only one line says where, unless --format is given.")
-@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="DATE",
-              help="First day of the analytics sections (from its week's Monday; default: "
-              "the Monday 7 weeks before --until's week).")
-@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="DATE",
-              help="Last day of the analytics sections (default: today, UTC).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "csv", "json"]),
+    default=None,
+    help="Output on stdout: text (the default, unless --html or --out-dir), json, or "
+    "csv (one section: needs --view NAME, or --out-dir DIR).",
+)
+@click.option(
+    "--view",
+    "view",
+    metavar="NAME",
+    help="Only this section, by its name (nsml_gpu_usage, runs_by_project, ...; "
+    "the JSON report's keys).",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Write one CSV file per section, NAME.csv, into DIR.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Rows per table, in every format (default: 20 or 10 per list, 15 per "
+    "failure rate, every week; 0: all). A table cut short says so (20 of 54).",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the whole report as one self-contained HTML page with charts "
+    "(works offline); then only one line says where, unless --format is given.",
+)
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    metavar="DATE",
+    help="First day of the analytics sections (from its week's Monday; default: "
+    "the Monday 7 weeks before --until's week).",
+)
+@click.option(
+    "--until",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    metavar="DATE",
+    help="Last day of the analytics sections (default: today, UTC).",
+)
 @handle_errors
-def report(config_file: Path | None, output_format: str | None, view: str | None,
-           out_dir: Path | None, limit: int | None, html_path: Path | None,
-           since: datetime | None, until: datetime | None, **flags: Any) -> None:
+def report(
+    config_file: Path | None,
+    output_format: str | None,
+    view: str | None,
+    out_dir: Path | None,
+    limit: int | None,
+    html_path: Path | None,
+    since: datetime | None,
+    until: datetime | None,
+    **flags: Any,
+) -> None:
     """Print a summary from the reporting views (created if missing): runs by project, active
     runs, GPU servers, images, creators, env keys, exports, and run-hours, GPU-hours, queue
     waits and failure rates over a period of weeks."""
@@ -720,13 +913,16 @@ def report(config_file: Path | None, output_format: str | None, view: str | None
         raise click.UsageError(f"--out-dir writes CSV files; drop --format {output_format}")
     if output_format == "csv" and view is None and out_dir is None:
         # Sections have different columns: one CSV stream could hold only one of them.
-        raise click.UsageError("--format csv prints one section: add --view NAME (one of "
-                               f"{', '.join(SECTION_NAMES)}), or --out-dir DIR for a CSV "
-                               "file per section")
+        raise click.UsageError(
+            "--format csv prints one section: add --view NAME (one of "
+            f"{', '.join(SECTION_NAMES)}), or --out-dir DIR for a CSV "
+            "file per section"
+        )
     settings = resolve_settings(flags, config_file)
     wanted = section_name(view, settings.table) if view is not None else None
-    period = period_for(since.date() if since else None, until.date() if until else None,
-                        utc_now().date())
+    period = period_for(
+        since.date() if since else None, until.date() if until else None, utc_now().date()
+    )
     engine = create_engine(settings.db_url)
     try:
         check_database(engine)
@@ -741,8 +937,9 @@ def report(config_file: Path | None, output_format: str | None, view: str | None
     shown = [t for t in tables if wanted in (None, t.name)]
     if out_dir is not None:
         paths = write_csv_files(shown, out_dir)
-        click.echo(f"Wrote {len(paths)} CSV file{'s' if len(paths) != 1 else ''} to "
-                   f"{out_dir}.", err=True)
+        click.echo(
+            f"Wrote {len(paths)} CSV file{'s' if len(paths) != 1 else ''} to {out_dir}.", err=True
+        )
     elif output_format == "csv":
         click.echo(as_csv(shown[0]), nl=False)
     elif output_format is not None or html_path is None:
@@ -766,52 +963,139 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=0, type=click.IntRange(0, 65535), show_default=True,
-              help="Port; 0 picks a free one.")
+@click.option(
+    "--port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    show_default=True,
+    help="Port; 0 picks a free one.",
+)
 @click.option("--seed", default=1, show_default=True, help="Seed of the generated dataset.")
-@click.option("--projects", default=2, type=click.IntRange(min=0), show_default=True,
-              help="Projects in the dataset.")
-@click.option("--runs", "runs_per_project", default=10, type=click.IntRange(min=0),
-              show_default=True, help="Runs per project.")
-@click.option("--fault-rate", default=0.0, type=click.FloatRange(0, 1), show_default=True,
-              help="Share of requests answered with an injected fault.")
-@click.option("--faults", default=None, metavar="KIND,...",
-              help="Fault kinds to inject (default: all): 429, 429-no-retry-after, 500, "
-              "502-html, 503, 504, drop, truncate, slow, trickle.")
-@click.option("--fault-streak", default=None, type=click.IntRange(min=1),
-              help="At most this many faults in a row for one path.")
-@click.option("--latency", default=0.0, type=click.FloatRange(min=0), show_default=True,
-              help="Seconds added to every response.")
-@click.option("--slow-seconds", default=2.0, type=click.FloatRange(min=0), show_default=True,
-              help="Delay of a 'slow' fault.")
-@click.option("--trickle-seconds", default=1.0, type=click.FloatRange(min=0),
-              show_default=True,
-              help="Seconds between the body bytes of a 'trickle' fault (headers come at once).")
-@click.option("--retry-after", default=1, type=click.IntRange(min=0), show_default=True,
-              help="Retry-After seconds sent with 429s.")
-@click.option("--gateway-clock-offset", default=0.0, type=float, show_default=True,
-              metavar="SECONDS",
-              help="Run the gateway's own clock (its signature window and Date header) this "
-              "far ahead of this machine's (negative: behind), to try 'nsml-etl check'.")
-@click.option("--address-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the base URL here once listening.")
-@click.option("--write-pairs", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the dataset's pairs as a CSV pairs file.")
-@click.option("--epoch", default=None, metavar="TIME",
-              help="Let time pass: runs are created from this moment on (ISO 8601, UTC unless "
-              "it says; default 2026-01-05T00:00:00Z once --clock or --clock-file is given) "
-              "and change status as the simulated clock moves.")
-@click.option("--clock", "clock_at", default=None, metavar="TIME",
-              help="The simulated moment to serve (default: the epoch).")
-@click.option("--clock-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Read the simulated moment from this file whenever it changes, so a script "
-              "can move the clock between exports (write it to a temporary file and rename).")
+@click.option(
+    "--projects",
+    default=2,
+    type=click.IntRange(min=0),
+    show_default=True,
+    help="Projects in the dataset.",
+)
+@click.option(
+    "--runs",
+    "runs_per_project",
+    default=10,
+    type=click.IntRange(min=0),
+    show_default=True,
+    help="Runs per project.",
+)
+@click.option(
+    "--fault-rate",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    show_default=True,
+    help="Share of requests answered with an injected fault.",
+)
+@click.option(
+    "--faults",
+    default=None,
+    metavar="KIND,...",
+    help="Fault kinds to inject (default: all): 429, 429-no-retry-after, 500, "
+    "502-html, 503, 504, drop, truncate, slow, trickle.",
+)
+@click.option(
+    "--fault-streak",
+    default=None,
+    type=click.IntRange(min=1),
+    help="At most this many faults in a row for one path.",
+)
+@click.option(
+    "--latency",
+    default=0.0,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Seconds added to every response.",
+)
+@click.option(
+    "--slow-seconds",
+    default=2.0,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Delay of a 'slow' fault.",
+)
+@click.option(
+    "--trickle-seconds",
+    default=1.0,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Seconds between the body bytes of a 'trickle' fault (headers come at once).",
+)
+@click.option(
+    "--retry-after",
+    default=1,
+    type=click.IntRange(min=0),
+    show_default=True,
+    help="Retry-After seconds sent with 429s.",
+)
+@click.option(
+    "--gateway-clock-offset",
+    default=0.0,
+    type=float,
+    show_default=True,
+    metavar="SECONDS",
+    help="Run the gateway's own clock (its signature window and Date header) this "
+    "far ahead of this machine's (negative: behind), to try 'nsml-etl check'.",
+)
+@click.option(
+    "--address-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the base URL here once listening.",
+)
+@click.option(
+    "--write-pairs",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the dataset's pairs as a CSV pairs file.",
+)
+@click.option(
+    "--epoch",
+    default=None,
+    metavar="TIME",
+    help="Let time pass: runs are created from this moment on (ISO 8601, UTC unless "
+    "it says; default 2026-01-05T00:00:00Z once --clock or --clock-file is given) "
+    "and change status as the simulated clock moves.",
+)
+@click.option(
+    "--clock",
+    "clock_at",
+    default=None,
+    metavar="TIME",
+    help="The simulated moment to serve (default: the epoch).",
+)
+@click.option(
+    "--clock-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the simulated moment from this file whenever it changes, so a script "
+    "can move the clock between exports (write it to a temporary file and rename).",
+)
 @handle_errors
-def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: int,
-             fault_rate: float, faults: str | None, fault_streak: int | None, latency: float,
-             slow_seconds: float, trickle_seconds: float, retry_after: int,
-             gateway_clock_offset: float, address_file: Path | None, write_pairs: Path | None,
-             epoch: str | None, clock_at: str | None, clock_file: Path | None) -> None:
+def simulate(
+    host: str,
+    port: int,
+    seed: int,
+    projects: int,
+    runs_per_project: int,
+    fault_rate: float,
+    faults: str | None,
+    fault_streak: int | None,
+    latency: float,
+    slow_seconds: float,
+    trickle_seconds: float,
+    retry_after: int,
+    gateway_clock_offset: float,
+    address_file: Path | None,
+    write_pairs: Path | None,
+    epoch: str | None,
+    clock_at: str | None,
+    clock_file: Path | None,
+) -> None:
     """Serve a local NSML API (signature-checked, deterministic data, optional faults).
 
     It accepts the keys in NCP_ACCESS_KEY / NCP_SECRET_KEY (and NCP_APIGW_API_KEY if set).
@@ -825,14 +1109,23 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
     kinds = tuple(k.strip() for k in faults.split(",")) if faults else FAULT_KINDS
     unknown = [k for k in kinds if k not in FAULT_KINDS]
     if unknown:
-        raise click.BadParameter(f"unknown fault kind(s): {', '.join(unknown)}",
-                                 param_hint="--faults")
+        raise click.BadParameter(
+            f"unknown fault kind(s): {', '.join(unknown)}", param_hint="--faults"
+        )
     config = SimulatorConfig(
-        access_key=credentials.access_key, secret_key=credentials.secret_key,
-        api_key=credentials.api_key, seed=seed, projects=projects,
-        runs_per_project=runs_per_project, fault_rate=fault_rate, fault_kinds=kinds,
-        fault_streak=fault_streak, latency=latency, slow_seconds=slow_seconds,
-        trickle_seconds=trickle_seconds, retry_after=retry_after,
+        access_key=credentials.access_key,
+        secret_key=credentials.secret_key,
+        api_key=credentials.api_key,
+        seed=seed,
+        projects=projects,
+        runs_per_project=runs_per_project,
+        fault_rate=fault_rate,
+        fault_kinds=kinds,
+        fault_streak=fault_streak,
+        latency=latency,
+        slow_seconds=slow_seconds,
+        trickle_seconds=trickle_seconds,
+        retry_after=retry_after,
         clock_offset=gateway_clock_offset,
     )
     if epoch or clock_at or clock_file:
@@ -842,10 +1135,12 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
     try:
         sim = Simulator(config, host=host, port=port)
     except OSError as exc:  # a busy port, an address not ours, a name that does not resolve
-        hint = ("choose another --port (0 picks a free one)" if exc.errno == errno.EADDRINUSE
-                else "check --host and --port")
-        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}"
-                         ) from None
+        hint = (
+            "choose another --port (0 picks a free one)"
+            if exc.errno == errno.EADDRINUSE
+            else "check --host and --port"
+        )
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}") from None
     if write_pairs:
         write_pairs_file(write_pairs, sim.pairs())
     if address_file:
@@ -853,8 +1148,7 @@ def simulate(host: str, port: int, seed: int, projects: int, runs_per_project: i
         tmp.write_text(sim.base_url + "\n")
         os.replace(tmp, address_file)  # readers never see a half-written address
     when = f" (simulated clock {sim.clock.isoformat(sep=' ')} UTC)" if sim.clock else ""
-    click.echo(f"NSML simulator serving {len(sim.pairs())} runs at {sim.base_url}{when}",
-               err=True)
+    click.echo(f"NSML simulator serving {len(sim.pairs())} runs at {sim.base_url}{when}", err=True)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     _freeze_startup_heap(preload=False)
     try:

@@ -260,10 +260,16 @@ class NsmlClient:
             # Prepared here rather than through Session.request, whose per-call merging of
             # environment, cookies and proxies showed up in the fetch profile.
             request = requests.PreparedRequest()
-            request.prepare(method="GET", url=url, headers=self.session.headers, params=params,
-                            auth=self.auth)
-            response = self.session.send(request, timeout=self.timeout, allow_redirects=False,
-                                         proxies=self.session.proxies, verify=self.session.verify)
+            request.prepare(
+                method="GET", url=url, headers=self.session.headers, params=params, auth=self.auth
+            )
+            response = self.session.send(
+                request,
+                timeout=self.timeout,
+                allow_redirects=False,
+                proxies=self.session.proxies,
+                verify=self.session.verify,
+            )
             _ = response.content  # read the body inside the attempt: truncation is retryable
         except requests.exceptions.RequestException as exc:
             raise self._failure(exc) from None
@@ -279,11 +285,21 @@ class NsmlClient:
         if log.isEnabledFor(logging.DEBUG):  # path_url re-parses the URL: only when shown
             path_url = response.request.path_url
             latency_ms = round((time.monotonic() - started) * 1000)
-            log.debug("GET %s -> %s in %d ms (attempt %d)", path_url, response.status_code,
-                      latency_ms, attempt,
-                      extra=event("request", method="GET", path=path_url,
-                                  status=response.status_code, attempt=attempt,
-                                  latency_ms=latency_ms))
+            log.debug(
+                "GET %s -> %s in %d ms (attempt %d)",
+                path_url,
+                response.status_code,
+                latency_ms,
+                attempt,
+                extra=event(
+                    "request",
+                    method="GET",
+                    path=path_url,
+                    status=response.status_code,
+                    attempt=attempt,
+                    latency_ms=latency_ms,
+                ),
+            )
         return interpret(response), response.content
 
     def _failure(self, exc: requests.exceptions.RequestException) -> Exception:
@@ -301,9 +317,13 @@ class NsmlClient:
                     "its CA bundle with --ca-bundle (or REQUESTS_CA_BUNDLE)"
                 )
             return ApiError(f"TLS error: {type(exc).__name__}")
-        if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout
-                      | requests.exceptions.ChunkedEncodingError
-                      | requests.exceptions.ContentDecodingError):
+        if isinstance(
+            exc,
+            requests.exceptions.ConnectionError
+            | requests.exceptions.Timeout
+            | requests.exceptions.ChunkedEncodingError
+            | requests.exceptions.ContentDecodingError,
+        ):
             return ApiError(f"transport error: {_transport_reason(exc)}", retryable=True)
         raise exc
 

@@ -22,8 +22,9 @@ def parse_moment(text: str, what: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise InputError(f"{what}: {text!r} is not a time; use ISO 8601, e.g. "
-                         "2026-01-05T09:00:00Z") from None
+        raise InputError(
+            f"{what}: {text!r} is not a time; use ISO 8601, e.g. 2026-01-05T09:00:00Z"
+        ) from None
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment

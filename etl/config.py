@@ -56,15 +56,15 @@ class Credentials:
 
     def __repr__(self) -> str:
         api_key = "'***'" if self.api_key else "None"  # whether one is set, never its value
-        return (f"Credentials(access_key={self.access_key!r}, secret_key='***', "
-                f"api_key={api_key})")
+        return f"Credentials(access_key={self.access_key!r}, secret_key='***', api_key={api_key})"
 
 
 def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credentials:
     """Read the NCP keys; missing ones are one :class:`InputError` naming every variable."""
     environ = os.environ if environ is None else environ
-    missing = [name for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV)
-               if not environ.get(name, "").strip()]
+    missing = [
+        name for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV) if not environ.get(name, "").strip()
+    ]
     if missing:
         kinds = " and ".join(name.split("_")[1].lower() for name in missing)
         plural = len(missing) > 1
@@ -159,11 +159,15 @@ def _table_name(value: Any) -> str:
     if value in RESERVED_TABLES:
         raise ValueError(f"{value!r} is one of nsml-etl's own tables; choose another name")
     if value in default_view_names():
-        raise ValueError(f"{value!r} is the name of one of nsml-etl's reporting views "
-                         "(sql/); choose another name")
+        raise ValueError(
+            f"{value!r} is the name of one of nsml-etl's reporting views "
+            "(sql/); choose another name"
+        )
     if SEPARATOR in value:
-        raise ValueError(f"must not contain {SEPARATOR!r}: reporting views of other tables are "
-                         f"named <table>{SEPARATOR}<view>, and a table must never take one")
+        raise ValueError(
+            f"must not contain {SEPARATOR!r}: reporting views of other tables are "
+            f"named <table>{SEPARATOR}<view>, and a table must never take one"
+        )
     return value
 
 
@@ -203,11 +207,14 @@ class Setting:
     help: str
 
 
-def _setting(default: Any, parse: Callable[[Any], Any], env: str, flag: str, metavar: str,
-             help: str) -> Any:
+def _setting(
+    default: Any, parse: Callable[[Any], Any], env: str, flag: str, metavar: str, help: str
+) -> Any:
     """A field of :class:`Settings` that carries the rest of its :class:`Setting`."""
-    return field(default=default, metadata={"parse": parse, "env": env, "flag": flag,
-                                            "metavar": metavar, "help": help})
+    return field(
+        default=default,
+        metadata={"parse": parse, "env": env, "flag": flag, "metavar": metavar, "help": help},
+    )
 
 
 @dataclass(frozen=True)
@@ -216,45 +223,115 @@ class Settings:
     variable, flag and help make :data:`SETTINGS`, from which the CLI builds its options
     (``cli.settings_options``) and :func:`resolve_settings` reads files, env and flags."""
 
-    db_url: str = _setting(DEFAULT_DB_URL, _text, "NSML_ETL_DB_URL", "--db", "URL",
-                           "SQLAlchemy URL of the target database.")
-    table: str = _setting(DEFAULT_TABLE, _table_name, "NSML_ETL_TABLE", "--table", "NAME",
-                          "Table the runs land in.")
-    base_url: str = _setting(DEFAULT_BASE_URL, _base_url, "NSML_BASE_URL", "--base-url", "URL",
-                             "NSML API base URL; its path prefix is part of what is signed.")
-    concurrency: int = _setting(8, _positive_int, "NSML_ETL_CONCURRENCY", "--concurrency", "N",
-                                "Parallel API requests (one HTTP session per worker).")
-    timeout: float = _setting(30.0, _positive_float, "NSML_ETL_TIMEOUT", "--timeout", "SECONDS",
-                              "Seconds for each API response as a whole (headers and body, "
-                              "not per read).")
-    max_attempts: int = _setting(5, _positive_int, "NSML_ETL_MAX_ATTEMPTS", "--max-attempts",
-                                 "N", "Attempts per run before it is recorded as failed.")
-    chunk_size: int = _setting(500, _positive_int, "NSML_ETL_CHUNK_SIZE", "--chunk-size", "N",
-                               "Runs written per database transaction.")
+    db_url: str = _setting(
+        DEFAULT_DB_URL,
+        _text,
+        "NSML_ETL_DB_URL",
+        "--db",
+        "URL",
+        "SQLAlchemy URL of the target database.",
+    )
+    table: str = _setting(
+        DEFAULT_TABLE, _table_name, "NSML_ETL_TABLE", "--table", "NAME", "Table the runs land in."
+    )
+    base_url: str = _setting(
+        DEFAULT_BASE_URL,
+        _base_url,
+        "NSML_BASE_URL",
+        "--base-url",
+        "URL",
+        "NSML API base URL; its path prefix is part of what is signed.",
+    )
+    concurrency: int = _setting(
+        8,
+        _positive_int,
+        "NSML_ETL_CONCURRENCY",
+        "--concurrency",
+        "N",
+        "Parallel API requests (one HTTP session per worker).",
+    )
+    timeout: float = _setting(
+        30.0,
+        _positive_float,
+        "NSML_ETL_TIMEOUT",
+        "--timeout",
+        "SECONDS",
+        "Seconds for each API response as a whole (headers and body, not per read).",
+    )
+    max_attempts: int = _setting(
+        5,
+        _positive_int,
+        "NSML_ETL_MAX_ATTEMPTS",
+        "--max-attempts",
+        "N",
+        "Attempts per run before it is recorded as failed.",
+    )
+    chunk_size: int = _setting(
+        500,
+        _positive_int,
+        "NSML_ETL_CHUNK_SIZE",
+        "--chunk-size",
+        "N",
+        "Runs written per database transaction.",
+    )
     max_env_columns: int = _setting(
-        DEFAULT_MAX_ENV_COLUMNS, _non_negative_int, "NSML_ETL_MAX_ENV_COLUMNS",
-        "--max-env-columns", "N",
+        DEFAULT_MAX_ENV_COLUMNS,
+        _non_negative_int,
+        "NSML_ETL_MAX_ENV_COLUMNS",
+        "--max-env-columns",
+        "N",
         "Env keys that get a column of their own in the table; the others stay in envs and the "
-        "nsml_run_envs view. Raising it later gives waiting keys columns.")
+        "nsml_run_envs view. Raising it later gives waiting keys columns.",
+    )
     backoff_initial: float = _setting(
-        0.5, _non_negative_float, "NSML_ETL_BACKOFF_INITIAL", "--backoff-initial", "SECONDS",
-        "First retry backoff ceiling in seconds (doubles per attempt).")
-    backoff_max: float = _setting(30.0, _non_negative_float, "NSML_ETL_BACKOFF_MAX",
-                                  "--backoff-max", "SECONDS",
-                                  "Largest backoff between two attempts, in seconds.")
-    retry_after_max: float = _setting(60.0, _non_negative_float, "NSML_ETL_RETRY_AFTER_MAX",
-                                      "--retry-after-max", "SECONDS",
-                                      "Cap on a server's Retry-After, in seconds.")
+        0.5,
+        _non_negative_float,
+        "NSML_ETL_BACKOFF_INITIAL",
+        "--backoff-initial",
+        "SECONDS",
+        "First retry backoff ceiling in seconds (doubles per attempt).",
+    )
+    backoff_max: float = _setting(
+        30.0,
+        _non_negative_float,
+        "NSML_ETL_BACKOFF_MAX",
+        "--backoff-max",
+        "SECONDS",
+        "Largest backoff between two attempts, in seconds.",
+    )
+    retry_after_max: float = _setting(
+        60.0,
+        _non_negative_float,
+        "NSML_ETL_RETRY_AFTER_MAX",
+        "--retry-after-max",
+        "SECONDS",
+        "Cap on a server's Retry-After, in seconds.",
+    )
     rate_limit: float | None = _setting(
-        None, _rate, "NSML_ETL_RATE_LIMIT", "--rate-limit", "RATE",
-        "Cap on API requests per second across all workers, e.g. 20/s or 600/min.")
+        None,
+        _rate,
+        "NSML_ETL_RATE_LIMIT",
+        "--rate-limit",
+        "RATE",
+        "Cap on API requests per second across all workers, e.g. 20/s or 600/min.",
+    )
     list_timezone: str = _setting(
-        DEFAULT_LIST_TIMEZONE, _timezone, "NSML_ETL_LIST_TIMEZONE", "--list-timezone", "ZONE",
-        "Zone of the run list's createTime/updateTime (not documented by NCP); stored as UTC.")
+        DEFAULT_LIST_TIMEZONE,
+        _timezone,
+        "NSML_ETL_LIST_TIMEZONE",
+        "--list-timezone",
+        "ZONE",
+        "Zone of the run list's createTime/updateTime (not documented by NCP); stored as UTC.",
+    )
     ca_bundle: str | None = _setting(
-        None, _ca_bundle, "NSML_ETL_CA_BUNDLE", "--ca-bundle", "PATH",
+        None,
+        _ca_bundle,
+        "NSML_ETL_CA_BUNDLE",
+        "--ca-bundle",
+        "PATH",
         "CA bundle for a TLS-inspecting proxy (REQUESTS_CA_BUNDLE is honoured too); "
-        "verification is never turned off.")
+        "verification is never turned off.",
+    )
 
     def public_dict(self) -> dict[str, Any]:
         """The settings with the database password masked, for logs and summaries."""
@@ -266,7 +343,8 @@ class Settings:
 
 
 SETTINGS: tuple[Setting, ...] = tuple(
-    Setting(name=f.name, default=f.default, **f.metadata) for f in fields(Settings))
+    Setting(name=f.name, default=f.default, **f.metadata) for f in fields(Settings)
+)
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 

@@ -48,8 +48,9 @@ def create_engine(db_url: str) -> Engine:
     # No host holds an @: one there is the rest of a password the parser cut at its first @
     # (and the driver would name it in its error).
     if url is None or "@" in (url.host or ""):
-        escape = ("; percent-encode @, : and / in a password (@ as %40)"
-                  if db_url.count("@") > 1 else "")
+        escape = (
+            "; percent-encode @, : and / in a password (@ as %40)" if db_url.count("@") > 1 else ""
+        )
         raise InputError(
             f"--db: {redact_url(db_url)!r} is not a database URL; expected e.g. "
             f"sqlite:///nsml_runs.db or postgresql+psycopg://user@host/db{escape}"
@@ -93,13 +94,13 @@ def _make_sqlite_transactional(engine: Engine) -> None:
     # over so every transaction (DDL included) is real, and BEGIN IMMEDIATE takes the write
     # lock up front, which serializes overlapping exports instead of deadlocking them.
     @sa.event.listens_for(engine, "connect")
-    def _autocommit_driver(dbapi_connection, _record):  # noqa: ANN001
+    def _autocommit_driver(dbapi_connection, _record):
         dbapi_connection.isolation_level = None
         # Each chunk is staged in a temporary table: keep it in memory, not in a temp file.
         dbapi_connection.execute("PRAGMA temp_store = MEMORY")
 
     @sa.event.listens_for(engine, "begin")
-    def _begin_immediate(connection):  # noqa: ANN001
+    def _begin_immediate(connection):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -138,13 +139,15 @@ def check_table(engine: Engine, table: str) -> None:
             conn.rollback()
     except SQLAlchemyError as exc:
         raise DatabaseError(
-            f"reading the schema of table {table} failed: {first_line(exc)}") from None
-
-
+            f"reading the schema of table {table} failed: {first_line(exc)}"
+        ) from None
 
 
 def _sqlite_file_missing(url: sa.URL) -> bool:
     database = url.database or ""
-    return (url.get_backend_name() == "sqlite" and database not in ("", ":memory:")
-            and not database.startswith("file:") and not Path(database).exists())
-
+    return (
+        url.get_backend_name() == "sqlite"
+        and database not in ("", ":memory:")
+        and not database.startswith("file:")
+        and not Path(database).exists()
+    )

@@ -150,15 +150,13 @@ class Family:
 
     # -- locks ---------------------------------------------------------------------------
 
-    def table_lock(self, conn: Connection, key: int,
-                   table: str) -> AbstractContextManager[None]:
+    def table_lock(self, conn: Connection, key: int, table: str) -> AbstractContextManager[None]:
         """Hold the write lock of runs table ``table`` on ``conn`` while the block runs (one
         writer per table, across exports; ``key``: a number derived from the table's name).
         The block commits or rolls back its own transaction."""
         raise self._missing("table_lock")
 
-    def bounded_lock_waits(self, conn: Connection,
-                           seconds: float) -> AbstractContextManager[None]:
+    def bounded_lock_waits(self, conn: Connection, seconds: float) -> AbstractContextManager[None]:
         """Statements on ``conn`` wait at most ``seconds`` for a table lock while the block
         runs (entered inside :meth:`table_lock`, whose own wait stays as it is)."""
         raise self._missing("bounded_lock_waits")
@@ -169,15 +167,15 @@ class Family:
         """Lift the NOT NULL of one column of an existing table, keeping its rows."""
         quote = conn.dialect.identifier_preparer.quote
         conn.exec_driver_sql(
-            f"ALTER TABLE {quote(table.name)} ALTER COLUMN {quote(column)} DROP NOT NULL")
+            f"ALTER TABLE {quote(table.name)} ALTER COLUMN {quote(column)} DROP NOT NULL"
+        )
 
     def key_collation(self, dialect: sa.Dialect) -> str | None:
         """The collation that compares keys exactly (case and trailing spaces count), where
         the default collation does not; None where it does."""
         return None
 
-    def migrate_key_collations(self, conn: Connection,
-                               key_columns: Mapping[str, set[str]]) -> None:
+    def migrate_key_collations(self, conn: Connection, key_columns: Mapping[str, set[str]]) -> None:
         """Give the key columns (by table) of tables made before :meth:`key_collation`
         existed that collation, in place. Nothing to do where the default compares exactly."""
 
@@ -193,8 +191,14 @@ class Family:
         """Drop the stage, once it is merged, unless the commit drops it."""
         raise self._missing("drop_stage")
 
-    def fill_stage(self, conn: Connection, stage: str, columns: list[str], rows: list[list],
-                   timestamps: list[int]) -> None:
+    def fill_stage(
+        self,
+        conn: Connection,
+        stage: str,
+        columns: list[str],
+        rows: list[list],
+        timestamps: list[int],
+    ) -> None:
         """Insert ``rows`` (lists in ``columns`` order, unquoted names; they may be changed in
         place) into the stage; ``timestamps`` are the indexes of the columns holding
         datetimes. By default the driver's own executemany: SQLAlchemy's per-row parameter
@@ -222,8 +226,9 @@ class Family:
         count)."""
         return f"ROW({', '.join(left)}) IS DISTINCT FROM ROW({', '.join(right)})"
 
-    def changed_runs_sql(self, stage: str, runs: str, history: str, same_run: str,
-                         current: str, differs: str) -> str:
+    def changed_runs_sql(
+        self, stage: str, runs: str, history: str, same_run: str, current: str, differs: str
+    ) -> str:
         """``SELECT h.id, s.project_id, s.run_name, s.fetched_at``: the staged runs ``s``
         whose stored row ``r`` (``same_run``) ``differs``, with their current version ``h``
         in the history (``current``)."""
@@ -247,8 +252,10 @@ def _both(a: str, b: str, sql: str) -> str:
 
 def _pick(compare: Callable[[str, str], str]) -> ViewMacro:
     """A NULL-safe choice between two times; ``compare(a, b)`` is true when a wins."""
-    return lambda a, b: (f"(CASE WHEN {a} IS NULL THEN {b} WHEN {b} IS NULL THEN {a} "
-                         f"WHEN {compare(a, b)} THEN {a} ELSE {b} END)")
+    return lambda a, b: (
+        f"(CASE WHEN {a} IS NULL THEN {b} WHEN {b} IS NULL THEN {a} "
+        f"WHEN {compare(a, b)} THEN {a} ELSE {b} END)"
+    )
 
 
 def _sqlite_timestamps(rows: list[list], timestamp_indexes: list[int]) -> None:
@@ -286,9 +293,14 @@ class SQLiteFamily(Family):
         # midpoint is shifted in whole milliseconds (SQLite's own time resolution).
         "later": _pick(lambda a, b: f"julianday({a}) >= julianday({b})"),
         "earlier": _pick(lambda a, b: f"julianday({a}) <= julianday({b})"),
-        "midpoint": lambda a, b: _both(a, b, (
-            f"strftime('%Y-%m-%d %H:%M:%f', {a}, printf('%+.3f seconds', "
-            f"(julianday({b}) - julianday({a})) * 43200.0))")),
+        "midpoint": lambda a, b: _both(
+            a,
+            b,
+            (
+                f"strftime('%Y-%m-%d %H:%M:%f', {a}, printf('%+.3f seconds', "
+                f"(julianday({b}) - julianday({a})) * 43200.0))"
+            ),
+        ),
         "int_div": lambda a, b: f"(({a}) / ({b}))",
     }
 
@@ -324,20 +336,28 @@ class SQLiteFamily(Family):
         table.create(conn)
         conn.exec_driver_sql(
             f"INSERT INTO {name} ({columns}) "  # noqa: S608 - quoted names
-            f"SELECT {columns} FROM {old}")
+            f"SELECT {columns} FROM {old}"
+        )
         conn.exec_driver_sql(f"DROP TABLE {old}")
 
     def create_stage(self, conn: Connection, stage: str, runs: str) -> None:
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{stage}")
         conn.exec_driver_sql(
             f"CREATE TEMPORARY TABLE {stage} AS "  # noqa: S608 - quoted name
-            f"SELECT * FROM main.{runs} WHERE 0")
+            f"SELECT * FROM main.{runs} WHERE 0"
+        )
 
     def drop_stage(self, conn: Connection, stage: str) -> None:
         conn.exec_driver_sql(f"DROP TABLE temp.{stage}")
 
-    def fill_stage(self, conn: Connection, stage: str, columns: list[str], rows: list[list],
-                   timestamps: list[int]) -> None:
+    def fill_stage(
+        self,
+        conn: Connection,
+        stage: str,
+        columns: list[str],
+        rows: list[list],
+        timestamps: list[int],
+    ) -> None:
         _sqlite_timestamps(rows, timestamps)
         super().fill_stage(conn, stage, columns, rows, timestamps)
 
@@ -349,11 +369,13 @@ class SQLiteFamily(Family):
 # keeps NUL as that escape: an escape not itself escaped (an even run of backslashes before
 # it) reads as U+FFFD, as in the text columns. Rows written before numbers kept their literal
 # may hold NaN or Infinity, which is not JSON: read as {} rather than failing the whole view.
-_PG_ENVS_JSON = (r"CAST(CASE "
-                 r"WHEN {x} ~ '(:|,|\[)\s*-?(NaN|Infinity)\s*(,|\}|\])' THEN '{}' "
-                 r"WHEN strpos({x}, '\u0000') > 0 "
-                 r"THEN regexp_replace({x}, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd', 'g') "
-                 r"ELSE {x} END AS json)")
+_PG_ENVS_JSON = (
+    r"CAST(CASE "
+    r"WHEN {x} ~ '(:|,|\[)\s*-?(NaN|Infinity)\s*(,|\}|\])' THEN '{}' "
+    r"WHEN strpos({x}, '\u0000') > 0 "
+    r"THEN regexp_replace({x}, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd', 'g') "
+    r"ELSE {x} END AS json)"
+)
 
 
 @dataclass(frozen=True)
@@ -380,11 +402,14 @@ class PostgresFamily(Family):
         if "\x00" in project_id or "\x00" in run_name:
             return "project id or run name holds U+0000 (NUL), which PostgreSQL cannot store"
         if len(project_id) + len(run_name) > POSTGRES_INDEX_BYTES // 4:  # else it surely fits
-            size = len(project_id.encode("utf-8", "surrogatepass")) + \
-                len(run_name.encode("utf-8", "surrogatepass"))
+            size = len(project_id.encode("utf-8", "surrogatepass")) + len(
+                run_name.encode("utf-8", "surrogatepass")
+            )
             if size > POSTGRES_INDEX_BYTES:
-                return (f"project id and run name take {size} bytes; PostgreSQL indexes hold "
-                        f"at most {POSTGRES_INDEX_BYTES}")
+                return (
+                    f"project id and run name take {size} bytes; PostgreSQL indexes hold "
+                    f"at most {POSTGRES_INDEX_BYTES}"
+                )
         return None
 
     def name_problem(self, name: str, what: str) -> str | None:
@@ -393,8 +418,10 @@ class PostgresFamily(Family):
         if len(name) > POSTGRES_INDEX_BYTES // 4:
             size = len(name.encode("utf-8", "surrogatepass"))
             if size > POSTGRES_INDEX_BYTES:
-                return (f"{what} {name[:40]!r}... takes {size} bytes; PostgreSQL indexes hold "
-                        f"at most {POSTGRES_INDEX_BYTES}")
+                return (
+                    f"{what} {name[:40]!r}... takes {size} bytes; PostgreSQL indexes hold "
+                    f"at most {POSTGRES_INDEX_BYTES}"
+                )
         return None
 
     def clean_text(self, value: Any) -> Any:
@@ -410,8 +437,7 @@ class PostgresFamily(Family):
         state = getattr(orig, "sqlstate", None)
         if not state:
             return None
-        if state[:2] in ("08", "57") or state in ("40001", "40P01", PG_LOCK_NOT_AVAILABLE,
-                                                  "53300"):
+        if state[:2] in ("08", "57") or state in ("40001", "40P01", PG_LOCK_NOT_AVAILABLE, "53300"):
             return "transient"  # connection, shutdown, serialization, deadlock, lock timeout
         if state[:2] in ("22", "23", "54"):  # data exception, integrity, program limit
             return "data"
@@ -429,8 +455,10 @@ class PostgresFamily(Family):
     @contextmanager
     def bounded_lock_waits(self, conn: Connection, seconds: float) -> Iterator[None]:
         # Local: it ends with the transaction.
-        conn.execute(sa.text("SELECT set_config('lock_timeout', :ms, true)"),
-                     {"ms": str(max(1, round(seconds * 1000)))})
+        conn.execute(
+            sa.text("SELECT set_config('lock_timeout', :ms, true)"),
+            {"ms": str(max(1, round(seconds * 1000)))},
+        )
         yield
 
     def create_stage(self, conn: Connection, stage: str, runs: str) -> None:
@@ -440,8 +468,14 @@ class PostgresFamily(Family):
     def drop_stage(self, conn: Connection, stage: str) -> None:
         pass  # the commit drops it (ON COMMIT DROP)
 
-    def fill_stage(self, conn: Connection, stage: str, columns: list[str], rows: list[list],
-                   timestamps: list[int]) -> None:
+    def fill_stage(
+        self,
+        conn: Connection,
+        stage: str,
+        columns: list[str],
+        rows: list[list],
+        timestamps: list[int],
+    ) -> None:
         quote = conn.dialect.identifier_preparer.quote
         names = ", ".join(quote(c) for c in columns)
         driver = conn.connection.driver_connection
@@ -455,8 +489,9 @@ class PostgresFamily(Family):
     # statistics taken while the tables were still empty (a hash join over the whole history:
     # 50x slower in the middle of a large load).
 
-    def changed_runs_sql(self, stage: str, runs: str, history: str, same_run: str,
-                         current: str, differs: str) -> str:
+    def changed_runs_sql(
+        self, stage: str, runs: str, history: str, same_run: str, current: str, differs: str
+    ) -> str:
         return (
             f"SELECT h.id, s.project_id, s.run_name, s.fetched_at FROM {stage} s "  # noqa: S608
             f"CROSS JOIN LATERAL (SELECT * FROM {runs} r WHERE {same_run} LIMIT 1) r "
@@ -472,32 +507,39 @@ class PostgresFamily(Family):
 
 
 # MySQL/MariaDB error numbers.
-_MYSQL_TRANSIENT = frozenset({
-    1040,  # too many connections
-    1053,  # server shutdown in progress
-    MYSQL_LOCK_WAIT_TIMEOUT,
-    1213,  # deadlock
-    1927,  # connection was killed
-    2002, 2003, 2006, 2013,  # cannot connect, server gone away, lost connection
-    4031,  # disconnected by the server (idle timeout)
-})
-_MYSQL_DATA = frozenset({
-    1048,  # column cannot be null
-    1059,  # identifier too long
-    1062,  # duplicate entry
-    1071,  # key too long
-    1117,  # too many columns
-    1118,  # row size too large
-    1166,  # incorrect column name
-    1264,  # out of range
-    1265,  # data truncated
-    1292,  # incorrect value
-    1300,  # invalid character string
-    1366,  # incorrect string value
-    1406,  # data too long
-    3140,  # invalid JSON text
-    4025,  # CHECK constraint failed
-})
+_MYSQL_TRANSIENT = frozenset(
+    {
+        1040,  # too many connections
+        1053,  # server shutdown in progress
+        MYSQL_LOCK_WAIT_TIMEOUT,
+        1213,  # deadlock
+        1927,  # connection was killed
+        2002,
+        2003,
+        2006,
+        2013,  # cannot connect, server gone away, lost connection
+        4031,  # disconnected by the server (idle timeout)
+    }
+)
+_MYSQL_DATA = frozenset(
+    {
+        1048,  # column cannot be null
+        1059,  # identifier too long
+        1062,  # duplicate entry
+        1071,  # key too long
+        1117,  # too many columns
+        1118,  # row size too large
+        1166,  # incorrect column name
+        1264,  # out of range
+        1265,  # data truncated
+        1292,  # incorrect value
+        1300,  # invalid character string
+        1366,  # incorrect string value
+        1406,  # data too long
+        3140,  # invalid JSON text
+        4025,  # CHECK constraint failed
+    }
+)
 
 
 def _mysql_code(orig: BaseException | None) -> int | None:
@@ -525,22 +567,27 @@ class MySQLFamily(Family):
         "seconds_between": lambda a, b: f"TIMESTAMPDIFF(MICROSECOND, {a}, {b}) / 1000000.0",
         "later": _pick(lambda a, b: f"{a} >= {b}"),
         "earlier": _pick(lambda a, b: f"{a} <= {b}"),
-        "midpoint": lambda a, b: _both(a, b, (
-            f"TIMESTAMPADD(MICROSECOND, TIMESTAMPDIFF(MICROSECOND, {a}, {b}) DIV 2, {a})")),
+        "midpoint": lambda a, b: _both(
+            a, b, (f"TIMESTAMPADD(MICROSECOND, TIMESTAMPDIFF(MICROSECOND, {a}, {b}) DIV 2, {a})")
+        ),
         "int_div": lambda a, b: f"(({a}) DIV ({b}))",
     }
 
     def key_problem(self, project_id: str, run_name: str) -> str | None:
         for what, part in (("project id", project_id), ("run name", run_name)):
             if len(part) > MYSQL_RUN_KEY_CHARS:
-                return (f"{what} is {len(part)} characters; MySQL/MariaDB keys hold at most "
-                        f"{MYSQL_RUN_KEY_CHARS}")
+                return (
+                    f"{what} is {len(part)} characters; MySQL/MariaDB keys hold at most "
+                    f"{MYSQL_RUN_KEY_CHARS}"
+                )
         return None
 
     def name_problem(self, name: str, what: str) -> str | None:
         if len(name) > MYSQL_MAPPING_KEY_CHARS:
-            return (f"{what} {name[:40]!r}... is {len(name)} characters; MySQL/MariaDB keys "
-                    f"hold at most {MYSQL_MAPPING_KEY_CHARS}")
+            return (
+                f"{what} {name[:40]!r}... is {len(name)} characters; MySQL/MariaDB keys "
+                f"hold at most {MYSQL_MAPPING_KEY_CHARS}"
+            )
         return None
 
     def code_kind(self, orig: BaseException | None) -> ErrorKind | None:
@@ -578,8 +625,9 @@ class MySQLFamily(Family):
     @contextmanager
     def bounded_lock_waits(self, conn: Connection, seconds: float) -> Iterator[None]:
         # A session setting (metadata locks, whole seconds).
-        conn.execute(sa.text("SET SESSION lock_wait_timeout = :s"),
-                     {"s": max(1, math.ceil(seconds))})
+        conn.execute(
+            sa.text("SET SESSION lock_wait_timeout = :s"), {"s": max(1, math.ceil(seconds))}
+        )
         try:
             yield
         finally:
@@ -592,7 +640,8 @@ class MySQLFamily(Family):
         quote = conn.dialect.identifier_preparer.quote
         column_type = table.c[column].type.compile(dialect=conn.dialect)
         conn.exec_driver_sql(
-            f"ALTER TABLE {quote(table.name)} MODIFY {quote(column)} {column_type} NULL")
+            f"ALTER TABLE {quote(table.name)} MODIFY {quote(column)} {column_type} NULL"
+        )
 
     def key_collation(self, dialect: sa.Dialect) -> str:
         """The exact (binary, NO PAD) collation of the MySQL or MariaDB server ``dialect`` is
@@ -612,8 +661,7 @@ class MySQLFamily(Family):
             f"{wanted} or later"
         )
 
-    def migrate_key_collations(self, conn: Connection,
-                               key_columns: Mapping[str, set[str]]) -> None:
+    def migrate_key_collations(self, conn: Connection, key_columns: Mapping[str, set[str]]) -> None:
         """Key columns made with ``utf8mb4_bin`` (which pads trailing spaces) or the table's
         default collation get the exact one, in place, once; later runs only read
         ``information_schema``. Equality only gets stricter, so no primary or unique key
@@ -621,16 +669,21 @@ class MySQLFamily(Family):
         stay distinct."""
         collation = self.key_collation(conn.dialect)
         found = conn.execute(
-            sa.text("SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME "
-                    "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
-                    "AND TABLE_NAME IN :tables")
-            .bindparams(sa.bindparam("tables", expanding=True)),
+            sa.text(
+                "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME "
+                "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+                "AND TABLE_NAME IN :tables"
+            ).bindparams(sa.bindparam("tables", expanding=True)),
             {"tables": sorted(key_columns)},
         ).all()
         changes: dict[str, list[tuple[str, str, str]]] = {}
         for table, column, column_type, nullable, current in found:
-            if (column in key_columns.get(table, ()) and current is not None
-                    and current != collation and _PLAIN_COLUMN_TYPE.fullmatch(column_type)):
+            if (
+                column in key_columns.get(table, ())
+                and current is not None
+                and current != collation
+                and _PLAIN_COLUMN_TYPE.fullmatch(column_type)
+            ):
                 changes.setdefault(table, []).append((column, column_type, nullable))
         quote = conn.dialect.identifier_preparer.quote
         for table, columns in changes.items():
@@ -639,8 +692,12 @@ class MySQLFamily(Family):
                 f"COLLATE {collation} {'NULL' if nullable == 'YES' else 'NOT NULL'}"
                 for column, column_type, nullable in columns
             )
-            log.info("table %s: key columns %s get the exact collation %s (once)", table,
-                     ", ".join(c for c, _, _ in columns), collation)
+            log.info(
+                "table %s: key columns %s get the exact collation %s (once)",
+                table,
+                ", ".join(c for c, _, _ in columns),
+                collation,
+            )
             conn.exec_driver_sql(f"ALTER TABLE {quote(table)} {modify}")
 
     def create_stage(self, conn: Connection, stage: str, runs: str) -> None:

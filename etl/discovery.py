@@ -43,8 +43,7 @@ def _listed(summary: object, zone: ZoneInfo) -> RunToFetch | None:
     if not isinstance(summary, dict):
         return None
     project_id, run_name = summary.get("projectId"), name_as_text(summary.get("runName"))
-    if not (isinstance(project_id, str) and project_id and isinstance(run_name, str)
-            and run_name):
+    if not (isinstance(project_id, str) and project_id and isinstance(run_name, str) and run_name):
         return None
     status = summary.get("status")
     return RunToFetch(
@@ -80,8 +79,7 @@ def discover_runs(
         for summary in items:
             run = _listed(summary, zone)
             if run is None:
-                log.warning("run list page %d: skipped an entry without projectId/runName",
-                            page)
+                log.warning("run list page %d: skipped an entry without projectId/runName", page)
                 continue
             if run.pair in seen or (wanted is not None and run.pair.project_id not in wanted):
                 continue

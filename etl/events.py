@@ -23,31 +23,55 @@ def event(name: str, **fields: object) -> dict:
 
 def log_failure(failure: FailedPair) -> None:
     pair = failure.pair
-    log.warning("pair failed: %s: %s", pair or "-", failure.reason,
-             extra=event("pair_failed", project_id=pair.project_id if pair else None,
-                         run_name=pair.run_name if pair else None, reason=failure.reason,
-                         status=failure.status, error_code=failure.error_code,
-                         attempts=failure.attempts))
+    log.warning(
+        "pair failed: %s: %s",
+        pair or "-",
+        failure.reason,
+        extra=event(
+            "pair_failed",
+            project_id=pair.project_id if pair else None,
+            run_name=pair.run_name if pair else None,
+            reason=failure.reason,
+            status=failure.status,
+            error_code=failure.error_code,
+            attempts=failure.attempts,
+        ),
+    )
 
 
 def log_finished(report: ExportReport) -> None:
-    log.info("%s", report.summary(),
-             extra=event("batch_finished", exported=report.exported, failed=len(report.failed),
-                         retried=report.retried, skipped=report.skipped,
-                         elapsed=round(report.elapsed, 3),
-                         chunks=report.chunks, interrupted=report.interrupted,
-                         unwritten=report.unwritten,
-                         batch_id=report.batch_id,
-                         auth_failed=report.auth_error is not None))
+    log.info(
+        "%s",
+        report.summary(),
+        extra=event(
+            "batch_finished",
+            exported=report.exported,
+            failed=len(report.failed),
+            retried=report.retried,
+            skipped=report.skipped,
+            elapsed=round(report.elapsed, 3),
+            chunks=report.chunks,
+            interrupted=report.interrupted,
+            unwritten=report.unwritten,
+            batch_id=report.batch_id,
+            auth_failed=report.auth_error is not None,
+        ),
+    )
 
 
-def json_line(level: str, name: str, message: str, *, created: float | None = None,
-              **fields: object) -> str:
+def json_line(
+    level: str, name: str, message: str, *, created: float | None = None, **fields: object
+) -> str:
     """One event as a JSON object on one line: time, level, event name, message, its fields.
     The CLI writes its own events (errors, a dry run's plan) with it, as the formatter does."""
     moment = datetime.fromtimestamp(time.time() if created is None else created, UTC)
-    payload = {"time": moment.isoformat(timespec="milliseconds"), "level": level,
-               "event": name, "message": message, **fields}
+    payload = {
+        "time": moment.isoformat(timespec="milliseconds"),
+        "level": level,
+        "event": name,
+        "message": message,
+        **fields,
+    }
     return json.dumps(payload, ensure_ascii=False, default=str)
 
 
@@ -58,8 +82,13 @@ class JsonLogFormatter(logging.Formatter):
         fields = dict(getattr(record, "fields", {}))
         if record.exc_info:
             fields["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json_line(record.levelname.lower(), getattr(record, "event", "log"),
-                         record.getMessage(), created=record.created, **fields)
+        return json_line(
+            record.levelname.lower(),
+            getattr(record, "event", "log"),
+            record.getMessage(),
+            created=record.created,
+            **fields,
+        )
 
 
 class _PrintedByTheCli(logging.Filter):

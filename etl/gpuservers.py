@@ -58,16 +58,18 @@ def check_server(code: int, gpus: int, where: str) -> None:
     if not 0 <= code <= MAX_CODE:
         raise InputError(f"{where}: GPU server code {code} is out of range (0 to {MAX_CODE})")
     if not 0 <= gpus <= MAX_GPUS:
-        raise InputError(f"{where}: {gpus} GPUs for server {code}; expected 0 to {MAX_GPUS} "
-                         "(the GPUs of one server)")
+        raise InputError(
+            f"{where}: {gpus} GPUs for server {code}; expected 0 to {MAX_GPUS} "
+            "(the GPUs of one server)"
+        )
 
 
 def read_toml(path: Path) -> list[GpuServer]:
     """Servers from a TOML file, all checked before anything is written::
 
-        [servers]
-        205 = 1                                  # code = GPUs
-        207 = { gpus = 2, label = "A100 x2" }    # or a table with an optional label
+    [servers]
+    205 = 1                                  # code = GPUs
+    207 = { gpus = 2, label = "A100 x2" }    # or a table with an optional label
     """
     try:
         with open(path, "rb") as handle:
@@ -79,8 +81,10 @@ def read_toml(path: Path) -> list[GpuServer]:
     unknown = sorted(set(document) - {"servers"})
     servers = document.get("servers")
     if unknown or not isinstance(servers, dict):
-        raise InputError(f"{path}: expected one [servers] table of code = GPUs entries"
-                         + (f" (unknown keys: {', '.join(unknown)})" if unknown else ""))
+        raise InputError(
+            f"{path}: expected one [servers] table of code = GPUs entries"
+            + (f" (unknown keys: {', '.join(unknown)})" if unknown else "")
+        )
     entries = []
     for key, value in servers.items():
         where = f"{path}: servers.{key}"
@@ -134,18 +138,24 @@ def list_servers(engine: Engine, runs_table: str) -> tuple[list[GpuServer], list
     try:
         with engine.begin() as conn:
             table = ensure_table(conn)
-            known = [GpuServer(*row) for row in conn.execute(
-                sa.select(table.c.gpu_svr_code, table.c.gpus, table.c.label)
-                .order_by(table.c.gpu_svr_code))]
+            known = [
+                GpuServer(*row)
+                for row in conn.execute(
+                    sa.select(table.c.gpu_svr_code, table.c.gpus, table.c.label).order_by(
+                        table.c.gpu_svr_code
+                    )
+                )
+            ]
             if not sa.inspect(conn).has_table(runs_table):
                 return known, []
             runs = sa.table(runs_table, sa.column("gpu_svr_code"), sa.column("eng_full_name"))
             missing = conn.execute(
-                sa.select(runs.c.gpu_svr_code, sa.func.max(runs.c.eng_full_name),
-                          sa.func.count())
+                sa.select(runs.c.gpu_svr_code, sa.func.max(runs.c.eng_full_name), sa.func.count())
                 .select_from(runs.outerjoin(table, table.c.gpu_svr_code == runs.c.gpu_svr_code))
                 .where(runs.c.gpu_svr_code.is_not(None), table.c.gpu_svr_code.is_(None))
-                .group_by(runs.c.gpu_svr_code).order_by(runs.c.gpu_svr_code)).all()
+                .group_by(runs.c.gpu_svr_code)
+                .order_by(runs.c.gpu_svr_code)
+            ).all()
             return known, [tuple(row) for row in missing]
     except SQLAlchemyError as exc:
         raise DatabaseError(f"reading {GPU_SERVERS_TABLE} failed: {first_line(exc)}") from exc

@@ -97,8 +97,9 @@ def loads(raw: bytes) -> Any:
 def loads_exact(raw: bytes) -> Any:
     """Parse UTF-8 JSON keeping every number's literal (:class:`Number`); NaN and Infinity
     are refused."""
-    return json.loads(raw.decode("utf-8", "surrogatepass"), parse_float=Number,
-                      parse_constant=_refuse_constant)
+    return json.loads(
+        raw.decode("utf-8", "surrogatepass"), parse_float=Number, parse_constant=_refuse_constant
+    )
 
 
 def dumps(value: Any, *, compact: bool = True) -> str:

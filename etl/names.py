@@ -31,8 +31,17 @@ GPU_SERVERS_TABLE = "nsml_gpu_servers"
 # The temporary table each chunk is staged in.
 STAGE_TABLE = "nsml_etl_stage"
 # Exporting runs into one of our own tables would corrupt it.
-RESERVED_TABLES = frozenset({ENV_COLUMNS_TABLE, FIELD_COLUMNS_TABLE, BATCHES_TABLE, HISTORY_TABLE,
-                             FAILURES_TABLE, GPU_SERVERS_TABLE, STAGE_TABLE})
+RESERVED_TABLES = frozenset(
+    {
+        ENV_COLUMNS_TABLE,
+        FIELD_COLUMNS_TABLE,
+        BATCHES_TABLE,
+        HISTORY_TABLE,
+        FAILURES_TABLE,
+        GPU_SERVERS_TABLE,
+        STAGE_TABLE,
+    }
+)
 
 SQL_PACKAGE = "nsml_etl_sql"
 # Every view file is named nsml_<what>.sql; other tables replace the prefix with their own.

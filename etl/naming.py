@@ -69,8 +69,9 @@ def _natural(key: str, prefix: str, preferred: Mapping[str, str]) -> str:
     return preferred.get(key) or prefix + normalize(romanize(key))
 
 
-def allocation_order(keys: Iterable[str], prefix: str = ENV_PREFIX,
-                     preferred: Mapping[str, str] | None = None) -> list[str]:
+def allocation_order(
+    keys: Iterable[str], prefix: str = ENV_PREFIX, preferred: Mapping[str, str] | None = None
+) -> list[str]:
     """Rule 3's order: keys already in normal form first, then by code point (the order in
     which :func:`allocate_columns` gives names, and the cap on env columns takes keys)."""
     preferred = preferred or {}

@@ -72,8 +72,15 @@ class ExportReport:
     def write_failures(self, path: str | Path) -> None:
         """The failed pairs as a pairs CSV (plus a reason column, which pairs files ignore),
         to retry them; lines of a load that name no pair are left out."""
-        write_pairs_file(path, ((*failure.pair, failure.reason) for failure in self.failed
-                                if failure.pair is not None), ["reason"])
+        write_pairs_file(
+            path,
+            (
+                (*failure.pair, failure.reason)
+                for failure in self.failed
+                if failure.pair is not None
+            ),
+            ["reason"],
+        )
 
     @property
     def exit_code(self) -> int:

@@ -81,8 +81,13 @@ def check_name(value: object, what: str, where: str) -> str:
     naming ``where`` otherwise."""
     # Nearly every name is short printable ASCII: one C-level test each (this runs per run of
     # a load; the character-by-character checks below cost 20 us a run).
-    if (type(value) is str and value.isascii() and value.isprintable()
-            and value.strip() and value not in (".", "..")):
+    if (
+        type(value) is str
+        and value.isascii()
+        and value.isprintable()
+        and value.strip()
+        and value not in (".", "..")
+    ):
         return value
     if isinstance(value, bool) or value is None:
         raise InputError(f"{where}: {what} is {json.dumps(value)}, expected text")
@@ -119,8 +124,9 @@ def _bad_line(problem: InputError, on_bad: OnBadLine) -> None:
     on_bad(problem)
 
 
-def _check_text(handle: IO[bytes], name: str, on_bad: OnBadLine = None
-                ) -> Iterator[tuple[int, str]]:
+def _check_text(
+    handle: IO[bytes], name: str, on_bad: OnBadLine = None
+) -> Iterator[tuple[int, str]]:
     """Yield (line number, line) from a binary handle, refusing binary content and overlong
     lines with the line number where they occur, and skipping non-UTF-8 lines (``on_bad``)."""
     line_no = 0
@@ -134,19 +140,21 @@ def _check_text(handle: IO[bytes], name: str, on_bad: OnBadLine = None
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             raise InputError(f"{name}:{line_no}: line longer than {MAX_LINE_BYTES} bytes")
         if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
-            raw = raw[len(codecs.BOM_UTF8):]
+            raw = raw[len(codecs.BOM_UTF8) :]
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            _bad_line(InputError(
-                f"{name}:{line_no}: not valid UTF-8 text (a binary file, or another encoding?)"
-            ), on_bad)
+            _bad_line(
+                InputError(
+                    f"{name}:{line_no}: not valid UTF-8 text (a binary file, or another encoding?)"
+                ),
+                on_bad,
+            )
             continue
         yield line_no, line
 
 
-def iter_csv(handle: IO[bytes], name: str, on_bad: OnBadLine = None
-             ) -> Iterator[tuple[int, Pair]]:
+def iter_csv(handle: IO[bytes], name: str, on_bad: OnBadLine = None) -> Iterator[tuple[int, Pair]]:
     header_read = False
 
     def on_bad_text(problem: InputError) -> None:
@@ -199,16 +207,19 @@ def iter_csv(handle: IO[bytes], name: str, on_bad: OnBadLine = None
             if len(row) <= max(project_col, run_col):
                 missing = header[run_col] if len(row) > project_col else header[project_col]
                 raise InputError(f"{where}: missing value for {missing}")
-            pair = Pair(check_name(row[project_col], header[project_col], where),
-                        check_name(row[run_col], header[run_col], where))
+            pair = Pair(
+                check_name(row[project_col], header[project_col], where),
+                check_name(row[run_col], header[run_col], where),
+            )
         except InputError as problem:
             _bad_line(problem, on_bad)
             continue
         yield start, pair
 
 
-def iter_jsonl(handle: IO[bytes], name: str, on_bad: OnBadLine = None
-               ) -> Iterator[tuple[int, Pair]]:
+def iter_jsonl(
+    handle: IO[bytes], name: str, on_bad: OnBadLine = None
+) -> Iterator[tuple[int, Pair]]:
     for line_no, line in _check_text(handle, name, on_bad):
         if not line.strip():
             continue
@@ -230,16 +241,18 @@ def _jsonl_pair(line: str, where: str) -> Pair:
     keys = list(obj)
     project_key = _pick_column(keys, PROJECT_KEYS, where)
     run_key = _pick_column(keys, RUN_KEYS, where)
-    return Pair(check_name(obj[project_key], project_key, where),
-                check_name(obj[run_key], run_key, where))
+    return Pair(
+        check_name(obj[project_key], project_key, where), check_name(obj[run_key], run_key, where)
+    )
 
 
 def _looks_like_jsonl(head: str) -> bool:
     return head.lstrip("\ufeff \t\r\n").startswith("{")
 
 
-def iter_pairs(path: str | os.PathLike, stdin: IO[bytes] | None = None, on_bad: OnBadLine = None
-               ) -> Iterator[tuple[int, Pair]]:
+def iter_pairs(
+    path: str | os.PathLike, stdin: IO[bytes] | None = None, on_bad: OnBadLine = None
+) -> Iterator[tuple[int, Pair]]:
     """Yield (line, pair) from a file path, or ``-`` for stdin, validating as it goes: a bad
     line raises, or is passed to ``on_bad`` and skipped."""
     name = display_name(path)
@@ -289,16 +302,19 @@ class PairSet:
         self._db = sqlite3.connect(Path(self._tmp.name) / "pairs.db")
         self._db.execute("PRAGMA journal_mode = OFF")
         self._db.execute("PRAGMA synchronous = OFF")
-        self._db.execute("CREATE TABLE pairs (seq INTEGER PRIMARY KEY, project_id TEXT, "
-                         "run_name TEXT, UNIQUE (project_id, run_name))")
+        self._db.execute(
+            "CREATE TABLE pairs (seq INTEGER PRIMARY KEY, project_id TEXT, "
+            "run_name TEXT, UNIQUE (project_id, run_name))"
+        )
         self._buffer = list(self._memory)
         self._memory = {}
         self._flush()
 
     def _flush(self) -> None:
         assert self._db is not None
-        self._db.executemany("INSERT OR IGNORE INTO pairs (project_id, run_name) VALUES (?, ?)",
-                             self._buffer)
+        self._db.executemany(
+            "INSERT OR IGNORE INTO pairs (project_id, run_name) VALUES (?, ?)", self._buffer
+        )
         self._buffer = []
 
     def __len__(self) -> int:
@@ -345,12 +361,16 @@ class _BadLines:
             self.shown.append(str(problem))
 
     def error(self, name: str) -> BadLinesError:
-        return BadLinesError(f"{name}: {self.count} bad lines; fix them and run again",
-                             self.shown, self.count - len(self.shown))
+        return BadLinesError(
+            f"{name}: {self.count} bad lines; fix them and run again",
+            self.shown,
+            self.count - len(self.shown),
+        )
 
 
-def collect_pairs(path: str | os.PathLike, stdin: IO[bytes] | None = None,
-                  spill_after: int = SPILL_AFTER) -> PairSet:
+def collect_pairs(
+    path: str | os.PathLike, stdin: IO[bytes] | None = None, spill_after: int = SPILL_AFTER
+) -> PairSet:
     """Validate the whole file and return its distinct pairs; raises :class:`InputError`
     (with FILE:LINE) before returning anything, one :class:`BadLinesError` for all bad lines."""
     name = STDIN_NAME if str(path) == "-" else str(path)
@@ -381,14 +401,15 @@ def _given_pair(item: object, where: str) -> Pair:
         keys = [key for key in item if isinstance(key, str)]
         project_key = _pick_column(keys, PROJECT_KEYS, where)
         run_key = _pick_column(keys, RUN_KEYS, where)
-        return Pair(check_name(item[project_key], project_key, where),
-                    check_name(item[run_key], run_key, where))
+        return Pair(
+            check_name(item[project_key], project_key, where),
+            check_name(item[run_key], run_key, where),
+        )
     if isinstance(item, str | bytes) or not isinstance(item, Sequence) or len(item) != 2:
         shown = repr(item)
         shown = shown if len(shown) <= MAX_SHOWN_ITEM else shown[:MAX_SHOWN_ITEM] + "..."
         raise InputError(f"{where}: expected a (project_id, run_name) pair, got {shown}")
-    return Pair(check_name(item[0], "project_id", where),
-                check_name(item[1], "run_name", where))
+    return Pair(check_name(item[0], "project_id", where), check_name(item[1], "run_name", where))
 
 
 def collect_given_pairs(items: Iterable[object], name: str = "pairs") -> PairSet:
@@ -407,8 +428,9 @@ def collect_given_pairs(items: Iterable[object], name: str = "pairs") -> PairSet
     return pairs
 
 
-def write_pairs_file(path: str | os.PathLike, rows: Iterable[Sequence[object]],
-                     extra_columns: Sequence[str] = ()) -> int:
+def write_pairs_file(
+    path: str | os.PathLike, rows: Iterable[Sequence[object]], extra_columns: Sequence[str] = ()
+) -> int:
     """Write a pairs CSV that ``export --pairs`` reads back: project_id, run_name, then
     ``extra_columns`` (which it ignores). Each row is a pair followed by its extra values; None
     is an empty cell. The file appears whole or not at all (written aside, then renamed), so an

@@ -138,8 +138,9 @@ class _Fetcher:
         if self.archive is not None:
             self.archive.write(pair, result.raw, fetched_at)
         try:
-            return flatten_run(result.body, pair, fetched_at,
-                               lambda: jsontext.loads_exact(result.raw), listed=item)
+            return flatten_run(
+                result.body, pair, fetched_at, lambda: jsontext.loads_exact(result.raw), listed=item
+            )
         except RunShapeError as exc:
             return FailedPair(pair, f"unusable response: {exc}", 200, None, result.attempts)
 
@@ -172,14 +173,19 @@ def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None =
     for _ in range(MAPPING_ATTEMPTS):
         mapping = store.prepare(env_keys(runs), extra_fields(runs))
         try:
-            return store.upsert(build_frame(runs, mapping.env, mapping.fields),
-                                batch_id=batch_id, mapping=mapping)
+            return store.upsert(
+                build_frame(runs, mapping.env, mapping.fields), batch_id=batch_id, mapping=mapping
+            )
         except MappingChanged:
-            log.debug("the column mapping of %s changed under this chunk; building it again",
-                      store.table_name)
-    raise DatabaseError(f"the column mapping of table {store.table_name} changed "
-                        f"{MAPPING_ATTEMPTS} times while one chunk was written (other exports "
-                        "giving waiting env keys columns); run the export again")
+            log.debug(
+                "the column mapping of %s changed under this chunk; building it again",
+                store.table_name,
+            )
+    raise DatabaseError(
+        f"the column mapping of table {store.table_name} changed "
+        f"{MAPPING_ATTEMPTS} times while one chunk was written (other exports "
+        "giving waiting env keys columns); run the export again"
+    )
 
 
 def unique_runs(runs: Iterable[FlatRun]) -> list[FlatRun]:
@@ -226,8 +232,12 @@ class _ChunkWriter:
     @staticmethod
     def _log_retry(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        log.warning("database write failed (%s); reconnecting, attempt %d of %d", exc,
-                    state.attempt_number + 1, DB_WRITE_ATTEMPTS)
+        log.warning(
+            "database write failed (%s); reconnecting, attempt %d of %d",
+            exc,
+            state.attempt_number + 1,
+            DB_WRITE_ATTEMPTS,
+        )
 
     def _fail_batch(self, error: DatabaseError) -> None:
         """The export stops on ``error`` (exit 4): its batch row must not stay ``running``."""
@@ -254,10 +264,18 @@ class _ChunkWriter:
             raise
         self.report.exported += written
         self.report.chunks += 1
-        log.info("committed chunk %d: %d runs (%d so far)", self.report.chunks, written,
-                 self.report.exported,
-                 extra=event("chunk_committed", chunk=self.report.chunks, runs=written,
-                             total=self.report.exported))
+        log.info(
+            "committed chunk %d: %d runs (%d so far)",
+            self.report.chunks,
+            written,
+            self.report.exported,
+            extra=event(
+                "chunk_committed",
+                chunk=self.report.chunks,
+                runs=written,
+                total=self.report.exported,
+            ),
+        )
         self.pending.clear()
 
     def _retry(self, func: Callable, *args: object) -> int:
@@ -265,8 +283,10 @@ class _ChunkWriter:
             return self.retrying(func, *args)
         except DatabaseError as exc:
             if is_transient_db_error(exc, self.store):
-                raise DatabaseError(f"{exc} (gave up after {DB_WRITE_ATTEMPTS} attempts; "
-                                    f"{self.report.exported} runs committed before)") from exc
+                raise DatabaseError(
+                    f"{exc} (gave up after {DB_WRITE_ATTEMPTS} attempts; "
+                    f"{self.report.exported} runs committed before)"
+                ) from exc
             raise
 
     def _write(self, runs: list[FlatRun], splitting: bool = False) -> int:
@@ -276,20 +296,27 @@ class _ChunkWriter:
             return 0
         if splitting and self.stop is not None and self.stop.is_set():
             self.report.unwritten += len(runs)
-            log.warning("stopping: %d runs of a refused chunk were not written (the next "
-                        "export fetches them again)", len(runs))
+            log.warning(
+                "stopping: %d runs of a refused chunk were not written (the next "
+                "export fetches them again)",
+                len(runs),
+            )
             return 0
         try:
-            return self._retry(write_chunk, self.store, runs,
-                               self.batch.id if self.batch is not None else None)
+            return self._retry(
+                write_chunk, self.store, runs, self.batch.id if self.batch is not None else None
+            )
         except DatabaseError as exc:
             if error_kind(self.store.family, exc) != "data":
                 raise
             if len(runs) == 1:
                 self._fail(runs[0], f"{self.store.family.label} refused it: {first_line(exc)}")
                 return 0
-            log.debug("chunk of %d runs refused (%s); writing its halves apart", len(runs),
-                      first_line(exc))
+            log.debug(
+                "chunk of %d runs refused (%s); writing its halves apart",
+                len(runs),
+                first_line(exc),
+            )
             half = len(runs) // 2
             return self._write(runs[:half], True) + self._write(runs[half:], True)
 
@@ -299,8 +326,9 @@ class _ChunkWriter:
     def mark_gone(self) -> None:
         """Stored runs that Get run answered with 404 are marked gone (``gone_at``); they
         stay failed pairs all the same."""
-        gone = [f.pair for f in self.report.failed
-                if f.status == GONE_STATUS and f.pair is not None]
+        gone = [
+            f.pair for f in self.report.failed if f.status == GONE_STATUS and f.pair is not None
+        ]
         if gone:
             try:
                 self._retry(self.store.mark_gone, gone, utc_now())
@@ -348,13 +376,26 @@ def export_runs(
     committed. ``options`` (free of secrets) go into the batch row with the settings."""
     started = time.monotonic()
     report = ExportReport(requested=total or 0)
-    log.info("export started: %s pairs", total if total is not None else "unknown",
-             extra=event("batch_started", pairs=total, **settings.public_dict()))
-    batch = BatchLog(store, "export", {**settings.public_dict(), "pairs": total,
-                                       **(options or {})})
-    export = _Export(runs, settings, credentials, store, report, batch, sleep=sleep,
-                     stop=stop or threading.Event(), cancel=cancel, archive=archive,
-                     skip=skip, count_requested=total is None)
+    log.info(
+        "export started: %s pairs",
+        total if total is not None else "unknown",
+        extra=event("batch_started", pairs=total, **settings.public_dict()),
+    )
+    batch = BatchLog(store, "export", {**settings.public_dict(), "pairs": total, **(options or {})})
+    export = _Export(
+        runs,
+        settings,
+        credentials,
+        store,
+        report,
+        batch,
+        sleep=sleep,
+        stop=stop or threading.Event(),
+        cancel=cancel,
+        archive=archive,
+        skip=skip,
+        count_requested=total is None,
+    )
     if progress is not None:
         progress(report)  # the start: nothing done yet, and how many are requested if known
     export.run(progress)
@@ -366,11 +407,22 @@ class _Export:
     fetches on the pool, their outcomes collected on this thread, and the runs written a chunk
     at a time. The steps are methods so that :meth:`run` reads as the loop it is."""
 
-    def __init__(self, runs: Iterable[RunToFetch], settings: Settings,
-                 credentials: Credentials, store: RunStore, report: ExportReport,
-                 batch: BatchLog, *, sleep: Callable[[float], None], stop: threading.Event,
-                 cancel: threading.Event | None, archive: ArchiveWriter | None,
-                 skip: Collection[Pair], count_requested: bool) -> None:
+    def __init__(
+        self,
+        runs: Iterable[RunToFetch],
+        settings: Settings,
+        credentials: Credentials,
+        store: RunStore,
+        report: ExportReport,
+        batch: BatchLog,
+        *,
+        sleep: Callable[[float], None],
+        stop: threading.Event,
+        cancel: threading.Event | None,
+        archive: ArchiveWriter | None,
+        skip: Collection[Pair],
+        count_requested: bool,
+    ) -> None:
         self.source = iter(runs)
         self.settings = settings
         self.report = report
@@ -382,8 +434,9 @@ class _Export:
         if stop.is_set():  # stopped while the export was being set up
             report.interrupted = True
             self.abort.set()
-        self.fetcher = _Fetcher(settings, credentials, self.abort, sleep, archive,
-                                Watchdog(cancel=cancel, stop=stop))
+        self.fetcher = _Fetcher(
+            settings, credentials, self.abort, sleep, archive, Watchdog(cancel=cancel, stop=stop)
+        )
         self.writer = _ChunkWriter(store, settings.chunk_size, report, batch, sleep, stop)
         self.window = settings.concurrency * (1 + QUEUE_PER_WORKER)
         # Finished futures arrive on a queue: waiting on the whole in-flight set each time
@@ -506,12 +559,12 @@ def load_archive(
             break
         report.requested += 1
         if record.problem is not None or record.pair is None:
-            report.record_failure(
-                FailedPair(None, record.problem or f"{record.where}: unusable"))
+            report.record_failure(FailedPair(None, record.problem or f"{record.where}: unusable"))
             continue
         try:
-            writer.add(flatten_run(record.body, record.pair, record.fetched_at or now,
-                                   record.exact_body))
+            writer.add(
+                flatten_run(record.body, record.pair, record.fetched_at or now, record.exact_body)
+            )
             report.fetched += 1
         except RunShapeError as exc:
             report.record_failure(FailedPair(record.pair, f"{record.where}: {exc}"))

@@ -67,18 +67,37 @@ HOURS = "run_hours_per_project"
 SERVERS = "run_hours_per_gpu_server"
 WAITS = "queue_wait_per_week"
 WEEKLY_FAILURES = "failure_rate_per_week"
-FAILURES = {"image": "failure_rate_by_image", "gpu_server": "failure_rate_by_gpu_server",
-            "creator": "failure_rate_by_creator"}
+FAILURES = {
+    "image": "failure_rate_by_image",
+    "gpu_server": "failure_rate_by_gpu_server",
+    "creator": "failure_rate_by_creator",
+}
 MISSING = "nsml_gpu_servers_without_count"
 # Every section, in the report's order: what --view accepts.
-SECTION_NAMES = (HEADLINE, BY_PROJECT, *(s.name for s in SECTIONS), PERIOD, HOURS, SERVERS,
-                 WAITS, WEEKLY_FAILURES, *FAILURES.values(), MISSING)
+SECTION_NAMES = (
+    HEADLINE,
+    BY_PROJECT,
+    *(s.name for s in SECTIONS),
+    PERIOD,
+    HOURS,
+    SERVERS,
+    WAITS,
+    WEEKLY_FAILURES,
+    *FAILURES.values(),
+    MISSING,
+)
 # "Failed in the last N days" in the headline.
 RECENT_DAYS = 7
 FAILED_STATUS = "RUN_STATE_FAILED"
 # The documented statuses, in the order a run goes through them (columns of runs_by_project).
-STATUS_ORDER = ("RUN_STATE_PENDING", "RUN_STATE_IN_PROGRESS", "RUN_STATE_COMPLETED",
-                "RUN_STATE_FAILED", "RUN_STATE_STOPPED", "RUN_STATE_CANCELED")
+STATUS_ORDER = (
+    "RUN_STATE_PENDING",
+    "RUN_STATE_IN_PROGRESS",
+    "RUN_STATE_COMPLETED",
+    "RUN_STATE_FAILED",
+    "RUN_STATE_STOPPED",
+    "RUN_STATE_CANCELED",
+)
 NO_STATUS = "(no status)"
 
 # Columns that hold a moment (UTC); SQLite hands them over as text.
@@ -108,8 +127,9 @@ class Table:
 
     def __post_init__(self) -> None:
         times = [_is_time_column(c) for c in self.columns]
-        self.rows = [tuple(_tidy(v, t) for v, t in zip(row, times, strict=True))
-                     for row in self.rows]
+        self.rows = [
+            tuple(_tidy(v, t) for v, t in zip(row, times, strict=True)) for row in self.rows
+        ]
         if self.total is None:
             self.total = len(self.rows)
 
@@ -121,8 +141,9 @@ class Table:
         """The first ``cap`` rows (all when ``cap`` is None), remembering how many there are."""
         if cap is None or len(self.rows) <= cap:
             return self
-        return Table(self.name, self.title, self.columns, self.rows[:cap], len(self.rows),
-                     self.labels)
+        return Table(
+            self.name, self.title, self.columns, self.rows[:cap], len(self.rows), self.labels
+        )
 
 
 def _is_time_column(name: str) -> bool:
@@ -149,8 +170,7 @@ def section_name(name: str, table: str) -> str:
             return known
     close = difflib.get_close_matches(name, SECTION_NAMES, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    raise InputError(f"--view: no section {name!r}; {hint}the sections: "
-                     f"{', '.join(SECTION_NAMES)}")
+    raise InputError(f"--view: no section {name!r}; {hint}the sections: {', '.join(SECTION_NAMES)}")
 
 
 def describe_database(url: sa.URL) -> str:
@@ -164,8 +184,12 @@ def describe_database(url: sa.URL) -> str:
 
 def _sqlite_path(url: sa.URL) -> Path | None:
     database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" \
-            or database.startswith("file:"):
+    if (
+        url.get_backend_name() != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+    ):
         return None
     return Path(database)
 
@@ -179,8 +203,11 @@ def require_runs_table(engine: Engine, table: str) -> None:
     if path is not None and not path.exists():
         siblings = [p.name for p in path.parent.glob(f"*{path.suffix}") if p.is_file()]
         near = difflib.get_close_matches(path.name, siblings, n=1)
-        hint = f"; did you mean {path.parent / near[0]}?" if near else \
-            "; check --db (export or load creates it)"
+        hint = (
+            f"; did you mean {path.parent / near[0]}?"
+            if near
+            else "; check --db (export or load creates it)"
+        )
         raise DatabaseError(f"no nsml-etl tables in {where}: the file does not exist{hint}")
     try:
         with engine.connect() as conn:
@@ -196,10 +223,13 @@ def require_runs_table(engine: Engine, table: str) -> None:
     except SQLAlchemyError as exc:
         raise DatabaseError(f"reading the tables of {where} failed: {first_line(exc)}") from None
     if others:
-        raise DatabaseError(f"no table {table} in {where}; its nsml-etl tables: "
-                            f"{', '.join(others)} (choose one with --table)")
-    raise DatabaseError(f"no nsml-etl tables in {where}: check --db and --table, or run "
-                        "export or load first")
+        raise DatabaseError(
+            f"no table {table} in {where}; its nsml-etl tables: "
+            f"{', '.join(others)} (choose one with --table)"
+        )
+    raise DatabaseError(
+        f"no nsml-etl tables in {where}: check --db and --table, or run export or load first"
+    )
 
 
 def _count(engine: Engine, name: str) -> int:
@@ -217,24 +247,47 @@ def _read(engine: Engine, table: str, section: Section, limit: int | None) -> Ta
     return Table(section.name, section.title, columns, rows, total)
 
 
-def collect(engine: Engine, table: str = DEFAULT_TABLE, limit: int | None = None,
-            now: datetime | None = None) -> list[Table]:
+def collect(
+    engine: Engine,
+    table: str = DEFAULT_TABLE,
+    limit: int | None = None,
+    now: datetime | None = None,
+) -> list[Table]:
     """The headline, runs by project and each view's section, read from ``table``'s own views;
     ``limit`` rows per table (None: each section's default; 0: all); ``now`` (UTC) is when
     "failed in the last 7 days" ends."""
     sections = [_read(engine, table, section, limit) for section in SECTIONS]
     by_name = {t.name: t for t in sections}
     projects = runs_by_project(query_view(engine, view_name(table, SECTIONS[0].name))[1])
-    failed = _failed_since(engine, table, (now or datetime.now(UTC).replace(tzinfo=None))
-                           - timedelta(days=RECENT_DAYS))
+    failed = _failed_since(
+        engine, table, (now or datetime.now(UTC).replace(tzinfo=None)) - timedelta(days=RECENT_DAYS)
+    )
     freshness = by_name["nsml_export_freshness"]
-    last_export = freshness.rows[0][freshness.columns.index("last_successful_export")] \
-        if freshness.rows else None
-    headline = Table(HEADLINE, HEADLINE_TITLE,
-                     ["runs", "active_runs", f"failed_last_{RECENT_DAYS}_days", "projects",
-                      "last_successful_export"],
-                     [(sum(row[2] for row in projects.rows), by_name["nsml_active_runs"].total,
-                       failed, len(projects.rows), last_export)])
+    last_export = (
+        freshness.rows[0][freshness.columns.index("last_successful_export")]
+        if freshness.rows
+        else None
+    )
+    headline = Table(
+        HEADLINE,
+        HEADLINE_TITLE,
+        [
+            "runs",
+            "active_runs",
+            f"failed_last_{RECENT_DAYS}_days",
+            "projects",
+            "last_successful_export",
+        ],
+        [
+            (
+                sum(row[2] for row in projects.rows),
+                by_name["nsml_active_runs"].total,
+                failed,
+                len(projects.rows),
+                last_export,
+            )
+        ],
+    )
     return [headline, projects.limited(cap_for(PROJECTS_SHOWN, limit)), *sections]
 
 
@@ -258,17 +311,27 @@ def runs_by_project(rows: Iterable[tuple]) -> Table:
     columns = [_status_column(s) for s in statuses]
     if len(set(columns)) < len(columns) or set(columns) & set(fixed):
         columns = statuses  # two statuses would share a short name: keep the names whole
-    ordered = sorted(counts.items(), key=lambda item: (-sum(item[1].values()),
-                                                       str(names[item[0]] or ""), item[0]))
-    return Table(BY_PROJECT, BY_PROJECT_TITLE, fixed + columns,
-                 [(names[project], project, sum(per.values()), *(per.get(s, 0) for s in statuses))
-                  for project, per in ordered], labels=dict(zip(columns, statuses, strict=True)))
+    ordered = sorted(
+        counts.items(),
+        key=lambda item: (-sum(item[1].values()), str(names[item[0]] or ""), item[0]),
+    )
+    return Table(
+        BY_PROJECT,
+        BY_PROJECT_TITLE,
+        fixed + columns,
+        [
+            (names[project], project, sum(per.values()), *(per.get(s, 0) for s in statuses))
+            for project, per in ordered
+        ],
+        labels=dict(zip(columns, statuses, strict=True)),
+    )
 
 
 def _failed_since(engine: Engine, table: str, since: datetime) -> int:
     """Runs that ended FAILED at or after ``since``, by the timeline's estimate of their end."""
-    timeline = sa.table(view_name(table, "nsml_run_timeline"), sa.column("final_status"),
-                        sa.column("ended_at"))
+    timeline = sa.table(
+        view_name(table, "nsml_run_timeline"), sa.column("final_status"), sa.column("ended_at")
+    )
     query = sa.select(timeline.c.ended_at).where(timeline.c.final_status == FAILED_STATUS)
     with engine.connect() as conn:
         ends = [_tidy(end, True) for end in conn.execute(query).scalars()]
@@ -290,8 +353,10 @@ def _escape(char: str) -> str:
 
 def printable(text: str) -> str:
     """``text`` with control characters (and bidirectional overrides) as escapes."""
-    return "".join(_escape(c) if unicodedata.category(c) == "Cc" or ord(c) in _BIDI_CONTROLS
-                   else c for c in text)
+    return "".join(
+        _escape(c) if unicodedata.category(c) == "Cc" or ord(c) in _BIDI_CONTROLS else c
+        for c in text
+    )
 
 
 def display_width(text: str) -> int:
@@ -340,7 +405,7 @@ def _headers(table: Table) -> list[str]:
 
 
 def limit_note(table: Table) -> str | None:
-    """"20 of 54 rows" for a table cut short, with how to see more; None otherwise."""
+    """ "20 of 54 rows" for a table cut short, with how to see more; None otherwise."""
     if not table.cut:
         return None
     return f"{len(table.rows)} of {table.total} rows shown; --limit N for more, 0 for all"
@@ -360,13 +425,17 @@ def as_text(tables: list[Table], max_width: int = 40) -> str:
             out.append("   (none)\n")
             continue
         headers = _headers(table)
-        cells = [[shorten_middle(printable(_cell(v)), max_width) for v in row]
-                 for row in table.rows]
-        widths = [max(display_width(h), *(display_width(r[i]) for r in cells))
-                  for i, h in enumerate(headers)]
+        cells = [
+            [shorten_middle(printable(_cell(v)), max_width) for v in row] for row in table.rows
+        ]
+        widths = [
+            max(display_width(h), *(display_width(r[i]) for r in cells))
+            for i, h in enumerate(headers)
+        ]
         for line in (headers, *cells):
-            out.append(("   " + "  ".join(_pad(v, w) for v, w in zip(line, widths,
-                                                                      strict=True))).rstrip())
+            out.append(
+                ("   " + "  ".join(_pad(v, w) for v, w in zip(line, widths, strict=True))).rstrip()
+            )
         note = limit_note(table)
         out.append(f"   ({note})\n" if note else "")
     return "\n".join(out)
@@ -396,10 +465,11 @@ def as_json(tables: list[Table]) -> str:
     document = {}
     for table in tables:
         section: dict[str, Any] = {
-            "title": table.title, "columns": table.columns,
-            "rows": [dict(zip(table.columns, map(_data, row), strict=True))
-                     for row in table.rows],
-            "total_rows": table.total}
+            "title": table.title,
+            "columns": table.columns,
+            "rows": [dict(zip(table.columns, map(_data, row), strict=True)) for row in table.rows],
+            "total_rows": table.total,
+        }
         if table.cut:
             section["note"] = limit_note(table)
         document[table.name] = section
@@ -457,9 +527,15 @@ _PALETTE = ("#3b6fd8", "#d8573b", "#2f9e6f", "#b58a16", "#8a4fd1", "#5b6b7d", "#
 # The documented statuses keep colours that mean something (failed red, completed green);
 # any other status gets one computed from its name. Either way a status has one colour, in
 # every chart of every report.
-_STATUS_COLORS = {"pending": "#c9a227", "in_progress": "#3b6fd8", "completed": "#2f9e6f",
-                  "failed": "#d8573b", "stopped": "#8a4fd1", "canceled": "#8c96a3",
-                  "no_status": "#c4c9d1"}
+_STATUS_COLORS = {
+    "pending": "#c9a227",
+    "in_progress": "#3b6fd8",
+    "completed": "#2f9e6f",
+    "failed": "#d8573b",
+    "stopped": "#8a4fd1",
+    "canceled": "#8c96a3",
+    "no_status": "#c4c9d1",
+}
 # Pixels a terminal cell's worth of text takes at the charts' 12px: a little more than the
 # widest Latin fonts' average, so labels measured this way fit (CJK takes 2 cells, ~12px).
 _CELL_PX = 7.2
@@ -493,8 +569,10 @@ def _label(x: float, y: float, text: str, max_px: float, css: str = "") -> str:
     middle to ``max_px``, the whole text on hover."""
     shown = shorten_middle(printable(text), max(4, int(max_px / _CELL_PX)))
     attributes = f' class="{css}"' if css else ""
-    return (f'<text x="{x:.1f}" y="{y:.1f}"{attributes}><title>{html.escape(printable(text))}'
-            f"</title>{html.escape(shown)}</text>")
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}"{attributes}><title>{html.escape(printable(text))}'
+        f"</title>{html.escape(shown)}</text>"
+    )
 
 
 def _label_width(labels: Iterable[str]) -> int:
@@ -503,8 +581,15 @@ def _label_width(labels: Iterable[str]) -> int:
 
 
 def _legend(items: Iterable[tuple[str, str]]) -> str:
-    return "<p>" + " ".join(f'<span class="key"><span style="color:{color}">&#9632;</span> '
-                            f"{html.escape(name)}</span>" for name, color in items) + "</p>"
+    return (
+        "<p>"
+        + " ".join(
+            f'<span class="key"><span style="color:{color}">&#9632;</span> '
+            f"{html.escape(name)}</span>"
+            for name, color in items
+        )
+        + "</p>"
+    )
 
 
 def _note(table: Table) -> str:
@@ -520,8 +605,10 @@ def _bar_chart(items: list[tuple[str, float]], unit: str, suffix: str = "") -> s
     top = max(v for _, v in items) or 1
     height, bar_width = 22, 420
     label_width = _label_width(label for label, _ in items)
-    parts = [f'<svg class="chart" role="img" width="{label_width + bar_width + 80}" '
-             f'height="{height * len(items) + 10}">']
+    parts = [
+        f'<svg class="chart" role="img" width="{label_width + bar_width + 80}" '
+        f'height="{height * len(items) + 10}">'
+    ]
     for i, (label, value) in enumerate(items):
         y = i * height + 5
         width = max(1, int(bar_width * value / top))
@@ -530,7 +617,8 @@ def _bar_chart(items: list[tuple[str, float]], unit: str, suffix: str = "") -> s
             + f'<rect x="{label_width}" y="{y + 3}" width="{width}" height="{height - 6}" '
             f'fill="{_PALETTE[0]}"><title>{html.escape(printable(label))}: {value:g} {unit}'
             f'</title></rect><text x="{label_width + width + 6}" y="{y + 15}">'
-            f"{value:g}{suffix}</text>")
+            f"{value:g}{suffix}</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -543,26 +631,35 @@ def _project_bars(table: Table) -> str:
     statuses = [table.labels.get(c, c) for c in table.columns[3:]]
     top = max(row[2] for row in table.rows) or 1
     row_height, bar_width = 38, 440
-    label_width = _label_width([_cell(row[0]) for row in table.rows]
-                               + [_cell(row[1]) for row in table.rows])
-    parts = [f'<svg class="chart" role="img" width="{label_width + bar_width + 70}" '
-             f'height="{row_height * len(table.rows) + 6}">']
+    label_width = _label_width(
+        [_cell(row[0]) for row in table.rows] + [_cell(row[1]) for row in table.rows]
+    )
+    parts = [
+        f'<svg class="chart" role="img" width="{label_width + bar_width + 70}" '
+        f'height="{row_height * len(table.rows) + 6}">'
+    ]
     for i, (name, project_id, runs, *counts) in enumerate(table.rows):
         y = i * row_height + 4
-        parts.append(_label(4, y + 14, _cell(name) or "(no name)", label_width - 12)
-                     + _label(4, y + 29, _cell(project_id), label_width - 12, "sub"))
+        parts.append(
+            _label(4, y + 14, _cell(name) or "(no name)", label_width - 12)
+            + _label(4, y + 29, _cell(project_id), label_width - 12, "sub")
+        )
         x = float(label_width)
         for status, count in zip(statuses, counts, strict=True):
             if not count:
                 continue
             width = bar_width * count / top
-            parts.append(f'<rect x="{x:.1f}" y="{y + 6}" width="{width:.1f}" height="24" '
-                         f'fill="{status_color(status)}"><title>{_esc(name)} '
-                         f"({_esc(project_id)}), {html.escape(printable(status))}: "
-                         f"{count}</title></rect>")
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y + 6}" width="{width:.1f}" height="24" '
+                f'fill="{status_color(status)}"><title>{_esc(name)} '
+                f"({_esc(project_id)}), {html.escape(printable(status))}: "
+                f"{count}</title></rect>"
+            )
             if width >= 8 * len(str(count)) + 4:
-                parts.append(f'<text class="inside" x="{x + width / 2:.1f}" y="{y + 22}" '
-                             f'text-anchor="middle">{count}</text>')
+                parts.append(
+                    f'<text class="inside" x="{x + width / 2:.1f}" y="{y + 22}" '
+                    f'text-anchor="middle">{count}</text>'
+                )
             x += width
         parts.append(f'<text x="{x + 6:.1f}" y="{y + 22}">{runs}</text>')
     parts.append("</svg>")
@@ -578,15 +675,18 @@ def _nice_ceiling(value: float) -> float:
     return next(step * power for step in (1, 2, 4, 6, 8, 10) if step * power >= value)
 
 
-def _axis(parts: list[str], left: int, top: int, width: int, height: int, peak: float,
-          unit: str) -> None:
+def _axis(
+    parts: list[str], left: int, top: int, width: int, height: int, peak: float, unit: str
+) -> None:
     """Gridlines at a quarter, half, three quarters and all of ``peak``, labelled."""
     for step in range(5):
         value = peak * step / 4
         y = top + height - height * step / 4
-        parts.append(f'<line x1="{left}" x2="{left + width}" y1="{y:.1f}" y2="{y:.1f}" '
-                     f'stroke="#dde" /><text x="{left - 6}" y="{y + 4:.1f}" '
-                     f'text-anchor="end">{value:g}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{left + width}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="#dde" /><text x="{left - 6}" y="{y + 4:.1f}" '
+            f'text-anchor="end">{value:g}</text>'
+        )
     parts.append(f'<text x="4" y="{top - 10}" class="muted">{html.escape(unit)}</text>')
 
 
@@ -596,13 +696,19 @@ _DATE_ROOM = 72
 
 def _week_label(parts: list[str], x: float, y: int, week: str) -> None:
     """The week's Monday with its year (weeks of two years look alike without it)."""
-    parts.append(f'<text x="{x:.1f}" y="{y}" transform="rotate(45 {x:.1f} {y})">'
-                 f"{html.escape(week[:10])}</text>")
+    parts.append(
+        f'<text x="{x:.1f}" y="{y}" transform="rotate(45 {x:.1f} {y})">'
+        f"{html.escape(week[:10])}</text>"
+    )
 
 
-def _stacked_columns(data: dict[str, dict[str, float]], unit: str, empty: str,
-                     color_of: Callable[[str], str] | None = None,
-                     order: list[str] | None = None) -> str:
+def _stacked_columns(
+    data: dict[str, dict[str, float]],
+    unit: str,
+    empty: str,
+    color_of: Callable[[str], str] | None = None,
+    order: list[str] | None = None,
+) -> str:
     """Columns per week (``data``: week -> series -> value), stacked by series, with a y axis,
     each column's total above it, each part's value inside it when it is tall enough, and a
     legend; by default the largest series at the bottom, in the palette's colours."""
@@ -620,8 +726,10 @@ def _stacked_columns(data: dict[str, dict[str, float]], unit: str, empty: str,
     left, top, chart_height = 60, 24, 220
     column = max(24, min(56, 640 // len(data)))
     width = column * len(data)
-    parts = [f'<svg class="chart" role="img" width="{left + width + 40}" '
-             f'height="{top + chart_height + _DATE_ROOM}">']
+    parts = [
+        f'<svg class="chart" role="img" width="{left + width + 40}" '
+        f'height="{top + chart_height + _DATE_ROOM}">'
+    ]
     _axis(parts, left, top, width, chart_height, peak, unit)
     for i, (week, values) in enumerate(sorted(data.items())):
         x, y = left + i * column + 4, float(top + chart_height)
@@ -632,22 +740,32 @@ def _stacked_columns(data: dict[str, dict[str, float]], unit: str, empty: str,
             y -= h
             if not value:
                 continue
-            parts.append(f'<rect x="{x}" y="{y:.1f}" width="{column - 8}" height="{h:.1f}" '
-                         f'fill="{color_of(series)}"><title>week of {html.escape(week)}, '
-                         f"{html.escape(printable(series))}: {value:.1f} {html.escape(unit)}"
-                         "</title></rect>")
+            parts.append(
+                f'<rect x="{x}" y="{y:.1f}" width="{column - 8}" height="{h:.1f}" '
+                f'fill="{color_of(series)}"><title>week of {html.escape(week)}, '
+                f"{html.escape(printable(series))}: {value:.1f} {html.escape(unit)}"
+                "</title></rect>"
+            )
             if h >= 14 and column - 8 >= 7 * len(_number(value)):
-                parts.append(f'<text class="inside" x="{middle:.1f}" y="{y + h / 2 + 4:.1f}" '
-                             f'text-anchor="middle">{_number(value)}</text>')
-        parts.append(f'<text class="value" x="{middle:.1f}" y="{y - 4:.1f}" '
-                     f'text-anchor="middle">{_number(sum(values.values()))}</text>')
+                parts.append(
+                    f'<text class="inside" x="{middle:.1f}" y="{y + h / 2 + 4:.1f}" '
+                    f'text-anchor="middle">{_number(value)}</text>'
+                )
+        parts.append(
+            f'<text class="value" x="{middle:.1f}" y="{y - 4:.1f}" '
+            f'text-anchor="middle">{_number(sum(values.values()))}</text>'
+        )
         _week_label(parts, x, top + chart_height + 16, week)
     parts.append("</svg>")
     return "".join(parts) + _legend((printable(k), color_of(k)) for k in series_order)
 
 
-def _paired_columns(rows: list[tuple[str, float | None, float | None]], unit: str,
-                    names: tuple[str, str], empty: str) -> str:
+def _paired_columns(
+    rows: list[tuple[str, float | None, float | None]],
+    unit: str,
+    names: tuple[str, str],
+    empty: str,
+) -> str:
     """Two columns per week (say a median and a 90th percentile) side by side, with a y axis
     and each value above its column where there is room."""
     rows = [r for r in rows if r[1] is not None or r[2] is not None]
@@ -656,8 +774,10 @@ def _paired_columns(rows: list[tuple[str, float | None, float | None]], unit: st
     peak = _nice_ceiling(max(max(v or 0 for v in r[1:]) for r in rows))
     left, top, chart_height = 60, 24, 200
     column = max(28, min(60, 640 // len(rows)))
-    parts = [f'<svg class="chart" role="img" width="{left + column * len(rows) + 40}" '
-             f'height="{top + chart_height + _DATE_ROOM}">']
+    parts = [
+        f'<svg class="chart" role="img" width="{left + column * len(rows) + 40}" '
+        f'height="{top + chart_height + _DATE_ROOM}">'
+    ]
     _axis(parts, left, top, column * len(rows), chart_height, peak, unit)
     colors = (_PALETTE[0], "#9db7ec")
     for i, (week, *values) in enumerate(rows):
@@ -665,14 +785,18 @@ def _paired_columns(rows: list[tuple[str, float | None, float | None]], unit: st
         bar = (column - 8) / 2
         for j, value in enumerate(values):
             h = chart_height * (value or 0) / peak
-            parts.append(f'<rect x="{x + j * bar:.1f}" y="{top + chart_height - h:.1f}" '
-                         f'width="{bar - 1:.1f}" height="{h:.1f}" fill="{colors[j]}"><title>'
-                         f"week of {html.escape(week)}, {names[j]}: "
-                         f"{_cell(value)} {html.escape(unit)}</title></rect>")
+            parts.append(
+                f'<rect x="{x + j * bar:.1f}" y="{top + chart_height - h:.1f}" '
+                f'width="{bar - 1:.1f}" height="{h:.1f}" fill="{colors[j]}"><title>'
+                f"week of {html.escape(week)}, {names[j]}: "
+                f"{_cell(value)} {html.escape(unit)}</title></rect>"
+            )
             if value is not None and bar >= 6 * len(_number(value)):
-                parts.append(f'<text class="value" x="{x + j * bar + bar / 2:.1f}" '
-                             f'y="{top + chart_height - h - 4:.1f}" text-anchor="middle">'
-                             f"{_number(value)}</text>")
+                parts.append(
+                    f'<text class="value" x="{x + j * bar + bar / 2:.1f}" '
+                    f'y="{top + chart_height - h - 4:.1f}" text-anchor="middle">'
+                    f"{_number(value)}</text>"
+                )
         _week_label(parts, x, top + chart_height + 16, week)
     parts.append("</svg>")
     return "".join(parts) + _legend((names[j], colors[j]) for j in range(2))
@@ -684,11 +808,13 @@ def _analytics_sections(by_name: dict[str, Table]) -> list[tuple[str, str]]:
         return []
     period = by_name[PERIOD]
     since, until, interval, precision = period.rows[0]
-    note = (f'<p class="muted">Weeks of {_cell(since)} to {_cell(until)} (Mondays, UTC). '
-            "Start and end times are estimated from the exports and the run list, and are "
-            f"{html.escape(precision)}"
-            + (f" (exports here are {_cell(interval)} h apart)" if interval else "")
-            + ": see the nsml_run_timeline view for each run's bounds.</p>")
+    note = (
+        f'<p class="muted">Weeks of {_cell(since)} to {_cell(until)} (Mondays, UTC). '
+        "Start and end times are estimated from the exports and the run list, and are "
+        f"{html.escape(precision)}"
+        + (f" (exports here are {_cell(interval)} h apart)" if interval else "")
+        + ": see the nsml_run_timeline view for each run's bounds.</p>"
+    )
     hours = by_name[HOURS]
     index = {c: i for i, c in enumerate(hours.columns)}
     gpu_known = any(row[index["gpu_hours"]] for row in hours.rows)
@@ -700,31 +826,61 @@ def _analytics_sections(by_name: dict[str, Table]) -> list[tuple[str, str]]:
     unknown = sum(float(row[index["run_hours_without_gpu_count"]]) for row in hours.rows)
     caveat = ""
     if not gpu_known:
-        caveat = ('<p class="muted">No GPU counts are known, so this shows run-hours: set them '
-                  "with <code>nsml-etl gpu-servers set CODE GPUS</code>.</p>")
+        caveat = (
+            '<p class="muted">No GPU counts are known, so this shows run-hours: set them '
+            "with <code>nsml-etl gpu-servers set CODE GPUS</code>.</p>"
+        )
     elif unknown:
-        caveat = (f'<p class="muted">{unknown:.1f} run-hours on servers without a GPU count '
-                  "are not in these GPU-hours (see below).</p>")
+        caveat = (
+            f'<p class="muted">{unknown:.1f} run-hours on servers without a GPU count '
+            "are not in these GPU-hours (see below).</p>"
+        )
     waits = by_name[WAITS]
     all_waits = [(_cell(r[0]), r[4], r[5]) for r in waits.rows if r[1] is None]
     rates = by_name[FAILURES["image"]]
     images = [(_cell(r[0]) or "unknown", round(100 * float(r[3]), 1)) for r in rates.rows]
     title = "GPU-hours" if gpu_known else "Run-hours"
     return [
-        (f"{title} per project per week", note + _stacked_columns(
-            per_week, "GPU-hours" if gpu_known else "run-hours",
-            "No run time in this period yet: it needs exports that saw runs start or end.")
-         + caveat + _note(hours)),
-        ("Queue wait per week (all projects)", _paired_columns(
-            all_waits, "hours", ("median", "90th percentile"),
-            "No queue waits in this period: they need runs seen waiting or running.")
-         + _note(waits)),
-        ("Failure rate by image (failed / finished)",
-         (_bar_chart(images, "% failed", "%") if images else
-          '<p class="muted">No finished runs in this period.</p>') + _note(rates)),
-        *((by_name[name].title, _html_table(by_name[name]))
-          for name in (SERVERS, WEEKLY_FAILURES, FAILURES["gpu_server"], FAILURES["creator"],
-                       MISSING)),
+        (
+            f"{title} per project per week",
+            note
+            + _stacked_columns(
+                per_week,
+                "GPU-hours" if gpu_known else "run-hours",
+                "No run time in this period yet: it needs exports that saw runs start or end.",
+            )
+            + caveat
+            + _note(hours),
+        ),
+        (
+            "Queue wait per week (all projects)",
+            _paired_columns(
+                all_waits,
+                "hours",
+                ("median", "90th percentile"),
+                "No queue waits in this period: they need runs seen waiting or running.",
+            )
+            + _note(waits),
+        ),
+        (
+            "Failure rate by image (failed / finished)",
+            (
+                _bar_chart(images, "% failed", "%")
+                if images
+                else '<p class="muted">No finished runs in this period.</p>'
+            )
+            + _note(rates),
+        ),
+        *(
+            (by_name[name].title, _html_table(by_name[name]))
+            for name in (
+                SERVERS,
+                WEEKLY_FAILURES,
+                FAILURES["gpu_server"],
+                FAILURES["creator"],
+                MISSING,
+            )
+        ),
     ]
 
 
@@ -732,10 +888,10 @@ def _html_table(table: Table) -> str:
     if not table.rows:
         return '<p class="muted">None.</p>'
     # Long column names may break after an underscore, never inside a word.
-    head = "".join(f"<th>{html.escape(c).replace('_', '_<wbr>')}</th>"
-                   for c in _headers(table))
-    body = "".join("<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in row) + "</tr>"
-                   for row in table.rows)
+    head = "".join(f"<th>{html.escape(c).replace('_', '_<wbr>')}</th>" for c in _headers(table))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in row) + "</tr>" for row in table.rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>{_note(table)}"
 
 
@@ -751,9 +907,14 @@ def _headline(table: Table) -> str:
         ("", values.get("projects", 0), "projects"),
         (" time", f"{_cell(last)} UTC" if last else "never", "last successful export"),
     ]
-    return '<div class="cards">' + "".join(
-        f'<div class="card{css}"><b>{_esc(value)}</b>{html.escape(label)}</div>'
-        for css, value, label in cards) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card{css}"><b>{_esc(value)}</b>{html.escape(label)}</div>'
+            for css, value, label in cards
+        )
+        + "</div>"
+    )
 
 
 def as_html(tables: list[Table], title: str = "NSML runs", source: str | None = None) -> str:
@@ -766,12 +927,17 @@ def as_html(tables: list[Table], title: str = "NSML runs", source: str | None = 
         index = {c: i for i, c in enumerate(table.columns)}
         return [(label(row, index), float(row[index[value]] or 0)) for row in table.rows]
 
-    gpu = pairs("nsml_gpu_usage", lambda r, i: _cell(r[i["eng_full_name"]]) or "unknown",
-                "active_runs")
-    images = pairs("nsml_image_usage", lambda r, i: f"{_cell(r[i['image_path']])} "
-                   f"({_cell(r[i['image_type']])})", "runs")
-    creators = pairs("nsml_creator_activity",
-                     lambda r, i: _cell(r[i["creator"]]) or "unknown", "runs")
+    gpu = pairs(
+        "nsml_gpu_usage", lambda r, i: _cell(r[i["eng_full_name"]]) or "unknown", "active_runs"
+    )
+    images = pairs(
+        "nsml_image_usage",
+        lambda r, i: f"{_cell(r[i['image_path']])} ({_cell(r[i['image_type']])})",
+        "runs",
+    )
+    creators = pairs(
+        "nsml_creator_activity", lambda r, i: _cell(r[i["creator"]]) or "unknown", "runs"
+    )
     weekly: dict[str, dict[str, float]] = defaultdict(dict)
     for week, status, runs in by_name["nsml_runs_per_week"].rows:
         weekly[_cell(week)][status or NO_STATUS] = float(runs)
@@ -779,26 +945,44 @@ def as_html(tables: list[Table], title: str = "NSML runs", source: str | None = 
     statuses = [s for s in STATUS_ORDER if s in found] + sorted(found - set(STATUS_ORDER))
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     sections = [
-        (by_name[BY_PROJECT].title, _project_bars(by_name[BY_PROJECT])
-         + _html_table(by_name[BY_PROJECT])),
-        ("Runs created per week, by status", _stacked_columns(
-            weekly, "runs", "No runs with a create time yet (export with --all).",
-            status_color, statuses) + _note(by_name["nsml_runs_per_week"])),
-        ("Active runs by GPU server", _bar_chart([g for g in gpu if g[1] > 0], "active runs")
-         + _note(by_name["nsml_gpu_usage"])),
+        (
+            by_name[BY_PROJECT].title,
+            _project_bars(by_name[BY_PROJECT]) + _html_table(by_name[BY_PROJECT]),
+        ),
+        (
+            "Runs created per week, by status",
+            _stacked_columns(
+                weekly,
+                "runs",
+                "No runs with a create time yet (export with --all).",
+                status_color,
+                statuses,
+            )
+            + _note(by_name["nsml_runs_per_week"]),
+        ),
+        (
+            "Active runs by GPU server",
+            _bar_chart([g for g in gpu if g[1] > 0], "active runs")
+            + _note(by_name["nsml_gpu_usage"]),
+        ),
         ("Top images", _bar_chart(images, "runs") + _note(by_name["nsml_image_usage"])),
-        ("Busiest creators", _bar_chart(creators, "runs")
-         + _note(by_name["nsml_creator_activity"])),
+        (
+            "Busiest creators",
+            _bar_chart(creators, "runs") + _note(by_name["nsml_creator_activity"]),
+        ),
         ("Env keys in use", _html_table(by_name["nsml_env_key_catalog"])),
         ("Export freshness", _html_table(by_name["nsml_export_freshness"])),
         ("Recent status changes", _html_table(by_name["nsml_status_transitions"])),
     ]
     sections[2:2] = _analytics_sections(by_name)
-    body = "".join(f"<section><h2>{html.escape(name)}</h2>{content}</section>"
-                   for name, content in sections)
+    body = "".join(
+        f"<section><h2>{html.escape(name)}</h2>{content}</section>" for name, content in sections
+    )
     origin = f" from {html.escape(source)}" if source else ""
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1><p class=\"muted\">Generated {generated} by "
-            f"nsml-etl{origin}. Times are UTC.</p>{_headline(by_name[HEADLINE])}{body}"
-            "</body></html>\n")
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f'<h1>{html.escape(title)}</h1><p class="muted">Generated {generated} by '
+        f"nsml-etl{origin}. Times are UTC.</p>{_headline(by_name[HEADLINE])}{body}"
+        "</body></html>\n"
+    )

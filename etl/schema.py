@@ -84,6 +84,8 @@ _MYSQL = ("mysql", "mariadb")
 # Table options for every table we create: MySQL's utf8 is not full UTF-8.
 UTF8MB4: dict[str, Any] = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
 TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS, GONE_COLUMN)
+
+
 class KeyVarchar(mysql.VARCHAR):
     """A MySQL string compared as a key: created with the family's exact collation
     (:meth:`etl.dialects.MySQLFamily.key_collation`)."""
@@ -98,8 +100,9 @@ def _key_collation(dialect: sa.Dialect) -> str | None:
 
 
 @compiles(KeyVarchar, *_MYSQL)
-def _compile_key_varchar(type_: KeyVarchar, compiler: sa.sql.compiler.TypeCompiler,
-                         **kw: object) -> str:
+def _compile_key_varchar(
+    type_: KeyVarchar, compiler: sa.sql.compiler.TypeCompiler, **kw: object
+) -> str:
     # The collation depends on the server, so it is chosen when the DDL is compiled on a
     # connection, not when this module is imported.
     collation = _key_collation(compiler.dialect)
@@ -107,8 +110,9 @@ def _compile_key_varchar(type_: KeyVarchar, compiler: sa.sql.compiler.TypeCompil
 
 
 @compiles(KeyMediumText, *_MYSQL)
-def _compile_key_mediumtext(type_: KeyMediumText, compiler: sa.sql.compiler.TypeCompiler,
-                            **kw: object) -> str:
+def _compile_key_mediumtext(
+    type_: KeyMediumText, compiler: sa.sql.compiler.TypeCompiler, **kw: object
+) -> str:
     return compiler.process(mysql.MEDIUMTEXT(collation=_key_collation(compiler.dialect)), **kw)
 
 
@@ -121,9 +125,7 @@ Name = sa.Text().with_variant(KeyVarchar(64), *_MYSQL)
 # Run ids of failed pairs: any length (a failure may be about an overlong name), compared exactly.
 LongKeyText = sa.Text().with_variant(KeyMediumText(), *_MYSQL)
 
-CORE_TYPES: dict[str, sa.types.TypeEngine] = {
-    column: Text for column in CORE_COLUMNS
-} | {
+CORE_TYPES: dict[str, sa.types.TypeEngine] = {column: Text for column in CORE_COLUMNS} | {
     "project_id": KeyText,
     "run_name": KeyText,
     "gpu_svr_code": sa.BigInteger(),
@@ -152,11 +154,13 @@ def refuse_foreign_table(conn: Connection, table: str) -> None:
         )
 
 
-
 # What each core column must hold in an existing table (its type family, not its exact type:
 # tables made by earlier versions, or on another database, differ in the details).
-_FAMILY_WORDS = {"text": "a text type", "integer": "an integer type",
-                 "timestamp": "a date and time type"}
+_FAMILY_WORDS = {
+    "text": "a text type",
+    "integer": "an integer type",
+    "timestamp": "a date and time type",
+}
 
 
 def _type_family(column_type: sa.types.TypeEngine) -> str | None:
@@ -178,8 +182,9 @@ def _type_text(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
         return type(column_type).__name__
 
 
-def foreign_table_problems(primary_key: list[str], columns: dict[str, sa.types.TypeEngine],
-                           dialect: sa.Dialect) -> list[str]:
+def foreign_table_problems(
+    primary_key: list[str], columns: dict[str, sa.types.TypeEngine], dialect: sa.Dialect
+) -> list[str]:
     """What makes an existing table (its primary key, its columns by lower-case name) other
     than a runs table of ours: the key must be (project_id, run_name), and each core column
     present must have the family of its type in :data:`CORE_TYPES`. Empty for our tables."""
@@ -192,8 +197,10 @@ def foreign_table_problems(primary_key: list[str], columns: dict[str, sa.types.T
         expected = _type_family(CORE_TYPES.get(column, Text))
         assert expected is not None  # every core column has one of the families
         if found_type is not None and _type_family(found_type) != expected:
-            problems.append(f"column {column} is {_type_text(found_type, dialect)}, "
-                            f"not {_FAMILY_WORDS[expected]}")
+            problems.append(
+                f"column {column} is {_type_text(found_type, dialect)}, "
+                f"not {_FAMILY_WORDS[expected]}"
+            )
     return problems
 
 
@@ -231,8 +238,12 @@ def _mapping_table(name: str, key_column: str, metadata: sa.MetaData) -> sa.Tabl
 
 def _id_column() -> sa.Column:
     # SQLite auto-increments only an INTEGER PRIMARY KEY; elsewhere a BIGINT identity.
-    return sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-                     primary_key=True, autoincrement=True)
+    return sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
 
 
 def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
@@ -259,8 +270,13 @@ def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         FAILURES_TABLE,
         metadata,
         _id_column(),
-        sa.Column("batch_id", sa.BigInteger(), sa.ForeignKey(f"{BATCHES_TABLE}.id"),
-                  nullable=False, index=True),
+        sa.Column(
+            "batch_id",
+            sa.BigInteger(),
+            sa.ForeignKey(f"{BATCHES_TABLE}.id"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("project_id", LongKeyText),
         sa.Column("run_name", LongKeyText),
         sa.Column("http_status", sa.Integer()),
@@ -303,8 +319,9 @@ class Schema:
     """The runs table of one database and nsml-etl's tables beside it: creates them, and gives
     every new env key and field a column (or has it wait), under the table's lock."""
 
-    def __init__(self, engine: Engine, table: str,
-                 max_env_columns: int = DEFAULT_MAX_ENV_COLUMNS) -> None:
+    def __init__(
+        self, engine: Engine, table: str, max_env_columns: int = DEFAULT_MAX_ENV_COLUMNS
+    ) -> None:
         self.engine = engine
         self.table_name = table
         self.family: Family = family_of(engine.dialect.name)
@@ -372,8 +389,7 @@ class Schema:
         metadata locks, PostgreSQL's table locks), and the database kills the chunk as a
         deadlock; two chunks of the same runs at once would both close and open versions."""
         key = _lock_key(self.table_name)
-        with (self.engine.connect() as conn,
-              self.family.table_lock(conn, key, self.table_name)):
+        with self.engine.connect() as conn, self.family.table_lock(conn, key, self.table_name):
             try:
                 yield conn
                 conn.commit()
@@ -399,8 +415,10 @@ class Schema:
         for attempt in range(1, SCHEMA_LOCK_ATTEMPTS + 1):
             try:
                 # Entered after the table lock, which must keep waiting for other exports.
-                with (self._table_lock() as conn,
-                      self.family.bounded_lock_waits(conn, SCHEMA_LOCK_TIMEOUT_S)):
+                with (
+                    self._table_lock() as conn,
+                    self.family.bounded_lock_waits(conn, SCHEMA_LOCK_TIMEOUT_S),
+                ):
                     current = self._evolve(conn, env_keys, fields)
                 break
             except SQLAlchemyError as exc:
@@ -412,9 +430,14 @@ class Schema:
                 if attempt == SCHEMA_LOCK_ATTEMPTS:
                     raise DatabaseError(self._locked_message(table)) from None
                 wait = SCHEMA_LOCK_RETRY_WAIT_S * 2 ** (attempt - 1)
-                log.warning("table %s is locked by another session; adding columns again in "
-                            "%gs (attempt %d of %d)", table, wait, attempt + 1,
-                            SCHEMA_LOCK_ATTEMPTS)
+                log.warning(
+                    "table %s is locked by another session; adding columns again in "
+                    "%gs (attempt %d of %d)",
+                    table,
+                    wait,
+                    attempt + 1,
+                    SCHEMA_LOCK_ATTEMPTS,
+                )
                 time.sleep(wait)
         self._known_columns = set(current.columns)
         return current
@@ -445,7 +468,8 @@ class Schema:
         current = self.read_mapping(conn)
         existing = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
         self._legacy_content_hash = "content_hash" in {
-            c["name"].lower() for c in inspector.get_columns(HISTORY_TABLE)}
+            c["name"].lower() for c in inspector.get_columns(HISTORY_TABLE)
+        }
         self._refuse_gone_column_clash(current)
         self._add_missing_columns(conn, self.batches_table, inspector)
         taken = existing | set(CORE_COLUMNS) | set(current.env.values())
@@ -454,41 +478,55 @@ class Schema:
         # Env keys get columns up to the cap: keys that waited first, then new keys in the
         # order allocate_columns uses; the rest are recorded without a column.
         # Never past the database's own column limit, whatever the cap says.
-        room = max(0, min(self.max_env_columns - len(current.env),
-                          self.family.max_columns - len(existing)))
+        room = max(
+            0, min(self.max_env_columns - len(current.env), self.family.max_columns - len(existing))
+        )
         promoted = sorted(current.waiting)[:room]
         new_keys = allocation_order(env_keys - current.env.keys() - current.waiting)
-        with_column = new_keys[:room - len(promoted)]
-        without_column = new_keys[len(with_column):]
+        with_column = new_keys[: room - len(promoted)]
+        without_column = new_keys[len(with_column) :]
         allocated = allocate_columns([*promoted, *with_column], taken)
         taken |= set(allocated.values())
         # Undocumented fields likewise, up to their own fixed cap (every value is also in the
         # fields column); a field that waits keeps waiting.
-        field_room = max(0, min(MAX_FIELD_COLUMNS - len(current.fields),
-                                self.family.max_columns - len(existing) - len(allocated)))
+        field_room = max(
+            0,
+            min(
+                MAX_FIELD_COLUMNS - len(current.fields),
+                self.family.max_columns - len(existing) - len(allocated),
+            ),
+        )
         unmapped = fields - current.fields.keys() - current.waiting_fields
         field_names = {f: snake_case(f) for f in unmapped}
         new_field_keys = allocation_order(unmapped, prefix="", preferred=field_names)
-        new_fields = allocate_columns(new_field_keys[:field_room], taken, prefix="",
-                                      preferred=field_names)
-        env_rows = [{"env_key": k, "column_name": allocated.get(k)}
-                    for k in (*with_column, *without_column)]
+        new_fields = allocate_columns(
+            new_field_keys[:field_room], taken, prefix="", preferred=field_names
+        )
+        env_rows = [
+            {"env_key": k, "column_name": allocated.get(k)} for k in (*with_column, *without_column)
+        ]
         field_rows = [{"field": k, "column_name": new_fields.get(k)} for k in new_field_keys]
         for table, rows in ((self.env_table, env_rows), (self.field_table, field_rows)):
             if rows:
-                conn.execute(sa.insert(table), [{"table_name": self.table_name, **row}
-                                                for row in rows])
+                conn.execute(
+                    sa.insert(table), [{"table_name": self.table_name, **row} for row in rows]
+                )
         if promoted:
             table = self.env_table
             conn.execute(
-                sa.update(table).where(table.c.table_name == self.table_name,
-                                       table.c.env_key == sa.bindparam("key"))
+                sa.update(table)
+                .where(
+                    table.c.table_name == self.table_name, table.c.env_key == sa.bindparam("key")
+                )
                 .values(column_name=sa.bindparam("column")),
                 [{"key": k, "column": allocated[k]} for k in promoted],
             )
         if allocated or new_fields:
-            log.info("new columns in %s: %s", self.table_name,
-                     ", ".join([*allocated.values(), *new_fields.values()]))
+            log.info(
+                "new columns in %s: %s",
+                self.table_name,
+                ", ".join([*allocated.values(), *new_fields.values()]),
+            )
         if not self.family.transactional_ddl and (env_rows or field_rows or promoted):
             conn.commit()  # the mapping must be durable before MySQL's DDL commits implicitly
         env = current.env | {k: allocated[k] for k in (*promoted, *with_column)}
@@ -516,18 +554,34 @@ class Schema:
             log.warning(
                 "%d env keys of table %s have no column now (%d in all; --max-env-columns %d); "
                 "their values are in envs and the nsml_run_envs view",
-                newly_waiting, self.table_name, len(current.waiting), self.max_env_columns,
-                extra=event("env_keys_without_column", table=self.table_name,
-                            new=newly_waiting, total=len(current.waiting),
-                            max_env_columns=self.max_env_columns))
+                newly_waiting,
+                self.table_name,
+                len(current.waiting),
+                self.max_env_columns,
+                extra=event(
+                    "env_keys_without_column",
+                    table=self.table_name,
+                    new=newly_waiting,
+                    total=len(current.waiting),
+                    max_env_columns=self.max_env_columns,
+                ),
+            )
         waiting_fields = len(new_field_keys) - len(new_fields)
         if waiting_fields:
             log.warning(
                 "%d undocumented fields of table %s have no column (%d at most); their values "
-                "are in its fields column", waiting_fields, self.table_name, MAX_FIELD_COLUMNS,
-                extra=event("fields_without_column", table=self.table_name,
-                            new=waiting_fields, total=len(current.waiting_fields),
-                            max_field_columns=MAX_FIELD_COLUMNS))
+                "are in its fields column",
+                waiting_fields,
+                self.table_name,
+                MAX_FIELD_COLUMNS,
+                extra=event(
+                    "fields_without_column",
+                    table=self.table_name,
+                    new=waiting_fields,
+                    total=len(current.waiting_fields),
+                    max_field_columns=MAX_FIELD_COLUMNS,
+                ),
+            )
         return current
 
     def _refuse_gone_column_clash(self, current: ColumnMap) -> None:
@@ -538,32 +592,43 @@ class Schema:
             raise DatabaseError(
                 f"column {GONE_COLUMN} of table {self.table_name} holds an undocumented field, "
                 f"and nsml-etl now needs that name for its own {GONE_COLUMN}; export into a new "
-                "--table")
+                "--table"
+            )
 
     def _key_columns(self, dialect: sa.Dialect) -> dict[str, set[str]]:
         """Our tables' columns compared as keys on MySQL (those of a :data:`KEY_TYPES`), by
         table; none elsewhere."""
-        runs = sa.Table(self.table_name, sa.MetaData(),
-                        *(sa.Column(c, CORE_TYPES[c], primary_key=True) for c in KEY_COLUMNS))
+        runs = sa.Table(
+            self.table_name,
+            sa.MetaData(),
+            *(sa.Column(c, CORE_TYPES[c], primary_key=True) for c in KEY_COLUMNS),
+        )
         return {
             table.name: keys
             for table in (runs, *self._metadata.sorted_tables)
-            if (keys := {c.name for c in table.columns
-                         if isinstance(c.type.dialect_impl(dialect), KEY_TYPES)})
+            if (
+                keys := {
+                    c.name
+                    for c in table.columns
+                    if isinstance(c.type.dialect_impl(dialect), KEY_TYPES)
+                }
+            )
         }
 
     def _allow_waiting_keys(self, conn: Connection, inspector: sa.Inspector) -> None:
         """Mapping tables made before keys could wait have a NOT NULL column_name: lift it."""
         for mapping in (self.env_table, self.field_table):
-            column = next(c for c in inspector.get_columns(mapping.name)
-                          if c["name"] == "column_name")
+            column = next(
+                c for c in inspector.get_columns(mapping.name) if c["name"] == "column_name"
+            )
             if column["nullable"]:
                 continue
             self.family.make_nullable(conn, mapping, "column_name")
             log.info("%s: keys may now wait without a column", mapping.name)
 
-    def _add_column_or_wait(self, conn: Connection, mapping: sa.Table, key: str,
-                            column: str) -> bool:
+    def _add_column_or_wait(
+        self, conn: Connection, mapping: sa.Table, key: str, column: str
+    ) -> bool:
         """Add an env key's or field's column; if the database refuses for good (too many
         columns, row too large), the key waits without a column instead (its values are in
         envs or fields), so a failed schema change never leaves a mapping row that points at a
@@ -578,23 +643,24 @@ class Schema:
             self._set_waiting(conn, mapping, key)
             if kind == "transient":
                 raise
-            log.warning("no column for %r in table %s: %s", key, self.table_name,
-                        first_line(exc))
+            log.warning("no column for %r in table %s: %s", key, self.table_name, first_line(exc))
             return False
         if savepoint is not None:
             savepoint.commit()
         return True
 
-    def _add_missing_columns(self, conn: Connection, table: sa.Table,
-                             inspector: sa.Inspector) -> None:
+    def _add_missing_columns(
+        self, conn: Connection, table: sa.Table, inspector: sa.Inspector
+    ) -> None:
         """Columns of a bookkeeping table added since an existing copy of it was made."""
         existing = {c["name"].lower() for c in inspector.get_columns(table.name)}
         quote = conn.dialect.identifier_preparer.quote
         for column in table.columns:
             if column.name not in existing:
                 column_type = column.type.compile(dialect=conn.dialect)
-                conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} "
-                                     f"ADD COLUMN {quote(column.name)} {column_type}")
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {column_type}"
+                )
 
     def _add_column(self, conn: Connection, column: str) -> None:
         quote = conn.dialect.identifier_preparer.quote
@@ -606,8 +672,10 @@ class Schema:
     def _set_waiting(self, conn: Connection, mapping: sa.Table, key: str) -> None:
         key_column = mapping.c.env_key if mapping is self.env_table else mapping.c.field
         conn.execute(
-            sa.update(mapping).where(mapping.c.table_name == self.table_name,
-                                     key_column == key).values(column_name=None))
+            sa.update(mapping)
+            .where(mapping.c.table_name == self.table_name, key_column == key)
+            .values(column_name=None)
+        )
         if not self.family.transactional_ddl:
             conn.commit()
 
@@ -617,12 +685,15 @@ class Schema:
         quote = conn.dialect.identifier_preparer.quote
         runs = quote(self.table_name)
         sets = ", ".join(f"{quote(c)} = :c{i}" for i, c in enumerate(columns.values()))
-        update = sa.text(f"UPDATE {runs} SET {sets} "  # noqa: S608 - quoted names
-                         "WHERE project_id = :project_id AND run_name = :run_name")
+        update = sa.text(
+            f"UPDATE {runs} SET {sets} "  # noqa: S608 - quoted names
+            "WHERE project_id = :project_id AND run_name = :run_name"
+        )
         page = sa.text(
             f"SELECT project_id, run_name, envs FROM {runs} "  # noqa: S608 - quoted name
             "WHERE envs IS NOT NULL AND (project_id > :p OR (project_id = :p AND run_name > :r)) "
-            f"ORDER BY project_id, run_name LIMIT {FILL_PAGE_ROWS}")
+            f"ORDER BY project_id, run_name LIMIT {FILL_PAGE_ROWS}"
+        )
         after, filled = ("", ""), 0
         while True:
             rows = conn.execute(page, {"p": after[0], "r": after[1]}).all()
@@ -633,8 +704,13 @@ class Schema:
             for project_id, run_name, envs in rows:
                 values = _env_values(envs, columns.keys(), self.family)
                 if values is not None:
-                    updates.append({"project_id": project_id, "run_name": run_name,
-                                    **{f"c{i}": v for i, v in enumerate(values)}})
+                    updates.append(
+                        {
+                            "project_id": project_id,
+                            "run_name": run_name,
+                            **{f"c{i}": v for i, v in enumerate(values)},
+                        }
+                    )
             if updates:
                 conn.execute(update, updates)
                 filled += len(updates)
@@ -654,4 +730,3 @@ def _env_values(envs: str, keys: Iterable[str], family: Family) -> list | None:
     if all(v is None for v in values):
         return None
     return [family.clean_text(as_text(v, key)) for v, key in zip(values, keys, strict=True)]
-

@@ -45,13 +45,25 @@ from .auth import (
 
 PREFIX = "/nsml/v1"
 FAULT_KINDS = (
-    "429", "429-no-retry-after", "500", "502-html", "503", "504", "drop", "truncate", "slow",
+    "429",
+    "429-no-retry-after",
+    "500",
+    "502-html",
+    "503",
+    "504",
+    "drop",
+    "truncate",
+    "slow",
     "trickle",
 )
 SIGNATURE_WINDOW_MS = 5 * 60 * 1000
 STATUSES = (
-    "RUN_STATE_COMPLETED", "RUN_STATE_COMPLETED", "RUN_STATE_IN_PROGRESS", "RUN_STATE_FAILED",
-    "RUN_STATE_STOPPED", "RUN_STATE_PENDING",
+    "RUN_STATE_COMPLETED",
+    "RUN_STATE_COMPLETED",
+    "RUN_STATE_IN_PROGRESS",
+    "RUN_STATE_FAILED",
+    "RUN_STATE_STOPPED",
+    "RUN_STATE_PENDING",
 )
 ENGINES = (
     (101, "[Notebook] 4vCPU, 16GB Mem"),
@@ -66,8 +78,16 @@ IMAGES = (
 PROJECT_NAMES = ("비전 연구팀", "llm-pretrain", "음성인식 실험", "recsys")
 # Env keys chosen to be awkward: case twins, dot/underscore twins, unicode, 80-char twins.
 AWKWARD_KEYS = (
-    "LR", "lr", "my.key", "my_key", "학습률", "CUDA_VISIBLE_DEVICES", "a" * 79 + "1",
-    "a" * 79 + "2", "PATH", "EMPTY",
+    "LR",
+    "lr",
+    "my.key",
+    "my_key",
+    "학습률",
+    "CUDA_VISIBLE_DEVICES",
+    "a" * 79 + "1",
+    "a" * 79 + "2",
+    "PATH",
+    "EMPTY",
 )
 AWKWARD_VALUES = ("0.001", "", "값 with 'quotes' and \"double\"", "line1\nline2", "0,1,2,3")
 # Where the simulated timeline starts unless told (a Monday, 00:00 UTC).
@@ -215,14 +235,16 @@ def add_timeline(data: dict[str, dict], seed: int, epoch: datetime) -> None:
     images = [path for _, path in IMAGES]
     projects = list(data.values())
     # A team per project, so that per-creator figures add up to something.
-    teams = [[f"ncp-user-{rng.randint(1000000, 9999999)}" for _ in range(TEAM_SIZE)]
-             for _ in projects]
+    teams = [
+        [f"ncp-user-{rng.randint(1000000, 9999999)}" for _ in range(TEAM_SIZE)] for _ in projects
+    ]
     for p, project in enumerate(projects):
         for k, run in enumerate(project["runs"].values()):
             run["creator"] = rng.choice(teams[p])
             turn = k * len(projects) + p
-            created = epoch + timedelta(hours=CREATION_GAP_H * turn,
-                                        minutes=rng.randint(0, CREATION_JITTER_MIN))
+            created = epoch + timedelta(
+                hours=CREATION_GAP_H * turn, minutes=rng.randint(0, CREATION_JITTER_MIN)
+            )
             wait = _hours(rng, QUEUE_WAITS)
             if rng.random() < CANCELED_IN_QUEUE:
                 run["_timeline"] = Lifecycle(created, None, created + wait, "RUN_STATE_CANCELED")
@@ -231,9 +253,13 @@ def add_timeline(data: dict[str, dict], seed: int, epoch: datetime) -> None:
             duration = _hours(rng, RUN_TIMES)
             pick = rng.random()
             failure = FAILURE_BY_IMAGE[images.index(run["imagePath"]) % len(FAILURE_BY_IMAGE)]
-            final = ("RUN_STATE_FAILED" if pick < failure else
-                     "RUN_STATE_STOPPED" if pick < failure + STOPPED_SHARE else
-                     "RUN_STATE_COMPLETED")
+            final = (
+                "RUN_STATE_FAILED"
+                if pick < failure
+                else "RUN_STATE_STOPPED"
+                if pick < failure + STOPPED_SHARE
+                else "RUN_STATE_COMPLETED"
+            )
             deleted = None
             if rng.random() < DELETED_WHILE_RUNNING:  # a long run, deleted well into it
                 duration = max(duration, timedelta(hours=RUN_TIMES[-1][1]))
@@ -283,8 +309,13 @@ class SimulatorStats:
 class Simulator:
     """The simulated API. ``start()`` serves on a background thread; ``stop()`` ends it."""
 
-    def __init__(self, config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.config = config
         self.data = generate_dataset(config.seed, config.projects, config.runs_per_project)
         if config.epoch is not None:
@@ -376,8 +407,12 @@ class Simulator:
         if state is None:
             return None
         status, updated = state
-        return {**run, "status": status, "_createTime": list_time(run["_timeline"].created),
-                "_updateTime": list_time(updated)}
+        return {
+            **run,
+            "status": status,
+            "_createTime": list_time(run["_timeline"].created),
+            "_updateTime": list_time(updated),
+        }
 
     def pairs(self) -> list[tuple[str, str]]:
         return [(pid, rn) for pid, project in self.data.items() for rn in project["runs"]]
@@ -453,7 +488,7 @@ class Simulator:
     def route(self, raw_path: str) -> tuple[int, Any]:
         """(status, JSON body) for a signed request path."""
         parts = urlsplit(raw_path)
-        segments = [unquote(s) for s in parts.path[len(PREFIX) + 1:].split("/")]
+        segments = [unquote(s) for s in parts.path[len(PREFIX) + 1 :].split("/")]
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if segments == ["projects", "runs"]:
             with self._lock:
@@ -465,8 +500,7 @@ class Simulator:
             if segments == ["projects"]:
                 return 200, self._page(query, self._projects(), "projects", with_total=True)
             if len(segments) == 4 and segments[0] == "projects" and segments[2] == "runs":
-                run = self._as_now(self.data.get(segments[1], {}).get("runs", {})
-                                   .get(segments[3]))
+                run = self._as_now(self.data.get(segments[1], {}).get("runs", {}).get(segments[3]))
                 if run is not None:
                     return 200, public_run(run) if isinstance(run, dict) else run
         return 404, error_body("300", "Not Found", "no such project or run")
@@ -490,7 +524,7 @@ class Simulator:
             size = max(1, min(int(query.get("pageSize", 10)), self.config.max_page_size))
         except ValueError:
             page, size = 1, 10
-        body: dict[str, Any] = {key: items[(page - 1) * size: page * size]}
+        body: dict[str, Any] = {key: items[(page - 1) * size : page * size]}
         if with_total:
             body["totalCount"] = len(items)
         return body
@@ -579,8 +613,11 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
         def _fault(self, kind: str) -> None:
             cfg = sim.config
             if kind == "429":
-                self._reply(429, error_body("400", "Too Many Requests", "quota exceeded"),
-                            {"Retry-After": str(cfg.retry_after)})
+                self._reply(
+                    429,
+                    error_body("400", "Too Many Requests", "quota exceeded"),
+                    {"Retry-After": str(cfg.retry_after)},
+                )
             elif kind == "429-no-retry-after":
                 self._reply(429, error_body("400", "Too Many Requests", "throttled"))
             elif kind in ("500", "503", "504"):
@@ -588,8 +625,7 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             elif kind == "502-html":
                 with sim._lock:
                     sim.stats.by_status[502] += 1
-                self._send(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>",
-                           "text/html")
+                self._send(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
             elif kind == "drop":
                 self.close_connection = True  # hang up without a word
             elif kind == "truncate":
@@ -625,6 +661,6 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 for index in range(len(body)):  # until done, or the client hangs up
                     time.sleep(cfg.trickle_seconds)
                     # Past the buffer: a byte left in it after a hang-up would fail again later.
-                    self.connection.sendall(body[index:index + 1])
+                    self.connection.sendall(body[index : index + 1])
 
     return Handler

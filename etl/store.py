@@ -54,8 +54,9 @@ _ESCAPED_BY_DRIVER = ("\\", "'", '"', "\n", "\r", "\x00", "\x1a")
 class RunStore(Schema):
     """The runs table of one database: keeps its schema in step and upserts chunks into it."""
 
-    def __init__(self, engine: Engine, table: str,
-                 max_env_columns: int = DEFAULT_MAX_ENV_COLUMNS) -> None:
+    def __init__(
+        self, engine: Engine, table: str, max_env_columns: int = DEFAULT_MAX_ENV_COLUMNS
+    ) -> None:
         super().__init__(engine, table, max_env_columns)
         self._packet_limit: int | None = None
 
@@ -77,8 +78,9 @@ class RunStore(Schema):
         for run in runs:
             problem = family.key_problem(*run.pair)
             if problem is None and bad_names:
-                problem = next((bad_names[n] for n in (*run.env, *run.extra) if n in bad_names),
-                               None)
+                problem = next(
+                    (bad_names[n] for n in (*run.env, *run.extra) if n in bad_names), None
+                )
             if problem is None and packet is not None:
                 problem = _too_large(run, packet)
             if problem is not None:
@@ -97,8 +99,9 @@ class RunStore(Schema):
                 with self.engine.connect() as conn:
                     packet = int(conn.exec_driver_sql(self.family.packet_size_query).scalar_one())
             except SQLAlchemyError as exc:
-                raise DatabaseError(f"reading the server's packet size failed: "
-                                    f"{first_line(exc)}") from exc
+                raise DatabaseError(
+                    f"reading the server's packet size failed: {first_line(exc)}"
+                ) from exc
             # Room for the statement around the run, and for its escaping.
             self._packet_limit = int(packet * PACKET_SHARE_FOR_ONE_RUN)
         return self._packet_limit
@@ -113,7 +116,8 @@ class RunStore(Schema):
                     return set()
                 table = self._runs_table(KEY_COLUMNS + ("status",))
                 query = sa.select(table.c.project_id, table.c.run_name).where(
-                    table.c.status.in_(sorted(statuses)))
+                    table.c.status.in_(sorted(statuses))
+                )
                 return {Pair(*row) for row in conn.execute(query)}
         except SQLAlchemyError as exc:
             raise DatabaseError(f"reading stored runs failed: {first_line(exc)}") from exc
@@ -128,11 +132,14 @@ class RunStore(Schema):
                     return set()
                 names = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
                 has_gone = GONE_COLUMN in names  # a table from before gone_at has none
-                table = self._runs_table(KEY_COLUMNS + ("status",) +
-                                         ((GONE_COLUMN,) if has_gone else ()))
+                table = self._runs_table(
+                    KEY_COLUMNS + ("status",) + ((GONE_COLUMN,) if has_gone else ())
+                )
                 query = sa.select(table.c.project_id, table.c.run_name).where(
-                    sa.or_(table.c.status.is_(None),
-                           table.c.status.not_in(sorted(TERMINAL_STATUSES))))
+                    sa.or_(
+                        table.c.status.is_(None), table.c.status.not_in(sorted(TERMINAL_STATUSES))
+                    )
+                )
                 if has_gone:
                     query = query.where(table.c[GONE_COLUMN].is_(None))
                 if projects is not None:
@@ -153,7 +160,8 @@ class RunStore(Schema):
         gone = quote(GONE_COLUMN)
         update = sa.text(
             f"UPDATE {quote(self.table_name)} SET {gone} = :at "  # noqa: S608 - quoted names
-            f"WHERE project_id = :p AND run_name = :r AND {gone} IS NULL")
+            f"WHERE project_id = :p AND run_name = :r AND {gone} IS NULL"
+        )
         try:
             with self._table_lock() as conn:
                 marked = sum(conn.execute(update, row).rowcount for row in params)
@@ -162,8 +170,7 @@ class RunStore(Schema):
                 f"marking runs gone in table {self.table_name} failed: {first_line(exc)}"
             ) from exc
         if marked:
-            log.info("%d stored runs of %s are gone upstream (HTTP 404)", marked,
-                     self.table_name)
+            log.info("%d stored runs of %s are gone upstream (HTTP 404)", marked, self.table_name)
         return marked
 
     # A chunk is staged in a temporary table (the family's create_stage and fill_stage), then
@@ -180,8 +187,10 @@ class RunStore(Schema):
         incoming = self.family.incoming
         sets = ", ".join(
             f"{quote(c)} = COALESCE({incoming(quote(c))}, {runs}.{quote(c)})"
-            if c in LIST_TIME_COLUMNS else f"{quote(c)} = {incoming(quote(c))}"
-            for c in columns if c not in KEY_COLUMNS
+            if c in LIST_TIME_COLUMNS
+            else f"{quote(c)} = {incoming(quote(c))}"
+            for c in columns
+            if c not in KEY_COLUMNS
         )
         conflict = self.family.upsert_clause([quote(c) for c in KEY_COLUMNS], sets)
         # WHERE 1 = 1: SQLite's parser needs it to tell ON CONFLICT from a join's ON.
@@ -190,42 +199,54 @@ class RunStore(Schema):
             f"WHERE 1 = 1 {conflict}"
         )
 
-    def _write_history(self, conn: Connection, columns: list[str],
-                       batch_id: int | None) -> None:
+    def _write_history(self, conn: Connection, columns: list[str], batch_id: int | None) -> None:
         """Before the merge: close the current version of every staged run whose content
         differs from its stored row (keeping that row as JSON), then open a version for every
         staged run that has none. Unchanged runs add nothing."""
         quote = conn.dialect.identifier_preparer.quote
         runs, history = quote(self.table_name), quote(HISTORY_TABLE)
-        content = [quote(c) for c in columns
-                   if c not in KEY_COLUMNS and c not in OBSERVATION_COLUMNS]
+        content = [
+            quote(c) for c in columns if c not in KEY_COLUMNS and c not in OBSERVATION_COLUMNS
+        ]
         # Every name below is quoted by the dialect; the table name is a bound parameter.
-        current = ("h.table_name = :table AND h.project_id = s.project_id "
-                   "AND h.run_name = s.run_name AND h.valid_to IS NULL")
+        current = (
+            "h.table_name = :table AND h.project_id = s.project_id "
+            "AND h.run_name = s.run_name AND h.valid_to IS NULL"
+        )
         same_run = "r.project_id = s.project_id AND r.run_name = s.run_name"
         family = self.family
         differs = family.row_differs([f"s.{c}" for c in content], [f"r.{c}" for c in content])
-        changed_sql = family.changed_runs_sql(STAGE_TABLE, runs, history, same_run, current,
-                                              differs)
+        changed_sql = family.changed_runs_sql(
+            STAGE_TABLE, runs, history, same_run, current, differs
+        )
         unversioned = family.unversioned_sql(STAGE_TABLE, history, current)
         changed = conn.execute(sa.text(changed_sql), {"table": self.table_name}).all()
         if changed:
             superseded = self._stored_rows(conn, {Pair(p, r) for _, p, r, _ in changed})
             table = self.history_table
             conn.execute(
-                sa.update(table).where(table.c.id == sa.bindparam("row_id"))
+                sa.update(table)
+                .where(table.c.id == sa.bindparam("row_id"))
                 .values(valid_to=sa.bindparam("closed_at"), content=sa.bindparam("old")),
-                [{"row_id": row_id, "closed_at": _as_datetime(closed_at),
-                  "old": superseded.get(Pair(project_id, run_name))}
-                 for row_id, project_id, run_name, closed_at in changed],
+                [
+                    {
+                        "row_id": row_id,
+                        "closed_at": _as_datetime(closed_at),
+                        "old": superseded.get(Pair(project_id, run_name)),
+                    }
+                    for row_id, project_id, run_name, closed_at in changed
+                ],
             )
         # Runs with no current version: new ones and those just closed.
         legacy = (", content_hash", ", ''") if self._legacy_content_hash else ("", "")
-        conn.execute(sa.text(
-            f"INSERT INTO {history} (table_name, project_id, run_name, valid_from, "  # noqa: S608
-            f"batch_id, status{legacy[0]}) SELECT :table, s.project_id, s.run_name, "
-            f"s.fetched_at, :batch_id, s.status{legacy[1]} FROM {unversioned}"
-        ), {"table": self.table_name, "batch_id": batch_id})
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {history} (table_name, project_id, run_name, valid_from, "  # noqa: S608
+                f"batch_id, status{legacy[0]}) SELECT :table, s.project_id, s.run_name, "
+                f"s.fetched_at, :batch_id, s.status{legacy[1]} FROM {unversioned}"
+            ),
+            {"table": self.table_name, "batch_id": batch_id},
+        )
 
     def _stored_rows(self, conn: Connection, pairs: set[Pair]) -> dict[Pair, str]:
         """The runs-table rows of ``pairs`` as JSON, before this chunk overwrites them."""
@@ -237,20 +258,26 @@ class RunStore(Schema):
             query = sa.text(
                 f"SELECT * FROM {quote(self.table_name)} "  # noqa: S608 - quoted name
                 "WHERE project_id IN :projects AND run_name IN :names"
-            ).bindparams(sa.bindparam("projects", expanding=True),
-                         sa.bindparam("names", expanding=True))
-            result = conn.execute(query, {"projects": projects,
-                                          "names": names[start:start + HISTORY_LOOKUP_KEYS]})
+            ).bindparams(
+                sa.bindparam("projects", expanding=True), sa.bindparam("names", expanding=True)
+            )
+            result = conn.execute(
+                query, {"projects": projects, "names": names[start : start + HISTORY_LOOKUP_KEYS]}
+            )
             for row in result.mappings():
                 pair = Pair(row["project_id"], row["run_name"])
                 if pair in pairs:
-                    kept = {k: v for k, v in row.items()
-                            if v is not None and k not in OBSERVATION_COLUMNS}
+                    kept = {
+                        k: v
+                        for k, v in row.items()
+                        if v is not None and k not in OBSERVATION_COLUMNS
+                    }
                     rows[pair] = json.dumps(kept, ensure_ascii=False, default=str)
         return rows
 
-    def upsert(self, frame: pd.DataFrame, batch_id: int | None = None,
-               mapping: ColumnMap | None = None) -> int:
+    def upsert(
+        self, frame: pd.DataFrame, batch_id: int | None = None, mapping: ColumnMap | None = None
+    ) -> int:
         """Write one chunk and its change history in one transaction; returns the runs
         written. ``frame`` has one row per run, built from ``mapping``: if another export has
         changed the mapping since (given a waiting key a column, filled from the runs stored
@@ -273,26 +300,29 @@ class RunStore(Schema):
                 self.family.drop_stage(conn, STAGE_TABLE)
         except SQLAlchemyError as exc:
             raise DatabaseError(
-                f"writing {len(rows)} runs to table {self.table_name} failed: "
-                f"{first_line(exc)}"
+                f"writing {len(rows)} runs to table {self.table_name} failed: {first_line(exc)}"
             ) from exc
         return len(rows)
-
 
 
 def _too_large(run: FlatRun, limit: int) -> str | None:
     """Why one run's text cannot go to the server in one statement, or None. Measured as the
     driver sends it: UTF-8, with a backslash before each character it escapes."""
-    texts = [v for v in (*run.columns.values(), *run.env.values(), *run.extra.values())
-             if type(v) is str]
+    texts = [
+        v for v in (*run.columns.values(), *run.env.values(), *run.extra.values()) if type(v) is str
+    ]
     if sum(map(len, texts)) * 8 <= limit:  # 4 bytes a character at most, escaped: surely fits
         return None
-    size = sum(len(text.encode("utf-8", "surrogatepass"))
-               + sum(map(text.count, _ESCAPED_BY_DRIVER)) for text in texts)
+    size = sum(
+        len(text.encode("utf-8", "surrogatepass")) + sum(map(text.count, _ESCAPED_BY_DRIVER))
+        for text in texts
+    )
     if size <= limit:
         return None
-    return (f"the run holds {size / 1e6:.1f} MB of text; the server takes at most "
-            f"{limit / 1e6:.1f} MB in one statement (max_allowed_packet)")
+    return (
+        f"the run holds {size / 1e6:.1f} MB of text; the server takes at most "
+        f"{limit / 1e6:.1f} MB in one statement (max_allowed_packet)"
+    )
 
 
 def _clean_run(run: FlatRun, family: Family) -> None:
@@ -308,4 +338,3 @@ def _clean_run(run: FlatRun, family: Family) -> None:
 def _as_datetime(value: object) -> object:
     # Read back from SQLite's stage as text; other drivers return datetimes.
     return datetime.fromisoformat(value) if isinstance(value, str) else value
-

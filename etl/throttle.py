@@ -25,8 +25,12 @@ WAIT_SLICE_S = 0.2
 
 
 class AdaptiveLimit:
-    def __init__(self, maximum: int, clock: Callable[[], float] = time.monotonic,
-                 cooldown: float = THROTTLE_COOLDOWN_S) -> None:
+    def __init__(
+        self,
+        maximum: int,
+        clock: Callable[[], float] = time.monotonic,
+        cooldown: float = THROTTLE_COOLDOWN_S,
+    ) -> None:
         self.maximum = maximum
         self.limit = maximum
         self.in_flight = 0
@@ -50,8 +54,12 @@ class AdaptiveLimit:
                 now = self._clock()
                 if now - self._last_cut >= self._cooldown and self.limit > 1:
                     old, self.limit = self.limit, max(1, self.limit // 2)
-                    log.info("throttled by the gateway: concurrency %d -> %d", old, self.limit,
-                             extra=event("throttled", **{"from": old, "to": self.limit}))
+                    log.info(
+                        "throttled by the gateway: concurrency %d -> %d",
+                        old,
+                        self.limit,
+                        extra=event("throttled", **{"from": old, "to": self.limit}),
+                    )
                 self._last_cut = now
                 self._successes = 0
             else:
@@ -66,8 +74,12 @@ class AdaptiveLimit:
 class RateLimiter:
     """At most ``rate`` request starts per second, shared by all workers."""
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.interval = 1.0 / rate
         self._clock = clock
         self._sleep = sleep
@@ -86,8 +98,12 @@ class RateLimiter:
 class Throttle:
     """Both limits together, as the client uses them around each attempt."""
 
-    def __init__(self, concurrency: int, rate: float | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        rate: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.limit = AdaptiveLimit(concurrency)
         self.rate = RateLimiter(rate, sleep=sleep) if rate else None
 

@@ -45,14 +45,23 @@ FIELDS_COLUMN = "fields"
 # finds the run writes NULL, so a run that answers again is no longer gone.
 GONE_COLUMN = "gone_at"
 CORE_COLUMNS: tuple[str, ...] = (
-    *DOCUMENTED_FIELDS.values(), "envs", FIELDS_COLUMN, "fetched_at", *LIST_TIME_COLUMNS,
+    *DOCUMENTED_FIELDS.values(),
+    "envs",
+    FIELDS_COLUMN,
+    "fetched_at",
+    *LIST_TIME_COLUMNS,
     GONE_COLUMN,
 )
 KEY_COLUMNS = ("project_id", "run_name")
 # Statuses a run never leaves: --skip-finished does not fetch runs stored with one of these.
-TERMINAL_STATUSES = frozenset({
-    "RUN_STATE_COMPLETED", "RUN_STATE_FAILED", "RUN_STATE_STOPPED", "RUN_STATE_CANCELED",
-})
+TERMINAL_STATUSES = frozenset(
+    {
+        "RUN_STATE_COMPLETED",
+        "RUN_STATE_FAILED",
+        "RUN_STATE_STOPPED",
+        "RUN_STATE_CANCELED",
+    }
+)
 # Largest value a BIGINT column holds.
 _BIGINT_MAX = 2**63 - 1
 
@@ -104,8 +113,7 @@ def as_integer(value: Any, what: str) -> int | None:
         # isascii: str.isdigit() also takes digits int() refuses, such as "²"
         number = int(value.strip())
     if number is None or abs(number) > _BIGINT_MAX:
-        raise RunShapeError(f"{what} is {jsontext.dumps(value)[:80]}, "
-                            "expected an integer")
+        raise RunShapeError(f"{what} is {jsontext.dumps(value)[:80]}, expected an integer")
     return number
 
 
@@ -116,8 +124,9 @@ def _type_name(value: Any) -> str:
 
 
 # Documented fields stored as text (gpuSvrCode is the one integer).
-_TEXT_FIELDS = tuple((api, column) for api, column in DOCUMENTED_FIELDS.items()
-                     if column != "gpu_svr_code")
+_TEXT_FIELDS = tuple(
+    (api, column) for api, column in DOCUMENTED_FIELDS.items() if column != "gpu_svr_code"
+)
 _KNOWN_FIELDS = frozenset((*DOCUMENTED_FIELDS, ENVS_FIELD))
 
 
@@ -125,9 +134,13 @@ class _InexactNumber(Exception):
     """A value to store as text holds a float parsed without its literal."""
 
 
-def flatten_run(body: Any, pair: Pair, fetched_at: datetime,
-                exact_body: Callable[[], Any] | None = None,
-                listed: RunToFetch | None = None) -> FlatRun:
+def flatten_run(
+    body: Any,
+    pair: Pair,
+    fetched_at: datetime,
+    exact_body: Callable[[], Any] | None = None,
+    listed: RunToFetch | None = None,
+) -> FlatRun:
     """Flatten one Get-run response for ``pair``; raises :class:`RunShapeError` to reject it.
 
     ``exact_body`` parses the same response again keeping every number's literal
@@ -184,7 +197,8 @@ def _flatten(body: Any, pair: Pair, fetched_at: datetime, check_floats: bool) ->
             raise _InexactNumber
         # One check of the JSON text covers every key and value (the hot path of a load).
         columns["envs"] = _check_unicode(
-            jsontext.dumps_object(envs, strings_only=strings_only), "envs")
+            jsontext.dumps_object(envs, strings_only=strings_only), "envs"
+        )
         env = envs if strings_only else {key: as_text(value, key) for key, value in envs.items()}
         # JSON writes U+0000 as the escape \u0000, in a key or a value alike.
         has_nul = has_nul or "\\u0000" in columns["envs"]
@@ -234,8 +248,10 @@ def build_frame(
     keys, names = list(env_columns), list(field_columns)
     columns = [*CORE_COLUMNS, *env_columns.values(), *field_columns.values()]
     if names:
-        rows = [(*_core_values(run.columns), *map(run.env.get, keys), *map(run.extra.get, names))
-                for run in runs]
+        rows = [
+            (*_core_values(run.columns), *map(run.env.get, keys), *map(run.extra.get, names))
+            for run in runs
+        ]
     else:
         rows = [(*_core_values(run.columns), *map(run.env.get, keys)) for run in runs]
     return pd.DataFrame(rows, columns=columns, dtype=object)

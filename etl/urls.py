@@ -36,5 +36,6 @@ def _redact_text(url: str) -> str:
     between ``user:`` and the last @ (more than the password, rather than less), and the
     values of credential-like parameters."""
     url = re.sub(r"(://[^:/]*:).*@", r"\1***@", url)
-    return re.sub(r"((?:pass|pwd|secret|token|key)[^=&]*=)[^&]*", r"\1***", url,
-                  flags=re.IGNORECASE)
+    return re.sub(
+        r"((?:pass|pwd|secret|token|key)[^=&]*=)[^&]*", r"\1***", url, flags=re.IGNORECASE
+    )

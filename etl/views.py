@@ -94,28 +94,33 @@ def expand(template: str, dialect: str, names: dict[str, str]) -> str:
     functions = family.view_macros
     while (start := text.find("{{")) != -1:
         open_paren = text.index("(", start)
-        name = text[start + 2:open_paren].strip()
+        name = text[start + 2 : open_paren].strip()
         depth, end = 0, open_paren
         for end in range(open_paren, len(text)):
             depth += (text[end] == "(") - (text[end] == ")")
             if depth == 0:
                 break
-        if name not in functions or text[end + 1:end + 3] != "}}":
-            raise ValueError(f"unknown or malformed macro at {text[start:end + 3]!r}")
-        text = text[:start] + functions[name](*_split_args(text[open_paren + 1:end])) + \
-            text[end + 3:]
+        if name not in functions or text[end + 1 : end + 3] != "}}":
+            raise ValueError(f"unknown or malformed macro at {text[start : end + 3]!r}")
+        text = (
+            text[:start]
+            + functions[name](*_split_args(text[open_paren + 1 : end]))
+            + text[end + 3 :]
+        )
     return text
 
 
-def load_views(dialect: str, table: str, quote: Callable[[str], str],
-               collation: str | None = None) -> list[View]:
+def load_views(
+    dialect: str, table: str, quote: Callable[[str], str], collation: str | None = None
+) -> list[View]:
     """Every view of runs table ``table`` for ``dialect``, in file-name order, macros
     expanded; ``collation`` is MySQL's exact one for ``{{key_collation}}``."""
     family = family_of(dialect).name
-    files = {f.name: f for f in resources.files(SQL_PACKAGE).iterdir()
-             if f.name.endswith(".sql")}
+    files = {f.name: f for f in resources.files(SQL_PACKAGE).iterdir() if f.name.endswith(".sql")}
     names = {
-        "runs": quote(table), "history": quote(HISTORY_TABLE), "batches": quote(BATCHES_TABLE),
+        "runs": quote(table),
+        "history": quote(HISTORY_TABLE),
+        "batches": quote(BATCHES_TABLE),
         "gpu_servers": quote(GPU_SERVERS_TABLE),
         "table_name": f"'{table}'",  # validated: [a-z0-9_] only
         "terminal_statuses": _sql_list(TERMINAL_STATUSES),
@@ -137,9 +142,13 @@ def load_views(dialect: str, table: str, quote: Callable[[str], str],
         if text is None:
             continue  # only dialect-specific files, none for this database
         question = _QUESTION.search(text)
-        views.append(View(view_name(table, base), question.group(1).strip() if question else "",
-                          expand(_with_includes(text, template), dialect, names)
-                          .strip().rstrip(";")))
+        views.append(
+            View(
+                view_name(table, base),
+                question.group(1).strip() if question else "",
+                expand(_with_includes(text, template), dialect, names).strip().rstrip(";"),
+            )
+        )
     return views
 
 
@@ -149,6 +158,7 @@ def _sql_list(statuses: Iterable[str]) -> str:
 
 def _with_includes(text: str, template: Callable[[str], str | None], depth: int = 0) -> str:
     """``text`` with each ``{{include(name)}}`` replaced by that file's SELECT."""
+
     def replace(match: re.Match) -> str:
         included = template(match.group(1))
         if included is None or depth > 3:
@@ -179,8 +189,9 @@ def create_views(engine: Engine, table: str) -> list[View]:
     return views
 
 
-def query_view(engine: Engine, name: str, order_by: str | None = None,
-               limit: int | None = None) -> tuple[list[str], list[tuple]]:
+def query_view(
+    engine: Engine, name: str, order_by: str | None = None, limit: int | None = None
+) -> tuple[list[str], list[tuple]]:
     """(columns, rows) of one view."""
     quote = engine.dialect.identifier_preparer.quote
     sql = f"SELECT * FROM {quote(name)}"  # noqa: S608 - a name from our own sql/ files

@@ -56,9 +56,13 @@ class Watchdog:
 
     With ``stop``, a set ``stop`` sets ``cancel`` after ``grace`` seconds."""
 
-    def __init__(self, cancel: threading.Event | None = None,
-                 stop: threading.Event | None = None, grace: float = INTERRUPT_GRACE_S,
-                 tick: float = WATCH_TICK_S) -> None:
+    def __init__(
+        self,
+        cancel: threading.Event | None = None,
+        stop: threading.Event | None = None,
+        grace: float = INTERRUPT_GRACE_S,
+        tick: float = WATCH_TICK_S,
+    ) -> None:
         self.cancel = cancel if cancel is not None else threading.Event()
         self.stop = stop
         self.grace = grace
@@ -74,8 +78,9 @@ class Watchdog:
             slot.cut = None
             self._active.add(slot)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="request-watchdog",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="request-watchdog", daemon=True
+                )
                 self._thread.start()
 
     def end(self, slot: InFlight) -> None:
@@ -92,8 +97,9 @@ class Watchdog:
             if self.stop is not None and self.stop.is_set() and not self.cancel.is_set():
                 stopped_at = now if stopped_at is None else stopped_at
                 if now - stopped_at >= self.grace:
-                    log.info("requests still in flight %.0fs after the stop: cancelling them",
-                             self.grace)
+                    log.info(
+                        "requests still in flight %.0fs after the stop: cancelling them", self.grace
+                    )
                     self.cancel.set()
             cancel = self.cancel.is_set()
             wait = self.tick
@@ -146,8 +152,10 @@ class _WatchedAdapter(HTTPAdapter):
     """An HTTPAdapter whose pools record in ``slot`` the connection each request takes."""
 
     def __init__(self, slot: InFlight) -> None:
-        self._pool_classes = {"http": _recording_pool(HTTPConnectionPool, slot),
-                              "https": _recording_pool(HTTPSConnectionPool, slot)}
+        self._pool_classes = {
+            "http": _recording_pool(HTTPConnectionPool, slot),
+            "https": _recording_pool(HTTPSConnectionPool, slot),
+        }
         super().__init__()
 
     def init_poolmanager(self, *args, **kwargs) -> None:

@@ -79,8 +79,10 @@ def _server_database(kind: str) -> Iterator[str]:
         with admin.connect() as conn:
             if kind == "postgresql":
                 conn.execute(
-                    sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = :name AND pid <> pg_backend_pid()"),
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
                     {"name": name},
                 )
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")

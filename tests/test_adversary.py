@@ -56,8 +56,16 @@ def _write_lines(path: Path, lines: list[str]) -> Path:
 
 def _run(project_id: str, run_name: str, **fields) -> str:
     """A plain run object as one JSON line (ASCII escapes: NUL and surrogates stay escapes)."""
-    return json.dumps({"projectId": project_id, "runName": run_name, "status": "S",
-                       "note": f"note {run_name}", "envs": {"A": run_name}, **fields})
+    return json.dumps(
+        {
+            "projectId": project_id,
+            "runName": run_name,
+            "status": "S",
+            "note": f"note {run_name}",
+            "envs": {"A": run_name},
+            **fields,
+        }
+    )
 
 
 def _stored_names(db_url: str, table: str = "nsml_runs") -> set[str]:
@@ -65,15 +73,27 @@ def _stored_names(db_url: str, table: str = "nsml_runs") -> set[str]:
 
 
 def _batches(db_url: str) -> list[dict]:
-    return fetch_rows(db_url, "SELECT id, status, exported, failed, error "
-                              "FROM nsml_export_batches ORDER BY id")
+    return fetch_rows(
+        db_url, "SELECT id, status, exported, failed, error FROM nsml_export_batches ORDER BY id"
+    )
 
 
 def _export(sim, db_url: str, tmp_path: Path, pairs, *extra: str):
     pairs_file = write_pairs(tmp_path / "pairs.csv", pairs)
-    return _cli("export", "--pairs", str(pairs_file), "--db", db_url, "--base-url",
-                sim.base_url, "--backoff-initial", "0.01", "--failures-out",
-                str(tmp_path / "failed.csv"), *extra)
+    return _cli(
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        db_url,
+        "--base-url",
+        sim.base_url,
+        "--backoff-initial",
+        "0.01",
+        "--failures-out",
+        str(tmp_path / "failed.csv"),
+        *extra,
+    )
 
 
 # -- failed pairs that the bookkeeping cannot record -----------------------------------------
@@ -86,7 +106,8 @@ def _export(sim, db_url: str, tmp_path: Path, pairs, *extra: str):
 # neither listed nor recorded, and every rerun does the same
 @pytest.mark.parametrize("command", ["load", "export --all"])
 def test_a_nul_in_a_run_name_is_a_recorded_failed_pair_on_postgresql(
-        command, credentials, make_simulator, pg_url, tmp_path):
+    command, credentials, make_simulator, pg_url, tmp_path
+):
     db_url = pg_url
     runs = [("p", "g1"), ("p", "nul\x00run"), ("p\x00", "r"), ("p", "g2")]
     if command == "load":
@@ -109,11 +130,16 @@ def test_a_nul_in_a_run_name_is_a_recorded_failed_pair_on_postgresql(
 # as a JSON escape) is refused as a failed pair, but writing that pair into
 # nsml_export_failures raises  UnicodeEncodeError: a Python traceback on every database, the
 # batch stays 'running'
-def test_a_lone_surrogate_in_a_loaded_run_name_is_a_failed_pair_not_a_traceback(
-        db_url, tmp_path):
-    path = _write_lines(tmp_path / "runs.jsonl",
-                        [_run("p", "g1"), '{"projectId": "p", "runName": "s\\ud800"}',
-                         '{"projectId": "p\\udfff", "runName": "r"}', _run("p", "g2")])
+def test_a_lone_surrogate_in_a_loaded_run_name_is_a_failed_pair_not_a_traceback(db_url, tmp_path):
+    path = _write_lines(
+        tmp_path / "runs.jsonl",
+        [
+            _run("p", "g1"),
+            '{"projectId": "p", "runName": "s\\ud800"}',
+            '{"projectId": "p\\udfff", "runName": "r"}',
+            _run("p", "g2"),
+        ],
+    )
     result = _cli("load", str(path), "--db", db_url)
     _no_traceback(result)
     assert result.exit_code == 1, result.output
@@ -129,16 +155,23 @@ def test_a_lone_surrogate_in_a_loaded_run_name_is_a_failed_pair_not_a_traceback(
 # int() refuses it:  ValueError escapes as a traceback, export and load alike, and no run of the
 # export lands  (the pending chunk is never written), instead of one failed pair
 @pytest.mark.parametrize("command", ["export", "load"])
-def test_a_digit_like_gpu_svr_code_is_one_failed_pair(command, credentials, make_simulator,
-                                                       sqlite_url, tmp_path):
+def test_a_digit_like_gpu_svr_code_is_one_failed_pair(
+    command, credentials, make_simulator, sqlite_url, tmp_path
+):
     good = [{"projectId": "p", "runName": str(n), "envs": {}} for n in range(5)]
     bad = {"projectId": "p", "runName": "sup", "gpuSvrCode": "\u00b2"}
     if command == "export":
         sim = make_simulator(projects=0)
         for body in [*good, bad]:
             sim.put_run(body["projectId"], body["runName"], body)
-        result = _export(sim, sqlite_url, tmp_path, [("p", b["runName"]) for b in [*good, bad]],
-                         "--concurrency", "1")
+        result = _export(
+            sim,
+            sqlite_url,
+            tmp_path,
+            [("p", b["runName"]) for b in [*good, bad]],
+            "--concurrency",
+            "1",
+        )
     else:
         path = _write_lines(tmp_path / "runs.jsonl", [json.dumps(b) for b in [*good, bad]])
         result = _cli("load", str(path), "--db", sqlite_url)
@@ -169,27 +202,43 @@ def test_a_load_file_with_a_non_utf8_name_loads(db_url, tmp_path):
 # between the other's schema step (prepare) and its chunk write (upsert), which builds its rows
 # from the map it read before: its runs land with NULL in the new column although their envs
 # hold the key  (seen by chance in 1 of 2 concurrent MariaDB runs; made deterministic here)
-def test_a_key_promoted_by_a_concurrent_load_is_filled_in_every_run(db_url, tmp_path,
-                                                                    monkeypatch):
+def test_a_key_promoted_by_a_concurrent_load_is_filled_in_every_run(db_url, tmp_path, monkeypatch):
     from nsml_etl.store import RunStore
 
-    first = _write_lines(tmp_path / "first.jsonl",
-                         ['{"projectId": "p", "runName": "r0", "envs": {"A": "a0", "B": "b0"}}'])
+    first = _write_lines(
+        tmp_path / "first.jsonl",
+        ['{"projectId": "p", "runName": "r0", "envs": {"A": "a0", "B": "b0"}}'],
+    )
     assert _cli("load", str(first), "--db", db_url, "--max-env-columns", "1").exit_code == 0
-    other = _write_lines(tmp_path / "other.jsonl",
-                         ['{"projectId": "p", "runName": "r2", "envs": {"C": "c2"}}'])
+    other = _write_lines(
+        tmp_path / "other.jsonl", ['{"projectId": "p", "runName": "r2", "envs": {"C": "c2"}}']
+    )
     original = RunStore.upsert
 
     def upsert_after_the_other_load(self, *args, **kwargs):
         # The other export (a separate process, cap 10) runs between our prepare and upsert.
-        done = subprocess.run([sys.executable, "-m", "nsml_etl.cli", "load", str(other), "--db",
-                               db_url, "--max-env-columns", "10"], capture_output=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nsml_etl.cli",
+                "load",
+                str(other),
+                "--db",
+                db_url,
+                "--max-env-columns",
+                "10",
+            ],
+            capture_output=True,
+        )
         assert done.returncode == 0, done.stderr
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(RunStore, "upsert", upsert_after_the_other_load)
-    second = _write_lines(tmp_path / "second.jsonl",
-                          ['{"projectId": "p", "runName": "r1", "envs": {"A": "a1", "B": "b1"}}'])
+    second = _write_lines(
+        tmp_path / "second.jsonl",
+        ['{"projectId": "p", "runName": "r1", "envs": {"A": "a1", "B": "b1"}}'],
+    )
     result = _cli("load", str(second), "--db", db_url, "--max-env-columns", "1")
     assert result.exit_code == 0, result.output
     rows = {r["run_name"]: r for r in fetch_rows(db_url, "SELECT * FROM nsml_runs")}
@@ -199,11 +248,25 @@ def test_a_key_promoted_by_a_concurrent_load_is_filled_in_every_run(db_url, tmp_
 
 def _wide_run(project_id: str, run_name: str, env_keys: int, fields: int) -> str:
     """A run whose every text value is 40 bytes: the most a MariaDB row keeps inline for each."""
-    body = {"projectId": project_id, "runName": run_name,
-            **{f: "x" * 40 for f in ("projectName", "status", "creator", "engFullName",
-                                     "imageType", "imagePath", "command", "note")},
-            "envs": {f"K{i:03d}": "v" * 40 for i in range(env_keys)},
-            **{f"extra{i}": "f" * 40 for i in range(fields)}}
+    body = {
+        "projectId": project_id,
+        "runName": run_name,
+        **{
+            f: "x" * 40
+            for f in (
+                "projectName",
+                "status",
+                "creator",
+                "engFullName",
+                "imageType",
+                "imagePath",
+                "command",
+                "note",
+            )
+        },
+        "envs": {f"K{i:03d}": "v" * 40 for i in range(env_keys)},
+        **{f"extra{i}": "f" * 40 for i in range(fields)},
+    }
     return json.dumps(body)
 
 
@@ -214,10 +277,13 @@ def _wide_run(project_id: str, run_name: str, env_keys: int, fields: int) -> str
 # SQLite and PostgreSQL store it; undocumented fields are not capped at all
 def test_the_default_env_column_cap_fits_a_mariadb_row(mariadb_url, tmp_path):
     emoji = "\U0001f600" * 255
-    path = _write_lines(tmp_path / "runs.jsonl", [
-        _wide_run("p", "fields", 150, 40),
-        _wide_run(emoji, emoji, 150, 0),
-    ])
+    path = _write_lines(
+        tmp_path / "runs.jsonl",
+        [
+            _wide_run("p", "fields", 150, 40),
+            _wide_run(emoji, emoji, 150, 0),
+        ],
+    )
     result = _cli("load", str(path), "--db", mariadb_url)
     assert result.exit_code == 0, result.output
     assert _stored_names(mariadb_url) == {"fields", emoji}
@@ -226,35 +292,54 @@ def test_the_default_env_column_cap_fits_a_mariadb_row(mariadb_url, tmp_path):
 # -- views and report ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a documented limit (README, NUL): SQLite's JSON functions stop at U+0000, so on SQLite "
-    "nsml_run_envs cuts keys and values there, while envs and the env columns keep them whole"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "a documented limit (README, NUL): SQLite's JSON functions stop at U+0000, so on SQLite "
+        "nsml_run_envs cuts keys and values there, while envs and the env columns keep them whole"
+    ),
+)
 def test_nsml_run_envs_keeps_nul_on_sqlite(sqlite_url, tmp_path):
-    path = _write_lines(tmp_path / "runs.jsonl", [json.dumps(
-        {"projectId": "p", "runName": "r", "envs": {"N": "a\x00b", "K\x00x": "v", "K": "k"}})])
+    path = _write_lines(
+        tmp_path / "runs.jsonl",
+        [
+            json.dumps(
+                {"projectId": "p", "runName": "r", "envs": {"N": "a\x00b", "K\x00x": "v", "K": "k"}}
+            )
+        ],
+    )
     assert _cli("load", str(path), "--db", sqlite_url).exit_code == 0
     assert _cli("views", "--db", sqlite_url).exit_code == 0
     (row,) = fetch_rows(sqlite_url, "SELECT env_n FROM nsml_runs")
     assert row["env_n"] == "a\x00b"
-    view = {(r["env_key"], r["value"]) for r in fetch_rows(
-        sqlite_url, "SELECT env_key, value FROM nsml_run_envs")}
+    view = {
+        (r["env_key"], r["value"])
+        for r in fetch_rows(sqlite_url, "SELECT env_key, value FROM nsml_run_envs")
+    }
     assert view == {("N", "a\x00b"), ("K\x00x", "v"), ("K", "k")}
 
 
 def test_nsml_run_envs_values_read_as_in_the_env_columns(db_url, tmp_path):
     """Strings and numbers exactly; objects and lists as the same JSON (the README: their
     spacing is the database's)."""
-    path = _write_lines(tmp_path / "runs.jsonl", [
-        '{"projectId": "p", "runName": "r", "envs": {"O": {"x": [1, 2.50]}, "L": [1, "a"],'
-        ' "S": "s", "T": true, "F": 1.50, "E": 1e400, "Z": -0.0}}'])
+    path = _write_lines(
+        tmp_path / "runs.jsonl",
+        [
+            '{"projectId": "p", "runName": "r", "envs": {"O": {"x": [1, 2.50]}, "L": [1, "a"],'
+            ' "S": "s", "T": true, "F": 1.50, "E": 1e400, "Z": -0.0}}'
+        ],
+    )
     assert _cli("load", str(path), "--db", db_url).exit_code == 0
     assert _cli("views", "--db", db_url).exit_code == 0
     (row,) = fetch_rows(db_url, "SELECT * FROM nsml_runs")
-    view = {r["env_key"]: r["value"] for r in fetch_rows(
-        db_url, "SELECT env_key, value FROM nsml_run_envs")}
+    view = {
+        r["env_key"]: r["value"]
+        for r in fetch_rows(db_url, "SELECT env_key, value FROM nsml_run_envs")
+    }
     columns = {key: row[f"env_{key.lower()}"] for key in view}
-    assert {k: v for k, v in view.items() if k not in "OL"} == \
-        {k: v for k, v in columns.items() if k not in "OL"}
+    assert {k: v for k, v in view.items() if k not in "OL"} == {
+        k: v for k, v in columns.items() if k not in "OL"
+    }
     for key in "OL":
         assert json.loads(view[key]) == json.loads(columns[key])
 
@@ -264,9 +349,13 @@ def test_nsml_run_envs_values_read_as_in_the_env_columns(db_url, tmp_path):
 # (json_each_text: '\\u0000  cannot be converted to text') and `nsml-etl report` (text and
 # --html) dies with a Python traceback, exit 1, for the whole table
 def test_report_and_env_key_catalog_survive_a_nul_in_envs_on_postgresql(pg_url, tmp_path):
-    path = _write_lines(tmp_path / "runs.jsonl", [
-        json.dumps({"projectId": "p", "runName": "r1", "envs": {"N": "a\x00b"}}),
-        json.dumps({"projectId": "p", "runName": "r2", "envs": {"N": "c"}})])
+    path = _write_lines(
+        tmp_path / "runs.jsonl",
+        [
+            json.dumps({"projectId": "p", "runName": "r1", "envs": {"N": "a\x00b"}}),
+            json.dumps({"projectId": "p", "runName": "r2", "envs": {"N": "c"}}),
+        ],
+    )
     assert _cli("load", str(path), "--db", pg_url).exit_code == 0
     result = _cli("report", "--db", pg_url, "--html", str(tmp_path / "report.html"))
     _no_traceback(result)
@@ -285,14 +374,16 @@ def test_report_survives_envs_stored_by_an_earlier_version_on_postgresql(pg_url,
     assert _cli("load", str(path), "--db", pg_url).exit_code == 0
     engine = sa.create_engine(pg_url)
     with engine.begin() as conn:  # as nsml-etl 0.x wrote {"LR": 1e400}
-        conn.exec_driver_sql("UPDATE nsml_runs SET envs = '{\"LR\":Infinity}' "
-                             "WHERE run_name = 'old'")
+        conn.exec_driver_sql(
+            "UPDATE nsml_runs SET envs = '{\"LR\":Infinity}' WHERE run_name = 'old'"
+        )
     engine.dispose()
     result = _cli("report", "--db", pg_url)
     _no_traceback(result)
     assert result.exit_code == 0, result.output
-    assert {r["run_name"] for r in fetch_rows(pg_url, "SELECT run_name FROM nsml_run_envs")} \
-        >= {"new"}
+    assert {r["run_name"] for r in fetch_rows(pg_url, "SELECT run_name FROM nsml_run_envs")} >= {
+        "new"
+    }
 
 
 # -- errors misread as transient -------------------------------------------------------------
@@ -304,8 +395,10 @@ def test_report_survives_envs_stored_by_an_earlier_version_on_postgresql(pg_url,
 # good runs land, and every rerun does the same: one bad run takes its chunk and the export
 # down
 def test_a_run_over_max_allowed_packet_fails_alone_on_mariadb(mariadb_url, tmp_path):
-    path = _write_lines(tmp_path / "runs.jsonl", [
-        _run("p", "g1"), _run("p", "big", note="x" * (17 * 1024 * 1024)), _run("p", "g2")])
+    path = _write_lines(
+        tmp_path / "runs.jsonl",
+        [_run("p", "g1"), _run("p", "big", note="x" * (17 * 1024 * 1024)), _run("p", "g2")],
+    )
     result = _cli("load", str(path), "--db", mariadb_url)
     assert result.exit_code == 1, result.output
     assert "big" in result.stdout
@@ -318,8 +411,14 @@ def test_a_run_over_max_allowed_packet_fails_alone_on_mariadb(mariadb_url, tmp_p
 # even a run with one  1-byte env value: every run of every later export and load is refused
 # 'Row size too large', for good (columns are never dropped): the table is wedged
 def test_raising_the_cap_on_mariadb_never_wedges_the_table(mariadb_url, tmp_path):
-    many = _write_lines(tmp_path / "many.jsonl", [json.dumps(
-        {"projectId": "p", "runName": "many", "envs": {f"K{i}": "v" for i in range(400)}})])
+    many = _write_lines(
+        tmp_path / "many.jsonl",
+        [
+            json.dumps(
+                {"projectId": "p", "runName": "many", "envs": {f"K{i}": "v" for i in range(400)}}
+            )
+        ],
+    )
     _cli("load", str(many), "--db", mariadb_url, "--max-env-columns", "400")
     small = _write_lines(tmp_path / "small.jsonl", [_run("p", "small")])
     result = _cli("load", str(small), "--db", mariadb_url)
@@ -335,9 +434,19 @@ def test_raising_the_cap_on_mariadb_never_wedges_the_table(mariadb_url, tmp_path
 # dropped and 09:00 is stored as if it were UTC, in fetched_at and the history's valid_from,
 # where the README promises UTC
 def test_an_archived_fetched_at_with_an_offset_is_stored_as_utc(db_url, tmp_path):
-    path = _write_lines(tmp_path / "runs.jsonl", [json.dumps(
-        {"projectId": "p", "runName": "r", "fetchedAt": "2024-01-01T09:00:00+09:00",
-         "response": {"projectId": "p", "runName": "r", "envs": {}}})])
+    path = _write_lines(
+        tmp_path / "runs.jsonl",
+        [
+            json.dumps(
+                {
+                    "projectId": "p",
+                    "runName": "r",
+                    "fetchedAt": "2024-01-01T09:00:00+09:00",
+                    "response": {"projectId": "p", "runName": "r", "envs": {}},
+                }
+            )
+        ],
+    )
     assert _cli("load", str(path), "--db", db_url).exit_code == 0
     (row,) = fetch_rows(db_url, "SELECT fetched_at FROM nsml_runs")
     assert str(row["fetched_at"]).startswith("2024-01-01 00:00:00")
@@ -358,15 +467,21 @@ def test_two_signals_stop_a_load_within_seconds_while_a_chunk_is_bisected(sqlite
     with engine.begin() as conn:  # stands for any rule that refuses every run of a chunk
         conn.exec_driver_sql(
             "CREATE TRIGGER refuse BEFORE INSERT ON nsml_runs WHEN NEW.note = 'bad' "
-            "BEGIN SELECT RAISE(ABORT, 'refused by rule'); END")
+            "BEGIN SELECT RAISE(ABORT, 'refused by rule'); END"
+        )
     engine.dispose()
-    path = _write_lines(tmp_path / "bad.jsonl",
-                        [_run("p", f"r{i}", note="bad") for i in range(1000)])
+    path = _write_lines(
+        tmp_path / "bad.jsonl", [_run("p", f"r{i}", note="bad") for i in range(1000)]
+    )
     stderr_path = tmp_path / "stderr.txt"
     with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "nsml_etl.cli", "load", str(path), "--db",
-                                 sqlite_url, "-v"], stdout=subprocess.PIPE, stderr=stderr,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nsml_etl.cli", "load", str(path), "--db", sqlite_url, "-v"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 60
         while "writing its halves apart" not in stderr_path.read_text():
@@ -385,20 +500,30 @@ def test_two_signals_stop_a_load_within_seconds_while_a_chunk_is_bisected(sqlite
 
 
 def test_undocumented_fields_at_any_scale_on_postgresql(pg_url, tmp_path):
-    path = _write_lines(tmp_path / "runs.jsonl", [
-        json.dumps({"projectId": "p", "runName": f"r{j}",
-                    **{f"field{j}x{i}": "v" for i in range(100)}}) for j in range(17)])
+    path = _write_lines(
+        tmp_path / "runs.jsonl",
+        [
+            json.dumps(
+                {"projectId": "p", "runName": f"r{j}", **{f"field{j}x{i}": "v" for i in range(100)}}
+            )
+            for j in range(17)
+        ],
+    )
     result = _cli("load", str(path), "--db", pg_url)
     assert result.exit_code == 0, result.output
     assert _stored_names(pg_url) == {f"r{j}" for j in range(17)}
 
 
 def test_env_key_catalog_counts_null_as_no_value_on_mariadb(mariadb_url, tmp_path):
-    path = _write_lines(tmp_path / "runs.jsonl", [
-        '{"projectId": "p", "runName": "r1", "envs": {"N": null}}',
-        '{"projectId": "p", "runName": "r2", "envs": {"N": null}}'])
+    path = _write_lines(
+        tmp_path / "runs.jsonl",
+        [
+            '{"projectId": "p", "runName": "r1", "envs": {"N": null}}',
+            '{"projectId": "p", "runName": "r2", "envs": {"N": null}}',
+        ],
+    )
     assert _cli("load", str(path), "--db", mariadb_url).exit_code == 0
     assert _cli("views", "--db", mariadb_url).exit_code == 0
-    assert fetch_rows(mariadb_url, "SELECT env_key, runs, distinct_values "
-                                   "FROM nsml_env_key_catalog") == [
-        {"env_key": "N", "runs": 2, "distinct_values": 0}]
+    assert fetch_rows(
+        mariadb_url, "SELECT env_key, runs, distinct_values FROM nsml_env_key_catalog"
+    ) == [{"env_key": "N", "runs": 2, "distinct_values": 0}]

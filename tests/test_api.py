@@ -30,23 +30,27 @@ def _stored(db_url: str) -> set[tuple[str, str]]:
 
 def test_export_a_list_of_pairs_returns_the_report(credentials, simulator, db_url):
     pairs = simulator.pairs()
-    report = nsml_etl.export(pairs=pairs, db_url=db_url, base_url=simulator.base_url,
-                             concurrency=4)
+    report = nsml_etl.export(pairs=pairs, db_url=db_url, base_url=simulator.base_url, concurrency=4)
     assert report.ok and report.exit_code == 0
     assert (report.requested, report.exported, report.failed) == (len(pairs), len(pairs), [])
     assert report.mode == "pairs" and report.settings.concurrency == 4
     assert _stored(db_url) == set(pairs)
-    (batch,) = fetch_rows(db_url, "SELECT id, status, requested, exported, options "
-                                  "FROM nsml_export_batches")
+    (batch,) = fetch_rows(
+        db_url, "SELECT id, status, requested, exported, options FROM nsml_export_batches"
+    )
     assert (batch["id"], batch["status"], batch["requested"], batch["exported"]) == (
-        report.batch_id, "succeeded", len(pairs), len(pairs))
+        report.batch_id,
+        "succeeded",
+        len(pairs),
+        len(pairs),
+    )
     options = json.loads(batch["options"])
-    assert (options["mode"], options["pairs"], options["pairs_file"]) == ("pairs", len(pairs),
-                                                                          None)
+    assert (options["mode"], options["pairs"], options["pairs_file"]) == ("pairs", len(pairs), None)
 
 
-def test_a_partial_failure_is_the_report_not_an_exception(credentials, simulator, sqlite_url,
-                                                          tmp_path):
+def test_a_partial_failure_is_the_report_not_an_exception(
+    credentials, simulator, sqlite_url, tmp_path
+):
     pairs_file = write_pairs(tmp_path / "pairs.csv", [*simulator.pairs()[:3], ("gone", "7")])
     report = nsml_etl.export(pairs_file, db_url=sqlite_url, base_url=simulator.base_url)
     assert not report.ok and report.exit_code == 1
@@ -58,15 +62,16 @@ def test_a_partial_failure_is_the_report_not_an_exception(credentials, simulator
     assert (tmp_path / "failed.csv").read_text().splitlines()[1].startswith("gone,7,")
 
 
-def test_bad_pairs_lines_raise_one_error_listing_them(credentials, simulator, sqlite_url,
-                                                      tmp_path):
+def test_bad_pairs_lines_raise_one_error_listing_them(credentials, simulator, sqlite_url, tmp_path):
     pairs_file = tmp_path / "pairs.csv"
     pairs_file.write_text("project_id,run_name\np,\np,1\n,2\n")
     with pytest.raises(nsml_etl.BadLinesError) as caught:
         nsml_etl.export(pairs_file, db_url=sqlite_url, base_url=simulator.base_url)
     assert isinstance(caught.value, nsml_etl.InputError)
-    assert caught.value.lines == [f"{pairs_file}:2: run_name is empty",
-                                  f"{pairs_file}:4: project_id is empty"]
+    assert caught.value.lines == [
+        f"{pairs_file}:2: run_name is empty",
+        f"{pairs_file}:4: project_id is empty",
+    ]
     assert caught.value.more == 0 and simulator.stats.requests == 0
 
 
@@ -74,8 +79,9 @@ def test_a_wrong_secret_raises_and_writes_nothing(simulator, sqlite_url, monkeyp
     monkeypatch.delenv("NCP_ACCESS_KEY", raising=False)  # the explicit credentials are used
     wrong = nsml_etl.Credentials(access_key=ACCESS_KEY, secret_key="wrong")
     with pytest.raises(nsml_etl.AuthenticationError) as caught:
-        nsml_etl.export(simulator.pairs(), db_url=sqlite_url, base_url=simulator.base_url,
-                        credentials=wrong)
+        nsml_etl.export(
+            simulator.pairs(), db_url=sqlite_url, base_url=simulator.base_url, credentials=wrong
+        )
     assert isinstance(caught.value, nsml_etl.EtlError)
     assert caught.value.report.exported == 0 and caught.value.report.batch_id is None
     assert "nsml_runs" not in table_names(sqlite_url)
@@ -83,23 +89,32 @@ def test_a_wrong_secret_raises_and_writes_nothing(simulator, sqlite_url, monkeyp
     assert "api_key='***'" in repr(nsml_etl.Credentials(ACCESS_KEY, SECRET_KEY, "key"))
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"pairs": [("p", "1"), ("p", "")]}, "pairs[1]: run_name is empty"),
-    ({"pairs": [("p", "1", "x")]}, "pairs[0]: expected a (project_id, run_name) pair"),
-    ({"pairs": [{"projectId": "p"}]}, "pairs[0]: missing column run_name or runName"),
-    ({"pairs": []}, "pairs: no pairs given"),
-    ({"pairs": [("p", "1")], "all_runs": True}, "exactly one of them"),
-    ({}, "exactly one of them"),
-    ({"all_runs": True, "concurrency": 0}, "concurrency: must be at least 1 (got 0)"),
-    ({"all_runs": True, "table": "Bad-Name"}, "table: must be 1-63 characters"),
-    ({"projects": ["p", ""]}, "projects[1]: expected a project id"),
-    ({"all_runs": True, "credentials": nsml_etl.Credentials("AK", " ")},
-     "credentials.secret_key is empty"),
-    ({"all_runs": True, "settings": nsml_etl.Settings(concurrency=0)},
-     "concurrency: must be at least 1"),
-    ({"all_runs": True, "settings": nsml_etl.Settings(), "table": "t"},
-     "settings= replaces every setting argument; do not give table"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pairs": [("p", "1"), ("p", "")]}, "pairs[1]: run_name is empty"),
+        ({"pairs": [("p", "1", "x")]}, "pairs[0]: expected a (project_id, run_name) pair"),
+        ({"pairs": [{"projectId": "p"}]}, "pairs[0]: missing column run_name or runName"),
+        ({"pairs": []}, "pairs: no pairs given"),
+        ({"pairs": [("p", "1")], "all_runs": True}, "exactly one of them"),
+        ({}, "exactly one of them"),
+        ({"all_runs": True, "concurrency": 0}, "concurrency: must be at least 1 (got 0)"),
+        ({"all_runs": True, "table": "Bad-Name"}, "table: must be 1-63 characters"),
+        ({"projects": ["p", ""]}, "projects[1]: expected a project id"),
+        (
+            {"all_runs": True, "credentials": nsml_etl.Credentials("AK", " ")},
+            "credentials.secret_key is empty",
+        ),
+        (
+            {"all_runs": True, "settings": nsml_etl.Settings(concurrency=0)},
+            "concurrency: must be at least 1",
+        ),
+        (
+            {"all_runs": True, "settings": nsml_etl.Settings(), "table": "t"},
+            "settings= replaces every setting argument; do not give table",
+        ),
+    ],
+)
 def test_bad_input_raises_input_error_before_anything(credentials, sqlite_url, kwargs, message):
     with pytest.raises(nsml_etl.InputError, match=re.escape(message)):
         where = {"db_url": sqlite_url, "base_url": "http://127.0.0.1:9/nsml/v1"}
@@ -124,14 +139,21 @@ def test_missing_keys_and_unreachable_database_raise(monkeypatch, tmp_path):
         nsml_etl.export(all_runs=True, db_url="postgresql+psycopg://u@127.0.0.1:9/x")
 
 
-def test_arguments_beat_env_which_beats_the_config_file(credentials, simulator, sqlite_url,
-                                                       tmp_path, monkeypatch):
+def test_arguments_beat_env_which_beats_the_config_file(
+    credentials, simulator, sqlite_url, tmp_path, monkeypatch
+):
     config = tmp_path / "etl.toml"
     config.write_text('concurrency = 3\ntable = "from_file"\nmax_attempts = 2\n')
     monkeypatch.setenv("NSML_ETL_TABLE", "from_env")
     monkeypatch.setenv("NSML_ETL_MAX_ATTEMPTS", "4")
-    report = nsml_etl.export(simulator.pairs()[:1], config_file=config, table="from_arg",
-                             db_url=sqlite_url, base_url=simulator.base_url, dry_run=True)
+    report = nsml_etl.export(
+        simulator.pairs()[:1],
+        config_file=config,
+        table="from_arg",
+        db_url=sqlite_url,
+        base_url=simulator.base_url,
+        dry_run=True,
+    )
     settings = report.settings
     assert (settings.table, settings.max_attempts, settings.concurrency) == ("from_arg", 4, 3)
     assert report.dry_run and report.preview == [tuple(simulator.pairs()[0])]
@@ -139,20 +161,25 @@ def test_arguments_beat_env_which_beats_the_config_file(credentials, simulator, 
 
 
 def test_every_cli_setting_is_an_argument():
-    for function, names in ((nsml_etl.export, [s.name for s in SETTINGS]),
-                            (nsml_etl.load, LOAD_SETTINGS)):
+    for function, names in (
+        (nsml_etl.export, [s.name for s in SETTINGS]),
+        (nsml_etl.load, LOAD_SETTINGS),
+    ):
         parameters = inspect.signature(function).parameters
         assert set(names) <= set(parameters), function
         assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in names)
 
 
-def test_load_replays_an_archive_and_reports_bad_lines(credentials, simulator, sqlite_url,
-                                                       db_url, tmp_path):
+def test_load_replays_an_archive_and_reports_bad_lines(
+    credentials, simulator, sqlite_url, db_url, tmp_path
+):
     raw = tmp_path / "raw.jsonl.gz"
-    exported = nsml_etl.export(all_runs=True, db_url=sqlite_url, base_url=simulator.base_url,
-                               save_raw=raw)
+    exported = nsml_etl.export(
+        all_runs=True, db_url=sqlite_url, base_url=simulator.base_url, save_raw=raw
+    )
     assert exported.mode == "all" and exported.requested == exported.exported == len(
-        simulator.pairs())
+        simulator.pairs()
+    )
     report = nsml_etl.load(raw, db_url=db_url)
     assert report.ok and report.exported == exported.exported
     assert report.mode == "load" and report.settings.chunk_size == 4000
@@ -161,15 +188,17 @@ def test_load_replays_an_archive_and_reports_bad_lines(credentials, simulator, s
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"projectId": "p", "runName": "1"}\n{broken\n')
     partial = nsml_etl.load(bad, db_url=db_url, chunk_size=1)
-    assert (partial.exported, [f.reason[:len(str(bad)) + 2] for f in partial.failed]) == (
-        1, [f"{bad}:2"])
+    assert (partial.exported, [f.reason[: len(str(bad)) + 2] for f in partial.failed]) == (
+        1,
+        [f"{bad}:2"],
+    )
     with pytest.raises(nsml_etl.InputError, match="no such file"):
         nsml_etl.load(tmp_path / "nope.jsonl", db_url=db_url)
 
 
-def test_a_stop_event_ends_the_export_and_commits_what_was_fetched(credentials,
-                                                                   make_simulator,
-                                                                   sqlite_url):
+def test_a_stop_event_ends_the_export_and_commits_what_was_fetched(
+    credentials, make_simulator, sqlite_url
+):
     sim = make_simulator(projects=1, runs_per_project=300, latency=0.01)
     stop = threading.Event()
     seen = []
@@ -179,16 +208,24 @@ def test_a_stop_event_ends_the_export_and_commits_what_was_fetched(credentials,
         if report.fetched >= 20:
             stop.set()
 
-    report = nsml_etl.export(sim.pairs(), db_url=sqlite_url, base_url=sim.base_url,
-                             concurrency=4, chunk_size=7, progress=progress, stop=stop)
+    report = nsml_etl.export(
+        sim.pairs(),
+        db_url=sqlite_url,
+        base_url=sim.base_url,
+        concurrency=4,
+        chunk_size=7,
+        progress=progress,
+        stop=stop,
+    )
     assert report.interrupted and not report.ok and seen[0] == 0
     assert 20 <= report.exported == len(_stored(sqlite_url)) < 300
     (batch,) = fetch_rows(sqlite_url, "SELECT status, exported FROM nsml_export_batches")
     assert batch == {"status": "interrupted", "exported": report.exported}
 
 
-def test_ctrl_c_raises_keyboard_interrupt_only_after_committing(credentials, make_simulator,
-                                                                sqlite_url, tmp_path):
+def test_ctrl_c_raises_keyboard_interrupt_only_after_committing(
+    credentials, make_simulator, sqlite_url, tmp_path
+):
     sim = make_simulator(projects=1, runs_per_project=300, latency=0.02, slow_seconds=120)
     raw = tmp_path / "raw.jsonl"
 
@@ -209,22 +246,32 @@ def test_ctrl_c_raises_keyboard_interrupt_only_after_committing(credentials, mak
     presser.start()
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        nsml_etl.export(sim.pairs(), db_url=sqlite_url, base_url=sim.base_url, concurrency=4,
-                        chunk_size=5, save_raw=raw)
+        nsml_etl.export(
+            sim.pairs(),
+            db_url=sqlite_url,
+            base_url=sim.base_url,
+            concurrency=4,
+            chunk_size=5,
+            save_raw=raw,
+        )
     elapsed = time.monotonic() - started
     presser.join()
     assert elapsed < 30  # not the 120 s a hung request takes
-    fetched = {(r["projectId"], r["runName"]) for r in map(json.loads,
-                                                          raw.read_text().splitlines())}
+    fetched = {
+        (r["projectId"], r["runName"]) for r in map(json.loads, raw.read_text().splitlines())
+    }
     assert len(fetched) >= 20 and _stored(sqlite_url) == fetched
     (batch,) = fetch_rows(sqlite_url, "SELECT status, exported FROM nsml_export_batches")
     assert batch == {"status": "interrupted", "exported": len(fetched)}
 
 
-def test_the_package_imports_cheaply_and_load_stays_the_function(credentials, simulator,
-                                                                sqlite_url):
-    code = ("import sys, nsml_etl; heavy = {'pandas', 'sqlalchemy', 'requests'} & "
-            "set(sys.modules); assert not heavy, heavy")
+def test_the_package_imports_cheaply_and_load_stays_the_function(
+    credentials, simulator, sqlite_url
+):
+    code = (
+        "import sys, nsml_etl; heavy = {'pandas', 'sqlalchemy', 'requests'} & "
+        "set(sys.modules); assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     nsml_etl.export(simulator.pairs()[:1], db_url=sqlite_url, base_url=simulator.base_url)
     assert callable(nsml_etl.load) and nsml_etl.load.__module__ == "nsml_etl.api"
@@ -237,8 +284,9 @@ def _readme_python(heading: str) -> str:
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
-def test_the_readme_example_runs_against_the_simulator(credentials, simulator, tmp_path,
-                                                       monkeypatch, capsys):
+def test_the_readme_example_runs_against_the_simulator(
+    credentials, simulator, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)  # it writes nsml_runs.db, raw.jsonl.gz and replayed.db here
     monkeypatch.setenv("NSML_BASE_URL", simulator.base_url)
     exec(compile(_readme_python("## Python API"), "README.md", "exec"), {})
@@ -246,8 +294,9 @@ def test_the_readme_example_runs_against_the_simulator(credentials, simulator, t
     assert _stored(f"sqlite:///{tmp_path / 'replayed.db'}") == set(simulator.pairs())
 
 
-def test_the_readme_airflow_task_runs_as_a_task_would(credentials, simulator, sqlite_url,
-                                                      monkeypatch, caplog):
+def test_the_readme_airflow_task_runs_as_a_task_would(
+    credentials, simulator, sqlite_url, monkeypatch, caplog
+):
     # Airflow would run it in a worker with these in the environment.
     monkeypatch.setenv("NSML_BASE_URL", simulator.base_url)
     namespace: dict = {"__name__": "dags.nsml_runs"}

@@ -19,12 +19,22 @@ import pytest
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
 
 
-def test_save_raw_then_load_gives_the_same_tables(run_cli, credentials, simulator, db_url,
-                                                 tmp_path, sqlite_url):
+def test_save_raw_then_load_gives_the_same_tables(
+    run_cli, credentials, simulator, db_url, tmp_path, sqlite_url
+):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
     raw = tmp_path / "runs.jsonl.gz"
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", sqlite_url,
-                     "--base-url", simulator.base_url, "--save-raw", str(raw))
+    result = run_cli(
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        sqlite_url,
+        "--base-url",
+        simulator.base_url,
+        "--save-raw",
+        str(raw),
+    )
     assert result.exit_code == 0, result.output
     with gzip.open(raw, "rt", encoding="utf-8") as handle:
         lines = [json.loads(line) for line in handle]
@@ -52,9 +62,12 @@ def test_load_plain_run_objects_and_report_bad_lines(run_cli, sqlite_url, tmp_pa
     path.write_text(
         json.dumps({"projectId": "p", "runName": "1", "status": "DONE", "envs": {"A": "1"}})
         + "\n{broken\n"
-        + json.dumps({"status": "no pair"}) + "\n"
-        + json.dumps({"projectId": "p", "runName": 2, "gpuSvrCode": "x"}) + "\n"
-        + json.dumps({"projectId": "p", "runName": "3", "envs": {}}) + "\n",
+        + json.dumps({"status": "no pair"})
+        + "\n"
+        + json.dumps({"projectId": "p", "runName": 2, "gpuSvrCode": "x"})
+        + "\n"
+        + json.dumps({"projectId": "p", "runName": "3", "envs": {}})
+        + "\n",
         encoding="utf-8",
     )
     result = run_cli("load", str(path), "--db", sqlite_url)
@@ -64,8 +77,10 @@ def test_load_plain_run_objects_and_report_bad_lines(run_cli, sqlite_url, tmp_pa
     assert f"{path}:4: gpuSvrCode" in result.stdout
     assert "Summary: exported 2, failed 3" in result.stdout
     rows = fetch_rows(sqlite_url, "SELECT run_name, status, env_a FROM nsml_runs ORDER BY 1")
-    assert rows == [{"run_name": "1", "status": "DONE", "env_a": "1"},
-                    {"run_name": "3", "status": None, "env_a": None}]
+    assert rows == [
+        {"run_name": "1", "status": "DONE", "env_a": "1"},
+        {"run_name": "3", "status": None, "env_a": None},
+    ]
 
 
 def test_load_missing_file_exit_2(run_cli, sqlite_url, tmp_path):
@@ -80,8 +95,9 @@ def _plain_runs(*names: str) -> bytes:
 @pytest.mark.parametrize("compress", [False, True])
 def test_load_reads_stdin_plain_or_gzipped(run_cli, sqlite_url, compress):
     data = _plain_runs("1", "2") + b"{broken\n"
-    result = run_cli("load", "-", "--db", sqlite_url,
-                     input=gzip.compress(data) if compress else data)
+    result = run_cli(
+        "load", "-", "--db", sqlite_url, input=gzip.compress(data) if compress else data
+    )
     assert result.exit_code == 1, result.output
     assert "<stdin>:3: not valid JSON" in result.stdout
     assert "Summary: exported 2, failed 1" in result.stdout
@@ -99,9 +115,12 @@ def test_load_knows_gzip_by_its_bytes_not_its_name(run_cli, sqlite_url, tmp_path
 def test_load_reads_a_named_pipe(sqlite_url, tmp_path):
     fifo = tmp_path / "runs.jsonl"
     os.mkfifo(fifo)
-    proc = subprocess.Popen([sys.executable, "-m", "nsml_etl.cli", "load", str(fifo), "--db",
-                             sqlite_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nsml_etl.cli", "load", str(fifo), "--db", sqlite_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     with open(fifo, "wb") as producer:  # opens once the load opens its end
         producer.write(_plain_runs("1", "2"))
     out, err = proc.communicate(timeout=60)
@@ -115,12 +134,21 @@ def test_load_a_directory_exit_2_and_no_table(run_cli, sqlite_url, tmp_path):
     assert not (tmp_path / "runs.db").exists()
 
 
-def test_dry_run_sends_nothing_and_writes_nothing(run_cli, credentials, simulator, sqlite_url,
-                                                  tmp_path):
+def test_dry_run_sends_nothing_and_writes_nothing(
+    run_cli, credentials, simulator, sqlite_url, tmp_path
+):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
     open(tmp_path / "runs.db", "w").close()  # an existing, empty database file
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", sqlite_url,
-                     "--base-url", simulator.base_url, "--dry-run")
+    result = run_cli(
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        sqlite_url,
+        "--base-url",
+        simulator.base_url,
+        "--dry-run",
+    )
     assert result.exit_code == 0, result.output
     assert f"would fetch {len(simulator.pairs())} runs" in result.stdout
     assert simulator.stats.requests == 0
@@ -129,9 +157,19 @@ def test_dry_run_sends_nothing_and_writes_nothing(run_cli, credentials, simulato
 
 def test_json_log_events(run_cli, credentials, simulator, sqlite_url, tmp_path):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs() + [("nope", "1")])
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", sqlite_url,
-                     "--base-url", simulator.base_url, "--log-format", "json",
-                     "--chunk-size", "10")
+    result = run_cli(
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        sqlite_url,
+        "--base-url",
+        simulator.base_url,
+        "--log-format",
+        "json",
+        "--chunk-size",
+        "10",
+    )
     assert result.exit_code == 1
     events = [json.loads(line) for line in result.stderr.splitlines()]
     names = [e["event"] for e in events]
@@ -144,16 +182,33 @@ def test_json_log_events(run_cli, credentials, simulator, sqlite_url, tmp_path):
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_stops_fetching_commits_what_was_fetched(make_simulator, sqlite_url, tmp_path,
-                                                         signum, code):
+def test_signal_stops_fetching_commits_what_was_fetched(
+    make_simulator, sqlite_url, tmp_path, signum, code
+):
     sim = make_simulator(projects=1, runs_per_project=200, latency=0.05)
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
     env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nsml_etl.cli", "export", "--pairs", str(pairs_file),
-         "--db", sqlite_url, "--base-url", sim.base_url, "--concurrency", "2",
-         "--chunk-size", "5"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "nsml_etl.cli",
+            "export",
+            "--pairs",
+            str(pairs_file),
+            "--db",
+            sqlite_url,
+            "--base-url",
+            sim.base_url,
+            "--concurrency",
+            "2",
+            "--chunk-size",
+            "5",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 30
     while sim.stats.requests < 20 and time.monotonic() < deadline:
@@ -194,40 +249,68 @@ def _run_with_terminal_stderr(args: list[str], stderr_tty: bool) -> tuple[int, s
     return proc.wait(timeout=60), out, b"".join(chunks).decode(errors="replace")
 
 
-@pytest.mark.parametrize(("tty", "quiet", "bar"), [(True, False, True), (True, True, False),
-                                                   (False, False, False)])
-def test_progress_bar_only_on_a_terminal_and_not_with_quiet(simulator, tmp_path, tty, quiet,
-                                                            bar):
+@pytest.mark.parametrize(
+    ("tty", "quiet", "bar"), [(True, False, True), (True, True, False), (False, False, False)]
+)
+def test_progress_bar_only_on_a_terminal_and_not_with_quiet(simulator, tmp_path, tty, quiet, bar):
     total = len(simulator.pairs())
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
     raw = tmp_path / "runs.jsonl"
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     quiet_flag = ["--quiet"] if quiet else []
     code, out, err = _run_with_terminal_stderr(
-        ["export", "--pairs", str(pairs_file), "--db", db, "--base-url", simulator.base_url,
-         "--save-raw", str(raw), *quiet_flag], tty)
+        [
+            "export",
+            "--pairs",
+            str(pairs_file),
+            "--db",
+            db,
+            "--base-url",
+            simulator.base_url,
+            "--save-raw",
+            str(raw),
+            *quiet_flag,
+        ],
+        tty,
+    )
     assert code == 0, (out, err)
     assert f"Summary: exported {total}" in out  # the summary always, on stdout
     assert (f"{total}/{total}" in err and "run/s" in err) is bar, err
-    code, out, err = _run_with_terminal_stderr(
-        ["load", str(raw), "--db", db, *quiet_flag], tty)
+    code, out, err = _run_with_terminal_stderr(["load", str(raw), "--db", db, *quiet_flag], tty)
     assert code == 0, (out, err)
     assert f"Summary: exported {total}" in out
     assert (f"{total}run" in err and "run/s" in err) is bar, err
 
 
-def test_verbose_logs_every_request_with_its_attempt(run_cli, credentials, make_simulator,
-                                                     sqlite_url, tmp_path):
+def test_verbose_logs_every_request_with_its_attempt(
+    run_cli, credentials, make_simulator, sqlite_url, tmp_path
+):
     # Every path fails twice (503), then succeeds: attempts 1 and 2 fail, attempt 3 lands.
-    sim = make_simulator(projects=1, runs_per_project=8, fault_rate=1.0, fault_streak=2,
-                         fault_kinds=("503",), retry_after=0, latency=0.02)
+    sim = make_simulator(
+        projects=1,
+        runs_per_project=8,
+        fault_rate=1.0,
+        fault_streak=2,
+        fault_kinds=("503",),
+        retry_after=0,
+        latency=0.02,
+    )
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
-    common = ("export", "--pairs", str(pairs_file), "--db", sqlite_url,
-              "--base-url", sim.base_url, "--backoff-initial", "0.01", "--verbose")
+    common = (
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        sqlite_url,
+        "--base-url",
+        sim.base_url,
+        "--backoff-initial",
+        "0.01",
+        "--verbose",
+    )
     result = run_cli(*common, "--log-format", "json")
     assert result.exit_code == 0, result.output
-    requests = [e for e in map(json.loads, result.stderr.splitlines())
-                if e["event"] == "request"]
+    requests = [e for e in map(json.loads, result.stderr.splitlines()) if e["event"] == "request"]
     assert len(requests) == sim.stats.requests  # one event per request sent
     for entry in requests:
         assert entry["method"] == "GET" and entry["path"].startswith("/nsml/v1/projects/")
@@ -248,9 +331,20 @@ def test_signal_stops_a_load_and_commits_what_was_read(tmp_path, sqlite_url, sig
         for i in range(total):
             handle.write(json.dumps({"projectId": "p", "runName": str(i)}) + "\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nsml_etl.cli", "load", str(path), "--db", sqlite_url,
-         "--chunk-size", "100"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "nsml_etl.cli",
+            "load",
+            str(path),
+            "--db",
+            sqlite_url,
+            "--chunk-size",
+            "100",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # signal once the first chunks are in

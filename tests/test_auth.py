@@ -17,8 +17,10 @@ TIMESTAMP = "1700000000000"
 
 # The vectors published in shared/nsml-api.md, checked there against NCP's own SDK.
 VECTORS = [
-    ("/nsml/v1/projects/2mdnduoena36ekcv4v7/runs/3",
-     "W22ZWghbtWo0SoUixB662uHjZ2yIu1QwtEt0FzeCRYY="),
+    (
+        "/nsml/v1/projects/2mdnduoena36ekcv4v7/runs/3",
+        "W22ZWghbtWo0SoUixB662uHjZ2yIu1QwtEt0FzeCRYY=",
+    ),
     ("/nsml/v1/projects/runs?page=2&pageSize=100", "zmPNwRU5kFNA2cJCCimF6qdeixar/DZy/uXipemhlzE="),
     ("/nsml/v1/projects?page=1&pageSize=10", "zjyes/1B3PGy+0fDMZ/kFaLOZKJIQwPivMYwk4z8M1g="),
 ]
@@ -40,8 +42,10 @@ def _prepare(url: str, auth) -> requests.PreparedRequest:
 def test_signer_signs_path_and_query_as_sent_including_base_prefix():
     auth = NcpSignatureV2(ACCESS, SECRET, clock_ms=lambda: int(TIMESTAMP))
     prepared = requests.Request(
-        "GET", "https://nsml.apigw.ntruss.com/nsml/v1/projects/runs",
-        params={"page": 2, "pageSize": 100}, auth=auth,
+        "GET",
+        "https://nsml.apigw.ntruss.com/nsml/v1/projects/runs",
+        params={"page": 2, "pageSize": 100},
+        auth=auth,
     ).prepare()
     assert prepared.headers[SIGNATURE_HEADER] == VECTORS[1][1]
     assert prepared.headers[TIMESTAMP_HEADER] == TIMESTAMP

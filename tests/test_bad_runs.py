@@ -20,15 +20,34 @@ GOOD = [("p", str(n)) for n in range(1, 9)]
 
 
 def _body(project_id: str, run_name: str, **fields) -> dict:
-    return {"projectId": project_id, "runName": run_name, "status": "RUN_STATE_COMPLETED",
-            "note": f"run {run_name}", "envs": {"A": run_name}, **fields}
+    return {
+        "projectId": project_id,
+        "runName": run_name,
+        "status": "RUN_STATE_COMPLETED",
+        "note": f"run {run_name}",
+        "envs": {"A": run_name},
+        **fields,
+    }
 
 
 def _export(run_cli, sim, db_url, tmp_path, pairs, *extra):
     pairs_file = write_pairs(tmp_path / "pairs.csv", pairs)
-    return run_cli("export", "--pairs", str(pairs_file), "--db", db_url, "--base-url",
-                   sim.base_url, "--backoff-initial", "0.01", "--chunk-size", "100",
-                   "--failures-out", str(tmp_path / "failed.csv"), *extra)
+    return run_cli(
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        db_url,
+        "--base-url",
+        sim.base_url,
+        "--backoff-initial",
+        "0.01",
+        "--chunk-size",
+        "100",
+        "--failures-out",
+        str(tmp_path / "failed.csv"),
+        *extra,
+    )
 
 
 def _kind(db_url: str) -> str:
@@ -45,8 +64,12 @@ def _assert_failed_alone(result, db_url, tmp_path, failed: dict[tuple[str, str],
     --failures-out; no traceback."""
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and "Traceback" not in result.stderr
-    stored_failures = {(r["project_id"], r["run_name"]): r["message"] for r in fetch_rows(
-        db_url, "SELECT project_id, run_name, message FROM nsml_export_failures")}
+    stored_failures = {
+        (r["project_id"], r["run_name"]): r["message"]
+        for r in fetch_rows(
+            db_url, "SELECT project_id, run_name, message FROM nsml_export_failures"
+        )
+    }
     with open(tmp_path / "failed.csv", encoding="utf-8", newline="") as handle:
         written = {(r["project_id"], r["run_name"]): r["reason"] for r in csv.DictReader(handle)}
     for pair, words in failed.items():
@@ -57,7 +80,8 @@ def _assert_failed_alone(result, db_url, tmp_path, failed: dict[tuple[str, str],
 
 
 def test_values_and_keys_each_database_cannot_hold_fail_alone(
-        run_cli, credentials, make_simulator, db_url, tmp_path):
+    run_cli, credentials, make_simulator, db_url, tmp_path
+):
     """Regression: on PostgreSQL a NUL ended in a traceback, exit 1, and none of the good runs of
     its chunk landed; a 3,000-character env key (PostgreSQL's index limit), an 800-character key
     and a 256-character run name (MariaDB) did the same."""
@@ -81,11 +105,15 @@ def test_values_and_keys_each_database_cannot_hold_fail_alone(
 
     expected_failures = {
         "sqlite": {},
-        "postgresql": {("p", "nulkey"): "holds U+0000 (NUL)",
-                       ("p", "key3000"): "PostgreSQL indexes hold at most"},
-        "mysql": {("p", "key3000"): "MySQL/MariaDB keys hold at most 700",
-                  ("p", "key800"): "MySQL/MariaDB keys hold at most 700",
-                  ("p", long_name): "MySQL/MariaDB keys hold at most 255"},
+        "postgresql": {
+            ("p", "nulkey"): "holds U+0000 (NUL)",
+            ("p", "key3000"): "PostgreSQL indexes hold at most",
+        },
+        "mysql": {
+            ("p", "key3000"): "MySQL/MariaDB keys hold at most 700",
+            ("p", "key800"): "MySQL/MariaDB keys hold at most 700",
+            ("p", long_name): "MySQL/MariaDB keys hold at most 255",
+        },
     }[kind]
     if expected_failures:
         _assert_failed_alone(result, db_url, tmp_path, expected_failures)
@@ -103,8 +131,10 @@ def test_values_and_keys_each_database_cannot_hold_fail_alone(
         assert nul["note"] == f"a{NUL_REPLACEMENT}b" and nul["env_a"] == f"x{NUL_REPLACEMENT}y"
     else:
         assert nul["note"] == "a\x00b" and nul["env_a"] == "x\x00y"
-    mapping = {r["field"]: r["column_name"]
-               for r in fetch_rows(db_url, "SELECT field, column_name FROM nsml_field_columns")}
+    mapping = {
+        r["field"]: r["column_name"]
+        for r in fetch_rows(db_url, "SELECT field, column_name FROM nsml_field_columns")
+    }
     assert mapping[""].startswith("field_")
     assert stored[("p", "emptyfield")][mapping[""]] == "nameless"
 
@@ -115,8 +145,10 @@ def test_values_and_keys_each_database_cannot_hold_fail_alone(
 
     # Views and the report read every stored envs, NUL included, on every database.
     assert run_cli("views", "--db", db_url).exit_code == 0
-    long_format = {(r["run_name"], r["env_key"]): r["value"] for r in fetch_rows(
-        db_url, "SELECT run_name, env_key, value FROM nsml_run_envs")}
+    long_format = {
+        (r["run_name"], r["env_key"]): r["value"]
+        for r in fetch_rows(db_url, "SELECT run_name, env_key, value FROM nsml_run_envs")
+    }
     nul_value = f"x{NUL_REPLACEMENT}y" if kind == "postgresql" else "x\x00y"
     if kind != "sqlite":  # SQLite's JSON functions stop at a NUL (see README)
         assert long_format[("nul", "A")] == nul_value
@@ -136,10 +168,13 @@ def refuse_note(db_url):
             if db_url.startswith("sqlite"):
                 conn.exec_driver_sql(
                     "CREATE TRIGGER refuse BEFORE INSERT ON nsml_runs "
-                    "WHEN NEW.note = 'refuse me' BEGIN SELECT RAISE(ABORT, 'refused by rule'); END")
+                    "WHEN NEW.note = 'refuse me' BEGIN SELECT RAISE(ABORT, 'refused by rule'); END"
+                )
             else:
-                conn.exec_driver_sql("ALTER TABLE nsml_runs ADD CONSTRAINT refuse "
-                                     "CHECK (note IS NULL OR note <> 'refuse me')")
+                conn.exec_driver_sql(
+                    "ALTER TABLE nsml_runs ADD CONSTRAINT refuse "
+                    "CHECK (note IS NULL OR note <> 'refuse me')"
+                )
         engine.dispose()
 
     return install
@@ -147,7 +182,8 @@ def refuse_note(db_url):
 
 @pytest.mark.parametrize("command", ["export", "load"])
 def test_a_chunk_refused_for_one_runs_data_is_split_and_the_rest_lands(
-        command, run_cli, credentials, make_simulator, db_url, tmp_path, refuse_note):
+    command, run_cli, credentials, make_simulator, db_url, tmp_path, refuse_note
+):
     sim = make_simulator(projects=0)
     bodies = [_body("p", str(n)) for n in range(1, 41)]
     bodies[16]["note"] = bodies[29]["note"] = "refuse me"
@@ -166,8 +202,9 @@ def test_a_chunk_refused_for_one_runs_data_is_split_and_the_rest_lands(
         result = run_cli("load", str(path), "--db", db_url)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    failures = fetch_rows(db_url, "SELECT project_id, run_name, message FROM "
-                                  "nsml_export_failures ORDER BY run_name")
+    failures = fetch_rows(
+        db_url, "SELECT project_id, run_name, message FROM nsml_export_failures ORDER BY run_name"
+    )
     assert [(f["project_id"], f["run_name"]) for f in failures] == [("p", "17"), ("p", "30")]
     assert all("refused it" in f["message"] for f in failures)
     assert set(_stored(db_url)) == set(pairs) - {("p", "17"), ("p", "30")}
@@ -176,7 +213,8 @@ def test_a_chunk_refused_for_one_runs_data_is_split_and_the_rest_lands(
 
 
 def test_the_same_bad_runs_fail_by_the_databases_own_rule_when_not_checked_before(
-        run_cli, credentials, make_simulator, db_url, tmp_path, monkeypatch):
+    run_cli, credentials, make_simulator, db_url, tmp_path, monkeypatch
+):
     """Without the checks before writing, the database's own refusal finds the same runs."""
     if db_url.startswith("sqlite"):
         pytest.skip("SQLite stores these runs")
@@ -197,14 +235,20 @@ def test_the_same_bad_runs_fail_by_the_databases_own_rule_when_not_checked_befor
     assert again.exit_code == 0, again.output
 
 
-def test_numbers_stay_the_literals_the_api_sent(run_cli, credentials, make_simulator, db_url,
-                                                 tmp_path):
+def test_numbers_stay_the_literals_the_api_sent(
+    run_cli, credentials, make_simulator, db_url, tmp_path
+):
     """Regression: {"LR": 1e400} was stored as Infinity, which is not JSON: PostgreSQL's
     envs::jsonb and the report crashed, SQLite's env views undercounted."""
     sim = make_simulator(projects=0)
-    sim.put_run("p", "1", RawJson(
-        b'{"projectId": "p", "runName": "1", "envs": {"LR": 1e400, "M": 1.50, "S": "x"},'
-        b' "score": -0.0}'))
+    sim.put_run(
+        "p",
+        "1",
+        RawJson(
+            b'{"projectId": "p", "runName": "1", "envs": {"LR": 1e400, "M": 1.50, "S": "x"},'
+            b' "score": -0.0}'
+        ),
+    )
     result = _export(run_cli, sim, db_url, tmp_path, [("p", "1")])
     assert result.exit_code == 0, result.output
     (row,) = fetch_rows(db_url, "SELECT * FROM nsml_runs")
@@ -214,30 +258,38 @@ def test_numbers_stay_the_literals_the_api_sent(run_cli, credentials, make_simul
     assert views.exit_code == 0, views.output
     catalog = {r["env_key"] for r in fetch_rows(db_url, "SELECT * FROM nsml_env_key_catalog")}
     assert catalog == {"LR", "M", "S"}
-    long_format = {r["env_key"]: r["value"] for r in fetch_rows(
-        db_url, "SELECT env_key, value FROM nsml_run_envs")}
+    long_format = {
+        r["env_key"]: r["value"]
+        for r in fetch_rows(db_url, "SELECT env_key, value FROM nsml_run_envs")
+    }
     assert long_format == {"LR": "1e400", "M": "1.50", "S": "x"}
     report = run_cli("report", "--db", db_url, "--format", "json")
     assert report.exit_code == 0, report.output
 
 
-def test_run_names_a_pairs_file_refuses_are_refused_in_a_load_file_too(run_cli, db_url,
-                                                                         tmp_path):
+def test_run_names_a_pairs_file_refuses_are_refused_in_a_load_file_too(run_cli, db_url, tmp_path):
     """Control characters and lone surrogates in a load line's projectId or runName: that line
     fails alone, named by FILE:LINE, as a pairs file's would (a run an export could never
     fetch; no database stores a surrogate, PostgreSQL no NUL). Regression: the failure rows
     naming such runs failed to record (exit 4, a traceback for a surrogate)."""
     path = tmp_path / "runs.jsonl"
-    lines = [json.dumps(_body("p", "1")), json.dumps(_body("p", "a\x00b")),
-             json.dumps(_body("p\x00", "2")), '{"projectId": "p", "runName": "s\\ud800"}',
-             json.dumps(_body("p", "3"))]
+    lines = [
+        json.dumps(_body("p", "1")),
+        json.dumps(_body("p", "a\x00b")),
+        json.dumps(_body("p\x00", "2")),
+        '{"projectId": "p", "runName": "s\\ud800"}',
+        json.dumps(_body("p", "3")),
+    ]
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     result = run_cli("load", str(path), "--db", db_url)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     failures = fetch_rows(db_url, "SELECT message FROM nsml_export_failures ORDER BY message")
     assert [f["message"].split(": ")[0] for f in failures] == [
-        f"{path}:2", f"{path}:3", f"{path}:4"]
+        f"{path}:2",
+        f"{path}:3",
+        f"{path}:4",
+    ]
     assert "control character" in failures[0]["message"]
     assert "lone UTF-16 surrogate" in failures[2]["message"]
     assert set(_stored(db_url)) == {("p", "1"), ("p", "3")}
@@ -246,7 +298,8 @@ def test_run_names_a_pairs_file_refuses_are_refused_in_a_load_file_too(run_cli, 
 
 
 def test_an_unexpected_error_is_one_line_and_exit_70_never_a_traceback(
-        run_cli, credentials, make_simulator, sqlite_url, tmp_path, monkeypatch):
+    run_cli, credentials, make_simulator, sqlite_url, tmp_path, monkeypatch
+):
     sim = make_simulator(projects=1, runs_per_project=2)
 
     def broken(*_args, **_kwargs):

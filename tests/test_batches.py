@@ -21,30 +21,41 @@ from nsml_etl.transform import TERMINAL_STATUSES, flatten_run
 def test_batches_and_failures_are_recorded(run_cli, credentials, simulator, db_url, tmp_path):
     pairs = simulator.pairs()
     pairs_file = write_pairs(tmp_path / "pairs.csv", pairs + [("gone", "7")])
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
-                     "--base-url", simulator.base_url)
+    result = run_cli(
+        "export", "--pairs", str(pairs_file), "--db", db_url, "--base-url", simulator.base_url
+    )
     assert result.exit_code == 1
     retry = write_pairs(tmp_path / "again.csv", pairs[:2])
-    assert run_cli("export", "--pairs", str(retry), "--db", db_url,
-                   "--base-url", simulator.base_url).exit_code == 0
+    assert (
+        run_cli(
+            "export", "--pairs", str(retry), "--db", db_url, "--base-url", simulator.base_url
+        ).exit_code
+        == 0
+    )
 
     batches = fetch_rows(db_url, "SELECT * FROM nsml_export_batches ORDER BY id")
-    assert [(b["command"], b["status"], b["requested"], b["exported"], b["failed"])
-            for b in batches] == [("export", "partial", len(pairs) + 1, len(pairs), 1),
-                                  ("export", "succeeded", 2, 2, 0)]
+    assert [
+        (b["command"], b["status"], b["requested"], b["exported"], b["failed"]) for b in batches
+    ] == [("export", "partial", len(pairs) + 1, len(pairs), 1), ("export", "succeeded", 2, 2, 0)]
     first = batches[0]
     assert first["table_name"] == "nsml_runs" and first["finished_at"] >= first["started_at"]
     options = json.loads(first["options"])
     assert options["base_url"] == simulator.base_url and options["concurrency"] == 8
     (failure,) = fetch_rows(db_url, "SELECT * FROM nsml_export_failures")
     assert failure["batch_id"] == first["id"]
-    assert (failure["project_id"], failure["run_name"], failure["http_status"],
-            failure["error_code"], failure["attempts"]) == ("gone", "7", 404, "300", 1)
+    assert (
+        failure["project_id"],
+        failure["run_name"],
+        failure["http_status"],
+        failure["error_code"],
+        failure["attempts"],
+    ) == ("gone", "7", 404, "300", 1)
     assert "Not Found" in failure["message"]
 
 
-def test_batch_options_never_hold_the_database_password(run_cli, credentials, simulator,
-                                                        tmp_path, monkeypatch):
+def test_batch_options_never_hold_the_database_password(
+    run_cli, credentials, simulator, tmp_path, monkeypatch
+):
     # PostgreSQL here trusts local connections, so any password gets in: a real URL carrying
     # a recognizable password.
     database = _server_database("postgresql")
@@ -59,8 +70,16 @@ def test_batch_options_never_hold_the_database_password(run_cli, credentials, si
 def _export_and_scan(run_cli, simulator, tmp_path, monkeypatch, url_text):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs() + [("gone", "1")])
     monkeypatch.setenv("NSML_ETL_DB_URL", url_text)
-    result = run_cli("export", "--pairs", str(pairs_file), "--base-url", simulator.base_url,
-                     "--log-format", "json", "--verbose")
+    result = run_cli(
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--base-url",
+        simulator.base_url,
+        "--log-format",
+        "json",
+        "--verbose",
+    )
     assert result.exit_code == 1
     assert "pgSECRETpw-1" not in result.output
     dump = str(fetch_rows(url_text, "SELECT * FROM nsml_export_batches"))
@@ -77,8 +96,9 @@ def test_load_records_a_batch(run_cli, sqlite_url, tmp_path):
 
 
 def _operational(invalidated: bool) -> DatabaseError:
-    orig = sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"),
-                                   connection_invalidated=invalidated)
+    orig = sa.exc.OperationalError(
+        "INSERT", {}, Exception("server closed the connection"), connection_invalidated=invalidated
+    )
     error = DatabaseError("writing 1 runs failed")
     error.__cause__ = orig
     return error
@@ -144,9 +164,13 @@ def test_connections_killed_between_chunks_reconnect(tmp_path):
             writer.add(run)
         admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE datname = current_database() "
-                                 "AND pid <> pg_backend_pid()"))
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()"
+                )
+            )
         admin.dispose()
         for run in runs[3:]:
             writer.add(run)
@@ -157,8 +181,9 @@ def test_connections_killed_between_chunks_reconnect(tmp_path):
         database.close()
 
 
-def test_discovery_batches_record_what_was_found_and_how(run_cli, credentials, make_simulator,
-                                                         sqlite_url):
+def test_discovery_batches_record_what_was_found_and_how(
+    run_cli, credentials, make_simulator, sqlite_url
+):
     # Regression: --all recorded requested 0 and options "pairs": null, and nothing of --all,
     # --project or --skip-finished.
     sim = make_simulator(projects=3, runs_per_project=5)
@@ -167,36 +192,53 @@ def test_discovery_batches_record_what_was_found_and_how(run_cli, credentials, m
         result = run_cli("export", *args, "--db", sqlite_url, "--base-url", sim.base_url)
         assert result.exit_code == 0, result.output
     finished = sum(sim.run(*p)["status"] in TERMINAL_STATUSES for p in sim.pairs())
-    batches = fetch_rows(sqlite_url, "SELECT requested, exported, options "
-                                     "FROM nsml_export_batches ORDER BY id")
-    assert [(b["requested"], b["exported"]) for b in batches] == [(15, 15), (15, 15 - finished),
-                                                                  (10, 10)]
+    batches = fetch_rows(
+        sqlite_url, "SELECT requested, exported, options FROM nsml_export_batches ORDER BY id"
+    )
+    assert [(b["requested"], b["exported"]) for b in batches] == [
+        (15, 15),
+        (15, 15 - finished),
+        (10, 10),
+    ]
     assert 0 < finished < 15
     options = [json.loads(b["options"]) for b in batches]
     assert [(o["mode"], o["projects"], o["skip_finished"], o["pairs"]) for o in options] == [
-        ("all", None, False, None), ("all", None, True, None),
-        ("projects", [first, third], False, None)]
+        ("all", None, False, None),
+        ("all", None, True, None),
+        ("projects", [first, third], False, None),
+    ]
 
 
-def test_freshness_counts_partial_exports_apart_from_successful_ones(run_cli, credentials,
-                                                                     simulator, db_url,
-                                                                     tmp_path):
+def test_freshness_counts_partial_exports_apart_from_successful_ones(
+    run_cli, credentials, simulator, db_url, tmp_path
+):
     def export(pairs) -> int:
         pairs_file = write_pairs(tmp_path / "pairs.csv", pairs)
-        return run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
-                       "--base-url", simulator.base_url).exit_code
+        return run_cli(
+            "export", "--pairs", str(pairs_file), "--db", db_url, "--base-url", simulator.base_url
+        ).exit_code
 
     def freshness() -> dict:
         assert run_cli("views", "--db", db_url).exit_code == 0
-        (fresh,) = fetch_rows(db_url, "SELECT last_successful_export, partial_exports, "
-                                      "unsuccessful_exports FROM nsml_export_freshness")
+        (fresh,) = fetch_rows(
+            db_url,
+            "SELECT last_successful_export, partial_exports, "
+            "unsuccessful_exports FROM nsml_export_freshness",
+        )
         return fresh
 
     assert export([*simulator.pairs()[:2], ("gone", "1")]) == 1
-    assert freshness() == {"last_successful_export": None, "partial_exports": 1,
-                           "unsuccessful_exports": 0}
+    assert freshness() == {
+        "last_successful_export": None,
+        "partial_exports": 1,
+        "unsuccessful_exports": 0,
+    }
     assert export(simulator.pairs()[:2]) == 0
-    (succeeded,) = fetch_rows(db_url, "SELECT finished_at FROM nsml_export_batches "
-                                      "WHERE status = 'succeeded'")
-    assert freshness() == {"last_successful_export": succeeded["finished_at"],
-                           "partial_exports": 1, "unsuccessful_exports": 0}
+    (succeeded,) = fetch_rows(
+        db_url, "SELECT finished_at FROM nsml_export_batches WHERE status = 'succeeded'"
+    )
+    assert freshness() == {
+        "last_successful_export": succeeded["finished_at"],
+        "partial_exports": 1,
+        "unsuccessful_exports": 0,
+    }

@@ -35,8 +35,9 @@ def _check(run_cli, *args):
     return run_cli("check", *args)
 
 
-def test_all_ok_against_the_simulator_and_nothing_is_created(run_cli, credentials, simulator,
-                                                             tmp_path):
+def test_all_ok_against_the_simulator_and_nothing_is_created(
+    run_cli, credentials, simulator, tmp_path
+):
     database = tmp_path / "new" / "runs.db"
     database.parent.mkdir()
     result = _check(run_cli, "--base-url", simulator.base_url, "--db", f"sqlite:///{database}")
@@ -55,16 +56,18 @@ def test_all_ok_against_the_simulator_and_nothing_is_created(run_cli, credential
 
 def test_ok_on_a_table_an_export_made(run_cli, credentials, simulator, db_url, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.csv", simulator.pairs()[:2])
-    exported = run_cli("export", "--pairs", str(pairs), "--db", db_url,
-                       "--base-url", simulator.base_url)
+    exported = run_cli(
+        "export", "--pairs", str(pairs), "--db", db_url, "--base-url", simulator.base_url
+    )
     assert exported.exit_code == 0, exported.output
     result = _check(run_cli, "--base-url", simulator.base_url, "--db", db_url)
     assert result.exit_code == 0, result.output
     assert "table nsml_runs is an nsml-etl table" in _lines(result)["database"]
 
 
-def test_a_foreign_table_of_the_same_name_is_exit_4_and_left_alone(run_cli, credentials,
-                                                                   simulator, db_url):
+def test_a_foreign_table_of_the_same_name_is_exit_4_and_left_alone(
+    run_cli, credentials, simulator, db_url
+):
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE nsml_runs (id INTEGER PRIMARY KEY, note TEXT)")
@@ -72,20 +75,25 @@ def test_a_foreign_table_of_the_same_name_is_exit_4_and_left_alone(run_cli, cred
     result = _check(run_cli, "--base-url", simulator.base_url, "--db", db_url)
     assert result.exit_code == 4, result.output
     lines = _lines(result)
-    assert lines["database"].startswith("FAIL: database: table nsml_runs exists but is not an "
-                                        "nsml-etl table: its primary key is (id)")
+    assert lines["database"].startswith(
+        "FAIL: database: table nsml_runs exists but is not an "
+        "nsml-etl table: its primary key is (id)"
+    )
     assert lines["credentials"].startswith("OK: ")  # the other checks still ran
     assert table_names(db_url) == {"nsml_runs"}  # no bookkeeping table, nothing else
 
 
-@pytest.mark.parametrize("url, words", [
-    ("sqlite:///{tmp}/no-such-dir/runs.db", "directory"),
-    # Nothing listens on port 1: refused at once, with the password never shown.
-    ("postgresql+psycopg://etl:pw-s3cret@127.0.0.1:1/analytics", "cannot connect"),
-    ("mysql+pymysql://etl:pw-s3cret@127.0.0.1:1/analytics", "cannot connect"),
-    ("oracle://etl@db/analytics", "unsupported database"),
-    ("mysql+mysqldb://etl@127.0.0.1/analytics", "driver is not installed — use mysql+pymysql"),
-])
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("sqlite:///{tmp}/no-such-dir/runs.db", "directory"),
+        # Nothing listens on port 1: refused at once, with the password never shown.
+        ("postgresql+psycopg://etl:pw-s3cret@127.0.0.1:1/analytics", "cannot connect"),
+        ("mysql+pymysql://etl:pw-s3cret@127.0.0.1:1/analytics", "cannot connect"),
+        ("oracle://etl@db/analytics", "unsupported database"),
+        ("mysql+mysqldb://etl@127.0.0.1/analytics", "driver is not installed — use mysql+pymysql"),
+    ],
+)
 def test_a_wrong_database_is_exit_4(run_cli, credentials, simulator, tmp_path, url, words):
     result = _check(run_cli, "--base-url", simulator.base_url, "--db", url.format(tmp=tmp_path))
     assert result.exit_code == 4, result.output
@@ -96,8 +104,9 @@ def test_a_wrong_database_is_exit_4(run_cli, credentials, simulator, tmp_path, u
     assert not (tmp_path / "no-such-dir").exists()
 
 
-def test_a_wrong_secret_key_is_exit_3(run_cli, credentials, simulator, sqlite_url,
-                                      monkeypatch: pytest.MonkeyPatch):
+def test_a_wrong_secret_key_is_exit_3(
+    run_cli, credentials, simulator, sqlite_url, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("NCP_SECRET_KEY", "wrong-secret-value")
     result = _check(run_cli, "--base-url", simulator.base_url, "--db", sqlite_url)
     assert result.exit_code == 3, result.output
@@ -110,11 +119,12 @@ def test_a_wrong_secret_key_is_exit_3(run_cli, credentials, simulator, sqlite_ur
     assert "wrong-secret-value" not in result.output and SECRET_KEY not in result.output
 
 
-@pytest.mark.parametrize("unset", [["NCP_ACCESS_KEY"], ["NCP_SECRET_KEY"],
-                                   ["NCP_ACCESS_KEY", "NCP_SECRET_KEY"]])
-def test_missing_credentials_are_exit_2_and_send_nothing(run_cli, credentials, simulator,
-                                                         sqlite_url, unset,
-                                                         monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize(
+    "unset", [["NCP_ACCESS_KEY"], ["NCP_SECRET_KEY"], ["NCP_ACCESS_KEY", "NCP_SECRET_KEY"]]
+)
+def test_missing_credentials_are_exit_2_and_send_nothing(
+    run_cli, credentials, simulator, sqlite_url, unset, monkeypatch: pytest.MonkeyPatch
+):
     for name in unset:
         monkeypatch.delenv(name)
     result = _check(run_cli, "--base-url", simulator.base_url, "--db", sqlite_url)
@@ -126,8 +136,9 @@ def test_missing_credentials_are_exit_2_and_send_nothing(run_cli, credentials, s
     assert simulator.stats.requests == 0
 
 
-def test_the_api_key_header(run_cli, credentials, make_simulator, sqlite_url,
-                            monkeypatch: pytest.MonkeyPatch):
+def test_the_api_key_header(
+    run_cli, credentials, make_simulator, sqlite_url, monkeypatch: pytest.MonkeyPatch
+):
     sim = make_simulator(projects=1, runs_per_project=1, api_key="gateway-key-1234")
     args = ("--base-url", sim.base_url, "--db", sqlite_url)
 
@@ -149,12 +160,14 @@ def test_the_api_key_header(run_cli, credentials, make_simulator, sqlite_url,
     assert right.exit_code == 0, right.output
     assert _lines(right)["API key"] == (
         "OK: API key: NCP_APIGW_API_KEY is set and was sent (x-ncp-apigw-api-key); the "
-        "gateway took the request")
+        "gateway took the request"
+    )
     assert "gateway-key-1234" not in right.output
 
 
-def test_a_gateway_clock_past_the_signature_window_is_exit_3(run_cli, credentials,
-                                                            make_simulator, sqlite_url):
+def test_a_gateway_clock_past_the_signature_window_is_exit_3(
+    run_cli, credentials, make_simulator, sqlite_url
+):
     sim = make_simulator(projects=1, runs_per_project=1, clock_offset=-600)
     result = _check(run_cli, "--base-url", sim.base_url, "--db", sqlite_url)
     assert result.exit_code == 3, result.output
@@ -180,31 +193,54 @@ def test_an_unreachable_api_is_exit_1(run_cli, credentials, sqlite_url):
     with socket.socket() as sock:  # a port that was free a moment ago: nobody listens there
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = _check(run_cli, "--base-url", f"http://127.0.0.1:{port}/nsml/v1",
-                    "--db", sqlite_url, "--timeout", "5")
+    result = _check(
+        run_cli,
+        "--base-url",
+        f"http://127.0.0.1:{port}/nsml/v1",
+        "--db",
+        sqlite_url,
+        "--timeout",
+        "5",
+    )
     assert result.exit_code == 1, result.output
     lines = _lines(result)
     assert "transport error" in lines["credentials"] and "--base-url" in lines["credentials"]
 
 
-def test_the_simulator_option_for_a_gateway_clock_that_is_off(credentials, sqlite_url,
-                                                              tmp_path: Path):
+def test_the_simulator_option_for_a_gateway_clock_that_is_off(
+    credentials, sqlite_url, tmp_path: Path
+):
     """``simulate --gateway-clock-offset`` (here 7 minutes behind), and check as a user runs
     both: two processes."""
     address = tmp_path / "address.txt"
     env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
     command = [sys.executable, "-m", "nsml_etl.cli"]
-    with subprocess.Popen([*command, "simulate", "--port", "0", "--address-file", str(address),
-                           "--gateway-clock-offset", "-420"], env=env,
-                          stderr=subprocess.DEVNULL) as server:
+    with subprocess.Popen(
+        [
+            *command,
+            "simulate",
+            "--port",
+            "0",
+            "--address-file",
+            str(address),
+            "--gateway-clock-offset",
+            "-420",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    ) as server:
         try:
             for _ in range(200):
                 if address.exists():
                     break
                 time.sleep(0.05)
-            result = subprocess.run([*command, "check", "--base-url",
-                                     address.read_text().strip(), "--db", sqlite_url],
-                                    env=env, capture_output=True, text=True, timeout=60)
+            result = subprocess.run(
+                [*command, "check", "--base-url", address.read_text().strip(), "--db", sqlite_url],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         finally:
             server.terminate()
     assert result.returncode == 3, result.stdout + result.stderr

@@ -11,8 +11,10 @@ def test_simulate_on_a_busy_port_is_one_line_and_exit_2(run_cli, credentials, si
     port = urlsplit(simulator.base_url).port  # the fixture's simulator holds it
     result = run_cli("simulate", "--port", str(port))
     assert result.exit_code == 2
-    assert result.stderr == (f"Error: cannot listen on 127.0.0.1:{port}: Address already in "
-                             "use; choose another --port (0 picks a free one)\n")
+    assert result.stderr == (
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in "
+        "use; choose another --port (0 picks a free one)\n"
+    )
     assert result.stdout == ""
 
 
@@ -34,12 +36,21 @@ def test_help_says_what_each_command_does_with_the_option(run_cli):
     assert "page of the run list" in _option_help(run_cli, "pairs", "--max-attempts")
 
 
-def test_quiet_prints_only_failures_and_the_summary(run_cli, credentials, simulator,
-                                                    sqlite_url, tmp_path):
+def test_quiet_prints_only_failures_and_the_summary(
+    run_cli, credentials, simulator, sqlite_url, tmp_path
+):
     pairs = simulator.pairs()
     pairs_file = write_pairs(tmp_path / "pairs.csv", pairs + [("nope", "1")])
-    common = ("export", "--pairs", str(pairs_file), "--db", sqlite_url,
-              "--base-url", simulator.base_url, "--skip-finished")
+    common = (
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        sqlite_url,
+        "--base-url",
+        simulator.base_url,
+        "--skip-finished",
+    )
     assert run_cli(*common).exit_code == 1
     loud = run_cli(*common)
     assert "Skipped " in loud.stdout  # as before, without --quiet
@@ -51,12 +62,21 @@ def test_quiet_prints_only_failures_and_the_summary(run_cli, credentials, simula
     assert quiet.stderr == ""
 
 
-def test_verbose_prints_the_summary_once(run_cli, credentials, simulator, sqlite_url,
-                                         tmp_path):
+def test_verbose_prints_the_summary_once(run_cli, credentials, simulator, sqlite_url, tmp_path):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs() + [("nope", "1")])
     raw = tmp_path / "raw.jsonl"
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", sqlite_url,
-                     "--base-url", simulator.base_url, "--save-raw", str(raw), "-v")
+    result = run_cli(
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        sqlite_url,
+        "--base-url",
+        simulator.base_url,
+        "--save-raw",
+        str(raw),
+        "-v",
+    )
     assert result.exit_code == 1
     assert (result.stdout + result.stderr).count("Summary: ") == 1
     assert result.stdout.count("nope\t1") == 1  # listed once above the summary

@@ -106,13 +106,31 @@ def test_wait_honours_retry_after_capped_and_never_below_backoff():
 
 @pytest.mark.parametrize(
     "kind",
-    ["429", "429-no-retry-after", "500", "502-html", "503", "504", "drop", "truncate", "slow",
-     "trickle"],
+    [
+        "429",
+        "429-no-retry-after",
+        "500",
+        "502-html",
+        "503",
+        "504",
+        "drop",
+        "truncate",
+        "slow",
+        "trickle",
+    ],
 )
 def test_each_fault_kind_is_retried_with_fresh_signatures(make_simulator, kind):
     # trickle: a byte every 0.1 s would take a minute for the body; --timeout 0.4 cuts it
-    sim = make_simulator(projects=1, runs_per_project=1, fault_rate=1.0, fault_kinds=(kind,),
-                         fault_streak=2, retry_after=2, slow_seconds=0.8, trickle_seconds=0.1)
+    sim = make_simulator(
+        projects=1,
+        runs_per_project=1,
+        fault_rate=1.0,
+        fault_kinds=(kind,),
+        fault_streak=2,
+        retry_after=2,
+        slow_seconds=0.8,
+        trickle_seconds=0.1,
+    )
     sleeps: list[float] = []
     pair = Pair(*sim.pairs()[0])
     result = client_for(sim.base_url, sleeps, timeout=0.4, backoff_initial=0.01).get_run(pair)
@@ -141,8 +159,9 @@ def test_not_found_and_auth_are_never_retried(make_simulator):
     with pytest.raises(RunFetchFailed) as info:
         client.get_run(Pair("nope", "1"))
     assert info.value.attempts == 1 and info.value.error.status == 404
-    bad = NsmlClient(Settings(base_url=sim.base_url), Credentials(ACCESS_KEY, "wrong"),
-                     sleep=sleeps.append)
+    bad = NsmlClient(
+        Settings(base_url=sim.base_url), Credentials(ACCESS_KEY, "wrong"), sleep=sleeps.append
+    )
     with pytest.raises(AuthenticationError):
         bad.get_run(Pair(*sim.pairs()[0]))
     assert sim.stats.requests == 2 and sleeps == []
@@ -192,19 +211,29 @@ def test_redirects_are_not_followed():
         server.server_close()
 
 
-def test_tls_is_verified_and_a_ca_bundle_is_honoured(run_cli, credentials, tmp_path,
-                                                     sqlite_url):
+def test_tls_is_verified_and_a_ca_bundle_is_honoured(run_cli, credentials, tmp_path, sqlite_url):
     ca = trustme.CA()
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
     bundle = tmp_path / "corporate-ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
-    sim = Simulator(SimulatorConfig(access_key=ACCESS_KEY, secret_key=SECRET_KEY,
-                                    projects=1, runs_per_project=2), tls=server_context).start()
+    sim = Simulator(
+        SimulatorConfig(
+            access_key=ACCESS_KEY, secret_key=SECRET_KEY, projects=1, runs_per_project=2
+        ),
+        tls=server_context,
+    ).start()
     try:
         pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
-        args = ["export", "--pairs", str(pairs_file), "--db", sqlite_url,
-                "--base-url", sim.base_url]
+        args = [
+            "export",
+            "--pairs",
+            str(pairs_file),
+            "--db",
+            sqlite_url,
+            "--base-url",
+            sim.base_url,
+        ]
         refused = run_cli(*args)
         assert refused.exit_code == 1
         assert "TLS certificate verification failed" in refused.stdout

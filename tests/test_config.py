@@ -16,7 +16,11 @@ def test_precedence_flags_over_env_over_file(tmp_path):
     environ = {"NSML_ETL_CONCURRENCY": "5", "NSML_ETL_TABLE": "t_env"}
     settings = resolve_settings({"concurrency": 7}, config, environ)
     assert (settings.concurrency, settings.timeout, settings.max_attempts, settings.table) == (
-        7, 9.0, 2, "t_env")
+        7,
+        9.0,
+        2,
+        "t_env",
+    )
 
 
 @pytest.mark.parametrize(
@@ -40,8 +44,9 @@ def test_base_url_trailing_slash_is_dropped():
 
 
 def test_credentials_from_env_and_repr_hides_secrets():
-    creds = credentials_from_env({"NCP_ACCESS_KEY": "AK", "NCP_SECRET_KEY": "SKsecret",
-                                  "NCP_APIGW_API_KEY": "apikey"})
+    creds = credentials_from_env(
+        {"NCP_ACCESS_KEY": "AK", "NCP_SECRET_KEY": "SKsecret", "NCP_APIGW_API_KEY": "apikey"}
+    )
     assert creds.api_key == "apikey"
     assert "SKsecret" not in repr(creds) and "apikey" not in repr(creds)
     with pytest.raises(InputError, match="NCP_SECRET_KEY is not set"):
@@ -60,8 +65,9 @@ def test_the_shipped_example_config_is_valid():
     assert resolve_settings({}, example, {}) == Settings()
 
 
-@pytest.mark.parametrize(("text", "rate"), [("20", 20.0), ("20/s", 20.0), ("600/min", 10.0),
-                                            ("0.5/s", 0.5)])
+@pytest.mark.parametrize(
+    ("text", "rate"), [("20", 20.0), ("20/s", 20.0), ("600/min", 10.0), ("0.5/s", 0.5)]
+)
 def test_rate_limit_forms(text, rate):
     assert resolve_settings({"rate_limit": text}, None, {}).rate_limit == rate
 
@@ -78,8 +84,7 @@ def test_a_command_default_yields_to_every_given_layer(tmp_path):
     assert resolve_settings({}, environ={}, defaults=load).chunk_size == 4000
     assert resolve_settings({}, environ={}).chunk_size == Settings().chunk_size
     assert resolve_settings({"chunk_size": 7}, environ={}, defaults=load).chunk_size == 7
-    assert resolve_settings({}, environ={"NSML_ETL_CHUNK_SIZE": "9"},
-                            defaults=load).chunk_size == 9
+    assert resolve_settings({}, environ={"NSML_ETL_CHUNK_SIZE": "9"}, defaults=load).chunk_size == 9
     config = tmp_path / "etl.toml"
     config.write_text("chunk_size = 11\n")
     assert resolve_settings({}, config, environ={}, defaults=load).chunk_size == 11

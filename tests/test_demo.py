@@ -28,8 +28,9 @@ def _make_dry_run(tmp_path: Path, target: str) -> str:
     """What ``make TARGET`` would run in a fresh clone (no .venv yet)."""
     for name in ("Makefile", "pyproject.toml", "constraints.txt"):
         shutil.copy(ROOT / name, tmp_path / name)
-    result = subprocess.run(["make", "-n", target], cwd=tmp_path, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        ["make", "-n", target], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     return result.stdout
 
 
@@ -58,7 +59,8 @@ def _shim(tmp_path: Path) -> tuple[Path, Path]:
         f"with open({str(log)!r}, 'a') as handle:\n"
         "    env = {k: os.environ.get(k) for k in ('NSML_ETL_CLOCK', 'NCP_ACCESS_KEY')}\n"
         "    handle.write(json.dumps({'argv': sys.argv[1:], 'env': env}) + '\\n')\n"
-        f"os.execv({str(real)!r}, [{str(real)!r}, *sys.argv[1:]])\n")
+        f"os.execv({str(real)!r}, [{str(real)!r}, *sys.argv[1:]])\n"
+    )
     shim.chmod(0o755)
     return shim_dir, log
 
@@ -82,12 +84,18 @@ def test_the_demo_prints_each_command_exactly_as_it_runs(tmp_path):
     shim_dir, log = _shim(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
-    path = os.pathsep.join([str(shim_dir), str(Path(sys.executable).parent),
-                            os.environ.get("PATH", "")])
+    path = os.pathsep.join(
+        [str(shim_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NCP_", "NSML_"))}
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], cwd=work,
-                            env={**env, "PATH": path}, capture_output=True, text=True,
-                            timeout=110)
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        cwd=work,
+        env={**env, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
     printed = _printed_commands(result.stdout)
@@ -100,7 +108,8 @@ def test_the_demo_prints_each_command_exactly_as_it_runs(tmp_path):
     assert len(in_process) == 1
     through_shell = [c for c in commands if c not in in_process]
     assert [(c["argv"], c["env"]["NSML_ETL_CLOCK"]) for c in calls] == [
-        (words[1:], env.get("NSML_ETL_CLOCK")) for env, words in through_shell]
+        (words[1:], env.get("NSML_ETL_CLOCK")) for env, words in through_shell
+    ]
     assert all(words[0] == "nsml-etl" for _, words in commands)
     assert {c["env"]["NCP_ACCESS_KEY"] for c in calls} == {demo_keys["NCP_ACCESS_KEY"]}
 
@@ -115,8 +124,9 @@ def test_the_demo_prints_each_command_exactly_as_it_runs(tmp_path):
     assert faulty[faulty.index("--backoff-initial") + 1] == "0.05"
     # The periodic exports ran with the printed arguments: their batches say so.
     first_url = exports[0][exports[0].index("--base-url") + 1]
-    batches = fetch_rows(f"sqlite:///{work / 'nsml_runs.db'}",
-                         "SELECT options FROM nsml_export_batches ORDER BY id")
+    batches = fetch_rows(
+        f"sqlite:///{work / 'nsml_runs.db'}", "SELECT options FROM nsml_export_batches ORDER BY id"
+    )
     periodic = [json.loads(b["options"]) for b in batches[:-1]]
     assert len(periodic) > 40
     assert {(o["base_url"], o["mode"]) for o in periodic} == {(first_url, "all")}

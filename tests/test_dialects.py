@@ -37,8 +37,9 @@ def test_sqlite_errors(tmp_path):
     columns = ", ".join(f"c{i} TEXT" for i in range(2001))
     too_many = _sqlite_error(f"CREATE TABLE t ({columns})")
     assert error_kind(family, _wrapped(too_many)) == "data"  # an OperationalError, yet no retry
-    duplicate = _sqlite_error("INSERT INTO t VALUES (1)", "CREATE TABLE t (a PRIMARY KEY)",
-                              "INSERT INTO t VALUES (1)")
+    duplicate = _sqlite_error(
+        "INSERT INTO t VALUES (1)", "CREATE TABLE t (a PRIMARY KEY)", "INSERT INTO t VALUES (1)"
+    )
     assert error_kind(family, _wrapped(duplicate, sa.exc.IntegrityError)) == "data"
     path = tmp_path / "busy.db"
     holder = sqlite3.connect(path, isolation_level=None)
@@ -51,33 +52,39 @@ def test_sqlite_errors(tmp_path):
     assert error_kind(family, _wrapped(missing)) == "other"  # the table's problem: exit 4
 
 
-@pytest.mark.parametrize("orig, expected", [
-    (pg.DeadlockDetected("deadlock"), "transient"),
-    (pg.LockNotAvailable("lock timeout"), "transient"),
-    (pg.AdminShutdown("restart"), "transient"),
-    (pg.ProgramLimitExceeded("index row size 3016 exceeds maximum 2704"), "data"),
-    (pg.TooManyColumns("tables can have at most 1600 columns"), "data"),
-    (pg.CharacterNotInRepertoire("invalid byte sequence"), "data"),
-    (pg.CheckViolation("check"), "data"),
-    (pg.InsufficientPrivilege("permission denied"), "other"),
-    (pg.DiskFull("no space left"), "other"),
-    (pg.OperationalError("server closed the connection unexpectedly"), "transient"),
-])
+@pytest.mark.parametrize(
+    "orig, expected",
+    [
+        (pg.DeadlockDetected("deadlock"), "transient"),
+        (pg.LockNotAvailable("lock timeout"), "transient"),
+        (pg.AdminShutdown("restart"), "transient"),
+        (pg.ProgramLimitExceeded("index row size 3016 exceeds maximum 2704"), "data"),
+        (pg.TooManyColumns("tables can have at most 1600 columns"), "data"),
+        (pg.CharacterNotInRepertoire("invalid byte sequence"), "data"),
+        (pg.CheckViolation("check"), "data"),
+        (pg.InsufficientPrivilege("permission denied"), "other"),
+        (pg.DiskFull("no space left"), "other"),
+        (pg.OperationalError("server closed the connection unexpectedly"), "transient"),
+    ],
+)
 def test_postgresql_errors(orig, expected):
     assert error_kind(family_of("postgresql"), _wrapped(orig)) == expected
 
 
-@pytest.mark.parametrize("orig, expected", [
-    (my.OperationalError(1213, "Deadlock found"), "transient"),
-    (my.OperationalError(1205, "Lock wait timeout exceeded"), "transient"),
-    (my.OperationalError(2013, "Lost connection"), "transient"),
-    (my.OperationalError(1118, "Row size too large (> 8126)"), "data"),
-    (my.OperationalError(1117, "Too many columns"), "data"),
-    (my.OperationalError(1071, "Specified key was too long"), "data"),
-    (my.DataError(1406, "Data too long for column"), "data"),
-    (my.IntegrityError(1062, "Duplicate entry"), "data"),
-    (my.OperationalError(1142, "INSERT command denied"), "other"),
-])
+@pytest.mark.parametrize(
+    "orig, expected",
+    [
+        (my.OperationalError(1213, "Deadlock found"), "transient"),
+        (my.OperationalError(1205, "Lock wait timeout exceeded"), "transient"),
+        (my.OperationalError(2013, "Lost connection"), "transient"),
+        (my.OperationalError(1118, "Row size too large (> 8126)"), "data"),
+        (my.OperationalError(1117, "Too many columns"), "data"),
+        (my.OperationalError(1071, "Specified key was too long"), "data"),
+        (my.DataError(1406, "Data too long for column"), "data"),
+        (my.IntegrityError(1062, "Duplicate entry"), "data"),
+        (my.OperationalError(1142, "INSERT command denied"), "other"),
+    ],
+)
 def test_mysql_errors(orig, expected):
     assert error_kind(family_of("mariadb"), _wrapped(orig)) == expected
 
@@ -91,10 +98,13 @@ def test_an_error_of_our_own_is_no_database_error():
     assert error_kind(family_of("sqlite"), DatabaseError("no cause")) == "other"
 
 
-@pytest.mark.parametrize("dialect, lock_timeout", [
-    ("postgresql", pg.LockNotAvailable("canceling statement due to lock timeout")),
-    ("mariadb", my.OperationalError(1205, "Lock wait timeout exceeded")),
-])
+@pytest.mark.parametrize(
+    "dialect, lock_timeout",
+    [
+        ("postgresql", pg.LockNotAvailable("canceling statement due to lock timeout")),
+        ("mariadb", my.OperationalError(1205, "Lock wait timeout exceeded")),
+    ],
+)
 def test_a_lock_timeout_is_recognized_by_its_own_family_only(dialect, lock_timeout):
     error = _wrapped(lock_timeout)
     assert family_of(dialect).is_lock_timeout(error.__cause__)
@@ -113,8 +123,11 @@ def test_every_family_provides_what_the_shared_code_asks(dialect):
     for method in ("table_lock", "bounded_lock_waits", "create_stage", "drop_stage"):
         assert getattr(type(family), method) is not getattr(Family, method), method
     # Every macro the views of this family use (shared files and its own) has its SQL.
-    files = [p for p in SQL_DIR.glob("*.sql")
-             if p.name.count(".") == 1 or p.name.endswith(f".{family.name}.sql")]
+    files = [
+        p
+        for p in SQL_DIR.glob("*.sql")
+        if p.name.count(".") == 1 or p.name.endswith(f".{family.name}.sql")
+    ]
     used = set(re.findall(r"\{\{(\w+)\(", "".join(p.read_text() for p in files)))
     assert "days_ago" in used and used - {"include"} <= set(family.view_macros)
     assert family.view_now

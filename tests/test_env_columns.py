@@ -25,15 +25,20 @@ def _events(result, name: str) -> list[dict]:
 
 
 def _mapping(db_url) -> dict[str, str | None]:
-    return {r["env_key"]: r["column_name"] for r in fetch_rows(
-        db_url, "SELECT env_key, column_name FROM nsml_env_columns")}
+    return {
+        r["env_key"]: r["column_name"]
+        for r in fetch_rows(db_url, "SELECT env_key, column_name FROM nsml_env_columns")
+    }
 
 
 def _env_columns(db_url) -> set[str]:
     engine = sa.create_engine(db_url)
     try:
-        return {c["name"] for c in sa.inspect(engine).get_columns("nsml_runs")
-                if c["name"].startswith("env_")}
+        return {
+            c["name"]
+            for c in sa.inspect(engine).get_columns("nsml_runs")
+            if c["name"].startswith("env_")
+        }
     finally:
         engine.dispose()
 
@@ -44,8 +49,14 @@ def _long_format(db_url) -> dict[tuple[str, str], str]:
 
 
 def test_keys_beyond_the_cap_wait_and_get_columns_when_it_is_raised(run_cli, db_url, tmp_path):
-    bodies = [{"projectId": "p", "runName": str(n),
-               "envs": {f"K{k:02d}": f"{n}-{k}" for k in range(n, n + 20)}} for n in range(5)]
+    bodies = [
+        {
+            "projectId": "p",
+            "runName": str(n),
+            "envs": {f"K{k:02d}": f"{n}-{k}" for k in range(n, n + 20)},
+        }
+        for n in range(5)
+    ]
     result = _load(run_cli, db_url, tmp_path, bodies, "--max-env-columns", "10")
     assert result.exit_code == 0, result.output
     (warning,) = _events(result, "env_keys_without_column")
@@ -62,14 +73,22 @@ def test_keys_beyond_the_cap_wait_and_get_columns_when_it_is_raised(run_cli, db_
 
     # Raising the cap gives the waiting keys columns, filled from the stored runs' envs, even
     # though this load brings none of those runs again.
-    again = _load(run_cli, db_url, tmp_path, [{"projectId": "q", "runName": "1", "envs": {}}],
-                  "--max-env-columns", "30")
+    again = _load(
+        run_cli,
+        db_url,
+        tmp_path,
+        [{"projectId": "q", "runName": "1", "envs": {}}],
+        "--max-env-columns",
+        "30",
+    )
     assert again.exit_code == 0, again.output
     assert not _events(again, "env_keys_without_column")
     mapping = _mapping(db_url)
     assert None not in mapping.values()
-    rows = {r["run_name"]: r for r in fetch_rows(db_url,
-                                                 "SELECT * FROM nsml_runs WHERE project_id = 'p'")}
+    rows = {
+        r["run_name"]: r
+        for r in fetch_rows(db_url, "SELECT * FROM nsml_runs WHERE project_id = 'p'")
+    }
     for n in range(5):
         for key in mapping:  # a key the run lacks stays NULL
             assert rows[str(n)][mapping[key]] == expected.get((str(n), key))
@@ -78,10 +97,19 @@ def test_keys_beyond_the_cap_wait_and_get_columns_when_it_is_raised(run_cli, db_
 def test_thousands_of_env_keys_land_on_every_database(run_cli, db_url, tmp_path):
     """Regression: 2,500 distinct keys across runs (or 1,700 in one run) failed on every
     database (SQLite 2,000 columns, PostgreSQL 1,600, MariaDB's row size at about 370)."""
-    wide = {"projectId": "p", "runName": "wide",
-            "envs": {f"KEY_{k}": "v" * 40 for k in range(1700)}}
-    others = [{"projectId": "p", "runName": str(n),
-               "envs": {f"OTHER_{n}_{k}": "x" * 40 for k in range(100)}} for n in range(8)]
+    wide = {
+        "projectId": "p",
+        "runName": "wide",
+        "envs": {f"KEY_{k}": "v" * 40 for k in range(1700)},
+    }
+    others = [
+        {
+            "projectId": "p",
+            "runName": str(n),
+            "envs": {f"OTHER_{n}_{k}": "x" * 40 for k in range(100)},
+        }
+        for n in range(8)
+    ]
     result = _load(run_cli, db_url, tmp_path, [wide, *others])
     assert result.exit_code == 0, result.output
     mapping = _mapping(db_url)
@@ -99,8 +127,9 @@ def test_thousands_of_env_keys_land_on_every_database(run_cli, db_url, tmp_path)
 def test_a_failed_alter_never_wedges_the_table(run_cli, db_url, tmp_path, monkeypatch):
     """Regression: on MariaDB the mapping row was committed before its ALTER, so after one
     failure every later export and load of that table exited 4, forever."""
-    first = _load(run_cli, db_url, tmp_path, [{"projectId": "p", "runName": "1",
-                                               "envs": {"A": "1"}}])
+    first = _load(
+        run_cli, db_url, tmp_path, [{"projectId": "p", "runName": "1", "envs": {"A": "1"}}]
+    )
     assert first.exit_code == 0, first.output
     real_add_column = RunStore._add_column
 
@@ -110,16 +139,21 @@ def test_a_failed_alter_never_wedges_the_table(run_cli, db_url, tmp_path, monkey
         return real_add_column(self, conn, column)
 
     monkeypatch.setattr(RunStore, "_add_column", refuse_env_b)
-    failing = _load(run_cli, db_url, tmp_path,
-                    [{"projectId": "p", "runName": "2", "envs": {"A": "2", "B": "b2"}}])
+    failing = _load(
+        run_cli,
+        db_url,
+        tmp_path,
+        [{"projectId": "p", "runName": "2", "envs": {"A": "2", "B": "b2"}}],
+    )
     assert failing.exit_code == 0, failing.output  # the run lands; B waits for a column
     assert _mapping(db_url) == {"A": "env_a", "B": None}  # nothing points at a missing column
     assert _env_columns(db_url) == {"env_a"}
     assert _events(failing, "env_keys_without_column")[0]["new"] == 1
 
     monkeypatch.setattr(RunStore, "_add_column", real_add_column)
-    healed = _load(run_cli, db_url, tmp_path,
-                   [{"projectId": "p", "runName": "3", "envs": {"C": "c3"}}])
+    healed = _load(
+        run_cli, db_url, tmp_path, [{"projectId": "p", "runName": "3", "envs": {"C": "c3"}}]
+    )
     assert healed.exit_code == 0, healed.output
     assert _mapping(db_url) == {"A": "env_a", "B": "env_b", "C": "env_c"}
     rows = {r["run_name"]: r for r in fetch_rows(db_url, "SELECT * FROM nsml_runs")}
@@ -137,7 +171,8 @@ def test_a_mapping_table_from_before_waiting_keys_is_migrated(run_cli, db_url, t
         conn.exec_driver_sql(
             f"CREATE TABLE nsml_env_columns (table_name {varchar}{binary} NOT NULL, "
             f"env_key {key}{binary} NOT NULL, column_name {varchar}{binary} NOT NULL, "
-            "PRIMARY KEY (table_name, env_key), UNIQUE (table_name, column_name))")
+            "PRIMARY KEY (table_name, env_key), UNIQUE (table_name, column_name))"
+        )
     engine.dispose()
     bodies = [{"projectId": "p", "runName": "1", "envs": {"A": "1", "B": "2", "C": "3"}}]
     result = _load(run_cli, db_url, tmp_path, bodies, "--max-env-columns", "2")
@@ -149,15 +184,23 @@ def test_export_takes_the_cap_too(run_cli, credentials, make_simulator, db_url, 
     sim = make_simulator(projects=0)
     sim.put_run("p", "1", {"projectId": "p", "runName": "1", "envs": {"X": "1", "Y": "2"}})
     pairs = write_pairs(tmp_path / "pairs.csv", [("p", "1")])
-    result = run_cli("export", "--pairs", str(pairs), "--db", db_url, "--base-url",
-                     sim.base_url, "--max-env-columns", "1")
+    result = run_cli(
+        "export",
+        "--pairs",
+        str(pairs),
+        "--db",
+        db_url,
+        "--base-url",
+        sim.base_url,
+        "--max-env-columns",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     assert _mapping(db_url) == {"X": "env_x", "Y": None}
     assert "1 env keys of table nsml_runs have no column" in result.stderr
 
 
-def test_a_cap_above_the_databases_column_limit_stops_at_the_limit(run_cli, sqlite_url,
-                                                                     tmp_path):
+def test_a_cap_above_the_databases_column_limit_stops_at_the_limit(run_cli, sqlite_url, tmp_path):
     """SQLite allows 2,000 columns: a cap of 5,000 still lands every run, the rest waits."""
     body = {"projectId": "p", "runName": "1", "envs": {f"K{k}": "v" for k in range(2100)}}
     result = _load(run_cli, sqlite_url, tmp_path, [body], "--max-env-columns", "5000")
@@ -168,8 +211,7 @@ def test_a_cap_above_the_databases_column_limit_stops_at_the_limit(run_cli, sqli
     assert len(waiting) == 2100 - (2000 - len(CORE_COLUMNS))
 
 
-def test_undocumented_fields_beyond_their_cap_stay_in_the_fields_column(run_cli, db_url,
-                                                                         tmp_path):
+def test_undocumented_fields_beyond_their_cap_stay_in_the_fields_column(run_cli, db_url, tmp_path):
     """Fields get columns up to MAX_FIELD_COLUMNS; every field is in `fields` (JSON) too, so
     none is lost and the table never fills up. A table made before `fields` gets it added."""
     first = _load(run_cli, db_url, tmp_path, [{"projectId": "p", "runName": "0", "envs": {}}])
@@ -178,24 +220,33 @@ def test_undocumented_fields_beyond_their_cap_stay_in_the_fields_column(run_cli,
     with engine.begin() as conn:  # as made by the previous version
         conn.exec_driver_sql("ALTER TABLE nsml_runs DROP COLUMN fields")
     engine.dispose()
-    bodies = [{"projectId": "p", "runName": str(n), "envs": {},
-               **{f"field{n}x{i}": f"v{n}.{i}" for i in range(10)}, "score": 1.50}
-              for n in range(1, 5)]
+    bodies = [
+        {
+            "projectId": "p",
+            "runName": str(n),
+            "envs": {},
+            **{f"field{n}x{i}": f"v{n}.{i}" for i in range(10)},
+            "score": 1.50,
+        }
+        for n in range(1, 5)
+    ]
     result = _load(run_cli, db_url, tmp_path, bodies)
     assert result.exit_code == 0, result.output
     (warning,) = _events(result, "fields_without_column")
     assert (warning["new"], warning["max_field_columns"]) == (11, MAX_FIELD_COLUMNS)
-    mapping = {r["field"]: r["column_name"] for r in fetch_rows(
-        db_url, "SELECT field, column_name FROM nsml_field_columns")}
+    mapping = {
+        r["field"]: r["column_name"]
+        for r in fetch_rows(db_url, "SELECT field, column_name FROM nsml_field_columns")
+    }
     assert len(mapping) == 41 and sum(c is not None for c in mapping.values()) == 30
     rows = {r["run_name"]: r for r in fetch_rows(db_url, "SELECT * FROM nsml_runs")}
     for body in bodies:
         row = rows[body["runName"]]
-        undocumented = {k: v for k, v in body.items()
-                        if k not in ("projectId", "runName", "envs")}
+        undocumented = {k: v for k, v in body.items() if k not in ("projectId", "runName", "envs")}
         assert row["fields"] == json.dumps(undocumented, separators=(",", ":"))
         for field, value in undocumented.items():
             if mapping[field] is not None:
-                assert row[mapping[field]] == (value if isinstance(value, str)
-                                               else json.dumps(value))
+                assert row[mapping[field]] == (
+                    value if isinstance(value, str) else json.dumps(value)
+                )
     assert rows["0"]["fields"] is None

@@ -20,64 +20,90 @@ TWINS = ["r1", "r1 ", "R1", NFC, NFD]
 
 
 def load(run_cli, db_url, path, bodies):
-    path.write_text("".join(json.dumps(b, ensure_ascii=False) + "\n" for b in bodies),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(b, ensure_ascii=False) + "\n" for b in bodies), encoding="utf-8"
+    )
     result = run_cli("load", str(path), "--db", db_url)
     assert result.exit_code == 0, result.output
 
 
 def current_versions(db_url):
-    rows = fetch_rows(db_url, "SELECT run_name, status FROM nsml_run_history "
-                              "WHERE valid_to IS NULL")
+    rows = fetch_rows(
+        db_url, "SELECT run_name, status FROM nsml_run_history WHERE valid_to IS NULL"
+    )
     return sorted((r["run_name"], r["status"]) for r in rows)
 
 
 def test_names_and_env_keys_differing_by_space_case_or_form_stay_distinct(
-        run_cli, db_url, tmp_path):
+    run_cli, db_url, tmp_path
+):
     # All in one chunk: on MariaDB this used to fail the chunk with a duplicate key.
-    load(run_cli, db_url, tmp_path / "one.jsonl", [
-        {"projectId": "p", "runName": name, "status": f"S{i}",
-         "envs": {"A": f"a{i}", "A ": f"space{i}"}}
-        for i, name in enumerate(TWINS)])
+    load(
+        run_cli,
+        db_url,
+        tmp_path / "one.jsonl",
+        [
+            {
+                "projectId": "p",
+                "runName": name,
+                "status": f"S{i}",
+                "envs": {"A": f"a{i}", "A ": f"space{i}"},
+            }
+            for i, name in enumerate(TWINS)
+        ],
+    )
     rows = fetch_rows(db_url, "SELECT * FROM nsml_runs")
-    mapping = {r["env_key"]: r["column_name"]
-               for r in fetch_rows(db_url, "SELECT env_key, column_name FROM nsml_env_columns")}
+    mapping = {
+        r["env_key"]: r["column_name"]
+        for r in fetch_rows(db_url, "SELECT env_key, column_name FROM nsml_env_columns")
+    }
     assert mapping == {"A": "env_a", "A ": "env_a_"}
     assert sorted((r["run_name"], r["status"], r["env_a"], r["env_a_"]) for r in rows) == sorted(
-        (name, f"S{i}", f"a{i}", f"space{i}") for i, name in enumerate(TWINS))
+        (name, f"S{i}", f"a{i}", f"space{i}") for i, name in enumerate(TWINS)
+    )
     assert current_versions(db_url) == sorted((name, f"S{i}") for i, name in enumerate(TWINS))
     # The env key catalog view keeps the two keys apart too.
     result = run_cli("views", "--db", db_url)
     assert result.exit_code == 0, result.output
-    catalog = {r["env_key"]: r["runs"]
-               for r in fetch_rows(db_url, "SELECT * FROM nsml_env_key_catalog")}
+    catalog = {
+        r["env_key"]: r["runs"] for r in fetch_rows(db_url, "SELECT * FROM nsml_env_key_catalog")
+    }
     assert catalog == {"A": len(TWINS), "A ": len(TWINS)}
 
     # One chunk per twin: each changes its own row and its own history only.
     for i, name in enumerate(TWINS):
-        load(run_cli, db_url, tmp_path / f"next{i}.jsonl",
-             [{"projectId": "p", "runName": name, "status": f"T{i}"}])
+        load(
+            run_cli,
+            db_url,
+            tmp_path / f"next{i}.jsonl",
+            [{"projectId": "p", "runName": name, "status": f"T{i}"}],
+        )
     assert current_versions(db_url) == sorted((name, f"T{i}") for i, name in enumerate(TWINS))
-    closed = fetch_rows(db_url, "SELECT run_name, content FROM nsml_run_history "
-                                "WHERE valid_to IS NOT NULL")
+    closed = fetch_rows(
+        db_url, "SELECT run_name, content FROM nsml_run_history WHERE valid_to IS NOT NULL"
+    )
     assert sorted((r["run_name"], json.loads(r["content"])["status"]) for r in closed) == sorted(
-        (name, f"S{i}") for i, name in enumerate(TWINS))
+        (name, f"S{i}") for i, name in enumerate(TWINS)
+    )
 
 
-def test_export_of_twin_pairs_lands_distinct_rows(run_cli, credentials, make_simulator, db_url,
-                                                  tmp_path):
+def test_export_of_twin_pairs_lands_distinct_rows(
+    run_cli, credentials, make_simulator, db_url, tmp_path
+):
     sim = make_simulator(projects=0, runs_per_project=0)
     for i, name in enumerate(TWINS):
         sim.put_run("p", name, {"projectId": "p", "runName": name, "note": f"n{i}"})
     sim.put_run("p ", "r1", {"projectId": "p ", "runName": "r1", "note": "project twin"})
     pairs = [("p", name) for name in TWINS] + [("p ", "r1")]
     pairs_file = write_pairs(tmp_path / "pairs.csv", pairs)
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
-                     "--base-url", sim.base_url)
+    result = run_cli(
+        "export", "--pairs", str(pairs_file), "--db", db_url, "--base-url", sim.base_url
+    )
     assert result.exit_code == 0, result.output
     rows = fetch_rows(db_url, "SELECT project_id, run_name, note FROM nsml_runs")
     assert sorted((r["project_id"], r["run_name"], r["note"]) for r in rows) == sorted(
-        [("p", name, f"n{i}") for i, name in enumerate(TWINS)] + [("p ", "r1", "project twin")])
+        [("p", name, f"n{i}") for i, name in enumerate(TWINS)] + [("p ", "r1", "project twin")]
+    )
 
 
 # Tables exactly as nsml-etl made them on MariaDB before run names were compared exactly
@@ -168,13 +194,20 @@ LEGACY_MARIADB = [
 ]
 # Every column compared as a key, and the collation each must end up with.
 KEY_COLUMNS = {
-    ("nsml_runs", "project_id"), ("nsml_runs", "run_name"),
-    ("nsml_env_columns", "table_name"), ("nsml_env_columns", "env_key"),
-    ("nsml_env_columns", "column_name"), ("nsml_field_columns", "table_name"),
-    ("nsml_field_columns", "field"), ("nsml_field_columns", "column_name"),
-    ("nsml_run_history", "table_name"), ("nsml_run_history", "project_id"),
-    ("nsml_run_history", "run_name"), ("nsml_export_failures", "project_id"),
-    ("nsml_export_failures", "run_name"), ("nsml_export_batches", "table_name"),
+    ("nsml_runs", "project_id"),
+    ("nsml_runs", "run_name"),
+    ("nsml_env_columns", "table_name"),
+    ("nsml_env_columns", "env_key"),
+    ("nsml_env_columns", "column_name"),
+    ("nsml_field_columns", "table_name"),
+    ("nsml_field_columns", "field"),
+    ("nsml_field_columns", "column_name"),
+    ("nsml_run_history", "table_name"),
+    ("nsml_run_history", "project_id"),
+    ("nsml_run_history", "run_name"),
+    ("nsml_export_failures", "project_id"),
+    ("nsml_export_failures", "run_name"),
+    ("nsml_export_batches", "table_name"),
 }
 
 
@@ -190,29 +223,50 @@ def test_tables_from_before_are_migrated_in_place_on_mariadb(run_cli, mariadb_ur
             conn.exec_driver_sql(statement)
     engine.dispose()
 
-    load(run_cli, mariadb_url, tmp_path / "space.jsonl", [
-        {"projectId": "p", "runName": "r1 ", "status": "RUN_STATE_FAILED", "envs": {"A ": "2"}},
-        {"projectId": "p", "runName": "r2", "status": "RUN_STATE_RUNNING"},
-        {"projectId": "p", "runName": "r2 ", "status": "RUN_STATE_FAILED"},
-    ])
+    load(
+        run_cli,
+        mariadb_url,
+        tmp_path / "space.jsonl",
+        [
+            {"projectId": "p", "runName": "r1 ", "status": "RUN_STATE_FAILED", "envs": {"A ": "2"}},
+            {"projectId": "p", "runName": "r2", "status": "RUN_STATE_RUNNING"},
+            {"projectId": "p", "runName": "r2 ", "status": "RUN_STATE_FAILED"},
+        ],
+    )
 
-    collations = {(r["TABLE_NAME"], r["COLUMN_NAME"]): r["COLLATION_NAME"] for r in fetch_rows(
-        mariadb_url, "SELECT TABLE_NAME, COLUMN_NAME, COLLATION_NAME FROM "
-                     "information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()")}
+    collations = {
+        (r["TABLE_NAME"], r["COLUMN_NAME"]): r["COLLATION_NAME"]
+        for r in fetch_rows(
+            mariadb_url,
+            "SELECT TABLE_NAME, COLUMN_NAME, COLLATION_NAME FROM "
+            "information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()",
+        )
+    }
     assert {key: collations[key] for key in KEY_COLUMNS} == dict.fromkeys(
-        KEY_COLUMNS, "utf8mb4_nopad_bin")
+        KEY_COLUMNS, "utf8mb4_nopad_bin"
+    )
     assert collations[("nsml_runs", "status")] == "utf8mb4_general_ci"  # not a key: unchanged
     rows = fetch_rows(mariadb_url, "SELECT run_name, status, env_a, env_a_ FROM nsml_runs")
     assert sorted((r["run_name"], r["status"], r["env_a"], r["env_a_"]) for r in rows) == [
-        ("r1", "RUN_STATE_RUNNING", "1", None), ("r1 ", "RUN_STATE_FAILED", None, "2"),
-        ("r2", "RUN_STATE_RUNNING", None, None), ("r2 ", "RUN_STATE_FAILED", None, None)]
-    history = fetch_rows(mariadb_url, "SELECT id, run_name, status, valid_to "
-                                      "FROM nsml_run_history ORDER BY id")
-    assert history[0] == {"id": 1, "run_name": "r1", "status": "RUN_STATE_RUNNING",
-                          "valid_to": None}  # r1 keeps its current version
+        ("r1", "RUN_STATE_RUNNING", "1", None),
+        ("r1 ", "RUN_STATE_FAILED", None, "2"),
+        ("r2", "RUN_STATE_RUNNING", None, None),
+        ("r2 ", "RUN_STATE_FAILED", None, None),
+    ]
+    history = fetch_rows(
+        mariadb_url, "SELECT id, run_name, status, valid_to FROM nsml_run_history ORDER BY id"
+    )
+    assert history[0] == {
+        "id": 1,
+        "run_name": "r1",
+        "status": "RUN_STATE_RUNNING",
+        "valid_to": None,
+    }  # r1 keeps its current version
     assert sorted((h["run_name"], h["status"], h["valid_to"]) for h in history[1:]) == [
-        ("r1 ", "RUN_STATE_FAILED", None), ("r2", "RUN_STATE_RUNNING", None),
-        ("r2 ", "RUN_STATE_FAILED", None)]
-    assert fetch_rows(mariadb_url, "SELECT env_key, column_name FROM nsml_env_columns "
-                                   "ORDER BY column_name") == [
-        {"env_key": "A", "column_name": "env_a"}, {"env_key": "A ", "column_name": "env_a_"}]
+        ("r1 ", "RUN_STATE_FAILED", None),
+        ("r2", "RUN_STATE_RUNNING", None),
+        ("r2 ", "RUN_STATE_FAILED", None),
+    ]
+    assert fetch_rows(
+        mariadb_url, "SELECT env_key, column_name FROM nsml_env_columns ORDER BY column_name"
+    ) == [{"env_key": "A", "column_name": "env_a"}, {"env_key": "A ", "column_name": "env_a_"}]

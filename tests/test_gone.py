@@ -7,20 +7,23 @@ from conftest import fetch_rows, write_pairs
 
 
 def export(run_cli, sim, pairs_file, db_url, expect=0):
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
-                     "--base-url", sim.base_url)
+    result = run_cli(
+        "export", "--pairs", str(pairs_file), "--db", db_url, "--base-url", sim.base_url
+    )
     assert result.exit_code == expect, result.output
     return result
 
 
 def gone(db_url):
-    return {(r["run_name"], r["gone_at"] is not None)
-            for r in fetch_rows(db_url, "SELECT run_name, gone_at FROM nsml_runs")}
+    return {
+        (r["run_name"], r["gone_at"] is not None)
+        for r in fetch_rows(db_url, "SELECT run_name, gone_at FROM nsml_runs")
+    }
 
 
-def test_a_404_marks_a_stored_run_gone_until_it_answers_again(run_cli, credentials,
-                                                               make_simulator, db_url,
-                                                               tmp_path):
+def test_a_404_marks_a_stored_run_gone_until_it_answers_again(
+    run_cli, credentials, make_simulator, db_url, tmp_path
+):
     sim = make_simulator(projects=1, runs_per_project=3)
     pairs_file = write_pairs(tmp_path / "pairs.csv", [*sim.pairs(), (sim.pairs()[0][0], "99")])
     project = sim.pairs()[0][0]
@@ -36,10 +39,14 @@ def test_a_404_marks_a_stored_run_gone_until_it_answers_again(run_cli, credentia
     result = export(run_cli, sim, pairs_file, db_url, expect=1)
     assert "Not Found" in result.output  # still a failed pair, as before
     assert gone(db_url) == {("1", False), ("2", True), ("3", False)}
-    failures = fetch_rows(db_url, "SELECT run_name, http_status FROM nsml_export_failures "
-                                  "ORDER BY batch_id, run_name")
+    failures = fetch_rows(
+        db_url, "SELECT run_name, http_status FROM nsml_export_failures ORDER BY batch_id, run_name"
+    )
     assert [(f["run_name"], f["http_status"]) for f in failures] == [
-        ("99", 404), ("2", 404), ("99", 404)]
+        ("99", 404),
+        ("2", 404),
+        ("99", 404),
+    ]
     (first,) = fetch_rows(db_url, "SELECT gone_at FROM nsml_runs WHERE run_name = '2'")
 
     export(run_cli, sim, pairs_file, db_url, expect=1)  # gone again: the first time stays
@@ -53,11 +60,15 @@ def test_a_404_marks_a_stored_run_gone_until_it_answers_again(run_cli, credentia
 
 
 def test_export_all_asks_after_unfinished_runs_the_list_no_longer_shows(
-        run_cli, credentials, make_simulator, sqlite_url):
+    run_cli, credentials, make_simulator, sqlite_url
+):
     sim = make_simulator(projects=1, runs_per_project=3)
     project = sim.pairs()[0][0]
-    for name, status in (("1", "RUN_STATE_IN_PROGRESS"), ("2", "RUN_STATE_COMPLETED"),
-                         ("3", "RUN_STATE_PENDING")):
+    for name, status in (
+        ("1", "RUN_STATE_IN_PROGRESS"),
+        ("2", "RUN_STATE_COMPLETED"),
+        ("3", "RUN_STATE_PENDING"),
+    ):
         sim.put_run(project, name, {**sim.data[project]["runs"][name], "status": status})
 
     def export_all(expect):

@@ -9,8 +9,10 @@ from conftest import fetch_rows
 
 
 def servers(db_url):
-    return [(r["gpu_svr_code"], r["gpus"], r["label"])
-            for r in fetch_rows(db_url, "SELECT * FROM nsml_gpu_servers ORDER BY gpu_svr_code")]
+    return [
+        (r["gpu_svr_code"], r["gpus"], r["label"])
+        for r in fetch_rows(db_url, "SELECT * FROM nsml_gpu_servers ORDER BY gpu_svr_code")
+    ]
 
 
 def test_set_unset_load_and_list(run_cli, sqlite_url, tmp_path):
@@ -27,27 +29,40 @@ def test_set_unset_load_and_list(run_cli, sqlite_url, tmp_path):
     assert result.exit_code == 0 and "Removed 1 of 2" in result.stderr
 
     runs = tmp_path / "runs.jsonl"
-    runs.write_text("".join(json.dumps({"projectId": "p", "runName": str(n), "gpuSvrCode": code,
-                                        "engFullName": name}) + "\n"
-                            for n, (code, name) in enumerate([(205, "V100"), (300, "H100"),
-                                                              (300, "H100")])))
+    runs.write_text(
+        "".join(
+            json.dumps(
+                {"projectId": "p", "runName": str(n), "gpuSvrCode": code, "engFullName": name}
+            )
+            + "\n"
+            for n, (code, name) in enumerate([(205, "V100"), (300, "H100"), (300, "H100")])
+        )
+    )
     assert run_cli("load", str(runs), "--db", sqlite_url).exit_code == 0
     listing = run_cli("gpu-servers", "list", "--db", sqlite_url).stdout
     assert listing.splitlines() == [
-        "gpu_svr_code\tgpus\tlabel", "205\t1\tV100", "207\t2\tA100 x2", "",
+        "gpu_svr_code\tgpus\tlabel",
+        "205\t1\tV100",
+        "207\t2\tA100 x2",
+        "",
         "Servers with runs in nsml_runs but no GPU count (set them with "
         "'nsml-etl gpu-servers set CODE GPUS'):",
-        "gpu_svr_code\teng_full_name\truns", "300\tH100\t2"]
+        "gpu_svr_code\teng_full_name\truns",
+        "300\tH100\t2",
+    ]
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("[servers]\nA100 = 2\n", "a GPU server code is a number"),
-    ("[servers]\n205 = 1.5\n", "whole number"),
-    ("[servers]\n205 = -1\n", "expected 0 to 4096"),
-    ("[servers]\n205 = { gpus = 1, lable = 'x' }\n", "unknown keys lable"),
-    ("[gpus]\n205 = 1\n", "expected one [servers] table"),
-    ("[servers\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[servers]\nA100 = 2\n", "a GPU server code is a number"),
+        ("[servers]\n205 = 1.5\n", "whole number"),
+        ("[servers]\n205 = -1\n", "expected 0 to 4096"),
+        ("[servers]\n205 = { gpus = 1, lable = 'x' }\n", "unknown keys lable"),
+        ("[gpus]\n205 = 1\n", "expected one [servers] table"),
+        ("[servers\n", "not valid TOML"),
+    ],
+)
 def test_a_bad_file_changes_nothing(run_cli, sqlite_url, tmp_path, text, message):
     toml = tmp_path / "gpus.toml"
     toml.write_text(text)

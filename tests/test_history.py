@@ -8,8 +8,9 @@ from conftest import fetch_rows, write_pairs
 
 
 def export(run_cli, sim, pairs_file, db_url):
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
-                     "--base-url", sim.base_url)
+    result = run_cli(
+        "export", "--pairs", str(pairs_file), "--db", db_url, "--base-url", sim.base_url
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -35,11 +36,17 @@ def test_history_across_three_exports(run_cli, credentials, make_simulator, db_u
     change(note="investigated", envs={"LR": "0.5"})
     export(run_cli, sim, pairs_file, db_url)
 
-    versions = fetch_rows(db_url, "SELECT * FROM nsml_run_history WHERE project_id = :p "
-                                  "AND run_name = :r ORDER BY valid_from",
-                          {"p": key[0], "r": key[1]})
+    versions = fetch_rows(
+        db_url,
+        "SELECT * FROM nsml_run_history WHERE project_id = :p "
+        "AND run_name = :r ORDER BY valid_from",
+        {"p": key[0], "r": key[1]},
+    )
     assert [v["status"] for v in versions] == [
-        "RUN_STATE_IN_PROGRESS", "RUN_STATE_FAILED", "RUN_STATE_FAILED"]
+        "RUN_STATE_IN_PROGRESS",
+        "RUN_STATE_FAILED",
+        "RUN_STATE_FAILED",
+    ]
     assert versions[0]["valid_to"] == versions[1]["valid_from"]
     assert versions[1]["valid_to"] == versions[2]["valid_from"]
     assert versions[2]["valid_to"] is None
@@ -48,25 +55,31 @@ def test_history_across_three_exports(run_cli, credentials, make_simulator, db_u
     old = json.loads(versions[1]["content"])
     assert old["status"] == "RUN_STATE_FAILED" and old.get("note") != "investigated"
     assert versions[2]["content"] is None
-    batches = [b["id"] for b in fetch_rows(db_url, "SELECT id FROM nsml_export_batches "
-                                                   "ORDER BY id")]
+    batches = [
+        b["id"] for b in fetch_rows(db_url, "SELECT id FROM nsml_export_batches ORDER BY id")
+    ]
     assert [v["batch_id"] for v in versions] == [batches[0], batches[2], batches[3]]
     # the other runs never changed: one version each
-    others = fetch_rows(db_url, "SELECT COUNT(*) AS n FROM nsml_run_history WHERE run_name <> :r",
-                        {"r": key[1]})
+    others = fetch_rows(
+        db_url, "SELECT COUNT(*) AS n FROM nsml_run_history WHERE run_name <> :r", {"r": key[1]}
+    )
     assert others == [{"n": 3}]
 
 
 def test_replayed_file_with_a_run_twice_keeps_one_current_version(run_cli, db_url, tmp_path):
     path = tmp_path / "runs.jsonl"
-    path.write_text("".join(json.dumps(b) + "\n" for b in [
-        {"projectId": "p", "runName": "1", "status": "RUN_STATE_IN_PROGRESS"},
-        {"projectId": "p", "runName": "1", "status": "RUN_STATE_COMPLETED"},
-    ]))
+    path.write_text(
+        "".join(
+            json.dumps(b) + "\n"
+            for b in [
+                {"projectId": "p", "runName": "1", "status": "RUN_STATE_IN_PROGRESS"},
+                {"projectId": "p", "runName": "1", "status": "RUN_STATE_COMPLETED"},
+            ]
+        )
+    )
     result = run_cli("load", str(path), "--db", db_url)
     assert result.exit_code == 0, result.output
-    assert fetch_rows(db_url, "SELECT status FROM nsml_runs") == [
-        {"status": "RUN_STATE_COMPLETED"}]
+    assert fetch_rows(db_url, "SELECT status FROM nsml_runs") == [{"status": "RUN_STATE_COMPLETED"}]
     current = fetch_rows(db_url, "SELECT status FROM nsml_run_history WHERE valid_to IS NULL")
     assert current == [{"status": "RUN_STATE_COMPLETED"}]
 
@@ -75,8 +88,13 @@ def test_every_kind_of_change_is_a_version_and_nothing_else_is(run_cli, db_url, 
     """The stored and the incoming row are compared column by column in the database: a
     change of case or a trailing space (which MySQL's default collation ignores), a value that
     becomes NULL, an env key that disappears and an integer all count; a rerun does not."""
-    base = {"projectId": "p", "runName": "1", "status": "RUN_STATE_RUNNING",
-            "gpuSvrCode": 205, "envs": {"A": "x"}}
+    base = {
+        "projectId": "p",
+        "runName": "1",
+        "status": "RUN_STATE_RUNNING",
+        "gpuSvrCode": 205,
+        "envs": {"A": "x"},
+    }
     bodies = [
         base,
         {**base, "note": "Note"},
@@ -100,7 +118,8 @@ def test_every_kind_of_change_is_a_version_and_nothing_else_is(run_cli, db_url, 
     assert json.loads(versions[3]["content"])["env_a"] == "x"
     assert "env_a" not in json.loads(versions[4]["content"])
     assert fetch_rows(db_url, "SELECT note, gpu_svr_code, env_a FROM nsml_runs") == [
-        {"note": None, "gpu_svr_code": 206, "env_a": None}]
+        {"note": None, "gpu_svr_code": 206, "env_a": None}
+    ]
 
 
 def test_a_history_table_from_before_the_staged_merge_keeps_working(run_cli, db_url, tmp_path):
@@ -113,11 +132,15 @@ def test_a_history_table_from_before_the_staged_merge_keeps_working(run_cli, db_
             "CREATE TABLE nsml_run_history (id INTEGER PRIMARY KEY, table_name VARCHAR(64) "
             "NOT NULL, project_id VARCHAR(255) NOT NULL, run_name VARCHAR(255) NOT NULL, "
             "valid_from TIMESTAMP NOT NULL, valid_to TIMESTAMP NULL, batch_id BIGINT, "
-            "status TEXT, content_hash VARCHAR(64) NOT NULL, content TEXT)"
-            .replace("INTEGER PRIMARY KEY", "SERIAL PRIMARY KEY"
-                     if engine.dialect.name == "postgresql" else
-                     "BIGINT AUTO_INCREMENT PRIMARY KEY" if engine.dialect.name != "sqlite"
-                     else "INTEGER PRIMARY KEY"))
+            "status TEXT, content_hash VARCHAR(64) NOT NULL, content TEXT)".replace(
+                "INTEGER PRIMARY KEY",
+                "SERIAL PRIMARY KEY"
+                if engine.dialect.name == "postgresql"
+                else "BIGINT AUTO_INCREMENT PRIMARY KEY"
+                if engine.dialect.name != "sqlite"
+                else "INTEGER PRIMARY KEY",
+            )
+        )
     engine.dispose()
     path = tmp_path / "runs.jsonl"
     for status in ("RUN_STATE_RUNNING", "RUN_STATE_COMPLETED"):

@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 from nsml_etl import jsontext
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
@@ -23,11 +26,14 @@ def test_loads_agrees_with_the_standard_library(value):
     assert jsontext.loads(raw) == json.loads(raw)
 
 
-@pytest.mark.parametrize("raw, expected", [
-    (b'{"n": 123456789012345678901234567890}', {"n": 123456789012345678901234567890}),
-    (b'{"n": -9223372036854775809}', {"n": -9223372036854775809}),
-    (b'{"s": "\\ud800"}', {"s": "\ud800"}),  # kept, so the transform can name the problem
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (b'{"n": 123456789012345678901234567890}', {"n": 123456789012345678901234567890}),
+        (b'{"n": -9223372036854775809}', {"n": -9223372036854775809}),
+        (b'{"s": "\\ud800"}', {"s": "\ud800"}),  # kept, so the transform can name the problem
+    ],
+)
 def test_loads_keeps_what_orjson_would_change_or_refuse(raw, expected):
     assert jsontext.loads(raw) == expected
 
@@ -42,14 +48,20 @@ def test_loads_reads_an_overflowing_number_as_its_value_and_keeps_the_literal():
 
 
 # A JSON number with a fraction or an exponent, as a sender may write it.
-float_literals = st.from_regex(r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,4})?",
-                               fullmatch=True).filter(lambda t: any(c in t for c in ".eE"))
+float_literals = st.from_regex(
+    r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,4})?", fullmatch=True
+).filter(lambda t: any(c in t for c in ".eE"))
 
 
 @given(st.lists(float_literals, min_size=1, max_size=5))
 def test_numbers_are_written_back_as_the_sender_wrote_them(literals):
-    raw = '{"envs":{' + ",".join(f'"k{i}":{t}' for i, t in enumerate(literals)) + '},"l":[' \
-        + ",".join(literals) + "]}"
+    raw = (
+        '{"envs":{'
+        + ",".join(f'"k{i}":{t}' for i, t in enumerate(literals))
+        + '},"l":['
+        + ",".join(literals)
+        + "]}"
+    )
     value = jsontext.loads_exact(raw.encode())
     assert jsontext.dumps(value) == raw
     assert json.loads(jsontext.dumps(value, compact=False)) == json.loads(raw)
@@ -81,11 +93,16 @@ def test_loads_refuses_what_the_standard_library_refuses(raw):
         jsontext.loads(raw)
 
 
-@given(st.dictionaries(st.text(), st.text() | st.integers()
-                      | st.floats(allow_nan=False, allow_infinity=False) | st.none()))
+@given(
+    st.dictionaries(
+        st.text(),
+        st.text() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.none(),
+    )
+)
 def test_dumps_is_compact_json_of_the_same_object(value):
-    text = jsontext.dumps_object(value, strings_only=all(isinstance(v, str)
-                                                         for v in value.values()))
+    text = jsontext.dumps_object(
+        value, strings_only=all(isinstance(v, str) for v in value.values())
+    )
     assert text == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -47,8 +47,10 @@ def run_threads(count: int, work) -> list[BaseException]:
 def test_case_twins_are_two_mapping_rows_and_two_columns(db_url):
     store = RunStore(create_engine(db_url), "nsml_runs")
     write_chunk(store, runs_with_envs({"LR": "1", "lr": "2", "my.key": "3", "my_key": "4"}))
-    mapping = {r["env_key"]: r["column_name"]
-               for r in fetch_rows(db_url, "SELECT env_key, column_name FROM nsml_env_columns")}
+    mapping = {
+        r["env_key"]: r["column_name"]
+        for r in fetch_rows(db_url, "SELECT env_key, column_name FROM nsml_env_columns")
+    }
     assert set(mapping) == {"LR", "lr", "my.key", "my_key"}
     assert len(set(mapping.values())) == 4
     (row,) = fetch_rows(db_url, "SELECT * FROM nsml_runs")
@@ -71,8 +73,12 @@ def test_a_mapped_column_missing_after_a_crash_is_added_next_time(db_url):
     write_chunk(store, runs_with_envs({"A": "1"}))
     # What MySQL's implicit DDL commit can leave: the mapping row, but no column yet.
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO nsml_env_columns (table_name, env_key, column_name) "
-                             "VALUES ('nsml_runs', 'B', 'env_b')"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO nsml_env_columns (table_name, env_key, column_name) "
+                "VALUES ('nsml_runs', 'B', 'env_b')"
+            )
+        )
     write_chunk(RunStore(engine, "nsml_runs"), runs_with_envs({"B": "2"}))
     (row,) = fetch_rows(db_url, "SELECT env_a, env_b FROM nsml_runs")
     assert row == {"env_a": None, "env_b": "2"}
@@ -86,7 +92,7 @@ def test_concurrent_schema_changes_from_threads_agree(db_url):
     def work(n: int) -> None:
         store = RunStore(engine, "nsml_runs")
         for start in range(0, 12, 3):
-            envs = {k: f"{n}" for k in keys[start:start + 3 + n % 2]}
+            envs = {k: f"{n}" for k in keys[start : start + 3 + n % 2]}
             write_chunk(store, runs_with_envs(envs, project=f"proj{n}"))
 
     errors = run_threads(4, work)
@@ -111,13 +117,17 @@ def test_overlapping_writers_of_the_same_runs_keep_one_current_version(db_url):
 
     errors = run_threads(3, work)
     assert not errors, errors
-    current = fetch_rows(db_url, "SELECT project_id, run_name, COUNT(*) AS n FROM nsml_run_history "
-                                 "WHERE valid_to IS NULL GROUP BY project_id, run_name")
+    current = fetch_rows(
+        db_url,
+        "SELECT project_id, run_name, COUNT(*) AS n FROM nsml_run_history "
+        "WHERE valid_to IS NULL GROUP BY project_id, run_name",
+    )
     assert len(current) == 20 and {r["n"] for r in current} == {1}
     versions = fetch_rows(db_url, "SELECT COUNT(*) AS n FROM nsml_run_history")
     assert versions[0]["n"] == 20 * (1 + 3 * 6)  # every write changed env_a
     assert {r["env_a"] for r in fetch_rows(db_url, "SELECT env_a FROM nsml_runs")} <= {
-        f"{n}-5" for n in range(3)}
+        f"{n}-5" for n in range(3)
+    }
     engine.dispose()
 
 
@@ -132,9 +142,26 @@ def test_two_export_processes_into_one_table(db_url, make_simulator, tmp_path):
     env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "nsml_etl.cli", "export", "--pairs", str(path), "--db", db_url,
-             "--base-url", sim.base_url, "--chunk-size", "2", "--concurrency", "4"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "nsml_etl.cli",
+                "export",
+                "--pairs",
+                str(path),
+                "--db",
+                db_url,
+                "--base-url",
+                sim.base_url,
+                "--chunk-size",
+                "2",
+                "--concurrency",
+                "4",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for path in pair_files
     ]
@@ -175,8 +202,9 @@ def test_bad_server_credentials_or_database_exit_4_naming_the_host(
 ):
     url = _server_url(kind).set(**change).render_as_string(hide_password=False)
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs()[:1])
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", url,
-                     "--base-url", simulator.base_url)
+    result = run_cli(
+        "export", "--pairs", str(pairs_file), "--db", url, "--base-url", simulator.base_url
+    )
     assert result.exit_code == 4
     assert "127.0.0.1" in result.stderr and message in result.stderr
     assert "wrong-pw-123" not in result.output

@@ -31,8 +31,18 @@ def _names(events: list[dict]) -> list[str]:
 
 
 def _export(run_cli, sim, pairs_file, db_url, *extra):
-    return run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
-                   "--base-url", sim.base_url, "--log-format", "json", *extra)
+    return run_cli(
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        db_url,
+        "--base-url",
+        sim.base_url,
+        "--log-format",
+        "json",
+        *extra,
+    )
 
 
 def test_success_is_events_only(run_cli, credentials, simulator, db_url, tmp_path):
@@ -45,12 +55,14 @@ def test_success_is_events_only(run_cli, credentials, simulator, db_url, tmp_pat
     finished = events[-1]
     assert finished["level"] == "info"
     assert (finished["exported"], finished["failed"], finished["skipped"]) == (
-        len(simulator.pairs()), 0, 0)
+        len(simulator.pairs()),
+        0,
+        0,
+    )
     assert "error" not in _names(events)
 
 
-def test_partial_failure_is_a_warning_per_pair(run_cli, credentials, simulator, db_url,
-                                               tmp_path):
+def test_partial_failure_is_a_warning_per_pair(run_cli, credentials, simulator, db_url, tmp_path):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs() + [("nope", "1")])
     assert _export(run_cli, simulator, pairs_file, db_url).exit_code == 1
     # again with --skip-finished and -q, which print more and less in text mode
@@ -61,15 +73,20 @@ def test_partial_failure_is_a_warning_per_pair(run_cli, credentials, simulator, 
     (failed,) = [e for e in events if e["event"] == "pair_failed"]
     assert failed["level"] == "warning"
     assert (failed["project_id"], failed["run_name"], failed["status"], failed["attempts"]) == (
-        "nope", "1", 404, 1)
+        "nope",
+        "1",
+        404,
+        1,
+    )
     finished = events[-1]
     assert finished["event"] == "batch_finished" and finished["failed"] == 1
     assert finished["skipped"] > 0  # what the text mode's "Skipped N runs" line says
     assert "error" not in _names(events)
 
 
-def test_auth_failure_is_an_error_event(run_cli, credentials, simulator, sqlite_url, tmp_path,
-                                        monkeypatch):
+def test_auth_failure_is_an_error_event(
+    run_cli, credentials, simulator, sqlite_url, tmp_path, monkeypatch
+):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
     monkeypatch.setenv("NCP_SECRET_KEY", "wrong-secret")
     result = _export(run_cli, simulator, pairs_file, sqlite_url)
@@ -85,8 +102,9 @@ def test_auth_failure_is_an_error_event(run_cli, credentials, simulator, sqlite_
     assert "wrong-secret" not in result.stderr and SECRET_KEY not in result.stderr
 
 
-def test_bad_pairs_are_one_error_event_with_the_lines(run_cli, credentials, simulator,
-                                                      sqlite_url, tmp_path):
+def test_bad_pairs_are_one_error_event_with_the_lines(
+    run_cli, credentials, simulator, sqlite_url, tmp_path
+):
     pairs_file = tmp_path / "pairs.csv"
     pairs_file.write_text("project_id,run_name\np,1\np,\n" + "p,..\n" * 22)
     result = _export(run_cli, simulator, pairs_file, sqlite_url)
@@ -105,12 +123,14 @@ def test_bad_pairs_are_one_error_event_with_the_lines(run_cli, credentials, simu
     assert error["lines"] == [error["message"]] and error["more"] == 0
 
 
-@pytest.mark.parametrize(("url", "kind", "code"), [
-    ("nosuchdb://x/y", "database", 4),
-    ("not a url", "input", 2),
-])
-def test_bad_database_is_an_error_event(run_cli, credentials, simulator, tmp_path, url, kind,
-                                        code):
+@pytest.mark.parametrize(
+    ("url", "kind", "code"),
+    [
+        ("nosuchdb://x/y", "database", 4),
+        ("not a url", "input", 2),
+    ],
+)
+def test_bad_database_is_an_error_event(run_cli, credentials, simulator, tmp_path, url, kind, code):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
     result = _export(run_cli, simulator, pairs_file, url)
     assert result.exit_code == code
@@ -120,8 +140,7 @@ def test_bad_database_is_an_error_event(run_cli, credentials, simulator, tmp_pat
     assert error["message"].startswith("--db")
 
 
-def test_usage_errors_are_error_events_too(run_cli, credentials, simulator, sqlite_url,
-                                           tmp_path):
+def test_usage_errors_are_error_events_too(run_cli, credentials, simulator, sqlite_url, tmp_path):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
     result = _export(run_cli, simulator, pairs_file, sqlite_url, "--concurrency", "0")
     assert result.exit_code == 2
@@ -129,10 +148,12 @@ def test_usage_errors_are_error_events_too(run_cli, credentials, simulator, sqli
     assert (error["kind"], error["exit_code"]) == ("usage", 2)
     assert "--concurrency" in error["message"]
     # the option anywhere on the line, in either spelling, and for every command that has it
-    for args in (["export", "--nope", "--log-format=json"],
-                 ["load", "--log-format", "json"],
-                 ["pairs", "--log-format", "json"],
-                 ["export", "--log-format", "text", "--log-format", "json", "--chunk-size", "x"]):
+    for args in (
+        ["export", "--nope", "--log-format=json"],
+        ["load", "--log-format", "json"],
+        ["pairs", "--log-format", "json"],
+        ["export", "--log-format", "text", "--log-format", "json", "--chunk-size", "x"],
+    ):
         result = run_cli(*args)
         assert result.exit_code == 2, args
         assert [e["kind"] for e in _events(result.stderr)] == ["usage"], args
@@ -143,12 +164,22 @@ def test_usage_errors_are_error_events_too(run_cli, credentials, simulator, sqli
     assert "Error: Invalid value for '--concurrency'" in result.stderr
 
 
-def test_missing_credentials_and_a_run_list_that_breaks_off(run_cli, credentials,
-                                                            make_simulator, sqlite_url,
-                                                            monkeypatch):
+def test_missing_credentials_and_a_run_list_that_breaks_off(
+    run_cli, credentials, make_simulator, sqlite_url, monkeypatch
+):
     sim = make_simulator(projects=1, runs_per_project=3, fault_rate=1.0, fault_kinds=("500",))
-    result = run_cli("export", "--all", "--db", sqlite_url, "--base-url", sim.base_url,
-                     "--max-attempts", "1", "--log-format", "json")
+    result = run_cli(
+        "export",
+        "--all",
+        "--db",
+        sqlite_url,
+        "--base-url",
+        sim.base_url,
+        "--max-attempts",
+        "1",
+        "--log-format",
+        "json",
+    )
     assert result.exit_code == 1
     assert result.stdout == ""
     events = _events(result.stderr)
@@ -162,8 +193,7 @@ def test_missing_credentials_and_a_run_list_that_breaks_off(run_cli, credentials
     assert error["message"].startswith("NCP_ACCESS_KEY is not set")
 
 
-def test_dry_run_is_one_event_on_stdout(run_cli, credentials, simulator, sqlite_url,
-                                        tmp_path):
+def test_dry_run_is_one_event_on_stdout(run_cli, credentials, simulator, sqlite_url, tmp_path):
     pairs = simulator.pairs()
     pairs_file = write_pairs(tmp_path / "pairs.csv", pairs)
     result = _export(run_cli, simulator, pairs_file, sqlite_url, "--dry-run")
@@ -176,8 +206,18 @@ def test_dry_run_is_one_event_on_stdout(run_cli, credentials, simulator, sqlite_
     assert plan["db_url"] == sqlite_url and plan["base_url"] == simulator.base_url
     assert _events(result.stderr) == []
     assert simulator.stats.requests == 0
-    result = run_cli("export", "--project", "p1", "--db", sqlite_url, "--base-url",
-                     simulator.base_url, "--dry-run", "--log-format", "json")
+    result = run_cli(
+        "export",
+        "--project",
+        "p1",
+        "--db",
+        sqlite_url,
+        "--base-url",
+        simulator.base_url,
+        "--dry-run",
+        "--log-format",
+        "json",
+    )
     (plan,) = _events(result.stdout)
     assert (plan["mode"], plan["projects"], plan["requested"]) == ("projects", ["p1"], None)
 
@@ -192,24 +232,40 @@ def test_load_and_pairs_speak_json_too(run_cli, credentials, simulator, sqlite_u
     assert failed["level"] == "warning" and failed["project_id"] is None
     assert failed["reason"].startswith(f"{raw}:2: ")
     assert events[-1]["event"] == "batch_finished" and events[-1]["exported"] == 1
-    result = run_cli("load", str(tmp_path / "missing.jsonl"), "--db", sqlite_url,
-                     "--log-format", "json")
+    result = run_cli(
+        "load", str(tmp_path / "missing.jsonl"), "--db", sqlite_url, "--log-format", "json"
+    )
     assert result.exit_code == 2
     assert [e["event"] for e in _events(result.stderr)] == ["error"]
     out = tmp_path / "pairs.csv"
-    result = run_cli("pairs", "--out", str(out), "--base-url", simulator.base_url,
-                     "--log-format", "json")
+    result = run_cli(
+        "pairs", "--out", str(out), "--base-url", simulator.base_url, "--log-format", "json"
+    )
     assert result.exit_code == 0 and result.stdout == ""
     written = _events(result.stderr)[-1]
     assert (written["event"], written["pairs"], written["path"]) == (
-        "pairs_written", len(simulator.pairs()), str(out))
+        "pairs_written",
+        len(simulator.pairs()),
+        str(out),
+    )
 
 
 def test_no_progress_bar_on_a_terminal(simulator, tmp_path):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
     code, out, err = _run_with_terminal_stderr(
-        ["export", "--pairs", str(pairs_file), "--db", f"sqlite:///{tmp_path / 'runs.db'}",
-         "--base-url", simulator.base_url, "--log-format", "json"], stderr_tty=True)
+        [
+            "export",
+            "--pairs",
+            str(pairs_file),
+            "--db",
+            f"sqlite:///{tmp_path / 'runs.db'}",
+            "--base-url",
+            simulator.base_url,
+            "--log-format",
+            "json",
+        ],
+        stderr_tty=True,
+    )
     assert code == 0, (out, err)
     assert out == ""
     assert _names(_events(err.replace("\r\n", "\n")))[-1] == "batch_finished"
@@ -218,8 +274,20 @@ def test_no_progress_bar_on_a_terminal(simulator, tmp_path):
 def test_signals_are_events(make_simulator, sqlite_url, tmp_path):
     sim = make_simulator(projects=1, runs_per_project=400, latency=0.05, slow_seconds=120)
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
-    proc = _Cli(tmp_path, "export", "--pairs", str(pairs_file), "--db", sqlite_url,
-                "--base-url", sim.base_url, "--concurrency", "2", "--log-format", "json")
+    proc = _Cli(
+        tmp_path,
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        sqlite_url,
+        "--base-url",
+        sim.base_url,
+        "--concurrency",
+        "2",
+        "--log-format",
+        "json",
+    )
     _wait_for(lambda: sim.stats.requests >= 10)
     sim.set_faults(1.0, ("slow",))  # requests now hang: the export waits when signalled again
     proc.proc.send_signal(signal.SIGTERM)
@@ -247,11 +315,20 @@ def test_every_event_is_in_the_readme():
 
 def test_ctrl_c_where_no_export_runs_is_an_error_event(make_simulator, tmp_path):
     sim = make_simulator(projects=1, runs_per_project=3, latency=60)
-    proc = _Cli(tmp_path, "pairs", "--out", str(tmp_path / "pairs.csv"),
-                "--base-url", sim.base_url, "--log-format", "json")
+    proc = _Cli(
+        tmp_path,
+        "pairs",
+        "--out",
+        str(tmp_path / "pairs.csv"),
+        "--base-url",
+        sim.base_url,
+        "--log-format",
+        "json",
+    )
     _wait_for(lambda: sim.stats.requests >= 1)  # the first list page hangs
     proc.proc.send_signal(signal.SIGINT)
     out, err = proc.finish(130)
     assert out == ""
     assert [(e["event"], e["kind"], e["exit_code"]) for e in _events(err)] == [
-        ("error", "interrupted", 130)]
+        ("error", "interrupted", 130)
+    ]

@@ -20,13 +20,20 @@ def test_other_scripts_are_romanized_before_normalizing():
     assert romanize("lr") == "lr"
     assert romanize("학습률") == "HagSeubLyul"
     mapping = allocate_columns(["학습률", "배치 크기", "北京", "Ελληνικά", "café"], taken=[])
-    assert mapping == {"학습률": "env_hagseublyul", "배치 크기": "env_baechi_keugi",
-                       "北京": "env_beijing", "Ελληνικά": "env_ellinika", "café": "env_cafe"}
+    assert mapping == {
+        "학습률": "env_hagseublyul",
+        "배치 크기": "env_baechi_keugi",
+        "北京": "env_beijing",
+        "Ελληνικά": "env_ellinika",
+        "café": "env_cafe",
+    }
 
 
 def test_mixed_latin_and_hangul_keeps_both():
     assert allocate_columns(["lr_학습률", "BATCH크기"], []) == {
-        "lr_학습률": "env_lr_hagseublyul", "BATCH크기": "env_batchkeugi"}
+        "lr_학습률": "env_lr_hagseublyul",
+        "BATCH크기": "env_batchkeugi",
+    }
 
 
 def test_keys_that_romanize_alike_get_distinct_columns():
@@ -77,8 +84,11 @@ def test_a_suffixed_name_is_the_same_in_every_process_and_order():
     # Pinned: the suffix is a digest of the key, not Python's per-process salted hash(), so
     # another export (another process) that meets the same key picks the same name.
     assert allocate_columns(["a.b"], ["env_a_b"]) == {"a.b": "env_a_b_2e7336dc"}
-    assert allocate_columns(["a.b", "a_b"], []) == allocate_columns(["a_b", "a.b"], []) == {
-        "a_b": "env_a_b", "a.b": "env_a_b_2e7336dc"}
+    assert (
+        allocate_columns(["a.b", "a_b"], [])
+        == allocate_columns(["a_b", "a.b"], [])
+        == {"a_b": "env_a_b", "a.b": "env_a_b_2e7336dc"}
+    )
 
 
 def test_field_names_use_snake_case():
@@ -86,8 +96,9 @@ def test_field_names_use_snake_case():
     assert snake_case("createTime") == "create_time"
     assert snake_case("HTTPCode") == "http_code"
     assert snake_case("메모Text") == "memotext" and snake_case("gpu메모") == "gpumemo"
-    mapping = allocate_columns(["runType"], ["project_id"], prefix="",
-                               preferred={"runType": "run_type"})
+    mapping = allocate_columns(
+        ["runType"], ["project_id"], prefix="", preferred={"runType": "run_type"}
+    )
     assert mapping == {"runType": "run_type"}
 
 

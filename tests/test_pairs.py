@@ -49,8 +49,11 @@ def test_awkward_but_legal_names_are_kept(tmp_path):
         ("empty.csv", "", "empty.csv: empty file"),
         ("header.csv", "project_id,run_name\n", "header.csv: no pairs found"),
         ("cols.csv", "project,run\np,1\n", "cols.csv:1: missing column project_id or projectId"),
-        ("both.csv", "project_id,projectId,run_name\n",
-         "both.csv:1: both project_id and projectId"),
+        (
+            "both.csv",
+            "project_id,projectId,run_name\n",
+            "both.csv:1: both project_id and projectId",
+        ),
         ("short.csv", "project_id,run_name\np,1\np\n", "short.csv:3: missing value for run_name"),
         ("blank.csv", "project_id,run_name\np,1\n ,2\n", "blank.csv:3: project_id is empty"),
         ("emptyrun.csv", "project_id,run_name\r\np,\r\n", "emptyrun.csv:2: run_name is empty"),
@@ -58,8 +61,11 @@ def test_awkward_but_legal_names_are_kept(tmp_path):
         ("dots.csv", "project_id,run_name\np,..\n", "dots.csv:2: run_name '..' is a relative"),
         ("quote.csv", 'project_id,run_name\np,"1\n', "quote.csv:2: malformed CSV"),
         ("multi.csv", 'project_id,run_name\np,"1\n2"\np,\n', "multi.csv:2: run_name '1\\n2'"),
-        ("bad.jsonl", '{"projectId":"p","runName":"1"}\n{"projectId":\n',
-         "bad.jsonl:2: not valid JSON"),
+        (
+            "bad.jsonl",
+            '{"projectId":"p","runName":"1"}\n{"projectId":\n',
+            "bad.jsonl:2: not valid JSON",
+        ),
         ("list.jsonl", '["p", "1"]\n', "list.jsonl:1: expected a JSON object"),
         ("nokey.jsonl", '{"projectId":"p"}\n', "nokey.jsonl:1: missing column run_name"),
         ("null.jsonl", '{"projectId":"p","runName":null}\n', "null.jsonl:1: runName is null"),
@@ -84,8 +90,11 @@ def test_binary_and_non_utf8_files(tmp_path):
 
 
 def test_every_bad_line_is_reported_at_once(tmp_path):
-    path = write(tmp_path, "p.csv", b'project_id,run_name\np,1\np,..\n,2\np,ok\np\n'
-                 b'p,"a"b\np,caf\xe9\n\np,"1\n2"\np,3\n')
+    path = write(
+        tmp_path,
+        "p.csv",
+        b'project_id,run_name\np,1\np,..\n,2\np,ok\np\np,"a"b\np,caf\xe9\n\np,"1\n2"\np,3\n',
+    )
     with pytest.raises(BadLinesError) as info:
         read_pairs(path)
     assert info.value.lines == [
@@ -97,14 +106,18 @@ def test_every_bad_line_is_reported_at_once(tmp_path):
         f"{path}:10: run_name '1\\n2' holds control character '\\n'",
     ]
     assert info.value.more == 0
-    assert str(info.value) == "\n  ".join([f"{path}: 6 bad lines; fix them and run again:",
-                                           *info.value.lines])
+    assert str(info.value) == "\n  ".join(
+        [f"{path}: 6 bad lines; fix them and run again:", *info.value.lines]
+    )
 
 
 def test_twenty_bad_lines_are_shown_then_how_many_more(tmp_path):
     rows = "".join(f"p,{i}\np,\n" for i in range(25))  # every other line bad
-    path = write(tmp_path, "p.jsonl", "".join(
-        json.dumps({"projectId": "p", "runName": r}) + "\n" for r in ["1", "", "2"] * 10))
+    path = write(
+        tmp_path,
+        "p.jsonl",
+        "".join(json.dumps({"projectId": "p", "runName": r}) + "\n" for r in ["1", "", "2"] * 10),
+    )
     with pytest.raises(BadLinesError) as info:
         read_pairs(path)
     assert info.value.lines == [f"{path}:{3 * i + 2}: runName is empty" for i in range(10)]
@@ -123,14 +136,17 @@ def test_what_stops_the_reading_is_reported_with_the_lines_before(tmp_path):
     path = write(tmp_path, "p.csv", b"project_id,run_name\np,\np,1\n" + b"\x00" * 100)
     with pytest.raises(BadLinesError) as info:
         read_pairs(path)
-    assert info.value.lines == [f"{path}:2: run_name is empty",
-                                f"{path}:4: NUL byte: this looks like a binary file"]
+    assert info.value.lines == [
+        f"{path}:2: run_name is empty",
+        f"{path}:4: NUL byte: this looks like a binary file",
+    ]
     # Before the header, a line that is not text stops the reading, alone as before.
     path = write(tmp_path, "q.csv", b"caf\xe9\nproject_id,run_name\np,\n")
     with pytest.raises(InputError) as single:
         read_pairs(path)
-    assert str(single.value) == f"{path}:1: not valid UTF-8 text (a binary file, or another " \
-                                "encoding?)"
+    assert (
+        str(single.value) == f"{path}:1: not valid UTF-8 text (a binary file, or another encoding?)"
+    )
 
 
 def test_missing_file_and_directory(tmp_path):
@@ -165,10 +181,15 @@ def test_jsonl_round_trip_keeps_every_value_exactly(pairs):
 
 
 def test_mixed_csv_quoting(tmp_path):
-    path = write(tmp_path, "mixed.csv",
-                 '"project_id",run_name\r\n"p",1\np,"2"\n"p","3"\n"p ""q""","a,b"\n')
-    assert read_pairs(path) == [Pair("p", "1"), Pair("p", "2"), Pair("p", "3"),
-                                Pair('p "q"', "a,b")]
+    path = write(
+        tmp_path, "mixed.csv", '"project_id",run_name\r\n"p",1\np,"2"\n"p","3"\n"p ""q""","a,b"\n'
+    )
+    assert read_pairs(path) == [
+        Pair("p", "1"),
+        Pair("p", "2"),
+        Pair("p", "3"),
+        Pair('p "q"', "a,b"),
+    ]
 
 
 def test_many_pairs_spill_to_disk_keeping_order_and_uniqueness(tmp_path):
@@ -187,11 +208,17 @@ def test_many_pairs_spill_to_disk_keeping_order_and_uniqueness(tmp_path):
 def test_a_written_pairs_file_reads_back_with_its_extra_columns(tmp_path):
     path = tmp_path / "out.csv"
     pairs = [Pair("p", " 7"), Pair("p,q", 'say "hi"'), Pair("한국", "1")]
-    assert write_pairs_file(path, ((*p, None, f"x{i}") for i, p in enumerate(pairs)),
-                            ["status", "note"]) == 3
+    assert (
+        write_pairs_file(
+            path, ((*p, None, f"x{i}") for i, p in enumerate(pairs)), ["status", "note"]
+        )
+        == 3
+    )
     assert read_pairs(path) == pairs
     assert path.read_text(encoding="utf-8").splitlines()[:2] == [
-        "project_id,run_name,status,note", "p, 7,,x0"]
+        "project_id,run_name,status,note",
+        "p, 7,,x0",
+    ]
 
 
 def test_a_pairs_file_whose_rows_fail_midway_leaves_the_old_file_whole(tmp_path):

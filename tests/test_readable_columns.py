@@ -12,15 +12,16 @@ from conftest import fetch_rows, write_pairs
 
 def _export(run_cli, sim, db_url, tmp_path, pairs):
     pairs_file = write_pairs(tmp_path / "pairs.csv", pairs)
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
-                     "--base-url", sim.base_url)
+    result = run_cli(
+        "export", "--pairs", str(pairs_file), "--db", db_url, "--base-url", sim.base_url
+    )
     assert result.exit_code == 0, result.output
     return result
 
 
 def _mapping(db_url, table="nsml_env_columns", key="env_key"):
-    return {r[key]: r["column_name"]
-            for r in fetch_rows(db_url, f"SELECT {key}, column_name FROM {table}")}  # noqa: S608
+    sql = f"SELECT {key}, column_name FROM {table}"  # noqa: S608 - the test's own names
+    return {r[key]: r["column_name"] for r in fetch_rows(db_url, sql)}
 
 
 def _row(db_url, run_name):
@@ -28,11 +29,19 @@ def _row(db_url, run_name):
     return row
 
 
-def test_keys_in_other_scripts_land_in_romanized_columns(run_cli, credentials, make_simulator,
-                                                         db_url, tmp_path):
+def test_keys_in_other_scripts_land_in_romanized_columns(
+    run_cli, credentials, make_simulator, db_url, tmp_path
+):
     sim = make_simulator(projects=0, runs_per_project=0)
-    envs = {"학습률": "0.001", "배치 크기": "64", "lr_학습률": "mixed", "hagseublyul": "latin",
-            "\ue000": "no spelling", "\ue001": "no spelling either", "北京": "beijing"}
+    envs = {
+        "학습률": "0.001",
+        "배치 크기": "64",
+        "lr_학습률": "mixed",
+        "hagseublyul": "latin",
+        "\ue000": "no spelling",
+        "\ue001": "no spelling either",
+        "北京": "beijing",
+    }
     sim.put_run("p", "1", {"projectId": "p", "runName": "1", "envs": envs, "메모": "field"})
     _export(run_cli, sim, db_url, tmp_path, [("p", "1")])
 
@@ -54,9 +63,9 @@ def test_keys_in_other_scripts_land_in_romanized_columns(run_cli, credentials, m
     assert row["memo"] == "field"
 
 
-def test_a_key_that_has_a_column_keeps_it_after_the_upgrade(run_cli, credentials,
-                                                            make_simulator, db_url, tmp_path,
-                                                            monkeypatch: pytest.MonkeyPatch):
+def test_a_key_that_has_a_column_keeps_it_after_the_upgrade(
+    run_cli, credentials, make_simulator, db_url, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
     sim = make_simulator(projects=0, runs_per_project=0)
     sim.put_run("p", "1", {"projectId": "p", "runName": "1", "envs": {"학습률": "0.1"}})
     # The table as earlier versions made it: every non-ASCII character became '_'.
@@ -66,8 +75,9 @@ def test_a_key_that_has_a_column_keeps_it_after_the_upgrade(run_cli, credentials
     assert _mapping(db_url) == {"학습률": "env____"}
 
     sim.put_run("p", "1", {"projectId": "p", "runName": "1", "envs": {"학습률": "0.2"}})
-    sim.put_run("p", "2", {"projectId": "p", "runName": "2",
-                           "envs": {"학습률": "0.3", "배치 크기": "32"}})
+    sim.put_run(
+        "p", "2", {"projectId": "p", "runName": "2", "envs": {"학습률": "0.3", "배치 크기": "32"}}
+    )
     _export(run_cli, sim, db_url, tmp_path, [("p", "1"), ("p", "2")])
     assert _mapping(db_url) == {"학습률": "env____", "배치 크기": "env_baechi_keugi"}
     assert _row(db_url, "1")["env____"] == "0.2"

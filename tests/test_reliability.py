@@ -27,10 +27,20 @@ def _env(**extra: str) -> dict:
 def test_sigkill_mid_export_then_rerun_lands_every_run_once(make_simulator, db_url, tmp_path):
     sim = make_simulator(projects=2, runs_per_project=100, latency=0.03)
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
-    args = _cli("export", "--pairs", str(pairs_file), "--db", db_url, "--base-url", sim.base_url,
-                "--concurrency", "4", "--chunk-size", "10")
-    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    args = _cli(
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        db_url,
+        "--base-url",
+        sim.base_url,
+        "--concurrency",
+        "4",
+        "--chunk-size",
+        "10",
+    )
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # until at least two chunks are committed
         time.sleep(0.1)
@@ -57,9 +67,9 @@ def test_sigkill_mid_export_then_rerun_lands_every_run_once(make_simulator, db_u
         assert fetch_rows(db_url, "PRAGMA integrity_check") == [{"integrity_check": "ok"}]
 
 
-def test_wrong_shapes_are_stored_faithfully_or_rejected_per_pair(run_cli, credentials,
-                                                                 make_simulator, db_url,
-                                                                 tmp_path):
+def test_wrong_shapes_are_stored_faithfully_or_rejected_per_pair(
+    run_cli, credentials, make_simulator, db_url, tmp_path
+):
     sim = make_simulator(projects=1, runs_per_project=3)
     project = next(iter(sim.data))
     big = "x" * (10 * 1024 * 1024)
@@ -78,23 +88,31 @@ def test_wrong_shapes_are_stored_faithfully_or_rejected_per_pair(run_cli, creden
         sim.put_run(project, name, body)
     pairs = sim.pairs()
     pairs_file = write_pairs(tmp_path / "pairs.csv", pairs)
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
-                     "--base-url", sim.base_url)
+    result = run_cli(
+        "export", "--pairs", str(pairs_file), "--db", db_url, "--base-url", sim.base_url
+    )
     assert result.exit_code == 1
-    for name, reason in [("list", "response is a list"), ("text", "response is a string"),
-                         ("gpu-bad", "gpuSvrCode is \"two hundred\""),
-                         ("envs-list", "envs is a list"),
-                         ("other-run",
-                          "response is for runName '999', not the requested 'other-run'"),
-                         ("other-project", "response is for projectId 'someone-else'")]:
+    for name, reason in [
+        ("list", "response is a list"),
+        ("text", "response is a string"),
+        ("gpu-bad", 'gpuSvrCode is "two hundred"'),
+        ("envs-list", "envs is a list"),
+        ("other-run", "response is for runName '999', not the requested 'other-run'"),
+        ("other-project", "response is for projectId 'someone-else'"),
+    ]:
         assert f"{project}\t{name}\tunusable response: {reason}" in result.stdout
     assert "failed 6," in result.stdout
     rows = {r["run_name"]: r for r in fetch_rows(db_url, "SELECT * FROM nsml_runs")}
     assert set(rows) == {"1", "2", "3", "gpu-text", "envs-values", "ten-mb"}
     assert rows["gpu-text"]["gpu_svr_code"] == 205
     values = rows["envs-values"]
-    assert (values["env_n"], values["env_f"], values["env_b"], values["env_o"], values["env_z"]) \
-        == ("3", "0.5", "true", '{"a": [1]}', None)
+    assert (
+        values["env_n"],
+        values["env_f"],
+        values["env_b"],
+        values["env_o"],
+        values["env_z"],
+    ) == ("3", "0.5", "true", '{"a": [1]}', None)
     assert json.loads(values["envs"]) == bodies["envs-values"]["envs"]
     assert rows["ten-mb"]["command"] == big
 
@@ -104,26 +122,57 @@ def test_fault_matrix_never_leaks_a_secret(make_simulator, tmp_path):
     db_path = tmp_path / "runs.db"
     url = f"sqlite:///{db_path}"  # SQLite ignores a password; the URL still carries it
     url_with_password = f"sqlite:///{db_path}?password={password}"
-    sim = make_simulator(projects=2, runs_per_project=10, fault_rate=0.5, fault_streak=2,
-                         retry_after=0, slow_seconds=0.6, api_key=API_KEY)
+    sim = make_simulator(
+        projects=2,
+        runs_per_project=10,
+        fault_rate=0.5,
+        fault_streak=2,
+        retry_after=0,
+        slow_seconds=0.6,
+        api_key=API_KEY,
+    )
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs() + [("missing", "1")])
     raw = tmp_path / "raw.jsonl.gz"
     outputs = []
     for extra in (["--verbose"], ["--log-format", "json", "--verbose"]):
         proc = subprocess.run(
-            _cli("export", "--pairs", str(pairs_file), "--base-url", sim.base_url,
-                 "--timeout", "0.3", "--backoff-initial", "0.01", "--save-raw", str(raw),
-                 *extra),
+            _cli(
+                "export",
+                "--pairs",
+                str(pairs_file),
+                "--base-url",
+                sim.base_url,
+                "--timeout",
+                "0.3",
+                "--backoff-initial",
+                "0.01",
+                "--save-raw",
+                str(raw),
+                *extra,
+            ),
             env=_env(NCP_APIGW_API_KEY=API_KEY, NSML_ETL_DB_URL=url_with_password),
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 1, proc.stderr
         outputs += [proc.stdout, proc.stderr]
     # a database failure's message and the wrong-key path too
     bad_db = subprocess.run(
-        _cli("export", "--pairs", str(pairs_file), "--base-url", sim.base_url,
-             "--db", f"postgresql://u:{password}@127.0.0.1:1/x"),
-        env=_env(), capture_output=True, text=True, timeout=60)
+        _cli(
+            "export",
+            "--pairs",
+            str(pairs_file),
+            "--base-url",
+            sim.base_url,
+            "--db",
+            f"postgresql://u:{password}@127.0.0.1:1/x",
+        ),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad_db.returncode == 4
     outputs += [bad_db.stdout, bad_db.stderr]
     with gzip.open(raw, "rt", encoding="utf-8") as handle:
@@ -144,9 +193,24 @@ def test_a_gigabyte_pairs_file_is_streamed_and_refused_at_its_line(make_simulato
         handle.truncate(1024**3)  # a sparse gigabyte of NUL bytes after the valid lines
     peak_rss = Path(__file__).parent.parent / "scripts" / "peak_rss.py"
     proc = subprocess.run(
-        [sys.executable, str(peak_rss), "-m", "nsml_etl.cli", "export", "--pairs", str(path),
-         "--base-url", sim.base_url, "--db", f"sqlite:///{tmp_path}/runs.db"],
-        env=_env(), capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            str(peak_rss),
+            "-m",
+            "nsml_etl.cli",
+            "export",
+            "--pairs",
+            str(path),
+            "--base-url",
+            sim.base_url,
+            "--db",
+            f"sqlite:///{tmp_path}/runs.db",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert f"{path}:1002: NUL byte" in proc.stderr
     peak_kib = int(proc.stderr.rsplit("peak_rss_kib=", 1)[1])

@@ -33,8 +33,7 @@ def test_a_mistyped_sqlite_path_is_exit_4_and_creates_nothing(run_cli, tmp_path,
     typo = tmp_path / "nsml_run.db"
     result = run_cli(command, "--db", f"sqlite:///{typo}")
     assert result.exit_code == 4, result.output
-    assert f"no nsml-etl tables in SQLite database {typo}: the file does not exist" \
-        in result.stderr
+    assert f"no nsml-etl tables in SQLite database {typo}: the file does not exist" in result.stderr
     assert f"did you mean {tmp_path / 'nsml_runs.db'}?" in result.stderr
     assert "Traceback" not in result.output
     assert not typo.exists()  # regression: it was created, with every table, and exit 0
@@ -77,17 +76,29 @@ def test_a_mistyped_table_names_the_tables_there(run_cli, sqlite_url, tmp_path):
 
 NOW = datetime(2026, 1, 20, 12, 0)  # a Tuesday; the report runs with NSML_ETL_CLOCK set to it
 KOREAN = "비전 연구팀"
-LONG_IMAGE = ("registry.very-long-hostname.example.com/team/research/트레이너-image-with-a-"
-              "long-name:v2.1.0-cuda12")
+LONG_IMAGE = (
+    "registry.very-long-hostname.example.com/team/research/트레이너-image-with-a-"
+    "long-name:v2.1.0-cuda12"
+)
 
 
 def _body(project, name, status, created, image="nvcr.io/nvidia/pytorch:23.10-py3", envs=None):
     project_name = KOREAN if project == "kq1" else "llm-pretrain"
     kst = (created + timedelta(hours=9)).strftime("%Y-%m-%d %H:%M:%S")  # as the run list says
-    return {"projectId": project, "runName": name, "projectName": project_name,
-            "status": status, "creator": f"user-{project}", "engFullName": "[GPU] A100 2EA",
-            "gpuSvrCode": 207, "imageType": "BASE", "imagePath": image, "envs": envs or {},
-            "_createTime": kst, "_updateTime": kst}
+    return {
+        "projectId": project,
+        "runName": name,
+        "projectName": project_name,
+        "status": status,
+        "creator": f"user-{project}",
+        "engFullName": "[GPU] A100 2EA",
+        "gpuSvrCode": 207,
+        "imageType": "BASE",
+        "imagePath": image,
+        "envs": envs or {},
+        "_createTime": kst,
+        "_updateTime": kst,
+    }
 
 
 def build_team(run_cli, make_simulator, monkeypatch, db_url):
@@ -104,8 +115,18 @@ def build_team(run_cli, make_simulator, monkeypatch, db_url):
         assert result.exit_code == 0, result.output
 
     put("kq1", "1", _body("kq1", "1", "RUN_STATE_IN_PROGRESS", NOW - 10.5 * day))
-    put("lp2", "1", _body("lp2", "1", "RUN_STATE_IN_PROGRESS", NOW - 10.5 * day, LONG_IMAGE,
-                          {f"KEY_{i:02d}": str(i) for i in range(25)}))
+    put(
+        "lp2",
+        "1",
+        _body(
+            "lp2",
+            "1",
+            "RUN_STATE_IN_PROGRESS",
+            NOW - 10.5 * day,
+            LONG_IMAGE,
+            {f"KEY_{i:02d}": str(i) for i in range(25)},
+        ),
+    )
     export(NOW - 10 * day)
     put("kq1", "1", _body("kq1", "1", "RUN_STATE_FAILED", NOW - 10.5 * day))
     export(NOW - 9 * day)
@@ -133,23 +154,57 @@ def report(run_cli, db_url, *args):
     return result
 
 
-def test_json_is_keyed_by_view_name_on_every_database(run_cli, make_simulator, monkeypatch,
-                                                       db_url, credentials):
+def test_json_is_keyed_by_view_name_on_every_database(
+    run_cli, make_simulator, monkeypatch, db_url, credentials
+):
     build_team(run_cli, make_simulator, monkeypatch, db_url)
     sections = json.loads(report(run_cli, db_url, "--format", "json").stdout)
     assert list(sections) == list(SECTION_NAMES)
     assert sections["nsml_gpu_usage"]["title"] == "GPU servers"
     assert sections["headline"]["rows"] == [
-        {"runs": 7, "active_runs": 2, "failed_last_7_days": 1, "projects": 2,
-         "last_successful_export": "2026-01-19T12:00:00Z"}]
+        {
+            "runs": 7,
+            "active_runs": 2,
+            "failed_last_7_days": 1,
+            "projects": 2,
+            "last_successful_export": "2026-01-19T12:00:00Z",
+        }
+    ]
     assert sections["runs_by_project"]["columns"] == [
-        "project_name", "project_id", "runs", "pending", "in_progress", "completed", "failed",
-        "stopped", "canceled"]
+        "project_name",
+        "project_id",
+        "runs",
+        "pending",
+        "in_progress",
+        "completed",
+        "failed",
+        "stopped",
+        "canceled",
+    ]
     assert sections["runs_by_project"]["rows"] == [
-        {"project_name": KOREAN, "project_id": "kq1", "runs": 4, "pending": 1, "in_progress": 0,
-         "completed": 1, "failed": 2, "stopped": 0, "canceled": 0},
-        {"project_name": "llm-pretrain", "project_id": "lp2", "runs": 3, "pending": 0,
-         "in_progress": 1, "completed": 0, "failed": 0, "stopped": 1, "canceled": 1}]
+        {
+            "project_name": KOREAN,
+            "project_id": "kq1",
+            "runs": 4,
+            "pending": 1,
+            "in_progress": 0,
+            "completed": 1,
+            "failed": 2,
+            "stopped": 0,
+            "canceled": 0,
+        },
+        {
+            "project_name": "llm-pretrain",
+            "project_id": "lp2",
+            "runs": 3,
+            "pending": 0,
+            "in_progress": 1,
+            "completed": 0,
+            "failed": 0,
+            "stopped": 1,
+            "canceled": 1,
+        },
+    ]
     # numbers stay numbers (Decimal on PostgreSQL and MariaDB), periods and weeks are dates
     assert sections["analytics_period"]["rows"][0]["since"] == "2025-12-01"
     hours = sections["run_hours_per_project"]["rows"]
@@ -163,17 +218,47 @@ def test_json_is_keyed_by_view_name_on_every_database(run_cli, make_simulator, m
 def test_as_json_renders_what_drivers_return():
     from nsml_etl.report import Table, as_json
 
-    table = Table("t", "T", ["a", "b", "c", "d", "e_at", "f"],
-                  [(Decimal("1.50"), Decimal("2"), b"bytes", float("nan"),
-                    datetime(2026, 1, 5, 21, 33, 45, 70317, tzinfo=UTC), date(2026, 1, 5)),
-                   (uuid.UUID(int=1), timedelta(hours=1), None, 1.0,
-                    "2026-01-05 21:33:45.070317", "2026-01-05 21:33:45.070317")])
+    table = Table(
+        "t",
+        "T",
+        ["a", "b", "c", "d", "e_at", "f"],
+        [
+            (
+                Decimal("1.50"),
+                Decimal("2"),
+                b"bytes",
+                float("nan"),
+                datetime(2026, 1, 5, 21, 33, 45, 70317, tzinfo=UTC),
+                date(2026, 1, 5),
+            ),
+            (
+                uuid.UUID(int=1),
+                timedelta(hours=1),
+                None,
+                1.0,
+                "2026-01-05 21:33:45.070317",
+                "2026-01-05 21:33:45.070317",
+            ),
+        ],
+    )
     assert json.loads(as_json([table]))["t"]["rows"] == [
-        {"a": 1.5, "b": 2, "c": "bytes", "d": None, "e_at": "2026-01-05T21:33:45Z",
-         "f": "2026-01-05"},
-        {"a": "00000000-0000-0000-0000-000000000001", "b": "1:00:00", "c": None, "d": 1.0,
-         "e_at": "2026-01-05T21:33:45Z",  # SQLite's text, in a time column
-         "f": "2026-01-05 21:33:45.070317"}]  # text elsewhere stays as it is
+        {
+            "a": 1.5,
+            "b": 2,
+            "c": "bytes",
+            "d": None,
+            "e_at": "2026-01-05T21:33:45Z",
+            "f": "2026-01-05",
+        },
+        {
+            "a": "00000000-0000-0000-0000-000000000001",
+            "b": "1:00:00",
+            "c": None,
+            "d": 1.0,
+            "e_at": "2026-01-05T21:33:45Z",  # SQLite's text, in a time column
+            "f": "2026-01-05 21:33:45.070317",
+        },
+    ]  # text elsewhere stays as it is
 
 
 def test_times_are_utc_to_the_second_in_every_format(run_cli, team, tmp_path):
@@ -226,8 +311,11 @@ def test_limit_applies_to_every_table_in_every_format(run_cli, team, tmp_path):
     blocks = [b for b in text.split("== ")[1:]]
     assert len(blocks) == len(SECTION_NAMES)
     for block in blocks:
-        rows = [line for line in block.splitlines()[2:] if line.strip()
-                and not line.strip().startswith("(")]
+        rows = [
+            line
+            for line in block.splitlines()[2:]
+            if line.strip() and not line.strip().startswith("(")
+        ]
         assert len(rows) <= 2, block
     assert "(2 of 3 rows shown;" in text.split("(nsml_runs_by_project_status)")[1]
     sections = json.loads(report(run_cli, team, "--format", "json", "--limit", "2").stdout)
@@ -260,7 +348,9 @@ def test_csv_is_one_table_a_reader_can_parse(run_cli, team, tmp_path):
     one = report(run_cli, team, "--format", "csv", "--view", "runs_by_project").stdout
     rows = list(csv.DictReader(io.StringIO(one)))
     assert [(r["project_name"], r["runs"], r["failed"]) for r in rows] == [
-        (KOREAN, "4", "2"), ("llm-pretrain", "3", "0")]
+        (KOREAN, "4", "2"),
+        ("llm-pretrain", "3", "0"),
+    ]
     out = tmp_path / "sections"
     result = report(run_cli, team, "--out-dir", str(out))
     assert result.stdout == "" and f"Wrote 20 CSV files to {out}." in result.stderr
@@ -271,8 +361,7 @@ def test_csv_is_one_table_a_reader_can_parse(run_cli, team, tmp_path):
         assert all(len(row) == len(header) for row in body), path
     bad = run_cli("report", "--db", team, "--view", "nsml_gpu_usgae")
     assert bad.exit_code == 2 and "did you mean nsml_gpu_usage?" in bad.stderr
-    assert run_cli("report", "--db", team, "--out-dir", str(out), "--format",
-                   "json").exit_code == 2
+    assert run_cli("report", "--db", team, "--out-dir", str(out), "--format", "json").exit_code == 2
     only = json.loads(report(run_cli, team, "--format", "json", "--view", "headline").stdout)
     assert list(only) == ["headline"]
 
@@ -293,10 +382,16 @@ def _fills(page_text, status):
 
 def test_status_colours_follow_the_name(run_cli, team, tmp_path):
     other = tmp_path / "other.jsonl"
-    other.write_text("".join(json.dumps(r) + "\n" for r in (
-        {"projectId": "x", "runName": "1", "status": "RUN_STATE_STOPPED"},
-        {"projectId": "x", "runName": "2", "status": "RUN_STATE_SOMETHING_NEW"},
-        {"projectId": "x", "runName": "3", "status": "RUN_STATE_FAILED"})))
+    other.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in (
+                {"projectId": "x", "runName": "1", "status": "RUN_STATE_STOPPED"},
+                {"projectId": "x", "runName": "2", "status": "RUN_STATE_SOMETHING_NEW"},
+                {"projectId": "x", "runName": "3", "status": "RUN_STATE_FAILED"},
+            )
+        )
+    )
     assert run_cli("load", str(other), "--db", team, "--table", "other").exit_code == 0
     pages = []
     for args in ((), ("--table", "other")):
@@ -314,10 +409,17 @@ def test_html_has_the_headline_and_runs_by_project(run_cli, team, tmp_path):
     page = tmp_path / "report.html"
     report(run_cli, team, "--html", str(page))
     html = page.read_text(encoding="utf-8")
-    cards = dict((label, value) for value, label in re.findall(
-        r'<div class="card[^"]*"><b>([^<]*)</b>([^<]*)</div>', html))
-    assert cards == {"runs": "7", "active now": "2", "failed in the last 7 days": "1",
-                     "projects": "2", "last successful export": "2026-01-19 12:00:00 UTC"}
+    cards = dict(
+        (label, value)
+        for value, label in re.findall(r'<div class="card[^"]*"><b>([^<]*)</b>([^<]*)</div>', html)
+    )
+    assert cards == {
+        "runs": "7",
+        "active now": "2",
+        "failed in the last 7 days": "1",
+        "projects": "2",
+        "last successful export": "2026-01-19 12:00:00 UTC",
+    }
     section = html.split("<h2>Runs by project</h2>")[1].split("</section>")[0]
     assert KOREAN in section and "kq1" in section and "llm-pretrain" in section
     assert "비전 연구팀 (kq1), RUN_STATE_FAILED: 2" in section  # each part says what it is
@@ -327,14 +429,18 @@ def test_html_has_the_headline_and_runs_by_project(run_cli, team, tmp_path):
     assert weekly.count("<line") == 5
     assert re.findall(r'<text class="value"[^>]*>(\d+)</text>', weekly) == ["2", "3", "2"]
     assert re.findall(r"rotate\(45[^)]*\)\">([^<]+)</text>", weekly) == [
-        "2026-01-05", "2026-01-12", "2026-01-19"]
+        "2026-01-05",
+        "2026-01-12",
+        "2026-01-19",
+    ]
     # a long label keeps its start and its end, and says it all on hover
     images = html.split("<h2>Top images</h2>")[1].split("</section>")[0]
     full = html_escape(f"{LONG_IMAGE} (BASE)")
     shown = re.search(r"<title>" + re.escape(full) + r"</title>([^<]+)</text>", images)
     assert shown is not None
     assert shown.group(1).startswith("registry.very-long") and shown.group(1).endswith(
-        "cuda12 (BASE)")
+        "cuda12 (BASE)"
+    )
     assert "password" not in html
 
 
@@ -360,9 +466,15 @@ def _chromium(tmp_path):
         if os.environ.get("NSML_ETL_REQUIRE_BROWSER") == "1":
             pytest.fail("chromium is required here (NSML_ETL_REQUIRE_BROWSER=1)")
         pytest.skip("no chromium on this machine (CI installs it)")
-    return [browser, "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}"]
+    return [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
 
 
 def test_html_in_chromium_keeps_every_label_inside_its_chart(run_cli, team, tmp_path):
@@ -376,17 +488,25 @@ def test_html_in_chromium_keeps_every_label_inside_its_chart(run_cli, team, tmp_
         assert remote not in html  # no CDN, no web fonts, no script: works offline
     measured = tmp_path / "measured.html"
     measured.write_text(html.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
-    dom = subprocess.run([*browser, "--virtual-time-budget=5000", "--dump-dom",
-                          measured.as_uri()], check=True, capture_output=True, text=True,
-                         timeout=60).stdout
+    dom = subprocess.run(
+        [*browser, "--virtual-time-budget=5000", "--dump-dom", measured.as_uri()],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     texts = json.loads(html_unescape(dom.split('<pre id="measured">')[1].split("</pre>")[0]))
     assert len(texts) > 50
     outside = [t for t in texts if min(t[1:]) < -1]
     assert outside == []
     assert any(t[0].startswith("registry.very-long") for t in texts)
     shot = tmp_path / "report.png"
-    subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1000,1600",
-                    page.as_uri()], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [*browser, f"--screenshot={shot}", "--window-size=1000,1600", page.as_uri()],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert shot.stat().st_size > 10_000  # a real picture, not an empty page
 
 

@@ -21,8 +21,12 @@ from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pair
 from nsml_etl import schema
 
 # (database, signal, exit code): both signals on SQLite, each server database once.
-SIGNAL_CASES = [("sqlite", signal.SIGTERM, 143), ("sqlite", signal.SIGINT, 130),
-                ("postgresql", signal.SIGTERM, 143), ("mysql", signal.SIGINT, 130)]
+SIGNAL_CASES = [
+    ("sqlite", signal.SIGTERM, 143),
+    ("sqlite", signal.SIGINT, 130),
+    ("postgresql", signal.SIGTERM, 143),
+    ("mysql", signal.SIGINT, 130),
+]
 
 
 class _Cli:
@@ -33,9 +37,14 @@ class _Cli:
         env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
         self.stderr_path = tmp_path / "stderr.txt"
         with open(self.stderr_path, "w") as stderr:
-            self.proc = subprocess.Popen([sys.executable, "-m", "nsml_etl.cli", *args], env=env,
-                                         stdout=subprocess.PIPE, stderr=stderr, text=True,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nsml_etl.cli", *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                start_new_session=True,
+            )
         self.pid = self.proc.pid
 
     def stderr(self) -> str:
@@ -73,19 +82,35 @@ def _exported(out: str) -> int:
 
 
 def _stored_pairs(db_url: str) -> set[tuple[str, str]]:
-    return {(r["project_id"], r["run_name"])
-            for r in fetch_rows(db_url, "SELECT project_id, run_name FROM nsml_runs")}
+    return {
+        (r["project_id"], r["run_name"])
+        for r in fetch_rows(db_url, "SELECT project_id, run_name FROM nsml_runs")
+    }
 
 
 @pytest.mark.parametrize(("db_url", "signum", "code"), SIGNAL_CASES, indirect=["db_url"])
-def test_two_signals_at_once_still_commit_every_fetched_run(make_simulator, db_url, tmp_path,
-                                                            signum, code):
+def test_two_signals_at_once_still_commit_every_fetched_run(
+    make_simulator, db_url, tmp_path, signum, code
+):
     sim = make_simulator(projects=1, runs_per_project=400, latency=0.05, slow_seconds=120)
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
     raw = tmp_path / "raw.jsonl"
-    proc = _Cli(tmp_path, "export", "--pairs", str(pairs_file), "--db", db_url,
-                "--base-url", sim.base_url, "--concurrency", "4", "--chunk-size", "5",
-                "--save-raw", str(raw))
+    proc = _Cli(
+        tmp_path,
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        db_url,
+        "--base-url",
+        sim.base_url,
+        "--concurrency",
+        "4",
+        "--chunk-size",
+        "5",
+        "--save-raw",
+        str(raw),
+    )
     _wait_for(lambda: sim.stats.requests >= 30)
     # From now on requests hang, so the export is still running (its requests in their grace
     # period) when the signal is repeated below.
@@ -99,8 +124,9 @@ def test_two_signals_at_once_still_commit_every_fetched_run(make_simulator, db_u
     assert "again: cancelling the requests in flight" in err
     # Every response received (the raw archive holds each one) is in the table; requests cut
     # by the repeated signal are in neither.
-    fetched = {(r["projectId"], r["runName"])
-               for r in map(json.loads, raw.read_text().splitlines())}
+    fetched = {
+        (r["projectId"], r["runName"]) for r in map(json.loads, raw.read_text().splitlines())
+    }
     assert _stored_pairs(db_url) == fetched
     assert 30 - 4 <= _exported(out) == len(fetched) < 400
     (batch,) = fetch_rows(db_url, "SELECT status, exported FROM nsml_export_batches")
@@ -108,8 +134,7 @@ def test_two_signals_at_once_still_commit_every_fetched_run(make_simulator, db_u
 
 
 @pytest.mark.parametrize(("db_url", "signum", "code"), SIGNAL_CASES, indirect=["db_url"])
-def test_two_signals_at_once_stop_a_load_and_commit_what_was_read(db_url, tmp_path, signum,
-                                                                  code):
+def test_two_signals_at_once_stop_a_load_and_commit_what_was_read(db_url, tmp_path, signum, code):
     total = 40_000
     path = tmp_path / "runs.jsonl"
     with open(path, "w", encoding="utf-8") as handle:
@@ -132,14 +157,29 @@ def test_two_signals_at_once_stop_a_load_and_commit_what_was_read(db_url, tmp_pa
     assert batch == {"status": "interrupted", "exported": exported}
 
 
-def test_sigterm_ends_an_export_within_seconds_while_every_request_hangs(make_simulator,
-                                                                         sqlite_url, tmp_path):
-    sim = make_simulator(projects=1, runs_per_project=200, latency=0.02, slow_seconds=120,
-                         retry_after=60)
+def test_sigterm_ends_an_export_within_seconds_while_every_request_hangs(
+    make_simulator, sqlite_url, tmp_path
+):
+    sim = make_simulator(
+        projects=1, runs_per_project=200, latency=0.02, slow_seconds=120, retry_after=60
+    )
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
-    proc = _Cli(tmp_path, "export", "--pairs", str(pairs_file), "--db", sqlite_url,
-                "--base-url", sim.base_url, "--concurrency", "4", "--chunk-size", "5",
-                "--timeout", "30")
+    proc = _Cli(
+        tmp_path,
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        sqlite_url,
+        "--base-url",
+        sim.base_url,
+        "--concurrency",
+        "4",
+        "--chunk-size",
+        "5",
+        "--timeout",
+        "30",
+    )
     _wait_for(lambda: sim.stats.requests >= 20)
     # From now on every request hangs for two minutes, or is throttled with Retry-After: 60.
     sim.set_faults(1.0, ("slow", "429"))
@@ -154,18 +194,36 @@ def test_sigterm_ends_an_export_within_seconds_while_every_request_hangs(make_si
     assert batch == {"status": "interrupted", "exported": answered}
 
 
-def test_timeout_bounds_a_whole_trickling_response(run_cli, credentials, make_simulator,
-                                                   sqlite_url, tmp_path):
+def test_timeout_bounds_a_whole_trickling_response(
+    run_cli, credentials, make_simulator, sqlite_url, tmp_path
+):
     # Headers at once, then a byte a second: each read is quick, the response takes minutes.
     def export(fault_streak):
-        sim = make_simulator(projects=1, runs_per_project=3, fault_rate=1.0,
-                             fault_kinds=("trickle",), trickle_seconds=1.0,
-                             fault_streak=fault_streak)
+        sim = make_simulator(
+            projects=1,
+            runs_per_project=3,
+            fault_rate=1.0,
+            fault_kinds=("trickle",),
+            trickle_seconds=1.0,
+            fault_streak=fault_streak,
+        )
         pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
         started = time.monotonic()
-        result = run_cli("export", "--pairs", str(pairs_file), "--db", sqlite_url,
-                         "--base-url", sim.base_url, "--timeout", "2",
-                         "--max-attempts", str(attempts), "--backoff-initial", "0.01")
+        result = run_cli(
+            "export",
+            "--pairs",
+            str(pairs_file),
+            "--db",
+            sqlite_url,
+            "--base-url",
+            sim.base_url,
+            "--timeout",
+            "2",
+            "--max-attempts",
+            str(attempts),
+            "--backoff-initial",
+            "0.01",
+        )
         assert time.monotonic() - started < 20  # attempts of 2 s, not 600 s
         return sim, result
 
@@ -173,8 +231,10 @@ def test_timeout_bounds_a_whole_trickling_response(run_cli, credentials, make_si
     sim, result = export(fault_streak=None)
     assert result.exit_code == 1, result.output
     for project_id, run_name in sim.pairs():
-        assert f"{project_id}\t{run_name}\ttransport error: read timed out [1 attempt]" \
+        assert (
+            f"{project_id}\t{run_name}\ttransport error: read timed out [1 attempt]"
             in result.stdout
+        )
     assert _stored_pairs(sqlite_url) == set()
 
     attempts = 2
@@ -184,16 +244,24 @@ def test_timeout_bounds_a_whole_trickling_response(run_cli, credentials, make_si
     assert _stored_pairs(sqlite_url) == set(sim.pairs())
 
 
-def test_a_database_error_marks_the_batch_failed_with_its_reason(run_cli, credentials,
-                                                                 make_simulator, db_url,
-                                                                 tmp_path):
+def test_a_database_error_marks_the_batch_failed_with_its_reason(
+    run_cli, credentials, make_simulator, db_url, tmp_path
+):
     sim = make_simulator(projects=2, runs_per_project=3)
-    first_pairs, second_pairs = ([(project, run) for run in body["runs"]]
-                                 for project, body in sim.data.items())
+    first_pairs, second_pairs = (
+        [(project, run) for run in body["runs"]] for project, body in sim.data.items()
+    )
 
     def export(pairs):
-        return run_cli("export", "--pairs", str(write_pairs(tmp_path / "pairs.csv", pairs)),
-                       "--db", db_url, "--base-url", sim.base_url)
+        return run_cli(
+            "export",
+            "--pairs",
+            str(write_pairs(tmp_path / "pairs.csv", pairs)),
+            "--db",
+            db_url,
+            "--base-url",
+            sim.base_url,
+        )
 
     assert export(first_pairs).exit_code == 0
     # The batches table as nsml-etl made it before it had an error column; and a history table
@@ -209,8 +277,9 @@ def test_a_database_error_marks_the_batch_failed_with_its_reason(run_cli, creden
     assert result.exit_code == 4, result.output
     assert result.stderr.startswith("Error: writing 3 runs to table nsml_runs failed:")
     assert "Traceback" not in result.output
-    batches = fetch_rows(db_url, "SELECT status, exported, finished_at, error "
-                                 "FROM nsml_export_batches ORDER BY id")
+    batches = fetch_rows(
+        db_url, "SELECT status, exported, finished_at, error FROM nsml_export_batches ORDER BY id"
+    )
     assert [(b["status"], b["exported"]) for b in batches] == [("succeeded", 3), ("failed", 0)]
     assert batches[1]["finished_at"] is not None and batches[1]["error"] is not None
     assert batches[1]["error"] == result.stderr.removeprefix("Error: ").strip()
@@ -228,7 +297,8 @@ def test_a_database_error_marks_the_batch_failed_with_its_reason(run_cli, creden
 
 @pytest.mark.parametrize("db_url", ["postgresql", "mysql"], indirect=True)
 def test_a_schema_change_waits_a_bounded_time_behind_an_open_dashboard_transaction(
-        run_cli, credentials, make_simulator, db_url, tmp_path, monkeypatch):
+    run_cli, credentials, make_simulator, db_url, tmp_path, monkeypatch
+):
     monkeypatch.setattr(schema, "SCHEMA_LOCK_TIMEOUT_S", 1.0)  # MySQL's smallest wait
     monkeypatch.setattr(schema, "SCHEMA_LOCK_ATTEMPTS", 2)
     monkeypatch.setattr(schema, "SCHEMA_LOCK_RETRY_WAIT_S", 0.1)
@@ -236,8 +306,9 @@ def test_a_schema_change_waits_a_bounded_time_behind_an_open_dashboard_transacti
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
 
     def export():
-        return run_cli("export", "--pairs", str(pairs_file), "--db", db_url,
-                       "--base-url", sim.base_url)
+        return run_cli(
+            "export", "--pairs", str(pairs_file), "--db", db_url, "--base-url", sim.base_url
+        )
 
     assert export().exit_code == 0
     project = next(iter(sim.data))
@@ -255,8 +326,7 @@ def test_a_schema_change_waits_a_bounded_time_behind_an_open_dashboard_transacti
         assert error.startswith("Error: table nsml_runs is locked by another session")
         # Nothing wedged: a new dashboard query is not queued behind a waiting ALTER.
         assert fetch_rows(db_url, "SELECT COUNT(*) AS n FROM nsml_runs") == [{"n": 3}]
-        batches = fetch_rows(db_url, "SELECT status, error FROM nsml_export_batches "
-                                     "ORDER BY id")
+        batches = fetch_rows(db_url, "SELECT status, error FROM nsml_export_batches ORDER BY id")
         assert [b["status"] for b in batches] == ["succeeded", "failed"]
         assert batches[1]["error"].startswith("table nsml_runs is locked by another session")
     finally:
@@ -265,8 +335,12 @@ def test_a_schema_change_waits_a_bounded_time_behind_an_open_dashboard_transacti
         engine.dispose()
 
     assert export().exit_code == 0  # once the dashboard let go
-    (column,) = fetch_rows(db_url, "SELECT column_name FROM nsml_env_columns "
-                                   "WHERE env_key = 'BRAND_NEW_KEY'")
-    rows = fetch_rows(db_url, f"SELECT {column['column_name']} AS v FROM nsml_runs "  # noqa: S608
-                              "WHERE run_name = '1'")
+    (column,) = fetch_rows(
+        db_url, "SELECT column_name FROM nsml_env_columns WHERE env_key = 'BRAND_NEW_KEY'"
+    )
+    rows = fetch_rows(
+        db_url,
+        f"SELECT {column['column_name']} AS v FROM nsml_runs "  # noqa: S608
+        "WHERE run_name = '1'",
+    )
     assert rows == [{"v": "42"}]

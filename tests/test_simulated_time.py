@@ -31,8 +31,9 @@ def listed(sim: Simulator) -> dict[tuple[str, str], dict]:
 @pytest.fixture
 def timeline_simulator(make_simulator):
     """A simulator whose clock starts at EPOCH (seed 4 has runs deleted and canceled)."""
-    return lambda **overrides: make_simulator(seed=4, projects=2, runs_per_project=15,
-                                              epoch=EPOCH, **overrides)
+    return lambda **overrides: make_simulator(
+        seed=4, projects=2, runs_per_project=15, epoch=EPOCH, **overrides
+    )
 
 
 def test_runs_move_through_their_lives_as_the_clock_moves(timeline_simulator):
@@ -71,7 +72,8 @@ def test_the_run_list_follows_the_clock_in_seoul_time(timeline_simulator):
 
 
 def test_the_same_seed_and_epoch_give_the_same_timeline_and_frozen_data_stays(
-        timeline_simulator, make_simulator, tmp_path):
+    timeline_simulator, make_simulator, tmp_path
+):
     first, second = timeline_simulator(), timeline_simulator()
     for sim in (first, second):
         sim.set_clock(EPOCH + timedelta(days=5))
@@ -89,7 +91,8 @@ def test_the_same_seed_and_epoch_give_the_same_timeline_and_frozen_data_stays(
 
 
 def test_exports_at_simulated_moments_build_a_history_for_the_report(
-        run_cli, credentials, make_simulator, monkeypatch, sqlite_url, tmp_path):
+    run_cli, credentials, make_simulator, monkeypatch, sqlite_url, tmp_path
+):
     sim = make_simulator(seed=5, projects=2, runs_per_project=6, epoch=EPOCH)
     moment = EPOCH
     for _ in range(12):  # three days, every 6 hours
@@ -102,17 +105,35 @@ def test_exports_at_simulated_moments_build_a_history_for_the_report(
     check_estimates_hold_the_truth(sim, sqlite_url, interval_h=6)
     batches = fetch_rows(sqlite_url, "SELECT started_at FROM nsml_export_batches ORDER BY id")
     assert [str(b["started_at"])[:16] for b in batches][:2] == [
-        "2026-03-02 06:00", "2026-03-02 12:00"]  # the simulated moments, not the wall clock
+        "2026-03-02 06:00",
+        "2026-03-02 12:00",
+    ]  # the simulated moments, not the wall clock
 
     page = tmp_path / "report.html"
-    report = run_cli("report", "--db", sqlite_url, "--format", "json",
-                     "--since", "2026-03-01", "--until", "2026-03-08", "--html", str(page))
+    report = run_cli(
+        "report",
+        "--db",
+        sqlite_url,
+        "--format",
+        "json",
+        "--since",
+        "2026-03-01",
+        "--until",
+        "2026-03-08",
+        "--html",
+        str(page),
+    )
     assert report.exit_code == 0, report.output
     assert fetch_rows(sqlite_url, "SELECT COUNT(*) AS n FROM nsml_status_transitions")[0]["n"]
     sections = json.loads(report.stdout)
     assert sections["analytics_period"]["rows"] == [
-        {"since": "2026-02-23", "until": "2026-03-08", "export_interval_h": 6.0,
-         "estimates": "good to about one export interval"}]
+        {
+            "since": "2026-02-23",
+            "until": "2026-03-08",
+            "export_interval_h": 6.0,
+            "estimates": "good to about one export interval",
+        }
+    ]
     hours = sections["run_hours_per_project"]["rows"]
     assert hours and all(row["week"] == "2026-03-02" for row in hours)
     assert sum(row["run_hours"] for row in hours) > 0
@@ -120,22 +141,30 @@ def test_exports_at_simulated_moments_build_a_history_for_the_report(
     assert sections["queue_wait_per_week"]["rows"][0]["project_name"] == "(all projects)"
     assert sections["failure_rate_by_image"]["rows"]
     assert {r["gpu_svr_code"] for r in sections["nsml_gpu_servers_without_count"]["rows"]} <= {
-        101, 205, 207}
+        101,
+        205,
+        207,
+    }
     html = page.read_text(encoding="utf-8")
-    for chart in ("Run-hours per project per week", "Queue wait per week (all projects)",
-                  "Failure rate by image (failed / finished)"):
+    for chart in (
+        "Run-hours per project per week",
+        "Queue wait per week (all projects)",
+        "Failure rate by image (failed / finished)",
+    ):
         section = html.split(f"<h2>{chart}</h2>")[1].split("</section>")[0]
         assert "<svg" in section and "<rect" in section, chart
     assert "No GPU counts are known" in html
     # a period before any run: the sections are there, and empty
-    empty = json.loads(run_cli("report", "--db", sqlite_url, "--format", "json",
-                               "--until", "2026-02-20").stdout)
+    empty = json.loads(
+        run_cli("report", "--db", sqlite_url, "--format", "json", "--until", "2026-02-20").stdout
+    )
     assert empty["run_hours_per_project"]["rows"] == []
 
 
 @pytest.mark.parametrize("value", ["yesterday", "2026-13-01"])
-def test_a_bad_simulated_clock_stops_before_anything(run_cli, credentials, monkeypatch,
-                                                     sqlite_url, tmp_path, value):
+def test_a_bad_simulated_clock_stops_before_anything(
+    run_cli, credentials, monkeypatch, sqlite_url, tmp_path, value
+):
     monkeypatch.setenv("NSML_ETL_CLOCK", value)
     result = run_cli("export", "--all", "--db", sqlite_url, "--base-url", "http://127.0.0.1:9")
     assert result.exit_code == 2
@@ -155,8 +184,11 @@ def check_estimates_hold_the_truth(sim, db_url, interval_h):
 
     for row in rows:
         life = sim.data[row["project_id"]]["runs"][row["run_name"]]["_timeline"]
-        truth = {"created": life.created, "started": life.started,
-                 "ended": life.deleted or life.ended}
+        truth = {
+            "created": life.created,
+            "started": life.started,
+            "ended": life.deleted or life.ended,
+        }
         for name, true in truth.items():
             earliest, latest = moment(row[f"{name}_earliest"]), moment(row[f"{name}_latest"])
             if latest is None:
@@ -169,4 +201,3 @@ def check_estimates_hold_the_truth(sim, db_url, interval_h):
                 assert error <= interval_h / 2, (row, name)
                 checked += 1
     assert checked >= 5
-

@@ -28,15 +28,23 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 # Tables (and a view) named nsml_runs that another tool made, and what the refusal says.
 FOREIGN = {
-    "id_key": ("CREATE TABLE nsml_runs (id INTEGER PRIMARY KEY, name VARCHAR(100))",
-               ["its primary key is (id), not (project_id, run_name)"]),
-    "no_key": ("CREATE TABLE nsml_runs (project_id VARCHAR(100), run_name VARCHAR(100))",
-               ["its primary key is missing"]),
-    "types": ("CREATE TABLE nsml_runs (project_id VARCHAR(100) NOT NULL, "
-              "run_name VARCHAR(100) NOT NULL, gpu_svr_code VARCHAR(20), "
-              "fetched_at VARCHAR(40), PRIMARY KEY (project_id, run_name))",
-              ["column gpu_svr_code is VARCHAR(20), not an integer type",
-               "column fetched_at is VARCHAR(40), not a date and time type"]),
+    "id_key": (
+        "CREATE TABLE nsml_runs (id INTEGER PRIMARY KEY, name VARCHAR(100))",
+        ["its primary key is (id), not (project_id, run_name)"],
+    ),
+    "no_key": (
+        "CREATE TABLE nsml_runs (project_id VARCHAR(100), run_name VARCHAR(100))",
+        ["its primary key is missing"],
+    ),
+    "types": (
+        "CREATE TABLE nsml_runs (project_id VARCHAR(100) NOT NULL, "
+        "run_name VARCHAR(100) NOT NULL, gpu_svr_code VARCHAR(20), "
+        "fetched_at VARCHAR(40), PRIMARY KEY (project_id, run_name))",
+        [
+            "column gpu_svr_code is VARCHAR(20), not an integer type",
+            "column fetched_at is VARCHAR(40), not a date and time type",
+        ],
+    ),
     "view": ("CREATE VIEW nsml_runs AS SELECT 1 AS x", ["it is a view"]),
 }
 
@@ -47,9 +55,10 @@ def schema(db_url: str) -> dict:
     try:
         inspector = sa.inspect(engine)
         tables = {
-            name: ([(c["name"], repr(c["type"]), c["nullable"])
-                    for c in inspector.get_columns(name)],
-                   inspector.get_pk_constraint(name)["constrained_columns"])
+            name: (
+                [(c["name"], repr(c["type"]), c["nullable"]) for c in inspector.get_columns(name)],
+                inspector.get_pk_constraint(name)["constrained_columns"],
+            )
             for name in inspector.get_table_names()
         }
         return {"tables": tables, "views": sorted(inspector.get_view_names())}
@@ -58,8 +67,9 @@ def schema(db_url: str) -> dict:
 
 
 @pytest.mark.parametrize("kind", sorted(FOREIGN))
-def test_a_table_we_did_not_make_is_refused_and_left_alone(run_cli, credentials, simulator,
-                                                           db_url, tmp_path, kind):
+def test_a_table_we_did_not_make_is_refused_and_left_alone(
+    run_cli, credentials, simulator, db_url, tmp_path, kind
+):
     ddl, reasons = FOREIGN[kind]
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:
@@ -93,8 +103,14 @@ def test_a_table_we_did_not_make_is_refused_and_left_alone(run_cli, credentials,
 
 
 def test_our_own_tables_and_views_are_reserved():
-    tables = {ENV_COLUMNS_TABLE, FIELD_COLUMNS_TABLE, BATCHES_TABLE, FAILURES_TABLE,
-              HISTORY_TABLE, STAGE_TABLE}
+    tables = {
+        ENV_COLUMNS_TABLE,
+        FIELD_COLUMNS_TABLE,
+        BATCHES_TABLE,
+        FAILURES_TABLE,
+        HISTORY_TABLE,
+        STAGE_TABLE,
+    }
     assert tables <= RESERVED_TABLES
     # The view names come from the files in sql/, whatever files there are.
     files = {p.name.split(".")[0] for p in SQL_DIR.glob("*.sql")}
@@ -103,7 +119,8 @@ def test_our_own_tables_and_views_are_reserved():
 
 
 @pytest.mark.parametrize(
-    "table", sorted(RESERVED_TABLES | default_view_names() | {"team__runs", "a__active_runs"}))
+    "table", sorted(RESERVED_TABLES | default_view_names() | {"team__runs", "a__active_runs"})
+)
 def test_reserved_table_names_exit_2(run_cli, tmp_path, table):
     db = tmp_path / "runs.db"
     result = run_cli("views", "--db", f"sqlite:///{db}", "--table", table)
@@ -114,12 +131,11 @@ def test_reserved_table_names_exit_2(run_cli, tmp_path, table):
 
 
 @pytest.mark.parametrize("source", ["env", "config"])
-def test_reserved_names_are_refused_from_env_and_config_too(run_cli, credentials, simulator,
-                                                           monkeypatch, sqlite_url, tmp_path,
-                                                           source):
+def test_reserved_names_are_refused_from_env_and_config_too(
+    run_cli, credentials, simulator, monkeypatch, sqlite_url, tmp_path, source
+):
     pairs = write_pairs(tmp_path / "pairs.csv", simulator.pairs()[:1])
-    args = ["export", "--pairs", str(pairs), "--db", sqlite_url, "--base-url",
-            simulator.base_url]
+    args = ["export", "--pairs", str(pairs), "--db", sqlite_url, "--base-url", simulator.base_url]
     if source == "env":
         monkeypatch.setenv("NSML_ETL_TABLE", "nsml_etl_stage")
         where = "NSML_ETL_TABLE"
@@ -154,24 +170,39 @@ def load(run_cli, db_url, path, bodies, *args):
 
 
 def test_each_table_has_its_own_views(run_cli, db_url, tmp_path):
-    load(run_cli, db_url, tmp_path / "a.jsonl", [
-        {"projectId": "p", "runName": "1", "status": "RUN_STATE_RUNNING", "creator": "alice"}])
-    load(run_cli, db_url, tmp_path / "b.jsonl", [
-        {"projectId": "q", "runName": str(i), "status": "RUN_STATE_RUNNING", "creator": "bob"}
-        for i in range(3)], "--table", "team_a")
+    load(
+        run_cli,
+        db_url,
+        tmp_path / "a.jsonl",
+        [{"projectId": "p", "runName": "1", "status": "RUN_STATE_RUNNING", "creator": "alice"}],
+    )
+    load(
+        run_cli,
+        db_url,
+        tmp_path / "b.jsonl",
+        [
+            {"projectId": "q", "runName": str(i), "status": "RUN_STATE_RUNNING", "creator": "bob"}
+            for i in range(3)
+        ],
+        "--table",
+        "team_a",
+    )
     bases = view_bases()
     default = run_cli("views", "--db", db_url)
     team = run_cli("views", "--db", db_url, "--table", "team_a")
     assert default.exit_code == 0 and team.exit_code == 0, (default.output, team.output)
     assert {line.split(":")[0] for line in team.stdout.splitlines()} == {
-        f"team_a__{b.removeprefix('nsml_')}" for b in bases}
+        f"team_a__{b.removeprefix('nsml_')}" for b in bases
+    }
     assert "team_a__active_runs: which runs are still going" in team.stdout
 
     # Creating team_a's views left the default table's alone, and each reads its own table.
     assert fetch_rows(db_url, "SELECT creator, runs FROM nsml_creator_activity") == [
-        {"creator": "alice", "runs": 1}]
+        {"creator": "alice", "runs": 1}
+    ]
     assert fetch_rows(db_url, "SELECT creator, runs FROM team_a__creator_activity") == [
-        {"creator": "bob", "runs": 3}]
+        {"creator": "bob", "runs": 3}
+    ]
     (fresh,) = fetch_rows(db_url, "SELECT * FROM team_a__export_freshness")
     assert fresh["runs"] == 3 and fresh["last_successful_export"] is not None
     report = run_cli("report", "--db", db_url, "--table", "team_a", "--format", "json")
@@ -180,8 +211,14 @@ def test_each_table_has_its_own_views(run_cli, db_url, tmp_path):
     assert [r["creator"] for r in sections["nsml_creator_activity"]["rows"]] == ["bob"]
 
     long_table = "t" * 63  # views need their table (a mistyped --table is exit 4)
-    load(run_cli, db_url, tmp_path / "c.jsonl", [{"projectId": "r", "runName": "1"}],
-         "--table", long_table)
+    load(
+        run_cli,
+        db_url,
+        tmp_path / "c.jsonl",
+        [{"projectId": "r", "runName": "1"}],
+        "--table",
+        long_table,
+    )
     result = run_cli("views", "--db", db_url, "--table", long_table)
     assert result.exit_code == 0, result.output
     engine = sa.create_engine(db_url)

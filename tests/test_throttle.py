@@ -60,27 +60,64 @@ def test_rate_limiter_spaces_starts():
     assert sleeps == [0.25, 0.5, 0.75, 1.0]
 
 
-def test_sustained_429s_shrink_concurrency(run_cli, credentials, make_simulator, sqlite_url,
-                                           tmp_path):
-    sim = make_simulator(projects=1, runs_per_project=60, fault_rate=0.5, fault_kinds=("429",),
-                         fault_streak=3, retry_after=0, latency=0.02)
+def test_sustained_429s_shrink_concurrency(
+    run_cli, credentials, make_simulator, sqlite_url, tmp_path
+):
+    sim = make_simulator(
+        projects=1,
+        runs_per_project=60,
+        fault_rate=0.5,
+        fault_kinds=("429",),
+        fault_streak=3,
+        retry_after=0,
+        latency=0.02,
+    )
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", sqlite_url,
-                     "--base-url", sim.base_url, "--concurrency", "16", "--max-attempts", "5",
-                     "--backoff-initial", "0.01", "--log-format", "json")
+    result = run_cli(
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        sqlite_url,
+        "--base-url",
+        sim.base_url,
+        "--concurrency",
+        "16",
+        "--max-attempts",
+        "5",
+        "--backoff-initial",
+        "0.01",
+        "--log-format",
+        "json",
+    )
     assert result.exit_code == 0, result.output
-    throttled = [json.loads(line) for line in result.stderr.splitlines()
-                 if json.loads(line)["event"] == "throttled"]
+    throttled = [
+        json.loads(line)
+        for line in result.stderr.splitlines()
+        if json.loads(line)["event"] == "throttled"
+    ]
     assert throttled and throttled[0]["from"] == 16 and throttled[0]["to"] == 8
     assert fetch_rows(sqlite_url, "SELECT COUNT(*) AS n FROM nsml_runs") == [{"n": 60}]
 
 
-def test_rate_limit_caps_requests_per_second(run_cli, credentials, make_simulator, sqlite_url,
-                                             tmp_path):
+def test_rate_limit_caps_requests_per_second(
+    run_cli, credentials, make_simulator, sqlite_url, tmp_path
+):
     sim = make_simulator(projects=1, runs_per_project=16)
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", sqlite_url,
-                     "--base-url", sim.base_url, "--concurrency", "8", "--rate-limit", "10/s")
+    result = run_cli(
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        sqlite_url,
+        "--base-url",
+        sim.base_url,
+        "--concurrency",
+        "8",
+        "--rate-limit",
+        "10/s",
+    )
     assert result.exit_code == 0, result.output
     arrivals = sorted(sim.stats.arrivals)
     # Whatever the machine's speed, no one-second window may hold more than 10 starts (+1 for

@@ -16,15 +16,19 @@ from nsml_etl.urls import redact_url
     ("url", "shown"),
     [
         # user and password: the password goes, the rest stays readable
-        ("postgresql+psycopg://etl:s3cr3t@db.example:5432/runs",
-         "postgresql+psycopg://etl:***@db.example:5432/runs"),
+        (
+            "postgresql+psycopg://etl:s3cr3t@db.example:5432/runs",
+            "postgresql+psycopg://etl:***@db.example:5432/runs",
+        ),
         # a password without a user
         ("postgresql://:s3cr3t@db/runs", "postgresql://:***@db/runs"),
         # percent-encoded characters in the password
         ("mysql+pymysql://etl:s%40cr%3At@db/runs", "mysql+pymysql://etl:***@db/runs"),
         # no password: nothing to mask, nothing changed
-        ("mysql+pymysql://etl@db/runs?charset=utf8mb4",
-         "mysql+pymysql://etl@db/runs?charset=utf8mb4"),
+        (
+            "mysql+pymysql://etl@db/runs?charset=utf8mb4",
+            "mysql+pymysql://etl@db/runs?charset=utf8mb4",
+        ),
         ("sqlite:///nsml_runs.db", "sqlite:///nsml_runs.db"),
         ("sqlite://", "sqlite://"),
     ],
@@ -34,8 +38,10 @@ def test_the_password_is_masked_and_the_rest_kept(url, shown):
 
 
 def test_credential_query_values_are_masked_and_other_parameters_kept():
-    shown = redact_url("postgresql://etl@db/runs?password=pw1&sslmode=require"
-                       "&sslpassword=pw2&api_token=tk3&client_key=ky4")
+    shown = redact_url(
+        "postgresql://etl@db/runs?password=pw1&sslmode=require"
+        "&sslpassword=pw2&api_token=tk3&client_key=ky4"
+    )
     for secret in ("pw1", "pw2", "tk3", "ky4"):
         assert secret not in shown
     assert "sslmode=require" in shown
@@ -82,15 +88,22 @@ def test_settings_show_the_database_url_redacted():
     assert shown.startswith("postgresql://etl:***@db/runs")
 
 
-@pytest.mark.parametrize("url", ["postgresql+psycopg://etl:pa@ss@127.0.0.1:1/runs",
-                                 "postgresql+psycopg://etl:p@ss:w0rd@127.0.0.1/runs"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://etl:pa@ss@127.0.0.1:1/runs",
+        "postgresql+psycopg://etl:p@ss:w0rd@127.0.0.1/runs",
+    ],
+)
 def test_a_db_url_with_an_unescaped_at_in_its_password_is_refused_before_connecting(
-        run_cli, credentials, simulator, tmp_path, url):
+    run_cli, credentials, simulator, tmp_path, url
+):
     """Before, the driver was asked for host 'ss@127.0.0.1' and said so (exit 4), or the parser
     failed on port 'w0rd@127.0.0.1' (exit 70, "a bug"): both showed part of the password."""
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs()[:1])
-    result = run_cli("export", "--pairs", str(pairs_file), "--db", url,
-                     "--base-url", simulator.base_url)
+    result = run_cli(
+        "export", "--pairs", str(pairs_file), "--db", url, "--base-url", simulator.base_url
+    )
     assert result.exit_code == 2, result.output
     assert "is not a database URL" in result.stderr
     assert "percent-encode @, : and / in a password (@ as %40)" in result.stderr

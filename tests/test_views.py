@@ -21,15 +21,42 @@ def load(run_cli, db_url, tmp_path, bodies):
 
 
 RUNS = [
-    {"projectId": "p1", "runName": "1", "projectName": "비전", "status": "RUN_STATE_COMPLETED",
-     "creator": "alice", "engFullName": "A100", "gpuSvrCode": 207, "imageType": "BASE",
-     "imagePath": "img/a", "envs": {"LR": "0.1", "lr": "x"}},
-    {"projectId": "p1", "runName": "2", "projectName": "비전", "status": "RUN_STATE_IN_PROGRESS",
-     "creator": "alice", "engFullName": "A100", "gpuSvrCode": 207, "imageType": "CUSTOM",
-     "imagePath": "img/b", "envs": {"LR": "0.2"}},
-    {"projectId": "p2", "runName": "1", "projectName": "llm", "status": "RUN_STATE_PENDING",
-     "creator": "bob", "engFullName": "V100", "gpuSvrCode": 205, "imageType": "BASE",
-     "imagePath": "img/a", "envs": {}},
+    {
+        "projectId": "p1",
+        "runName": "1",
+        "projectName": "비전",
+        "status": "RUN_STATE_COMPLETED",
+        "creator": "alice",
+        "engFullName": "A100",
+        "gpuSvrCode": 207,
+        "imageType": "BASE",
+        "imagePath": "img/a",
+        "envs": {"LR": "0.1", "lr": "x"},
+    },
+    {
+        "projectId": "p1",
+        "runName": "2",
+        "projectName": "비전",
+        "status": "RUN_STATE_IN_PROGRESS",
+        "creator": "alice",
+        "engFullName": "A100",
+        "gpuSvrCode": 207,
+        "imageType": "CUSTOM",
+        "imagePath": "img/b",
+        "envs": {"LR": "0.2"},
+    },
+    {
+        "projectId": "p2",
+        "runName": "1",
+        "projectName": "llm",
+        "status": "RUN_STATE_PENDING",
+        "creator": "bob",
+        "engFullName": "V100",
+        "gpuSvrCode": 205,
+        "imageType": "BASE",
+        "imagePath": "img/a",
+        "envs": {},
+    },
 ]
 
 
@@ -39,39 +66,65 @@ def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Created 16 views." in result.stderr
 
-    by_status = fetch_rows(db_url, "SELECT project_id, status, runs FROM "
-                                   "nsml_runs_by_project_status ORDER BY project_id, status")
+    by_status = fetch_rows(
+        db_url,
+        "SELECT project_id, status, runs FROM "
+        "nsml_runs_by_project_status ORDER BY project_id, status",
+    )
     assert [(r["project_id"], r["status"], r["runs"]) for r in by_status] == [
-        ("p1", "RUN_STATE_COMPLETED", 1), ("p1", "RUN_STATE_IN_PROGRESS", 1),
-        ("p2", "RUN_STATE_PENDING", 1)]
-    active = fetch_rows(db_url, "SELECT project_id, run_name FROM nsml_active_runs "
-                                "ORDER BY project_id")
+        ("p1", "RUN_STATE_COMPLETED", 1),
+        ("p1", "RUN_STATE_IN_PROGRESS", 1),
+        ("p2", "RUN_STATE_PENDING", 1),
+    ]
+    active = fetch_rows(
+        db_url, "SELECT project_id, run_name FROM nsml_active_runs ORDER BY project_id"
+    )
     assert [(r["project_id"], r["run_name"]) for r in active] == [("p1", "2"), ("p2", "1")]
-    gpu = {r["eng_full_name"]: (r["runs"], r["active_runs"])
-           for r in fetch_rows(db_url, "SELECT * FROM nsml_gpu_usage")}
-    assert {k: (int(a), int(b)) for k, (a, b) in gpu.items()} == {"A100": (2, 1),
-                                                                 "V100": (1, 1)}
-    images = {(r["image_type"], r["image_path"]): r["runs"]
-              for r in fetch_rows(db_url, "SELECT * FROM nsml_image_usage")}
+    gpu = {
+        r["eng_full_name"]: (r["runs"], r["active_runs"])
+        for r in fetch_rows(db_url, "SELECT * FROM nsml_gpu_usage")
+    }
+    assert {k: (int(a), int(b)) for k, (a, b) in gpu.items()} == {"A100": (2, 1), "V100": (1, 1)}
+    images = {
+        (r["image_type"], r["image_path"]): r["runs"]
+        for r in fetch_rows(db_url, "SELECT * FROM nsml_image_usage")
+    }
     assert images == {("BASE", "img/a"): 2, ("CUSTOM", "img/b"): 1}
-    creators = {r["creator"]: (r["runs"], r["projects"])
-                for r in fetch_rows(db_url, "SELECT * FROM nsml_creator_activity")}
+    creators = {
+        r["creator"]: (r["runs"], r["projects"])
+        for r in fetch_rows(db_url, "SELECT * FROM nsml_creator_activity")
+    }
     assert creators == {"alice": (2, 1), "bob": (1, 1)}
-    long_format = {(r["project_id"], r["run_name"], r["env_key"]): r["value"]
-                   for r in fetch_rows(db_url, "SELECT * FROM nsml_run_envs")}
-    assert long_format == {("p1", "1", "LR"): "0.1", ("p1", "1", "lr"): "x",
-                           ("p1", "2", "LR"): "0.2"}
-    catalog = {r["env_key"]: (r["runs"], r["distinct_values"])
-               for r in fetch_rows(db_url, "SELECT * FROM nsml_env_key_catalog")}
+    long_format = {
+        (r["project_id"], r["run_name"], r["env_key"]): r["value"]
+        for r in fetch_rows(db_url, "SELECT * FROM nsml_run_envs")
+    }
+    assert long_format == {
+        ("p1", "1", "LR"): "0.1",
+        ("p1", "1", "lr"): "x",
+        ("p1", "2", "LR"): "0.2",
+    }
+    catalog = {
+        r["env_key"]: (r["runs"], r["distinct_values"])
+        for r in fetch_rows(db_url, "SELECT * FROM nsml_env_key_catalog")
+    }
     assert catalog == {"LR": (2, 2), "lr": (1, 1)}  # case twins stay two keys
-    _set_create_times(db_url, {("p1", "1"): "2026-01-05 10:00:00",   # a Monday
-                               ("p1", "2"): "2026-01-11 23:00:00",   # the Sunday after
-                               ("p2", "1"): "2026-01-12 01:00:00"})  # the next Monday
-    weeks = fetch_rows(db_url, "SELECT week, status, runs FROM nsml_runs_per_week "
-                               "ORDER BY week, status")
+    _set_create_times(
+        db_url,
+        {
+            ("p1", "1"): "2026-01-05 10:00:00",  # a Monday
+            ("p1", "2"): "2026-01-11 23:00:00",  # the Sunday after
+            ("p2", "1"): "2026-01-12 01:00:00",
+        },
+    )  # the next Monday
+    weeks = fetch_rows(
+        db_url, "SELECT week, status, runs FROM nsml_runs_per_week ORDER BY week, status"
+    )
     assert [(str(w["week"])[:10], w["status"], w["runs"]) for w in weeks] == [
-        ("2026-01-05", "RUN_STATE_COMPLETED", 1), ("2026-01-05", "RUN_STATE_IN_PROGRESS", 1),
-        ("2026-01-12", "RUN_STATE_PENDING", 1)]
+        ("2026-01-05", "RUN_STATE_COMPLETED", 1),
+        ("2026-01-05", "RUN_STATE_IN_PROGRESS", 1),
+        ("2026-01-12", "RUN_STATE_PENDING", 1),
+    ]
     (fresh,) = fetch_rows(db_url, "SELECT * FROM nsml_export_freshness")
     assert fresh["last_successful_export"] is not None and fresh["runs"] == 3
     assert fresh["not_refreshed_1d"] == 0
@@ -79,10 +132,13 @@ def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path):
     # history: p2/1 goes from PENDING to FAILED in a second load
     load(run_cli, db_url, tmp_path, [{**RUNS[2], "status": "RUN_STATE_FAILED"}])
     transitions = fetch_rows(db_url, "SELECT * FROM nsml_status_transitions")
-    assert [(t["project_id"], t["run_name"], t["previous_status"], t["status"])
-            for t in transitions] == [("p2", "1", "RUN_STATE_PENDING", "RUN_STATE_FAILED")]
-    durations = fetch_rows(db_url, "SELECT status, seconds FROM nsml_status_durations "
-                                   "WHERE project_id = 'p2' ORDER BY status")
+    assert [
+        (t["project_id"], t["run_name"], t["previous_status"], t["status"]) for t in transitions
+    ] == [("p2", "1", "RUN_STATE_PENDING", "RUN_STATE_FAILED")]
+    durations = fetch_rows(
+        db_url,
+        "SELECT status, seconds FROM nsml_status_durations WHERE project_id = 'p2' ORDER BY status",
+    )
     assert [d["status"] for d in durations] == ["RUN_STATE_FAILED", "RUN_STATE_PENDING"]
     assert all(float(d["seconds"]) >= 0 for d in durations)
 
@@ -99,13 +155,19 @@ def _set_create_times(db_url, times):
     import sqlalchemy as sa
 
     engine = sa.create_engine(db_url)
-    table = sa.table("nsml_runs", sa.column("project_id"), sa.column("run_name"),
-                     sa.column("create_time", sa.DateTime()))
+    table = sa.table(
+        "nsml_runs",
+        sa.column("project_id"),
+        sa.column("run_name"),
+        sa.column("create_time", sa.DateTime()),
+    )
     with engine.begin() as conn:
         for (project_id, run_name), text in times.items():
-            conn.execute(sa.update(table).where(table.c.project_id == project_id,
-                                                table.c.run_name == run_name)
-                         .values(create_time=datetime.fromisoformat(text)))
+            conn.execute(
+                sa.update(table)
+                .where(table.c.project_id == project_id, table.c.run_name == run_name)
+                .values(create_time=datetime.fromisoformat(text))
+            )
     engine.dispose()
 
 
@@ -118,21 +180,27 @@ def test_report_formats(run_cli, sqlite_url, tmp_path):
     as_json = json.loads(run_cli("report", "--db", sqlite_url, "--format", "json").stdout)
     assert {r["creator"] for r in as_json["nsml_creator_activity"]["rows"]} == {"alice", "bob"}
     # Issue 15: --format csv prints one section (it pasted every section into one stream)
-    as_csv = run_cli("report", "--db", sqlite_url, "--format", "csv", "--view",
-                     "nsml_creator_activity").stdout
+    as_csv = run_cli(
+        "report", "--db", sqlite_url, "--format", "csv", "--view", "nsml_creator_activity"
+    ).stdout
     assert as_csv.startswith("creator,runs,projects,active_runs,last_created\n")
     # the analytics sections are there, empty without a history of exports
-    for name, title in (("analytics_period", "Analytics period"),
-                        ("run_hours_per_project", "Run-hours and GPU-hours per project and week"),
-                        ("queue_wait_per_week", "Queue wait per week"),
-                        ("failure_rate_by_image", "Failure rate by image"),
-                        ("nsml_gpu_servers_without_count", "GPU servers without a GPU count")):
+    for name, title in (
+        ("analytics_period", "Analytics period"),
+        ("run_hours_per_project", "Run-hours and GPU-hours per project and week"),
+        ("queue_wait_per_week", "Queue wait per week"),
+        ("failure_rate_by_image", "Failure rate by image"),
+        ("nsml_gpu_servers_without_count", "GPU servers without a GPU count"),
+    ):
         assert as_json[name]["title"] == title and f"== {title} ({name})" in text.stdout
     assert as_json["queue_wait_per_week"]["rows"] == []
     assert [r["gpu_svr_code"] for r in as_json["nsml_gpu_servers_without_count"]["rows"]] == [
-        207, 205]
-    hours = run_cli("report", "--db", sqlite_url, "--format", "csv", "--view",
-                    "run_hours_per_project").stdout
+        207,
+        205,
+    ]
+    hours = run_cli(
+        "report", "--db", sqlite_url, "--format", "csv", "--view", "run_hours_per_project"
+    ).stdout
     assert hours.startswith("week,project_id,project_name,active_runs,run_hours,gpu_hours")
     bad = run_cli("report", "--db", sqlite_url, "--since", "2026-03-01", "--until", "2026-02-01")
     assert bad.exit_code == 2 and "--since 2026-03-01 is after --until" in bad.stderr
@@ -154,16 +222,40 @@ def test_html_report_is_self_contained_and_renders(run_cli, sqlite_url, tmp_path
             pytest.fail("chromium is required here (NSML_ETL_REQUIRE_BROWSER=1)")
         pytest.skip("no chromium on this machine (CI installs it)")
     shot = tmp_path / "report.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                    "--disable-background-networking", "--no-first-run",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-                    "--window-size=1000,1400", page.as_uri()],
-                   check=True, capture_output=True, timeout=60)
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                          "--disable-background-networking", "--no-first-run",
-                          f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom",
-                          page.as_uri()], check=True, capture_output=True, text=True,
-                         timeout=60).stdout
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1000,1400",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile2'}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert shot.stat().st_size > 10_000  # a real picture, not an empty page
     assert "Busiest creators" in dom and dom.count("<rect") >= 4
 
@@ -173,7 +265,8 @@ def test_macros_expand_per_dialect():
     names = {"runs": '"nsml_runs"'}
     assert expand(sql, "sqlite", names) == (
         "SELECT ((julianday(COALESCE(b, strftime('%Y-%m-%d %H:%M:%f', 'now'))) - julianday(a))"
-        ' * 86400.0) FROM "nsml_runs"')
+        ' * 86400.0) FROM "nsml_runs"'
+    )
     assert "EXTRACT(EPOCH FROM" in expand(sql, "postgresql", names)
     assert "TIMESTAMPDIFF(MICROSECOND" in expand(sql, "mariadb", names)
     assert "strftime('%Y-%m-%d %H:%M:%f', 'now')" in expand("{{now}}", "sqlite", {})
