@@ -21,7 +21,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .dialects import first_line
 from .errors import DatabaseError, InputError
-from .names import BATCHES_TABLE, view_name
 from .report import (
     FAILURES,
     HOURS,
@@ -33,6 +32,7 @@ from .report import (
     Table,
     cap_for,
 )
+from .tablenames import BATCHES_TABLE, view_name
 from .views import query_view
 
 # The report's default period: the current week and the seven before it.

@@ -154,7 +154,7 @@ def _table_name(value: Any) -> str:
             "must be 1-63 characters of lower-case letters, digits and underscores, "
             "not starting with a digit (a name that needs no quoting in any database)"
         )
-    from .names import RESERVED_TABLES, SEPARATOR, default_view_names  # local: imports config
+    from .tablenames import RESERVED_TABLES, SEPARATOR, default_view_names  # local: imports config
 
     if value in RESERVED_TABLES:
         raise ValueError(f"{value!r} is one of nsml-etl's own tables; choose another name")

@@ -19,8 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .dialects import first_line
 from .errors import DatabaseError, InputError
-from .names import GPU_SERVERS_TABLE
 from .schema import UTF8MB4, Text
+from .tablenames import GPU_SERVERS_TABLE
 
 # Largest value of the BIGINT gpu_svr_code column.
 MAX_CODE = 2**63 - 1

@@ -1,4 +1,6 @@
-"""Read and validate pairs files: which (projectId, runName) pairs to export.
+"""Pairs: which (projectId, runName) runs to export, read and validated from pairs files and
+Python values, held for an export (:class:`PairSet`, :class:`RunToFetch`), and written back as
+pairs files.
 
 Formats: CSV with a header row, or JSON Lines (by extension ``.jsonl``/``.ndjson``, or sniffed
 when reading stdin). Column names ``project_id``/``projectId`` and ``run_name``/``runName``;

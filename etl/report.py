@@ -33,7 +33,7 @@ from wcwidth import wcswidth, wcwidth
 from .config import DEFAULT_TABLE
 from .dialects import first_line
 from .errors import DatabaseError, InputError
-from .names import BATCHES_TABLE, FILE_PREFIX, view_name
+from .tablenames import BATCHES_TABLE, FILE_PREFIX, view_name
 from .views import query_view
 
 

@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 
 from . import jsontext
+from .columnnames import allocate_columns, allocation_order, snake_case
 from .config import DEFAULT_MAX_ENV_COLUMNS
 from .dialects import (
     MYSQL_MAPPING_KEY_CHARS,
@@ -46,14 +47,13 @@ from .dialects import (
 )
 from .errors import DatabaseError
 from .events import event
-from .names import (
+from .tablenames import (
     BATCHES_TABLE,
     ENV_COLUMNS_TABLE,
     FAILURES_TABLE,
     FIELD_COLUMNS_TABLE,
     HISTORY_TABLE,
 )
-from .naming import allocate_columns, allocation_order, snake_case
 from .transform import (
     CORE_COLUMNS,
     GONE_COLUMN,

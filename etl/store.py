@@ -22,13 +22,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from .config import DEFAULT_MAX_ENV_COLUMNS
 from .dialects import Family, first_line
 from .errors import DatabaseError, MappingChanged
-from .names import HISTORY_TABLE, STAGE_TABLE
 from .pairs import Pair
 from .schema import (
     TIMESTAMP_COLUMNS,
     ColumnMap,
     Schema,
 )
+from .tablenames import HISTORY_TABLE, STAGE_TABLE
 from .transform import (
     GONE_COLUMN,
     KEY_COLUMNS,

@@ -1,7 +1,7 @@
 """Reporting views from the ``.sql`` files in ``sql/``: one view per file and runs table.
 
 A file is one SELECT with a header comment saying what question it answers; each runs table
-gets its own set of views (their names: :mod:`etl.names`). Dialect differences are template
+gets its own set of views (their names: :mod:`etl.tablenames`). Dialect differences are template
 macros, expanded here per database (each family's SQL for them: :mod:`etl.dialects`):
 
 * ``{{runs}}``, ``{{history}}``, ``{{batches}}``: the quoted table names;
@@ -43,7 +43,8 @@ from .batches import BATCH_STATUSES
 from .dialects import family_of, first_line
 from .errors import DatabaseError
 from .gpuservers import ensure_table
-from .names import (
+from .store import RunStore
+from .tablenames import (
     BATCHES_TABLE,
     GPU_SERVERS_TABLE,
     HISTORY_TABLE,
@@ -51,7 +52,6 @@ from .names import (
     view_bases,
     view_name,
 )
-from .store import RunStore
 from .transform import TERMINAL_STATUSES
 
 # A run in one of these has not started yet; any other status that is not terminal means it has.

@@ -70,7 +70,7 @@ def test_a_key_that_has_a_column_keeps_it_after_the_upgrade(
     sim.put_run("p", "1", {"projectId": "p", "runName": "1", "envs": {"학습률": "0.1"}})
     # The table as earlier versions made it: every non-ASCII character became '_'.
     with monkeypatch.context() as before:
-        before.setattr("nsml_etl.naming.romanize", lambda key: key)
+        before.setattr("nsml_etl.columnnames.romanize", lambda key: key)
         _export(run_cli, sim, db_url, tmp_path, [("p", "1")])
     assert _mapping(db_url) == {"학습률": "env____"}
 

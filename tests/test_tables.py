@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
-from nsml_etl.names import (
+from nsml_etl.columnnames import MAX_IDENTIFIER_LENGTH
+from nsml_etl.tablenames import (
     BATCHES_TABLE,
     ENV_COLUMNS_TABLE,
     FAILURES_TABLE,
@@ -22,7 +23,6 @@ from nsml_etl.names import (
     view_bases,
     view_name,
 )
-from nsml_etl.naming import MAX_IDENTIFIER_LENGTH
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nsml_etl.naming import (
+from nsml_etl.columnnames import (
     MAX_IDENTIFIER_LENGTH,
     allocate_columns,
     normalize,

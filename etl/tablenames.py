@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from .columnnames import HASH_DIGITS, MAX_IDENTIFIER_LENGTH, key_hash
 from .config import DEFAULT_TABLE
-from .naming import HASH_DIGITS, MAX_IDENTIFIER_LENGTH, key_hash
 
 # The bookkeeping tables, shared by every runs table of a database.
 ENV_COLUMNS_TABLE = "nsml_env_columns"
