@@ -28,6 +28,7 @@ from . import __version__, api
 from .api import LOAD_DEFAULTS, LOAD_SETTINGS
 from .config import SETTINGS, Setting, credentials_from_env, resolve_settings
 from .errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_DATABASE,
     EXIT_INTERNAL,
     EXIT_OK,
@@ -240,6 +241,11 @@ def handle_errors(func: Callable) -> Callable:
                 raise  # click prints "Aborted!"
             say_error("interrupted", "interrupted", EXIT_SIGINT, log_format)
             sys.exit(EXIT_SIGINT)
+        except BrokenPipeError:
+            # The reader of stdout went away (`nsml-etl report | head`): nothing to tell it.
+            # stdout goes to /dev/null so that the interpreter's last flush fails no more.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_BROKEN_PIPE)
         except Exception as exc:  # a bug, or a database error that escaped the library
             log.debug("unexpected error", exc_info=True)
             words = (str(exc).strip().splitlines() or [""])[0][:MAX_UNEXPECTED_TEXT]

@@ -22,6 +22,8 @@ EXIT_DATABASE = 4
 EXIT_INTERNAL = 70
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+# stdout was closed before everything was written (`nsml-etl report | head`), as SIGPIPE would.
+EXIT_BROKEN_PIPE = 141
 
 
 class EtlError(Exception):

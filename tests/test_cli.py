@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from urllib.parse import urlsplit
 
 from conftest import write_pairs
@@ -85,3 +88,26 @@ def test_verbose_prints_the_summary_once(run_cli, credentials, simulator, sqlite
     assert loaded.exit_code == 0
     assert (loaded.stdout + loaded.stderr).count("Summary: ") == 1
     assert "committed chunk 1" in loaded.stderr
+
+
+def test_a_reader_that_quits_early_is_exit_141_without_a_message(
+    run_cli, credentials, simulator, sqlite_url, tmp_path
+):
+    pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
+    run_cli(
+        "export", "--pairs", str(pairs_file), "--db", sqlite_url, "--base-url", simulator.base_url
+    )
+    # `nsml-etl report | true`: the pipe's reader is gone before the report is written.
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "nsml_etl.cli", "report", "--db", sqlite_url, "--limit", "0"],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(writer)
+    assert (proc.returncode, proc.stderr) == (141, "")
