@@ -23,7 +23,6 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import (
@@ -115,7 +114,7 @@ def run_checks(
 def check_database(settings: Settings) -> CheckLine:
     """Connect (a missing SQLite file is reported, never created) and look at ``--table``."""
     from .database import check_database as connect
-    from .database import check_table, create_engine
+    from .database import check_table, create_engine, sqlite_path
     from .urls import redact_url
 
     where = redact_url(settings.db_url)
@@ -125,7 +124,7 @@ def check_database(settings: Settings) -> CheckLine:
         wrong, said, todo = str(exc).rpartition("; ")
         text = f"{wrong}{DASH}{todo}" if said else f"{exc}{DASH}fix --db (or NSML_ETL_DB_URL)"
         return CheckLine("database", False, text, exc.exit_code)
-    path = _sqlite_path(engine.url)
+    path = sqlite_path(engine.url)
     try:
         connect(engine)  # on SQLite, a missing file is checked for a writable folder only
         if path is not None and not path.exists():
@@ -147,19 +146,6 @@ def check_database(settings: Settings) -> CheckLine:
         else f"table {settings.table} does not exist yet; the first export creates it"
     )
     return CheckLine("database", True, f"{where} is reachable; {table}")
-
-
-def _sqlite_path(url: sa.URL) -> Path | None:
-    """The file of a SQLite URL; None for other databases and in-memory ones."""
-    database = url.database
-    if (
-        url.get_backend_name() != "sqlite"
-        or not database
-        or database == ":memory:"
-        or database.startswith("file:")
-    ):
-        return None
-    return Path(database)
 
 
 def _has_table(engine: sa.Engine, table: str) -> bool:

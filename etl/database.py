@@ -143,11 +143,19 @@ def check_table(engine: Engine, table: str) -> None:
         ) from None
 
 
+def sqlite_path(url: sa.URL) -> Path | None:
+    """The file of a SQLite URL; None for other databases and in-memory ones."""
+    database = url.database
+    if (
+        url.get_backend_name() != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+    ):
+        return None
+    return Path(database)
+
+
 def _sqlite_file_missing(url: sa.URL) -> bool:
-    database = url.database or ""
-    return (
-        url.get_backend_name() == "sqlite"
-        and database not in ("", ":memory:")
-        and not database.startswith("file:")
-        and not Path(database).exists()
-    )
+    path = sqlite_path(url)
+    return path is not None and not path.exists()

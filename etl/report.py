@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from wcwidth import wcswidth, wcwidth
 
 from .config import DEFAULT_TABLE
+from .database import sqlite_path
 from .dialects import first_line
 from .errors import DatabaseError, InputError
 from .tablenames import BATCHES_TABLE, FILE_PREFIX, view_name
@@ -182,24 +183,12 @@ def describe_database(url: sa.URL) -> str:
     return f"{url.get_backend_name()} database {url.database!r} on {where}"
 
 
-def _sqlite_path(url: sa.URL) -> Path | None:
-    database = url.database
-    if (
-        url.get_backend_name() != "sqlite"
-        or not database
-        or database == ":memory:"
-        or database.startswith("file:")
-    ):
-        return None
-    return Path(database)
-
-
 def require_runs_table(engine: Engine, table: str) -> None:
     """:class:`DatabaseError` (exit 4) unless ``table`` exists: ``report`` and ``views`` read
     what ``export`` and ``load`` wrote, so a mistyped ``--db`` or ``--table`` must not pass for
     an empty database, nor create one (a SQLite file that does not exist is never opened)."""
     where = describe_database(engine.url)
-    path = _sqlite_path(engine.url)
+    path = sqlite_path(engine.url)
     if path is not None and not path.exists():
         siblings = [p.name for p in path.parent.glob(f"*{path.suffix}") if p.is_file()]
         near = difflib.get_close_matches(path.name, siblings, n=1)
