@@ -1,7 +1,7 @@
 """The Python API: :func:`export` and :func:`load`, what ``nsml-etl export`` and ``load`` do.
 
 Each does the whole job (settings, credentials, which runs, the database and its checks, the
-skip set, discovery, the raw archive) and returns an :class:`~nsml_etl.report.ExportReport`.
+skip set, discovery, the raw archive) and returns an :class:`~nsml_etl.outcome.ExportReport`.
 Neither prints, installs a signal handler or exits: problems the caller must act on are
 exceptions under :class:`~nsml_etl.errors.EtlError`; runs that failed on their own (and a run
 list that broke off) are in the report. The CLI maps its options to these arguments and their
