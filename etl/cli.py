@@ -899,7 +899,7 @@ def report(
     waits and failure rates over a period of weeks."""
     from .analytics import collect_analytics, period_for
     from .clock import utc_now
-    from .database import check_database, check_table, create_engine
+    from .database import check_database, check_table, create_engine, describe_database
     from .report import (
         SECTION_NAMES,
         as_csv,
@@ -907,7 +907,6 @@ def report(
         as_json,
         as_text,
         collect,
-        describe_database,
         limit_note,
         require_runs_table,
         section_name,

@@ -32,7 +32,9 @@ BACKENDS = {
 }
 
 
-def _describe(url: sa.URL) -> str:
+def describe_database(url: sa.URL) -> str:
+    """The database for people: the SQLite file, or the database and host (never a user name
+    or password)."""
     if url.get_backend_name() == "sqlite":
         return f"SQLite database {url.database or ':memory:'}"
     where = f"{url.host or 'localhost'}{':' + str(url.port) if url.port else ''}"
@@ -107,23 +109,22 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 def check_database(engine: Engine) -> None:
     """Connect once, before any API request, so a wrong URL fails fast and touches nothing."""
     url = engine.url
-    if url.get_backend_name() == "sqlite":
-        database = url.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            path = Path(database)
-            if not path.exists():  # do not create the file just to check it
-                parent = path.parent if str(path.parent) else Path(".")
-                if not parent.is_dir():
-                    raise DatabaseError(f"{_describe(url)}: directory {parent} does not exist")
-                if not os.access(parent, os.W_OK):
-                    raise DatabaseError(f"{_describe(url)}: directory {parent} is not writable")
-                return
+    path = sqlite_path(url)
+    if path is not None and not path.exists():  # do not create the file just to check it
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise DatabaseError(f"{describe_database(url)}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise DatabaseError(f"{describe_database(url)}: directory {parent} is not writable")
+        return
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
             conn.rollback()
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot connect to {_describe(url)}: {first_line(exc)}") from None
+        raise DatabaseError(
+            f"cannot connect to {describe_database(url)}: {first_line(exc)}"
+        ) from None
 
 
 def check_table(engine: Engine, table: str) -> None:

@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from wcwidth import wcswidth, wcwidth
 
 from .config import DEFAULT_TABLE
-from .database import sqlite_path
+from .database import describe_database, sqlite_path
 from .dialects import first_line
 from .errors import DatabaseError, InputError
 from .tablenames import BATCHES_TABLE, FILE_PREFIX, view_name
@@ -172,15 +172,6 @@ def section_name(name: str, table: str) -> str:
     close = difflib.get_close_matches(name, SECTION_NAMES, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     raise InputError(f"--view: no section {name!r}; {hint}the sections: {', '.join(SECTION_NAMES)}")
-
-
-def describe_database(url: sa.URL) -> str:
-    """The database for people: the SQLite file, or the database and host (never a user name
-    or password)."""
-    if url.get_backend_name() == "sqlite":
-        return f"SQLite database {url.database or ':memory:'}"
-    where = f"{url.host or 'localhost'}{':' + str(url.port) if url.port else ''}"
-    return f"{url.get_backend_name()} database {url.database!r} on {where}"
 
 
 def require_runs_table(engine: Engine, table: str) -> None:
