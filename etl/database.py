@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
+from .config import DEFAULT_DB_URL
 from .dialects import family_of, first_line
 from .errors import DatabaseError, InputError
 from .schema import refuse_foreign_table
@@ -55,7 +56,7 @@ def create_engine(db_url: str) -> Engine:
         )
         raise InputError(
             f"--db: {redact_url(db_url)!r} is not a database URL; expected e.g. "
-            f"sqlite:///nsml_runs.db or postgresql+psycopg://user@host/db{escape}"
+            f"{DEFAULT_DB_URL} or postgresql+psycopg://user@host/db{escape}"
         )
     backend = url.get_backend_name()
     if backend not in BACKENDS:
