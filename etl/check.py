@@ -50,8 +50,6 @@ CLOCK_RESOLUTION_S = 2
 # Words by which a gateway's refusal names the API key rather than the access keys.
 _API_KEY_WORDS = re.compile(r"api[ _-]?key", re.IGNORECASE)
 DASH = " — "  # between what is wrong and what to do
-# Answers that say "later" rather than "wrong": throttling and gateway trouble.
-RETRY_LATER_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -192,7 +190,7 @@ class _Probe:
 
 
 def _probe(settings: Settings, credentials: Credentials, now: Callable[[], float]) -> _Probe:
-    from .client import ApiError, NsmlClient, clock_skew, gateway_error
+    from .client import ApiError, NsmlClient, clock_skew, refusal
 
     client = NsmlClient(settings, credentials)
     try:
@@ -214,10 +212,7 @@ def _probe(settings: Settings, credentials: Credentials, now: Callable[[], float
             total = body.get("totalCount")
             probe.projects = total if isinstance(total, int) else len(body["projects"])
         return probe
-    code, message = gateway_error(response)
-    probe.gateway = (
-        f"HTTP {response.status_code}" + (f" errorCode {code}" if code else "") + f": {message}"
-    )
+    _, probe.gateway = refusal(response)
     return probe
 
 
@@ -225,7 +220,7 @@ def check_api(
     settings: Settings, credentials: Credentials, now: Callable[[], float] = time.time
 ) -> list[CheckLine]:
     """The credentials, API key and clock lines, from one signed request."""
-    from .client import AUTH_STATUSES
+    from .client import AUTH_STATUSES, RETRYABLE_STATUSES
 
     probe = _probe(settings, credentials, now)
     endpoint = f"GET {settings.base_url}{PROBE_PATH}"
@@ -253,7 +248,7 @@ def check_api(
     advice = (
         "check --base-url (it ends in /nsml/v1), the network and any proxy, then run check again"
     )
-    if probe.status in RETRY_LATER_STATUSES:
+    if probe.status in RETRYABLE_STATUSES:  # answers that say "later" rather than "wrong"
         advice = "the gateway is busy or failing: run check again in a minute"
     blocked = f"not checked: the request got no usable answer{DASH}see credentials"
     return [

@@ -143,6 +143,13 @@ def gateway_error(response: requests.Response) -> tuple[str | None, str]:
     return None, f"{response.reason or 'error'} (non-JSON {kind} body)"[:MAX_ERROR_TEXT]
 
 
+def refusal(response: requests.Response) -> tuple[str | None, str]:
+    """(errorCode, the answer as messages name it: ``HTTP 401 errorCode 200: message``)."""
+    code, message = gateway_error(response)
+    error_code = f" errorCode {code}" if code else ""
+    return code, f"HTTP {response.status_code}{error_code}: {message}"
+
+
 def clock_skew(response: requests.Response, now: Callable[[], float] = time.time) -> float | None:
     """Seconds the local clock is ahead of the server's, when the Date header says so."""
     server = http_date(response.headers.get("Date") or "")
@@ -159,8 +166,7 @@ def interpret(response: requests.Response, now: Callable[[], float] = time.time)
             raise ApiError(
                 "HTTP 200 with a truncated or non-JSON body", status=200, retryable=True
             ) from None
-    code, message = gateway_error(response)
-    label = f"HTTP {status}" + (f" errorCode {code}" if code else "") + f": {message}"
+    code, label = refusal(response)
     if status in AUTH_STATUSES:
         skew = clock_skew(response, now)
         if status == 401 and skew is not None and abs(skew) > GATEWAY_CLOCK_WINDOW_S:
