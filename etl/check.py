@@ -18,7 +18,6 @@ Secrets are never shown: not the keys, not a database password.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +31,7 @@ from .config import (
     Credentials,
     Settings,
     credentials_from_env,
+    missing_credentials,
 )
 from .errors import EXIT_AUTH_FAILED, EXIT_OK, EXIT_SOME_FAILED, DatabaseError, EtlError
 
@@ -85,10 +85,7 @@ def run_checks(
     try:
         credentials = credentials_from_env(environ)
     except EtlError as exc:
-        environ = os.environ if environ is None else environ
-        missing = [
-            name for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV) if not environ.get(name, "").strip()
-        ]
+        missing = missing_credentials(environ)
         verb = "is" if len(missing) == 1 else "are"
         lines.append(
             CheckLine(

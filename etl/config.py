@@ -59,12 +59,16 @@ class Credentials:
         return f"Credentials(access_key={self.access_key!r}, secret_key='***', api_key={api_key})"
 
 
+def missing_credentials(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The variables of the required NCP keys that are unset or blank."""
+    environ = os.environ if environ is None else environ
+    return [name for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV) if not environ.get(name, "").strip()]
+
+
 def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credentials:
     """Read the NCP keys; missing ones are one :class:`InputError` naming every variable."""
     environ = os.environ if environ is None else environ
-    missing = [
-        name for name in (ACCESS_KEY_ENV, SECRET_KEY_ENV) if not environ.get(name, "").strip()
-    ]
+    missing = missing_credentials(environ)
     if missing:
         kinds = " and ".join(name.split("_")[1].lower() for name in missing)
         plural = len(missing) > 1
