@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from .batches import EXPORT_COMMAND, PARTIAL, SUCCEEDED
 from .dialects import first_line
 from .errors import DatabaseError, InputError
 from .report import (
@@ -247,8 +248,8 @@ def _export_starts(engine: Engine, table: str, period: Period) -> list[datetime]
     )
     query = sa.select(batches.c.started_at).where(
         batches.c.table_name == table,
-        batches.c.command == "export",
-        batches.c.status.in_(("succeeded", "partial")),
+        batches.c.command == EXPORT_COMMAND,
+        batches.c.status.in_((SUCCEEDED, PARTIAL)),
         batches.c.started_at >= datetime.combine(period.first_week, datetime.min.time()),
         batches.c.started_at
         < datetime.combine(period.until + timedelta(days=1), datetime.min.time()),

@@ -31,6 +31,8 @@ BATCH_STATUSES = RUNNING, SUCCEEDED, PARTIAL, AUTH_FAILED, INTERRUPTED, FAILED =
     "interrupted",
     "failed",
 )
+# What made a batch (its command column).
+BATCH_COMMANDS = EXPORT_COMMAND, LOAD_COMMAND = ("export", "load")
 # Longest error message kept in nsml_export_batches.error.
 MAX_ERROR_CHARS = 2000
 

@@ -27,7 +27,7 @@ from tenacity import (
 from . import jsontext
 from .archive import ArchivedRun, ArchiveWriter
 from .auth import NcpSignatureV2
-from .batches import BatchLog
+from .batches import EXPORT_COMMAND, LOAD_COMMAND, BatchLog
 from .client import NsmlClient
 from .clock import utc_now
 from .config import Credentials, Settings
@@ -381,7 +381,9 @@ def export_runs(
         total if total is not None else "unknown",
         extra=event("batch_started", pairs=total, **settings.public_dict()),
     )
-    batch = BatchLog(store, "export", {**settings.public_dict(), "pairs": total, **(options or {})})
+    batch = BatchLog(
+        store, EXPORT_COMMAND, {**settings.public_dict(), "pairs": total, **(options or {})}
+    )
     export = _Export(
         runs,
         settings,
@@ -548,7 +550,7 @@ def load_archive(
     """
     started = time.monotonic()
     report = ExportReport()
-    batch = BatchLog(store, "load", options or {})
+    batch = BatchLog(store, LOAD_COMMAND, options or {})
     writer = _ChunkWriter(store, chunk_size, report, batch, sleep, stop)
     now = utc_now()
     if progress is not None:

@@ -16,7 +16,8 @@ macros, expanded here per database (each family's SQL for them: :mod:`etl.dialec
 * ``{{gpu_servers}}``: the quoted GPU servers table; ``{{waiting_statuses}}``: the statuses of a
   run that has not started; ``{{ran_statuses}}``: the terminal statuses that imply it started;
 * ``{{batch_succeeded}}``, ``{{batch_partial}}``, ...: each status of an export batch
-  (:data:`etl.batches.BATCH_STATUSES`) as a string literal;
+  (:data:`etl.batches.BATCH_STATUSES`) as a string literal; ``{{command_export}}`` and
+  ``{{command_load}}``: what made a batch (:data:`etl.batches.BATCH_COMMANDS`);
 * ``{{later(a, b)}}`` / ``{{earlier(a, b)}}``: the later / earlier of two times, either of which
   may be NULL (then the other); ``{{midpoint(a, b)}}``: the moment halfway between two times;
   ``{{int_div(a, b)}}``: integer division;
@@ -39,7 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .batches import BATCH_STATUSES
+from .batches import BATCH_COMMANDS, BATCH_STATUSES
 from .dialects import family_of, first_line
 from .errors import DatabaseError
 from .gpuservers import ensure_table
@@ -126,8 +127,9 @@ def load_views(
         "terminal_statuses": _sql_list(TERMINAL_STATUSES),
         "waiting_statuses": _sql_list(WAITING_STATUSES),
         "ran_statuses": _sql_list(RAN_STATUSES),
-        # A batch's status, as batches.py writes it.
+        # A batch's status and command, as batches.py writes them.
         **{f"batch_{status}": f"'{status}'" for status in BATCH_STATUSES},
+        **{f"command_{command}": f"'{command}'" for command in BATCH_COMMANDS},
     }
     if collation:
         names["key_collation"] = collation

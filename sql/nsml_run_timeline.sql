@@ -126,7 +126,7 @@ FROM (
                                    OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING
                                                               AND 1 PRECEDING) AS prev_export
                     FROM {{batches}}
-                    WHERE table_name = {{table_name}} AND command = 'export'
+                    WHERE table_name = {{table_name}} AND command = {{command_export}}
                 ) x ON x.id = h.batch_id
                 WHERE h.table_name = {{table_name}}
             ) v
