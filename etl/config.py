@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import InputError
-from .files import open_input
+from .files import read_toml
 
 DEFAULT_BASE_URL = "https://nsml.apigw.ntruss.com/nsml/v1"
 DEFAULT_DB_URL = "sqlite:///nsml_runs.db"
@@ -354,13 +353,7 @@ SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Parse and check a TOML config file: known keys only, no secrets."""
-    try:
-        with open_input(path, "config file") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:  # a read error after the open
-        raise InputError(f"{path}: cannot read config file: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, "config file")
     for key in data:
         normalized = key.replace("-", "_").lower()
         if normalized in SECRET_KEY_NAMES or normalized.startswith("ncp_"):

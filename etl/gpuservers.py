@@ -8,7 +8,6 @@ means the same machine whichever table a run landed in).
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import files
 from .dialects import first_line
 from .errors import DatabaseError, InputError
 from .schema import UTF8MB4, Text
@@ -71,13 +71,7 @@ def read_toml(path: Path) -> list[GpuServer]:
     205 = 1                                  # code = GPUs
     207 = { gpus = 2, label = "A100 x2" }    # or a table with an optional label
     """
-    try:
-        with open(path, "rb") as handle:
-            document = tomllib.load(handle)
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML: {exc}") from None
+    document = files.read_toml(path, "GPU servers file")
     unknown = sorted(set(document) - {"servers"})
     servers = document.get("servers")
     if unknown or not isinstance(servers, dict):

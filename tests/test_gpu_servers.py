@@ -71,6 +71,25 @@ def test_a_bad_file_changes_nothing(run_cli, sqlite_url, tmp_path, text, message
     assert not (tmp_path / "runs.db").exists()  # checked before the database is touched
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "gpus.toml: no such GPU servers file"),
+        (b"[servers]\n205 = 1  # \xff\n", "gpus.toml: not valid TOML"),
+    ],
+)
+def test_a_missing_or_non_utf8_file_is_exit_2(run_cli, sqlite_url, tmp_path, content, message):
+    # Regression: the GPU servers file had its own reading, which let a file that is not UTF-8
+    # through as an "unexpected UnicodeDecodeError" (exit 70, "a bug"); the config file's
+    # reading, which it shares now, says what is wrong.
+    toml = tmp_path / "gpus.toml"
+    if content is not None:
+        toml.write_bytes(content)
+    result = run_cli("gpu-servers", "load", str(toml), "--db", sqlite_url)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert not (tmp_path / "runs.db").exists()
+
+
 def test_bad_arguments_are_usage_errors(run_cli, sqlite_url):
     assert run_cli("gpu-servers", "set", "205", "-1", "--db", sqlite_url).exit_code == 2
     result = run_cli("gpu-servers", "set", "205", "100000", "--db", sqlite_url)
