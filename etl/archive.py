@@ -23,7 +23,7 @@ from typing import IO, Any, NamedTuple
 from . import jsontext
 from .errors import InputError
 from .files import display_name, open_input
-from .pairs import STDIN_NAME, Pair, check_name, name_as_text
+from .pairs import STDIN_NAME, Pair, check_name, named_pair
 
 RESPONSE_KEY = "response"
 FETCHED_AT_KEY = "fetchedAt"
@@ -94,12 +94,12 @@ class ArchivedRun(NamedTuple):
 def _pair_from(obj: dict, where: str) -> Pair | None:
     """The pair a line names, checked as a pairs file's are (:class:`InputError` saying why
     not); None when it names none."""
-    project_id, run_name = obj.get("projectId"), name_as_text(obj.get("runName"))
-    if isinstance(project_id, str) and project_id and isinstance(run_name, str) and run_name:
-        return Pair(
-            check_name(project_id, "projectId", where), check_name(run_name, "runName", where)
-        )
-    return None
+    pair = named_pair(obj)
+    if pair is None:
+        return None
+    return Pair(
+        check_name(pair.project_id, "projectId", where), check_name(pair.run_name, "runName", where)
+    )
 
 
 def _utc(text: Any) -> datetime | None:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from .client import NsmlClient
 from .config import DEFAULT_LIST_TIMEZONE
 from .errors import ApiError, DiscoveryError
-from .pairs import Pair, RunToFetch, name_as_text
+from .pairs import Pair, RunToFetch, named_pair
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,11 @@ def parse_list_time(value: object, zone: ZoneInfo) -> datetime | None:
 
 
 def _listed(summary: object, zone: ZoneInfo) -> RunToFetch | None:
-    if not isinstance(summary, dict):
-        return None
-    project_id, run_name = summary.get("projectId"), name_as_text(summary.get("runName"))
-    if not (isinstance(project_id, str) and project_id and isinstance(run_name, str) and run_name):
+    if not isinstance(summary, dict) or (pair := named_pair(summary)) is None:
         return None
     status = summary.get("status")
     return RunToFetch(
-        Pair(project_id, run_name),
+        pair,
         status if isinstance(status, str) else None,
         parse_list_time(summary.get("createTime"), zone),
         parse_list_time(summary.get("updateTime"), zone),

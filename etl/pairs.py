@@ -77,6 +77,16 @@ def name_as_text(value: object) -> object:
     return value
 
 
+def named_pair(obj: Mapping[str, object]) -> Pair | None:
+    """The pair a run object (a Get-run body, a run list entry, an archive record) names by its
+    ``projectId`` and ``runName``, a numeric run name as text; None when it names none. Not
+    checked: see :func:`check_name`."""
+    project_id, run_name = obj.get("projectId"), name_as_text(obj.get("runName"))
+    if isinstance(project_id, str) and project_id and isinstance(run_name, str) and run_name:
+        return Pair(project_id, run_name)
+    return None
+
+
 def check_name(value: object, what: str, where: str) -> str:
     """A project id or run name: non-empty text without control characters or lone UTF-16
     surrogates (legal as JSON escapes; no database can store them); :class:`InputError`
@@ -375,7 +385,8 @@ def collect_pairs(
 ) -> PairSet:
     """Validate the whole file and return its distinct pairs; raises :class:`InputError`
     (with FILE:LINE) before returning anything, one :class:`BadLinesError` for all bad lines."""
-    name = STDIN_NAME if str(path) == "-" else str(path)
+    name = display_name(path)  # as iter_pairs names it in each line's message
+    name = STDIN_NAME if name == "-" else name
     pairs = PairSet(spill_after)
     bad = _BadLines()
     try:
