@@ -16,11 +16,12 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from . import jsontext
+from .clock import parse_moment
 from .errors import InputError
 from .files import display_name, open_input
 from .pairs import STDIN_NAME, Pair, check_name, named_pair
@@ -104,13 +105,12 @@ def _pair_from(obj: dict, where: str) -> Pair | None:
 
 def _utc(text: Any) -> datetime | None:
     """An archive's fetchedAt as naive UTC, like every time we store; None when unusable."""
-    try:
-        when = datetime.fromisoformat(text)
-    except (TypeError, ValueError):
+    if not isinstance(text, str):
         return None
-    if when.tzinfo is not None:
-        when = when.astimezone(UTC).replace(tzinfo=None)
-    return when
+    try:
+        return parse_moment(text, FETCHED_AT_KEY)
+    except InputError:
+        return None
 
 
 def iter_archive(path: str | os.PathLike, stdin: IO[bytes] | None = None) -> Iterator[ArchivedRun]:

@@ -42,6 +42,8 @@ from .auth import (
     sign,
     string_to_sign,
 )
+from .clock import parse_moment
+from .errors import InputError
 
 PREFIX = "/nsml/v1"
 FAULT_KINDS = (
@@ -373,12 +375,9 @@ class Simulator:
             try:
                 stamp = path.stat().st_mtime_ns
                 if stamp != self._clock_stamp:
-                    text = path.read_text(encoding="utf-8").strip()
-                    moment = datetime.fromisoformat(text)
-                    if moment.tzinfo is not None:
-                        moment = moment.astimezone(UTC).replace(tzinfo=None)
+                    moment = parse_moment(path.read_text(encoding="utf-8"), str(path))
                     self._clock, self._clock_stamp = moment, stamp
-            except (OSError, ValueError):
+            except (OSError, ValueError, InputError):
                 pass  # missing or half-written: keep the moment read before
         return self._clock
 
