@@ -12,7 +12,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 # Query parameters that carry credentials (libpq's password, sslpassword, tokens, ...).
-_SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
+_SECRET_WORDS = "pass|pwd|secret|token|key"
+_SECRET_QUERY_KEY = re.compile(_SECRET_WORDS, re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
@@ -36,6 +37,4 @@ def _redact_text(url: str) -> str:
     between ``user:`` and the last @ (more than the password, rather than less), and the
     values of credential-like parameters."""
     url = re.sub(r"(://[^:/]*:).*@", r"\1***@", url)
-    return re.sub(
-        r"((?:pass|pwd|secret|token|key)[^=&]*=)[^&]*", r"\1***", url, flags=re.IGNORECASE
-    )
+    return re.sub(rf"((?:{_SECRET_WORDS})[^=&]*=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
