@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from .config import Credentials, Setting, Settings, credentials_from_env, resolve_settings
 from .errors import InputError
+from .files import display_name
 from .outcome import ExportReport, ProgressCallback
 from .pairs import RunToFetch
 
@@ -154,7 +155,7 @@ def export(
             "pairs_file": _pairs_file(pairs) if mode == PAIRS else None,
             "projects": project_ids,
             "skip_finished": skip_finished,
-            "save_raw": _file_name(save_raw) if save_raw else None,
+            "save_raw": display_name(save_raw) if save_raw else None,
         }
         report = _commit_before_interrupts(
             lambda: export_runs(
@@ -207,7 +208,6 @@ def load(
     settings = _settings(settings, arguments, config_file, defaults=LOAD_DEFAULTS)
     stop = stop if stop is not None else threading.Event()
     from .archive import iter_archive
-    from .files import display_name
 
     records = iter_archive(file)  # a missing file fails here, before the database is touched
     with contextlib.ExitStack() as cleanup:
@@ -322,15 +322,8 @@ def _collect_pairs(pairs: object) -> Any:
     return collect_given_pairs(pairs)
 
 
-def _file_name(path: str | os.PathLike) -> str:
-    """As it can be stored (a name that is not UTF-8 carries lone surrogates)."""
-    from .files import display_name
-
-    return display_name(path)
-
-
 def _pairs_file(pairs: object) -> str | None:
-    return _file_name(pairs) if isinstance(pairs, str | os.PathLike) else None
+    return display_name(pairs) if isinstance(pairs, str | os.PathLike) else None
 
 
 def _checked_engine(settings: Settings, cleanup: contextlib.ExitStack) -> Any:
