@@ -26,7 +26,7 @@ import click
 
 from . import __version__, api
 from .api import LOAD_DEFAULTS, LOAD_SETTINGS
-from .config import SETTINGS, Setting, credentials_from_env, resolve_settings
+from .config import SETTINGS, SETTINGS_BY_NAME, Setting, credentials_from_env, resolve_settings
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_DATABASE,
@@ -47,23 +47,8 @@ log = logging.getLogger("nsml_etl")
 # Characters of an unexpected error's message shown (the first line only).
 MAX_UNEXPECTED_TEXT = 300
 
-# Options shown in --help of export; the tuning ones stay available in config files and env.
-_EXPORT_SETTINGS = (
-    "db_url",
-    "table",
-    "base_url",
-    "concurrency",
-    "timeout",
-    "max_attempts",
-    "chunk_size",
-    "max_env_columns",
-    "backoff_initial",
-    "backoff_max",
-    "retry_after_max",
-    "rate_limit",
-    "list_timezone",
-    "ca_bundle",
-)
+# export takes every setting as a flag.
+_EXPORT_SETTINGS = tuple(SETTINGS_BY_NAME)
 
 
 class SettingType(click.ParamType):
