@@ -35,6 +35,7 @@ from .database import describe_database, sqlite_path
 from .dialects import first_line
 from .errors import DatabaseError, InputError
 from .tablenames import BATCHES_TABLE, FILE_PREFIX, view_name
+from .transform import RUN_FAILED, RUN_STATUSES
 from .views import query_view
 
 
@@ -89,16 +90,6 @@ SECTION_NAMES = (
 )
 # "Failed in the last N days" in the headline.
 RECENT_DAYS = 7
-FAILED_STATUS = "RUN_STATE_FAILED"
-# The documented statuses, in the order a run goes through them (columns of runs_by_project).
-STATUS_ORDER = (
-    "RUN_STATE_PENDING",
-    "RUN_STATE_IN_PROGRESS",
-    "RUN_STATE_COMPLETED",
-    "RUN_STATE_FAILED",
-    "RUN_STATE_STOPPED",
-    "RUN_STATE_CANCELED",
-)
 NO_STATUS = "(no status)"
 
 # Columns that hold a moment (UTC); SQLite hands them over as text.
@@ -276,6 +267,11 @@ def _status_column(status: str) -> str:
     return "no_status" if status == NO_STATUS else status.removeprefix("RUN_STATE_").lower()
 
 
+def _in_status_order(found: set[str]) -> list[str]:
+    """The documented statuses among ``found`` in a run's order, then any others by name."""
+    return [s for s in RUN_STATUSES if s in found] + sorted(found - set(RUN_STATUSES))
+
+
 def runs_by_project(rows: Iterable[tuple]) -> Table:
     """One row per project (most runs first): its name and id, its runs, and its runs in each
     status (a column per status found; the documented ones in a run's order)."""
@@ -286,7 +282,7 @@ def runs_by_project(rows: Iterable[tuple]) -> Table:
         counts[project_id][status] = counts[project_id].get(status, 0) + int(runs)
         names[project_id] = names.get(project_id) or project_name
     found = {s for per in counts.values() for s in per}
-    statuses = [s for s in STATUS_ORDER if s in found] + sorted(found - set(STATUS_ORDER))
+    statuses = _in_status_order(found)
     fixed = ["project_name", "project_id", "runs"]
     columns = [_status_column(s) for s in statuses]
     if len(set(columns)) < len(columns) or set(columns) & set(fixed):
@@ -312,7 +308,7 @@ def _failed_since(engine: Engine, table: str, since: datetime) -> int:
     timeline = sa.table(
         view_name(table, "nsml_run_timeline"), sa.column("final_status"), sa.column("ended_at")
     )
-    query = sa.select(timeline.c.ended_at).where(timeline.c.final_status == FAILED_STATUS)
+    query = sa.select(timeline.c.ended_at).where(timeline.c.final_status == RUN_FAILED)
     with engine.connect() as conn:
         ends = [_tidy(end, True) for end in conn.execute(query).scalars()]
     return sum(1 for end in ends if isinstance(end, datetime) and end >= since)
@@ -922,7 +918,7 @@ def as_html(tables: list[Table], title: str = "NSML runs", source: str | None = 
     for week, status, runs in by_name["nsml_runs_per_week"].rows:
         weekly[_cell(week)][status or NO_STATUS] = float(runs)
     found = {s for counts in weekly.values() for s in counts}
-    statuses = [s for s in STATUS_ORDER if s in found] + sorted(found - set(STATUS_ORDER))
+    statuses = _in_status_order(found)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     sections = [
         (

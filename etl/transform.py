@@ -53,15 +53,16 @@ CORE_COLUMNS: tuple[str, ...] = (
     GONE_COLUMN,
 )
 KEY_COLUMNS = ("project_id", "run_name")
+# The documented run statuses, in the order a run goes through them.
+RUN_PENDING = "RUN_STATE_PENDING"
+RUN_IN_PROGRESS = "RUN_STATE_IN_PROGRESS"
+RUN_COMPLETED = "RUN_STATE_COMPLETED"
+RUN_FAILED = "RUN_STATE_FAILED"
+RUN_STOPPED = "RUN_STATE_STOPPED"
+RUN_CANCELED = "RUN_STATE_CANCELED"
+RUN_STATUSES = (RUN_PENDING, RUN_IN_PROGRESS, RUN_COMPLETED, RUN_FAILED, RUN_STOPPED, RUN_CANCELED)
 # Statuses a run never leaves: --skip-finished does not fetch runs stored with one of these.
-TERMINAL_STATUSES = frozenset(
-    {
-        "RUN_STATE_COMPLETED",
-        "RUN_STATE_FAILED",
-        "RUN_STATE_STOPPED",
-        "RUN_STATE_CANCELED",
-    }
-)
+TERMINAL_STATUSES = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_STOPPED, RUN_CANCELED})
 # Largest value a BIGINT column holds.
 _BIGINT_MAX = 2**63 - 1
 

@@ -9,6 +9,8 @@ macros, expanded here per database (each family's SQL for them: :mod:`etl.dialec
 * ``{{key_collation}}`` (MySQL files only): the server's exact collation, to group or compare
   keys as nsml-etl stores them (``A`` and ``A `` are two env keys);
 * ``{{terminal_statuses}}``: the statuses in :data:`etl.transform.TERMINAL_STATUSES`;
+  ``{{run_failed}}``, ``{{run_pending}}``, ...: each documented run status
+  (:data:`etl.transform.RUN_STATUSES`) as a string literal;
 * ``{{now}}`` (UTC), ``{{days_ago(N)}}``, ``{{week_start(x)}}`` (the Monday of x's week),
   ``{{next_week(w)}}`` (the Monday after Monday w), ``{{seconds_between(a, b)}}``;
 * ``{{envs_json(x)}}``: the envs text ``x`` as the database's JSON functions can read it
@@ -53,12 +55,19 @@ from .tablenames import (
     view_bases,
     view_name,
 )
-from .transform import TERMINAL_STATUSES
+from .transform import (
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_PENDING,
+    RUN_STATUSES,
+    RUN_STOPPED,
+    TERMINAL_STATUSES,
+)
 
 # A run in one of these has not started yet; any other status that is not terminal means it has.
-WAITING_STATUSES = ("RUN_STATE_PENDING",)
+WAITING_STATUSES = (RUN_PENDING,)
 # Terminal statuses that say the run started (CANCELED may end a run that never left the queue).
-RAN_STATUSES = ("RUN_STATE_COMPLETED", "RUN_STATE_FAILED", "RUN_STATE_STOPPED")
+RAN_STATUSES = (RUN_COMPLETED, RUN_FAILED, RUN_STOPPED)
 _INCLUDE = re.compile(r"\{\{include\((\w+)\)\}\}")
 _QUESTION = re.compile(r"^--\s*Question:\s*(.+)$", re.MULTILINE)
 
@@ -127,6 +136,7 @@ def load_views(
         "terminal_statuses": _sql_list(TERMINAL_STATUSES),
         "waiting_statuses": _sql_list(WAITING_STATUSES),
         "ran_statuses": _sql_list(RAN_STATUSES),
+        **{f"run_{s.removeprefix('RUN_STATE_').lower()}": f"'{s}'" for s in RUN_STATUSES},
         # A batch's status and command, as batches.py writes them.
         **{f"batch_{status}": f"'{status}'" for status in BATCH_STATUSES},
         **{f"command_{command}": f"'{command}'" for command in BATCH_COMMANDS},

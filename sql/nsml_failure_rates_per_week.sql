@@ -9,7 +9,7 @@ SELECT d.dimension,
        ROUND(1.0 * SUM(t.failed) / COUNT(*), 4) AS failure_rate
 FROM (
     SELECT image_path, eng_full_name, creator, {{week_start(ended_at)}} AS week,
-           CASE WHEN final_status = 'RUN_STATE_FAILED' THEN 1 ELSE 0 END AS failed
+           CASE WHEN final_status = {{run_failed}} THEN 1 ELSE 0 END AS failed
     FROM ({{include(nsml_run_timeline)}}) tl
     WHERE finished = 1 AND ended_at IS NOT NULL
 ) t
