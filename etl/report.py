@@ -30,7 +30,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from wcwidth import wcswidth, wcwidth
 
-from .config import DEFAULT_TABLE
 from .database import describe_database, sqlite_path
 from .dialects import first_line
 from .errors import DatabaseError, InputError
@@ -218,21 +217,14 @@ def _read(engine: Engine, table: str, section: Section, limit: int | None) -> Ta
     return Table(section.name, section.title, columns, rows, total)
 
 
-def collect(
-    engine: Engine,
-    table: str = DEFAULT_TABLE,
-    limit: int | None = None,
-    now: datetime | None = None,
-) -> list[Table]:
+def collect(engine: Engine, table: str, limit: int | None, now: datetime) -> list[Table]:
     """The headline, runs by project and each view's section, read from ``table``'s own views;
-    ``limit`` rows per table (None: each section's default; 0: all); ``now`` (UTC) is when
-    "failed in the last 7 days" ends."""
+    ``limit`` rows per table (None: each section's default; 0: all); ``now`` (naive UTC, the
+    exporter's clock: :func:`etl.clock.utc_now`) is when "failed in the last 7 days" ends."""
     sections = [_read(engine, table, section, limit) for section in SECTIONS]
     by_name = {t.name: t for t in sections}
     projects = runs_by_project(query_view(engine, view_name(table, SECTIONS[0].name))[1])
-    failed = _failed_since(
-        engine, table, (now or datetime.now(UTC).replace(tzinfo=None)) - timedelta(days=RECENT_DAYS)
-    )
+    failed = _failed_since(engine, table, now - timedelta(days=RECENT_DAYS))
     freshness = by_name["nsml_export_freshness"]
     last_export = (
         freshness.rows[0][freshness.columns.index("last_successful_export")]
