@@ -465,9 +465,3 @@ def write_pairs_file(
     finally:
         aside.unlink(missing_ok=True)
     return count
-
-
-def read_pairs(path: str | os.PathLike, stdin: IO[bytes] | None = None) -> list[Pair]:
-    """All distinct pairs in file order, as a list (for small files and tests)."""
-    with collect_pairs(path, stdin) as pairs:
-        return list(pairs)

@@ -6,7 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nsml_etl.errors import BadLinesError, InputError
-from nsml_etl.pairs import Pair, read_pairs, write_pairs_file
+from nsml_etl.pairs import Pair, collect_pairs, write_pairs_file
+
+
+def read_pairs(path, stdin=None):
+    """All distinct pairs of a file, in file order, as an export reads them."""
+    with collect_pairs(path, stdin) as pairs:
+        return list(pairs)
 
 
 def write(tmp_path, name, data):
