@@ -19,8 +19,6 @@ Secrets are never shown: not the keys, not a database password.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -74,18 +72,14 @@ class CheckReport:
         return next((line.exit_code for line in self.lines if not line.ok), EXIT_OK)
 
 
-def run_checks(
-    settings: Settings,
-    environ: Mapping[str, str] | None = None,
-    now: Callable[[], float] = time.time,
-) -> CheckReport:
+def run_checks(settings: Settings) -> CheckReport:
     """Every check, in the order ``export`` meets the problems (its exit code then follows
     the first failure). Sends one request at most; writes nothing."""
     lines = [check_database(settings)]
     try:
-        credentials = credentials_from_env(environ)
+        credentials = credentials_from_env()
     except EtlError as exc:
-        missing = missing_credentials(environ)
+        missing = missing_credentials()
         verb = "is" if len(missing) == 1 else "are"
         lines.append(
             CheckLine(
@@ -102,7 +96,7 @@ def run_checks(
         )
         lines += [CheckLine(name, False, blocked, exc.exit_code) for name in ("API key", "clock")]
         return CheckReport(lines)
-    lines += check_api(settings, credentials, now)
+    lines += check_api(settings, credentials)
     return CheckReport(lines)
 
 
@@ -186,7 +180,7 @@ class _Probe:
     failure: str | None = None  # no usable answer: transport trouble, an odd body
 
 
-def _probe(settings: Settings, credentials: Credentials, now: Callable[[], float]) -> _Probe:
+def _probe(settings: Settings, credentials: Credentials) -> _Probe:
     from .client import ApiError, NsmlClient, clock_skew, refusal
 
     client = NsmlClient(settings, credentials)
@@ -197,7 +191,7 @@ def _probe(settings: Settings, credentials: Credentials, now: Callable[[], float
         return _Probe(failure=exc.message)
     finally:
         client.close()
-    probe = _Probe(status=response.status_code, skew=clock_skew(response, now))
+    probe = _Probe(status=response.status_code, skew=clock_skew(response))
     if response.status_code == 200:
         try:
             body = response.json()
@@ -213,13 +207,11 @@ def _probe(settings: Settings, credentials: Credentials, now: Callable[[], float
     return probe
 
 
-def check_api(
-    settings: Settings, credentials: Credentials, now: Callable[[], float] = time.time
-) -> list[CheckLine]:
+def check_api(settings: Settings, credentials: Credentials) -> list[CheckLine]:
     """The credentials, API key and clock lines, from one signed request."""
     from .client import AUTH_STATUSES, RETRYABLE_STATUSES
 
-    probe = _probe(settings, credentials, now)
+    probe = _probe(settings, credentials)
     endpoint = f"GET {settings.base_url}{PROBE_PATH}"
     clock = _clock_line(probe)
     if probe.status == 200 and probe.failure is None:
