@@ -491,6 +491,7 @@ tr:nth-child(even){background:#f5f6fa}th{background:#e8eaf2}
 .card b{display:block;font-size:1.6rem;line-height:1.2}.card.alert b{color:#c93c2b}
 .card.time b{font-size:1.1rem;line-height:2.2rem}
 """
+_PAGE_TITLE = "NSML runs"
 _PALETTE = ("#3b6fd8", "#d8573b", "#2f9e6f", "#b58a16", "#8a4fd1", "#5b6b7d", "#cf4f8d")
 # The documented statuses keep colours that mean something (failed red, completed green);
 # any other status gets one computed from its name. Either way a status has one colour, in
@@ -885,7 +886,7 @@ def _headline(table: Table) -> str:
     )
 
 
-def as_html(tables: list[Table], title: str = "NSML runs", source: str | None = None) -> str:
+def as_html(tables: list[Table], source: str) -> str:
     """The whole report as one page; ``source`` says where it was read from (never a URL:
     see :func:`describe_database`)."""
     by_name = {t.name: t for t in tables}
@@ -946,11 +947,11 @@ def as_html(tables: list[Table], title: str = "NSML runs", source: str | None = 
     body = "".join(
         f"<section><h2>{html.escape(name)}</h2>{content}</section>" for name, content in sections
     )
-    origin = f" from {html.escape(source)}" if source else ""
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        f'<h1>{html.escape(title)}</h1><p class="muted">Generated {generated} by '
-        f"nsml-etl{origin}. Times are UTC.</p>{_headline(by_name[HEADLINE])}{body}"
+        f"<title>{_PAGE_TITLE}</title><style>{_CSS}</style></head><body>"
+        f'<h1>{_PAGE_TITLE}</h1><p class="muted">Generated {generated} by '
+        f"nsml-etl from {html.escape(source)}. Times are UTC.</p>"
+        f"{_headline(by_name[HEADLINE])}{body}"
         "</body></html>\n"
     )
