@@ -61,8 +61,8 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_DIGITS]
 
 
-def _with_suffix(base: str, suffix: str, limit: int) -> str:
-    return base[: limit - len(suffix) - 1] + "_" + suffix
+def _with_suffix(base: str, suffix: str) -> str:
+    return base[: MAX_IDENTIFIER_LENGTH - len(suffix) - 1] + "_" + suffix
 
 
 def _natural(key: str, prefix: str, preferred: Mapping[str, str]) -> str:
@@ -87,7 +87,6 @@ def allocate_columns(
     taken: Iterable[str],
     prefix: str = ENV_PREFIX,
     preferred: Mapping[str, str] | None = None,
-    limit: int = MAX_IDENTIFIER_LENGTH,
 ) -> dict[str, str]:
     """Choose a column for each new key, distinct from ``taken`` and from each other.
 
@@ -102,11 +101,11 @@ def allocate_columns(
         # A field named "" has no natural name (and an empty identifier is refused everywhere).
         base = _natural(key, prefix, preferred) or EMPTY_NAME_BASE
         name = base
-        if len(name) > limit or name in used or base is EMPTY_NAME_BASE:
-            name = _with_suffix(base, key_hash(key), limit)
+        if len(name) > MAX_IDENTIFIER_LENGTH or name in used or base is EMPTY_NAME_BASE:
+            name = _with_suffix(base, key_hash(key))
             bump = 1
             while name in used:  # a hash collision: astronomically rare, still never a clash
-                name = _with_suffix(base, f"{key_hash(key)}{bump}", limit)
+                name = _with_suffix(base, f"{key_hash(key)}{bump}")
                 bump += 1
         used.add(name)
         result[key] = name
