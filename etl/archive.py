@@ -113,13 +113,13 @@ def _utc(text: Any) -> datetime | None:
         return None
 
 
-def iter_archive(path: str | os.PathLike, stdin: IO[bytes] | None = None) -> Iterator[ArchivedRun]:
+def iter_archive(path: str | os.PathLike) -> Iterator[ArchivedRun]:
     """Each line of an archive or plain-runs file, or of stdin for ``-``; unusable lines come
     with a ``problem``. The file is opened here, so a missing one fails before any line is
     asked for (and before the caller touches a database)."""
     name = display_name(path)
     if name == "-":
-        return _read_lines(STDIN_NAME, stdin if stdin is not None else sys.stdin.buffer)
+        return _read_lines(STDIN_NAME, sys.stdin.buffer)
     return _read_lines(name, open_input(path, "file"), close=True)
 
 

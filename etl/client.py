@@ -202,7 +202,6 @@ class NsmlClient:
         sleep: Callable[[float], None] = time.sleep,
         abort: threading.Event | None = None,
         on_retry: Callable[[BaseException], None] | None = None,
-        session: requests.Session | None = None,
         throttle: Throttle | None = None,
         watchdog: Watchdog | None = None,
     ) -> None:
@@ -225,7 +224,7 @@ class NsmlClient:
         )
         self.abort = abort or threading.Event()
         self.on_retry = on_retry
-        self.session = session or requests.Session()
+        self.session = requests.Session()
         watch_connections(self.session, self._in_flight)
         # requests re-reads proxy and CA settings from the environment on every request
         # (about 1 ms each); read them once here, for the one host we talk to.

@@ -35,10 +35,10 @@ class GpuServer:
     label: str | None = None
 
 
-def gpu_servers_table(metadata: sa.MetaData | None = None) -> sa.Table:
+def gpu_servers_table() -> sa.Table:
     return sa.Table(
         GPU_SERVERS_TABLE,
-        metadata if metadata is not None else sa.MetaData(),
+        sa.MetaData(),
         sa.Column("gpu_svr_code", sa.BigInteger(), primary_key=True, autoincrement=False),
         sa.Column("gpus", sa.Integer(), nullable=False),
         sa.Column("label", Text),

@@ -425,16 +425,16 @@ def _given_pair(item: object, where: str) -> Pair:
     return Pair(check_name(item[0], "project_id", where), check_name(item[1], "run_name", where))
 
 
-def collect_given_pairs(items: Iterable[object], name: str = "pairs") -> PairSet:
+def collect_given_pairs(items: Iterable[object]) -> PairSet:
     """Pairs given as Python values (see :func:`_given_pair`), checked as a pairs file's lines
     are: the whole iterable before returning, each problem an :class:`InputError` naming the
     item as ``pairs[INDEX]``."""
     pairs = PairSet()
     try:
         for index, item in enumerate(items):
-            pairs.add(_given_pair(item, f"{name}[{index}]"))
+            pairs.add(_given_pair(item, f"pairs[{index}]"))
         if not len(pairs):
-            raise InputError(f"{name}: no pairs given")
+            raise InputError("pairs: no pairs given")
     except BaseException:
         pairs.close()
         raise
