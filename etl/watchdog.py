@@ -54,19 +54,13 @@ class InFlight:
 class Watchdog:
     """Cuts requests past their deadline, and every request once ``cancel`` is set.
 
-    With ``stop``, a set ``stop`` sets ``cancel`` after ``grace`` seconds."""
+    With ``stop``, a set ``stop`` sets ``cancel`` after :data:`INTERRUPT_GRACE_S`."""
 
     def __init__(
-        self,
-        cancel: threading.Event | None = None,
-        stop: threading.Event | None = None,
-        grace: float = INTERRUPT_GRACE_S,
-        tick: float = WATCH_TICK_S,
+        self, cancel: threading.Event | None = None, stop: threading.Event | None = None
     ) -> None:
         self.cancel = cancel if cancel is not None else threading.Event()
         self.stop = stop
-        self.grace = grace
-        self.tick = tick
         self._lock = threading.Lock()
         self._active: set[InFlight] = set()
         self._thread: threading.Thread | None = None
@@ -96,13 +90,14 @@ class Watchdog:
             now = time.monotonic()
             if self.stop is not None and self.stop.is_set() and not self.cancel.is_set():
                 stopped_at = now if stopped_at is None else stopped_at
-                if now - stopped_at >= self.grace:
+                if now - stopped_at >= INTERRUPT_GRACE_S:
                     log.info(
-                        "requests still in flight %.0fs after the stop: cancelling them", self.grace
+                        "requests still in flight %.0fs after the stop: cancelling them",
+                        INTERRUPT_GRACE_S,
                     )
                     self.cancel.set()
             cancel = self.cancel.is_set()
-            wait = self.tick
+            wait = WATCH_TICK_S
             with self._lock:
                 if not self._active:
                     idle_since = now if idle_since is None else idle_since
