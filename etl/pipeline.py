@@ -79,18 +79,17 @@ class _Fetcher:
         settings: Settings,
         credentials: Credentials,
         abort: threading.Event,
-        sleep: Callable[[float], None],
-        archive: ArchiveWriter | None = None,
-        watchdog: Watchdog | None = None,
+        archive: ArchiveWriter | None,
+        watchdog: Watchdog,
     ) -> None:
         self.archive = archive
         self.settings = settings
         self.credentials = credentials
         self.abort = abort
-        # On the real clock, a stopping export must not sit out a backoff, a Retry-After or a
-        # rate-limit slot: those waits end when the abort is set (an injected sleep is kept).
-        self.sleep = _until_aborted(abort) if sleep is time.sleep else sleep
-        self.watchdog = watchdog or Watchdog()
+        # A stopping export must not sit out a backoff, a Retry-After or a rate-limit slot:
+        # those waits end when the abort is set.
+        self.sleep = _until_aborted(abort)
+        self.watchdog = watchdog
         self.signer = NcpSignatureV2(
             credentials.access_key, credentials.secret_key, credentials.api_key
         )
@@ -357,7 +356,6 @@ def export_runs(
     store: RunStore,
     *,
     total: int | None = None,
-    sleep: Callable[[float], None] = time.sleep,
     stop: threading.Event | None = None,
     progress: ProgressCallback | None = None,
     archive: ArchiveWriter | None = None,
@@ -391,7 +389,6 @@ def export_runs(
         store,
         report,
         batch,
-        sleep=sleep,
         stop=stop or threading.Event(),
         cancel=cancel,
         archive=archive,
@@ -418,7 +415,6 @@ class _Export:
         report: ExportReport,
         batch: BatchLog,
         *,
-        sleep: Callable[[float], None],
         stop: threading.Event,
         cancel: threading.Event | None,
         archive: ArchiveWriter | None,
@@ -437,9 +433,9 @@ class _Export:
             report.interrupted = True
             self.abort.set()
         self.fetcher = _Fetcher(
-            settings, credentials, self.abort, sleep, archive, Watchdog(cancel=cancel, stop=stop)
+            settings, credentials, self.abort, archive, Watchdog(cancel=cancel, stop=stop)
         )
-        self.writer = _ChunkWriter(store, settings.chunk_size, report, batch, sleep, stop)
+        self.writer = _ChunkWriter(store, settings.chunk_size, report, batch, stop=stop)
         self.window = settings.concurrency * (1 + QUEUE_PER_WORKER)
         # Finished futures arrive on a queue: waiting on the whole in-flight set each time
         # (concurrent.futures.wait) costs more than the fetches at high concurrency.
@@ -540,7 +536,6 @@ def load_archive(
     chunk_size: int,
     progress: ProgressCallback | None = None,
     options: dict | None = None,
-    sleep: Callable[[float], None] = time.sleep,
     stop: threading.Event | None = None,
 ) -> ExportReport:
     """Replay archived responses (or plain run objects) through the same transform and upsert.
@@ -551,7 +546,7 @@ def load_archive(
     started = time.monotonic()
     report = ExportReport()
     batch = BatchLog(store, LOAD_COMMAND, options or {})
-    writer = _ChunkWriter(store, chunk_size, report, batch, sleep, stop)
+    writer = _ChunkWriter(store, chunk_size, report, batch, stop=stop)
     now = utc_now()
     if progress is not None:
         progress(report)  # the start
