@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import fetch_rows
@@ -60,7 +61,11 @@ RUNS = [
 ]
 
 
-def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path):
+def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path, monkeypatch):
+    # The loads are dated by the exporter's clock, two hours and one hour ago, so that the
+    # status durations are known to the second.
+    first = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=2)
+    monkeypatch.setenv("NSML_ETL_CLOCK", first.isoformat())
     load(run_cli, db_url, tmp_path, RUNS)
     result = run_cli("views", "--db", db_url)
     assert result.exit_code == 0, result.output
@@ -129,7 +134,8 @@ def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path):
     assert fresh["last_successful_export"] is not None and fresh["runs"] == 3
     assert fresh["not_refreshed_1d"] == 0
 
-    # history: p2/1 goes from PENDING to FAILED in a second load
+    # history: p2/1 goes from PENDING to FAILED in a second load, an hour after the first
+    monkeypatch.setenv("NSML_ETL_CLOCK", (first + timedelta(hours=1)).isoformat())
     load(run_cli, db_url, tmp_path, [{**RUNS[2], "status": "RUN_STATE_FAILED"}])
     transitions = fetch_rows(db_url, "SELECT * FROM nsml_status_transitions")
     assert [
@@ -139,8 +145,12 @@ def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path):
         db_url,
         "SELECT status, seconds FROM nsml_status_durations WHERE project_id = 'p2' ORDER BY status",
     )
-    assert [d["status"] for d in durations] == ["RUN_STATE_FAILED", "RUN_STATE_PENDING"]
-    assert all(float(d["seconds"]) >= 0 for d in durations)
+    failed, pending = durations
+    assert (failed["status"], pending["status"]) == ("RUN_STATE_FAILED", "RUN_STATE_PENDING")
+    assert float(pending["seconds"]) == pytest.approx(3600, abs=0.01)  # one load to the next
+    # The current version counts up to the database's now: about an hour so far (a view that
+    # lost it would clamp it to 0).
+    assert float(failed["seconds"]) > 3500
 
     # schema evolution: a new env key adds a column; the views keep working unchanged
     load(run_cli, db_url, tmp_path, [{**RUNS[0], "envs": {"BRAND_NEW": "1"}}])
