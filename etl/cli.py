@@ -963,6 +963,18 @@ def report(
         click.echo(f"Wrote the HTML report to {html_path.resolve()}.", err=True)
 
 
+def _write_address(path: Path, base_url: str) -> None:
+    """The simulator's base URL in ``path``, for scripts; readers never see half of it."""
+    aside = path.with_name(path.name + ".tmp")
+    try:
+        aside.write_text(base_url + "\n")
+        os.replace(aside, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            aside.unlink(missing_ok=True)
+        raise InputError(f"--address-file {path}: cannot write: {exc.strerror or exc}") from None
+
+
 def _raise_keyboard_interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
 
@@ -1147,12 +1159,14 @@ def simulate(
             else "check --host and --port"
         )
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}") from None
-    if write_pairs:
-        write_pairs_file(write_pairs, sim.pairs())
-    if address_file:
-        tmp = address_file.with_name(address_file.name + ".tmp")
-        tmp.write_text(sim.base_url + "\n")
-        os.replace(tmp, address_file)  # readers never see a half-written address
+    try:
+        if write_pairs:
+            write_pairs_file(write_pairs, sim.pairs())
+        if address_file:
+            _write_address(address_file, sim.base_url)
+    except BaseException:
+        sim.close()  # it never served: let the port go
+        raise
     when = f" (simulated clock {sim.clock.isoformat(sep=' ')} UTC)" if sim.clock else ""
     click.echo(f"NSML simulator serving {len(sim.pairs())} runs at {sim.base_url}{when}", err=True)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

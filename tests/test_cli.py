@@ -21,6 +21,20 @@ def test_simulate_on_a_busy_port_is_one_line_and_exit_2(run_cli, credentials, si
     assert result.stdout == ""
 
 
+def test_simulate_with_an_address_file_it_cannot_write_is_one_line_and_exit_2(
+    run_cli, credentials, tmp_path
+):
+    # Regression: the OSError escaped as "unexpected FileNotFoundError ... this is a bug",
+    # exit 70.
+    address = tmp_path / "missing" / "address.txt"
+    result = run_cli("simulate", "--port", "0", "--address-file", str(address))
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: --address-file {address}: cannot write: No such file or directory\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def _option_help(run_cli, command: str, option: str) -> str:
     """The help text of one option of ``nsml-etl COMMAND --help``, on one line."""
     text = run_cli(command, "--help").stdout
