@@ -237,8 +237,7 @@ def handle_errors(func: Callable) -> Callable:
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:  # Ctrl-C where no _Interrupts handles it (pairs, startup)
-            if log_format != "json":
-                raise  # click prints "Aborted!"
+            # Not click's "Aborted!" and exit 1: 1 means failed pairs, and Ctrl-C is 130.
             say_error("interrupted", "interrupted", EXIT_SIGINT, log_format)
             sys.exit(EXIT_SIGINT)
         except BrokenPipeError:
