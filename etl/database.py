@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
@@ -107,17 +108,14 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 def check_database(engine: Engine) -> None:
     """Connect once, before any API request, so a wrong URL fails fast and touches nothing."""
     url = engine.url
-    if url.get_backend_name() == "sqlite":
-        database = url.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            path = Path(database)
-            if not path.exists():  # do not create the file just to check it
-                parent = path.parent if str(path.parent) else Path(".")
-                if not parent.is_dir():
-                    raise DatabaseError(f"{_describe(url)}: directory {parent} does not exist")
-                if not os.access(parent, os.W_OK):
-                    raise DatabaseError(f"{_describe(url)}: directory {parent} is not writable")
-                return
+    path = sqlite_path(url)
+    if path is not None and not path.exists():  # do not create the file just to check it
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise DatabaseError(f"{_describe(url)}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise DatabaseError(f"{_describe(url)}: directory {parent} is not writable")
+        return
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
@@ -144,16 +142,23 @@ def check_table(engine: Engine, table: str) -> None:
 
 
 def sqlite_path(url: sa.URL) -> Path | None:
-    """The file of a SQLite URL; None for other databases and in-memory ones."""
+    """The file of a SQLite URL; None for other databases and in-memory ones. With ``uri=true``
+    a database that starts with ``file:`` is a SQLite URI (``file:runs.db``,
+    ``file:///srv/runs.db``), whose path is the file; without it SQLite opens a file of that
+    very name (``file:runs.db``), so that is the file."""
     database = url.database
-    if (
-        url.get_backend_name() != "sqlite"
-        or not database
-        or database == ":memory:"
-        or database.startswith("file:")
-    ):
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
+    if database.startswith("file:") and sa.util.asbool(_last(url.query.get("uri", "false"))):
+        path = unquote(urlsplit(database).path)
+        in_memory = _last(url.query.get("mode", "")) == "memory"
+        return None if in_memory or path in ("", ":memory:") else Path(path)
     return Path(database)
+
+
+def _last(value: str | tuple[str, ...]) -> str:
+    """A URL query parameter's value (the last one, when it is given twice)."""
+    return value[-1] if isinstance(value, tuple) else value
 
 
 def _sqlite_file_missing(url: sa.URL) -> bool:
