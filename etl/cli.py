@@ -812,8 +812,10 @@ def gpu_servers_load(file: Path, config_file: Path | None, **flags: Any) -> None
 def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
     """Print the known GPU counts, then the servers that --table has runs on without one."""
     from .gpuservers import list_servers
+    from .report import refuse_missing_sqlite_file
 
     with _gpu_engine(flags, config_file) as (engine, settings):
+        refuse_missing_sqlite_file(engine)  # it reads: a mistyped path must not become a file
         known, missing = list_servers(engine, settings.table)
     writer = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
     writer.writerow(["gpu_svr_code", "gpus", "label"])
