@@ -41,7 +41,7 @@ from .errors import (
 )
 from .events import json_line, setup_logging
 from .outcome import ExportReport
-from .pairs import write_pairs_file
+from .pairs import write_pairs, write_pairs_file
 
 log = logging.getLogger("nsml_etl")
 # Characters of an unexpected error's message shown (the first line only).
@@ -665,33 +665,30 @@ def pairs_command(
     client = NsmlClient(settings, credentials_from_env())
     try:
         runs = discover_runs(client, projects=projects or None, timezone=settings.list_timezone)
-        count = write_pairs_file(
-            out_path,
+        rows = (
             (
-                (
-                    *run.pair,
-                    run.status,
-                    *(t and t.isoformat(sep=" ") for t in (run.create_time, run.update_time)),
-                )
-                for run in runs
-            ),
-            ["status", "create_time", "update_time"],
+                *run.pair,
+                run.status,
+                *(t and t.isoformat(sep=" ") for t in (run.create_time, run.update_time)),
+            )
+            for run in runs
         )
+        columns = ["status", "create_time", "update_time"]
+        if str(out_path) == "-":  # as the runs come: there is no file to write aside
+            where, count = "<stdout>", write_pairs(sys.stdout, rows, columns)
+        else:
+            where, count = str(out_path), write_pairs_file(out_path, rows, columns)
     finally:
         client.close()
     if log_format == "json":
         click.echo(
             json_line(
-                "info",
-                "pairs_written",
-                f"Wrote {count} pairs to {out_path}.",
-                pairs=count,
-                path=str(out_path),
+                "info", "pairs_written", f"Wrote {count} pairs to {where}.", pairs=count, path=where
             ),
             err=True,
         )
     else:
-        click.echo(f"Wrote {count} pairs to {out_path}.", err=True)
+        click.echo(f"Wrote {count} pairs to {where}.", err=True)
 
 
 @main.command()
