@@ -41,7 +41,7 @@ from .errors import (
 )
 from .events import json_line, setup_logging
 from .outcome import ExportReport
-from .pairs import write_pairs_file
+from .pairs import write_pairs, write_pairs_file
 
 log = logging.getLogger("nsml_etl")
 # Characters of an unexpected error's message shown (the first line only).
@@ -222,8 +222,7 @@ def handle_errors(func: Callable) -> Callable:
         except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:  # Ctrl-C where no _Interrupts handles it (pairs, startup)
-            if log_format != "json":
-                raise  # click prints "Aborted!"
+            # Not click's "Aborted!" and exit 1: 1 means failed pairs, and Ctrl-C is 130.
             say_error("interrupted", "interrupted", EXIT_SIGINT, log_format)
             sys.exit(EXIT_SIGINT)
         except BrokenPipeError:
@@ -651,33 +650,30 @@ def pairs_command(
     client = NsmlClient(settings, credentials_from_env())
     try:
         runs = discover_runs(client, projects=projects or None, timezone=settings.list_timezone)
-        count = write_pairs_file(
-            out_path,
+        rows = (
             (
-                (
-                    *run.pair,
-                    run.status,
-                    *(t and t.isoformat(sep=" ") for t in (run.create_time, run.update_time)),
-                )
-                for run in runs
-            ),
-            ["status", "create_time", "update_time"],
+                *run.pair,
+                run.status,
+                *(t and t.isoformat(sep=" ") for t in (run.create_time, run.update_time)),
+            )
+            for run in runs
         )
+        columns = ["status", "create_time", "update_time"]
+        if str(out_path) == "-":  # as the runs come: there is no file to write aside
+            where, count = "<stdout>", write_pairs(sys.stdout, rows, columns)
+        else:
+            where, count = str(out_path), write_pairs_file(out_path, rows, columns)
     finally:
         client.close()
     if log_format == "json":
         click.echo(
             json_line(
-                "info",
-                "pairs_written",
-                f"Wrote {count} pairs to {out_path}.",
-                pairs=count,
-                path=str(out_path),
+                "info", "pairs_written", f"Wrote {count} pairs to {where}.", pairs=count, path=where
             ),
             err=True,
         )
     else:
-        click.echo(f"Wrote {count} pairs to {out_path}.", err=True)
+        click.echo(f"Wrote {count} pairs to {where}.", err=True)
 
 
 @main.command()
@@ -798,8 +794,10 @@ def gpu_servers_load(file: Path, config_file: Path | None, **flags: Any) -> None
 def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
     """Print the known GPU counts, then the servers that --table has runs on without one."""
     from .gpuservers import list_servers
+    from .report import refuse_missing_sqlite_file
 
     with _gpu_engine(flags, config_file) as (engine, settings):
+        refuse_missing_sqlite_file(engine)  # it reads: a mistyped path must not become a file
         known, missing = list_servers(engine, settings.table)
     writer = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
     writer.writerow(["gpu_svr_code", "gpus", "label"])
@@ -945,6 +943,18 @@ def report(
         except OSError as exc:
             raise InputError(f"--html {html_path}: {exc.strerror or exc}") from None
         click.echo(f"Wrote the HTML report to {html_path.resolve()}.", err=True)
+
+
+def _write_address(path: Path, base_url: str) -> None:
+    """The simulator's base URL in ``path``, for scripts; readers never see half of it."""
+    aside = path.with_name(path.name + ".tmp")
+    try:
+        aside.write_text(base_url + "\n")
+        os.replace(aside, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            aside.unlink(missing_ok=True)
+        raise InputError(f"--address-file {path}: cannot write: {exc.strerror or exc}") from None
 
 
 def _raise_keyboard_interrupt(*_: Any) -> None:
@@ -1131,12 +1141,14 @@ def simulate(
             else "check --host and --port"
         )
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}") from None
-    if write_pairs:
-        write_pairs_file(write_pairs, sim.pairs())
-    if address_file:
-        tmp = address_file.with_name(address_file.name + ".tmp")
-        tmp.write_text(sim.base_url + "\n")
-        os.replace(tmp, address_file)  # readers never see a half-written address
+    try:
+        if write_pairs:
+            write_pairs_file(write_pairs, sim.pairs())
+        if address_file:
+            _write_address(address_file, sim.base_url)
+    except BaseException:
+        sim.close()  # it never served: let the port go
+        raise
     when = f" (simulated clock {sim.clock.isoformat(sep=' ')} UTC)" if sim.clock else ""
     click.echo(f"NSML simulator serving {len(sim.pairs())} runs at {sim.base_url}{when}", err=True)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

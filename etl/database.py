@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
@@ -146,16 +147,23 @@ def check_table(engine: Engine, table: str) -> None:
 
 
 def sqlite_path(url: sa.URL) -> Path | None:
-    """The file of a SQLite URL; None for other databases and in-memory ones."""
+    """The file of a SQLite URL; None for other databases and in-memory ones. With ``uri=true``
+    a database that starts with ``file:`` is a SQLite URI (``file:runs.db``,
+    ``file:///srv/runs.db``), whose path is the file; without it SQLite opens a file of that
+    very name (``file:runs.db``), so that is the file."""
     database = url.database
-    if (
-        url.get_backend_name() != "sqlite"
-        or not database
-        or database == ":memory:"
-        or database.startswith("file:")
-    ):
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
+    if database.startswith("file:") and sa.util.asbool(_last(url.query.get("uri", "false"))):
+        path = unquote(urlsplit(database).path)
+        in_memory = _last(url.query.get("mode", "")) == "memory"
+        return None if in_memory or path in ("", ":memory:") else Path(path)
     return Path(database)
+
+
+def _last(value: str | tuple[str, ...]) -> str:
+    """A URL query parameter's value (the last one, when it is given twice)."""
+    return value[-1] if isinstance(value, tuple) else value
 
 
 def _sqlite_file_missing(url: sa.URL) -> bool:

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -104,6 +105,19 @@ class _PrintedByTheCli(logging.Filter):
         return not (name == "batch_finished" or (name == "pair_failed" and not self.verbose))
 
 
+def _warning_as_event(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` in JSON mode: a library's Python warning (SQLAlchemy's about a
+    URL option it ignores, ...) is a ``log`` event, not two lines of text on stderr."""
+    logging.getLogger("nsml_etl.warnings").warning("%s: %s", category.__name__, message)
+
+
 def setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None:
     """Print the ``nsml_etl`` loggers' records on stderr, as text or as JSON lines."""
     root = logging.getLogger("nsml_etl")
@@ -111,6 +125,7 @@ def setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None:
     if log_format == "json":
         handler.setFormatter(JsonLogFormatter())
         level = logging.DEBUG if verbose else logging.INFO  # events are the point of json
+        warnings.showwarning = _warning_as_event  # the CLI owns its process's stderr
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(_PrintedByTheCli(verbose))

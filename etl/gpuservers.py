@@ -128,10 +128,13 @@ def unset_servers(engine: Engine, codes: Iterable[int]) -> int:
 
 def list_servers(engine: Engine, runs_table: str) -> tuple[list[GpuServer], list[tuple]]:
     """The known servers, and (code, eng_full_name, runs) of the servers that ``runs_table``
-    has runs on but that have no GPU count."""
+    has runs on but that have no GPU count. Reads only: a database without the table has no
+    known servers."""
     try:
         with engine.begin() as conn:
-            table = ensure_table(conn)
+            table = gpu_servers_table()
+            if not sa.inspect(conn).has_table(table.name):
+                return [], _runs_without_count(conn, runs_table, None)
             known = [
                 GpuServer(*row)
                 for row in conn.execute(
@@ -140,16 +143,25 @@ def list_servers(engine: Engine, runs_table: str) -> tuple[list[GpuServer], list
                     )
                 )
             ]
-            if not sa.inspect(conn).has_table(runs_table):
-                return known, []
-            runs = sa.table(runs_table, sa.column("gpu_svr_code"), sa.column("eng_full_name"))
-            missing = conn.execute(
-                sa.select(runs.c.gpu_svr_code, sa.func.max(runs.c.eng_full_name), sa.func.count())
-                .select_from(runs.outerjoin(table, table.c.gpu_svr_code == runs.c.gpu_svr_code))
-                .where(runs.c.gpu_svr_code.is_not(None), table.c.gpu_svr_code.is_(None))
-                .group_by(runs.c.gpu_svr_code)
-                .order_by(runs.c.gpu_svr_code)
-            ).all()
-            return known, [tuple(row) for row in missing]
+            return known, _runs_without_count(conn, runs_table, table)
     except SQLAlchemyError as exc:
         raise DatabaseError(f"reading {GPU_SERVERS_TABLE} failed: {first_line(exc)}") from exc
+
+
+def _runs_without_count(conn: Connection, runs_table: str, servers: sa.Table | None) -> list[tuple]:
+    """(code, eng_full_name, runs) per server ``runs_table`` has runs on and ``servers`` (None:
+    no such table yet) has no count for."""
+    if not sa.inspect(conn).has_table(runs_table):
+        return []
+    runs = sa.table(runs_table, sa.column("gpu_svr_code"), sa.column("eng_full_name"))
+    query = sa.select(runs.c.gpu_svr_code, sa.func.max(runs.c.eng_full_name), sa.func.count())
+    if servers is not None:
+        query = query.select_from(
+            runs.outerjoin(servers, servers.c.gpu_svr_code == runs.c.gpu_svr_code)
+        ).where(servers.c.gpu_svr_code.is_(None))
+    missing = conn.execute(
+        query.where(runs.c.gpu_svr_code.is_not(None))
+        .group_by(runs.c.gpu_svr_code)
+        .order_by(runs.c.gpu_svr_code)
+    ).all()
+    return [tuple(row) for row in missing]

@@ -451,17 +451,26 @@ def write_pairs_file(
     written."""
     target = Path(path)
     aside = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    count = 0
     try:
         with open(aside, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["project_id", "run_name", *extra_columns])
-            for row in rows:
-                writer.writerow(["" if value is None else value for value in row])
-                count += 1
+            count = write_pairs(handle, rows, extra_columns)
         os.replace(aside, target)
     except OSError as exc:
         raise InputError(f"{display_name(path)}: cannot write: {exc.strerror}") from None
     finally:
         aside.unlink(missing_ok=True)
+    return count
+
+
+def write_pairs(
+    handle: IO[str], rows: Iterable[Sequence[object]], extra_columns: Sequence[str] = ()
+) -> int:
+    """The pairs CSV of :func:`write_pairs_file` on an open text stream (``pairs --out -``:
+    standard output), as the rows come. Returns the rows written."""
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(["project_id", "run_name", *extra_columns])
+    count = 0
+    for row in rows:
+        writer.writerow(["" if value is None else value for value in row])
+        count += 1
     return count

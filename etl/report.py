@@ -164,21 +164,29 @@ def section_name(name: str, table: str) -> str:
     raise InputError(f"--view: no section {name!r}; {hint}the sections: {', '.join(SECTION_NAMES)}")
 
 
+def refuse_missing_sqlite_file(engine: Engine) -> None:
+    """:class:`DatabaseError` (exit 4) for a SQLite file that does not exist, naming a file
+    close to it: a command that reads never creates a database (connecting would)."""
+    path = sqlite_path(engine.url)
+    if path is None or path.exists():
+        return
+    siblings = [p.name for p in path.parent.glob(f"*{path.suffix}") if p.is_file()]
+    near = difflib.get_close_matches(path.name, siblings, n=1)
+    hint = (
+        f"; did you mean {path.parent / near[0]}?"
+        if near
+        else "; check --db (export or load creates it)"
+    )
+    where = describe_database(engine.url)
+    raise DatabaseError(f"no nsml-etl tables in {where}: the file does not exist{hint}")
+
+
 def require_runs_table(engine: Engine, table: str) -> None:
     """:class:`DatabaseError` (exit 4) unless ``table`` exists: ``report`` and ``views`` read
     what ``export`` and ``load`` wrote, so a mistyped ``--db`` or ``--table`` must not pass for
     an empty database, nor create one (a SQLite file that does not exist is never opened)."""
     where = describe_database(engine.url)
-    path = sqlite_path(engine.url)
-    if path is not None and not path.exists():
-        siblings = [p.name for p in path.parent.glob(f"*{path.suffix}") if p.is_file()]
-        near = difflib.get_close_matches(path.name, siblings, n=1)
-        hint = (
-            f"; did you mean {path.parent / near[0]}?"
-            if near
-            else "; check --db (export or load creates it)"
-        )
-        raise DatabaseError(f"no nsml-etl tables in {where}: the file does not exist{hint}")
+    refuse_missing_sqlite_file(engine)
     try:
         with engine.connect() as conn:
             inspector = sa.inspect(conn)

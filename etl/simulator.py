@@ -357,6 +357,10 @@ class Simulator:
         self._server.shutdown()
         self._server.server_close()
 
+    def close(self) -> None:
+        """Let the port go, for a simulator that never served (``stop`` would wait for it)."""
+        self._server.server_close()
+
     def __enter__(self) -> Simulator:
         return self.start()
 

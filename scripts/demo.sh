@@ -101,6 +101,8 @@ run nsml-etl gpu-servers set 207 2 --label "A100 x2"
 python - <<'PY'
 import sqlite3
 
+from wcwidth import wcswidth  # a Korean key takes two cells a character
+
 db = sqlite3.connect("nsml_runs.db")
 total, projects = db.execute(
     "SELECT COUNT(*), COUNT(DISTINCT project_id) FROM nsml_runs").fetchone()
@@ -116,7 +118,8 @@ for row in db.execute(
 keys = db.execute("SELECT env_key, column_name FROM nsml_env_columns ORDER BY column_name")
 print("== env key -> column")
 for key, column in keys:
-    print(f"   {key[:40]!r:44} {column}")
+    shown = repr(key[:40])
+    print(f"   {shown}{' ' * (44 - wcswidth(shown))} {column}")
 PY
 echo
 echo "== the report's analytics sections"

@@ -54,6 +54,21 @@ def test_all_ok_against_the_simulator_and_nothing_is_created(
     assert list(database.parent.iterdir()) == []
 
 
+def test_a_missing_sqlite_uri_file_is_not_created(run_cli, credentials, simulator, tmp_path):
+    # Regression: a file: URI was connected to, which created the file check promises not to.
+    database = tmp_path / "runs.db"
+    url = f"sqlite:///file:{database}?uri=true"
+    result = _check(run_cli, "--base-url", simulator.base_url, "--db", url)
+    assert result.exit_code == 0, result.output
+    assert "does not exist yet" in _lines(result)["database"]
+    assert list(tmp_path.iterdir()) == []
+    # and export --dry-run, which writes nothing either
+    pairs = write_pairs(tmp_path / "pairs.csv", simulator.pairs()[:1])
+    dry = run_cli("export", "--pairs", str(pairs), "--db", url, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert list(tmp_path.iterdir()) == [pairs]
+
+
 def test_ok_on_a_table_an_export_made(run_cli, credentials, simulator, db_url, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.csv", simulator.pairs()[:2])
     exported = run_cli(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from urllib.parse import urlsplit
 
 from conftest import write_pairs
+from test_signals import _Cli, _wait_for
 
 
 def test_simulate_on_a_busy_port_is_one_line_and_exit_2(run_cli, credentials, simulator):
@@ -19,6 +21,20 @@ def test_simulate_on_a_busy_port_is_one_line_and_exit_2(run_cli, credentials, si
         "use; choose another --port (0 picks a free one)\n"
     )
     assert result.stdout == ""
+
+
+def test_simulate_with_an_address_file_it_cannot_write_is_one_line_and_exit_2(
+    run_cli, credentials, tmp_path
+):
+    # Regression: the OSError escaped as "unexpected FileNotFoundError ... this is a bug",
+    # exit 70.
+    address = tmp_path / "missing" / "address.txt"
+    result = run_cli("simulate", "--port", "0", "--address-file", str(address))
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: --address-file {address}: cannot write: No such file or directory\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def _option_help(run_cli, command: str, option: str) -> str:
@@ -111,3 +127,16 @@ def test_a_reader_that_quits_early_is_exit_141_without_a_message(
     finally:
         os.close(writer)
     assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_ctrl_c_where_no_export_runs_is_exit_130(make_simulator, tmp_path):
+    # Regression: in text mode click caught the KeyboardInterrupt, printed "Aborted!" and
+    # exited 1, which the README reserves for failed pairs (JSON mode already said 130).
+    sim = make_simulator(projects=1, runs_per_project=3, latency=60)
+    out = tmp_path / "pairs.csv"
+    proc = _Cli(tmp_path, "pairs", "--out", str(out), "--base-url", sim.base_url)
+    _wait_for(lambda: sim.stats.requests >= 1)  # the first list page hangs
+    proc.proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.finish(130)  # and neither a traceback nor "Aborted!"
+    assert (stdout, stderr) == ("", "Error: interrupted\n")
+    assert not out.exists()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import fetch_rows
+from wcwidth import wcswidth
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = re.compile(r"[A-Z_][A-Z0-9_]*=")
@@ -130,3 +131,8 @@ def test_the_demo_prints_each_command_exactly_as_it_runs(tmp_path):
     periodic = [json.loads(b["options"]) for b in batches[:-1]]
     assert len(periodic) > 40
     assert {(o["base_url"], o["mode"]) for o in periodic} == {(first_url, "all")}
+    # The env key -> column list lines its columns up, Korean keys too (a Hangul syllable
+    # takes two cells); regression: the column after '학습률' stood three cells to the right.
+    listing = result.stdout.split("== env key -> column\n", 1)[1].split("\n\n", 1)[0]
+    starts = {wcswidth(line.rsplit(" ", 1)[0]) for line in listing.splitlines()}
+    assert len(starts) == 1 and "학습률" in listing, listing

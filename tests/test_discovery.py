@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
+import json
 from datetime import datetime
 
 import pytest
@@ -90,6 +92,27 @@ def test_pairs_command_writes_a_usable_pairs_file(
         "export", "--pairs", str(out), "--db", sqlite_url, "--base-url", sim.base_url
     )
     assert exported.exit_code == 0 and "exported 4," in exported.stdout
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_pairs_out_dash_writes_to_stdout(
+    run_cli, credentials, simulator, tmp_path, monkeypatch, log_format
+):
+    """Regression: ``--out -`` ("- for stdout") wrote a file named ``-`` and nothing to stdout,
+    once the file came to be written aside and renamed."""
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(
+        "pairs", "--out", "-", "--base-url", simulator.base_url, "--log-format", log_format
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert sorted((r["project_id"], r["run_name"]) for r in rows) == sorted(simulator.pairs())
+    assert list(tmp_path.iterdir()) == []
+    if log_format == "text":
+        assert result.stderr == f"Wrote {len(rows)} pairs to <stdout>.\n"
+    else:
+        written = [json.loads(line) for line in result.stderr.splitlines()][-1]
+        assert (written["event"], written["path"]) == ("pairs_written", "<stdout>")
 
 
 def test_export_all_stores_list_times_and_keeps_them(

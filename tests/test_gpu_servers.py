@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
-from conftest import fetch_rows
+from conftest import fetch_rows, table_names
 
 
 def servers(db_url):
@@ -94,3 +95,24 @@ def test_bad_arguments_are_usage_errors(run_cli, sqlite_url):
     assert run_cli("gpu-servers", "set", "205", "-1", "--db", sqlite_url).exit_code == 2
     result = run_cli("gpu-servers", "set", "205", "100000", "--db", sqlite_url)
     assert result.exit_code == 2 and "expected 0 to 4096" in result.stderr
+
+
+def test_list_reads_only(run_cli, tmp_path):
+    """Regression: ``list`` on a mistyped SQLite path created the file and nsml_gpu_servers in
+    it, and listed nothing with exit 0 (as report and views did)."""
+    (tmp_path / "nsml_runs.db").write_bytes(b"")
+    typo = tmp_path / "nsml_run.db"
+    result = run_cli("gpu-servers", "list", "--db", f"sqlite:///{typo}")
+    assert result.exit_code == 4, result.output
+    assert result.stderr == (
+        f"Error: no nsml-etl tables in SQLite database {typo}: the file does not exist; "
+        f"did you mean {tmp_path / 'nsml_runs.db'}?\n"
+    )
+    assert not typo.exists()
+    # A database without the table (nothing set yet): the header, and no table made for it.
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+    result = run_cli("gpu-servers", "list", "--db", f"sqlite:///{other}")
+    assert (result.exit_code, result.stdout) == (0, "gpu_svr_code\tgpus\tlabel\n")
+    assert table_names(f"sqlite:///{other}") == {"notes"}

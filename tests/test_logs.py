@@ -4,12 +4,15 @@ every event is documented in the README."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import SECRET_KEY, write_pairs
+from conftest import ACCESS_KEY, SECRET_KEY, write_pairs
 from test_archive_load import _run_with_terminal_stderr
 from test_signals import _Cli, _wait_for
 
@@ -138,6 +141,30 @@ def test_bad_database_is_an_error_event(run_cli, credentials, simulator, tmp_pat
     (error,) = _events(result.stderr)
     assert (error["event"], error["kind"], error["exit_code"]) == ("error", kind, code)
     assert error["message"].startswith("--db")
+
+
+def test_a_library_warning_is_an_event_too(simulator, tmp_path):
+    """Python warnings (here SQLAlchemy's about a URL option it ignores) are log events, not
+    text on stderr. Regression: two lines of 'database.py:75: SAWarning: ...' and its source
+    line broke a shipper's JSON."""
+    pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
+    db_url = f"sqlite:///{tmp_path / 'runs.db'}?mode=ro"  # mode needs uri=true: ignored
+    env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nsml_etl.cli", "export", "--pairs", str(pairs_file)]
+        + ["--db", db_url, "--base-url", simulator.base_url, "--log-format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    events = _events(proc.stderr)
+    (warning,) = [e for e in events if "SAWarning" in e["message"]]
+    assert (warning["event"], warning["level"]) == ("log", "warning")
+    assert warning["message"].startswith("SAWarning: Query string argument(s) 'mode'")
+    assert _names(events)[-1] == "batch_finished"
 
 
 def test_usage_errors_are_error_events_too(run_cli, credentials, simulator, sqlite_url, tmp_path):

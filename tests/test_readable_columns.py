@@ -41,6 +41,9 @@ def test_keys_in_other_scripts_land_in_romanized_columns(
         "\ue000": "no spelling",
         "\ue001": "no spelling either",
         "北京": "beijing",
+        "Скорость": "cyrillic",
+        "エポック数": "kana",
+        "🚀": "emoji only",
     }
     sim.put_run("p", "1", {"projectId": "p", "runName": "1", "envs": envs, "메모": "field"})
     _export(run_cli, sim, db_url, tmp_path, [("p", "1")])
@@ -50,6 +53,9 @@ def test_keys_in_other_scripts_land_in_romanized_columns(
     assert mapping["배치 크기"] == "env_baechi_keugi"
     assert mapping["lr_학습률"] == "env_lr_hagseublyul"
     assert mapping["北京"] == "env_beijing"
+    assert mapping["Скорость"] == "env_skorost_"  # anyascii spells the soft sign as '
+    assert mapping["エポック数"] == "env_epotkushu"
+    assert mapping["🚀"] == "env__rocket_"  # the emoji's name, as :rocket:
     # The Latin key that romanizes alike is already in normal form: it keeps the plain name.
     assert mapping["hagseublyul"] == "env_hagseublyul"
     assert mapping["학습률"].startswith("env_hagseublyul_")

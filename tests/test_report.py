@@ -45,6 +45,24 @@ def test_a_mistyped_sqlite_path_is_exit_4_and_creates_nothing(run_cli, tmp_path,
 
 
 @pytest.mark.parametrize("command", ["report", "views"])
+@pytest.mark.parametrize("form", ["file:{path}?uri=true", "file:{name}"])
+def test_a_missing_sqlite_file_named_the_uri_way_is_not_created_either(
+    run_cli, tmp_path, monkeypatch, command, form
+):
+    """Regression: a ``file:`` database was taken for something other than a file, so these
+    commands opened it and created it: as a SQLite URI (``?uri=true``), or, without it, as
+    the file SQLite then opens, literally named ``file:nsml_run.db``."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nsml_runs.db").write_bytes(b"")
+    typo = tmp_path / "nsml_run.db"
+    database = form.format(path=typo, name=typo.name)
+    result = run_cli(command, "--db", f"sqlite:///{database}")
+    assert result.exit_code == 4, result.output
+    assert "the file does not exist; did you mean " in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nsml_runs.db"]
+
+
+@pytest.mark.parametrize("command", ["report", "views"])
 def test_a_database_without_our_tables_is_exit_4_and_left_alone(run_cli, db_url, command):
     if db_url.startswith("sqlite"):  # an existing SQLite file with somebody else's table
         path = db_url.removeprefix("sqlite:///")
