@@ -883,18 +883,9 @@ def report(
     from .analytics import collect_analytics, period_for
     from .clock import utc_now
     from .database import check_database, check_table, create_engine, describe_database
-    from .report import (
-        SECTION_NAMES,
-        as_csv,
-        as_html,
-        as_json,
-        as_text,
-        collect,
-        limit_note,
-        require_runs_table,
-        section_name,
-        write_csv_files,
-    )
+    from .report import SECTION_NAMES, collect, require_runs_table, section_name
+    from .report_formats import as_csv, as_json, as_text, limit_note, write_csv_files
+    from .report_html import as_html
     from .views import create_views
 
     if out_dir is not None and output_format not in (None, "csv"):

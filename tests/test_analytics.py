@@ -388,7 +388,7 @@ def test_period_and_sums_of_the_report():
         period_for,
     )
     from nsml_etl.errors import InputError
-    from nsml_etl.report import _nice_ceiling
+    from nsml_etl.report_html import _nice_ceiling
 
     today = date(2026, 1, 14)  # a Wednesday
     period = period_for(None, None, today)

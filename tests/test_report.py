@@ -234,7 +234,8 @@ def test_json_is_keyed_by_view_name_on_every_database(
 
 
 def test_as_json_renders_what_drivers_return():
-    from nsml_etl.report import Table, as_json
+    from nsml_etl.report import Table
+    from nsml_etl.report_formats import as_json
 
     table = Table(
         "t",
