@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .config import (
     ACCESS_KEY_ENV,
@@ -31,10 +30,7 @@ from .config import (
     credentials_from_env,
     missing_credentials,
 )
-from .errors import EXIT_AUTH_FAILED, EXIT_OK, EXIT_SOME_FAILED, DatabaseError, EtlError
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
+from .errors import EXIT_AUTH_FAILED, EXIT_OK, EXIT_SOME_FAILED, EtlError
 
 # The request that proves the keys: the project list, one item (cheap for the gateway).
 PROBE_PATH = "/projects"
@@ -123,8 +119,7 @@ def check_database(settings: Settings) -> CheckLine:
                 f"{where}: the file does not exist yet; the "
                 "first export creates it (this check did not)",
             )
-        check_table(engine, settings.table)
-        exists = _has_table(engine, settings.table)
+        exists = check_table(engine, settings.table)
     except EtlError as exc:
         return CheckLine("database", False, _with_advice(str(exc), path is not None), exc.exit_code)
     finally:
@@ -135,22 +130,6 @@ def check_database(settings: Settings) -> CheckLine:
         else f"table {settings.table} does not exist yet; the first export creates it"
     )
     return CheckLine("database", True, f"{where} is reachable; {table}")
-
-
-def _has_table(engine: sa.Engine, table: str) -> bool:
-    import sqlalchemy as sa
-
-    from .dialects import first_line
-
-    try:
-        with engine.connect() as conn:
-            found = sa.inspect(conn).has_table(table)
-            conn.rollback()
-            return found
-    except sa.exc.SQLAlchemyError as exc:
-        raise DatabaseError(
-            f"reading the schema of table {table} failed: {first_line(exc)}"
-        ) from None
 
 
 def _with_advice(message: str, sqlite_file: bool) -> str:

@@ -129,17 +129,19 @@ def check_database(engine: Engine) -> None:
         ) from None
 
 
-def check_table(engine: Engine, table: str) -> None:
+def check_table(engine: Engine, table: str) -> bool:
     """Before any request, refuse a runs table nsml-etl did not make, changing nothing (another
     tool's ``nsml_runs`` would get our columns added, or its rows duplicated on every rerun);
-    on MySQL and MariaDB, refuse a server without an exact collation for run names too."""
+    on MySQL and MariaDB, refuse a server without an exact collation for run names too.
+    Returns whether the table exists (it is then one of ours)."""
     if _sqlite_file_missing(engine.url):
-        return  # a new database: nothing there yet, and connecting would create the file
+        return False  # a new database: nothing there yet, and connecting would create the file
     try:
         with engine.connect() as conn:
             family_of(engine.dialect.name).key_collation(conn.dialect)  # MySQL: one exists
-            refuse_foreign_table(conn, table)
+            exists = refuse_foreign_table(conn, table)
             conn.rollback()
+            return exists
     except SQLAlchemyError as exc:
         raise DatabaseError(
             f"reading the schema of table {table} failed: {first_line(exc)}"

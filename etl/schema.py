@@ -136,13 +136,14 @@ CORE_TYPES: dict[str, sa.types.TypeEngine] = {column: Text for column in CORE_CO
 }
 
 
-def refuse_foreign_table(conn: Connection, table: str) -> None:
-    """:class:`DatabaseError` naming what is wrong if ``table`` exists but is not one of ours."""
+def refuse_foreign_table(conn: Connection, table: str) -> bool:
+    """:class:`DatabaseError` naming what is wrong if ``table`` exists but is not one of ours;
+    whether it exists otherwise."""
     inspector = sa.inspect(conn)
     if table in inspector.get_view_names():
         problems = ["it is a view"]
     elif not inspector.has_table(table):
-        return
+        return False
     else:
         primary_key = inspector.get_pk_constraint(table)["constrained_columns"]
         columns = {c["name"].lower(): c["type"] for c in inspector.get_columns(table)}
@@ -152,6 +153,7 @@ def refuse_foreign_table(conn: Connection, table: str) -> None:
             f"table {table} exists but is not an nsml-etl table: {'; '.join(problems)}; "
             "choose another --table (nsml-etl changes no table it did not make)"
         )
+    return True
 
 
 # What each core column must hold in an existing table (its type family, not its exact type:
