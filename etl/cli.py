@@ -364,7 +364,7 @@ def main() -> None:
 
     Exit codes: 0 all exported; 1 some pairs failed (the rest landed); 2 usage or bad
     input; 3 authentication failed; 4 database error; 70 unexpected error (a bug);
-    130/143 interrupted.
+    130/143 interrupted; 141 the reader of stdout quit early.
     """
 
 
