@@ -327,12 +327,14 @@ def _pairs_file(pairs: object) -> str | None:
 
 
 def _checked_engine(settings: Settings, cleanup: contextlib.ExitStack) -> Any:
-    """The engine of ``settings.db_url``, reachable, with a ``table`` nsml-etl may write."""
-    from .database import check_database, check_table, create_engine
+    """The engine of ``settings.db_url``, reachable and writable, with a ``table`` nsml-etl
+    may write."""
+    from .database import check_database, check_table, check_writable, create_engine
 
     engine = create_engine(settings.db_url)
     cleanup.callback(engine.dispose)
     check_database(engine)
+    check_writable(engine)
     check_table(engine, settings.table)
     return engine
 

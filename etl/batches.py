@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from .clock import utc_now
+from .dialects import first_line
 from .errors import DatabaseError
 from .outcome import ExportReport
 from .store import RunStore
@@ -76,7 +77,7 @@ class BatchLog:
                 assert key is not None  # a single-row INSERT always has one
                 self.id = int(key[0])
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"recording the batch failed: {exc.__class__.__name__}") from exc
+            raise DatabaseError(f"recording the batch failed: {first_line(exc)}") from exc
 
     def finish(self, report: ExportReport) -> None:
         """Complete the row and record the failed pairs, in one transaction."""
@@ -128,5 +129,5 @@ class BatchLog:
                 if failures:
                     conn.execute(sa.insert(failures_table), failures)
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"recording the batch failed: {exc.__class__.__name__}") from exc
+            raise DatabaseError(f"recording the batch failed: {first_line(exc)}") from exc
         log.debug("batch %s recorded as %s", self.id, status)

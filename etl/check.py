@@ -2,8 +2,9 @@
 
 Four checks, each one line, ``OK: what: ...`` or ``FAIL: what: ... — what to do``:
 
-* database: connect, and an existing ``--table`` must be one nsml-etl made (as ``export``
-  checks before its first request); nothing is created, not even a missing SQLite file;
+* database: connect, it must take writes (a read-only SQLite file or folder would refuse the
+  first chunk), and an existing ``--table`` must be one nsml-etl made (as ``export`` checks
+  before its first request); nothing is created, not even a missing SQLite file;
 * credentials: one signed request to the project list (``GET /projects``, one item);
 * API key: whether ``NCP_APIGW_API_KEY`` was sent, and whether the gateway took it or asks
   for one;
@@ -99,7 +100,7 @@ def run_checks(settings: Settings) -> CheckReport:
 def check_database(settings: Settings) -> CheckLine:
     """Connect (a missing SQLite file is reported, never created) and look at ``--table``."""
     from .database import check_database as connect
-    from .database import check_table, create_engine, sqlite_path
+    from .database import check_table, check_writable, create_engine, sqlite_path
     from .urls import redact_url
 
     where = redact_url(settings.db_url)
@@ -119,6 +120,7 @@ def check_database(settings: Settings) -> CheckLine:
                 f"{where}: the file does not exist yet; the "
                 "first export creates it (this check did not)",
             )
+        check_writable(engine)  # tried in a transaction that is rolled back
         exists = check_table(engine, settings.table)
     except EtlError as exc:
         return CheckLine("database", False, _with_advice(str(exc), path is not None), exc.exit_code)
@@ -129,7 +131,7 @@ def check_database(settings: Settings) -> CheckLine:
         if exists
         else f"table {settings.table} does not exist yet; the first export creates it"
     )
-    return CheckLine("database", True, f"{where} is reachable; {table}")
+    return CheckLine("database", True, f"{where} is reachable and writable; {table}")
 
 
 def _with_advice(message: str, sqlite_file: bool) -> str:
@@ -137,6 +139,9 @@ def _with_advice(message: str, sqlite_file: bool) -> str:
     wrong, said, todo = message.rpartition("; choose another --table")
     if said:  # the foreign-table error says what to do already
         return f"{wrong}{DASH}choose another --table{todo}"
+    if " is read-only: " in message:  # so does the read-only one
+        wrong, _, todo = message.rpartition("; ")
+        return f"{wrong}{DASH}{todo}"
     if sqlite_file:
         return (
             f"{message}{DASH}fix the path in --db (sqlite:///relative/path.db or "

@@ -883,10 +883,9 @@ def report(
     from .analytics import collect_analytics, period_for
     from .clock import utc_now
     from .database import check_database, check_table, create_engine, describe_database
-    from .report import SECTION_NAMES, collect, require_runs_table, section_name
+    from .report import SECTION_NAMES, collect, require_runs_table, section_name, views_for_reading
     from .report_formats import as_csv, as_json, as_text, limit_note, write_csv_files
     from .report_html import as_html
-    from .views import create_views
 
     if out_dir is not None and output_format not in (None, "csv"):
         raise click.UsageError(f"--out-dir writes CSV files; drop --format {output_format}")
@@ -907,7 +906,7 @@ def report(
         check_database(engine)
         check_table(engine, settings.table)
         require_runs_table(engine, settings.table)  # never a new, empty database
-        create_views(engine, settings.table)  # cheap, and keeps them in step with sql/
+        views_for_reading(engine, settings.table)  # current, or read as they are if read-only
         tables = collect(engine, settings.table, limit, utc_now())
         tables += collect_analytics(engine, settings.table, period, limit)
         source = f"table {settings.table} in {describe_database(engine.url)}"

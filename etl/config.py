@@ -151,14 +151,35 @@ def _timezone(value: Any) -> str:
     return str(value)
 
 
+def _db_url(value: Any) -> str:
+    from .urls import sqlite_keeps_nothing  # local: config must not import SQLAlchemy eagerly
+
+    text = _text(value)
+    reason = sqlite_keeps_nothing(text)
+    if reason:
+        raise ValueError(reason)
+    return text
+
+
 def _table_name(value: Any) -> str:
     if not isinstance(value, str) or not TABLE_NAME_RE.fullmatch(value):
         raise ValueError(
             "must be 1-63 characters of lower-case letters, digits and underscores, "
             "not starting with a digit (a name that needs no quoting in any database)"
         )
-    from .tablenames import RESERVED_TABLES, SEPARATOR, default_view_names  # local: imports config
+    from .tablenames import (  # local: imports config
+        CATALOG_PREFIXES,
+        RESERVED_TABLES,
+        SEPARATOR,
+        default_view_names,
+    )
 
+    if value.startswith(CATALOG_PREFIXES):
+        raise ValueError(
+            f"{value!r} starts with {value.split('_')[0]}_, which the database keeps for its "
+            f"own catalog (names starting {' or '.join(CATALOG_PREFIXES)} are refused); "
+            "choose another name"
+        )
     if value in RESERVED_TABLES:
         raise ValueError(f"{value!r} is one of nsml-etl's own tables; choose another name")
     if value in default_view_names():
@@ -228,7 +249,7 @@ class Settings:
 
     db_url: str = _setting(
         DEFAULT_DB_URL,
-        _text,
+        _db_url,
         "NSML_ETL_DB_URL",
         "--db",
         "URL",

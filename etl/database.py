@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
@@ -20,7 +19,7 @@ from .config import DEFAULT_DB_URL
 from .dialects import family_of, first_line
 from .errors import DatabaseError, InputError
 from .schema import refuse_foreign_table
-from .urls import redact_url
+from .urls import redact_url, sqlite_path
 
 # How long SQLite waits for another writer (an overlapping cron job) before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -129,6 +128,36 @@ def check_database(engine: Engine) -> None:
         ) from None
 
 
+def write_refusal(engine: Engine) -> str | None:
+    """Why the database will refuse writes (a read-only SQLite file or folder, a read-only
+    PostgreSQL session), tried in a transaction that is rolled back; None when it will not,
+    and for a SQLite file not made yet (:func:`check_database` checks its folder)."""
+    if _sqlite_file_missing(engine.url):
+        return None
+    try:
+        with engine.connect() as conn:
+            refusal = family_of(engine.dialect.name).write_refusal(conn)
+            conn.rollback()
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"cannot connect to {describe_database(engine.url)}: {first_line(exc)}"
+        ) from None
+    return refusal
+
+
+def check_writable(engine: Engine) -> None:
+    """Before any request, refuse a database that would take none of the runs: today's
+    export would fetch them all and then fail writing the first."""
+    refusal = write_refusal(engine)
+    if refusal is not None:
+        raise DatabaseError(
+            f"{describe_database(engine.url)} is read-only: {refusal}; make the file and its "
+            "folder writable (SQLite writes a journal beside the file) or choose another --db"
+            if sqlite_path(engine.url) is not None
+            else f"{describe_database(engine.url)} is read-only: {refusal}; choose a writable --db"
+        )
+
+
 def check_table(engine: Engine, table: str) -> bool:
     """Before any request, refuse a runs table nsml-etl did not make, changing nothing (another
     tool's ``nsml_runs`` would get our columns added, or its rows duplicated on every rerun);
@@ -146,26 +175,6 @@ def check_table(engine: Engine, table: str) -> bool:
         raise DatabaseError(
             f"reading the schema of table {table} failed: {first_line(exc)}"
         ) from None
-
-
-def sqlite_path(url: sa.URL) -> Path | None:
-    """The file of a SQLite URL; None for other databases and in-memory ones. With ``uri=true``
-    a database that starts with ``file:`` is a SQLite URI (``file:runs.db``,
-    ``file:///srv/runs.db``), whose path is the file; without it SQLite opens a file of that
-    very name (``file:runs.db``), so that is the file."""
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    if database.startswith("file:") and sa.util.asbool(_last(url.query.get("uri", "false"))):
-        path = unquote(urlsplit(database).path)
-        in_memory = _last(url.query.get("mode", "")) == "memory"
-        return None if in_memory or path in ("", ":memory:") else Path(path)
-    return Path(database)
-
-
-def _last(value: str | tuple[str, ...]) -> str:
-    """A URL query parameter's value (the last one, when it is given twice)."""
-    return value[-1] if isinstance(value, tuple) else value
 
 
 def _sqlite_file_missing(url: sa.URL) -> bool:

@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 
 ErrorKind = Literal["transient", "data", "other"]
 
+# Longest database reason quoted in a message: the driver's first line says what failed in a
+# sentence; past this it is quoting a value (the run data it refused), not explaining.
+MAX_REASON_CHARS = 300
+
 # Stored in place of U+0000 in PostgreSQL text columns, which cannot hold it (envs keeps the
 # exact value as the JSON escape \u0000). U+FFFD is Unicode's own "character lost" mark.
 NUL_REPLACEMENT = "\ufffd"
@@ -169,6 +173,12 @@ class Family:
         conn.exec_driver_sql(
             f"ALTER TABLE {quote(table.name)} ALTER COLUMN {quote(column)} DROP NOT NULL"
         )
+
+    def write_refusal(self, conn: Connection) -> str | None:
+        """Why this database will refuse our writes (None when nothing says so), found in the
+        caller's transaction, which rolls back whatever this tried. By default the server's
+        own error on the first write is the answer."""
+        return None
 
     def key_collation(self, dialect: sa.Dialect) -> str | None:
         """The collation that compares keys exactly (case and trailing spaces count), where
@@ -364,6 +374,17 @@ class SQLiteFamily(Family):
     def row_differs(self, left: list[str], right: list[str]) -> str:
         return f"({', '.join(left)}) IS NOT ({', '.join(right)})"
 
+    def write_refusal(self, conn: Connection) -> str | None:
+        # BEGIN IMMEDIATE takes the write lock on a read-only file too, and os.access says
+        # yes to root: only a write tells. Setting user_version to its own value writes the
+        # first page (and opens the journal, which a read-only folder refuses).
+        version = int(conn.exec_driver_sql("PRAGMA user_version").scalar_one())
+        try:
+            conn.exec_driver_sql(f"PRAGMA user_version = {version}")
+        except sa.exc.OperationalError as exc:
+            return first_line(exc)
+        return None
+
 
 # PostgreSQL's json cannot turn the escape \u0000 into text (its text holds no NUL), and envs
 # keeps NUL as that escape: an escape not itself escaped (an even run of backslashes before
@@ -397,6 +418,14 @@ class PostgresFamily(Family):
         "midpoint": lambda a, b: _both(a, b, f"{a} + ({b} - {a}) / 2"),
         "int_div": lambda a, b: f"(({a}) / ({b}))",
     }
+
+    def write_refusal(self, conn: Connection) -> str | None:
+        if conn.exec_driver_sql("SHOW transaction_read_only").scalar_one() == "on":
+            return (
+                "transactions are read-only here (default_transaction_read_only, "
+                "or a standby server)"
+            )
+        return None
 
     def key_problem(self, project_id: str, run_name: str) -> str | None:
         if "\x00" in project_id or "\x00" in run_name:
@@ -738,12 +767,20 @@ def family_of(dialect_name: str) -> Family:
 
 def first_line(exc: BaseException) -> str:
     """The database's own words for a failure (the first line of the driver's message),
-    looking through our wrappers; the class name when there are none."""
+    looking through our wrappers; the class name when there are none, and before SQLAlchemy's
+    own terse words (``NoSuchTableError: pg_class``). Never the statement or its values: the
+    driver's further lines (PostgreSQL's DETAIL names key values) are dropped, and so is what
+    passes :data:`MAX_REASON_CHARS` (MySQL quotes the start of a value it refused)."""
     if not isinstance(exc, sa.exc.SQLAlchemyError) and exc.__cause__ is not None:
         exc = exc.__cause__
     orig = getattr(exc, "orig", None) or exc
     lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
+    line = lines[0].strip() if lines else ""
+    if not line or (orig is exc and isinstance(exc, sa.exc.SQLAlchemyError)):
+        line = f"{type(orig).__name__}: {line}" if line else type(orig).__name__
+    if len(line) > MAX_REASON_CHARS:
+        line = line[: MAX_REASON_CHARS - 3].rstrip() + "..."
+    return line
 
 
 def error_kind(family: Family, exc: BaseException) -> ErrorKind:

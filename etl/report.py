@@ -22,12 +22,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .database import describe_database, sqlite_path
+from .database import describe_database, sqlite_path, write_refusal
 from .dialects import first_line
 from .errors import DatabaseError, InputError
-from .tablenames import BATCHES_TABLE, FILE_PREFIX, view_name
+from .tablenames import BATCHES_TABLE, FILE_PREFIX, view_bases, view_name
 from .transform import RUN_FAILED, RUN_STATUSES
-from .views import query_view
+from .views import create_views, query_view
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,27 @@ def require_runs_table(engine: Engine, table: str) -> None:
     raise DatabaseError(
         f"no nsml-etl tables in {where}: check --db and --table, or run export or load first"
     )
+
+
+def views_for_reading(engine: Engine, table: str) -> None:
+    """Make ``table``'s reporting views current (created or replaced, cheap, so they follow
+    ``sql/``); on a database that refuses writes (a read-only file, a standby), read the ones
+    there are: :class:`DatabaseError` only when some are missing."""
+    refusal = write_refusal(engine)
+    if refusal is None:
+        create_views(engine, table)
+        return
+    where = describe_database(engine.url)
+    try:
+        existing = set(sa.inspect(engine).get_view_names())
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"reading the views of {where} failed: {first_line(exc)}") from None
+    missing = [name for name in (view_name(table, b) for b in view_bases()) if name not in existing]
+    if missing:
+        raise DatabaseError(
+            f"{where} is read-only ({refusal}) and has no view {', '.join(missing)} to read; "
+            "run nsml-etl views once where it is writable"
+        )
 
 
 def _count(engine: Engine, name: str) -> int:

@@ -12,6 +12,8 @@ there follows these rules without being listed anywhere.
   8 hex digits of its SHA-256, so two tables still never share a view.
 * Table names may not contain ``__`` and may not be a view of the default table, so no table
   is ever named like a view, and views of two tables never replace each other.
+* Nor may they start like a database's catalog tables (``pg_``, ``sqlite_``): those are the
+  database's own.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ RESERVED_TABLES = frozenset(
         STAGE_TABLE,
     }
 )
+
+# Names the databases keep for their catalogs: SQLite refuses to create a table named sqlite_*,
+# and PostgreSQL looks pg_catalog up before any other schema, so a table pg_class would be
+# read as the catalog's (and a pg_* name may become a catalog table in a later release).
+# MySQL and MariaDB keep databases (mysql, information_schema, ...), not table names.
+CATALOG_PREFIXES = ("pg_", "sqlite_")
 
 SQL_PACKAGE = "nsml_etl_sql"
 # Every view file is named nsml_<what>.sql; other tables replace the prefix with their own.

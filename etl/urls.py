@@ -1,13 +1,18 @@
-"""Database URLs as they may be shown: :func:`redact_url` masks what could be a secret.
+"""Database URLs read without connecting: :func:`redact_url` masks what could be a secret,
+:func:`sqlite_path` finds a SQLite URL's file and :func:`sqlite_keeps_nothing` refuses one
+that has none.
 
-Shared by the settings (``Settings.public_dict``) and the database module's messages, so that
-neither has to import the other for it; it imports only SQLAlchemy's URL parser.
+Shared by the settings (``Settings.public_dict``, the ``db_url`` check) and the database
+module, so that neither has to import the other for it; it imports only SQLAlchemy's URL parser.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -30,6 +35,47 @@ def redact_url(url: str) -> str:
     if secret_keys:
         parsed = parsed.update_query_dict({k: "***" for k in secret_keys})
     return parsed.render_as_string(hide_password=True)
+
+
+def sqlite_path(url: sa.URL) -> Path | None:
+    """The file of a SQLite URL; None for other databases and in-memory ones. With ``uri=true``
+    a database that starts with ``file:`` is a SQLite URI (``file:runs.db``,
+    ``file:///srv/runs.db``), whose path is the file; without it SQLite opens a file of that
+    very name (``file:runs.db``), so that is the file."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") and sa.util.asbool(_last(url.query.get("uri", "false"))):
+        path = unquote(urlsplit(database).path)
+        in_memory = _last(url.query.get("mode", "")) == "memory"
+        return None if in_memory or path in ("", ":memory:") else Path(path)
+    return Path(database)
+
+
+def _last(value: str | tuple[str, ...]) -> str:
+    """A URL query parameter's value (the last one, when it is given twice)."""
+    return value[-1] if isinstance(value, tuple) else value
+
+
+def sqlite_keeps_nothing(db_url: str) -> str | None:
+    """Why a SQLite URL cannot keep an export: it names no file (``sqlite://``, ``sqlite:///``,
+    as ``sqlite:///$UNSET_VAR`` becomes) or an in-memory database (``:memory:``, a
+    ``file::memory:`` or ``?mode=memory`` URI), which is gone when the command ends. None for
+    every other URL, and for one the parser cannot read (the engine says what is wrong)."""
+    try:
+        url = make_url(db_url)
+    except (ArgumentError, ValueError):
+        return None
+    if url.get_backend_name() != "sqlite" or sqlite_path(url) is not None:
+        return None
+    what = (
+        "names no SQLite file (is a variable in it unset?), which opens a temporary database"
+        if not (url.database or "").strip(" /")
+        else "names an in-memory SQLite database"
+    )
+    return (
+        f"{what} that keeps nothing once the command ends; give a file, e.g. sqlite:///nsml_runs.db"
+    )
 
 
 def _redact_text(url: str) -> str:
