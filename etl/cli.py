@@ -681,7 +681,7 @@ def pairs_command(
 @handle_errors
 def views(config_file: Path | None, **flags: Any) -> None:
     """Create or replace the reporting views (one per file in sql/) in the database."""
-    from .database import check_database, check_table, create_engine
+    from .database import check_database, check_table, check_writable, create_engine
     from .report import require_runs_table
     from .views import create_views
 
@@ -689,6 +689,7 @@ def views(config_file: Path | None, **flags: Any) -> None:
     engine = create_engine(settings.db_url)
     try:
         check_database(engine)
+        check_writable(engine)
         check_table(engine, settings.table)
         require_runs_table(engine, settings.table)  # never a new, empty database
         created = create_views(engine, settings.table)
@@ -729,14 +730,19 @@ def gpu_servers() -> None:
 
 
 @contextlib.contextmanager
-def _gpu_engine(flags: dict[str, Any], config_file: Path | None) -> Iterator[tuple[Any, Any]]:
-    """(engine, settings) for one gpu-servers command, checked, disposed of afterwards."""
-    from .database import check_database, create_engine
+def _gpu_engine(
+    flags: dict[str, Any], config_file: Path | None, writes: bool = True
+) -> Iterator[tuple[Any, Any]]:
+    """(engine, settings) for one gpu-servers command, checked (writable too, for a command
+    that ``writes``), disposed of afterwards."""
+    from .database import check_database, check_writable, create_engine
 
     settings = resolve_settings(flags, config_file)
     engine = create_engine(settings.db_url)
     try:
         check_database(engine)
+        if writes:
+            check_writable(engine)
         yield engine, settings
     finally:
         engine.dispose()
@@ -796,7 +802,7 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
     from .gpuservers import list_servers
     from .report import refuse_missing_sqlite_file
 
-    with _gpu_engine(flags, config_file) as (engine, settings):
+    with _gpu_engine(flags, config_file, writes=False) as (engine, settings):
         refuse_missing_sqlite_file(engine)  # it reads: a mistyped path must not become a file
         known, missing = list_servers(engine, settings.table)
     writer = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")

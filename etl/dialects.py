@@ -774,10 +774,11 @@ def first_line(exc: BaseException) -> str:
     if not isinstance(exc, sa.exc.SQLAlchemyError) and exc.__cause__ is not None:
         exc = exc.__cause__
     orig = getattr(exc, "orig", None) or exc
-    args = getattr(orig, "args", ())
-    # PyMySQL's errors are (code, message) pairs, shown as a tuple: keep the message.
-    coded = len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str)
-    lines = (args[1] if coded else str(orig)).strip().splitlines()
+    text = str(orig)
+    match orig.args:  # PyMySQL's errors are (code, message) pairs, shown as a tuple
+        case (int(), str() as message):
+            text = message
+    lines = text.strip().splitlines()
     line = lines[0].strip() if lines else ""
     if not line or (orig is exc and isinstance(exc, sa.exc.SQLAlchemyError)):
         line = f"{type(orig).__name__}: {line}" if line else type(orig).__name__
