@@ -988,8 +988,9 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
     "--faults",
     default=None,
     metavar="KIND,...",
-    help="Fault kinds to inject (default: all): 429, 429-no-retry-after, 500, "
-    "502-html, 503, 504, drop, truncate, slow, trickle.",
+    help="Fault kinds to inject (default: all): 429 (errorCode 410, with Retry-After), "
+    "429-no-retry-after (errorCode 420), 429-no-code (an HTML 429), 429-quota (one stray "
+    "quota answer), 500, 502-html, 503, 504, drop, truncate, slow, trickle.",
 )
 @click.option(
     "--fault-streak",
@@ -1024,6 +1025,14 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
     type=click.IntRange(min=0),
     show_default=True,
     help="Retry-After seconds sent with 429s.",
+)
+@click.option(
+    "--quota",
+    default=None,
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Spend the usage plan's day or month quota after N requests: every request "
+    "after them is answered 429 errorCode 400 (Quota Exceeded) until the simulator restarts.",
 )
 @click.option(
     "--gateway-clock-offset",
@@ -1080,6 +1089,7 @@ def simulate(
     slow_seconds: float,
     trickle_seconds: float,
     retry_after: int,
+    quota: int | None,
     gateway_clock_offset: float,
     address_file: Path | None,
     write_pairs: Path | None,
@@ -1117,6 +1127,7 @@ def simulate(
         slow_seconds=slow_seconds,
         trickle_seconds=trickle_seconds,
         retry_after=retry_after,
+        quota=quota,
         clock_offset=gateway_clock_offset,
     )
     if epoch or clock_at or clock_file:
