@@ -475,6 +475,8 @@ def export(
     exit_code = interrupts.exit_code or report.exit_code
     if report.source_error is not None:
         _say_library_error(report.source_error, log_format, exit_code)
+    if report.quota_error is not None:
+        _say_library_error(report.quota_error, log_format, exit_code)
     if skip_finished and not quiet and log_format == "text":  # json: batch_finished's skipped
         click.echo(f"Skipped {report.skipped} runs already stored as finished.")
     if report.auth_error is not None:
