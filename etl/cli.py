@@ -362,9 +362,9 @@ def print_report(report: ExportReport, log_format: str = "text") -> None:
 def main() -> None:
     """Export CLOVA NSML runs into a SQL table.
 
-    Exit codes: 0 all exported; 1 some pairs failed (the rest landed); 2 usage or bad
-    input; 3 authentication failed; 4 database error; 70 unexpected error (a bug);
-    130/143 interrupted; 141 the reader of stdout quit early.
+    Exit codes: 0 all exported; 1 some pairs failed (the rest landed) or the API quota is
+    spent; 2 usage or bad input; 3 authentication failed; 4 database error; 70 unexpected
+    error (a bug); 130/143 interrupted; 141 the reader of stdout quit early.
     """
 
 

@@ -134,6 +134,13 @@ def test_a_spent_quota_stops_the_export_and_the_next_one_continues(
     # Runs not attempted are not failed pairs: neither recorded nor in --failures-out.
     assert fetch_rows(db_url, "SELECT COUNT(*) AS n FROM nsml_export_failures") == [{"n": 0}]
     assert failures.read_text().splitlines() == ["project_id,run_name,reason"]
+    # A freshness dashboard does not show it green.
+    assert run_cli("views", "--db", db_url).exit_code == 0
+    assert fetch_rows(
+        db_url,
+        "SELECT last_successful_export, partial_exports, unsuccessful_exports "
+        "FROM nsml_export_freshness",
+    ) == [{"last_successful_export": None, "partial_exports": 0, "unsuccessful_exports": 1}]
 
     sim.set_quota(None)  # the next day
     again = run_cli(*_export_args(sim, pairs_file, db_url, "--skip-finished"))
