@@ -990,7 +990,8 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
     "--faults",
     default=None,
     metavar="KIND,...",
-    help="Fault kinds to inject (default: all): 429 (errorCode 410, with Retry-After), "
+    help="Fault kinds to inject (default: all but 429-quota): 429 (errorCode 410, with "
+    "Retry-After), "
     "429-no-retry-after (errorCode 420), 429-no-code (an HTML 429), 429-quota (one stray "
     "quota answer), 500, 502-html, 503, 504, drop, truncate, slow, trickle.",
 )
@@ -1106,10 +1107,16 @@ def simulate(
     the simulated moment when NSML_ETL_CLOCK holds it too.
     """
     from .clock import parse_moment
-    from .simulator import DEFAULT_EPOCH, FAULT_KINDS, Simulator, SimulatorConfig
+    from .simulator import (
+        DEFAULT_EPOCH,
+        DEFAULT_FAULT_KINDS,
+        FAULT_KINDS,
+        Simulator,
+        SimulatorConfig,
+    )
 
     credentials = credentials_from_env()
-    kinds = tuple(k.strip() for k in faults.split(",")) if faults else FAULT_KINDS
+    kinds = tuple(k.strip() for k in faults.split(",")) if faults else DEFAULT_FAULT_KINDS
     unknown = [k for k in kinds if k not in FAULT_KINDS]
     if unknown:
         raise click.BadParameter(
