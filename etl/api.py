@@ -98,6 +98,9 @@ def export(
     Raises :class:`InputError` (bad arguments or pairs, with file and line),
     :class:`AuthenticationError` (the gateway refused the keys; ``.report`` says what came
     before) and :class:`DatabaseError`. Runs that failed on their own are ``report.failed``.
+    A spent API quota (429 errorCode 400, confirmed by a second request) stops the export
+    without raising: ``report.quota_error`` holds it and ``report.not_attempted`` counts the runs
+    left (exit code 1); the next export after the quota resets continues.
     """
     arguments = {
         "db_url": db_url,
@@ -129,10 +132,12 @@ def export(
         from .discovery import discover_runs, then_unlisted
         from .pipeline import export_runs
         from .store import RunStore
+        from .throttle import QuotaGuard
         from .transform import TERMINAL_STATUSES
 
         store = RunStore(engine, settings.table, settings.max_env_columns)
         skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
+        quota = QuotaGuard()  # the run list's requests and the fetches spend one quota
         source: Iterator[RunToFetch]
         if given is not None:
             source, total = map(RunToFetch, given), len(given)
@@ -140,7 +145,9 @@ def export(
             from .client import NsmlClient
             from .watchdog import Watchdog
 
-            lister = NsmlClient(settings, credentials, watchdog=Watchdog(cancel=cancel, stop=stop))
+            lister = NsmlClient(
+                settings, credentials, watchdog=Watchdog(cancel=cancel, stop=stop), quota=quota
+            )
             cleanup.callback(lister.close)
             # Then the stored unfinished runs the list no longer shows (deleted upstream: only
             # their 404 tells, and marks them gone).
@@ -170,6 +177,7 @@ def export(
                 skip=skip,
                 cancel=cancel,
                 options=options,
+                quota=quota,
             ),
             stop,
             cancel,

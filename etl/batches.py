@@ -24,13 +24,22 @@ from .store import RunStore
 
 log = logging.getLogger(__name__)
 
-BATCH_STATUSES = RUNNING, SUCCEEDED, PARTIAL, AUTH_FAILED, INTERRUPTED, FAILED = (
+BATCH_STATUSES = (
+    RUNNING,
+    SUCCEEDED,
+    PARTIAL,
+    AUTH_FAILED,
+    INTERRUPTED,
+    FAILED,
+    QUOTA_EXHAUSTED,
+) = (
     "running",
     "succeeded",
     "partial",
     "auth_failed",
     "interrupted",
     "failed",
+    "quota_exhausted",
 )
 # What made a batch (its command column).
 BATCH_COMMANDS = EXPORT_COMMAND, LOAD_COMMAND = ("export", "load")
@@ -43,6 +52,8 @@ def batch_status(report: ExportReport) -> str:
         return AUTH_FAILED
     if report.interrupted:
         return INTERRUPTED
+    if report.quota_error is not None:
+        return QUOTA_EXHAUSTED
     return PARTIAL if report.failed else SUCCEEDED
 
 
@@ -84,7 +95,10 @@ class BatchLog:
         if report.auth_error is not None and self.id is None:
             return  # nothing was written in this export, and nothing will be
         self.open()
-        self._complete(report, batch_status(report))
+        error = None
+        if report.quota_error is not None:
+            error = f"{report.quota_error}; {report.left_undone()}"
+        self._complete(report, batch_status(report), error)
 
     def fail(self, report: ExportReport, error: BaseException) -> None:
         """Mark the row ``failed`` with ``error`` (the export stops on it), if one was written.

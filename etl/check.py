@@ -159,6 +159,7 @@ class _Probe:
 
     status: int | None = None
     gateway: str = ""  # the gateway's words for a refusal: 'HTTP 401 errorCode 200: ...'
+    error_code: str | None = None  # the refusal's errorCode
     projects: int | None = None
     skew: float | None = None  # seconds the local clock is ahead of the gateway's Date
     failure: str | None = None  # no usable answer: transport trouble, an odd body
@@ -187,13 +188,13 @@ def _probe(settings: Settings, credentials: Credentials) -> _Probe:
             total = body.get("totalCount")
             probe.projects = total if isinstance(total, int) else len(body["projects"])
         return probe
-    _, probe.gateway = refusal(response)
+    probe.error_code, probe.gateway = refusal(response)
     return probe
 
 
 def check_api(settings: Settings, credentials: Credentials) -> list[CheckLine]:
     """The credentials, API key and clock lines, from one signed request."""
-    from .client import AUTH_STATUSES, RETRYABLE_STATUSES
+    from .client import AUTH_STATUSES, QUOTA_EXCEEDED, RETRYABLE_STATUSES, TOO_MANY_REQUESTS
 
     probe = _probe(settings, credentials)
     endpoint = f"GET {settings.base_url}{PROBE_PATH}"
@@ -223,6 +224,8 @@ def check_api(settings: Settings, credentials: Credentials) -> list[CheckLine]:
     )
     if probe.status in RETRYABLE_STATUSES:  # answers that say "later" rather than "wrong"
         advice = "the gateway is busy or failing: run check again in a minute"
+    if probe.status == TOO_MANY_REQUESTS and probe.error_code == QUOTA_EXCEEDED:
+        advice = "the API key's day or month quota is spent: exports resume once it resets"
     blocked = f"not checked: the request got no usable answer{DASH}see credentials"
     return [
         CheckLine(

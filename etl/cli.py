@@ -362,9 +362,9 @@ def print_report(report: ExportReport, log_format: str = "text") -> None:
 def main() -> None:
     """Export CLOVA NSML runs into a SQL table.
 
-    Exit codes: 0 all exported; 1 some pairs failed (the rest landed); 2 usage or bad
-    input; 3 authentication failed; 4 database error; 70 unexpected error (a bug);
-    130/143 interrupted; 141 the reader of stdout quit early.
+    Exit codes: 0 all exported; 1 some pairs failed (the rest landed) or the API quota is
+    spent; 2 usage or bad input; 3 authentication failed; 4 database error; 70 unexpected
+    error (a bug); 130/143 interrupted; 141 the reader of stdout quit early.
     """
 
 
@@ -475,6 +475,8 @@ def export(
     exit_code = interrupts.exit_code or report.exit_code
     if report.source_error is not None:
         _say_library_error(report.source_error, log_format, exit_code)
+    if report.quota_error is not None:
+        _say_library_error(report.quota_error, log_format, exit_code)
     if skip_finished and not quiet and log_format == "text":  # json: batch_finished's skipped
         click.echo(f"Skipped {report.skipped} runs already stored as finished.")
     if report.auth_error is not None:
@@ -993,8 +995,10 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
     "--faults",
     default=None,
     metavar="KIND,...",
-    help="Fault kinds to inject (default: all): 429, 429-no-retry-after, 500, "
-    "502-html, 503, 504, drop, truncate, slow, trickle.",
+    help="Fault kinds to inject (default: all but 429-quota): 429 (errorCode 410, with "
+    "Retry-After), "
+    "429-no-retry-after (errorCode 420), 429-no-code (an HTML 429), 429-quota (one stray "
+    "quota answer), 500, 502-html, 503, 504, drop, truncate, slow, trickle.",
 )
 @click.option(
     "--fault-streak",
@@ -1029,6 +1033,14 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
     type=click.IntRange(min=0),
     show_default=True,
     help="Retry-After seconds sent with 429s.",
+)
+@click.option(
+    "--quota",
+    default=None,
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Spend the usage plan's day or month quota after N requests: every request "
+    "after them is answered 429 errorCode 400 (Quota Exceeded) until the simulator restarts.",
 )
 @click.option(
     "--gateway-clock-offset",
@@ -1085,6 +1097,7 @@ def simulate(
     slow_seconds: float,
     trickle_seconds: float,
     retry_after: int,
+    quota: int | None,
     gateway_clock_offset: float,
     address_file: Path | None,
     write_pairs: Path | None,
@@ -1099,10 +1112,16 @@ def simulate(
     the simulated moment when NSML_ETL_CLOCK holds it too.
     """
     from .clock import parse_moment
-    from .simulator import DEFAULT_EPOCH, FAULT_KINDS, Simulator, SimulatorConfig
+    from .simulator import (
+        DEFAULT_EPOCH,
+        DEFAULT_FAULT_KINDS,
+        FAULT_KINDS,
+        Simulator,
+        SimulatorConfig,
+    )
 
     credentials = credentials_from_env()
-    kinds = tuple(k.strip() for k in faults.split(",")) if faults else FAULT_KINDS
+    kinds = tuple(k.strip() for k in faults.split(",")) if faults else DEFAULT_FAULT_KINDS
     unknown = [k for k in kinds if k not in FAULT_KINDS]
     if unknown:
         raise click.BadParameter(
@@ -1122,6 +1141,7 @@ def simulate(
         slow_seconds=slow_seconds,
         trickle_seconds=trickle_seconds,
         retry_after=retry_after,
+        quota=quota,
         clock_offset=gateway_clock_offset,
     )
     if epoch or clock_at or clock_file:

@@ -4,6 +4,11 @@ The retry policy is assembled from named pieces (:func:`is_retryable`, :class:`W
 :func:`build_retrying`). Each attempt builds, signs and sends a new request, so every retry
 carries a fresh timestamp and signature; redirects are never followed (requests would not sign
 the redirected request again).
+
+A 429 is throttling (errorCode 410 or 420, or none: :func:`is_throttling`), retried with backoff,
+unless its errorCode 400 says the usage plan's quota is spent (:func:`is_quota_answer`): the
+shared :class:`~nsml_etl.throttle.QuotaGuard` then lets one more request ask, and once a second
+one is refused too no request starts (:class:`~nsml_etl.errors.QuotaExhausted`).
 """
 
 from __future__ import annotations
@@ -33,16 +38,19 @@ from tenacity import (
 from . import jsontext
 from .auth import NcpSignatureV2
 from .config import Credentials, Settings
-from .errors import Aborted, ApiError, AuthenticationError, RunFetchFailed
+from .errors import Aborted, ApiError, AuthenticationError, QuotaExhausted, RunFetchFailed
 from .events import event
 from .pairs import Pair
-from .throttle import Throttle
+from .throttle import QuotaGuard, Throttle
 from .watchdog import CANCELLED, EXPIRED, InFlight, Watchdog, watch_connections
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})
+TOO_MANY_REQUESTS = 429
+# The gateway's errorCode of a 429 whose day or month quota is spent (410 and 420 throttle).
+QUOTA_EXCEEDED = "400"
 # The gateway rejects timestamps more than this far from its clock.
 GATEWAY_CLOCK_WINDOW_S = 300
 # Error bodies can be whole HTML pages: keep what fits on a summary line.
@@ -61,8 +69,26 @@ class FetchResult:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Retry throttling, gateway trouble and transport trouble; never 400/401/403/404."""
+    """Retry throttling, gateway trouble and transport trouble; never 400/401/403/404. A quota
+    answer is an ApiError (retried) until the QuotaGuard confirms it, then QuotaExhausted."""
     return isinstance(exc, ApiError) and exc.retryable
+
+
+def is_quota_answer(exc: BaseException) -> bool:
+    """429 with errorCode 400: the usage plan's day or month quota is spent (or one stray
+    answer says so)."""
+    return (
+        isinstance(exc, ApiError)
+        and exc.status == TOO_MANY_REQUESTS
+        and (exc.error_code or "").strip() == QUOTA_EXCEEDED
+    )
+
+
+def is_throttling(exc: BaseException) -> bool:
+    """Any other 429 (errorCode 410 or 420, or none): slow down, it heals in seconds."""
+    return (
+        isinstance(exc, ApiError) and exc.status == TOO_MANY_REQUESTS and not is_quota_answer(exc)
+    )
 
 
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
@@ -181,7 +207,7 @@ def interpret(response: requests.Response, now: Callable[[], float] = time.time)
         status=status,
         error_code=code,
         retryable=status in RETRYABLE_STATUSES,
-        retry_after=retry_after if status in (429, 503) else None,
+        retry_after=retry_after if status in (TOO_MANY_REQUESTS, 503) else None,
     )
 
 
@@ -204,8 +230,11 @@ class NsmlClient:
         on_retry: Callable[[BaseException], None] | None = None,
         throttle: Throttle | None = None,
         watchdog: Watchdog | None = None,
+        quota: QuotaGuard | None = None,
     ) -> None:
         self.throttle = throttle
+        # Clients of one export share one: the quota is the API key's.
+        self.quota = quota or QuotaGuard()
         # Bounds each response as a whole (--timeout), and cuts it when the export is
         # cancelled; clients of one export share one.
         self.watchdog = watchdog or Watchdog()
@@ -240,9 +269,15 @@ class NsmlClient:
     def close(self) -> None:
         self.session.close()
 
-    def _attempt(self, path: str, params: dict[str, Any] | None, attempt: int) -> Any:
+    def _may_start(self) -> None:
+        """Raise instead of sending when the export is stopping or the quota is spent."""
         if self.abort.is_set():
             raise Aborted()
+        if self.quota.refusal is not None:
+            raise QuotaExhausted(f"API quota exhausted: {self.quota.refusal}")
+
+    def _attempt(self, path: str, params: dict[str, Any] | None, attempt: int) -> Any:
+        self._may_start()
         if self.throttle is None:
             return self._send(path, params, attempt)
         self.throttle.acquire()
@@ -250,7 +285,7 @@ class NsmlClient:
         try:
             return self._send(path, params, attempt)
         except ApiError as exc:
-            throttled = exc.status == 429
+            throttled = is_throttling(exc)
             raise
         finally:
             self.throttle.release(throttled)
@@ -283,9 +318,9 @@ class NsmlClient:
         return response
 
     def _send(self, path: str, params: dict[str, Any] | None, attempt: int) -> Any:
-        if self.abort.is_set():  # the abort may have come while we waited for a slot
-            raise Aborted()
+        self._may_start()  # the abort (or the quota) may have come while we waited for a slot
         started = time.monotonic()
+        ticket = self.quota.ticket()
         response = self.send_once(path, params)
         if log.isEnabledFor(logging.DEBUG):  # path_url re-parses the URL: only when shown
             path_url = response.request.path_url
@@ -305,7 +340,17 @@ class NsmlClient:
                     latency_ms=latency_ms,
                 ),
             )
-        return interpret(response), response.content
+        try:
+            body = interpret(response)
+        except ApiError as exc:
+            if is_quota_answer(exc):
+                if self.quota.refused(exc.message):
+                    raise QuotaExhausted(f"API quota exhausted: {exc.message}") from None
+            elif exc.status != TOO_MANY_REQUESTS:
+                self.quota.answered(ticket)  # it got past the usage plan
+            raise
+        self.quota.answered(ticket)
+        return body, response.content
 
     def _failure(self, exc: requests.exceptions.RequestException) -> Exception:
         """What a failed attempt raises: the watchdog's cut first (a cut shows up as any of
@@ -333,7 +378,8 @@ class NsmlClient:
         raise exc
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> FetchResult:
-        """GET with the retry policy; raises ApiError, AuthenticationError or Aborted."""
+        """GET with the retry policy; raises ApiError, AuthenticationError, QuotaExhausted or
+        Aborted."""
         retrying = self.retrying.copy(before_sleep=self._before_sleep)
         attempts = 0
 

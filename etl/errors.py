@@ -80,6 +80,15 @@ class DiscoveryError(EtlError):
     kind = "run_list"
 
 
+class QuotaExhausted(EtlError):
+    """The API Gateway's usage plan quota (day or month) is spent: 429 with errorCode 400, to
+    two requests in a row. It heals only when the quota resets, so the export stops sending
+    requests, keeps what it fetched, and ends as partly failed (``ExportReport.quota_error``)."""
+
+    exit_code = EXIT_SOME_FAILED
+    kind = "quota"
+
+
 # -- internal: raised and caught inside nsml-etl ------------------------------------------
 
 

@@ -56,6 +56,8 @@ def log_finished(report: ExportReport) -> None:
             unwritten=report.unwritten,
             batch_id=report.batch_id,
             auth_failed=report.auth_error is not None,
+            quota_exhausted=report.quota_error is not None,
+            not_attempted=report.not_attempted,
         ),
     )
 

@@ -13,6 +13,7 @@ from .errors import (
     EXIT_SOME_FAILED,
     AuthenticationError,
     EtlError,
+    QuotaExhausted,
 )
 from .events import log_failure
 from .pairs import Pair, write_pairs_file
@@ -47,6 +48,12 @@ class ExportReport:
     chunks: int = 0
     auth_error: AuthenticationError | None = None
     source_error: EtlError | None = None  # discovery stopped part-way
+    # The API quota was spent: the export stopped asking. ``not_attempted`` counts the runs it
+    # then left (pulled or given, not fetched: neither exported nor failed); with discovery,
+    # ``list_unread`` says the rest of the run list was not read either.
+    quota_error: QuotaExhausted | None = None
+    not_attempted: int = 0
+    list_unread: bool = False
     interrupted: bool = False
     # Runs fetched (or read) but neither written nor failed: a stop came while their refused
     # chunk was being split.
@@ -88,13 +95,26 @@ class ExportReport:
             return EXIT_AUTH_FAILED
         if self.source_error is not None:
             return self.source_error.exit_code
+        if self.quota_error is not None:
+            return self.quota_error.exit_code
         return EXIT_SOME_FAILED if self.failed else EXIT_OK
+
+    def left_undone(self) -> str:
+        """What a spent quota left undone, for the summary and the batch row's error."""
+        unread = " and the rest of the run list unread" if self.list_unread else ""
+        return f"{self.not_attempted} runs not attempted{unread}"
 
     def summary(self) -> str:
         unwritten = f"; {self.unwritten} not written (stopped)" if self.unwritten else ""
+        quota = (
+            f"; API quota exhausted: {self.left_undone()}; the next export after the quota "
+            "resets continues (with --skip-finished)"
+            if self.quota_error is not None
+            else ""
+        )
         return (
             f"Summary: exported {self.exported}, failed {len(self.failed)}, "
-            f"retried {self.retried}, elapsed {self.elapsed:.2f}s{unwritten}"
+            f"retried {self.retried}, elapsed {self.elapsed:.2f}s{unwritten}{quota}"
         )
 
 

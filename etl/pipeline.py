@@ -3,8 +3,8 @@
 Fetching runs on ``concurrency`` worker threads, each with its own HTTP session; the calling
 thread collects results and writes a chunk (one transaction) every ``chunk_size`` runs, so an
 interrupted export keeps everything committed before. Authentication failures stop the export
-at once and write nothing more; an interrupt (``stop`` event) stops fetching and commits what
-was fetched.
+at once and write nothing more; an interrupt (``stop`` event) and a spent API quota stop
+fetching (requests in flight finish) and commit what was fetched.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .errors import (
     DatabaseError,
     EtlError,
     MappingChanged,
+    QuotaExhausted,
     RunFetchFailed,
     RunShapeError,
 )
@@ -45,7 +46,7 @@ from .events import event, log_finished
 from .outcome import ExportReport, FailedPair, ProgressCallback
 from .pairs import Pair, RunToFetch
 from .store import RunStore
-from .throttle import Throttle
+from .throttle import QuotaGuard, Throttle
 from .transform import (
     FlatRun,
     build_frame,
@@ -81,8 +82,10 @@ class _Fetcher:
         abort: threading.Event,
         archive: ArchiveWriter | None,
         watchdog: Watchdog,
+        quota: QuotaGuard,
     ) -> None:
         self.archive = archive
+        self.quota = quota
         self.settings = settings
         self.credentials = credentials
         self.abort = abort
@@ -115,6 +118,7 @@ class _Fetcher:
                 on_retry=self._count_retry,
                 throttle=self.throttle,
                 watchdog=self.watchdog,
+                quota=self.quota,
             )
             self._local.client = client
             with self._lock:
@@ -126,7 +130,7 @@ class _Fetcher:
         pair = item.pair
         try:
             result = self.client().get_run(pair)
-        except AuthenticationError:
+        except (AuthenticationError, QuotaExhausted):
             self.abort.set()  # here, not in the collector: the next queued pair must not start
             raise
         except RunFetchFailed as exc:
@@ -362,6 +366,7 @@ def export_runs(
     skip: Collection[Pair] = (),
     cancel: threading.Event | None = None,
     options: dict | None = None,
+    quota: QuotaGuard | None = None,
 ) -> ExportReport:
     """Fetch every run and upsert it; see the module docstring for the guarantees.
 
@@ -371,7 +376,10 @@ def export_runs(
     (also before the first run: nothing is then sent), requests in flight get a short grace
     period to finish; once ``cancel`` is set (by the caller, or when that grace ran out), they
     are cut: their runs are neither fetched nor failed, and everything fetched before is still
-    committed. ``options`` (free of secrets) go into the batch row with the settings."""
+    committed. ``options`` (free of secrets) go into the batch row with the settings. ``quota``
+    is the guard the run list's client uses too (one quota per API key); once it says the quota
+    is spent, no request starts, the rest is counted as not attempted, and what was fetched is
+    committed."""
     started = time.monotonic()
     report = ExportReport(requested=total or 0)
     log.info(
@@ -394,6 +402,7 @@ def export_runs(
         archive=archive,
         skip=skip,
         count_requested=total is None,
+        quota=quota or QuotaGuard(),
     )
     if progress is not None:
         progress(report)  # the start: nothing done yet, and how many are requested if known
@@ -420,6 +429,7 @@ class _Export:
         archive: ArchiveWriter | None,
         skip: Collection[Pair],
         count_requested: bool,
+        quota: QuotaGuard,
     ) -> None:
         self.source = iter(runs)
         self.settings = settings
@@ -433,8 +443,11 @@ class _Export:
             report.interrupted = True
             self.abort.set()
         self.fetcher = _Fetcher(
-            settings, credentials, self.abort, archive, Watchdog(cancel=cancel, stop=stop)
+            settings, credentials, self.abort, archive, Watchdog(cancel=cancel, stop=stop), quota
         )
+        # Pulled but neither fetched nor failed: the export stopped first (quota or signal).
+        self.unfinished = 0
+        self.source_ended = False
         self.writer = _ChunkWriter(store, settings.chunk_size, report, batch, stop=stop)
         self.window = settings.concurrency * (1 + QUEUE_PER_WORKER)
         # Finished futures arrive on a queue: waiting on the whole in-flight set each time
@@ -459,6 +472,8 @@ class _Export:
                     report.retried = self.fetcher.retries
                     if progress is not None and done:
                         progress(report)
+                if report.quota_error is not None:
+                    self._count_not_attempted()
                 if report.auth_error is None:
                     self.writer.flush()  # what was fetched is kept, also when interrupted
                     self.writer.mark_gone()
@@ -481,6 +496,11 @@ class _Export:
                 report.auth_error = exc
                 self.abort.set()
                 return
+            except QuotaExhausted as exc:  # the run list hit the spent quota: stop asking
+                report.quota_error = report.quota_error or exc
+                self.abort.set()
+                self.source = iter(())
+                return
             except EtlError as exc:  # discovery failed: finish what was started
                 report.source_error = exc
                 self.source = iter(())
@@ -489,6 +509,7 @@ class _Export:
                 self.source = iter(())
                 return
             if item is None:
+                self.source_ended = True
                 return
             if self.count_requested:
                 report.requested += 1
@@ -510,7 +531,13 @@ class _Export:
                     report.auth_error = exc
                     self.abort.set()
                 continue
+            except QuotaExhausted as exc:
+                report.quota_error = report.quota_error or exc
+                self.abort.set()
+                self.unfinished += 1
+                continue
             except Aborted:
+                self.unfinished += 1
                 continue
             if isinstance(outcome, FailedPair):
                 report.record_failure(outcome)
@@ -518,6 +545,21 @@ class _Export:
                 report.fetched += 1
                 if report.auth_error is None:  # after a 401, nothing more is written
                     self.writer.add(outcome)
+
+    def _count_not_attempted(self) -> None:
+        """After the quota stopped the export: the runs it left. A pairs list is counted to
+        its end (no request: skipped runs stay skipped); a run list is not read further."""
+        report = self.report
+        left = self.unfinished
+        if self.count_requested:
+            report.list_unread = not self.source_ended
+        else:
+            for item in self.source:
+                if self.skip and item.pair in self.skip:
+                    report.skipped += 1
+                else:
+                    left += 1
+        report.not_attempted = left
 
 
 def _finish(report: ExportReport, batch: BatchLog, started: float) -> ExportReport:

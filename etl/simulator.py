@@ -3,9 +3,12 @@
 It generates a deterministic dataset from a seed (Korean names, empty and awkward envs, missing
 fields, undocumented extras), verifies signature v2 and the 5-minute window exactly as the
 gateway documents them, answers with gateway-shaped JSON errors, and injects faults at a given
-rate: 429 with and without Retry-After, 500, an HTML 502, 503, 504, dropped connections,
-truncated JSON, responses slower than the client's timeout and responses that trickle in one
-byte at a time after prompt headers.
+rate: throttling (429 with errorCode 410 and Retry-After, 420 without, or no code at all), a
+stray quota answer, 500, an HTML 502, 503, 504, dropped connections, truncated JSON, responses
+slower than the client's timeout and responses that trickle in one byte at a time after prompt
+headers. A usage plan's quota can be spent too (``quota``): once that many requests were
+answered, every one after is refused with 429 errorCode 400, as the gateway does until the day
+or month ends.
 
 Time can pass, if asked (an ``epoch``): runs are then created from the epoch on, wait PENDING,
 run IN_PROGRESS and end COMPLETED, FAILED, STOPPED or CANCELED at moments drawn from the seed;
@@ -49,6 +52,8 @@ PREFIX = "/nsml/v1"
 FAULT_KINDS = (
     "429",
     "429-no-retry-after",
+    "429-no-code",
+    "429-quota",
     "500",
     "502-html",
     "503",
@@ -58,7 +63,13 @@ FAULT_KINDS = (
     "slow",
     "trickle",
 )
+# Injected unless --faults says otherwise: a stray quota answer is opt-in, since two in a row
+# (likely at a high fault rate) rightly stop an export as a spent quota.
+DEFAULT_FAULT_KINDS = tuple(kind for kind in FAULT_KINDS if kind != "429-quota")
 SIGNATURE_WINDOW_MS = 5 * 60 * 1000
+# The gateway's 429 errorCodes (see nsml-api.md): the usage plan's day or month quota is spent,
+# too many requests in a short window, over the plan's requests-per-second rate.
+QUOTA_EXCEEDED, THROTTLE_LIMITED, RATE_LIMITED = "400", "410", "420"
 STATUSES = (
     "RUN_STATE_COMPLETED",
     "RUN_STATE_COMPLETED",
@@ -123,7 +134,7 @@ class SimulatorConfig:
     projects: int = 2
     runs_per_project: int = 10
     fault_rate: float = 0.0
-    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    fault_kinds: tuple[str, ...] = DEFAULT_FAULT_KINDS
     # At most this many faults in a row for one path (None: no limit), so a test can rely on
     # every run succeeding within the client's attempts.
     fault_streak: int | None = None
@@ -132,6 +143,9 @@ class SimulatorConfig:
     # A 'trickle' fault sends status and headers at once, then one byte of the body per this.
     trickle_seconds: float = 1.0
     retry_after: int = 1
+    # The usage plan's day or month quota: once this many signed requests were answered, every
+    # further one is refused with 429 errorCode 400 (None: no quota). See Simulator.set_quota.
+    quota: int | None = None
     max_page_size: int = 100
     clock_offset: float = 0.0  # of the signature window and Date header (real time)
     reject_replays: bool = True
@@ -305,6 +319,7 @@ class SimulatorStats:
     by_status: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
     auth_failures: int = 0
+    quota_refused: int = 0  # requests refused because the quota was spent
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each request
 
 
@@ -328,6 +343,8 @@ class Simulator:
         self._lock = threading.Lock()
         self._rng = random.Random(config.seed + 1)
         self._streaks: Counter = Counter()
+        self._queued_faults: list[str] = []
+        self._quota_used = 0  # signed requests counted against config.quota
         self._seen_signatures: dict[str, int] = {}
         self._server = ThreadingHTTPServer((host, port), _make_handler(self))
         self._server.daemon_threads = True
@@ -440,6 +457,31 @@ class Simulator:
             if kinds is not None:
                 self.config.fault_kinds = kinds
 
+    def queue_faults(self, *kinds: str) -> None:
+        """Answer the next signed requests with these faults, one each, in order (whatever
+        the fault rate): ``queue_faults("429-quota")`` is one stray quota answer."""
+        unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown fault kind(s): {', '.join(unknown)}")
+        with self._lock:
+            self._queued_faults.extend(kinds)
+
+    def set_quota(self, remaining: int | None) -> None:
+        """Allow ``remaining`` more requests from now on, then refuse every one with the
+        quota answer; None lifts the quota (it reset: a new day or month)."""
+        with self._lock:
+            self.config.quota = None if remaining is None else self._quota_used + remaining
+
+    def spend_quota(self) -> bool:
+        """Count one signed request against the quota; True when it is refused (spent)."""
+        with self._lock:
+            quota = self.config.quota
+            if quota is not None and self._quota_used >= quota:
+                self.stats.quota_refused += 1
+                return True
+            self._quota_used += 1
+            return False
+
     # -- request handling ----------------------------------------------------------------
 
     def now(self) -> float:
@@ -479,6 +521,10 @@ class Simulator:
     def pick_fault(self, path: str) -> str | None:
         cfg = self.config
         with self._lock:
+            if self._queued_faults:
+                kind = self._queued_faults.pop(0)
+                self.stats.faults[kind] += 1
+                return kind
             limit_hit = cfg.fault_streak is not None and self._streaks[path] >= cfg.fault_streak
             if cfg.fault_rate > 0 and not limit_hit and self._rng.random() < cfg.fault_rate:
                 self._streaks[path] += 1
@@ -602,6 +648,10 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 with sim._lock:
                     sim.stats.auth_failures += 1
                 return self._reply(401, error_body("200", "Authentication Failed", problem))
+            if sim.spend_quota():  # the gateway's usage plan answers before the backend
+                return self._reply(
+                    429, error_body(QUOTA_EXCEEDED, "Quota Exceeded", "the quota is spent")
+                )
             fault = sim.pick_fault(self.path)
             if fault is not None:
                 return self._fault(fault)
@@ -618,11 +668,17 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             if kind == "429":
                 self._reply(
                     429,
-                    error_body("400", "Too Many Requests", "quota exceeded"),
+                    error_body(THROTTLE_LIMITED, "Throttle Limited", "too many requests"),
                     {"Retry-After": str(cfg.retry_after)},
                 )
             elif kind == "429-no-retry-after":
-                self._reply(429, error_body("400", "Too Many Requests", "throttled"))
+                self._reply(429, error_body(RATE_LIMITED, "Rate Limited", "over the rate"))
+            elif kind == "429-no-code":  # a proxy's throttling page, not the gateway's JSON
+                with sim._lock:
+                    sim.stats.by_status[429] += 1
+                self._send(429, b"<html><body>Too Many Requests</body></html>", "text/html")
+            elif kind == "429-quota":  # one stray quota answer: the quota is not spent
+                self._reply(429, error_body(QUOTA_EXCEEDED, "Quota Exceeded", "stray"))
             elif kind in ("500", "503", "504"):
                 self._reply(int(kind), error_body("500", "Internal Server Error", "backend"))
             elif kind == "502-html":

@@ -5,6 +5,8 @@ hammering the gateway.
   cooldown, since one burst of 429s is one signal) and grows it back by one after a full cap's
   worth of successes (additive increase, multiplicative decrease, as TCP does).
 * :class:`RateLimiter` spaces request starts to at most ``rate`` per second (``--rate-limit``).
+* :class:`QuotaGuard` tells a spent quota (429 errorCode 400, which no backoff heals) from one
+  stray answer, and once it is spent lets no request start.
 """
 
 from __future__ import annotations
@@ -114,3 +116,55 @@ class Throttle:
 
     def release(self, throttled: bool) -> None:
         self.limit.release(throttled)
+
+
+class QuotaGuard:
+    """Whether the usage plan's day or month quota is spent, as the gateway's answers tell.
+
+    One quota answer is only a suspicion (a gateway hiccup, a stray reply): its request is
+    retried as throttling is. A second request refused so confirms it, unless a request sent
+    after the first refusal got through in between (then that refusal was stray). From then on
+    no request starts. One per API key, so one per export: its clients share it. Each request
+    takes a :meth:`ticket` before it is sent and reports its answer with it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tickets = 0
+        # While suspected: the last ticket handed out when the first refusal came back; an
+        # answer to a later one proves the quota is not spent.
+        self._suspect: int | None = None
+        self.refusal: str | None = None  # the gateway's words, once spent
+        self.refusals = 0  # quota answers seen
+
+    @property
+    def spent(self) -> bool:
+        return self.refusal is not None
+
+    def ticket(self) -> int:
+        with self._lock:
+            self._tickets += 1
+            return self._tickets
+
+    def answered(self, ticket: int) -> None:
+        """The gateway let this request through (any answer but a 429)."""
+        with self._lock:
+            if self._suspect is not None and ticket > self._suspect and self.refusal is None:
+                log.info("the quota answer before was a stray one: the quota is not spent")
+                self._suspect = None
+
+    def refused(self, message: str) -> bool:
+        """The gateway said the quota is spent; True once that is confirmed."""
+        with self._lock:
+            self.refusals += 1
+            if self.refusal is None:
+                if self._suspect is None:
+                    self._suspect = self._tickets
+                    log.info("%s: the quota may be spent; asking once more", message)
+                    return False
+                self.refusal = message
+                log.info(  # info: the export's error line and summary say it to the user
+                    "%s, twice in a row: the API quota is spent; no new requests",
+                    message,
+                    extra=event("quota_exhausted", reason=message),
+                )
+            return True

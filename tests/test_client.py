@@ -109,6 +109,7 @@ def test_wait_honours_retry_after_capped_and_never_below_backoff():
     [
         "429",
         "429-no-retry-after",
+        "429-no-code",
         "500",
         "502-html",
         "503",
