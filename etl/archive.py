@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import gzip
 import io
 import os
@@ -22,7 +23,7 @@ from typing import IO, Any, NamedTuple
 
 from . import jsontext
 from .clock import parse_moment
-from .errors import InputError
+from .errors import InputError, OutputError
 from .files import display_name, open_input
 from .pairs import STDIN_NAME, Pair, check_name, named_pair
 
@@ -38,14 +39,28 @@ def _open(path: Path, mode: str) -> IO[bytes]:
 
 
 class ArchiveWriter:
-    """Appends responses from any worker thread, one complete line at a time."""
+    """Appends responses from any worker thread, one complete line at a time.
+
+    A write or the final flush that fails (a full disk: ENOSPC) is an :class:`OutputError`
+    naming the file and the OS's words; nothing more is written after it."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         try:
             self._handle = _open(path, "wb")
         except OSError as exc:
             raise InputError(f"--save-raw {path}: cannot write: {exc.strerror}") from None
         self._lock = threading.Lock()
+        self._closed = False
+
+    def _failed(self, exc: OSError) -> OutputError:
+        code = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+        words = exc.strerror or str(exc) or type(exc).__name__
+        return OutputError(
+            f"--save-raw {display_name(self.path)}: cannot write: {words}"
+            f"{f' ({code})' if code else ''}; the export stopped, the runs it fetched are "
+            "committed"
+        )
 
     def write(self, pair: Pair, raw: bytes, fetched_at: datetime) -> None:
         """One record holding the response's bytes as received (numbers as sent, too), on one
@@ -67,10 +82,27 @@ class ArchiveWriter:
             )
         )
         with self._lock:
-            self._handle.write(line)
+            if self._closed:
+                return
+            try:
+                self._handle.write(line)
+            except OSError as exc:
+                self._closed = True  # the file is in an unknown state: write nothing more
+                with contextlib.suppress(OSError):
+                    self._handle.close()
+                raise self._failed(exc) from exc
 
     def close(self) -> None:
-        self._handle.close()
+        """Write what is buffered and close; once only (the export closes it before recording
+        its batch, so that a failure here is recorded too)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._handle.close()
+            except OSError as exc:
+                raise self._failed(exc) from exc
 
 
 class ArchivedRun(NamedTuple):
