@@ -13,6 +13,7 @@ import contextlib
 import errno
 import gzip
 import io
+import logging
 import os
 import sys
 import threading
@@ -27,9 +28,15 @@ from .errors import InputError, OutputError
 from .files import display_name, open_input
 from .pairs import STDIN_NAME, Pair, check_name, named_pair
 
+log = logging.getLogger(__name__)
+
 RESPONSE_KEY = "response"
 FETCHED_AT_KEY = "fetchedAt"
 GZIP_FIRST_BYTE = b"\x1f"
+# Decompressed bytes read at a time (lines are split out of them).
+GZIP_BLOCK = 1 << 16
+# Said of an unusable last line that has no newline: the file was cut short while written.
+TORN_LINE = "the file ends in the middle of this line (cut short while it was written?)"
 
 
 def _open(path: Path, mode: str) -> IO[bytes]:
@@ -164,15 +171,44 @@ def _read_lines(source: str, handle: IO[bytes], close: bool = False) -> Iterator
         try:
             reader: Any = handle if hasattr(handle, "peek") else io.BufferedReader(handle)
             if reader.peek(1)[:1] == GZIP_FIRST_BYTE:
-                reader = cleanup.enter_context(gzip.GzipFile(fileobj=reader))
+                reader = _gzip_lines(source, cleanup.enter_context(gzip.GzipFile(fileobj=reader)))
             for line_no, raw in enumerate(reader, start=1):
                 if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[len(codecs.BOM_UTF8) :]
                 if raw.isspace() or not raw:
                     continue
-                yield _parse_line(source, line_no, raw)
+                record = _parse_line(source, line_no, raw)
+                if record.problem is not None and not raw.endswith(b"\n"):
+                    record = record._replace(problem=f"{record.problem}; {TORN_LINE}")
+                yield record
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise InputError(f"{source}: cannot read: {exc}") from None
+
+
+def _gzip_lines(source: str, unzipped: gzip.GzipFile) -> Iterator[bytes]:
+    """The lines of a gzip stream, each with its newline. A stream cut short (a full disk while
+    it was written) ends with the part of its last line that it holds, which then fails alone
+    as that line: everything before it is read (GzipFile's own line reading would raise
+    EOFError and lose the lines still in its buffer)."""
+    parts: list[bytes] = []  # the line being read, from more than one block
+    while True:
+        try:
+            block = unzipped.read1(GZIP_BLOCK)  # one read: read() would lose it at EOFError
+        except EOFError:
+            log.warning("%s: the compressed file ends early (cut short?)", source)
+            break
+        if not block:
+            break
+        pieces = block.split(b"\n")
+        if len(pieces) == 1:
+            parts.append(block)
+            continue
+        yield b"".join([*parts, pieces[0], b"\n"])
+        for piece in pieces[1:-1]:
+            yield piece + b"\n"
+        parts = [pieces[-1]] if pieces[-1] else []
+    if parts:
+        yield b"".join(parts)
 
 
 def _parse_line(source: str, line_no: int, raw: bytes) -> ArchivedRun:
