@@ -10,7 +10,14 @@ import logging
 
 from .api import export, load
 from .config import Credentials, Settings
-from .errors import AuthenticationError, BadLinesError, DatabaseError, EtlError, InputError
+from .errors import (
+    AuthenticationError,
+    BadLinesError,
+    DatabaseError,
+    EtlError,
+    InputError,
+    OutputError,
+)
 from .outcome import ExportReport, FailedPair
 
 __version__ = "0.1.0"
@@ -24,6 +31,7 @@ __all__ = [
     "ExportReport",
     "FailedPair",
     "InputError",
+    "OutputError",
     "Settings",
     "export",
     "load",
