@@ -258,6 +258,20 @@ def test_an_archive_on_a_full_disk_ends_the_export_cleanly(
     assert [b["status"] for b in fetch_rows(db_url, BATCHES)] == ["failed", "failed"]
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_save_raw_to_dev_full_is_exit_74_and_the_runs_land(
+    run_cli, credentials, make_simulator, sqlite_url, tmp_path
+):
+    # Regression: exit 70 ('unexpected OSError'), nothing committed, the batch 'running'.
+    sim = make_simulator(projects=1, runs_per_project=5)
+    result = _export(run_cli, sim, sqlite_url, tmp_path, sim.pairs(), "--save-raw", "/dev/full")
+    assert result.exit_code == 74, result.output
+    assert result.stderr.startswith("Error: --save-raw /dev/full: cannot write: No space left")
+    (batch,) = fetch_rows(sqlite_url, BATCHES)
+    assert batch["status"] == "failed" and batch["exported"] == len(_stored(sqlite_url)) > 0
+    assert Path("/dev/full").is_char_device()
+
+
 def _tmpfs(path: Path, size: str) -> bool:
     path.mkdir()
     mounted = subprocess.run(
