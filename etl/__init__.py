@@ -17,6 +17,7 @@ from .errors import (
     EtlError,
     InputError,
     QuotaExhausted,
+    OutputError,
 )
 from .outcome import ExportReport, FailedPair
 
@@ -32,6 +33,7 @@ __all__ = [
     "FailedPair",
     "InputError",
     "QuotaExhausted",
+    "OutputError",
     "Settings",
     "export",
     "load",

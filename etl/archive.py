@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import gzip
 import io
+import logging
 import os
 import sys
 import threading
@@ -22,13 +24,19 @@ from typing import IO, Any, NamedTuple
 
 from . import jsontext
 from .clock import parse_moment
-from .errors import InputError
+from .errors import InputError, OutputError
 from .files import display_name, open_input
 from .pairs import STDIN_NAME, Pair, check_name, named_pair
+
+log = logging.getLogger(__name__)
 
 RESPONSE_KEY = "response"
 FETCHED_AT_KEY = "fetchedAt"
 GZIP_FIRST_BYTE = b"\x1f"
+# Decompressed bytes read at a time (lines are split out of them).
+GZIP_BLOCK = 1 << 16
+# Said of an unusable last line that has no newline: the file was cut short while written.
+TORN_LINE = "the file ends in the middle of this line (cut short while it was written?)"
 
 
 def _open(path: Path, mode: str) -> IO[bytes]:
@@ -38,14 +46,28 @@ def _open(path: Path, mode: str) -> IO[bytes]:
 
 
 class ArchiveWriter:
-    """Appends responses from any worker thread, one complete line at a time."""
+    """Appends responses from any worker thread, one complete line at a time.
+
+    A write or the final flush that fails (a full disk: ENOSPC) is an :class:`OutputError`
+    naming the file and the OS's words; nothing more is written after it."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         try:
             self._handle = _open(path, "wb")
         except OSError as exc:
             raise InputError(f"--save-raw {path}: cannot write: {exc.strerror}") from None
         self._lock = threading.Lock()
+        self._closed = False
+
+    def _failed(self, exc: OSError) -> OutputError:
+        code = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+        words = exc.strerror or str(exc) or type(exc).__name__
+        return OutputError(
+            f"--save-raw {display_name(self.path)}: cannot write: {words}"
+            f"{f' ({code})' if code else ''}; the export stopped, the runs it fetched are "
+            "committed"
+        )
 
     def write(self, pair: Pair, raw: bytes, fetched_at: datetime) -> None:
         """One record holding the response's bytes as received (numbers as sent, too), on one
@@ -67,10 +89,27 @@ class ArchiveWriter:
             )
         )
         with self._lock:
-            self._handle.write(line)
+            if self._closed:
+                return
+            try:
+                self._handle.write(line)
+            except OSError as exc:
+                self._closed = True  # the file is in an unknown state: write nothing more
+                with contextlib.suppress(OSError):
+                    self._handle.close()
+                raise self._failed(exc) from exc
 
     def close(self) -> None:
-        self._handle.close()
+        """Write what is buffered and close; once only (the export closes it before recording
+        its batch, so that a failure here is recorded too)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._handle.close()
+            except OSError as exc:
+                raise self._failed(exc) from exc
 
 
 class ArchivedRun(NamedTuple):
@@ -132,15 +171,44 @@ def _read_lines(source: str, handle: IO[bytes], close: bool = False) -> Iterator
         try:
             reader: Any = handle if hasattr(handle, "peek") else io.BufferedReader(handle)
             if reader.peek(1)[:1] == GZIP_FIRST_BYTE:
-                reader = cleanup.enter_context(gzip.GzipFile(fileobj=reader))
+                reader = _gzip_lines(source, cleanup.enter_context(gzip.GzipFile(fileobj=reader)))
             for line_no, raw in enumerate(reader, start=1):
                 if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[len(codecs.BOM_UTF8) :]
                 if raw.isspace() or not raw:
                     continue
-                yield _parse_line(source, line_no, raw)
+                record = _parse_line(source, line_no, raw)
+                if record.problem is not None and not raw.endswith(b"\n"):
+                    record = record._replace(problem=f"{record.problem}; {TORN_LINE}")
+                yield record
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise InputError(f"{source}: cannot read: {exc}") from None
+
+
+def _gzip_lines(source: str, unzipped: gzip.GzipFile) -> Iterator[bytes]:
+    """The lines of a gzip stream, each with its newline. A stream cut short (a full disk while
+    it was written) ends with the part of its last line that it holds, which then fails alone
+    as that line: everything before it is read (GzipFile's own line reading would raise
+    EOFError and lose the lines still in its buffer)."""
+    parts: list[bytes] = []  # the line being read, from more than one block
+    while True:
+        try:
+            block = unzipped.read1(GZIP_BLOCK)  # one read: read() would lose it at EOFError
+        except EOFError:
+            log.warning("%s: the compressed file ends early (cut short?)", source)
+            break
+        if not block:
+            break
+        pieces = block.split(b"\n")
+        if len(pieces) == 1:
+            parts.append(block)
+            continue
+        yield b"".join([*parts, pieces[0], b"\n"])
+        for piece in pieces[1:-1]:
+            yield piece + b"\n"
+        parts = [pieces[-1]] if pieces[-1] else []
+    if parts:
+        yield b"".join(parts)
 
 
 def _parse_line(source: str, line_no: int, raw: bytes) -> ArchivedRun:

@@ -1,10 +1,12 @@
 """Bookkeeping of exports: ``nsml_export_batches`` and ``nsml_export_failures``.
 
 A batch row is written just before the first chunk commits (status ``running``), so an export
-killed mid-way leaves a visible ``running`` row, and completed when the export ends, together
-with one failure row per failed pair. An export that fails authentication before writing
-anything writes no batch either: a 401 leaves the database untouched. One that stops on a
-database error after its row was written marks it ``failed``, with the message in ``error``.
+killed mid-way leaves a visible ``running`` row, and completed when the export ends, whatever
+ends it, together with one failure row per failed pair: its status and error are the report's
+outcome (:func:`nsml_etl.outcome.outcome_of`), as are the exit code and the summary. An export
+that fails authentication before writing anything writes no batch either: a 401 leaves the
+database untouched. One that stops on an error (a database or archive error, a bug) is
+``failed``, with the message in ``error``.
 """
 
 from __future__ import annotations
@@ -19,42 +21,25 @@ from sqlalchemy.exc import SQLAlchemyError
 from .clock import utc_now
 from .dialects import first_line
 from .errors import DatabaseError
-from .outcome import ExportReport
+from .outcome import (  # noqa: F401 - the statuses are read from here too
+    AUTH_FAILED,
+    BATCH_STATUSES,
+    FAILED,
+    INTERRUPTED,
+    PARTIAL,
+    RUN_LIST_FAILED,
+    RUNNING,
+    SUCCEEDED,
+    ExportReport,
+)
 from .store import RunStore
 
 log = logging.getLogger(__name__)
 
-BATCH_STATUSES = (
-    RUNNING,
-    SUCCEEDED,
-    PARTIAL,
-    AUTH_FAILED,
-    INTERRUPTED,
-    FAILED,
-    QUOTA_EXHAUSTED,
-) = (
-    "running",
-    "succeeded",
-    "partial",
-    "auth_failed",
-    "interrupted",
-    "failed",
-    "quota_exhausted",
-)
 # What made a batch (its command column).
 BATCH_COMMANDS = EXPORT_COMMAND, LOAD_COMMAND = ("export", "load")
 # Longest error message kept in nsml_export_batches.error.
 MAX_ERROR_CHARS = 2000
-
-
-def batch_status(report: ExportReport) -> str:
-    if report.auth_error is not None:
-        return AUTH_FAILED
-    if report.interrupted:
-        return INTERRUPTED
-    if report.quota_error is not None:
-        return QUOTA_EXHAUSTED
-    return PARTIAL if report.failed else SUCCEEDED
 
 
 class BatchLog:
@@ -91,39 +76,35 @@ class BatchLog:
             raise DatabaseError(f"recording the batch failed: {first_line(exc)}") from exc
 
     def finish(self, report: ExportReport) -> None:
-        """Complete the row and record the failed pairs, in one transaction."""
+        """Complete the row with the report's outcome and record the failed pairs, in one
+        transaction.
+
+        When an error already stops the export (``report.error``), this is best effort: if the
+        database cannot take the row either, it stays as it was (``running``, or not written)
+        and the error that stopped the export is what the caller sees."""
         if report.auth_error is not None and self.id is None:
             return  # nothing was written in this export, and nothing will be
-        self.open()
-        error = None
-        if report.quota_error is not None:
-            error = f"{report.quota_error}; {report.left_undone()}"
-        self._complete(report, batch_status(report), error)
-
-    def fail(self, report: ExportReport, error: BaseException) -> None:
-        """Mark the row ``failed`` with ``error`` (the export stops on it), if one was written.
-
-        Best effort: when the database cannot take this either, the row stays ``running`` and
-        the caller's error is what the user sees."""
-        if self.id is None:
-            return
         try:
-            self._complete(report, FAILED, str(error)[:MAX_ERROR_CHARS])
+            self.open()
+            self._complete(report)
         except DatabaseError as exc:
-            log.warning("could not mark batch %s as failed: %s", self.id, exc)
+            if report.error is None:
+                raise
+            log.warning("could not record batch %s as failed: %s", self.id, exc)
 
-    def _complete(self, report: ExportReport, status: str, error: str | None = None) -> None:
+    def _complete(self, report: ExportReport) -> None:
+        outcome = report.outcome
         counts = {
             "finished_at": utc_now(),
-            "status": status,
+            "status": outcome.status,
             "requested": report.requested,
             "exported": report.exported,
             "failed": len(report.failed),
             "retried": report.retried,
         }
         clean = self.store.family.clean_text  # a failed run's name may hold what failed it
-        if error is not None:
-            counts["error"] = clean(error)
+        if outcome.error is not None:
+            counts["error"] = clean(outcome.error[:MAX_ERROR_CHARS])
         failures = [
             {
                 "batch_id": self.id,
@@ -144,4 +125,4 @@ class BatchLog:
                     conn.execute(sa.insert(failures_table), failures)
         except SQLAlchemyError as exc:
             raise DatabaseError(f"recording the batch failed: {first_line(exc)}") from exc
-        log.debug("batch %s recorded as %s", self.id, status)
+        log.debug("batch %s recorded as %s", self.id, outcome.status)

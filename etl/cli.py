@@ -1,8 +1,8 @@
 """The ``nsml-etl`` command: thin click wrappers over the library.
 
 Exit codes: 0 all exported, 1 some pairs failed (the rest landed), 2 usage or bad input,
-3 authentication failed, 4 database error, 70 an unexpected error (a bug), 130/143
-interrupted by SIGINT/SIGTERM.
+3 authentication failed, 4 database error, 70 an unexpected error (a bug), 74 the
+--save-raw archive could not be written, 130/143 interrupted by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -34,18 +34,18 @@ from .errors import (
     EXIT_OK,
     EXIT_SIGINT,
     EXIT_SIGTERM,
+    MAX_UNEXPECTED_TEXT,
     AuthenticationError,
     BadLinesError,
     EtlError,
     InputError,
+    error_exit_code,
 )
 from .events import json_line, setup_logging
-from .outcome import ExportReport
+from .outcome import INTERRUPTED, ExportReport
 from .pairs import write_pairs, write_pairs_file
 
 log = logging.getLogger("nsml_etl")
-# Characters of an unexpected error's message shown (the first line only).
-MAX_UNEXPECTED_TEXT = 300
 
 # export takes every setting as a flag.
 _EXPORT_SETTINGS = tuple(SETTINGS_BY_NAME)
@@ -132,11 +132,11 @@ def say_error(
     """An error on stderr: ``Error: message``, or with --log-format json one ``error`` event
     (``kind`` names it; ``exit_code`` is the one the command exits with)."""
     if log_format == "json":
-        click.echo(
-            json_line("error", "error", message, kind=kind, exit_code=exit_code, **fields), err=True
-        )
+        line = json_line("error", "error", message, kind=kind, exit_code=exit_code, **fields)
     else:
-        click.echo(f"Error: {message}", err=True)
+        line = f"Error: {message}"
+    with contextlib.suppress(OSError):  # stderr's reader went away: the exit code still tells
+        click.echo(line, err=True)
 
 
 def _say_library_error(exc: EtlError, log_format: str, exit_code: int) -> None:
@@ -233,7 +233,7 @@ def handle_errors(func: Callable) -> Callable:
         except Exception as exc:  # a bug, or a database error that escaped the library
             log.debug("unexpected error", exc_info=True)
             words = (str(exc).strip().splitlines() or [""])[0][:MAX_UNEXPECTED_TEXT]
-            if type(exc).__module__.startswith("sqlalchemy"):
+            if error_exit_code(exc) == EXIT_DATABASE:
                 say_error(f"database error: {words}", "database", EXIT_DATABASE, log_format)
                 sys.exit(EXIT_DATABASE)
             say_error(
@@ -302,6 +302,14 @@ class _Interrupts:
         return exits.get(self.signal) if self.signal is not None else None
 
 
+def _exit_code(report: ExportReport, interrupts: _Interrupts) -> int:
+    """The report's exit code (its outcome's, as recorded in its batch row); for an
+    interrupted one, that of the signal that stopped it."""
+    if report.outcome.status == INTERRUPTED and interrupts.exit_code is not None:
+        return interrupts.exit_code
+    return report.exit_code
+
+
 def _notice(message: str) -> None:
     """One line on stderr, from a signal handler (see _Interrupts)."""
     data = (message + "\n").encode("utf-8", "replace")
@@ -364,8 +372,27 @@ def main() -> None:
 
     Exit codes: 0 all exported; 1 some pairs failed (the rest landed) or the API quota is
     spent; 2 usage or bad input; 3 authentication failed; 4 database error; 70 unexpected
-    error (a bug); 130/143 interrupted; 141 the reader of stdout quit early.
+    error (a bug); 74 the --save-raw archive could not be written; 130/143 interrupted; 141
+    the reader of stdout quit early.
     """
+    _keep_stderr_usable()
+
+
+def _keep_stderr_usable() -> None:
+    """A process started with stderr closed (``2>&-``) has no ``sys.stderr``, and its file
+    descriptor 2 is free for the next file opened, the database among them: point both at
+    /dev/null, so that logging, errors and the progress bar write nowhere instead of failing
+    (or writing into that file). The exit code still says how the command ended."""
+    if sys.stderr is not None:
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.fstat(2)
+    except OSError:  # free: hold it
+        os.dup2(null, 2)
+        os.close(null)
+        null = 2
+    sys.stderr = open(null, "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
 
 
 @main.command()
@@ -472,7 +499,7 @@ def export(
         else:
             _print_dry_run(report, projects)
         sys.exit(interrupts.exit_code or EXIT_OK)
-    exit_code = interrupts.exit_code or report.exit_code
+    exit_code = _exit_code(report, interrupts)
     if report.source_error is not None:
         _say_library_error(report.source_error, log_format, exit_code)
     if report.quota_error is not None:
@@ -594,7 +621,7 @@ def load(
     with _Interrupts(log_format) as interrupts, contextlib.closing(progress):
         report = api.load(file, settings=settings, progress=progress, stop=interrupts.stop)
     print_report(report, log_format)
-    sys.exit(interrupts.exit_code or report.exit_code)
+    sys.exit(_exit_code(report, interrupts))
 
 
 @main.command("pairs")

@@ -18,6 +18,9 @@ EXIT_SOME_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_AUTH_FAILED = 3
 EXIT_DATABASE = 4
+# A local file the export writes (the --save-raw archive) failed mid-way: a full disk, a lost
+# mount (sysexits' EX_IOERR).
+EXIT_OUTPUT = 74
 # An error nsml-etl did not expect: a bug (sysexits' EX_SOFTWARE).
 EXIT_INTERNAL = 70
 EXIT_SIGINT = 130
@@ -72,6 +75,14 @@ class DatabaseError(EtlError):
     kind = "database"
 
 
+class OutputError(EtlError):
+    """A file nsml-etl writes as it goes (the ``--save-raw`` archive) cannot be written any
+    more: a full disk, a lost mount. The export stops; runs fetched before are committed."""
+
+    exit_code = EXIT_OUTPUT
+    kind = "output"
+
+
 class DiscoveryError(EtlError):
     """The run list failed or answered with something we cannot page through. Runs already
     exported stay; the export ends as partly failed."""
@@ -87,6 +98,27 @@ class QuotaExhausted(EtlError):
 
     exit_code = EXIT_SOME_FAILED
     kind = "quota"
+# Characters of an unexpected error's message kept (its first line only).
+MAX_UNEXPECTED_TEXT = 300
+
+
+def error_exit_code(exc: BaseException) -> int:
+    """The exit code an exception ends a command with: its own for ours, 4 for a database
+    error that escaped the library's wrappers, 70 for anything else (a bug)."""
+    if isinstance(exc, EtlError):
+        return exc.exit_code
+    if type(exc).__module__.startswith("sqlalchemy"):
+        return EXIT_DATABASE
+    return EXIT_INTERNAL
+
+
+def error_words(exc: BaseException) -> str:
+    """What an exception says, on one line: ours as they are; anything else as its class and
+    the first line of its message (a driver's or a bug's later lines may hold anything)."""
+    if isinstance(exc, EtlError):
+        return str(exc)
+    words = (str(exc).strip().splitlines() or [""])[0][:MAX_UNEXPECTED_TEXT]
+    return f"{type(exc).__name__}: {words}" if words else type(exc).__name__
 
 
 # -- internal: raised and caught inside nsml-etl ------------------------------------------

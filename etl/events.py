@@ -46,6 +46,7 @@ def log_finished(report: ExportReport) -> None:
         report.summary(),
         extra=event(
             "batch_finished",
+            status=report.outcome.status,
             exported=report.exported,
             failed=len(report.failed),
             retried=report.retried,

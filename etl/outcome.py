@@ -1,4 +1,9 @@
-"""What an export or load did: counts, failed pairs, and the exit code they add up to."""
+"""What an export or load did: counts, failed pairs, and the outcome they add up to.
+
+:func:`outcome_of` is the one place that classifies a report: the batch row's status and error
+(``nsml_export_batches``), the exit code, ``ExportReport.ok`` and the summary line are all read
+from its :class:`Outcome`, so that none of them can tell another story than the others.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,84 @@ from .config import Settings
 from .errors import (
     EXIT_AUTH_FAILED,
     EXIT_OK,
+    EXIT_SIGINT,
     EXIT_SOME_FAILED,
     AuthenticationError,
     EtlError,
     QuotaExhausted,
+    error_exit_code,
+    error_words,
 )
 from .events import log_failure
 from .pairs import Pair, write_pairs_file
+
+# The statuses of nsml_export_batches: ``running`` until the export ends, then its outcome's.
+BATCH_STATUSES = (
+    RUNNING,
+    SUCCEEDED,
+    PARTIAL,
+    RUN_LIST_FAILED,
+    AUTH_FAILED,
+    INTERRUPTED,
+    FAILED,
+    QUOTA_EXHAUSTED,
+) = (
+    "running",
+    "succeeded",
+    "partial",
+    "run_list_failed",
+    "auth_failed",
+    "interrupted",
+    "failed",
+    "quota_exhausted",
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an export or load ended: the batch ``status``, the ``exit_code`` (for an interrupt,
+    130; the CLI says 143 for SIGTERM), a ``note`` ending the summary line and the batch row's
+    ``error`` (why it did not succeed)."""
+
+    status: str
+    exit_code: int
+    note: str | None = None
+    error: str | None = None
+
+
+def outcome_of(report: ExportReport) -> Outcome:
+    """The outcome of ``report``, the first case that applies: an error stopped it (a database
+    or file error, or a bug), the credentials were refused, it was interrupted, the API quota
+    was spent, the run list broke off, some runs failed, or all landed. A new way to end is one
+    more case here (and its status in BATCH_STATUSES)."""
+    if report.error is not None:
+        words = error_words(report.error)
+        return Outcome(FAILED, error_exit_code(report.error), f"stopped: {words}", words)
+    if report.auth_error is not None:
+        words = str(report.auth_error)
+        return Outcome(AUTH_FAILED, EXIT_AUTH_FAILED, "authentication failed", words)
+    if report.interrupted:
+        return Outcome(INTERRUPTED, EXIT_SIGINT, "interrupted")
+    if report.quota_error is not None:
+        left = report.left_undone()
+        return Outcome(
+            QUOTA_EXHAUSTED,
+            report.quota_error.exit_code,
+            f"API quota exhausted: {left}; the next export after the quota resets continues "
+            "(with --skip-finished)",
+            f"{report.quota_error}; {left}",
+        )
+    if report.source_error is not None:
+        words = str(report.source_error)
+        return Outcome(
+            RUN_LIST_FAILED,
+            report.source_error.exit_code,
+            f"the run list failed, so the runs it did not list were not exported ({words})",
+            words,
+        )
+    if report.failed:
+        return Outcome(PARTIAL, EXIT_SOME_FAILED)
+    return Outcome(SUCCEEDED, EXIT_OK)
 
 
 @dataclass(frozen=True)
@@ -54,6 +130,9 @@ class ExportReport:
     quota_error: QuotaExhausted | None = None
     not_attempted: int = 0
     list_unread: bool = False
+    # What stopped the export or load before its end: a database or archive error, a bug, a
+    # progress callback that raised. It is raised to the caller once the batch is recorded.
+    error: BaseException | None = None
     interrupted: bool = False
     # Runs fetched (or read) but neither written nor failed: a stop came while their refused
     # chunk was being split.
@@ -71,10 +150,14 @@ class ExportReport:
         log_failure(failure)
 
     @property
+    def outcome(self) -> Outcome:
+        return outcome_of(self)
+
+    @property
     def ok(self) -> bool:
         """Every requested run landed (or was skipped): nothing failed, the run list was read
-        to its end, and the export was not interrupted."""
-        return self.exit_code == EXIT_OK and not self.interrupted
+        to its end, and the export was not interrupted nor stopped."""
+        return self.outcome.status == SUCCEEDED
 
     def write_failures(self, path: str | Path) -> None:
         """The failed pairs as a pairs CSV (plus a reason column, which pairs files ignore),
@@ -91,13 +174,7 @@ class ExportReport:
 
     @property
     def exit_code(self) -> int:
-        if self.auth_error is not None:
-            return EXIT_AUTH_FAILED
-        if self.source_error is not None:
-            return self.source_error.exit_code
-        if self.quota_error is not None:
-            return self.quota_error.exit_code
-        return EXIT_SOME_FAILED if self.failed else EXIT_OK
+        return self.outcome.exit_code
 
     def left_undone(self) -> str:
         """What a spent quota left undone, for the summary and the batch row's error."""
@@ -105,16 +182,12 @@ class ExportReport:
         return f"{self.not_attempted} runs not attempted{unread}"
 
     def summary(self) -> str:
+        note = self.outcome.note
         unwritten = f"; {self.unwritten} not written (stopped)" if self.unwritten else ""
-        quota = (
-            f"; API quota exhausted: {self.left_undone()}; the next export after the quota "
-            "resets continues (with --skip-finished)"
-            if self.quota_error is not None
-            else ""
-        )
         return (
             f"Summary: exported {self.exported}, failed {len(self.failed)}, "
-            f"retried {self.retried}, elapsed {self.elapsed:.2f}s{unwritten}{quota}"
+            f"retried {self.retried}, elapsed {self.elapsed:.2f}s{unwritten}"
+            f"{f'; {note}' if note else ''}"
         )
 
 

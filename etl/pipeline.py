@@ -39,6 +39,7 @@ from .errors import (
     EtlError,
     MappingChanged,
     QuotaExhausted,
+    OutputError,
     RunFetchFailed,
     RunShapeError,
 )
@@ -86,6 +87,9 @@ class _Fetcher:
     ) -> None:
         self.archive = archive
         self.quota = quota
+        # The archive's write error, once it failed: the export stops on it (after committing
+        # what was fetched, this run included).
+        self.archive_error: OutputError | None = None
         self.settings = settings
         self.credentials = credentials
         self.abort = abort
@@ -138,8 +142,13 @@ class _Fetcher:
                 pair, exc.error.message, exc.error.status, exc.error.error_code, exc.attempts
             )
         fetched_at = utc_now()
-        if self.archive is not None:
-            self.archive.write(pair, result.raw, fetched_at)
+        if self.archive is not None and self.archive_error is None:
+            try:
+                self.archive.write(pair, result.raw, fetched_at)
+            except OutputError as exc:
+                with self._lock:
+                    self.archive_error = self.archive_error or exc
+                self.abort.set()  # no new fetch; this run is still returned and committed
         try:
             return flatten_run(
                 result.body, pair, fetched_at, lambda: jsontext.loads_exact(result.raw), listed=item
@@ -223,6 +232,8 @@ class _ChunkWriter:
         self.report = report
         self.batch = batch
         self.pending: list[FlatRun] = []
+        # Set when a write failed: the runs in hand are not tried again by salvage().
+        self.broken = False
         self.retrying = Retrying(
             stop=stop_after_attempt(DB_WRITE_ATTEMPTS),
             wait=wait_exponential(multiplier=DB_RETRY_WAIT_S, max=DB_RETRY_WAIT_MAX_S),
@@ -242,11 +253,6 @@ class _ChunkWriter:
             DB_WRITE_ATTEMPTS,
         )
 
-    def _fail_batch(self, error: DatabaseError) -> None:
-        """The export stops on ``error`` (exit 4): its batch row must not stay ``running``."""
-        if self.batch is not None:
-            self.batch.fail(self.report, error)
-
     def add(self, run: FlatRun) -> None:
         self.pending.append(run)
         if len(self.pending) >= self.chunk_size:
@@ -262,8 +268,8 @@ class _ChunkWriter:
             for run, reason in refused:
                 self._fail(run, reason)
             written = self._write(runs)
-        except DatabaseError as exc:
-            self._fail_batch(exc)
+        except BaseException:
+            self.broken = True
             raise
         self.report.exported += written
         self.report.chunks += 1
@@ -280,6 +286,16 @@ class _ChunkWriter:
             ),
         )
         self.pending.clear()
+
+    def salvage(self) -> None:
+        """After an error elsewhere (a bug, the archive, a progress callback) has stopped the
+        work: commit the runs in hand, unless writing is what failed."""
+        if self.broken or not self.pending:
+            return
+        try:
+            self.flush()
+        except Exception as exc:
+            log.warning("the %d runs in hand were not committed: %s", len(self.pending), exc)
 
     def _retry(self, func: Callable, *args: object) -> int:
         try:
@@ -333,11 +349,7 @@ class _ChunkWriter:
             f.pair for f in self.report.failed if f.status == GONE_STATUS and f.pair is not None
         ]
         if gone:
-            try:
-                self._retry(self.store.mark_gone, gone, utc_now())
-            except DatabaseError as exc:
-                self._fail_batch(exc)
-                raise
+            self._retry(self.store.mark_gone, gone, utc_now())
 
 
 def _drain(finished: queue.SimpleQueue, timeout: float) -> list[Future]:
@@ -404,10 +416,13 @@ def export_runs(
         count_requested=total is None,
         quota=quota or QuotaGuard(),
     )
-    if progress is not None:
-        progress(report)  # the start: nothing done yet, and how many are requested if known
-    export.run(progress)
-    return _finish(report, batch, started)
+
+    def work() -> None:
+        if progress is not None:
+            progress(report)  # the start: nothing done yet, and how many are requested if known
+        export.run(progress)
+
+    return _settle(work, report, batch, export.writer, started, stop, archive)
 
 
 class _Export:
@@ -477,6 +492,8 @@ class _Export:
                 if report.auth_error is None:
                     self.writer.flush()  # what was fetched is kept, also when interrupted
                     self.writer.mark_gone()
+                if self.fetcher.archive_error is not None:
+                    raise self.fetcher.archive_error
             except BaseException:
                 self.abort.set()
                 for future in self.in_flight:
@@ -562,12 +579,38 @@ class _Export:
         report.not_attempted = left
 
 
-def _finish(report: ExportReport, batch: BatchLog, started: float) -> ExportReport:
-    """The end of every export and load: its time, its batch row, its last log event."""
+def _settle(
+    work: Callable[[], None],
+    report: ExportReport,
+    batch: BatchLog,
+    writer: _ChunkWriter,
+    started: float,
+    stop: threading.Event | None,
+    archive: ArchiveWriter | None = None,
+) -> ExportReport:
+    """Do ``work`` (an export's or a load's loop), then end it the same way whatever happened:
+    an error that stops it (a database or archive error, a bug, a progress callback that
+    raised) becomes ``report.error``, after the runs in hand are committed; the archive is
+    closed (its last buffered lines written); the batch row gets the report's outcome; and the
+    error is raised again, so that no way out leaves the row ``running``."""
+    try:
+        work()
+    except Exception as exc:
+        report.error = exc
+        writer.salvage()
+    if archive is not None:
+        try:
+            archive.close()
+        except OutputError as exc:
+            report.error = report.error or exc
+    if stop is not None and stop.is_set():
+        report.interrupted = True  # also when it came after the last run was in hand
     report.elapsed = time.monotonic() - started
     batch.finish(report)
     report.batch_id = batch.id
     log_finished(report)
+    if report.error is not None:
+        raise report.error
     return report
 
 
@@ -590,28 +633,32 @@ def load_archive(
     batch = BatchLog(store, LOAD_COMMAND, options or {})
     writer = _ChunkWriter(store, chunk_size, report, batch, stop=stop)
     now = utc_now()
-    if progress is not None:
-        progress(report)  # the start
-    for record in records:
-        if stop is not None and stop.is_set():
-            report.interrupted = True
-            break
-        report.requested += 1
-        if record.problem is not None or record.pair is None:
-            report.record_failure(FailedPair(None, record.problem or f"{record.where}: unusable"))
-            continue
-        try:
-            writer.add(
-                flatten_run(record.body, record.pair, record.fetched_at or now, record.exact_body)
-            )
-            report.fetched += 1
-        except RunShapeError as exc:
-            report.record_failure(FailedPair(record.pair, f"{record.where}: {exc}"))
-        if progress is not None and report.requested % chunk_size == 0:
+
+    def work() -> None:
+        if progress is not None:
+            progress(report)  # the start
+        for record in records:
+            if stop is not None and stop.is_set():
+                break
+            report.requested += 1
+            if record.problem is not None or record.pair is None:
+                report.record_failure(
+                    FailedPair(None, record.problem or f"{record.where}: unusable")
+                )
+                continue
+            try:
+                writer.add(
+                    flatten_run(
+                        record.body, record.pair, record.fetched_at or now, record.exact_body
+                    )
+                )
+                report.fetched += 1
+            except RunShapeError as exc:
+                report.record_failure(FailedPair(record.pair, f"{record.where}: {exc}"))
+            if progress is not None and report.requested % chunk_size == 0:
+                progress(report)
+        writer.flush()
+        if progress is not None:
             progress(report)
-    writer.flush()
-    if stop is not None and stop.is_set():  # also when it came after the last line was read
-        report.interrupted = True
-    if progress is not None:
-        progress(report)
-    return _finish(report, batch, started)
+
+    return _settle(work, report, batch, writer, started, stop)

@@ -1,6 +1,6 @@
 -- Question: when did an export last succeed, how many did not, and how many runs have not been refreshed lately?
 -- Only a 'succeeded' batch is a success: 'partial' ones (some runs failed, the rest landed)
--- are counted apart, and so are 'interrupted', 'auth_failed' and 'failed' ones.
+-- are counted apart, and so are 'interrupted', 'auth_failed', 'run_list_failed' and 'failed' ones.
 SELECT
     (SELECT MAX(finished_at) FROM {{batches}}
      WHERE table_name = {{table_name}} AND status = {{batch_succeeded}})
