@@ -16,8 +16,8 @@ from .errors import (
     DatabaseError,
     EtlError,
     InputError,
-    QuotaExhausted,
     OutputError,
+    QuotaExhausted,
 )
 from .outcome import ExportReport, FailedPair
 

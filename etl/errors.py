@@ -98,6 +98,8 @@ class QuotaExhausted(EtlError):
 
     exit_code = EXIT_SOME_FAILED
     kind = "quota"
+
+
 # Characters of an unexpected error's message kept (its first line only).
 MAX_UNEXPECTED_TEXT = 300
 

@@ -38,8 +38,8 @@ from .errors import (
     DatabaseError,
     EtlError,
     MappingChanged,
-    QuotaExhausted,
     OutputError,
+    QuotaExhausted,
     RunFetchFailed,
     RunShapeError,
 )
