@@ -40,6 +40,7 @@ from .errors import (
     InputError,
 )
 from .events import json_line, setup_logging
+from .metrics import Interrupt
 from .outcome import ExportReport
 from .pairs import write_pairs, write_pairs_file
 
@@ -260,7 +261,7 @@ class _Interrupts:
     unbuffered write(2), since the main thread may be inside a buffered write to stderr."""
 
     def __init__(self, log_format: str = "text") -> None:
-        self.stop = threading.Event()
+        self.stop = Interrupt()  # knows its exit code, for the metrics file
         self.cancel = threading.Event()
         self.signal: int | None = None
         self._previous: dict[int, Any] = {}
@@ -277,6 +278,7 @@ class _Interrupts:
             )
         else:
             self.signal = signum
+            self.stop.exit_code = self._exit_codes[signum]
             self.stop.set()
             message = f"{name}: stopping; committing the runs in hand"
         if self._json:
@@ -296,10 +298,11 @@ class _Interrupts:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
+    _exit_codes: dict[int, int] = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
+
     @property
     def exit_code(self) -> int | None:
-        exits: dict[int, int] = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
-        return exits.get(self.signal) if self.signal is not None else None
+        return self._exit_codes.get(self.signal) if self.signal is not None else None
 
 
 def _notice(message: str) -> None:

@@ -204,8 +204,11 @@ class NsmlClient:
         on_retry: Callable[[BaseException], None] | None = None,
         throttle: Throttle | None = None,
         watchdog: Watchdog | None = None,
+        on_response: Callable[[int | None], None] | None = None,
     ) -> None:
         self.throttle = throttle
+        # Told each attempt's HTTP status (None: no response), for the metrics.
+        self.on_response = on_response
         # Bounds each response as a whole (--timeout), and cuts it when the export is
         # cancelled; clients of one export share one.
         self.watchdog = watchdog or Watchdog()
@@ -286,7 +289,14 @@ class NsmlClient:
         if self.abort.is_set():  # the abort may have come while we waited for a slot
             raise Aborted()
         started = time.monotonic()
-        response = self.send_once(path, params)
+        try:
+            response = self.send_once(path, params)
+        except ApiError:
+            if self.on_response is not None:
+                self.on_response(None)
+            raise
+        if self.on_response is not None:
+            self.on_response(response.status_code)
         if log.isEnabledFor(logging.DEBUG):  # path_url re-parses the URL: only when shown
             path_url = response.request.path_url
             latency_ms = round((time.monotonic() - started) * 1000)

@@ -335,6 +335,16 @@ class Settings:
         "CA bundle for a TLS-inspecting proxy (REQUESTS_CA_BUNDLE is honoured too); "
         "verification is never turned off.",
     )
+    metrics_file: str | None = _setting(
+        None,
+        _text,
+        "NSML_ETL_METRICS_FILE",
+        "--metrics-file",
+        "PATH",
+        "Rewrite this file at the end of every run, whatever its outcome, with the run's "
+        "metrics in the Prometheus text format (for node_exporter's textfile collector: "
+        "name it *.prom).",
+    )
 
     def public_dict(self) -> dict[str, Any]:
         """The settings with the database password masked, for logs and summaries."""

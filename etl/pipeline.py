@@ -81,8 +81,10 @@ class _Fetcher:
         abort: threading.Event,
         archive: ArchiveWriter | None,
         watchdog: Watchdog,
+        on_response: Callable[[int | None], None] | None = None,
     ) -> None:
         self.archive = archive
+        self.on_response = on_response
         self.settings = settings
         self.credentials = credentials
         self.abort = abort
@@ -115,6 +117,7 @@ class _Fetcher:
                 on_retry=self._count_retry,
                 throttle=self.throttle,
                 watchdog=self.watchdog,
+                on_response=self.on_response,
             )
             self._local.client = client
             with self._lock:
@@ -362,6 +365,7 @@ def export_runs(
     skip: Collection[Pair] = (),
     cancel: threading.Event | None = None,
     options: dict | None = None,
+    on_response: Callable[[int | None], None] | None = None,
 ) -> ExportReport:
     """Fetch every run and upsert it; see the module docstring for the guarantees.
 
@@ -371,7 +375,8 @@ def export_runs(
     (also before the first run: nothing is then sent), requests in flight get a short grace
     period to finish; once ``cancel`` is set (by the caller, or when that grace ran out), they
     are cut: their runs are neither fetched nor failed, and everything fetched before is still
-    committed. ``options`` (free of secrets) go into the batch row with the settings."""
+    committed. ``options`` (free of secrets) go into the batch row with the settings;
+    ``on_response`` is told each request's HTTP status (None: no response)."""
     started = time.monotonic()
     report = ExportReport(requested=total or 0)
     log.info(
@@ -394,6 +399,7 @@ def export_runs(
         archive=archive,
         skip=skip,
         count_requested=total is None,
+        on_response=on_response,
     )
     if progress is not None:
         progress(report)  # the start: nothing done yet, and how many are requested if known
@@ -420,6 +426,7 @@ class _Export:
         archive: ArchiveWriter | None,
         skip: Collection[Pair],
         count_requested: bool,
+        on_response: Callable[[int | None], None] | None = None,
     ) -> None:
         self.source = iter(runs)
         self.settings = settings
@@ -433,7 +440,12 @@ class _Export:
             report.interrupted = True
             self.abort.set()
         self.fetcher = _Fetcher(
-            settings, credentials, self.abort, archive, Watchdog(cancel=cancel, stop=stop)
+            settings,
+            credentials,
+            self.abort,
+            archive,
+            Watchdog(cancel=cancel, stop=stop),
+            on_response,
         )
         self.writer = _ChunkWriter(store, settings.chunk_size, report, batch, stop=stop)
         self.window = settings.concurrency * (1 + QUEUE_PER_WORKER)
