@@ -826,10 +826,11 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
 )
 @click.option(
     "--view",
-    "view",
+    "views",
     metavar="NAME",
+    multiple=True,
     help="Only this section, by its name (nsml_gpu_usage, runs_by_project, ...; "
-    "the JSON report's keys).",
+    "the JSON report's keys); repeat it for several, shown in the report's order.",
 )
 @click.option(
     "--out-dir",
@@ -872,7 +873,7 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
 def report(
     config_file: Path | None,
     output_format: str | None,
-    view: str | None,
+    views: tuple[str, ...],
     out_dir: Path | None,
     limit: int | None,
     html_path: Path | None,
@@ -893,7 +894,7 @@ def report(
 
     if out_dir is not None and output_format not in (None, "csv"):
         raise click.UsageError(f"--out-dir writes CSV files; drop --format {output_format}")
-    if output_format == "csv" and view is None and out_dir is None:
+    if output_format == "csv" and len(views) != 1 and out_dir is None:
         # Sections have different columns: one CSV stream could hold only one of them.
         raise click.UsageError(
             "--format csv prints one section: add --view NAME (one of "
@@ -901,7 +902,7 @@ def report(
             "file per section"
         )
     settings = resolve_settings(flags, config_file)
-    wanted = section_name(view, settings.table) if view is not None else None
+    wanted = {section_name(view, settings.table) for view in views}
     period = period_for(
         since.date() if since else None, until.date() if until else None, utc_now().date()
     )
@@ -916,7 +917,7 @@ def report(
         source = f"table {settings.table} in {describe_database(engine.url)}"
     finally:
         engine.dispose()
-    shown = [t for t in tables if wanted in (None, t.name)]
+    shown = [t for t in tables if not wanted or t.name in wanted]
     if out_dir is not None:
         paths = write_csv_files(shown, out_dir)
         click.echo(
