@@ -32,6 +32,8 @@ BACKENDS = {
     "mysql": ("pymysql", "mysql"),
     "mariadb": ("pymysql", "mysql"),
 }
+# Backend names other tools print (libpq, Heroku, Django's dj-database-url) for one of ours.
+BACKEND_ALIASES = {"postgres": "postgresql"}
 
 
 def describe_database(url: sa.URL) -> str:
@@ -60,6 +62,9 @@ def create_engine(db_url: str) -> Engine:
             f"{DEFAULT_DB_URL} or postgresql+psycopg://user@host/db{escape}"
         )
     backend = url.get_backend_name()
+    if backend in BACKEND_ALIASES:  # postgres:// is PostgreSQL, with whatever driver it names
+        backend = BACKEND_ALIASES[backend]
+        url = url.set(drivername=backend + url.drivername.removeprefix(url.get_backend_name()))
     if backend not in BACKENDS:
         raise DatabaseError(
             f"--db {redact_url(db_url)}: unsupported database {backend!r}; "
