@@ -47,6 +47,8 @@ from .pairs import write_pairs, write_pairs_file
 log = logging.getLogger("nsml_etl")
 # Characters of an unexpected error's message shown (the first line only).
 MAX_UNEXPECTED_TEXT = 300
+# Width of the progress bar on a terminal that reports 0 columns (the classic terminal's).
+FALLBACK_COLUMNS = 80
 
 # export takes every setting as a flag.
 _EXPORT_SETTINGS = tuple(SETTINGS_BY_NAME)
@@ -315,6 +317,14 @@ def _notice(message: str) -> None:
             click.echo(message, err=True)
 
 
+def _terminal_columns(stream: Any) -> int:
+    """The width of the terminal ``stream`` is on; 0 when it reports none."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class _Progress:
     """A tqdm bar on a terminal; nothing otherwise (cron gets only the summary). The bar
     appears at the library's first call, which says how many runs are requested when that is
@@ -330,7 +340,16 @@ class _Progress:
             from tqdm import tqdm
 
             total = report.requested if self.known_total else None
-            self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True)
+            # A terminal that reports no width (0 columns: a fresh pty, some CI consoles) gets
+            # a fixed one: tqdm would draw nothing in 0 columns.
+            width = _terminal_columns(sys.stderr)
+            self.bar = tqdm(
+                total=total,
+                unit="run",
+                file=sys.stderr,
+                dynamic_ncols=width > 0,
+                ncols=None if width > 0 else FALLBACK_COLUMNS,
+            )
         if self.bar is not None:
             self.bar.n = report.fetched + len(report.failed)
             self.bar.set_postfix(retried=report.retried, failed=len(report.failed), refresh=False)
