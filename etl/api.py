@@ -104,6 +104,16 @@ def export(
     :class:`AuthenticationError` (the gateway refused the keys; ``.report`` says what came
     before) and :class:`DatabaseError`. Runs that failed on their own are ``report.failed``.
     """
+    _check_types(
+        all_runs=(all_runs, FLAG),
+        skip_finished=(skip_finished, FLAG),
+        dry_run=(dry_run, FLAG),
+        save_raw=(save_raw, PATH),
+        config_file=(config_file, PATH),
+        progress=(progress, CALLBACK),
+        stop=(stop, EVENT),
+        cancel=(cancel, EVENT),
+    )
     arguments = {
         "db_url": db_url,
         "table": table,
@@ -214,6 +224,12 @@ def load(
     (named ``FILE:LINE``); the rest land. ``stop`` ends the reading, and what was read is
     committed. ``report.metrics`` and ``metrics_file`` as for :func:`export`. Raises
     :class:`InputError` and :class:`DatabaseError`."""
+    _check_types(
+        file=(file, FILE),
+        config_file=(config_file, PATH),
+        progress=(progress, CALLBACK),
+        stop=(stop, EVENT),
+    )
     arguments = {
         "db_url": db_url,
         "table": table,
@@ -248,6 +264,33 @@ def load(
             )
         report.mode, report.settings = LOAD, settings
         return report
+
+
+# What an argument of export() or load() may be, and how its message says so. The settings
+# arguments are checked by their settings' parsers; pairs, projects, settings and credentials
+# by their own functions.
+ArgumentKind = tuple[Callable[[object], bool], str]
+FLAG: ArgumentKind = (lambda v: isinstance(v, bool), "True or False")
+PATH: ArgumentKind = (lambda v: v is None or isinstance(v, str | os.PathLike), "a path or None")
+FILE: ArgumentKind = (lambda v: isinstance(v, str | os.PathLike), 'a path, or "-" for stdin')
+CALLBACK: ArgumentKind = (
+    lambda v: v is None or callable(v),
+    "a callable (called with the report) or None",
+)
+EVENT: ArgumentKind = (
+    lambda v: v is None or isinstance(v, threading.Event),
+    "a threading.Event or None",
+)
+
+
+def _check_types(**arguments: tuple[object, ArgumentKind]) -> None:
+    """:class:`InputError` naming the first argument that is not what it may be (before
+    anything is read or written: a wrong type would fail half-way, as a TypeError)."""
+    for name, (value, (ok, takes)) in arguments.items():
+        if not ok(value):
+            shown = repr(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise InputError(f"{name}= takes {takes}, got {type(value).__name__} {shown}")
 
 
 def _argument_label(setting: Setting) -> str:
