@@ -141,7 +141,7 @@ def export(
         with contextlib.ExitStack() as cleanup:
             given = cleanup.enter_context(_collect_pairs(pairs)) if mode == PAIRS else None
             engine = _checked_engine(settings, cleanup)
-            if dry_run:
+            if dry_run and not skip_finished:
                 return _dry_run_report(settings, mode, given)
             from .discovery import discover_runs, then_unlisted
             from .pipeline import export_runs
@@ -150,6 +150,8 @@ def export(
 
             store = RunStore(engine, settings.table, settings.max_env_columns)
             skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
+            if dry_run:
+                return _dry_run_report(settings, mode, given, _skipped(skip, given, project_ids))
             source: Iterator[RunToFetch]
             if given is not None:
                 source, total = map(RunToFetch, given), len(given)
@@ -407,8 +409,22 @@ def _archive(save_raw: str | os.PathLike | None, cleanup: contextlib.ExitStack) 
     return archive
 
 
-def _dry_run_report(settings: Settings, mode: str, given: Any) -> ExportReport:
+def _skipped(skip: set, given: Any, project_ids: list[str] | None) -> int:
+    """How many runs ``skip`` (the stored finished ones) leaves out of those asked for: of the
+    pairs given, or of the projects, or all of them."""
+    if given is not None:
+        return sum(1 for pair in given if pair in skip)
+    if project_ids is not None:
+        return sum(1 for pair in skip if pair.project_id in project_ids)
+    return len(skip)
+
+
+def _dry_run_report(
+    settings: Settings, mode: str, given: Any, skipped: int | None = None
+) -> ExportReport:
+    """With ``skipped`` (``--skip-finished``): how many stored runs it would skip."""
     report = ExportReport(mode=mode, settings=settings, dry_run=True)
+    report.skipped = skipped or 0
     if given is not None:
         report.requested = len(given)
         report.preview = list(itertools.islice(given, PREVIEW_PAIRS))

@@ -490,9 +490,9 @@ def export(
             report = exc.report
     if report.dry_run:
         if log_format == "json":
-            _print_dry_run_event(report, projects)
+            _print_dry_run_event(report, projects, skip_finished)
         else:
-            _print_dry_run(report, projects)
+            _print_dry_run(report, projects, skip_finished)
         sys.exit(interrupts.exit_code or EXIT_OK)
     exit_code = interrupts.exit_code or report.exit_code
     if report.source_error is not None:
@@ -544,7 +544,7 @@ def _show_progress(quiet: bool, log_format: str) -> bool:
     return sys.stderr.isatty() and not quiet and log_format == "text"
 
 
-def _print_dry_run(report: ExportReport, projects: tuple[str, ...]) -> None:
+def _print_dry_run(report: ExportReport, projects: tuple[str, ...], skip_finished: bool) -> None:
     settings = report.settings
     assert settings is not None  # the API sets it
     if report.mode != "pairs":
@@ -564,10 +564,14 @@ def _print_dry_run(report: ExportReport, projects: tuple[str, ...]) -> None:
         click.echo(f"  {pair.project_id}\t{pair.run_name}")
     if report.requested > len(report.preview):
         click.echo(f"  ... and {report.requested - len(report.preview)} more")
+    if skip_finished:
+        click.echo(f"  skipping {report.skipped} runs already stored as finished")
     click.echo("No request sent, nothing written.")
 
 
-def _print_dry_run_event(report: ExportReport, projects: tuple[str, ...]) -> None:
+def _print_dry_run_event(
+    report: ExportReport, projects: tuple[str, ...], skip_finished: bool
+) -> None:
     """--dry-run with --log-format json: the plan as one ``dry_run`` event on stdout."""
     settings = report.settings
     assert settings is not None  # the API sets it
@@ -588,6 +592,7 @@ def _print_dry_run_event(report: ExportReport, projects: tuple[str, ...]) -> Non
                 for pair in report.preview
             ],
             more=max(report.requested - len(report.preview), 0),
+            skipped=report.skipped if skip_finished else None,
             **settings.public_dict(),
         )
     )

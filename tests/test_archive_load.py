@@ -18,6 +18,8 @@ from datetime import datetime
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
 
+from nsml_etl.transform import TERMINAL_STATUSES
+
 
 def test_save_raw_then_load_gives_the_same_tables(
     run_cli, credentials, simulator, db_url, tmp_path, sqlite_url
@@ -153,6 +155,41 @@ def test_dry_run_sends_nothing_and_writes_nothing(
     assert f"would fetch {len(simulator.pairs())} runs" in result.stdout
     assert simulator.stats.requests == 0
     assert table_names(sqlite_url) == set()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "mysql"], indirect=True)
+def test_dry_run_with_skip_finished_says_how_many_it_would_skip(
+    run_cli, credentials, simulator, db_url, tmp_path
+):
+    assert (
+        run_cli("export", "--all", "--db", db_url, "--base-url", simulator.base_url).exit_code == 0
+    )
+    finished = [
+        row
+        for row in fetch_rows(db_url, "SELECT project_id, run_name, status FROM nsml_runs")
+        if row["status"] in TERMINAL_STATUSES
+    ]
+    assert 0 < len(finished) < len(simulator.pairs())
+    sent = simulator.stats.requests
+
+    def dry_run(*args: str):
+        result = run_cli(
+            "export", *args, "--skip-finished", "--dry-run", "--db", db_url,
+            "--base-url", simulator.base_url,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return result
+
+    # Regression: the plan did not say how many stored runs --skip-finished would leave out.
+    assert f"skipping {len(finished)} runs already stored as finished" in dry_run("--all").stdout
+    project = finished[0]["project_id"]
+    of_project = [r for r in finished if r["project_id"] == project]
+    out = dry_run("--project", project).stdout
+    assert f"skipping {len(of_project)} runs already stored as finished" in out
+    pairs_file = write_pairs(tmp_path / "pairs.csv", [(project, of_project[0]["run_name"])])
+    event = json.loads(dry_run("--pairs", str(pairs_file), "--log-format", "json").stdout)
+    assert (event["event"], event["requested"], event["skipped"]) == ("dry_run", 1, 1)
+    assert simulator.stats.requests == sent  # still no request
 
 
 def test_json_log_events(run_cli, credentials, simulator, sqlite_url, tmp_path):
