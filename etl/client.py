@@ -12,13 +12,15 @@ import email.utils
 import json
 import logging
 import os
+import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.utils import get_environ_proxies
@@ -328,7 +330,8 @@ class NsmlClient:
         if isinstance(exc, requests.exceptions.SSLError):
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 return ApiError(
-                    "TLS certificate verification failed; behind a TLS-inspecting proxy, pass "
+                    f"TLS certificate verification failed ({_host_port(self.base_url)}); "
+                    "behind a TLS-inspecting proxy, pass "
                     "its CA bundle with --ca-bundle (or REQUESTS_CA_BUNDLE)"
                 )
             return ApiError(f"TLS error: {type(exc).__name__}")
@@ -339,7 +342,10 @@ class NsmlClient:
             | requests.exceptions.ChunkedEncodingError
             | requests.exceptions.ContentDecodingError,
         ):
-            return ApiError(f"transport error: {_transport_reason(exc)}", retryable=True)
+            return ApiError(
+                f"transport error: {_transport_reason(exc)} ({_host_port(self.base_url)})",
+                retryable=True,
+            )
         raise exc
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> FetchResult:
@@ -383,7 +389,50 @@ def _ca_bundle_from_env() -> str | None:
     return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
 
 
+# The causes of a transport failure an operator can act on, in the words they search for; the
+# first one found in the exception's chain names it. requests' own messages embed the full URL
+# and connection-pool details, so they are not shown.
+TRANSPORT_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
+    (ConnectionRefusedError, "connection refused"),
+    (socket.gaierror, "name not resolved"),
+    (ssl.SSLCertVerificationError, "TLS verification failed"),
+    (ConnectionResetError, "connection reset"),
+    (TimeoutError, "timed out"),
+)
+
+
 def _transport_reason(exc: BaseException) -> str:
-    # requests' messages embed the full URL and pool details; the class name says enough.
     name = type(exc).__name__
-    return {"ReadTimeout": "read timed out", "ConnectTimeout": "connect timed out"}.get(name, name)
+    if name in ("ReadTimeout", "ConnectTimeout"):
+        return {"ReadTimeout": "read timed out", "ConnectTimeout": "connect timed out"}[name]
+    for cause in _causes(exc):
+        for kind, words in TRANSPORT_CAUSES:
+            if isinstance(cause, kind):
+                return words
+    return name
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: urllib3 keeps the cause in ``reason`` or the first argument,
+    Python in ``__cause__`` / ``__context__``."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = [getattr(current, "reason", None), *current.args[:1]]
+        wrapped += [current.__cause__, current.__context__]
+        todo += [w for w in wrapped if isinstance(w, BaseException)]
+
+
+def _host_port(base_url: str) -> str:
+    """``host:port`` of the API, the port as the scheme implies when the URL gives none."""
+    parts = urlsplit(base_url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return parts.netloc
+    return f"{parts.hostname}:{port}"
