@@ -133,12 +133,16 @@ class Recording:
         import sqlalchemy as sa
 
         from .batches import SUCCEEDED
-        from .database import create_engine
+        from .database import create_engine, sqlite_path
         from .tablenames import BATCHES_TABLE
 
         try:
             engine = create_engine(self.settings.db_url)
         except EtlError:
+            return None
+        path = sqlite_path(engine.url)
+        if path is not None and not path.exists():  # connecting would create the file
+            engine.dispose()
             return None
         batches = sa.table(
             BATCHES_TABLE,
