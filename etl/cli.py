@@ -26,7 +26,14 @@ import click
 
 from . import __version__, api
 from .api import LOAD_DEFAULTS, LOAD_SETTINGS
-from .config import SETTINGS, SETTINGS_BY_NAME, Setting, credentials_from_env, resolve_settings
+from .config import (
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    Setting,
+    credentials_from_env,
+    flag_message,
+    resolve_settings,
+)
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_DATABASE,
@@ -143,7 +150,7 @@ def say_error(
 
 
 def _say_library_error(exc: EtlError, log_format: str, exit_code: int) -> None:
-    message, fields = str(exc), {}
+    message, fields = flag_message(exc), {}
     if isinstance(exc, BadLinesError) and log_format == "json":
         # The lines as a list, for a shipper; the message says how many (or is the one line).
         fields = {"lines": exc.lines, "more": exc.more}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import InputError
+from .errors import EtlError, InputError
 from .files import read_toml
 
 DEFAULT_BASE_URL = "https://nsml.apigw.ntruss.com/nsml/v1"
@@ -394,6 +394,13 @@ def _url_has_password(url: str) -> bool:
 
 def flag_label(setting: Setting) -> str:
     return setting.flag
+
+
+def flag_message(error: EtlError) -> str:
+    """``error``'s message as the CLI says it: one about a setting names its flag."""
+    if error.setting is None or error.setting not in SETTINGS_BY_NAME:
+        return str(error)
+    return f"{SETTINGS_BY_NAME[error.setting].flag} {error.detail}"
 
 
 def resolve_settings(
