@@ -10,8 +10,8 @@ here: it is a report's ``exit_code`` or an exception's. The file is rewritten at
 its own; one that cannot be written is a warning, never a failed run.
 
 ``nsml_etl_last_success_timestamp_seconds`` is now when the run succeeded; otherwise it is kept
-from the previous file (same table and database), else read from ``nsml_export_batches``, else 0
-(no success known: a staleness alert fires, as it should).
+from the previous file (same table and database), else read from ``nsml_export_batches`` (not
+after a database error), else 0 (no success known: a staleness alert fires, as it should).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 from .clock import utc_now
 from .config import Settings
-from .errors import EXIT_DATABASE, EXIT_INTERNAL, EXIT_SIGINT, EtlError
+from .errors import EXIT_DATABASE, EXIT_INTERNAL, EXIT_SIGINT, DatabaseError, EtlError
 from .events import event
 from .outcome import ExportReport, ProgressCallback
 
@@ -78,8 +78,10 @@ class Recording:
 
         return watching
 
-    def figures(self, exit_code: int) -> dict[str, Any]:
-        """The report's ``metrics``: each metric's value, named without the prefix."""
+    def figures(self, exit_code: int, database_failed: bool = False) -> dict[str, Any]:
+        """The report's ``metrics``: each metric's value, named without the prefix. After a
+        database failure the batch table is not read (an unreachable server would make the
+        run wait for its connect timeout twice)."""
         report = self.report or ExportReport()
         done = report.exported + len(report.failed) + report.skipped
         succeeded = exit_code == 0 and not report.interrupted
@@ -89,7 +91,7 @@ class Recording:
         return {
             "labels": self._labels(),
             "last_run_timestamp_seconds": now,
-            LAST_SUCCESS: now if succeeded else self._last_success(),
+            LAST_SUCCESS: now if succeeded else self._last_success(not database_failed),
             "exit_code": exit_code,
             "duration_seconds": time.monotonic() - self.started,
             "runs": {
@@ -117,10 +119,12 @@ class Recording:
         # As the CLI reads an error that escaped: SQLAlchemy's is the database's, else a bug.
         return EXIT_DATABASE if type(error).__module__.startswith("sqlalchemy") else EXIT_INTERNAL
 
-    def _last_success(self) -> float:
+    def _last_success(self, read_batches: bool) -> float:
         path = self.settings.metrics_file
         kept = previous_value(Path(path), LAST_SUCCESS, self._labels()) if path else None
-        return kept if kept is not None else self._last_success_from_batches() or 0.0
+        if kept is not None:
+            return kept
+        return (self._last_success_from_batches() if read_batches else None) or 0.0
 
     def _labels(self) -> dict[str, str]:
         from .urls import redact_url  # local: SQLAlchemy is imported when a run starts
@@ -246,7 +250,7 @@ def _finish(run: Recording, error: BaseException | None) -> None:
     report = getattr(error, "report", None) if error is not None else None
     if isinstance(report, ExportReport):  # an AuthenticationError carries its report
         run.report = report
-    figures = run.figures(run.exit_code(error))
+    figures = run.figures(run.exit_code(error), isinstance(error, DatabaseError))
     if run.report is not None:
         run.report.metrics = figures
     if run.settings.metrics_file:
