@@ -393,6 +393,8 @@ def _ca_bundle_from_env() -> str | None:
 # first one found in the exception's chain names it. requests' own messages embed the full URL
 # and connection-pool details, so they are not shown.
 TRANSPORT_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
+    (requests.exceptions.ConnectTimeout, "connect timed out"),
+    (requests.exceptions.ReadTimeout, "read timed out"),
     (ConnectionRefusedError, "connection refused"),
     (socket.gaierror, "name not resolved"),
     (ssl.SSLCertVerificationError, "TLS verification failed"),
@@ -402,14 +404,11 @@ TRANSPORT_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
 
 
 def _transport_reason(exc: BaseException) -> str:
-    name = type(exc).__name__
-    if name in ("ReadTimeout", "ConnectTimeout"):
-        return {"ReadTimeout": "read timed out", "ConnectTimeout": "connect timed out"}[name]
     for cause in _causes(exc):
         for kind, words in TRANSPORT_CAUSES:
             if isinstance(cause, kind):
                 return words
-    return name
+    return type(exc).__name__
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
