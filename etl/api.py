@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from .config import Credentials, Setting, Settings, credentials_from_env, resolve_settings
 from .errors import InputError
 from .files import display_name
+from .metrics import recording
 from .outcome import ExportReport, ProgressCallback
 from .pairs import RunToFetch
 
@@ -38,7 +39,7 @@ from .pairs import RunToFetch
 # of 20 env keys peak near 130 MB (2,000: 116 MB; 10,000: 185 MB).
 LOAD_DEFAULTS = {"chunk_size": 4000}
 # The settings load() takes; the others concern the API.
-LOAD_SETTINGS = ("db_url", "table", "chunk_size", "max_env_columns")
+LOAD_SETTINGS = ("db_url", "table", "chunk_size", "max_env_columns", "metrics_file")
 # Pairs a dry run keeps in its report (report.preview), to show what would be fetched.
 PREVIEW_PAIRS = 20
 # How often the calling thread looks up from waiting for the work (it wakes at once for an
@@ -70,6 +71,7 @@ def export(
     rate_limit: float | str | None = None,
     list_timezone: str | None = None,
     ca_bundle: str | os.PathLike | None = None,
+    metrics_file: str | os.PathLike | None = None,
     config_file: str | os.PathLike | None = None,
     settings: Settings | None = None,
     credentials: Credentials | None = None,
@@ -84,7 +86,7 @@ def export(
     Which runs: exactly one of ``pairs`` (a pairs file's path, ``"-"`` for stdin, or an
     iterable of ``(project_id, run_name)`` pairs), ``all_runs=True`` (every run the key can
     see) or ``projects`` (the runs of these project ids). ``skip_finished`` skips runs already
-    stored with a terminal status. The settings (``db_url`` to ``ca_bundle``) are those of the
+    stored with a terminal status. The settings (``db_url`` to ``metrics_file``) are those of the
     CLI: an argument beats its ``NSML_ETL_*`` environment variable, which beats ``config_file``,
     which beats the default; ``settings`` (a resolved :class:`Settings`, as the CLI passes)
     replaces all of them. ``credentials`` default to ``NCP_ACCESS_KEY``/``NCP_SECRET_KEY``/
@@ -95,6 +97,9 @@ def export(
     ``progress(report)`` is called as runs complete; see the module docstring for ``stop`` and
     ``cancel``.
 
+    However it ends, ``report.metrics`` holds the run's figures (:mod:`nsml_etl.metrics`), and
+    ``metrics_file`` (when given) is rewritten with them in the Prometheus text format.
+
     Raises :class:`InputError` (bad arguments or pairs, with file and line),
     :class:`AuthenticationError` (the gateway refused the keys; ``.report`` says what came
     before) and :class:`DatabaseError`. Runs that failed on their own are ``report.failed``.
@@ -102,6 +107,16 @@ def export(
     without raising: ``report.quota_error`` holds it and ``report.not_attempted`` counts the runs
     left (exit code 1); the next export after the quota resets continues.
     """
+    _check_types(
+        all_runs=(all_runs, FLAG),
+        skip_finished=(skip_finished, FLAG),
+        dry_run=(dry_run, FLAG),
+        save_raw=(save_raw, PATH),
+        config_file=(config_file, PATH),
+        progress=(progress, CALLBACK),
+        stop=(stop, EVENT),
+        cancel=(cancel, EVENT),
+    )
     arguments = {
         "db_url": db_url,
         "table": table,
@@ -117,76 +132,85 @@ def export(
         "rate_limit": rate_limit,
         "list_timezone": list_timezone,
         "ca_bundle": ca_bundle,
+        "metrics_file": metrics_file,
     }
     settings = _settings(settings, arguments, config_file)
-    credentials = _credentials(credentials)
-    mode = _mode(pairs, all_runs, projects)
-    project_ids = _project_ids(projects) if mode == PROJECTS else None
     stop = stop if stop is not None else threading.Event()
     cancel = cancel if cancel is not None else threading.Event()
-    with contextlib.ExitStack() as cleanup:
-        given = cleanup.enter_context(_collect_pairs(pairs)) if mode == PAIRS else None
-        engine = _checked_engine(settings, cleanup)
-        if dry_run:
-            return _dry_run_report(settings, mode, given)
-        from .discovery import discover_runs, then_unlisted
-        from .pipeline import export_runs
-        from .store import RunStore
-        from .throttle import QuotaGuard
-        from .transform import TERMINAL_STATUSES
+    with recording(settings, "export", stop, enabled=not dry_run) as run:
+        credentials = _credentials(credentials)
+        mode = _mode(pairs, all_runs, projects)
+        project_ids = _project_ids(projects) if mode == PROJECTS else None
+        with contextlib.ExitStack() as cleanup:
+            given = cleanup.enter_context(_collect_pairs(pairs)) if mode == PAIRS else None
+            engine = _checked_engine(settings, cleanup)
+            if dry_run and not skip_finished:
+                return _dry_run_report(settings, mode, given)
+            from .discovery import discover_runs, then_unlisted
+            from .pipeline import export_runs
+            from .store import RunStore
+            from .throttle import QuotaGuard
+            from .transform import TERMINAL_STATUSES
 
-        store = RunStore(engine, settings.table, settings.max_env_columns)
-        skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
-        quota = QuotaGuard()  # the run list's requests and the fetches spend one quota
-        source: Iterator[RunToFetch]
-        if given is not None:
-            source, total = map(RunToFetch, given), len(given)
-        else:
-            from .client import NsmlClient
-            from .watchdog import Watchdog
+            store = RunStore(engine, settings.table, settings.max_env_columns)
+            skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
+            quota = QuotaGuard()  # the run list's requests and the fetches spend one quota
+            if dry_run:
+                return _dry_run_report(settings, mode, given, _skipped(skip, given, project_ids))
+            source: Iterator[RunToFetch]
+            if given is not None:
+                source, total = map(RunToFetch, given), len(given)
+            else:
+                from .client import NsmlClient
+                from .watchdog import Watchdog
 
-            lister = NsmlClient(
-                settings, credentials, watchdog=Watchdog(cancel=cancel, stop=stop), quota=quota
+                lister = NsmlClient(
+                    settings,
+                    credentials,
+                    watchdog=Watchdog(cancel=cancel, stop=stop),
+                    quota=quota,
+                    on_response=run.count_response,
+                )
+                cleanup.callback(lister.close)
+                # Then the stored unfinished runs the list no longer shows (deleted upstream:
+                # only their 404 tells, and marks them gone).
+                source = then_unlisted(
+                    discover_runs(lister, projects=project_ids, timezone=settings.list_timezone),
+                    store.unfinished_pairs(project_ids),
+                )
+                total = None
+            archive = _archive(save_raw, cleanup)
+            options = {
+                "mode": mode,
+                "pairs_file": _pairs_file(pairs) if mode == PAIRS else None,
+                "projects": project_ids,
+                "skip_finished": skip_finished,
+                "save_raw": display_name(save_raw) if save_raw else None,
+            }
+            report = _commit_before_interrupts(
+                lambda: export_runs(
+                    source,
+                    settings,
+                    credentials,
+                    store,
+                    total=total,
+                    stop=stop,
+                    progress=run.watch(progress),
+                    archive=archive,
+                    skip=skip,
+                    cancel=cancel,
+                    options=options,
+                    quota=quota,
+                    on_response=run.count_response,
+                ),
+                stop,
+                cancel,
             )
-            cleanup.callback(lister.close)
-            # Then the stored unfinished runs the list no longer shows (deleted upstream: only
-            # their 404 tells, and marks them gone).
-            source = then_unlisted(
-                discover_runs(lister, projects=project_ids, timezone=settings.list_timezone),
-                store.unfinished_pairs(project_ids),
-            )
-            total = None
-        archive = _archive(save_raw, cleanup)
-        options = {
-            "mode": mode,
-            "pairs_file": _pairs_file(pairs) if mode == PAIRS else None,
-            "projects": project_ids,
-            "skip_finished": skip_finished,
-            "save_raw": display_name(save_raw) if save_raw else None,
-        }
-        report = _commit_before_interrupts(
-            lambda: export_runs(
-                source,
-                settings,
-                credentials,
-                store,
-                total=total,
-                stop=stop,
-                progress=progress,
-                archive=archive,
-                skip=skip,
-                cancel=cancel,
-                options=options,
-                quota=quota,
-            ),
-            stop,
-            cancel,
-        )
-    report.mode, report.settings = mode, settings
-    if report.auth_error is not None:
-        report.auth_error.report = report
-        raise report.auth_error
-    return report
+        report.mode, report.settings = mode, settings
+        if report.auth_error is not None:
+            report.auth_error.report = report
+            raise report.auth_error
+        return report
 
 
 def load(
@@ -196,6 +220,7 @@ def load(
     table: str | None = None,
     chunk_size: int | None = None,
     max_env_columns: int | None = None,
+    metrics_file: str | os.PathLike | None = None,
     config_file: str | os.PathLike | None = None,
     settings: Settings | None = None,
     progress: ProgressCallback | None = None,
@@ -206,39 +231,75 @@ def load(
     and without calling the API. ``file`` may be gzip-compressed; ``"-"`` reads stdin.
     ``chunk_size`` defaults to 4,000 here. Lines that cannot be used are ``report.failed``
     (named ``FILE:LINE``); the rest land. ``stop`` ends the reading, and what was read is
-    committed. Raises :class:`InputError` and :class:`DatabaseError`."""
+    committed. ``report.metrics`` and ``metrics_file`` as for :func:`export`. Raises
+    :class:`InputError` and :class:`DatabaseError`."""
+    _check_types(
+        file=(file, FILE),
+        config_file=(config_file, PATH),
+        progress=(progress, CALLBACK),
+        stop=(stop, EVENT),
+    )
     arguments = {
         "db_url": db_url,
         "table": table,
         "chunk_size": chunk_size,
         "max_env_columns": max_env_columns,
+        "metrics_file": metrics_file,
     }
     settings = _settings(settings, arguments, config_file, defaults=LOAD_DEFAULTS)
     stop = stop if stop is not None else threading.Event()
-    from .archive import iter_archive
+    with recording(settings, "load", stop) as run:
+        from .archive import iter_archive
 
-    records = iter_archive(file)  # a missing file fails here, before the database is touched
-    with contextlib.ExitStack() as cleanup:
-        engine = _checked_engine(settings, cleanup)
-        from .pipeline import load_archive
-        from .store import RunStore
+        records = iter_archive(file)  # a missing file fails here, before the database is touched
+        with contextlib.ExitStack() as cleanup:
+            engine = _checked_engine(settings, cleanup)
+            from .pipeline import load_archive
+            from .store import RunStore
 
-        store = RunStore(engine, settings.table, settings.max_env_columns)
-        options = {**settings.public_dict(), "file": display_name(file)}
-        report = _commit_before_interrupts(
-            lambda: load_archive(
-                records,
-                store,
-                chunk_size=settings.chunk_size,
-                options=options,
-                progress=progress,
-                stop=stop,
-            ),
-            stop,
-            threading.Event(),
-        )
-    report.mode, report.settings = LOAD, settings
-    return report
+            store = RunStore(engine, settings.table, settings.max_env_columns)
+            options = {**settings.public_dict(), "file": display_name(file)}
+            report = _commit_before_interrupts(
+                lambda: load_archive(
+                    records,
+                    store,
+                    chunk_size=settings.chunk_size,
+                    options=options,
+                    progress=run.watch(progress),
+                    stop=stop,
+                ),
+                stop,
+                threading.Event(),
+            )
+        report.mode, report.settings = LOAD, settings
+        return report
+
+
+# What an argument of export() or load() may be, and how its message says so. The settings
+# arguments are checked by their settings' parsers; pairs, projects, settings and credentials
+# by their own functions.
+ArgumentKind = tuple[Callable[[object], bool], str]
+FLAG: ArgumentKind = (lambda v: isinstance(v, bool), "True or False")
+PATH: ArgumentKind = (lambda v: v is None or isinstance(v, str | os.PathLike), "a path or None")
+FILE: ArgumentKind = (lambda v: isinstance(v, str | os.PathLike), 'a path, or "-" for stdin')
+CALLBACK: ArgumentKind = (
+    lambda v: v is None or callable(v),
+    "a callable (called with the report) or None",
+)
+EVENT: ArgumentKind = (
+    lambda v: v is None or isinstance(v, threading.Event),
+    "a threading.Event or None",
+)
+
+
+def _check_types(**arguments: tuple[object, ArgumentKind]) -> None:
+    """:class:`InputError` naming the first argument that is not what it may be (before
+    anything is read or written: a wrong type would fail half-way, as a TypeError)."""
+    for name, (value, (ok, takes)) in arguments.items():
+        if not ok(value):
+            shown = repr(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise InputError(f"{name}= takes {takes}, got {type(value).__name__} {shown}")
 
 
 def _argument_label(setting: Setting) -> str:
@@ -357,8 +418,22 @@ def _archive(save_raw: str | os.PathLike | None, cleanup: contextlib.ExitStack) 
     return archive
 
 
-def _dry_run_report(settings: Settings, mode: str, given: Any) -> ExportReport:
+def _skipped(skip: set, given: Any, project_ids: list[str] | None) -> int:
+    """How many runs ``skip`` (the stored finished ones) leaves out of those asked for: of the
+    pairs given, or of the projects, or all of them."""
+    if given is not None:
+        return sum(1 for pair in given if pair in skip)
+    if project_ids is not None:
+        return sum(1 for pair in skip if pair.project_id in project_ids)
+    return len(skip)
+
+
+def _dry_run_report(
+    settings: Settings, mode: str, given: Any, skipped: int | None = None
+) -> ExportReport:
+    """With ``skipped`` (``--skip-finished``): how many stored runs it would skip."""
     report = ExportReport(mode=mode, settings=settings, dry_run=True)
+    report.skipped = skipped or 0
     if given is not None:
         report.requested = len(given)
         report.preview = list(itertools.islice(given, PREVIEW_PAIRS))

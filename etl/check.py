@@ -29,6 +29,7 @@ from .config import (
     Credentials,
     Settings,
     credentials_from_env,
+    flag_message,
     missing_credentials,
 )
 from .errors import EXIT_AUTH_FAILED, EXIT_OK, EXIT_SOME_FAILED, EtlError
@@ -107,7 +108,7 @@ def check_database(settings: Settings) -> CheckLine:
     try:
         engine = create_engine(settings.db_url)
     except EtlError as exc:  # not a URL, an unsupported database, a missing driver
-        wrong, said, todo = str(exc).rpartition("; ")
+        wrong, said, todo = flag_message(exc).rpartition("; ")
         text = f"{wrong}{DASH}{todo}" if said else f"{exc}{DASH}fix --db (or NSML_ETL_DB_URL)"
         return CheckLine("database", False, text, exc.exit_code)
     path = sqlite_path(engine.url)

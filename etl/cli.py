@@ -26,7 +26,14 @@ import click
 
 from . import __version__, api
 from .api import LOAD_DEFAULTS, LOAD_SETTINGS
-from .config import SETTINGS, SETTINGS_BY_NAME, Setting, credentials_from_env, resolve_settings
+from .config import (
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    Setting,
+    credentials_from_env,
+    flag_message,
+    resolve_settings,
+)
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_DATABASE,
@@ -42,10 +49,13 @@ from .errors import (
     error_exit_code,
 )
 from .events import json_line, setup_logging
+from .metrics import Interrupt
 from .outcome import INTERRUPTED, ExportReport
 from .pairs import write_pairs, write_pairs_file
 
 log = logging.getLogger("nsml_etl")
+# Width of the progress bar on a terminal that reports 0 columns (the classic terminal's).
+FALLBACK_COLUMNS = 80
 
 # export takes every setting as a flag.
 _EXPORT_SETTINGS = tuple(SETTINGS_BY_NAME)
@@ -140,7 +150,7 @@ def say_error(
 
 
 def _say_library_error(exc: EtlError, log_format: str, exit_code: int) -> None:
-    message, fields = str(exc), {}
+    message, fields = flag_message(exc), {}
     if isinstance(exc, BadLinesError) and log_format == "json":
         # The lines as a list, for a shipper; the message says how many (or is the one line).
         fields = {"lines": exc.lines, "more": exc.more}
@@ -260,7 +270,7 @@ class _Interrupts:
     unbuffered write(2), since the main thread may be inside a buffered write to stderr."""
 
     def __init__(self, log_format: str = "text") -> None:
-        self.stop = threading.Event()
+        self.stop = Interrupt()  # knows its exit code, for the metrics file
         self.cancel = threading.Event()
         self.signal: int | None = None
         self._previous: dict[int, Any] = {}
@@ -277,6 +287,7 @@ class _Interrupts:
             )
         else:
             self.signal = signum
+            self.stop.exit_code = self._exit_codes[signum]
             self.stop.set()
             message = f"{name}: stopping; committing the runs in hand"
         if self._json:
@@ -296,10 +307,11 @@ class _Interrupts:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
+    _exit_codes: dict[int, int] = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
+
     @property
     def exit_code(self) -> int | None:
-        exits: dict[int, int] = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
-        return exits.get(self.signal) if self.signal is not None else None
+        return self._exit_codes.get(self.signal) if self.signal is not None else None
 
 
 def _exit_code(report: ExportReport, interrupts: _Interrupts) -> int:
@@ -320,6 +332,14 @@ def _notice(message: str) -> None:
             click.echo(message, err=True)
 
 
+def _terminal_columns(stream: Any) -> int:
+    """The width of the terminal ``stream`` is on; 0 when it reports none."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class _Progress:
     """A tqdm bar on a terminal; nothing otherwise (cron gets only the summary). The bar
     appears at the library's first call, which says how many runs are requested when that is
@@ -335,7 +355,16 @@ class _Progress:
             from tqdm import tqdm
 
             total = report.requested if self.known_total else None
-            self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True)
+            # A terminal that reports no width (0 columns: a fresh pty, some CI consoles) gets
+            # a fixed one: tqdm would draw nothing in 0 columns.
+            width = _terminal_columns(sys.stderr)
+            self.bar = tqdm(
+                total=total,
+                unit="run",
+                file=sys.stderr,
+                dynamic_ncols=width > 0,
+                ncols=None if width > 0 else FALLBACK_COLUMNS,
+            )
         if self.bar is not None:
             self.bar.n = report.fetched + len(report.failed)
             self.bar.set_postfix(retried=report.retried, failed=len(report.failed), refresh=False)
@@ -495,9 +524,9 @@ def export(
             report = exc.report
     if report.dry_run:
         if log_format == "json":
-            _print_dry_run_event(report, projects)
+            _print_dry_run_event(report, projects, skip_finished)
         else:
-            _print_dry_run(report, projects)
+            _print_dry_run(report, projects, skip_finished)
         sys.exit(interrupts.exit_code or EXIT_OK)
     exit_code = _exit_code(report, interrupts)
     if report.source_error is not None:
@@ -551,7 +580,7 @@ def _show_progress(quiet: bool, log_format: str) -> bool:
     return sys.stderr.isatty() and not quiet and log_format == "text"
 
 
-def _print_dry_run(report: ExportReport, projects: tuple[str, ...]) -> None:
+def _print_dry_run(report: ExportReport, projects: tuple[str, ...], skip_finished: bool) -> None:
     settings = report.settings
     assert settings is not None  # the API sets it
     if report.mode != "pairs":
@@ -571,10 +600,14 @@ def _print_dry_run(report: ExportReport, projects: tuple[str, ...]) -> None:
         click.echo(f"  {pair.project_id}\t{pair.run_name}")
     if report.requested > len(report.preview):
         click.echo(f"  ... and {report.requested - len(report.preview)} more")
+    if skip_finished:
+        click.echo(f"  skipping {report.skipped} runs already stored as finished")
     click.echo("No request sent, nothing written.")
 
 
-def _print_dry_run_event(report: ExportReport, projects: tuple[str, ...]) -> None:
+def _print_dry_run_event(
+    report: ExportReport, projects: tuple[str, ...], skip_finished: bool
+) -> None:
     """--dry-run with --log-format json: the plan as one ``dry_run`` event on stdout."""
     settings = report.settings
     assert settings is not None  # the API sets it
@@ -595,6 +628,7 @@ def _print_dry_run_event(report: ExportReport, projects: tuple[str, ...]) -> Non
                 for pair in report.preview
             ],
             more=max(report.requested - len(report.preview), 0),
+            skipped=report.skipped if skip_finished else None,
             **settings.public_dict(),
         )
     )
@@ -858,10 +892,11 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
 )
 @click.option(
     "--view",
-    "view",
+    "views",
     metavar="NAME",
+    multiple=True,
     help="Only this section, by its name (nsml_gpu_usage, runs_by_project, ...; "
-    "the JSON report's keys).",
+    "the JSON report's keys); repeat it for several, shown in the report's order.",
 )
 @click.option(
     "--out-dir",
@@ -904,7 +939,7 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
 def report(
     config_file: Path | None,
     output_format: str | None,
-    view: str | None,
+    views: tuple[str, ...],
     out_dir: Path | None,
     limit: int | None,
     html_path: Path | None,
@@ -924,7 +959,7 @@ def report(
 
     if out_dir is not None and output_format not in (None, "csv"):
         raise click.UsageError(f"--out-dir writes CSV files; drop --format {output_format}")
-    if output_format == "csv" and view is None and out_dir is None:
+    if output_format == "csv" and len(views) != 1 and out_dir is None:
         # Sections have different columns: one CSV stream could hold only one of them.
         raise click.UsageError(
             "--format csv prints one section: add --view NAME (one of "
@@ -932,7 +967,7 @@ def report(
             "file per section"
         )
     settings = resolve_settings(flags, config_file)
-    wanted = section_name(view, settings.table) if view is not None else None
+    wanted = {section_name(view, settings.table) for view in views}
     period = period_for(
         since.date() if since else None, until.date() if until else None, utc_now().date()
     )
@@ -947,7 +982,7 @@ def report(
         source = f"table {settings.table} in {describe_database(engine.url)}"
     finally:
         engine.dispose()
-    shown = [t for t in tables if wanted in (None, t.name)]
+    shown = [t for t in tables if not wanted or t.name in wanted]
     if out_dir is not None:
         paths = write_csv_files(shown, out_dir)
         click.echo(

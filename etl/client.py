@@ -17,13 +17,15 @@ import email.utils
 import json
 import logging
 import os
+import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.utils import get_environ_proxies
@@ -231,10 +233,13 @@ class NsmlClient:
         throttle: Throttle | None = None,
         watchdog: Watchdog | None = None,
         quota: QuotaGuard | None = None,
+        on_response: Callable[[int | None], None] | None = None,
     ) -> None:
         self.throttle = throttle
         # Clients of one export share one: the quota is the API key's.
         self.quota = quota or QuotaGuard()
+        # Told each attempt's HTTP status (None: no response), for the metrics.
+        self.on_response = on_response
         # Bounds each response as a whole (--timeout), and cuts it when the export is
         # cancelled; clients of one export share one.
         self.watchdog = watchdog or Watchdog()
@@ -321,7 +326,14 @@ class NsmlClient:
         self._may_start()  # the abort (or the quota) may have come while we waited for a slot
         started = time.monotonic()
         ticket = self.quota.ticket()
-        response = self.send_once(path, params)
+        try:
+            response = self.send_once(path, params)
+        except ApiError:
+            if self.on_response is not None:
+                self.on_response(None)
+            raise
+        if self.on_response is not None:
+            self.on_response(response.status_code)
         if log.isEnabledFor(logging.DEBUG):  # path_url re-parses the URL: only when shown
             path_url = response.request.path_url
             latency_ms = round((time.monotonic() - started) * 1000)
@@ -363,7 +375,8 @@ class NsmlClient:
         if isinstance(exc, requests.exceptions.SSLError):
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 return ApiError(
-                    "TLS certificate verification failed; behind a TLS-inspecting proxy, pass "
+                    f"TLS certificate verification failed ({_host_port(self.base_url)}); "
+                    "behind a TLS-inspecting proxy, pass "
                     "its CA bundle with --ca-bundle (or REQUESTS_CA_BUNDLE)"
                 )
             return ApiError(f"TLS error: {type(exc).__name__}")
@@ -374,7 +387,10 @@ class NsmlClient:
             | requests.exceptions.ChunkedEncodingError
             | requests.exceptions.ContentDecodingError,
         ):
-            return ApiError(f"transport error: {_transport_reason(exc)}", retryable=True)
+            return ApiError(
+                f"transport error: {_transport_reason(exc)} ({_host_port(self.base_url)})",
+                retryable=True,
+            )
         raise exc
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> FetchResult:
@@ -419,7 +435,49 @@ def _ca_bundle_from_env() -> str | None:
     return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
 
 
+# The causes of a transport failure an operator can act on, in the words they search for; the
+# first one found in the exception's chain names it. requests' own messages embed the full URL
+# and connection-pool details, so they are not shown.
+TRANSPORT_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
+    (requests.exceptions.ConnectTimeout, "connect timed out"),
+    (requests.exceptions.ReadTimeout, "read timed out"),
+    (ConnectionRefusedError, "connection refused"),
+    (socket.gaierror, "name not resolved"),
+    (ssl.SSLCertVerificationError, "TLS verification failed"),
+    (ConnectionResetError, "connection reset"),
+    (TimeoutError, "timed out"),
+)
+
+
 def _transport_reason(exc: BaseException) -> str:
-    # requests' messages embed the full URL and pool details; the class name says enough.
-    name = type(exc).__name__
-    return {"ReadTimeout": "read timed out", "ConnectTimeout": "connect timed out"}.get(name, name)
+    for cause in _causes(exc):
+        for kind, words in TRANSPORT_CAUSES:
+            if isinstance(cause, kind):
+                return words
+    return type(exc).__name__
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: urllib3 keeps the cause in ``reason`` or the first argument,
+    Python in ``__cause__`` / ``__context__``."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = [getattr(current, "reason", None), *current.args[:1]]
+        wrapped += [current.__cause__, current.__context__]
+        todo += [w for w in wrapped if isinstance(w, BaseException)]
+
+
+def _host_port(base_url: str) -> str:
+    """``host:port`` of the API, the port as the scheme implies when the URL gives none."""
+    parts = urlsplit(base_url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return parts.netloc
+    return f"{parts.hostname}:{port}"

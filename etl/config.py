@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import InputError
+from .errors import EtlError, InputError
 from .files import read_toml
 
 DEFAULT_BASE_URL = "https://nsml.apigw.ntruss.com/nsml/v1"
@@ -356,6 +356,16 @@ class Settings:
         "CA bundle for a TLS-inspecting proxy (REQUESTS_CA_BUNDLE is honoured too); "
         "verification is never turned off.",
     )
+    metrics_file: str | None = _setting(
+        None,
+        _text,
+        "NSML_ETL_METRICS_FILE",
+        "--metrics-file",
+        "PATH",
+        "Rewrite this file at the end of every run, whatever its outcome, with the run's "
+        "metrics in the Prometheus text format (for node_exporter's textfile collector: "
+        "name it *.prom).",
+    )
 
     def public_dict(self) -> dict[str, Any]:
         """The settings with the database password masked, for logs and summaries."""
@@ -405,6 +415,13 @@ def _url_has_password(url: str) -> bool:
 
 def flag_label(setting: Setting) -> str:
     return setting.flag
+
+
+def flag_message(error: EtlError) -> str:
+    """``error``'s message as the CLI says it: one about a setting names its flag."""
+    if error.setting is None or error.setting not in SETTINGS_BY_NAME:
+        return str(error)
+    return f"{SETTINGS_BY_NAME[error.setting].flag} {error.detail}"
 
 
 def resolve_settings(

@@ -31,6 +31,8 @@ BACKENDS = {
     "mysql": ("pymysql", "mysql"),
     "mariadb": ("pymysql", "mysql"),
 }
+# Backend names other tools print (libpq, Heroku, Django's dj-database-url) for one of ours.
+BACKEND_ALIASES = {"postgres": "postgresql"}
 
 
 def describe_database(url: sa.URL) -> str:
@@ -54,15 +56,20 @@ def create_engine(db_url: str) -> Engine:
         escape = (
             "; percent-encode @, : and / in a password (@ as %40)" if db_url.count("@") > 1 else ""
         )
-        raise InputError(
-            f"--db: {redact_url(db_url)!r} is not a database URL; expected e.g. "
-            f"{DEFAULT_DB_URL} or postgresql+psycopg://user@host/db{escape}"
+        raise InputError.about(
+            "db_url",
+            f"{redact_url(db_url)!r} is not a database URL; expected e.g. "
+            f"{DEFAULT_DB_URL} or postgresql+psycopg://user@host/db{escape}",
         )
     backend = url.get_backend_name()
+    if backend in BACKEND_ALIASES:  # postgres:// is PostgreSQL, with whatever driver it names
+        backend = BACKEND_ALIASES[backend]
+        url = url.set(drivername=backend + url.drivername.removeprefix(url.get_backend_name()))
     if backend not in BACKENDS:
-        raise DatabaseError(
-            f"--db {redact_url(db_url)}: unsupported database {backend!r}; "
-            f"use one of: {', '.join(BACKENDS)}"
+        raise DatabaseError.about(
+            "db_url",
+            f"{redact_url(db_url)}: unsupported database {backend!r}; "
+            f"use one of: {', '.join(BACKENDS)}",
         )
     driver, extra = BACKENDS[backend]
     if url.drivername == backend:  # plain postgresql:// or mysql://: pick the driver we ship
@@ -82,11 +89,11 @@ def create_engine(db_url: str) -> Engine:
             hint = f"use {backend}+{driver}:// with pip install 'nsml-etl[{extra}]'"
         else:
             hint = f"pip install 'nsml-etl[{extra}]'"
-        raise DatabaseError(
-            f"--db {redact_url(db_url)}: the {asked} database driver is not installed; {hint}"
+        raise DatabaseError.about(
+            "db_url", f"{redact_url(db_url)}: the {asked} database driver is not installed; {hint}"
         ) from None
     except (ArgumentError, ValueError, TypeError) as exc:
-        raise DatabaseError(f"--db {redact_url(db_url)}: {exc}") from None
+        raise DatabaseError.about("db_url", f"{redact_url(db_url)}: {exc}") from None
     if backend == "sqlite":
         _make_sqlite_transactional(engine)
     return engine

@@ -8,7 +8,7 @@ stored, a mapping that changed under a chunk, an export that is stopping.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from .pairs import Pair
@@ -35,6 +35,18 @@ class EtlError(Exception):
 
     exit_code = EXIT_BAD_INPUT
     kind = "input"
+    # A message about one setting's value names the setting as its caller knows it: the Python
+    # API by its argument (the message itself, ``db_url=...``), the CLI by its flag
+    # (``config.flag_message``). Set by :meth:`about`.
+    setting: str | None = None
+    detail: str = ""
+
+    @classmethod
+    def about(cls, setting: str, detail: str) -> Self:
+        """The error ``detail`` about the value of ``setting`` (a settings field's name)."""
+        error = cls(f"{setting}={detail}")
+        error.setting, error.detail = setting, detail
+        return error
 
 
 class InputError(EtlError):

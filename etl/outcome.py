@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .config import Settings
 from .errors import (
@@ -144,6 +145,9 @@ class ExportReport:
     settings: Settings | None = None
     dry_run: bool = False
     preview: list[Pair] = field(default_factory=list)
+    # The figures of the metrics file (nsml_etl.metrics), set when the run ends: each metric
+    # named without its nsml_etl_ prefix, plus the labels; empty for a dry run.
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def record_failure(self, failure: FailedPair) -> None:
         self.failed.append(failure)

@@ -84,9 +84,11 @@ class _Fetcher:
         archive: ArchiveWriter | None,
         watchdog: Watchdog,
         quota: QuotaGuard,
+        on_response: Callable[[int | None], None] | None = None,
     ) -> None:
         self.archive = archive
         self.quota = quota
+        self.on_response = on_response
         # The archive's write error, once it failed: the export stops on it (after committing
         # what was fetched, this run included).
         self.archive_error: OutputError | None = None
@@ -123,6 +125,7 @@ class _Fetcher:
                 throttle=self.throttle,
                 watchdog=self.watchdog,
                 quota=self.quota,
+                on_response=self.on_response,
             )
             self._local.client = client
             with self._lock:
@@ -379,6 +382,7 @@ def export_runs(
     cancel: threading.Event | None = None,
     options: dict | None = None,
     quota: QuotaGuard | None = None,
+    on_response: Callable[[int | None], None] | None = None,
 ) -> ExportReport:
     """Fetch every run and upsert it; see the module docstring for the guarantees.
 
@@ -391,7 +395,7 @@ def export_runs(
     committed. ``options`` (free of secrets) go into the batch row with the settings. ``quota``
     is the guard the run list's client uses too (one quota per API key); once it says the quota
     is spent, no request starts, the rest is counted as not attempted, and what was fetched is
-    committed."""
+    committed. ``on_response`` is told each request's HTTP status (None: no response)."""
     started = time.monotonic()
     report = ExportReport(requested=total or 0)
     log.info(
@@ -415,6 +419,7 @@ def export_runs(
         skip=skip,
         count_requested=total is None,
         quota=quota or QuotaGuard(),
+        on_response=on_response,
     )
 
     def work() -> None:
@@ -445,6 +450,7 @@ class _Export:
         skip: Collection[Pair],
         count_requested: bool,
         quota: QuotaGuard,
+        on_response: Callable[[int | None], None] | None = None,
     ) -> None:
         self.source = iter(runs)
         self.settings = settings
@@ -458,7 +464,13 @@ class _Export:
             report.interrupted = True
             self.abort.set()
         self.fetcher = _Fetcher(
-            settings, credentials, self.abort, archive, Watchdog(cancel=cancel, stop=stop), quota
+            settings,
+            credentials,
+            self.abort,
+            archive,
+            Watchdog(cancel=cancel, stop=stop),
+            quota,
+            on_response,
         )
         # Pulled but neither fetched nor failed: the export stopped first (quota or signal).
         self.unfinished = 0

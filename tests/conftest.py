@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,17 @@ SERVER_URL_ENV = {
     "mysql": "NSML_ETL_TEST_MYSQL_URL",
 }
 REQUIRE_SERVERS = os.environ.get("NSML_ETL_REQUIRE_SERVER_DBS") == "1"
+# The server-database tests create (and drop) one database per test, named this prefix and a
+# random suffix: set it to share a server with other users (letters, digits and _ only).
+DB_PREFIX_ENV = "NSML_ETL_TEST_DB_PREFIX"
+DEFAULT_DB_PREFIX = "nsml_etl_test_"
+
+
+def database_prefix() -> str:
+    prefix = os.environ.get(DB_PREFIX_ENV) or DEFAULT_DB_PREFIX
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
+        raise pytest.UsageError(f"{DB_PREFIX_ENV}={prefix!r}: use letters, digits and _ only")
+    return prefix
 
 
 @pytest.fixture
@@ -61,7 +73,7 @@ def _server_database(kind: str) -> Iterator[str]:
         if REQUIRE_SERVERS:
             pytest.fail(f"{message}, and NSML_ETL_REQUIRE_SERVER_DBS=1 forbids skipping")
         pytest.skip(message)
-    name = f"nsml_etl_test_{uuid.uuid4().hex[:12]}"
+    name = f"{database_prefix()}{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:

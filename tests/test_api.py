@@ -314,3 +314,38 @@ def test_the_readme_airflow_task_runs_as_a_task_would(
     with pytest.raises(RuntimeError, match=r"1 of 24 runs failed: \w+/1: unusable response"):
         namespace["export_nsml_runs"](db_url=sqlite_url)
     assert len(fetch_rows(sqlite_url, "SELECT run_name FROM second")) == 23  # the rest landed
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda **kw: nsml_etl.export([("p", "1")], progress=5, **kw),
+            "progress= takes a callable",
+        ),
+        (
+            lambda **kw: nsml_etl.export([("p", "1")], stop=True, **kw),
+            "stop= takes a threading.Event",
+        ),
+        (lambda **kw: nsml_etl.export([("p", "1")], cancel="x", **kw), "cancel= takes a threading"),
+        (lambda **kw: nsml_etl.export([("p", "1")], save_raw=5, **kw), "save_raw= takes a path"),
+        (lambda **kw: nsml_etl.export(all_runs="yes", **kw), "all_runs= takes True or False"),
+        (lambda **kw: nsml_etl.export([("p", "1")], dry_run=1, **kw), "dry_run= takes True or"),
+        (lambda **kw: nsml_etl.export([("p", "1")], config_file=3, **kw), "config_file= takes a"),
+        (lambda **kw: nsml_etl.load(5, **kw), 'file= takes a path, or "-" for stdin, got int 5'),
+        (lambda **kw: nsml_etl.load(None, **kw), "file= takes a path"),
+        (lambda **kw: nsml_etl.load("x.jsonl", progress=[], **kw), "progress= takes a callable"),
+        (lambda **kw: nsml_etl.load("x.jsonl", stop=1, **kw), "stop= takes a threading.Event"),
+    ],
+)
+def test_a_wrong_argument_type_is_an_input_error_before_anything_is_written(
+    credentials, simulator, tmp_path, monkeypatch, call, message
+):
+    monkeypatch.setenv("NSML_BASE_URL", simulator.base_url)
+    # Regression: these escaped as TypeError or AttributeError, some after the database was
+    # opened (export(stop=True) made the database file, then failed on stop.is_set()).
+    database = tmp_path / "runs.db"
+    with pytest.raises(nsml_etl.InputError, match=re.escape(message)):
+        call(db_url=f"sqlite:///{database}")
+    assert not database.exists()
+    assert simulator.stats.requests == 0

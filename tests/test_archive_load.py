@@ -18,6 +18,8 @@ from datetime import datetime
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
 
+from nsml_etl.transform import TERMINAL_STATUSES
+
 
 def test_save_raw_then_load_gives_the_same_tables(
     run_cli, credentials, simulator, db_url, tmp_path, sqlite_url
@@ -155,6 +157,41 @@ def test_dry_run_sends_nothing_and_writes_nothing(
     assert table_names(sqlite_url) == set()
 
 
+@pytest.mark.parametrize("db_url", ["sqlite", "mysql"], indirect=True)
+def test_dry_run_with_skip_finished_says_how_many_it_would_skip(
+    run_cli, credentials, simulator, db_url, tmp_path
+):
+    assert (
+        run_cli("export", "--all", "--db", db_url, "--base-url", simulator.base_url).exit_code == 0
+    )
+    finished = [
+        row
+        for row in fetch_rows(db_url, "SELECT project_id, run_name, status FROM nsml_runs")
+        if row["status"] in TERMINAL_STATUSES
+    ]
+    assert 0 < len(finished) < len(simulator.pairs())
+    sent = simulator.stats.requests
+
+    def dry_run(*args: str):
+        result = run_cli(
+            "export", *args, "--skip-finished", "--dry-run", "--db", db_url,
+            "--base-url", simulator.base_url,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return result
+
+    # Regression: the plan did not say how many stored runs --skip-finished would leave out.
+    assert f"skipping {len(finished)} runs already stored as finished" in dry_run("--all").stdout
+    project = finished[0]["project_id"]
+    of_project = [r for r in finished if r["project_id"] == project]
+    out = dry_run("--project", project).stdout
+    assert f"skipping {len(of_project)} runs already stored as finished" in out
+    pairs_file = write_pairs(tmp_path / "pairs.csv", [(project, of_project[0]["run_name"])])
+    event = json.loads(dry_run("--pairs", str(pairs_file), "--log-format", "json").stdout)
+    assert (event["event"], event["requested"], event["skipped"]) == ("dry_run", 1, 1)
+    assert simulator.stats.requests == sent  # still no request
+
+
 def test_json_log_events(run_cli, credentials, simulator, sqlite_url, tmp_path):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs() + [("nope", "1")])
     result = run_cli(
@@ -222,16 +259,19 @@ def test_signal_stops_fetching_commits_what_was_fetched(
     assert exported == sim.stats.requests  # everything fetched was kept
 
 
-def _run_with_terminal_stderr(args: list[str], stderr_tty: bool) -> tuple[int, str, str]:
-    """Run the CLI with stderr on a pseudo-terminal (or a pipe); (exit code, stdout, stderr)."""
+def _run_with_terminal_stderr(
+    args: list[str], stderr_tty: bool, columns: int = 100
+) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal ``columns`` wide (or a pipe); (exit code,
+    stdout, stderr)."""
     env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
     command = [sys.executable, "-m", "nsml_etl.cli", *args]
     if not stderr_tty:
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
         return proc.returncode, proc.stdout, proc.stderr
     master, terminal = pty.openpty()
-    # A new pseudo-terminal is 0 columns wide, where tqdm draws nothing: make it 100 x 30.
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    # A new pseudo-terminal is 0 columns wide: make it 30 rows by ``columns``.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=terminal)
     os.close(terminal)
     chunks = []
@@ -280,6 +320,24 @@ def test_progress_bar_only_on_a_terminal_and_not_with_quiet(simulator, tmp_path,
     assert code == 0, (out, err)
     assert f"Summary: exported {total}" in out
     assert (f"{total}run" in err and "run/s" in err) is bar, err
+
+
+def test_a_terminal_reporting_0_columns_still_gets_a_bar(simulator, tmp_path):
+    # Regression: tqdm sized the line to the 0 columns the terminal reported (less one): a bar
+    # one character wide, and the line cut off before its end.
+    total = len(simulator.pairs())
+    pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    code, out, err = _run_with_terminal_stderr(
+        ["export", "--pairs", str(pairs_file), "--db", db, "--base-url", simulator.base_url],
+        True,
+        columns=0,
+    )
+    assert code == 0, (out, err)
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert f"{total}/{total}" in last and "run/s" in last and last.endswith("]"), err
+    bar = last.split("|")[1]
+    assert len(bar) >= 10 and len(last) <= 80, last
 
 
 def test_verbose_logs_every_request_with_its_attempt(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 from email.utils import formatdate
@@ -10,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 import trustme
-from conftest import ACCESS_KEY, SECRET_KEY, write_pairs
+from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs
 
 from nsml_etl.client import (
     NsmlClient,
@@ -237,10 +238,49 @@ def test_tls_is_verified_and_a_ca_bundle_is_honoured(run_cli, credentials, tmp_p
         ]
         refused = run_cli(*args)
         assert refused.exit_code == 1
-        assert "TLS certificate verification failed" in refused.stdout
+        where = sim.base_url.split("/")[2]  # host:port, named in the reason
+        assert f"TLS certificate verification failed ({where})" in refused.stdout
         assert sim.stats.requests == 0  # nothing was sent over an unverified connection
         accepted = run_cli(*args, "--ca-bundle", str(bundle))
         assert accepted.exit_code == 0, accepted.output
         assert run_cli(*args, "--ca-bundle", str(tmp_path / "nope.pem")).exit_code == 2
     finally:
         sim.stop()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_api_is_named_with_host_port_and_reason(
+    run_cli, credentials, sqlite_url, tmp_path
+):
+    # Regression: every pair failed with "transport error: ConnectionError", naming neither
+    # where nor why.
+    port = _closed_port()
+    pairs = write_pairs(tmp_path / "pairs.csv", [("p", "1"), ("p", "2")])
+    base = f"http://127.0.0.1:{port}/nsml/v1"
+    result = run_cli(
+        "export", "--pairs", str(pairs), "--db", sqlite_url, "--base-url", base,
+        "--max-attempts", "1",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    reason = f"transport error: connection refused (127.0.0.1:{port})"
+    assert result.stdout.count(reason) == 2
+    failures = fetch_rows(sqlite_url, "SELECT message FROM nsml_export_failures")
+    assert [f["message"] for f in failures] == [reason, reason]
+
+    listed = run_cli(
+        "export", "--all", "--db", sqlite_url, "--base-url", base, "--max-attempts", "1"
+    )
+    assert listed.exit_code == 1
+    assert f"Error: run list page 1: {reason}" in listed.stderr
+
+    unknown = run_cli(
+        "export", "--all", "--db", sqlite_url, "--max-attempts", "1",
+        "--base-url", "http://no-such-host.invalid/nsml/v1",
+    )  # fmt: skip
+    assert unknown.exit_code == 1
+    assert "transport error: name not resolved (no-such-host.invalid:80)" in unknown.stderr

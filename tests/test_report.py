@@ -385,6 +385,22 @@ def test_csv_is_one_table_a_reader_can_parse(run_cli, team, tmp_path):
     assert list(only) == ["headline"]
 
 
+def test_view_repeated_keeps_each_section(run_cli, team):
+    # Regression: the second --view replaced the first, silently.
+    both = report(
+        run_cli, team, "--format", "json", "--view", "runs_by_project", "--view", "headline"
+    )
+    assert list(json.loads(both.stdout)) == ["headline", "runs_by_project"]  # the report's order
+    text = report(run_cli, team, "--view", "headline", "--view", "runs_by_project").stdout
+    assert text.count("== ") == 2
+    csv_two = run_cli("report", "--db", team, "--format", "csv", "--view", "headline")
+    assert csv_two.exit_code == 0
+    csv_two = run_cli(
+        "report", "--db", team, "--format", "csv", "--view", "headline", "--view", "nsml_gpu_usage"
+    )
+    assert csv_two.exit_code == 2 and "--format csv prints one section" in csv_two.stderr
+
+
 def test_html_prints_one_line_saying_where(run_cli, team, tmp_path):
     page = tmp_path / "report.html"
     result = report(run_cli, team, "--html", str(page))
