@@ -31,6 +31,20 @@ _LONG_DIGIT_RUN = b"0" * 19
 # Compact, as orjson writes, so a value reads the same whichever encoder wrote it.
 _encode_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_spaced = json.JSONEncoder(ensure_ascii=False).encode
+# Levels of arrays and objects a document may nest (a run object is 1, its envs 2). Walks of a
+# value take up to two Python frames a level (has_float, dumps), on top of the caller's stack,
+# within Python's default recursion limit of 1000; the API documents env values as strings, so
+# real runs nest 2 or 3 levels. orjson's own limit is 1024, the standard library's about 990.
+MAX_DEPTH = 128
+_CONTAINERS = frozenset({dict, list})
+
+
+class TooDeep(ValueError):
+    """A JSON document nested deeper than the parser follows (far beyond :data:`MAX_DEPTH`):
+    valid, perhaps, but the same body would be refused again, so not worth a retry."""
+
+    def __init__(self) -> None:
+        super().__init__(f"JSON nested more than {MAX_DEPTH} levels deep")
 
 
 class Number(float):
@@ -53,6 +67,34 @@ class Number(float):
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _integer(literal: str) -> int | Number:
+    """An integer literal as an int, or as a :class:`Number` keeping its digits where it is
+    longer than Python converts (int() raises past ``sys.get_int_max_str_digits()``)."""
+    try:
+        return int(literal)
+    except ValueError:
+        return Number(literal)
+
+
+def deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels in a parsed value. Level by
+    level without recursion; a level whose values hold no container costs one C-level set of
+    types (the envs of nearly every run)."""
+    level = [value] if type(value) in _CONTAINERS else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        inner: list[Any] = []
+        for item in level:
+            values = item.values() if type(item) is dict else item
+            if not _CONTAINERS.isdisjoint(set(map(type, values))):
+                inner.extend(v for v in values if type(v) in _CONTAINERS)
+        level = inner
+    return False
 
 
 _FLOATS = frozenset({float, Number})
@@ -84,8 +126,9 @@ def has_inexact_float(value: Any) -> bool:
 
 def loads(raw: bytes) -> Any:
     """Parse UTF-8 JSON as ``json.loads`` would (its errors included), except that NaN and
-    Infinity are refused. Floats come back as plain floats, or as :class:`Number` where orjson
-    could not parse them exactly (``1e400``)."""
+    Infinity are refused, and a document nested too deep to parse is :class:`TooDeep`. Floats
+    come back as plain floats, or as :class:`Number` where orjson could not parse them exactly
+    (``1e400``, an integer of more than 4300 digits)."""
     if _LONG_DIGIT_RUN not in raw.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(raw)
@@ -96,10 +139,17 @@ def loads(raw: bytes) -> Any:
 
 def loads_exact(raw: bytes) -> Any:
     """Parse UTF-8 JSON keeping every number's literal (:class:`Number`); NaN and Infinity
-    are refused."""
-    return json.loads(
-        raw.decode("utf-8", "surrogatepass"), parse_float=Number, parse_constant=_refuse_constant
-    )
+    are refused, and a document nested too deep to parse is :class:`TooDeep`."""
+    try:
+        value = json.loads(
+            raw.decode("utf-8", "surrogatepass"),
+            parse_float=Number,
+            parse_int=_integer,
+            parse_constant=_refuse_constant,
+        )
+    except RecursionError:  # the parser's own limit, somewhat below 1000 levels
+        raise TooDeep() from None
+    return value
 
 
 def dumps(value: Any, *, compact: bool = True) -> str:

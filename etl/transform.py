@@ -9,6 +9,7 @@ the frame for a chunk is built later (:func:`build_frame`) from already-flattene
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,8 +64,14 @@ RUN_CANCELED = "RUN_STATE_CANCELED"
 RUN_STATUSES = (RUN_PENDING, RUN_IN_PROGRESS, RUN_COMPLETED, RUN_FAILED, RUN_STOPPED, RUN_CANCELED)
 # Statuses a run never leaves: --skip-finished does not fetch runs stored with one of these.
 TERMINAL_STATUSES = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_STOPPED, RUN_CANCELED})
-# Largest value a BIGINT column holds.
+# Largest value a BIGINT column holds, and its digits.
 _BIGINT_MAX = 2**63 - 1
+_BIGINT_DIGITS = len(str(_BIGINT_MAX))
+# An integer as text: a sign, then ASCII digits (str.isdigit() also takes "²", which int()
+# refuses); leading zeros are skipped in counting the digits.
+_INTEGER_TEXT = re.compile(r"[+-]?0*([0-9]+)", re.ASCII)
+# Characters of a value quoted in a message.
+PREVIEW_CHARS = 80
 
 
 @dataclass(slots=True)
@@ -100,7 +107,8 @@ def as_text(value: Any, what: str) -> str | None:
 
 
 def as_integer(value: Any, what: str) -> int | None:
-    """An integer column: ints, integral floats and digit strings; anything else is refused."""
+    """An integer column: ints, integral floats and digit strings within BIGINT; anything else
+    is refused (:class:`RunShapeError`)."""
     if value is None:
         return None
     number: int | None = None
@@ -110,12 +118,20 @@ def as_integer(value: Any, what: str) -> int | None:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and value.isascii() and value.strip().lstrip("+-").isdigit():
-        # isascii: str.isdigit() also takes digits int() refuses, such as "²"
-        number = int(value.strip())
+    elif isinstance(value, str) and (digits := _INTEGER_TEXT.fullmatch(value.strip())):
+        # Measured before int(): it refuses more than 4300 digits, and BIGINT holds 19 anyway.
+        if len(digits[1]) <= _BIGINT_DIGITS:
+            number = int(value.strip())
     if number is None or abs(number) > _BIGINT_MAX:
-        raise RunShapeError(f"{what} is {jsontext.dumps(value)[:80]}, expected an integer")
+        raise RunShapeError(f"{what} is {preview(value)}, expected an integer")
     return number
+
+
+def preview(value: Any) -> str:
+    """A value as JSON cut to a message's length (a string is cut before it is encoded)."""
+    if isinstance(value, str):
+        value = value[:PREVIEW_CHARS]
+    return jsontext.dumps(value)[:PREVIEW_CHARS]
 
 
 def _type_name(value: Any) -> str:
@@ -150,6 +166,9 @@ def flatten_run(
     run list's times (Get run has none); without it they are NULL, which the upsert reads as
     "keep the stored ones".
     """
+    if jsontext.deeper_than(body):
+        # Refused before any recursive walk (the encoders, has_float) could overflow the stack.
+        raise RunShapeError(f"response is {jsontext.TooDeep()}")
     try:
         run = _flatten(body, pair, fetched_at, check_floats=exact_body is not None)
     except _InexactNumber:

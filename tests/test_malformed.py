@@ -1,0 +1,188 @@
+"""One malformed Get-run response fails alone, whatever it holds: the transform gives a row or
+a per-run failure with a reason, never an exception that ends the export or the load.
+
+Regressions (all exit 70, "unexpected ... this is a bug", with none of the good runs beside
+them landing): gpuSvrCode "+-4" (ValueError from int()), a 5,000-digit gpuSvrCode string
+(Python's int-conversion digit limit), envs or an undocumented field nested 1,000 deep
+(RecursionError). A valid 5,000-digit integer literal was "HTTP 200 with a truncated or
+non-JSON body", retried 5 times, and failed; an archive line holding any of these crashed
+``load`` the same way, so a --save-raw archive could not be replayed."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+from conftest import fetch_rows, write_pairs
+
+import nsml_etl
+from nsml_etl.simulator import RawJson
+
+GOOD = [("p", f"good{n}") for n in range(1, 5)]
+DIGITS = "1" * 5000
+TOO_DEEP = "nested more than 128 levels deep"
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + '"x"' + "]" * depth
+
+
+def _run(run_name: str, envs: str) -> RawJson:
+    return RawJson(f'{{"projectId": "p", "runName": "{run_name}", "envs": {envs}}}'.encode())
+
+
+def _raw(run_name: str, fields: str) -> RawJson:
+    return RawJson(
+        f'{{"projectId": "p", "runName": "{run_name}", "status": "RUN_STATE_COMPLETED", '
+        f'"envs": {{"A": "a"}}, {fields}}}'.encode()
+    )
+
+
+# run name -> (the body Get run answers, words of the failure reason; None: the run lands)
+HOSTILE: dict[str, tuple[RawJson, str | None]] = {
+    "plusminus": (_raw("plusminus", '"gpuSvrCode": "+-4"'), 'gpuSvrCode is "+-4", expected an'),
+    "digitstring": (_raw("digitstring", f'"gpuSvrCode": "{DIGITS}"'), "expected an integer"),
+    "digitnumber": (_raw("digitnumber", f'"gpuSvrCode": {DIGITS}'), "expected an integer"),
+    "deepenvs": (_run("deepenvs", _nested(1000)), TOO_DEEP),
+    "deepenvvalue": (_run("deepenvvalue", f'{{"K": {_nested(1000)}}}'), TOO_DEEP),
+    "deepfield": (_raw("deepfield", f'"extraField": {_nested(1000)}'), TOO_DEEP),
+    # Deeper than any JSON parser of Python follows: refused at once, not retried.
+    "deeperstill": (_raw("deeperstill", f'"extraField": {_nested(100_000)}'), TOO_DEEP),
+    # Valid JSON, stored as sent: the literal is the field's text.
+    "bignumber": (_raw("bignumber", f'"bigField": {DIGITS}'), None),
+}
+FAILING = {name: words for name, (_, words) in HOSTILE.items() if words is not None}
+
+
+def _simulator(make_simulator):
+    sim = make_simulator(projects=0)
+    for pair in GOOD:
+        sim.put_run(*pair, {"projectId": pair[0], "runName": pair[1], "envs": {"A": pair[1]}})
+    for name, (body, _) in HOSTILE.items():
+        sim.put_run("p", name, body)
+    return sim
+
+
+def _pairs() -> list[tuple[str, str]]:
+    names = list(HOSTILE)
+    return GOOD[:2] + [("p", name) for name in names] + GOOD[2:]  # the bad ones mid-chunk
+
+
+def _failures(db_url: str) -> dict[str, str]:
+    rows = fetch_rows(db_url, "SELECT run_name, message FROM nsml_export_failures")
+    return {row["run_name"]: row["message"] for row in rows}
+
+
+def _landed(db_url: str) -> dict[str, dict]:
+    return {row["run_name"]: row for row in fetch_rows(db_url, "SELECT * FROM nsml_runs")}
+
+
+def _assert_each_failed_alone(db_url: str, failures: dict[str, str], landed: set[str]) -> None:
+    assert set(_failures(db_url)) == set(failures)
+    for name, message in _failures(db_url).items():
+        assert failures[name] in message, (name, message)
+    assert set(_landed(db_url)) == landed
+    assert _landed(db_url)["bignumber"]["big_field"] == DIGITS
+    (batch,) = fetch_rows(db_url, "SELECT status FROM nsml_export_batches")
+    assert batch["status"] == "partial"
+
+
+@pytest.mark.parametrize("chunk_size", ["100", "1"])
+def test_export_fails_each_malformed_run_alone_and_lands_the_rest(
+    run_cli, credentials, make_simulator, db_url, tmp_path, chunk_size
+):
+    sim = _simulator(make_simulator)
+    pairs_file = write_pairs(tmp_path / "pairs.csv", _pairs())
+    failures_out = tmp_path / "failed.csv"
+    result = run_cli(
+        "export",
+        "--pairs",
+        str(pairs_file),
+        "--db",
+        db_url,
+        "--base-url",
+        sim.base_url,
+        "--backoff-initial",
+        "0.01",
+        "--chunk-size",
+        chunk_size,
+        "--failures-out",
+        str(failures_out),
+        "--save-raw",
+        str(tmp_path / "raw.jsonl"),
+    )
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output + result.stderr
+    _assert_each_failed_alone(db_url, FAILING, {*(n for _, n in GOOD), "bignumber"})
+    with open(failures_out, encoding="utf-8", newline="") as handle:
+        written = {row["run_name"]: row["reason"] for row in csv.DictReader(handle)}
+    assert written == _failures(db_url)
+    for name in FAILING:
+        assert f"p/{name}" in result.stdout or name in result.stdout
+    # Each body was asked for once: a body that parses the same every time is never retried.
+    for name in HOSTILE:
+        assert sim.stats.by_path[f"/nsml/v1/projects/p/runs/{name}"] == 1, name
+
+
+def test_load_replays_an_archive_with_malformed_lines_line_by_line(
+    run_cli, credentials, make_simulator, db_url, tmp_path
+):
+    """The --save-raw archive of that export replays: each bad line fails as FILE:LINE with
+    its reason, the others load. A line nested deeper than the parser follows fails too."""
+    sim = _simulator(make_simulator)
+    archive = tmp_path / "raw.jsonl"
+    first = run_cli(
+        "export",
+        "--pairs",
+        str(write_pairs(tmp_path / "pairs.csv", _pairs())),
+        "--db",
+        f"sqlite:///{tmp_path / 'first.db'}",
+        "--base-url",
+        sim.base_url,
+        "--save-raw",
+        str(archive),
+    )
+    assert first.exit_code == 1, first.output
+    # The body the client refused unparsed is not in the archive: add it as a plain run line.
+    with open(archive, "ab") as handle:
+        handle.write(bytes(HOSTILE["deeperstill"][0]) + b"\n")
+    lines = archive.read_bytes().splitlines()
+    assert len(lines) == len(HOSTILE) + len(GOOD)
+    line_of = {
+        re.search(rb'"runName": ?"([^"]+)"', line)[1].decode(): number  # type: ignore[index]
+        for number, line in enumerate(lines, start=1)
+    }
+
+    result = run_cli("load", str(archive), "--db", db_url, "--chunk-size", "3")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output + result.stderr
+    rows = fetch_rows(db_url, "SELECT run_name, message FROM nsml_export_failures")
+    by_line = {row["message"].split(": ")[0]: row["message"] for row in rows}
+    expected = {f"{archive}:{line_of[name]}": words for name, words in FAILING.items()}
+    assert set(by_line) == set(expected), by_line
+    for where, words in expected.items():
+        assert words in by_line[where]
+    assert set(_landed(db_url)) == {*(n for _, n in GOOD), "bignumber"}
+    assert _landed(db_url)["bignumber"]["big_field"] == DIGITS
+
+
+def test_python_api_export_and_load_fail_malformed_runs_alone(
+    credentials, make_simulator, db_url, tmp_path
+):
+    sim = _simulator(make_simulator)
+    archive = tmp_path / "raw.jsonl"
+    report = nsml_etl.export(
+        pairs=_pairs(), db_url=db_url, base_url=sim.base_url, save_raw=str(archive)
+    )
+    assert not report.ok and report.exit_code == 1
+    assert {f.run_name: f.reason for f in report.failed}.keys() == FAILING.keys()
+    for failure in report.failed:
+        assert FAILING[failure.run_name] in failure.reason
+    assert report.exported == len(GOOD) + 1
+    _assert_each_failed_alone(db_url, FAILING, {*(n for _, n in GOOD), "bignumber"})
+
+    replayed = nsml_etl.load(str(archive), db_url=f"sqlite:///{tmp_path / 'replayed.db'}")
+    assert replayed.exit_code == 1
+    assert replayed.exported == len(GOOD) + 1
+    assert len(replayed.failed) == len(FAILING) - 1  # "deeperstill" was never archived
