@@ -84,6 +84,8 @@ class FlatRun:
     extra: dict[str, str | None] = field(default_factory=dict)
     # Whether a text value, env key or field name holds U+0000, which PostgreSQL text cannot.
     has_nul: bool = False
+    # Where it came from when that is not its pair alone (a load's FILE:LINE), for messages.
+    where: str | None = None
 
 
 def _check_unicode(text: str, what: str) -> str:
@@ -128,10 +130,12 @@ def as_integer(value: Any, what: str) -> int | None:
 
 
 def preview(value: Any) -> str:
-    """A value as JSON cut to a message's length (a string is cut before it is encoded)."""
+    """A value as JSON cut to a message's length (a string is cut before it is encoded), a
+    lone surrogate as its escape: the message is stored, and no database stores one."""
     if isinstance(value, str):
         value = value[:PREVIEW_CHARS]
-    return jsontext.dumps(value)[:PREVIEW_CHARS]
+    text = jsontext.dumps(value)[:PREVIEW_CHARS]
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
 
 
 def _type_name(value: Any) -> str:
