@@ -31,11 +31,14 @@ _LONG_DIGIT_RUN = b"0" * 19
 # Compact, as orjson writes, so a value reads the same whichever encoder wrote it.
 _encode_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_spaced = json.JSONEncoder(ensure_ascii=False).encode
-# Levels of arrays and objects a document may nest (a run object is 1, its envs 2). Walks of a
-# value take up to two Python frames a level (has_float, dumps), on top of the caller's stack,
-# within Python's default recursion limit of 1000; the API documents env values as strings, so
-# real runs nest 2 or 3 levels. orjson's own limit is 1024, the standard library's about 990.
-MAX_DEPTH = 128
+# Levels of arrays and objects a run may nest (the run object is 1, its envs 2): the most
+# whose envs and fields columns MariaDB's JSON functions still read. They read a document whose
+# JSON_DEPTH (a scalar counted as a level) is at most 32: one more and json_valid() is 0 and
+# the views lose every env key of the run; fields nests as deep as the run, and a scalar inside
+# the deepest array is one more level. Real runs nest 2 or 3 (the API documents env values as
+# strings). It also keeps the recursive walks (has_float, dumps: two Python frames a level) far
+# inside Python's recursion limit of 1000; orjson parses up to 1024 levels, json about 990.
+MAX_DEPTH = 31
 _CONTAINERS = frozenset({dict, list})
 
 

@@ -11,17 +11,26 @@ non-JSON body", retried 5 times, and failed; an archive line holding any of thes
 from __future__ import annotations
 
 import csv
+import json
 import re
 
+import orjson
 import pytest
 from conftest import fetch_rows, write_pairs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import nsml_etl
+from nsml_etl.archive import iter_archive
+from nsml_etl.database import create_engine
+from nsml_etl.pipeline import load_archive
 from nsml_etl.simulator import RawJson
+from nsml_etl.store import RunStore
+from nsml_etl.transform import DOCUMENTED_FIELDS
 
 GOOD = [("p", f"good{n}") for n in range(1, 5)]
 DIGITS = "1" * 5000
-TOO_DEEP = "nested more than 128 levels deep"
+TOO_DEEP = "nested more than 31 levels deep"
 
 
 def _nested(depth: int) -> str:
@@ -186,3 +195,150 @@ def test_python_api_export_and_load_fail_malformed_runs_alone(
     assert replayed.exit_code == 1
     assert replayed.exported == len(GOOD) + 1
     assert len(replayed.failed) == len(FAILING) - 1  # "deeperstill" was never archived
+
+
+def test_a_run_nested_to_the_limit_lands_and_the_views_read_its_envs(run_cli, db_url, tmp_path):
+    """31 levels (the run, its envs, 29 lists) land and read back through the views on every
+    database; one level more fails that run alone, in envs or in any field. Regression: on
+    MariaDB a run whose envs nested deeper than its JSON functions read (JSON_DEPTH 32) landed,
+    and nsml_run_envs showed none of its env keys."""
+    path = tmp_path / "runs.jsonl"
+    lines = [
+        _run("limit", f'{{"A": "a", "D": {_nested(29)}}}'),
+        _run("over", f'{{"A": "a", "D": {_nested(30)}}}'),
+        _raw("limitfield", f'"extra": {{"x": {_nested(29)}}}'),
+        _raw("overfield", f'"extra": {{"x": {_nested(30)}}}'),
+    ]
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    result = run_cli("load", str(path), "--db", db_url)
+    assert result.exit_code == 1, result.output
+    assert set(_failures(db_url)) == {"over", "overfield"}
+    for message in _failures(db_url).values():
+        assert TOO_DEEP in message
+    assert set(_landed(db_url)) == {"limit", "limitfield"}
+    assert run_cli("views", "--db", db_url).exit_code == 0
+    envs = fetch_rows(db_url, "SELECT run_name, env_key FROM nsml_run_envs")
+    assert {(row["run_name"], row["env_key"]) for row in envs} == {
+        ("limit", "A"),
+        ("limit", "D"),
+        ("limitfield", "A"),
+    }
+
+
+# -- the property: whatever JSON a body holds, a row or a failure ---------------------------
+
+# JSON text rather than Python values, so that what no Python value writes is sent too: integer
+# literals beyond 64 bits and beyond Python's 4300-digit conversion limit, 1e400, 1.50, lone
+# surrogate escapes, duplicate keys, nesting past every parser's limit.
+ODD_LITERALS = [
+    "null",
+    "true",
+    "false",
+    "-0.0",
+    "1.50",
+    "1e400",
+    "-1e400",
+    "1e-400",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775809",
+    "1" * 4300,
+    "1" * 4301,
+    "-" + DIGITS,
+    '""',
+    '"+-4"',
+    '" 42 "',
+    '"\u00b2"',
+    '"-"',
+    f'"{DIGITS}"',
+    '"\\ud800"',
+    '"a\\u0000b"',
+    '"\\udc00\\ud800"',
+    '"\\u202e\\ufeff\\u0301\\uffff"',
+    '"' + "x" * 100_000 + '"',
+]
+ODD_KEYS = ['""', '"\\u0000"', '"\\ud800"', '"K\\u0000"', '"' + "K" * 3000 + '"', '"envs"']
+
+
+def _text(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _object(members: list[str]) -> str:
+    return "{" + ",".join(members) + "}"
+
+
+def _nest(spec: tuple[str, int, bool]) -> str:
+    value, depth, as_list = spec
+    return "[" * depth + value + "]" * depth if as_list else '{"k":' * depth + value + "}" * depth
+
+
+KEYS = st.sampled_from(ODD_KEYS) | st.text(max_size=8).map(_text)
+LEAVES = st.one_of(
+    st.sampled_from(ODD_LITERALS),
+    st.integers().map(str),
+    # NaN and the infinities as JSON allows them: orjson writes them as null.
+    st.floats().map(lambda number: orjson.dumps(number).decode()),
+    st.text().map(_text),
+)
+SHALLOW = st.recursive(
+    LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]")
+        | st.lists(st.tuples(KEYS, inner).map(":".join), max_size=4).map(_object)
+    ),
+    max_leaves=12,
+)
+# Deep, one value in eight: around MAX_DEPTH (31 levels, counting the body's own), and past
+# orjson's 1024 and the standard library's ~990.
+DEPTHS = st.integers(1, 1100) | st.integers(26, 34)
+VALUES = st.one_of(SHALLOW, SHALLOW, SHALLOW, st.tuples(SHALLOW, DEPTHS, st.booleans()).map(_nest))
+FIELD_NAMES = st.sampled_from([_text(name) for name in (*DOCUMENTED_FIELDS, "envs")]) | KEYS
+ENVS = st.lists(st.tuples(KEYS, VALUES).map(":".join), max_size=4).map(
+    lambda members: '"envs":' + _object(members)
+)
+MEMBERS = st.lists(st.tuples(FIELD_NAMES, VALUES).map(":".join) | ENVS, max_size=6)
+# Most bodies name the pair they answer for; some name another, or none, or odd ones.
+BODIES = st.tuples(st.booleans(), MEMBERS).map(
+    lambda spec: _object(['"projectId":"p"', '"runName":"r"'] * spec[0] + spec[1])
+)
+
+
+# Examples per database: SQLite runs most of them; on the servers a few find what only their
+# write path refuses (NUL, key lengths, packet size), at a transaction per example.
+EXAMPLES = {"sqlite": 100, "postgresql": 25, "mysql": 25}
+
+
+def test_any_json_body_is_a_row_or_a_failure_never_an_exception(db_url, tmp_path):
+    """Each body, as an archive record or a plain run line, beside a good line, through the
+    archive reader, the transform and the write path (load): the good run lands, the other
+    one lands or is a failure naming its line, and nothing raises."""
+    engine = create_engine(db_url)
+    store = RunStore(engine, "nsml_runs")
+    path = tmp_path / "runs.jsonl"
+
+    @settings(
+        max_examples=EXAMPLES[db_url.split(":")[0].split("+")[0]],
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        database=None,
+    )
+    @given(body=BODIES, archived=st.booleans())
+    def one_body(body: str, archived: bool) -> None:
+        line = body.encode("utf-8", "surrogatepass")
+        if archived:
+            line = b'{"projectId":"p","runName":"r","fetchedAt":"2026-01-01T00:00:00",'
+            line += b'"response":' + body.encode("utf-8", "surrogatepass") + b"}"
+        path.write_bytes(b'{"projectId":"p","runName":"good","envs":{"A":"a"}}\n' + line + b"\n")
+        report = load_archive(iter_archive(path), store, chunk_size=2)
+        assert report.requested == 2
+        assert report.exported + len(report.failed) == 2, report.failed
+        assert all(failure.reason.startswith(f"{path}:2: ") for failure in report.failed)
+
+    try:
+        one_body()
+    finally:
+        engine.dispose()
+    assert {row["run_name"] for row in fetch_rows(db_url, "SELECT run_name FROM nsml_runs")} >= {
+        "good"
+    }
