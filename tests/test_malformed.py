@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -58,6 +59,12 @@ HOSTILE: dict[str, tuple[RawJson, str | None]] = {
     "deepfield": (_raw("deepfield", f'"extraField": {_nested(1000)}'), TOO_DEEP),
     # Deeper than any JSON parser of Python follows: refused at once, not retried.
     "deeperstill": (_raw("deeperstill", f'"extraField": {_nested(100_000)}'), TOO_DEEP),
+    # Quoted in the reason as its escape: no database stores a lone surrogate, and MariaDB
+    # refused the failures row (UnicodeEncodeError, exit 70).
+    "surrogate": (
+        _raw("surrogate", '"gpuSvrCode": "\\ud800"'),
+        'gpuSvrCode is "\\ud800", expected',
+    ),
     # Valid JSON, stored as sent: the literal is the field's text.
     "bignumber": (_raw("bignumber", f'"bigField": {DIGITS}'), None),
 }
@@ -154,10 +161,15 @@ def test_load_replays_an_archive_with_malformed_lines_line_by_line(
     )
     assert first.exit_code == 1, first.output
     # The body the client refused unparsed is not in the archive: add it as a plain run line.
+    # And a record fetched at a time UTC cannot hold (OverflowError, exit 70): the load's time.
     with open(archive, "ab") as handle:
         handle.write(bytes(HOSTILE["deeperstill"][0]) + b"\n")
+        handle.write(
+            b'{"projectId":"p","runName":"yearone","fetchedAt":"0001-01-01T00:00:00+05:00",'
+            b'"response":{"projectId":"p","runName":"yearone"}}\n'
+        )
     lines = archive.read_bytes().splitlines()
-    assert len(lines) == len(HOSTILE) + len(GOOD)
+    assert len(lines) == len(HOSTILE) + len(GOOD) + 1
     line_of = {
         re.search(rb'"runName": ?"([^"]+)"', line)[1].decode(): number  # type: ignore[index]
         for number, line in enumerate(lines, start=1)
@@ -172,8 +184,9 @@ def test_load_replays_an_archive_with_malformed_lines_line_by_line(
     assert set(by_line) == set(expected), by_line
     for where, words in expected.items():
         assert words in by_line[where]
-    assert set(_landed(db_url)) == {*(n for _, n in GOOD), "bignumber"}
+    assert set(_landed(db_url)) == {*(n for _, n in GOOD), "bignumber", "yearone"}
     assert _landed(db_url)["bignumber"]["big_field"] == DIGITS
+    assert str(_landed(db_url)["yearone"]["fetched_at"])[:4] == str(datetime.now(UTC).year)
 
 
 def test_python_api_export_and_load_fail_malformed_runs_alone(
