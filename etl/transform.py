@@ -163,6 +163,8 @@ def flatten_run(
     listed: RunToFetch | None = None,
 ) -> FlatRun:
     """Flatten one Get-run response for ``pair``; raises :class:`RunShapeError` to reject it.
+    For any value :func:`jsontext.loads` returns, that is all it does: a FlatRun or a
+    RunShapeError with the reason, nothing else (``tests/test_malformed.py`` holds it to that).
 
     ``exact_body`` parses the same response again keeping every number's literal
     (:func:`jsontext.loads_exact`); it is called only when a float is met in a value stored as
