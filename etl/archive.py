@@ -148,7 +148,7 @@ def _utc(text: Any) -> datetime | None:
         return None
     try:
         return parse_moment(text, FETCHED_AT_KEY)
-    except InputError:
+    except (InputError, OverflowError):  # OverflowError: year 1 or 9999 beyond UTC's range
         return None
 
 
@@ -214,6 +214,8 @@ def _gzip_lines(source: str, unzipped: gzip.GzipFile) -> Iterator[bytes]:
 def _parse_line(source: str, line_no: int, raw: bytes) -> ArchivedRun:
     try:
         obj = jsontext.loads(raw)
+    except jsontext.TooDeep as exc:
+        return ArchivedRun(source, line_no, None, None, None, f"{source}:{line_no}: {exc}")
     except (ValueError, UnicodeDecodeError) as exc:
         return ArchivedRun(
             source, line_no, None, None, None, f"{source}:{line_no}: not valid JSON ({exc})"

@@ -190,6 +190,8 @@ def interpret(response: requests.Response, now: Callable[[], float] = time.time)
     if status == 200:
         try:
             return jsontext.loads(response.content)
+        except jsontext.TooDeep as exc:  # the whole body came, and would come the same again
+            raise ApiError(f"unusable response: {exc}", status=200) from None
         except (ValueError, UnicodeDecodeError):
             raise ApiError(
                 "HTTP 200 with a truncated or non-JSON body", status=200, retryable=True

@@ -31,6 +31,23 @@ _LONG_DIGIT_RUN = b"0" * 19
 # Compact, as orjson writes, so a value reads the same whichever encoder wrote it.
 _encode_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _encode_spaced = json.JSONEncoder(ensure_ascii=False).encode
+# Levels of arrays and objects a run may nest (the run object is 1, its envs 2): the most
+# whose envs and fields columns MariaDB's JSON functions still read. They read a document whose
+# JSON_DEPTH (a scalar counted as a level) is at most 32: one more and json_valid() is 0 and
+# the views lose every env key of the run; fields nests as deep as the run, and a scalar inside
+# the deepest array is one more level. Real runs nest 2 or 3 (the API documents env values as
+# strings). It also keeps the recursive walks (has_float, dumps: two Python frames a level) far
+# inside Python's recursion limit of 1000; orjson parses up to 1024 levels, json about 990.
+MAX_DEPTH = 31
+_CONTAINERS = frozenset({dict, list})
+
+
+class TooDeep(ValueError):
+    """A JSON document nested deeper than the parser follows (far beyond :data:`MAX_DEPTH`):
+    valid, perhaps, but the same body would be refused again, so not worth a retry."""
+
+    def __init__(self) -> None:
+        super().__init__(f"JSON nested more than {MAX_DEPTH} levels deep")
 
 
 class Number(float):
@@ -53,6 +70,35 @@ class Number(float):
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _integer(literal: str) -> int | Number:
+    """An integer literal as an int, or as a :class:`Number` keeping its digits where it is
+    longer than Python converts (int() raises past ``sys.get_int_max_str_digits()``)."""
+    try:
+        return int(literal)
+    except ValueError:
+        return Number(literal)
+
+
+def deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels in a parsed value. Level by
+    level without recursion; a level whose values hold no container costs one C-level set of
+    types (the envs of nearly every run): about 2.5 us for a run object."""
+    level = [value] if type(value) in _CONTAINERS else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        inner: list[Any] = []
+        for item in level:
+            values = item.values() if type(item) is dict else item
+            types = set(map(type, values))
+            if dict in types or list in types:
+                inner += [v for v in values if type(v) is dict or type(v) is list]
+        level = inner
+    return False
 
 
 _FLOATS = frozenset({float, Number})
@@ -84,8 +130,9 @@ def has_inexact_float(value: Any) -> bool:
 
 def loads(raw: bytes) -> Any:
     """Parse UTF-8 JSON as ``json.loads`` would (its errors included), except that NaN and
-    Infinity are refused. Floats come back as plain floats, or as :class:`Number` where orjson
-    could not parse them exactly (``1e400``)."""
+    Infinity are refused, and a document nested too deep to parse is :class:`TooDeep`. Floats
+    come back as plain floats, or as :class:`Number` where orjson could not parse them exactly
+    (``1e400``, an integer of more than 4300 digits)."""
     if _LONG_DIGIT_RUN not in raw.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(raw)
@@ -96,10 +143,17 @@ def loads(raw: bytes) -> Any:
 
 def loads_exact(raw: bytes) -> Any:
     """Parse UTF-8 JSON keeping every number's literal (:class:`Number`); NaN and Infinity
-    are refused."""
-    return json.loads(
-        raw.decode("utf-8", "surrogatepass"), parse_float=Number, parse_constant=_refuse_constant
-    )
+    are refused, and a document nested too deep to parse is :class:`TooDeep`."""
+    try:
+        value = json.loads(
+            raw.decode("utf-8", "surrogatepass"),
+            parse_float=Number,
+            parse_int=_integer,
+            parse_constant=_refuse_constant,
+        )
+    except RecursionError:  # the parser's own limit, somewhat below 1000 levels
+        raise TooDeep() from None
+    return value
 
 
 def dumps(value: Any, *, compact: bool = True) -> str:

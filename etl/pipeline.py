@@ -343,7 +343,8 @@ class _ChunkWriter:
             return self._write(runs[:half], True) + self._write(runs[half:], True)
 
     def _fail(self, run: FlatRun, reason: str) -> None:
-        self.report.record_failure(FailedPair(run.pair, reason))
+        where = f"{run.where}: " if run.where else ""
+        self.report.record_failure(FailedPair(run.pair, where + reason))
 
     def mark_gone(self) -> None:
         """Stored runs that Get run answered with 404 are marked gone (``gone_at``); they
@@ -659,14 +660,15 @@ def load_archive(
                 )
                 continue
             try:
-                writer.add(
-                    flatten_run(
-                        record.body, record.pair, record.fetched_at or now, record.exact_body
-                    )
+                run = flatten_run(
+                    record.body, record.pair, record.fetched_at or now, record.exact_body
                 )
-                report.fetched += 1
             except RunShapeError as exc:
                 report.record_failure(FailedPair(record.pair, f"{record.where}: {exc}"))
+            else:
+                run.where = record.where  # a run the database refuses is named by its line too
+                writer.add(run)
+                report.fetched += 1
             if progress is not None and report.requested % chunk_size == 0:
                 progress(report)
         writer.flush()

@@ -9,6 +9,7 @@ the frame for a chunk is built later (:func:`build_frame`) from already-flattene
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,8 +64,14 @@ RUN_CANCELED = "RUN_STATE_CANCELED"
 RUN_STATUSES = (RUN_PENDING, RUN_IN_PROGRESS, RUN_COMPLETED, RUN_FAILED, RUN_STOPPED, RUN_CANCELED)
 # Statuses a run never leaves: --skip-finished does not fetch runs stored with one of these.
 TERMINAL_STATUSES = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_STOPPED, RUN_CANCELED})
-# Largest value a BIGINT column holds.
+# Largest value a BIGINT column holds, and its digits.
 _BIGINT_MAX = 2**63 - 1
+_BIGINT_DIGITS = len(str(_BIGINT_MAX))
+# An integer as text: a sign, then ASCII digits (str.isdigit() also takes "²", which int()
+# refuses); leading zeros are skipped in counting the digits.
+_INTEGER_TEXT = re.compile(r"[+-]?0*([0-9]+)", re.ASCII)
+# Characters of a value quoted in a message.
+PREVIEW_CHARS = 80
 
 
 @dataclass(slots=True)
@@ -77,6 +84,8 @@ class FlatRun:
     extra: dict[str, str | None] = field(default_factory=dict)
     # Whether a text value, env key or field name holds U+0000, which PostgreSQL text cannot.
     has_nul: bool = False
+    # Where it came from when that is not its pair alone (a load's FILE:LINE), for messages.
+    where: str | None = None
 
 
 def _check_unicode(text: str, what: str) -> str:
@@ -100,7 +109,8 @@ def as_text(value: Any, what: str) -> str | None:
 
 
 def as_integer(value: Any, what: str) -> int | None:
-    """An integer column: ints, integral floats and digit strings; anything else is refused."""
+    """An integer column: ints, integral floats and digit strings within BIGINT; anything else
+    is refused (:class:`RunShapeError`)."""
     if value is None:
         return None
     number: int | None = None
@@ -110,12 +120,22 @@ def as_integer(value: Any, what: str) -> int | None:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and value.isascii() and value.strip().lstrip("+-").isdigit():
-        # isascii: str.isdigit() also takes digits int() refuses, such as "²"
-        number = int(value.strip())
+    elif isinstance(value, str) and (digits := _INTEGER_TEXT.fullmatch(value.strip())):
+        # Measured before int(): it refuses more than 4300 digits, and BIGINT holds 19 anyway.
+        if len(digits[1]) <= _BIGINT_DIGITS:
+            number = int(value.strip())
     if number is None or abs(number) > _BIGINT_MAX:
-        raise RunShapeError(f"{what} is {jsontext.dumps(value)[:80]}, expected an integer")
+        raise RunShapeError(f"{what} is {preview(value)}, expected an integer")
     return number
+
+
+def preview(value: Any) -> str:
+    """A value as JSON cut to a message's length (a string is cut before it is encoded), a
+    lone surrogate as its escape: the message is stored, and no database stores one."""
+    if isinstance(value, str):
+        value = value[:PREVIEW_CHARS]
+    text = jsontext.dumps(value)[:PREVIEW_CHARS]
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
 
 
 def _type_name(value: Any) -> str:
@@ -143,6 +163,8 @@ def flatten_run(
     listed: RunToFetch | None = None,
 ) -> FlatRun:
     """Flatten one Get-run response for ``pair``; raises :class:`RunShapeError` to reject it.
+    For any value :func:`jsontext.loads` returns, that is all it does: a FlatRun or a
+    RunShapeError with the reason, nothing else (``tests/test_malformed.py`` holds it to that).
 
     ``exact_body`` parses the same response again keeping every number's literal
     (:func:`jsontext.loads_exact`); it is called only when a float is met in a value stored as
@@ -150,6 +172,9 @@ def flatten_run(
     run list's times (Get run has none); without it they are NULL, which the upsert reads as
     "keep the stored ones".
     """
+    if jsontext.deeper_than(body):
+        # Refused before any recursive walk (the encoders, has_float) could overflow the stack.
+        raise RunShapeError(f"response is {jsontext.TooDeep()}")
     try:
         run = _flatten(body, pair, fetched_at, check_floats=exact_body is not None)
     except _InexactNumber:

@@ -108,3 +108,23 @@ def test_dumps_is_compact_json_of_the_same_object(value):
 
 def test_dumps_falls_back_for_a_lone_surrogate():
     assert jsontext.dumps_object({"k": "\udc80"}, strings_only=True) == '{"k":"\udc80"}'
+
+
+def test_an_integer_longer_than_python_converts_parses_and_keeps_its_literal():
+    # Regression: 5,000 digits were "HTTP 200 with a truncated or non-JSON body" (int() raises
+    # past 4300 digits), retried as a transport problem, and the run failed.
+    digits = "9" * 5000
+    value = jsontext.loads(b'{"n": -' + digits.encode() + b"}")["n"]
+    assert value.literal == "-" + digits
+    assert jsontext.dumps({"n": value}) == '{"n":-' + digits + "}"
+
+
+def test_nesting_is_measured_without_recursion_and_refused_past_what_parses():
+    def nested(depth):
+        return "[" * depth + "1" + "]" * depth
+
+    assert not jsontext.deeper_than(json.loads(nested(jsontext.MAX_DEPTH)))
+    assert jsontext.deeper_than(json.loads(nested(jsontext.MAX_DEPTH + 1)))
+    assert jsontext.deeper_than(jsontext.loads(nested(1000).encode()))  # orjson reads 1024
+    with pytest.raises(jsontext.TooDeep):  # RecursionError in the standard library's parser
+        jsontext.loads(nested(100_000).encode())
