@@ -13,7 +13,6 @@ import contextlib
 import gzip
 import io
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -23,7 +22,7 @@ from typing import IO, Any, NamedTuple
 from . import jsontext
 from .clock import parse_moment
 from .errors import InputError
-from .files import display_name, open_input
+from .files import display_name, open_input, open_output, standard_input
 from .pairs import STDIN_NAME, Pair, check_name, named_pair
 
 RESPONSE_KEY = "response"
@@ -31,20 +30,16 @@ FETCHED_AT_KEY = "fetchedAt"
 GZIP_FIRST_BYTE = b"\x1f"
 
 
-def _open(path: Path, mode: str) -> IO[bytes]:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, mode)  # type: ignore[return-value]
-    return open(path, mode)
-
-
 class ArchiveWriter:
     """Appends responses from any worker thread, one complete line at a time."""
 
     def __init__(self, path: Path) -> None:
-        try:
-            self._handle = _open(path, "wb")
-        except OSError as exc:
-            raise InputError(f"--save-raw {path}: cannot write: {exc.strerror}") from None
+        # Written in place as the responses come, a FIFO or device too (files.open_output): a
+        # crash leaves every line written before it for load to replay.
+        self._file = open_output(path, "--save-raw")
+        self._handle: IO[bytes] = self._file
+        if path.name.endswith(".gz"):
+            self._handle = gzip.GzipFile(fileobj=self._file, mode="wb")  # type: ignore[assignment]
         self._lock = threading.Lock()
 
     def write(self, pair: Pair, raw: bytes, fetched_at: datetime) -> None:
@@ -70,7 +65,8 @@ class ArchiveWriter:
             self._handle.write(line)
 
     def close(self) -> None:
-        self._handle.close()
+        with contextlib.closing(self._file):  # GzipFile leaves the file it was given open
+            self._handle.close()
 
 
 class ArchivedRun(NamedTuple):
@@ -119,7 +115,7 @@ def iter_archive(path: str | os.PathLike) -> Iterator[ArchivedRun]:
     asked for (and before the caller touches a database)."""
     name = display_name(path)
     if name == "-":
-        return _read_lines(STDIN_NAME, sys.stdin.buffer)
+        return _read_lines(STDIN_NAME, standard_input("archive"))
     return _read_lines(name, open_input(path, "file"), close=True)
 
 

@@ -40,6 +40,7 @@ from .errors import (
     InputError,
 )
 from .events import json_line, setup_logging
+from .files import writing
 from .outcome import ExportReport
 from .pairs import write_pairs, write_pairs_file
 
@@ -929,23 +930,15 @@ def report(
             if (note := limit_note(table)) is not None:
                 click.echo(f"Note: {table.name}: {note}", err=True)
     if html_path is not None:
-        try:
-            html_path.write_text(as_html(tables, source=source), encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"--html {html_path}: {exc.strerror or exc}") from None
+        with writing(html_path, "--html") as handle:  # whole, or a FIFO or device in place
+            handle.write(as_html(tables, source=source))
         click.echo(f"Wrote the HTML report to {html_path.resolve()}.", err=True)
 
 
 def _write_address(path: Path, base_url: str) -> None:
     """The simulator's base URL in ``path``, for scripts; readers never see half of it."""
-    aside = path.with_name(path.name + ".tmp")
-    try:
-        aside.write_text(base_url + "\n")
-        os.replace(aside, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            aside.unlink(missing_ok=True)
-        raise InputError(f"--address-file {path}: cannot write: {exc.strerror or exc}") from None
+    with writing(path, "--address-file") as handle:
+        handle.write(base_url + "\n")
 
 
 def _raise_keyboard_interrupt(*_: Any) -> None:
