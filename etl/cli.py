@@ -48,6 +48,9 @@ log = logging.getLogger("nsml_etl")
 # Characters of an unexpected error's message shown (the first line only).
 MAX_UNEXPECTED_TEXT = 300
 
+# The descriptor of standard output.
+STDOUT_FD = 1
+
 # export takes every setting as a flag.
 _EXPORT_SETTINGS = tuple(SETTINGS_BY_NAME)
 
@@ -365,8 +368,25 @@ def main() -> None:
 
     Exit codes: 0 all exported; 1 some pairs failed (the rest landed); 2 usage or bad
     input; 3 authentication failed; 4 database error; 70 unexpected error (a bug);
-    130/143 interrupted; 141 the reader of stdout quit early.
+    130/143 interrupted; 141 the reader of stdout quit early, or stdout is closed.
     """
+    _attach_closed_stdout()
+
+
+def _attach_closed_stdout() -> None:
+    """A process started with stdout closed (``>&-``) has no ``sys.stdout``, and click's echo
+    then drops every line without a word (``report >&-`` exited 0 having written nothing).
+    Give fd 1 a pipe nobody reads instead: the first output is the broken pipe it is, exit 141
+    as for a reader that quit. A command that prints nothing on stdout (``export
+    --log-format json``) keeps its own exit code."""
+    if sys.stdout is not None:
+        return
+    reader, writer = os.pipe()
+    os.close(reader)
+    if writer != STDOUT_FD:
+        os.dup2(writer, STDOUT_FD)
+        os.close(writer)
+    sys.stdout = open(STDOUT_FD, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
 
 
 @main.command()
@@ -476,8 +496,11 @@ def export(
     exit_code = interrupts.exit_code or report.exit_code
     if report.source_error is not None:
         _say_library_error(report.source_error, log_format, exit_code)
-    if skip_finished and not quiet and log_format == "text":  # json: batch_finished's skipped
-        click.echo(f"Skipped {report.skipped} runs already stored as finished.")
+    if failures_out is not None:  # first: a stdout that is gone (exit 141) must not skip it
+        try:
+            report.write_failures(failures_out)
+        except InputError as exc:
+            say_error(f"--failures-out {exc}", exc.kind, exit_code, log_format)
     if report.auth_error is not None:
         say_error(
             f"{report.auth_error}; stopped, nothing more was written",
@@ -485,11 +508,8 @@ def export(
             exit_code,
             log_format,
         )
-    if failures_out is not None:
-        try:
-            report.write_failures(failures_out)
-        except InputError as exc:
-            say_error(f"--failures-out {exc}", exc.kind, exit_code, log_format)
+    if skip_finished and not quiet and log_format == "text":  # json: batch_finished's skipped
+        click.echo(f"Skipped {report.skipped} runs already stored as finished.")
     print_report(report, log_format)
     sys.exit(exit_code)
 
@@ -662,6 +682,7 @@ def pairs_command(
         columns = ["status", "create_time", "update_time"]
         if str(out_path) == "-":  # as the runs come: there is no file to write aside
             where, count = "<stdout>", write_pairs(sys.stdout, rows, columns)
+            sys.stdout.flush()  # here, where a closed or broken stdout is exit 141
         else:
             where, count = str(out_path), write_pairs_file(out_path, rows, columns)
     finally:
