@@ -138,7 +138,8 @@ def test_the_demo_prints_each_command_exactly_as_it_runs(tmp_path):
     # The periodic exports ran with the printed arguments: their batches say so.
     first_url = exports[0][exports[0].index("--base-url") + 1]
     batches = fetch_rows(
-        f"sqlite:///{work / 'demo' / 'nsml_runs.db'}", "SELECT options FROM nsml_export_batches ORDER BY id"
+        f"sqlite:///{work / 'demo' / 'nsml_runs.db'}",
+        "SELECT options FROM nsml_export_batches ORDER BY id",
     )
     periodic = [json.loads(b["options"]) for b in batches[:-1]]
     assert len(periodic) > 40
