@@ -26,7 +26,14 @@ import click
 
 from . import __version__, api
 from .api import LOAD_DEFAULTS, LOAD_SETTINGS
-from .config import SETTINGS, SETTINGS_BY_NAME, Setting, credentials_from_env, resolve_settings
+from .config import (
+    MAX_SECONDS,
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    Setting,
+    credentials_from_env,
+    resolve_settings,
+)
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_DATABASE,
@@ -1014,35 +1021,35 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
 @click.option(
     "--latency",
     default=0.0,
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(0, MAX_SECONDS),
     show_default=True,
     help="Seconds added to every response.",
 )
 @click.option(
     "--slow-seconds",
     default=2.0,
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(0, MAX_SECONDS),
     show_default=True,
     help="Delay of a 'slow' fault.",
 )
 @click.option(
     "--trickle-seconds",
     default=1.0,
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(0, MAX_SECONDS),
     show_default=True,
     help="Seconds between the body bytes of a 'trickle' fault (headers come at once).",
 )
 @click.option(
     "--retry-after",
     default=1,
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_SECONDS),
     show_default=True,
     help="Retry-After seconds sent with 429s.",
 )
 @click.option(
     "--gateway-clock-offset",
     default=0.0,
-    type=float,
+    type=click.FloatRange(-MAX_SECONDS, MAX_SECONDS),
     show_default=True,
     metavar="SECONDS",
     help="Run the gateway's own clock (its signature window and Date header) this "

@@ -8,6 +8,10 @@ crashed with OverflowError computing the day after the period."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from conftest import fetch_rows, write_pairs
 
@@ -15,6 +19,7 @@ import nsml_etl
 
 MAX_SECONDS = 7 * 24 * 3600  # a week, as the README says (nsml_etl.config.MAX_SECONDS)
 
+NSML_ETL = str(Path(sys.executable).parent / "nsml-etl")
 SECONDS = ["timeout", "backoff_initial", "backoff_max", "retry_after_max"]
 
 
@@ -94,3 +99,26 @@ def test_report_days_past_what_a_date_holds_are_exit_2_and_the_bounds_work(
     for period in (("--until", "9998-12-31"), ("--since", "1970-01-01", "--until", "1970-03-01")):
         result = run_cli("report", "--db", db_url, "--format", "json", *period)
         assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "option", ["--latency", "--slow-seconds", "--trickle-seconds", "--retry-after"]
+)
+def test_simulator_waits_past_a_week_are_refused_before_it_listens(option, credentials):
+    # Regression: it served, and each request's handler died of OverflowError in time.sleep
+    # (a clock offset as large: in every Date header).
+    for value in ("1e10" if option != "--retry-after" else "10000000000", "-1"):
+        done = subprocess.run(
+            [NSML_ETL, "simulate", "--port", "0", option, value],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 2 and f"Invalid value for '{option}'" in done.stderr
+    done = subprocess.run(
+        [NSML_ETL, "simulate", "--port", "0", "--gateway-clock-offset", "1e300"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "--gateway-clock-offset" in done.stderr
