@@ -77,8 +77,19 @@ def monday(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
+# The days --since and --until may name: runs carry Unix times (none before 1970), and the day
+# after --until, where the period ends, must still be a date (Python's and the databases' end
+# with the year 9999): --until 9999-12-31 crashed with OverflowError.
+EARLIEST_DAY = date(1970, 1, 1)
+LATEST_DAY = date(9998, 12, 31)
+
+
 def period_for(since: date | None, until: date | None, today: date) -> Period:
-    """The period asked for; by default the last :data:`DEFAULT_WEEKS` weeks up to ``today``."""
+    """The period asked for; by default the last :data:`DEFAULT_WEEKS` weeks up to ``today``.
+    A day outside :data:`EARLIEST_DAY` to :data:`LATEST_DAY` is an :class:`InputError`."""
+    for option, day in (("--since", since), ("--until", until)):
+        if day is not None and not EARLIEST_DAY <= day <= LATEST_DAY:
+            raise InputError(f"{option} {day}: must be between {EARLIEST_DAY} and {LATEST_DAY}")
     until = until or today
     since = since or monday(until) - timedelta(weeks=DEFAULT_WEEKS - 1)
     if since > until:

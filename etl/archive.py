@@ -15,7 +15,6 @@ import gzip
 import io
 import logging
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -25,7 +24,7 @@ from typing import IO, Any, NamedTuple
 from . import jsontext
 from .clock import parse_moment
 from .errors import InputError, OutputError
-from .files import display_name, open_input
+from .files import display_name, open_input, open_output, standard_input
 from .pairs import STDIN_NAME, Pair, check_name, named_pair
 
 log = logging.getLogger(__name__)
@@ -39,12 +38,6 @@ GZIP_BLOCK = 1 << 16
 TORN_LINE = "the file ends in the middle of this line (cut short while it was written?)"
 
 
-def _open(path: Path, mode: str) -> IO[bytes]:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, mode)  # type: ignore[return-value]
-    return open(path, mode)
-
-
 class ArchiveWriter:
     """Appends responses from any worker thread, one complete line at a time.
 
@@ -53,10 +46,12 @@ class ArchiveWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self._handle = _open(path, "wb")
-        except OSError as exc:
-            raise InputError(f"--save-raw {path}: cannot write: {exc.strerror}") from None
+        # Written in place as the responses come, a FIFO or device too (files.open_output): a
+        # crash leaves every line written before it for load to replay.
+        self._file = open_output(path, "--save-raw")
+        self._handle: IO[bytes] = self._file
+        if path.name.endswith(".gz"):
+            self._handle = gzip.GzipFile(fileobj=self._file, mode="wb")  # type: ignore[assignment]
         self._lock = threading.Lock()
         self._closed = False
 
@@ -95,7 +90,7 @@ class ArchiveWriter:
                 self._handle.write(line)
             except OSError as exc:
                 self._closed = True  # the file is in an unknown state: write nothing more
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError), contextlib.closing(self._file):
                     self._handle.close()
                 raise self._failed(exc) from exc
 
@@ -107,7 +102,8 @@ class ArchiveWriter:
                 return
             self._closed = True
             try:
-                self._handle.close()
+                with contextlib.closing(self._file):  # GzipFile leaves the file it was given open
+                    self._handle.close()
             except OSError as exc:
                 raise self._failed(exc) from exc
 
@@ -158,7 +154,7 @@ def iter_archive(path: str | os.PathLike) -> Iterator[ArchivedRun]:
     asked for (and before the caller touches a database)."""
     name = display_name(path)
     if name == "-":
-        return _read_lines(STDIN_NAME, sys.stdin.buffer)
+        return _read_lines(STDIN_NAME, standard_input("archive"))
     return _read_lines(name, open_input(path, "file"), close=True)
 
 

@@ -27,6 +27,7 @@ import click
 from . import __version__, api
 from .api import LOAD_DEFAULTS, LOAD_SETTINGS
 from .config import (
+    MAX_SECONDS,
     SETTINGS,
     SETTINGS_BY_NAME,
     Setting,
@@ -49,6 +50,7 @@ from .errors import (
     error_exit_code,
 )
 from .events import json_line, setup_logging
+from .files import writing
 from .metrics import Interrupt
 from .outcome import INTERRUPTED, ExportReport
 from .pairs import write_pairs, write_pairs_file
@@ -56,6 +58,9 @@ from .pairs import write_pairs, write_pairs_file
 log = logging.getLogger("nsml_etl")
 # Width of the progress bar on a terminal that reports 0 columns (the classic terminal's).
 FALLBACK_COLUMNS = 80
+
+# The descriptor of standard output.
+STDOUT_FD = 1
 
 # export takes every setting as a flag.
 _EXPORT_SETTINGS = tuple(SETTINGS_BY_NAME)
@@ -402,9 +407,10 @@ def main() -> None:
     Exit codes: 0 all exported; 1 some pairs failed (the rest landed) or the API quota is
     spent; 2 usage or bad input; 3 authentication failed; 4 database error; 70 unexpected
     error (a bug); 74 the --save-raw archive could not be written; 130/143 interrupted; 141
-    the reader of stdout quit early.
+    the reader of stdout quit early, or stdout is closed.
     """
     _keep_stderr_usable()
+    _attach_closed_stdout()
 
 
 def _keep_stderr_usable() -> None:
@@ -422,6 +428,22 @@ def _keep_stderr_usable() -> None:
         os.close(null)
         null = 2
     sys.stderr = open(null, "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+
+
+def _attach_closed_stdout() -> None:
+    """A process started with stdout closed (``>&-``) has no ``sys.stdout``, and click's echo
+    then drops every line without a word (``report >&-`` exited 0 having written nothing).
+    Give fd 1 a pipe nobody reads instead: the first output is the broken pipe it is, exit 141
+    as for a reader that quit. A command that prints nothing on stdout (``export
+    --log-format json``) keeps its own exit code."""
+    if sys.stdout is not None:
+        return
+    reader, writer = os.pipe()
+    os.close(reader)
+    if writer != STDOUT_FD:
+        os.dup2(writer, STDOUT_FD)
+        os.close(writer)
+    sys.stdout = open(STDOUT_FD, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
 
 
 @main.command()
@@ -533,8 +555,11 @@ def export(
         _say_library_error(report.source_error, log_format, exit_code)
     if report.quota_error is not None:
         _say_library_error(report.quota_error, log_format, exit_code)
-    if skip_finished and not quiet and log_format == "text":  # json: batch_finished's skipped
-        click.echo(f"Skipped {report.skipped} runs already stored as finished.")
+    if failures_out is not None:  # first: a stdout that is gone (exit 141) must not skip it
+        try:
+            report.write_failures(failures_out)
+        except InputError as exc:
+            say_error(f"--failures-out {exc}", exc.kind, exit_code, log_format)
     if report.auth_error is not None:
         say_error(
             f"{report.auth_error}; stopped, nothing more was written",
@@ -542,11 +567,8 @@ def export(
             exit_code,
             log_format,
         )
-    if failures_out is not None:
-        try:
-            report.write_failures(failures_out)
-        except InputError as exc:
-            say_error(f"--failures-out {exc}", exc.kind, exit_code, log_format)
+    if skip_finished and not quiet and log_format == "text":  # json: batch_finished's skipped
+        click.echo(f"Skipped {report.skipped} runs already stored as finished.")
     print_report(report, log_format)
     sys.exit(exit_code)
 
@@ -724,6 +746,7 @@ def pairs_command(
         columns = ["status", "create_time", "update_time"]
         if str(out_path) == "-":  # as the runs come: there is no file to write aside
             where, count = "<stdout>", write_pairs(sys.stdout, rows, columns)
+            sys.stdout.flush()  # here, where a closed or broken stdout is exit 141
         else:
             where, count = str(out_path), write_pairs_file(out_path, rows, columns)
     finally:
@@ -998,23 +1021,15 @@ def report(
             if (note := limit_note(table)) is not None:
                 click.echo(f"Note: {table.name}: {note}", err=True)
     if html_path is not None:
-        try:
-            html_path.write_text(as_html(tables, source=source), encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"--html {html_path}: {exc.strerror or exc}") from None
+        with writing(html_path, "--html") as handle:  # whole, or a FIFO or device in place
+            handle.write(as_html(tables, source=source))
         click.echo(f"Wrote the HTML report to {html_path.resolve()}.", err=True)
 
 
 def _write_address(path: Path, base_url: str) -> None:
     """The simulator's base URL in ``path``, for scripts; readers never see half of it."""
-    aside = path.with_name(path.name + ".tmp")
-    try:
-        aside.write_text(base_url + "\n")
-        os.replace(aside, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            aside.unlink(missing_ok=True)
-        raise InputError(f"--address-file {path}: cannot write: {exc.strerror or exc}") from None
+    with writing(path, "--address-file") as handle:
+        handle.write(base_url + "\n")
 
 
 def _raise_keyboard_interrupt(*_: Any) -> None:
@@ -1071,28 +1086,28 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
 @click.option(
     "--latency",
     default=0.0,
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(0, MAX_SECONDS),
     show_default=True,
     help="Seconds added to every response.",
 )
 @click.option(
     "--slow-seconds",
     default=2.0,
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(0, MAX_SECONDS),
     show_default=True,
     help="Delay of a 'slow' fault.",
 )
 @click.option(
     "--trickle-seconds",
     default=1.0,
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(0, MAX_SECONDS),
     show_default=True,
     help="Seconds between the body bytes of a 'trickle' fault (headers come at once).",
 )
 @click.option(
     "--retry-after",
     default=1,
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_SECONDS),
     show_default=True,
     help="Retry-After seconds sent with 429s.",
 )
@@ -1107,7 +1122,7 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
 @click.option(
     "--gateway-clock-offset",
     default=0.0,
-    type=float,
+    type=click.FloatRange(-MAX_SECONDS, MAX_SECONDS),
     show_default=True,
     metavar="SECONDS",
     help="Run the gateway's own clock (its signature window and Date header) this "

@@ -32,6 +32,13 @@ DEFAULT_LIST_TIMEZONE = "Asia/Seoul"
 # 8,160-byte rows fit about 420 such columns, SQLite 2,000 columns.
 DEFAULT_MAX_ENV_COLUMNS = 100
 
+# The longest wait any setting may ask for (a timeout, a backoff, a Retry-After cap, the gap
+# between two requests of a --rate-limit): a week, far beyond any that makes sense, and far
+# below what its users take: threading's and socket waits (threading.TIMEOUT_MAX, about 292
+# years; a socket timeout in nanoseconds overflows past 9.2e9 s: --timeout 1e10 crashed) and
+# datetime arithmetic (year 9999).
+MAX_SECONDS = 7 * 24 * 3600
+
 # A table name that needs no quoting anywhere and fits every database's identifier limit.
 TABLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -113,6 +120,8 @@ def _seconds(value: Any, allow_zero: bool) -> float:
     if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
         qualifier = "zero or a positive" if allow_zero else "a positive"
         raise ValueError(f"must be {qualifier} number of seconds")
+    if number > MAX_SECONDS:
+        raise ValueError(f"must be at most {MAX_SECONDS} seconds (a week)")
     return number
 
 
@@ -138,6 +147,8 @@ def _rate(value: Any) -> float:
         raise ValueError("must be a rate such as 20/s or 600/min") from None
     if not math.isfinite(number) or number <= 0:
         raise ValueError("must be a positive rate such as 20/s")
+    if per / number > MAX_SECONDS:  # the wait between two requests
+        raise ValueError(f"must allow at least one request in {MAX_SECONDS} seconds (a week)")
     return number / per
 
 

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import sqlite3
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from .errors import BadLinesError, InputError
-from .files import display_name, open_input
+from .files import display_name, open_input, standard_input, writing
 
 PROJECT_KEYS = ("project_id", "projectId")
 RUN_KEYS = ("run_name", "runName")
@@ -269,7 +268,7 @@ def iter_pairs(
     line raises, or is passed to ``on_bad`` and skipped."""
     name = display_name(path)
     if name == "-":
-        source = stdin if stdin is not None else sys.stdin.buffer
+        source = stdin if stdin is not None else standard_input("pairs file")
         spool = tempfile.SpooledTemporaryFile(max_size=STDIN_SPOOL_BYTES)
         shutil.copyfileobj(source, spool)
         spool.seek(0)
@@ -446,19 +445,10 @@ def write_pairs_file(
 ) -> int:
     """Write a pairs CSV that ``export --pairs`` reads back: project_id, run_name, then
     ``extra_columns`` (which it ignores). Each row is a pair followed by its extra values; None
-    is an empty cell. The file appears whole or not at all (written aside, then renamed), so an
-    interrupted write never leaves half a pairs file for the next cron run. Returns the rows
-    written."""
-    target = Path(path)
-    aside = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(aside, "w", newline="", encoding="utf-8") as handle:
-            count = write_pairs(handle, rows, extra_columns)
-        os.replace(aside, target)
-    except OSError as exc:
-        raise InputError(f"{display_name(path)}: cannot write: {exc.strerror}") from None
-    finally:
-        aside.unlink(missing_ok=True)
+    is an empty cell. A regular file appears whole or not at all, a FIFO or device is written
+    in place (:func:`files.writing`). Returns the rows written."""
+    with writing(path) as handle:
+        count = write_pairs(handle, rows, extra_columns)
     return count
 
 

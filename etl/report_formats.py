@@ -15,6 +15,7 @@ from typing import Any
 from wcwidth import wcswidth, wcwidth
 
 from .errors import InputError
+from .files import writing
 from .report import Table
 
 _BIDI_CONTROLS = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
@@ -169,13 +170,14 @@ def write_csv_files(tables: list[Table], directory: Path) -> list[Path]:
     """One ``NAME.csv`` per section in ``directory`` (made if missing)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for table in tables:
-            path = directory / f"{table.name}.csv"
-            path.write_text(as_csv(table), encoding="utf-8")
-            paths.append(path)
     except OSError as exc:
         raise InputError(f"--out-dir {directory}: {exc.strerror or exc}") from None
+    paths = []
+    for table in tables:
+        path = directory / f"{table.name}.csv"
+        with writing(path, "--out-dir") as handle:  # whole, or a FIFO in place
+            handle.write(as_csv(table))
+        paths.append(path)
     return paths
 
 

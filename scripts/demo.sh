@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# A real export against the bundled simulator into ./nsml_runs.db, then a look at it: first
-# two weeks and more of simulated time (runs created, waiting, running, finishing, one or two
-# deleted upstream) exported every 6 simulated hours, so the report has a real history, queue
-# waits and run-hours; then one export with injected faults, the way cron would run it.
-# Scratch files (the simulator's address and clock) go to ./demo/. Every nsml-etl command is
-# printed exactly as it runs ('$ ...'), so a copy of it goes where the demo's went: to the
-# simulator, never to the real gateway.
+# A real export against the bundled simulator into ./demo/nsml_runs.db, then a look at it:
+# first two weeks and more of simulated time (runs created, waiting, running, finishing, one or
+# two deleted upstream) exported every 6 simulated hours, so the report has a real history,
+# queue waits and run-hours; then one export with injected faults, the way cron would run it.
+# Everything the demo writes is in ./demo/ (its database, the simulator's address and clock,
+# the HTML report), and it deletes only those files of its own: ./nsml_runs.db, the default
+# --db of every command, may hold a real export. Every nsml-etl command is printed exactly as
+# it runs ('$ ...'), so a copy of it goes where the demo's went: to the simulator, never to
+# the real gateway.
 set -euo pipefail
 
 show() {  # show [NAME=VALUE...] COMMAND ARGS...: print a command as a shell would take it
@@ -23,7 +25,8 @@ mkdir -p demo
 KEYS=(NCP_ACCESS_KEY=AKDEMO0000000000000 NCP_SECRET_KEY=demo-secret-not-a-real-key)
 show export "${KEYS[@]}"
 export "${KEYS[@]}"
-rm -f demo/address.txt nsml_runs.db
+DB=demo/nsml_runs.db
+rm -f demo/address.txt demo/clock.txt demo/clock.tmp demo/report.html "$DB"  # the demo's own
 SIM=(--seed 7 --projects 3 --runs 25)
 # The simulated timeline starts on the Monday two weeks before this one and ends now, so the
 # report's default period (the last 8 weeks) covers it; the first export is 6 hours in.
@@ -54,7 +57,7 @@ start_simulator --clock-file demo/clock.txt
 # Some 80 exports, in one Python process to spare each its start-up; each one is exactly
 # the command printed here, at the simulated moment (NSML_ETL_CLOCK), which the simulator
 # serves too (its clock file).
-EXPORT=(export --all --db sqlite:///nsml_runs.db --base-url "$url" --quiet)
+EXPORT=(export --all --db "sqlite:///$DB" --base-url "$url" --quiet)
 show NSML_ETL_CLOCK="$FIRST" nsml-etl "${EXPORT[@]}"
 echo "   and the same every 6 simulated hours until $NOW (in one Python process)"
 python - "$FIRST" "$NOW" "${EXPORT[@]}" <<'PY'
@@ -89,21 +92,22 @@ echo
 echo "== now, with faults (a short timeout and backoff, so the demo does not wait for them)"
 start_simulator --clock "$NOW" --fault-rate 0.1 --fault-streak 2 --retry-after 0 --slow-seconds 1.5
 set +e
-run NSML_ETL_CLOCK="$NOW" nsml-etl export --all --db sqlite:///nsml_runs.db --base-url "$url" \
+run NSML_ETL_CLOCK="$NOW" nsml-etl export --all --db "sqlite:///$DB" --base-url "$url" \
     --timeout 1 --backoff-initial 0.05
 status=$?
 set -e
 echo "(exit code $status)"
 echo
 # GPU counts are never guessed: the notebook server (101) stays unknown on purpose.
-run nsml-etl gpu-servers set 205 1 --label "V100 x1"
-run nsml-etl gpu-servers set 207 2 --label "A100 x2"
-python - <<'PY'
+run nsml-etl gpu-servers set 205 1 --label "V100 x1" --db "sqlite:///$DB"
+run nsml-etl gpu-servers set 207 2 --label "A100 x2" --db "sqlite:///$DB"
+python - "$DB" <<'PY'
 import sqlite3
+import sys
 
 from wcwidth import wcswidth  # a Korean key takes two cells a character
 
-db = sqlite3.connect("nsml_runs.db")
+db = sqlite3.connect(sys.argv[1])
 total, projects = db.execute(
     "SELECT COUNT(*), COUNT(DISTINCT project_id) FROM nsml_runs").fetchone()
 print(f"== {total} runs from {projects} projects in nsml_runs")
@@ -123,11 +127,11 @@ for key, column in keys:
 PY
 echo
 echo "== the report's analytics sections"
-REPORT=(NSML_ETL_CLOCK="$NOW" nsml-etl report --db sqlite:///nsml_runs.db --format text
+REPORT=(NSML_ETL_CLOCK="$NOW" nsml-etl report --db "sqlite:///$DB" --format text
         --html demo/report.html)
 show "${REPORT[@]}"
 env "${REPORT[@]}" 2>/dev/null | sed -n '/^== Analytics period/,$p'
-echo "(the whole report, with charts: demo/report.html)"
+echo "(the whole report, with charts: demo/report.html; the database: $DB)"
 echo
 echo "The simulator has stopped: the commands above now find nobody at $url."
 echo "For your own runs, leave out --base-url and NSML_ETL_CLOCK, export your NCP_ACCESS_KEY"

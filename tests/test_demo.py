@@ -4,7 +4,9 @@ every command exactly as it runs.
 Regressions: ``make demo`` installed the dev extra (pytest, hypothesis, ruff, trustme) before it
 could start; and it printed ``nsml-etl export --all --db sqlite:///nsml_runs.db`` while it ran
 that with ``--base-url`` (the simulator), ``--timeout 1`` and ``--backoff-initial 0.05``, so a
-user who copied the printed command sent it to the real gateway."""
+user who copied the printed command sent it to the real gateway; and it ran ``rm -f
+nsml_runs.db`` where it was started, the default ``--db`` of every command: a real export made
+from the clone was deleted without a word."""
 
 from __future__ import annotations
 
@@ -85,6 +87,10 @@ def test_the_demo_prints_each_command_exactly_as_it_runs(tmp_path):
     shim_dir, log = _shim(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
+    # A user's own export where the demo starts (the default --db): never touched.
+    users = work / "nsml_runs.db"
+    users.write_bytes(b"a real export, not the demo's")
+    before = os.stat(users)
     path = os.pathsep.join(
         [str(shim_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]
     )
@@ -98,6 +104,12 @@ def test_the_demo_prints_each_command_exactly_as_it_runs(tmp_path):
         timeout=110,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # Everything the demo wrote is in demo/; the user's file kept its bytes, inode and time.
+    assert sorted(p.name for p in work.iterdir()) == ["demo", "nsml_runs.db"]
+    after = os.stat(users)
+    assert users.read_bytes() == b"a real export, not the demo's"
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert (work / "demo" / "report.html").stat().st_size > 0
 
     printed = _printed_commands(result.stdout)
     (keys_env, keys), *commands = printed
@@ -126,7 +138,8 @@ def test_the_demo_prints_each_command_exactly_as_it_runs(tmp_path):
     # The periodic exports ran with the printed arguments: their batches say so.
     first_url = exports[0][exports[0].index("--base-url") + 1]
     batches = fetch_rows(
-        f"sqlite:///{work / 'nsml_runs.db'}", "SELECT options FROM nsml_export_batches ORDER BY id"
+        f"sqlite:///{work / 'demo' / 'nsml_runs.db'}",
+        "SELECT options FROM nsml_export_batches ORDER BY id",
     )
     periodic = [json.loads(b["options"]) for b in batches[:-1]]
     assert len(periodic) > 40
