@@ -118,7 +118,7 @@ class _FullDisk:
 
 
 def fill_the_disk(monkeypatch, room: int) -> None:
-    monkeypatch.setattr("nsml_etl.archive._open", lambda path, mode: _FullDisk(path, room))
+    monkeypatch.setattr("nsml_etl.archive.open_output", lambda path, what: _FullDisk(path, room))
 
 
 # -- the run list breaks off ----------------------------------------------------------------
