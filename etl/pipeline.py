@@ -173,7 +173,7 @@ def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None =
     while True:
         mapping = store.prepare(keys, fields)
         try:
-            return store.upsert(runs, mapping, batch_id=batch_id)
+            return store.upsert(runs, mapping=mapping, batch_id=batch_id)
         except MappingChanged as changed:
             if changed.mapping == found:
                 raise DatabaseError(

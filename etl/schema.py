@@ -10,7 +10,9 @@ Contract, the same on SQLite, PostgreSQL and MySQL/MariaDB:
 * schema changes and chunk writes run under one lock per table (SQLite's write lock, a
   PostgreSQL advisory lock, MySQL ``GET_LOCK``); schema changes re-read the schema after taking
   it, so two exports adding the same key at once agree, and two exports writing the same runs
-  take turns, so their change history stays one version after another;
+  take turns, so their change history stays one version after another; a chunk's rows are
+  built again under the lock from the mapping found there when others changed it meanwhile
+  (:meth:`etl.store.RunStore.upsert`), so exports side by side never starve each other;
 * a mapping row is committed before its column is added, so MySQL's implicit commit on DDL can
   never leave a column nobody owns: a mapped column that is missing is simply added next time.
 

@@ -1,10 +1,11 @@
 """Writing runs: screening a chunk, staging it, merging it into the runs table with its change
 history, and the few reads and updates an export makes on stored runs.
 
-A chunk is one transaction under the table's lock (:meth:`Schema._table_lock`): staged in a
-temporary table, compared with the stored rows (a changed run closes its current version in
-``nsml_run_history``), then upserted with one ``INSERT ... SELECT``. Python touches each run
-once, to hand the rows to the driver (COPY on PostgreSQL).
+A chunk is one transaction under the table's lock (:meth:`Schema._table_lock`): its rows are
+built again from the mapping found under the lock if other exports added columns since its
+schema step, staged in a temporary table, compared with the stored rows (a changed run closes
+its current version in ``nsml_run_history``), then upserted with one ``INSERT ... SELECT``.
+Python touches each run once, to hand the rows to the driver (COPY on PostgreSQL).
 """
 
 from __future__ import annotations
