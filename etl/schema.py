@@ -314,8 +314,11 @@ def _history_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def _lock_key(table: str) -> int:
-    digest = hashlib.sha256(f"nsml-etl table {table}".encode()).digest()
+def _lock_key(table: str, database: str | None = None) -> int:
+    """The number naming a runs table's lock: from its name, and its database's where the
+    family's lock names span the server (:attr:`Family.server_wide_locks`)."""
+    name = table if database is None else f"{database}.{table}"
+    digest = hashlib.sha256(f"nsml-etl table {name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -392,7 +395,9 @@ class Schema:
         chunk's transaction blocks that transaction's next, stronger table lock (MariaDB's
         metadata locks, PostgreSQL's table locks), and the database kills the chunk as a
         deadlock; two chunks of the same runs at once would both close and open versions."""
-        key = _lock_key(self.table_name)
+        # Exports into one table's namesake in another database must not wait for each other.
+        database = self.engine.url.database if self.family.server_wide_locks else None
+        key = _lock_key(self.table_name, database)
         with self.engine.connect() as conn, self.family.table_lock(conn, key, self.table_name):
             try:
                 yield conn

@@ -18,7 +18,7 @@ from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
-from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs
+from conftest import ACCESS_KEY, SECRET_KEY, SERVER_URL_ENV, fetch_rows, write_pairs
 
 import nsml_etl
 from nsml_etl.database import create_engine
@@ -198,3 +198,30 @@ def test_a_chunk_adopts_every_column_other_exports_add_while_it_waits(
     assert sorted(r["run_name"] for r in rows) == sorted(str(n) for n in others if n != 1)
     assert all(r[f"env_other_{r['run_name']}"] == r["run_name"] for r in rows)
     assert "env_orphan" in rows[0]  # added by this export's schema step
+
+
+# Regression: MySQL's GET_LOCK names are one namespace for the whole server, and the table's
+# lock was named after the table alone, so exports into nsml_runs of two databases on one
+# MariaDB server took turns (every test database's exports queued on one lock), and behind a
+# long one, gave up after 60 s with exit 4 "timed out ... waiting for another export's lock"
+def test_a_table_of_the_same_name_in_another_database_does_not_share_its_lock(
+    db_url, simulator, credentials, run_cli, tmp_path
+):
+    if db_url.startswith("sqlite"):
+        elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    else:
+        kind = "mysql" if db_url.startswith("mysql") else "postgresql"
+        elsewhere = os.environ[SERVER_URL_ENV[kind]]  # the server's own database
+    path = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
+    held = RunStore(create_engine(elsewhere), "nsml_runs")
+    with held._table_lock():  # an export into nsml_runs there, holding its lock throughout
+        result = run_cli(
+            "export", "--pairs", str(path), "--db", db_url, "--base-url", simulator.base_url
+        )
+    held.engine.dispose()
+    assert result.exit_code == 0, result.output
+    stored = fetch_rows(db_url, "SELECT project_id, run_name FROM nsml_runs")
+    assert sorted((r["project_id"], r["run_name"]) for r in stored) == sorted(simulator.pairs())
+    assert [r["status"] for r in fetch_rows(db_url, "SELECT status FROM nsml_export_batches")] == [
+        "succeeded"
+    ]
