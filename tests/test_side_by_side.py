@@ -27,7 +27,7 @@ from nsml_etl.pipeline import write_chunk
 from nsml_etl.store import RunStore
 from nsml_etl.transform import flatten_run
 
-EXPORTS = 4
+EXPORTS = 3
 RUNS_PER_EXPORT = 10
 NOW = datetime(2026, 11, 27)
 
