@@ -97,6 +97,9 @@ class Family:
     stores_any_text: bool = True
     # The query for the most bytes one statement may carry, where the server limits it.
     packet_size_query: str | None = None
+    # Whether the table lock's name is one namespace for the whole server (MySQL's GET_LOCK),
+    # not per database (PostgreSQL's advisory locks): then the name says the database too.
+    server_wide_locks: bool = False
 
     # The family's SQL words (class constants, not per instance):
     # the driver's parameter marker in a plain executemany (its paramstyle);
@@ -586,6 +589,7 @@ class MySQLFamily(Family):
     transactional_ddl: bool = False
     stores_any_text: bool = False
     packet_size_query: str | None = "SELECT @@max_allowed_packet"
+    server_wide_locks: bool = True
 
     view_now = "UTC_TIMESTAMP()"
     view_macros = {

@@ -177,5 +177,10 @@ class RunShapeError(ValueError):
 
 
 class MappingChanged(Exception):
-    """Another export changed a table's column mapping between a chunk's schema step and its
-    write: build the chunk's rows again."""
+    """The column mapping found under a table's lock names a column that does not exist yet:
+    the schema step must add it before the chunk is written. ``mapping`` is what was found
+    (a retry that finds the same one again has made no progress)."""
+
+    def __init__(self, table: str, mapping: object) -> None:
+        super().__init__(table)
+        self.mapping = mapping

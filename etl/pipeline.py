@@ -50,7 +50,6 @@ from .store import RunStore
 from .throttle import QuotaGuard, Throttle
 from .transform import (
     FlatRun,
-    build_frame,
     env_keys,
     extra_fields,
     flatten_run,
@@ -65,8 +64,6 @@ QUEUE_PER_WORKER = 4
 # A chunk whose connection dropped is written again at most this often, with a short backoff
 # (a database restart or failover takes seconds, not minutes).
 DB_WRITE_ATTEMPTS = 3
-# Times a chunk is built again when other exports keep changing the column mapping under it.
-MAPPING_ATTEMPTS = 5
 DB_RETRY_WAIT_S = 1.0
 DB_RETRY_WAIT_MAX_S = 10.0
 # Get run's answer for a run that no longer exists: a stored run answered so is marked gone.
@@ -182,25 +179,26 @@ def is_transient_db_error(exc: BaseException, store: RunStore | None = None) -> 
 
 def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None = None) -> int:
     """Schema first (new env keys become columns), then one transaction for the upsert and
-    the change history; again if another export changed the mapping in between."""
+    the change history, which adopts whatever other exports changed in the mapping meanwhile.
+    A mapped column found missing under the lock sends the chunk through the schema step
+    again, as long as each time finds a newer mapping (a mapping only grows: that ends)."""
     if not runs:
         return 0
-    for _ in range(MAPPING_ATTEMPTS):
-        mapping = store.prepare(env_keys(runs), extra_fields(runs))
+    keys, fields = env_keys(runs), extra_fields(runs)
+    found: object = None
+    while True:
+        mapping = store.prepare(keys, fields)
         try:
-            return store.upsert(
-                build_frame(runs, mapping.env, mapping.fields), batch_id=batch_id, mapping=mapping
-            )
-        except MappingChanged:
-            log.debug(
-                "the column mapping of %s changed under this chunk; building it again",
-                store.table_name,
-            )
-    raise DatabaseError(
-        f"the column mapping of table {store.table_name} changed "
-        f"{MAPPING_ATTEMPTS} times while one chunk was written (other exports "
-        "giving waiting env keys columns); run the export again"
-    )
+            return store.upsert(runs, mapping=mapping, batch_id=batch_id)
+        except MappingChanged as changed:
+            if changed.mapping == found:
+                raise DatabaseError(
+                    f"table {store.table_name} lacks a column its mapping names, and adding "
+                    "it did not help; check the table's columns against nsml_env_columns "
+                    "and nsml_field_columns"
+                ) from None
+            found = changed.mapping
+            log.debug("a mapped column of %s is missing; adding it first", store.table_name)
 
 
 def unique_runs(runs: Iterable[FlatRun]) -> list[FlatRun]:

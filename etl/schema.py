@@ -10,7 +10,9 @@ Contract, the same on SQLite, PostgreSQL and MySQL/MariaDB:
 * schema changes and chunk writes run under one lock per table (SQLite's write lock, a
   PostgreSQL advisory lock, MySQL ``GET_LOCK``); schema changes re-read the schema after taking
   it, so two exports adding the same key at once agree, and two exports writing the same runs
-  take turns, so their change history stays one version after another;
+  take turns, so their change history stays one version after another; a chunk's rows are
+  built again under the lock from the mapping found there when others changed it meanwhile
+  (:meth:`etl.store.RunStore.upsert`), so exports side by side never starve each other;
 * a mapping row is committed before its column is added, so MySQL's implicit commit on DDL can
   never leave a column nobody owns: a mapped column that is missing is simply added next time.
 
@@ -312,8 +314,11 @@ def _history_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def _lock_key(table: str) -> int:
-    digest = hashlib.sha256(f"nsml-etl table {table}".encode()).digest()
+def _lock_key(table: str, database: str | None = None) -> int:
+    """The number naming a runs table's lock: from its name, and its database's where the
+    family's lock names span the server (:attr:`Family.server_wide_locks`)."""
+    name = table if database is None else f"{database}.{table}"
+    digest = hashlib.sha256(f"nsml-etl table {name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -390,7 +395,9 @@ class Schema:
         chunk's transaction blocks that transaction's next, stronger table lock (MariaDB's
         metadata locks, PostgreSQL's table locks), and the database kills the chunk as a
         deadlock; two chunks of the same runs at once would both close and open versions."""
-        key = _lock_key(self.table_name)
+        # Exports into one table's namesake in another database must not wait for each other.
+        database = self.engine.url.database if self.family.server_wide_locks else None
+        key = _lock_key(self.table_name, database)
         with self.engine.connect() as conn, self.family.table_lock(conn, key, self.table_name):
             try:
                 yield conn

@@ -1,20 +1,20 @@
 """Writing runs: screening a chunk, staging it, merging it into the runs table with its change
 history, and the few reads and updates an export makes on stored runs.
 
-A chunk is one transaction under the table's lock (:meth:`Schema._table_lock`): staged in a
-temporary table, compared with the stored rows (a changed run closes its current version in
-``nsml_run_history``), then upserted with one ``INSERT ... SELECT``. Python touches each run
-once, to hand the rows to the driver (COPY on PostgreSQL).
+A chunk is one transaction under the table's lock (:meth:`Schema._table_lock`): its rows are
+built again from the mapping found under the lock if other exports added columns since its
+schema step, staged in a temporary table, compared with the stored rows (a changed run closes
+its current version in ``nsml_run_history``), then upserted with one ``INSERT ... SELECT``.
+Python touches each run once, to hand the rows to the driver (COPY on PostgreSQL).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,6 +36,7 @@ from .transform import (
     OBSERVATION_COLUMNS,
     TERMINAL_STATUSES,
     FlatRun,
+    build_frame,
     env_keys,
     extra_fields,
 )
@@ -276,24 +277,31 @@ class RunStore(Schema):
         return rows
 
     def upsert(
-        self, frame: pd.DataFrame, batch_id: int | None = None, mapping: ColumnMap | None = None
+        self, runs: Sequence[FlatRun], mapping: ColumnMap, batch_id: int | None = None
     ) -> int:
         """Write one chunk and its change history in one transaction; returns the runs
-        written. ``frame`` has one row per run, built from ``mapping``: if another export has
-        changed the mapping since (given a waiting key a column, filled from the runs stored
-        then), :class:`MappingChanged` says to build the frame again."""
-        if frame.empty:
+        written. The rows are built from ``mapping`` (what :meth:`prepare` returned for these
+        runs) and built again, under the table's lock, from the mapping found there if other
+        exports have changed it since (added columns, given a waiting key a column and filled
+        it from the runs stored then): under the lock nobody else can change it, so the chunk
+        is written with the table as it is, however many columns others add. Only a mapped
+        column that does not exist yet (a crashed export's, see :meth:`_usable_mapping`) is
+        :class:`MappingChanged`: :meth:`prepare` adds it, then this is called again."""
+        if not runs:
             return 0
-        columns = list(frame.columns)
-        # One object block -> lists in C; itertuples() boxes every cell through Series.
-        rows = frame.to_numpy(dtype=object).tolist()
+        columns, rows = _chunk_rows(runs, mapping)  # outside the lock: it is per run
         try:
             with self._table_lock() as conn:  # one writer per table, across exports too
-                if mapping is not None and self.read_mapping(conn) != mapping:
-                    raise MappingChanged(self.table_name)
-                runs = conn.dialect.identifier_preparer.quote(self.table_name)
+                current = self.read_mapping(conn)
+                if current != mapping:
+                    log.debug(
+                        "the column mapping of %s changed under this chunk; building it again",
+                        self.table_name,
+                    )
+                    columns, rows = _chunk_rows(runs, self._usable_mapping(conn, current))
+                runs_table = conn.dialect.identifier_preparer.quote(self.table_name)
                 timestamps = [i for i, c in enumerate(columns) if c in TIMESTAMP_COLUMNS]
-                self.family.create_stage(conn, STAGE_TABLE, runs)
+                self.family.create_stage(conn, STAGE_TABLE, runs_table)
                 self.family.fill_stage(conn, STAGE_TABLE, columns, rows, timestamps)
                 self._write_history(conn, columns, batch_id)  # first: it reads the old rows
                 self._merge_stage(conn, columns)
@@ -303,6 +311,27 @@ class RunStore(Schema):
                 f"writing {len(rows)} runs to table {self.table_name} failed: {first_line(exc)}"
             ) from exc
         return len(rows)
+
+    def _usable_mapping(self, conn: Connection, current: ColumnMap) -> ColumnMap:
+        """``current``, read under the table's lock, once every column it names is known to
+        exist (one look at the table when another export added columns); else
+        :class:`MappingChanged`. A mapping only grows, so it covers every key of the chunk.
+        A mapped column can be missing only where an export stopped between committing the
+        mapping and its ALTER TABLE (MySQL commits the mapping first)."""
+        unknown = set(current.columns) - self._known_columns
+        if unknown:
+            existing = {c["name"].lower() for c in sa.inspect(conn).get_columns(self.table_name)}
+            if not {c.lower() for c in unknown} <= existing:
+                raise MappingChanged(self.table_name, current)
+            self._known_columns |= unknown
+        return current
+
+
+def _chunk_rows(runs: Sequence[FlatRun], mapping: ColumnMap) -> tuple[list[str], list[list]]:
+    """A chunk's column names and rows for the driver, built from ``mapping``."""
+    frame = build_frame(runs, mapping.env, mapping.fields)
+    # One object block -> lists in C; itertuples() boxes every cell through Series.
+    return list(frame.columns), frame.to_numpy(dtype=object).tolist()
 
 
 def _too_large(run: FlatRun, limit: int) -> str | None:
