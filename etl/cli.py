@@ -385,17 +385,8 @@ def print_report(report: ExportReport, log_format: str = "text") -> None:
     pair_failed and batch_finished events on stderr say it."""
     if log_format == "json":
         return
-    if report.failed:
-        click.echo(f"Failed pairs ({len(report.failed)}):")
-        for failure in report.failed:
-            if failure.pair is None:
-                click.echo(f"  {failure.reason}")
-                continue
-            attempts = f"{failure.attempts} attempt{'s' if failure.attempts != 1 else ''}"
-            click.echo(
-                f"  {failure.pair.project_id}\t{failure.pair.run_name}\t"
-                f"{failure.reason} [{attempts}]"
-            )
+    for line in report.failure_lines():
+        click.echo(line)
     click.echo(report.summary())
 
 

@@ -372,16 +372,17 @@ class NsmlClient:
         cut = self._in_flight.cut
         if cut == CANCELLED:
             return Aborted()
+        where = _host_port(self.base_url)
         if cut == EXPIRED:  # the whole response took longer than --timeout
-            return ApiError("transport error: read timed out", retryable=True)
+            return ApiError(f"transport error: read timed out ({where})", retryable=True)
         if isinstance(exc, requests.exceptions.SSLError):
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 return ApiError(
-                    f"TLS certificate verification failed ({_host_port(self.base_url)}); "
+                    f"TLS certificate verification failed ({where}); "
                     "behind a TLS-inspecting proxy, pass "
                     "its CA bundle with --ca-bundle (or REQUESTS_CA_BUNDLE)"
                 )
-            return ApiError(f"TLS error: {type(exc).__name__}")
+            return ApiError(f"TLS error: {_transport_reason(exc)} ({where})")
         if isinstance(
             exc,
             requests.exceptions.ConnectionError
@@ -390,7 +391,7 @@ class NsmlClient:
             | requests.exceptions.ContentDecodingError,
         ):
             return ApiError(
-                f"transport error: {_transport_reason(exc)} ({_host_port(self.base_url)})",
+                f"transport error: {_transport_reason(exc)} ({where})",
                 retryable=True,
             )
         raise exc

@@ -185,6 +185,25 @@ class ExportReport:
         unread = " and the rest of the run list unread" if self.list_unread else ""
         return f"{self.not_attempted} runs not attempted{unread}"
 
+    def failure_lines(self) -> list[str]:
+        """The failed pairs for a person, one line each (``project<TAB>run<TAB>reason
+        [attempts]``); a reason that several pairs share (an unreachable API fails every run
+        alike) is said once, as a heading over its pairs, which then show only their attempts."""
+        by_reason: dict[str, list[FailedPair]] = {}
+        for failure in self.failed:
+            by_reason.setdefault(failure.reason, []).append(failure)
+        lines = [f"Failed pairs ({len(self.failed)}):"] if self.failed else []
+        for reason, failures in by_reason.items():
+            if len(failures) > 1:
+                lines.append(f"  {len(failures)} pairs: {reason}")
+                lines += [f"    {_pair_cell(f)}[{_attempts(f)}]" for f in failures]
+            elif failures[0].pair is None:  # a load's line: its reason starts FILE:LINE
+                lines.append(f"  {reason}")
+            else:
+                (failure,) = failures
+                lines.append(f"  {_pair_cell(failure)}{reason} [{_attempts(failure)}]")
+        return lines
+
     def summary(self) -> str:
         note = self.outcome.note
         unwritten = f"; {self.unwritten} not written (stopped)" if self.unwritten else ""
@@ -193,6 +212,18 @@ class ExportReport:
             f"retried {self.retried}, elapsed {self.elapsed:.2f}s{unwritten}"
             f"{f'; {note}' if note else ''}"
         )
+
+
+def _pair_cell(failure: FailedPair) -> str:
+    """``project<TAB>run<TAB>`` of a failure's pair; nothing for a load line that names none
+    (its reason starts with FILE:LINE)."""
+    if failure.pair is None:
+        return ""
+    return f"{failure.pair.project_id}\t{failure.pair.run_name}\t"
+
+
+def _attempts(failure: FailedPair) -> str:
+    return f"{failure.attempts} attempt{'s' if failure.attempts != 1 else ''}"
 
 
 ProgressCallback = Callable[[ExportReport], None]

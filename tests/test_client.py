@@ -258,7 +258,7 @@ def test_an_unreachable_api_is_named_with_host_port_and_reason(
     run_cli, credentials, sqlite_url, tmp_path
 ):
     # Regression: every pair failed with "transport error: ConnectionError", naming neither
-    # where nor why.
+    # where nor why; and the listing repeated the reason for every run: it is said once.
     port = _closed_port()
     pairs = write_pairs(tmp_path / "pairs.csv", [("p", "1"), ("p", "2")])
     base = f"http://127.0.0.1:{port}/nsml/v1"
@@ -268,7 +268,8 @@ def test_an_unreachable_api_is_named_with_host_port_and_reason(
     )  # fmt: skip
     assert result.exit_code == 1, result.output
     reason = f"transport error: connection refused (127.0.0.1:{port})"
-    assert result.stdout.count(reason) == 2
+    assert result.stdout.count(reason) == 1
+    assert f"Failed pairs (2):\n  2 pairs: {reason}\n    p\t1\t[1 attempt]\n" in result.stdout
     failures = fetch_rows(sqlite_url, "SELECT message FROM nsml_export_failures")
     assert [f["message"] for f in failures] == [reason, reason]
 

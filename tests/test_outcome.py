@@ -22,6 +22,8 @@ from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pair
 import nsml_etl
 from nsml_etl import pipeline
 from nsml_etl.errors import OutputError
+from nsml_etl.outcome import ExportReport, FailedPair
+from nsml_etl.pairs import Pair
 from nsml_etl.simulator import PREFIX
 
 BATCHES = "SELECT status, exported, error FROM nsml_export_batches ORDER BY id"
@@ -464,3 +466,22 @@ def test_the_batch_status_always_matches_the_exit_code(
     status = fetch_rows(db_url, BATCHES)[-1]["status"]
     assert status in STATUSES_OF_EXIT[code], (status, code)
     assert (status, code) == EXPECTED[case]
+
+
+def test_failure_lines_say_a_shared_reason_once():
+    # Regression: an unreachable API listed the same reason under every one of its runs.
+    report = ExportReport(requested=4)
+    for run in ("1", "2", "3"):
+        report.failed.append(FailedPair(Pair("p", run), "transport error: x (h:1)", attempts=5))
+    report.failed.append(FailedPair(Pair("p", "4"), "HTTP 404: not found", status=404))
+    report.failed.append(FailedPair(None, "raw.jsonl:7: not JSON"))
+    assert report.failure_lines() == [
+        "Failed pairs (5):",
+        "  3 pairs: transport error: x (h:1)",
+        "    p\t1\t[5 attempts]",
+        "    p\t2\t[5 attempts]",
+        "    p\t3\t[5 attempts]",
+        "  p\t4\tHTTP 404: not found [1 attempt]",
+        "  raw.jsonl:7: not JSON",
+    ]
+    assert ExportReport().failure_lines() == []
