@@ -40,6 +40,9 @@ class EtlError(Exception):
     # (``config.flag_message``). Set by :meth:`about`.
     setting: str | None = None
     detail: str = ""
+    # The ExportReport of the export or load it stopped, once one had started (what was
+    # committed before, the batch id, the metrics); None for an error before the start.
+    report: Any = None
 
     @classmethod
     def about(cls, setting: str, detail: str) -> Self:
@@ -77,7 +80,6 @@ class AuthenticationError(EtlError):
 
     exit_code = EXIT_AUTH_FAILED
     kind = "authentication"
-    report: Any = None  # the ExportReport of the export it stopped, when there was one
 
 
 class DatabaseError(EtlError):

@@ -621,6 +621,8 @@ def _settle(
     report.batch_id = batch.id
     log_finished(report)
     if report.error is not None:
+        if isinstance(report.error, EtlError):
+            report.error.report = report  # what came before, for the caller (and the metrics)
         raise report.error
     return report
 

@@ -377,3 +377,25 @@ def test_the_api_load_figures(sqlite_url, tmp_path):
     report = nsml_etl.load(archive, db_url=sqlite_url, metrics_file=tmp_path / "m.prom")
     assert report.metrics["runs"]["exported"] == 1
     assert read_metrics(tmp_path / "m.prom")["exit_code"] == 0
+
+
+def test_the_api_database_error_carries_its_report_and_figures(
+    credentials, make_simulator, db_url, tmp_path
+):
+    # Regression: a DatabaseError mid-export raised without its report, so an Airflow task
+    # could not push the figures (the metrics file had them, the caller did not).
+    sim = make_simulator(projects=2, runs_per_project=3)
+    first, second = ([(p, r) for r in body["runs"]] for p, body in sim.data.items())
+    assert nsml_etl.export(first, db_url=db_url, base_url=sim.base_url).ok
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:  # a history table a DBA broke: every write fails
+        conn.exec_driver_sql("ALTER TABLE nsml_run_history RENAME COLUMN status TO scratch_s")
+    engine.dispose()
+    metrics_file = tmp_path / "m.prom"
+    with pytest.raises(nsml_etl.DatabaseError) as caught:
+        nsml_etl.export(second, db_url=db_url, base_url=sim.base_url, metrics_file=metrics_file)
+    report = caught.value.report
+    assert isinstance(report, nsml_etl.ExportReport)
+    assert report.requested == 3 and report.exported == 0 and report.batch_id is not None
+    assert report.metrics["exit_code"] == read_metrics(metrics_file)["exit_code"] == 4
+    assert report.metrics["requests"] == {"200": 3}
