@@ -8,7 +8,9 @@ any password masked (:func:`etl.urls.redact_url`).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -122,8 +124,12 @@ def check_database(engine: Engine) -> None:
         parent = path.parent if str(path.parent) else Path(".")
         if not parent.is_dir():
             raise DatabaseError(f"{describe_database(url)}: directory {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise DatabaseError(f"{describe_database(url)}: directory {parent} is not writable")
+        refusal = _folder_refuses_files(parent)
+        if refusal is not None:
+            raise DatabaseError(
+                f"{describe_database(url)}: directory {parent} is not writable ({refusal}); "
+                "the database file cannot be created there: choose another --db"
+            )
         return
     try:
         with engine.connect() as conn:
@@ -133,6 +139,20 @@ def check_database(engine: Engine) -> None:
         raise DatabaseError(
             f"cannot connect to {describe_database(url)}: {first_line(exc)}"
         ) from None
+
+
+def _folder_refuses_files(folder: Path) -> str | None:
+    """Why a file cannot be created in ``folder`` (the OS's words), or None. Tried for real,
+    with a probe file removed at once: ``os.access`` answers yes to root whatever the folder
+    (an immutable folder, a read-only mount), and cron jobs often run as root."""
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".nsml-etl-probe-", dir=folder)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return None
 
 
 def write_refusal(engine: Engine) -> str | None:

@@ -137,8 +137,10 @@ def test_not_found_pairs_fail_alone(run_cli, credentials, simulator, db_url, tmp
     pairs_file = write_pairs(tmp_path / "pairs.csv", pairs + missing)
     result = export(run_cli, simulator, pairs_file, db_url)
     assert result.exit_code == 1
-    assert f"{pairs[0][0]}\t9999\tHTTP 404 errorCode 300" in result.stdout
-    assert "nosuchproject00000\t1\tHTTP 404" in result.stdout
+    # Both 404s share their reason: said once, over the two pairs.
+    assert "  2 pairs: HTTP 404 errorCode 300: Not Found" in result.stdout
+    assert f"    {pairs[0][0]}\t9999\t[1 attempt]" in result.stdout
+    assert "    nosuchproject00000\t1\t[1 attempt]" in result.stdout
     assert (
         result.stdout.strip()
         .splitlines()[-1]

@@ -284,3 +284,30 @@ def test_first_line_is_the_database_reason_in_one_short_line():
     assert first_line(wrapped(detail)) == "duplicate key"
     long = first_line(wrapped(pymysql.err.DataError(1366, "Incorrect value: '" + "x" * 5000)))
     assert len(long) == MAX_REASON_CHARS and long.endswith("...")
+
+
+def test_a_new_sqlite_file_in_a_folder_root_cannot_write_fails_before_any_request(
+    run_cli, credentials, simulator, tmp_path
+):
+    # Regression: the folder was judged by os.access, which says yes to root even for an
+    # immutable folder: check said OK, and export sent every request, then failed creating the
+    # file with exit 4.
+    folder = tmp_path / "sealed"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'runs.db'}"
+    base = ("--base-url", simulator.base_url, "--db", url)
+    with _immutable(folder):
+        check = run_cli("check", *base)
+        assert check.exit_code == 4, check.output
+        assert check.stdout.startswith("FAIL: database: ") and "not writable" in check.stdout
+        requests_of_check = simulator.stats.requests
+        for args in (("--all",), ("--all", "--dry-run")):
+            result = run_cli("export", *base, *args)
+            assert result.exit_code == 4, result.output
+            assert f"directory {folder} is not writable (Operation not permitted)" in (
+                result.stderr
+            )
+        with pytest.raises(nsml_etl.DatabaseError, match="is not writable"):
+            nsml_etl.export(all_runs=True, db_url=url, base_url=simulator.base_url)
+        assert simulator.stats.requests == requests_of_check
+        assert list(folder.iterdir()) == []  # nothing made, the probe file neither
