@@ -133,6 +133,15 @@ def run_cli():
     return invoke
 
 
+def export_args(sim, pairs_file: Path | str, db_url: str, *extra: str) -> tuple[str, ...]:
+    """The arguments of ``nsml-etl export`` for a pairs file against simulator ``sim``, with
+    retries that wait 10 ms, not seconds; ``extra`` are further options."""
+    return (
+        "export", "--pairs", str(pairs_file), "--db", db_url, "--base-url", sim.base_url,
+        "--backoff-initial", "0.01", *extra,
+    )  # fmt: skip
+
+
 def fetch_rows(db_url: str, sql: str, params: dict | None = None) -> list[dict]:
     engine = sa.create_engine(db_url)
     try:

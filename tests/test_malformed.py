@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from conftest import fetch_rows, write_pairs
+from conftest import export_args, fetch_rows, write_pairs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -111,22 +111,19 @@ def test_export_fails_each_malformed_run_alone_and_lands_the_rest(
     sim = _simulator(make_simulator)
     pairs_file = write_pairs(tmp_path / "pairs.csv", _pairs())
     failures_out = tmp_path / "failed.csv"
+    raw = str(tmp_path / "raw.jsonl")
     result = run_cli(
-        "export",
-        "--pairs",
-        str(pairs_file),
-        "--db",
-        db_url,
-        "--base-url",
-        sim.base_url,
-        "--backoff-initial",
-        "0.01",
-        "--chunk-size",
-        chunk_size,
-        "--failures-out",
-        str(failures_out),
-        "--save-raw",
-        str(tmp_path / "raw.jsonl"),
+        *export_args(
+            sim,
+            pairs_file,
+            db_url,
+            "--chunk-size",
+            chunk_size,
+            "--failures-out",
+            str(failures_out),
+            "--save-raw",
+            raw,
+        )  # fmt: skip
     )
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output + result.stderr

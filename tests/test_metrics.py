@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs
+from conftest import ACCESS_KEY, SECRET_KEY, export_args, fetch_rows, write_pairs
 from prometheus_client.parser import text_string_to_metric_families
 
 import nsml_etl
@@ -46,18 +46,8 @@ def read_metrics(path: Path) -> dict:
 
 
 def export(run_cli, sim, db_url: str, pairs_file: Path, metrics_file: Path, *more: str):
-    return run_cli(
-        "export",
-        "--pairs",
-        str(pairs_file),
-        "--db",
-        db_url,
-        "--base-url",
-        sim.base_url,
-        "--metrics-file",
-        str(metrics_file),
-        *more,
-    )
+    metrics = ("--metrics-file", str(metrics_file))
+    return run_cli(*export_args(sim, pairs_file, db_url, *metrics, *more))
 
 
 def finished_at(db_url: str, status: str) -> float:

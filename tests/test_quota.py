@@ -14,7 +14,7 @@ import time
 
 import pytest
 import requests
-from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs
+from conftest import ACCESS_KEY, SECRET_KEY, export_args, fetch_rows, write_pairs
 
 import nsml_etl
 from nsml_etl.client import interpret, is_quota_answer, is_throttling
@@ -77,20 +77,7 @@ def test_the_guard_needs_a_second_refusal_and_a_later_success_clears_a_stray_one
 
 
 def _export_args(sim, pairs_file, db_url, *extra, concurrency=CONCURRENCY):
-    return (
-        "export",
-        "--pairs",
-        str(pairs_file),
-        "--db",
-        db_url,
-        "--base-url",
-        sim.base_url,
-        "--concurrency",
-        str(concurrency),
-        "--backoff-initial",
-        "0.01",
-        *extra,
-    )
+    return export_args(sim, pairs_file, db_url, "--concurrency", str(concurrency), *extra)
 
 
 def _batch(db_url):
