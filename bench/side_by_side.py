@@ -24,7 +24,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from nsml_etl.simulator import Simulator, SimulatorConfig
+from nsml_etl.testing.simulator import Simulator, SimulatorConfig
 
 KEYS = {"NCP_ACCESS_KEY": "AKBENCH0000000000000", "NCP_SECRET_KEY": "bench-secret"}
 SERVER_URLS = ("NSML_ETL_TEST_POSTGRES_URL", "NSML_ETL_TEST_MYSQL_URL")

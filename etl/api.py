@@ -146,11 +146,11 @@ def export(
             engine = _checked_engine(settings, cleanup)
             if dry_run and not skip_finished:
                 return _dry_run_report(settings, mode, given)
-            from .discovery import discover_runs, then_unlisted
+            from .nsml.discovery import discover_runs, then_unlisted
+            from .nsml.throttle import QuotaGuard
             from .pipeline import export_runs
-            from .store import RunStore
-            from .throttle import QuotaGuard
             from .transform import TERMINAL_STATUSES
+            from .warehouse.store import RunStore
 
             store = RunStore(engine, settings.table, settings.max_env_columns)
             skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
@@ -161,8 +161,8 @@ def export(
             if given is not None:
                 source, total = map(RunToFetch, given), len(given)
             else:
-                from .client import NsmlClient
-                from .watchdog import Watchdog
+                from .nsml.client import NsmlClient
+                from .nsml.watchdog import Watchdog
 
                 lister = NsmlClient(
                     settings,
@@ -255,7 +255,7 @@ def load(
         with contextlib.ExitStack() as cleanup:
             engine = _checked_engine(settings, cleanup)
             from .pipeline import load_archive
-            from .store import RunStore
+            from .warehouse.store import RunStore
 
             store = RunStore(engine, settings.table, settings.max_env_columns)
             options = {**settings.public_dict(), "file": display_name(file)}
@@ -398,7 +398,7 @@ def _pairs_file(pairs: object) -> str | None:
 def _checked_engine(settings: Settings, cleanup: contextlib.ExitStack) -> Any:
     """The engine of ``settings.db_url``, reachable and writable, with a ``table`` nsml-etl
     may write."""
-    from .database import check_database, check_table, check_writable, create_engine
+    from .warehouse.engine import check_database, check_table, check_writable, create_engine
 
     engine = create_engine(settings.db_url)
     cleanup.callback(engine.dispose)

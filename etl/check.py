@@ -100,9 +100,9 @@ def run_checks(settings: Settings) -> CheckReport:
 
 def check_database(settings: Settings) -> CheckLine:
     """Connect (a missing SQLite file is reported, never created) and look at ``--table``."""
-    from .database import check_database as connect
-    from .database import check_table, check_writable, create_engine, sqlite_path
     from .urls import redact_url
+    from .warehouse.engine import check_database as connect
+    from .warehouse.engine import check_table, check_writable, create_engine, sqlite_path
 
     where = redact_url(settings.db_url)
     try:
@@ -167,7 +167,7 @@ class _Probe:
 
 
 def _probe(settings: Settings, credentials: Credentials) -> _Probe:
-    from .client import ApiError, NsmlClient, clock_skew, refusal
+    from .nsml.client import ApiError, NsmlClient, clock_skew, refusal
 
     client = NsmlClient(settings, credentials)
     try:
@@ -195,7 +195,7 @@ def _probe(settings: Settings, credentials: Credentials) -> _Probe:
 
 def check_api(settings: Settings, credentials: Credentials) -> list[CheckLine]:
     """The credentials, API key and clock lines, from one signed request."""
-    from .client import AUTH_STATUSES, QUOTA_EXCEEDED, RETRYABLE_STATUSES, TOO_MANY_REQUESTS
+    from .nsml.client import AUTH_STATUSES, QUOTA_EXCEEDED, RETRYABLE_STATUSES, TOO_MANY_REQUESTS
 
     probe = _probe(settings, credentials)
     endpoint = f"GET {settings.base_url}{PROBE_PATH}"
@@ -289,7 +289,7 @@ def _refused(
 
 
 def _clock_line(probe: _Probe) -> CheckLine:
-    from .client import GATEWAY_CLOCK_WINDOW_S as window
+    from .nsml.client import GATEWAY_CLOCK_WINDOW_S as window
 
     if probe.skew is None:
         if probe.status == 200:  # the signature passed: the clock is inside the window

@@ -136,9 +136,9 @@ class Recording:
         such batch, or the database cannot say: this run may have failed on it)."""
         import sqlalchemy as sa
 
-        from .batches import SUCCEEDED
-        from .database import create_engine, sqlite_path
         from .tablenames import BATCHES_TABLE
+        from .warehouse.batches import SUCCEEDED
+        from .warehouse.engine import create_engine, sqlite_path
 
         try:
             engine = create_engine(self.settings.db_url)

@@ -26,12 +26,8 @@ from tenacity import (
 
 from . import jsontext
 from .archive import ArchivedRun, ArchiveWriter
-from .auth import NcpSignatureV2
-from .batches import EXPORT_COMMAND, LOAD_COMMAND, BatchLog
-from .client import NsmlClient
 from .clock import utc_now
 from .config import Credentials, Settings
-from .dialects import Family, error_kind, first_line
 from .errors import (
     Aborted,
     AuthenticationError,
@@ -44,17 +40,21 @@ from .errors import (
     RunShapeError,
 )
 from .events import event, log_finished
+from .nsml.auth import NcpSignatureV2
+from .nsml.client import NsmlClient
+from .nsml.throttle import QuotaGuard, Throttle
+from .nsml.watchdog import Watchdog
 from .outcome import ExportReport, FailedPair, ProgressCallback
 from .pairs import Pair, RunToFetch
-from .store import RunStore
-from .throttle import QuotaGuard, Throttle
 from .transform import (
     FlatRun,
     env_keys,
     extra_fields,
     flatten_run,
 )
-from .watchdog import Watchdog
+from .warehouse.batches import EXPORT_COMMAND, LOAD_COMMAND, BatchLog
+from .warehouse.dialects import Family, error_kind, first_line
+from .warehouse.store import RunStore
 
 log = logging.getLogger(__name__)
 

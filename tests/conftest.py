@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from nsml_etl.cli import main
-from nsml_etl.simulator import Simulator, SimulatorConfig
+from nsml_etl.testing.simulator import Simulator, SimulatorConfig
 
 ACCESS_KEY = "AKTEST00000000000000"
 SECRET_KEY = "SKtestSECRETvalue-7f3a9c"  # recognizable: leak tests grep for it

@@ -203,7 +203,7 @@ def test_a_load_file_with_a_non_utf8_name_loads(db_url, tmp_path):
 # from the map it read before: its runs land with NULL in the new column although their envs
 # hold the key  (seen by chance in 1 of 2 concurrent MariaDB runs; made deterministic here)
 def test_a_key_promoted_by_a_concurrent_load_is_filled_in_every_run(db_url, tmp_path, monkeypatch):
-    from nsml_etl.store import RunStore
+    from nsml_etl.warehouse.store import RunStore
 
     first = _write_lines(
         tmp_path / "first.jsonl",

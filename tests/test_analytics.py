@@ -381,14 +381,14 @@ def check_weekly_views(history):
 def test_period_and_sums_of_the_report():
     from datetime import date
 
-    from nsml_etl.analytics import (
+    from nsml_etl.errors import InputError
+    from nsml_etl.reporting.analytics import (
         export_interval_hours,
         failure_rates,
         hours_per_project,
         period_for,
     )
-    from nsml_etl.errors import InputError
-    from nsml_etl.report_html import _nice_ceiling
+    from nsml_etl.reporting.html import _nice_ceiling
 
     today = date(2026, 1, 14)  # a Wednesday
     period = period_for(None, None, today)

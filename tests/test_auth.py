@@ -1,6 +1,6 @@
 import requests
 
-from nsml_etl.auth import (
+from nsml_etl.nsml.auth import (
     ACCESS_KEY_HEADER,
     API_KEY_HEADER,
     SIGNATURE_HEADER,

@@ -9,13 +9,13 @@ import pytest
 import sqlalchemy as sa
 from conftest import _server_database, fetch_rows, write_pairs
 
-from nsml_etl.database import create_engine
 from nsml_etl.errors import DatabaseError
 from nsml_etl.outcome import ExportReport
 from nsml_etl.pairs import Pair
 from nsml_etl.pipeline import DB_WRITE_ATTEMPTS, _ChunkWriter, is_transient_db_error
-from nsml_etl.store import RunStore
 from nsml_etl.transform import TERMINAL_STATUSES, flatten_run
+from nsml_etl.warehouse.engine import create_engine
+from nsml_etl.warehouse.store import RunStore
 
 
 def test_batches_and_failures_are_recorded(run_cli, credentials, simulator, db_url, tmp_path):

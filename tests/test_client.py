@@ -13,17 +13,17 @@ import requests
 import trustme
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs
 
-from nsml_etl.client import (
+from nsml_etl.config import Credentials, Settings
+from nsml_etl.errors import ApiError, AuthenticationError, RunFetchFailed
+from nsml_etl.nsml.client import (
     NsmlClient,
     WaitRetryAfter,
     interpret,
     is_retryable,
     parse_retry_after,
 )
-from nsml_etl.config import Credentials, Settings
-from nsml_etl.errors import ApiError, AuthenticationError, RunFetchFailed
 from nsml_etl.pairs import Pair
-from nsml_etl.simulator import Simulator, SimulatorConfig
+from nsml_etl.testing.simulator import Simulator, SimulatorConfig
 
 CREDS = Credentials(ACCESS_KEY, SECRET_KEY)
 

@@ -13,8 +13,8 @@ import pymysql.err as my
 import pytest
 import sqlalchemy as sa
 
-from nsml_etl.dialects import FAMILIES, Family, error_kind, family_of
 from nsml_etl.errors import DatabaseError
+from nsml_etl.warehouse.dialects import FAMILIES, Family, error_kind, family_of
 
 
 def _wrapped(orig: BaseException, kind=sa.exc.OperationalError, invalidated=False):

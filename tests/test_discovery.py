@@ -10,9 +10,9 @@ from datetime import datetime
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows
 
-from nsml_etl.client import NsmlClient
 from nsml_etl.config import Credentials, Settings
-from nsml_etl.discovery import discover_runs, parse_list_time
+from nsml_etl.nsml.client import NsmlClient
+from nsml_etl.nsml.discovery import discover_runs, parse_list_time
 from nsml_etl.pairs import Pair
 
 CREDS = Credentials(ACCESS_KEY, SECRET_KEY)

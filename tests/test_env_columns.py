@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
 from nsml_etl.config import DEFAULT_MAX_ENV_COLUMNS
-from nsml_etl.schema import MAX_FIELD_COLUMNS
-from nsml_etl.store import RunStore
 from nsml_etl.transform import CORE_COLUMNS
+from nsml_etl.warehouse.schema import MAX_FIELD_COLUMNS
+from nsml_etl.warehouse.store import RunStore
 
 
 def _load(run_cli, db_url, tmp_path, bodies, *extra):

@@ -12,12 +12,12 @@ import pytest
 import sqlalchemy as sa
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs
 
-from nsml_etl.database import create_engine
 from nsml_etl.errors import DatabaseError
 from nsml_etl.pairs import Pair
 from nsml_etl.pipeline import write_chunk
-from nsml_etl.store import RunStore
 from nsml_etl.transform import flatten_run
+from nsml_etl.warehouse.engine import create_engine
+from nsml_etl.warehouse.store import RunStore
 
 NOW = datetime(2026, 11, 27, 0, 0, 0)
 

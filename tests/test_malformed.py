@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 
 import nsml_etl
 from nsml_etl.archive import iter_archive
-from nsml_etl.database import create_engine
 from nsml_etl.pipeline import load_archive
-from nsml_etl.simulator import RawJson
-from nsml_etl.store import RunStore
+from nsml_etl.testing.simulator import RawJson
 from nsml_etl.transform import DOCUMENTED_FIELDS
+from nsml_etl.warehouse.engine import create_engine
+from nsml_etl.warehouse.store import RunStore
 
 GOOD = [("p", f"good{n}") for n in range(1, 5)]
 DIGITS = "1" * 5000

@@ -24,7 +24,7 @@ from nsml_etl import pipeline
 from nsml_etl.errors import OutputError
 from nsml_etl.outcome import ExportReport, FailedPair
 from nsml_etl.pairs import Pair
-from nsml_etl.simulator import PREFIX
+from nsml_etl.testing.simulator import PREFIX
 
 BATCHES = "SELECT status, exported, error FROM nsml_export_batches ORDER BY id"
 

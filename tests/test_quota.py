@@ -17,8 +17,8 @@ import requests
 from conftest import ACCESS_KEY, SECRET_KEY, export_args, fetch_rows, write_pairs
 
 import nsml_etl
-from nsml_etl.client import interpret, is_quota_answer, is_throttling
-from nsml_etl.throttle import QuotaGuard
+from nsml_etl.nsml.client import interpret, is_quota_answer, is_throttling
+from nsml_etl.nsml.throttle import QuotaGuard
 
 QUOTA = 15
 RUNS = 40

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from conftest import _server_database, table_names
 from wcwidth import wcswidth
 
-from nsml_etl.report import SECTION_NAMES
+from nsml_etl.reporting.report import SECTION_NAMES
 
 # -- a database that is not one of ours -------------------------------------------------------
 
@@ -234,8 +234,8 @@ def test_json_is_keyed_by_view_name_on_every_database(
 
 
 def test_as_json_renders_what_drivers_return():
-    from nsml_etl.report import Table
-    from nsml_etl.report_formats import as_json
+    from nsml_etl.reporting.formats import as_json
+    from nsml_etl.reporting.report import Table
 
     table = Table(
         "t",

@@ -21,11 +21,11 @@ import sqlalchemy as sa
 from conftest import ACCESS_KEY, SECRET_KEY, SERVER_URL_ENV, fetch_rows, write_pairs
 
 import nsml_etl
-from nsml_etl.database import create_engine
 from nsml_etl.pairs import Pair
 from nsml_etl.pipeline import write_chunk
-from nsml_etl.store import RunStore
 from nsml_etl.transform import flatten_run
+from nsml_etl.warehouse.engine import create_engine
+from nsml_etl.warehouse.store import RunStore
 
 EXPORTS = 3
 RUNS_PER_EXPORT = 10

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
 
-from nsml_etl import schema
+from nsml_etl.warehouse import schema
 
 # (database, signal, exit code): both signals on SQLite, each server database once.
 SIGNAL_CASES = [

@@ -6,7 +6,7 @@ import json
 
 from conftest import fetch_rows, write_pairs
 
-from nsml_etl.throttle import AdaptiveLimit, RateLimiter
+from nsml_etl.nsml.throttle import AdaptiveLimit, RateLimiter
 
 
 class Clock:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import fetch_rows
 
-from nsml_etl.views import expand
+from nsml_etl.reporting.views import expand
 
 
 def load(run_cli, db_url, tmp_path, bodies):

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from .config import DEFAULT_DB_URL
+from ..config import DEFAULT_DB_URL
+from ..errors import DatabaseError, InputError
+from ..urls import redact_url, sqlite_path
 from .dialects import family_of, first_line
-from .errors import DatabaseError, InputError
 from .schema import refuse_foreign_table
-from .urls import redact_url, sqlite_path
 
 # How long SQLite waits for another writer (an overlapping cron job) before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60

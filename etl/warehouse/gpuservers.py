@@ -16,11 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import files
+from .. import files
+from ..errors import DatabaseError, InputError
+from ..tablenames import GPU_SERVERS_TABLE
 from .dialects import first_line
-from .errors import DatabaseError, InputError
 from .schema import UTF8MB4, Text
-from .tablenames import GPU_SERVERS_TABLE
 
 # Largest value of the BIGINT gpu_svr_code column.
 MAX_CODE = 2**63 - 1

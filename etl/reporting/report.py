@@ -22,11 +22,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .database import describe_database, sqlite_path, write_refusal
-from .dialects import first_line
-from .errors import DatabaseError, InputError
-from .tablenames import BATCHES_TABLE, FILE_PREFIX, view_bases, view_name
-from .transform import RUN_FAILED, RUN_STATUSES
+from ..errors import DatabaseError, InputError
+from ..tablenames import BATCHES_TABLE, FILE_PREFIX, view_bases, view_name
+from ..transform import RUN_FAILED, RUN_STATUSES
+from ..warehouse.dialects import first_line
+from ..warehouse.engine import describe_database, sqlite_path, write_refusal
 from .views import create_views, query_view
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from .formats import cell, display_width, headers, limit_note, printable, shorten_middle
 from .report import (
     BY_PROJECT,
     FAILURES,
@@ -27,7 +28,6 @@ from .report import (
     in_status_order,
     status_column,
 )
-from .report_formats import cell, display_width, headers, limit_note, printable, shorten_middle
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI","Noto Sans CJK KR","Malgun Gothic",

@@ -14,8 +14,8 @@ from typing import Any
 
 from wcwidth import wcswidth, wcwidth
 
-from .errors import InputError
-from .files import writing
+from ..errors import InputError
+from ..files import writing
 from .report import Table
 
 _BIDI_CONTROLS = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))

@@ -18,10 +18,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from .clock import utc_now
-from .dialects import first_line
-from .errors import DatabaseError
-from .outcome import (  # noqa: F401 - the statuses are read from here too
+from ..clock import utc_now
+from ..errors import DatabaseError
+from ..outcome import (  # noqa: F401 - the statuses are read from here too
     AUTH_FAILED,
     BATCH_STATUSES,
     FAILED,
@@ -32,6 +31,7 @@ from .outcome import (  # noqa: F401 - the statuses are read from here too
     SUCCEEDED,
     ExportReport,
 )
+from .dialects import first_line
 from .store import RunStore
 
 log = logging.getLogger(__name__)

@@ -19,17 +19,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .config import DEFAULT_MAX_ENV_COLUMNS
-from .dialects import Family, first_line
-from .errors import DatabaseError, MappingChanged
-from .pairs import Pair
-from .schema import (
-    TIMESTAMP_COLUMNS,
-    ColumnMap,
-    Schema,
-)
-from .tablenames import HISTORY_TABLE, STAGE_TABLE
-from .transform import (
+from ..config import DEFAULT_MAX_ENV_COLUMNS
+from ..errors import DatabaseError, MappingChanged
+from ..pairs import Pair
+from ..tablenames import HISTORY_TABLE, STAGE_TABLE
+from ..transform import (
     GONE_COLUMN,
     KEY_COLUMNS,
     LIST_TIME_COLUMNS,
@@ -39,6 +33,12 @@ from .transform import (
     build_frame,
     env_keys,
     extra_fields,
+)
+from .dialects import Family, first_line
+from .schema import (
+    TIMESTAMP_COLUMNS,
+    ColumnMap,
+    Schema,
 )
 
 log = logging.getLogger(__name__)

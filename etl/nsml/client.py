@@ -7,7 +7,7 @@ the redirected request again).
 
 A 429 is throttling (errorCode 410 or 420, or none: :func:`is_throttling`), retried with backoff,
 unless its errorCode 400 says the usage plan's quota is spent (:func:`is_quota_answer`): the
-shared :class:`~nsml_etl.throttle.QuotaGuard` then lets one more request ask, and once a second
+shared :class:`~nsml_etl.nsml.throttle.QuotaGuard` then lets one more request ask, and once a second
 one is refused too no request starts (:class:`~nsml_etl.errors.QuotaExhausted`).
 """
 
@@ -37,12 +37,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from . import jsontext
+from .. import jsontext
+from ..config import Credentials, Settings
+from ..errors import Aborted, ApiError, AuthenticationError, QuotaExhausted, RunFetchFailed
+from ..events import event
+from ..pairs import Pair
 from .auth import NcpSignatureV2
-from .config import Credentials, Settings
-from .errors import Aborted, ApiError, AuthenticationError, QuotaExhausted, RunFetchFailed
-from .events import event
-from .pairs import Pair
 from .throttle import QuotaGuard, Throttle
 from .watchdog import CANCELLED, EXPIRED, InFlight, Watchdog, watch_connections
 

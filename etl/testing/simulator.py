@@ -37,7 +37,9 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
-from .auth import (
+from ..clock import parse_moment
+from ..errors import InputError
+from ..nsml.auth import (
     ACCESS_KEY_HEADER,
     API_KEY_HEADER,
     SIGNATURE_HEADER,
@@ -45,8 +47,6 @@ from .auth import (
     sign,
     string_to_sign,
 )
-from .clock import parse_moment
-from .errors import InputError
 
 PREFIX = "/nsml/v1"
 FAULT_KINDS = (

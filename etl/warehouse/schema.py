@@ -36,9 +36,25 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 
-from . import jsontext
-from .columnnames import allocate_columns, allocation_order, snake_case
-from .config import DEFAULT_MAX_ENV_COLUMNS
+from .. import jsontext
+from ..columnnames import allocate_columns, allocation_order, snake_case
+from ..config import DEFAULT_MAX_ENV_COLUMNS
+from ..errors import DatabaseError
+from ..events import event
+from ..tablenames import (
+    BATCHES_TABLE,
+    ENV_COLUMNS_TABLE,
+    FAILURES_TABLE,
+    FIELD_COLUMNS_TABLE,
+    HISTORY_TABLE,
+)
+from ..transform import (
+    CORE_COLUMNS,
+    GONE_COLUMN,
+    KEY_COLUMNS,
+    LIST_TIME_COLUMNS,
+    as_text,
+)
 from .dialects import (
     MYSQL_MAPPING_KEY_CHARS,
     MYSQL_RUN_KEY_CHARS,
@@ -46,22 +62,6 @@ from .dialects import (
     error_kind,
     family_of,
     first_line,
-)
-from .errors import DatabaseError
-from .events import event
-from .tablenames import (
-    BATCHES_TABLE,
-    ENV_COLUMNS_TABLE,
-    FAILURES_TABLE,
-    FIELD_COLUMNS_TABLE,
-    HISTORY_TABLE,
-)
-from .transform import (
-    CORE_COLUMNS,
-    GONE_COLUMN,
-    KEY_COLUMNS,
-    LIST_TIME_COLUMNS,
-    as_text,
 )
 
 log = logging.getLogger(__name__)

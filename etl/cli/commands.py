@@ -24,9 +24,9 @@ from typing import Any
 
 import click
 
-from . import __version__, api
-from .api import LOAD_DEFAULTS, LOAD_SETTINGS
-from .config import (
+from .. import __version__, api
+from ..api import LOAD_DEFAULTS, LOAD_SETTINGS
+from ..config import (
     MAX_SECONDS,
     SETTINGS,
     SETTINGS_BY_NAME,
@@ -35,7 +35,7 @@ from .config import (
     flag_message,
     resolve_settings,
 )
-from .errors import (
+from ..errors import (
     EXIT_BROKEN_PIPE,
     EXIT_DATABASE,
     EXIT_INTERNAL,
@@ -49,11 +49,11 @@ from .errors import (
     InputError,
     error_exit_code,
 )
-from .events import json_line, setup_logging
-from .files import writing
-from .metrics import Interrupt
-from .outcome import INTERRUPTED, ExportReport
-from .pairs import write_pairs, write_pairs_file
+from ..events import json_line, setup_logging
+from ..files import writing
+from ..metrics import Interrupt
+from ..outcome import INTERRUPTED, ExportReport
+from ..pairs import write_pairs, write_pairs_file
 
 log = logging.getLogger("nsml_etl")
 # Width of the progress bar on a terminal that reports 0 columns (the classic terminal's).
@@ -566,7 +566,7 @@ def export(
 
 def _note_simulated_clock() -> None:
     """Say so when NSML_ETL_CLOCK fixes the time (a bad value stops here, with exit 2)."""
-    from .clock import CLOCK_ENV, clock_override
+    from ..clock import CLOCK_ENV, clock_override
 
     moment = clock_override()
     if moment is not None:
@@ -585,7 +585,7 @@ def _freeze_startup_heap(preload: bool = True) -> None:
     The modules an export or load needs are imported first (``preload``), so that they are
     frozen too. The CLI owns its process; the library never does this to its host's heap."""
     if preload:
-        from . import pipeline  # noqa: F401 - imported now to be frozen with the rest
+        from .. import pipeline  # noqa: F401 - imported now to be frozen with the rest
     gc.freeze()
 
 
@@ -718,8 +718,8 @@ def pairs_command(
     Besides project_id and run_name, the file carries status, create_time and update_time
     (UTC), which export --pairs ignores.
     """
-    from .client import NsmlClient
-    from .discovery import discover_runs
+    from ..nsml.client import NsmlClient
+    from ..nsml.discovery import discover_runs
 
     setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
@@ -758,9 +758,9 @@ def pairs_command(
 @handle_errors
 def views(config_file: Path | None, **flags: Any) -> None:
     """Create or replace the reporting views (one per file in sql/) in the database."""
-    from .database import check_database, check_table, check_writable, create_engine
-    from .report import require_runs_table
-    from .views import create_views
+    from ..reporting.report import require_runs_table
+    from ..reporting.views import create_views
+    from ..warehouse.engine import check_database, check_table, check_writable, create_engine
 
     settings = resolve_settings(flags, config_file)
     engine = create_engine(settings.db_url)
@@ -788,7 +788,7 @@ def check(config_file: Path | None, **flags: Any) -> None:
     for export: 0 all OK; 1 the API could not be reached; 2 missing credentials or bad
     settings; 3 the gateway refused the credentials, API key or clock; 4 database error.
     """
-    from .check import run_checks
+    from ..check import run_checks
 
     settings = resolve_settings(flags, config_file)
     report = run_checks(settings)
@@ -812,7 +812,7 @@ def _gpu_engine(
 ) -> Iterator[tuple[Any, Any]]:
     """(engine, settings) for one gpu-servers command, checked (writable too, for a command
     that ``writes``), disposed of afterwards."""
-    from .database import check_database, check_writable, create_engine
+    from ..warehouse.engine import check_database, check_writable, create_engine
 
     settings = resolve_settings(flags, config_file)
     engine = create_engine(settings.db_url)
@@ -835,7 +835,7 @@ def gpu_servers_set(
     code: int, gpus: int, label: str | None, config_file: Path | None, **flags: Any
 ) -> None:
     """Record that GPU server CODE (a run's gpuSvrCode) has GPUS GPUs."""
-    from .gpuservers import GpuServer, check_server, set_servers
+    from ..warehouse.gpuservers import GpuServer, check_server, set_servers
 
     check_server(code, gpus, "gpu-servers set")
     with _gpu_engine(flags, config_file) as (engine, _):
@@ -849,7 +849,7 @@ def gpu_servers_set(
 @handle_errors
 def gpu_servers_unset(codes: tuple[int, ...], config_file: Path | None, **flags: Any) -> None:
     """Forget the GPU counts of these servers (their GPU-hours become unknown)."""
-    from .gpuservers import unset_servers
+    from ..warehouse.gpuservers import unset_servers
 
     with _gpu_engine(flags, config_file) as (engine, _):
         removed = unset_servers(engine, codes)
@@ -863,7 +863,7 @@ def gpu_servers_unset(codes: tuple[int, ...], config_file: Path | None, **flags:
 def gpu_servers_load(file: Path, config_file: Path | None, **flags: Any) -> None:
     """Set the GPU counts of a TOML file ([servers] with CODE = GPUS or
     CODE = { gpus = N, label = "..." }), all of them or, on any error, none."""
-    from .gpuservers import read_toml, set_servers
+    from ..warehouse.gpuservers import read_toml, set_servers
 
     servers = read_toml(file)  # checked whole before the database is touched
     with _gpu_engine(flags, config_file) as (engine, _):
@@ -876,8 +876,8 @@ def gpu_servers_load(file: Path, config_file: Path | None, **flags: Any) -> None
 @handle_errors
 def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
     """Print the known GPU counts, then the servers that --table has runs on without one."""
-    from .gpuservers import list_servers
-    from .report import refuse_missing_sqlite_file
+    from ..reporting.report import refuse_missing_sqlite_file
+    from ..warehouse.gpuservers import list_servers
 
     with _gpu_engine(flags, config_file, writes=False) as (engine, settings):
         refuse_missing_sqlite_file(engine)  # it reads: a mistyped path must not become a file
@@ -964,12 +964,18 @@ def report(
     """Print a summary from the reporting views (created if missing): runs by project, active
     runs, GPU servers, images, creators, env keys, exports, and run-hours, GPU-hours, queue
     waits and failure rates over a period of weeks."""
-    from .analytics import collect_analytics, period_for
-    from .clock import utc_now
-    from .database import check_database, check_table, create_engine, describe_database
-    from .report import SECTION_NAMES, collect, require_runs_table, section_name, views_for_reading
-    from .report_formats import as_csv, as_json, as_text, limit_note, write_csv_files
-    from .report_html import as_html
+    from ..clock import utc_now
+    from ..reporting.analytics import collect_analytics, period_for
+    from ..reporting.formats import as_csv, as_json, as_text, limit_note, write_csv_files
+    from ..reporting.html import as_html
+    from ..reporting.report import (
+        SECTION_NAMES,
+        collect,
+        require_runs_table,
+        section_name,
+        views_for_reading,
+    )
+    from ..warehouse.engine import check_database, check_table, create_engine, describe_database
 
     if out_dir is not None and output_format not in (None, "csv"):
         raise click.UsageError(f"--out-dir writes CSV files; drop --format {output_format}")
@@ -1179,8 +1185,8 @@ def simulate(
     Data is frozen unless --epoch, --clock or --clock-file lets time pass; exports then record
     the simulated moment when NSML_ETL_CLOCK holds it too.
     """
-    from .clock import parse_moment
-    from .simulator import (
+    from ..clock import parse_moment
+    from ..testing.simulator import (
         DEFAULT_EPOCH,
         DEFAULT_FAULT_KINDS,
         FAULT_KINDS,

@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .batches import EXPORT_COMMAND, PARTIAL, SUCCEEDED
-from .dialects import first_line
-from .errors import DatabaseError, InputError
+from ..errors import DatabaseError, InputError
+from ..tablenames import BATCHES_TABLE, view_name
+from ..warehouse.batches import EXPORT_COMMAND, PARTIAL, SUCCEEDED
+from ..warehouse.dialects import first_line
 from .report import (
     FAILURES,
     HOURS,
@@ -33,7 +34,6 @@ from .report import (
     Table,
     cap_for,
 )
-from .tablenames import BATCHES_TABLE, view_name
 from .views import query_view
 
 # The report's default period: the current week and the seven before it.

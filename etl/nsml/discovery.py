@@ -14,10 +14,10 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from ..config import DEFAULT_LIST_TIMEZONE
+from ..errors import ApiError, DiscoveryError
+from ..pairs import Pair, RunToFetch, named_pair
 from .client import NsmlClient
-from .config import DEFAULT_LIST_TIMEZONE
-from .errors import ApiError, DiscoveryError
-from .pairs import Pair, RunToFetch, named_pair
 
 log = logging.getLogger(__name__)
 

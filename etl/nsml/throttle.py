@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .events import event
+from ..events import event
 
 log = logging.getLogger(__name__)
 

@@ -42,12 +42,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .batches import BATCH_COMMANDS, BATCH_STATUSES
-from .dialects import family_of, first_line
-from .errors import DatabaseError
-from .gpuservers import ensure_table
-from .store import RunStore
-from .tablenames import (
+from ..errors import DatabaseError
+from ..tablenames import (
     BATCHES_TABLE,
     GPU_SERVERS_TABLE,
     HISTORY_TABLE,
@@ -55,7 +51,7 @@ from .tablenames import (
     view_bases,
     view_name,
 )
-from .transform import (
+from ..transform import (
     RUN_COMPLETED,
     RUN_FAILED,
     RUN_PENDING,
@@ -63,6 +59,10 @@ from .transform import (
     RUN_STOPPED,
     TERMINAL_STATUSES,
 )
+from ..warehouse.batches import BATCH_COMMANDS, BATCH_STATUSES
+from ..warehouse.dialects import family_of, first_line
+from ..warehouse.gpuservers import ensure_table
+from ..warehouse.store import RunStore
 
 # A run in one of these has not started yet; any other status that is not terminal means it has.
 WAITING_STATUSES = (RUN_PENDING,)

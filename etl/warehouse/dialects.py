@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from .errors import DatabaseError
+from ..errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
