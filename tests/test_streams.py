@@ -9,6 +9,7 @@ an AttributeError (exit 70); ``report >&-`` exited 0 having written nothing and 
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import os
 import shlex
@@ -19,9 +20,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs
 
 import nsml_etl
+from nsml_etl.cli import main
 
 NSML_ETL = str(Path(sys.executable).parent / "nsml-etl")
 # Enough for every output of these tests, so that a writer never waits for the reader.
@@ -272,3 +275,47 @@ def test_writing_to_a_closed_stdout_is_exit_141(make_simulator, db_url, tmp_path
     ):
         done = _shell(f"{command} >&-", tmp_path)
         assert (done.returncode, done.stderr) == (141, ""), command
+
+
+# Regression: `export --save-raw /dev/full --failures-out FILE` stopped with exit 74 without
+# writing FILE: the pair that had failed before the disk filled (recorded in
+# nsml_export_failures) was missing from it, and a FILE left by an earlier export stayed as it
+# was, so a retry job re-sent the old pairs and never the new failure
+def test_an_unwritable_archive_still_writes_failures_out(
+    credentials, make_simulator, db_url, tmp_path
+):
+    sim = make_simulator(projects=1, runs_per_project=3)
+    project = next(iter(sim.data))
+    pairs = write_pairs(
+        tmp_path / "p.csv", [(project, "nosuchrun"), (project, "1"), (project, "2")]
+    )
+    failures = tmp_path / "failures.csv"
+    failures.write_text("project_id,run_name\nstale,old\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            "--pairs",
+            str(pairs),
+            "--db",
+            db_url,
+            "--base-url",
+            sim.base_url,
+            "--concurrency",
+            "1",
+            "--save-raw",
+            "/dev/full",
+            "--failures-out",
+            str(failures),
+        ],
+    )
+    assert result.exit_code == 74, result.output
+    assert [b["status"] for b in fetch_rows(db_url, "SELECT status FROM nsml_export_batches")] == [
+        "failed"
+    ]
+    recorded = {
+        r["run_name"] for r in fetch_rows(db_url, "SELECT run_name FROM nsml_export_failures")
+    }
+    with failures.open(newline="") as handle:
+        listed = {row["run_name"] for row in csv.DictReader(handle)}
+    assert recorded == {"nosuchrun"} and listed == recorded

@@ -535,6 +535,15 @@ def export(
             if exc.report is None:
                 raise
             report = exc.report
+        except EtlError as exc:
+            # An export that stopped (archive unwritable: 74; database error: 4) still writes
+            # the pairs that failed before, or a stale --failures-out would be left behind.
+            if failures_out is not None and exc.report is not None:
+                try:
+                    exc.report.write_failures(failures_out)
+                except InputError as out_exc:
+                    say_error(f"--failures-out {out_exc}", out_exc.kind, exc.exit_code, log_format)
+            raise
     if report.dry_run:
         if log_format == "json":
             _print_dry_run_event(report, projects, skip_finished)
