@@ -330,7 +330,7 @@ def test_signals_are_events(make_simulator, sqlite_url, tmp_path):
 
 def test_every_event_is_in_the_readme():
     """Each event name the code emits has its row in the README's table of events."""
-    source = "\n".join(path.read_text() for path in (ROOT / "etl").glob("*.py"))
+    source = "\n".join(path.read_text() for path in (ROOT / "etl").rglob("*.py"))
     emitted = set(re.findall(r'\bevent\(\s*"(\w+)"', source))
     emitted |= set(re.findall(r'json_line\(\s*"\w+",\s*"(\w+)"', source))
     assert {"batch_started", "pair_failed", "batch_finished", "error", "signal"} <= emitted
