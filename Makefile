@@ -36,6 +36,7 @@ test: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check etl tests scripts bench
 	$(BIN)/ruff format --check etl tests scripts bench
+	$(BIN)/lint-imports
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff format etl tests scripts bench

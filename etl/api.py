@@ -31,8 +31,8 @@ from .config import Credentials, Setting, Settings, credentials_from_env, resolv
 from .errors import InputError
 from .files import display_name
 from .metrics import recording
+from .model import RunToFetch
 from .outcome import ExportReport, ProgressCallback
-from .pairs import RunToFetch
 
 # A replay is not paced by the API, so larger transactions pay off: a chunk's commit and
 # fixed statements took about 25 ms on SQLite, the time of some 250 runs. 4,000 pending runs

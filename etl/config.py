@@ -17,10 +17,16 @@ from urllib.parse import urlsplit
 
 from .errors import EtlError, InputError
 from .files import read_toml
+from .tablenames import (
+    CATALOG_PREFIXES,
+    DEFAULT_TABLE,
+    RESERVED_TABLES,
+    SEPARATOR,
+    default_view_names,
+)
 
 DEFAULT_BASE_URL = "https://nsml.apigw.ntruss.com/nsml/v1"
 DEFAULT_DB_URL = "sqlite:///nsml_runs.db"
-DEFAULT_TABLE = "nsml_runs"
 # The run list's times carry no zone; NCP is run from Korea.
 DEFAULT_LIST_TIMEZONE = "Asia/Seoul"
 # Env columns per runs table, by default (--max-env-columns). The fixed columns plus this many
@@ -178,13 +184,6 @@ def _table_name(value: Any) -> str:
             "must be 1-63 characters of lower-case letters, digits and underscores, "
             "not starting with a digit (a name that needs no quoting in any database)"
         )
-    from .tablenames import (  # local: imports config
-        CATALOG_PREFIXES,
-        RESERVED_TABLES,
-        SEPARATOR,
-        default_view_names,
-    )
-
     if value.startswith(CATALOG_PREFIXES):
         raise ValueError(
             f"{value!r} starts with {value.split('_')[0]}_, which the database keeps for its "

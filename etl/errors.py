@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
-    from .pairs import Pair
+    from .model import Pair
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1

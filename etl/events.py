@@ -9,58 +9,11 @@ import sys
 import time
 import warnings
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .outcome import ExportReport, FailedPair
-
-log = logging.getLogger("nsml_etl.pipeline")
 
 
 def event(name: str, **fields: object) -> dict:
     """``extra=`` for a log call that is also a structured event (see ``--log-format json``)."""
     return {"event": name, "fields": fields}
-
-
-def log_failure(failure: FailedPair) -> None:
-    pair = failure.pair
-    log.warning(
-        "pair failed: %s: %s",
-        pair or "-",
-        failure.reason,
-        extra=event(
-            "pair_failed",
-            project_id=pair.project_id if pair else None,
-            run_name=pair.run_name if pair else None,
-            reason=failure.reason,
-            status=failure.status,
-            error_code=failure.error_code,
-            attempts=failure.attempts,
-        ),
-    )
-
-
-def log_finished(report: ExportReport) -> None:
-    log.info(
-        "%s",
-        report.summary(),
-        extra=event(
-            "batch_finished",
-            status=report.outcome.status,
-            exported=report.exported,
-            failed=len(report.failed),
-            retried=report.retried,
-            skipped=report.skipped,
-            elapsed=round(report.elapsed, 3),
-            chunks=report.chunks,
-            interrupted=report.interrupted,
-            unwritten=report.unwritten,
-            batch_id=report.batch_id,
-            auth_failed=report.auth_error is not None,
-            quota_exhausted=report.quota_error is not None,
-            not_attempted=report.not_attempted,
-        ),
-    )
 
 
 def json_line(

@@ -7,6 +7,7 @@ from its :class:`Outcome`, so that none of them can tell another story than the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +25,12 @@ from .errors import (
     error_exit_code,
     error_words,
 )
-from .events import log_failure
-from .pairs import Pair, write_pairs_file
+from .events import event
+from .model import Pair
+from .pairs import write_pairs_file
+
+# The events of an export as a whole (a failed pair, the summary) keep the pipeline's logger.
+log = logging.getLogger("nsml_etl.pipeline")
 
 # The statuses of nsml_export_batches: ``running`` until the export ends, then its outcome's.
 BATCH_STATUSES = (
@@ -224,6 +229,47 @@ def _pair_cell(failure: FailedPair) -> str:
 
 def _attempts(failure: FailedPair) -> str:
     return f"{failure.attempts} attempt{'s' if failure.attempts != 1 else ''}"
+
+
+def log_failure(failure: FailedPair) -> None:
+    pair = failure.pair
+    log.warning(
+        "pair failed: %s: %s",
+        pair or "-",
+        failure.reason,
+        extra=event(
+            "pair_failed",
+            project_id=pair.project_id if pair else None,
+            run_name=pair.run_name if pair else None,
+            reason=failure.reason,
+            status=failure.status,
+            error_code=failure.error_code,
+            attempts=failure.attempts,
+        ),
+    )
+
+
+def log_finished(report: ExportReport) -> None:
+    log.info(
+        "%s",
+        report.summary(),
+        extra=event(
+            "batch_finished",
+            status=report.outcome.status,
+            exported=report.exported,
+            failed=len(report.failed),
+            retried=report.retried,
+            skipped=report.skipped,
+            elapsed=round(report.elapsed, 3),
+            chunks=report.chunks,
+            interrupted=report.interrupted,
+            unwritten=report.unwritten,
+            batch_id=report.batch_id,
+            auth_failed=report.auth_error is not None,
+            quota_exhausted=report.quota_error is not None,
+            not_attempted=report.not_attempted,
+        ),
+    )
 
 
 ProgressCallback = Callable[[ExportReport], None]

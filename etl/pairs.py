@@ -1,5 +1,5 @@
 """Pairs: which (projectId, runName) runs to export, read and validated from pairs files and
-Python values, held for an export (:class:`PairSet`, :class:`RunToFetch`), and written back as
+Python values, held for an export (:class:`PairSet`), and written back as
 pairs files.
 
 Formats: CSV with a header row, or JSON Lines (by extension ``.jsonl``/``.ndjson``, or sniffed
@@ -20,13 +20,12 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO
 
 from .errors import BadLinesError, InputError
 from .files import display_name, open_input, standard_input, writing
+from .model import Pair
 
 PROJECT_KEYS = ("project_id", "projectId")
 RUN_KEYS = ("run_name", "runName")
@@ -47,25 +46,6 @@ MAX_BAD_LINES = 20
 
 # What to do with a bad line: record it and go on (collect_pairs), or None to raise it.
 OnBadLine = Callable[[InputError], None] | None
-
-
-class Pair(NamedTuple):
-    project_id: str
-    run_name: str
-
-    def __str__(self) -> str:
-        return f"{self.project_id}/{self.run_name}"
-
-
-@dataclass(frozen=True, slots=True)
-class RunToFetch:
-    """A run for an export to fetch: its pair, and what the run list showed of it (Get run has
-    no times). A run named by a pairs file, or stored and no longer listed, has only its pair."""
-
-    pair: Pair
-    status: str | None = None
-    create_time: datetime | None = None
-    update_time: datetime | None = None
 
 
 def name_as_text(value: object) -> object:

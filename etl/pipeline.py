@@ -39,13 +39,13 @@ from .errors import (
     RunFetchFailed,
     RunShapeError,
 )
-from .events import event, log_finished
+from .events import event
+from .model import Pair, RunToFetch
 from .nsml.auth import NcpSignatureV2
 from .nsml.client import NsmlClient
 from .nsml.throttle import QuotaGuard, Throttle
 from .nsml.watchdog import Watchdog
-from .outcome import ExportReport, FailedPair, ProgressCallback
-from .pairs import Pair, RunToFetch
+from .outcome import ExportReport, FailedPair, ProgressCallback, log_finished
 from .transform import (
     FlatRun,
     env_keys,

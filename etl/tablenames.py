@@ -21,8 +21,9 @@ from __future__ import annotations
 from importlib import resources
 
 from .columnnames import HASH_DIGITS, MAX_IDENTIFIER_LENGTH, key_hash
-from .config import DEFAULT_TABLE
 
+# The runs table when none is named (settings take their default from here).
+DEFAULT_TABLE = "nsml_runs"
 # The bookkeeping tables, shared by every runs table of a database.
 ENV_COLUMNS_TABLE = "nsml_env_columns"
 FIELD_COLUMNS_TABLE = "nsml_field_columns"

@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import jsontext
 from .errors import RunShapeError
-from .pairs import Pair, RunToFetch
+from .model import Pair, RunToFetch
 
 # Documented run fields (API name -> column), in table order after the key columns.
 DOCUMENTED_FIELDS: dict[str, str] = {

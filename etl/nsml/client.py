@@ -41,7 +41,7 @@ from .. import jsontext
 from ..config import Credentials, Settings
 from ..errors import Aborted, ApiError, AuthenticationError, QuotaExhausted, RunFetchFailed
 from ..events import event
-from ..pairs import Pair
+from ..model import Pair
 from .auth import NcpSignatureV2
 from .throttle import QuotaGuard, Throttle
 from .watchdog import CANCELLED, EXPIRED, InFlight, Watchdog, watch_connections

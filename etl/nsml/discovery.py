@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 
 from ..config import DEFAULT_LIST_TIMEZONE
 from ..errors import ApiError, DiscoveryError
-from ..pairs import Pair, RunToFetch, named_pair
+from ..model import Pair, RunToFetch
+from ..pairs import named_pair
 from .client import NsmlClient
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import DEFAULT_MAX_ENV_COLUMNS
 from ..errors import DatabaseError, MappingChanged
-from ..pairs import Pair
+from ..model import Pair
 from ..tablenames import HISTORY_TABLE, STAGE_TABLE
 from ..transform import (
     GONE_COLUMN,
