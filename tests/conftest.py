@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
+import pty
 import re
+import struct
+import subprocess
+import sys
+import termios
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,3 +164,78 @@ def table_names(db_url: str) -> set[str]:
         return set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+# -- the CLI in a process of its own (signals, terminals, closed streams) --------------------
+
+
+class CliProcess:
+    """`python -m nsml_etl.cli ARGS` in a session of its own; stderr goes to a file that the test
+    can watch while the process runs."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
+        self.stderr_path = tmp_path / "stderr.txt"
+        with open(self.stderr_path, "w") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nsml_etl.cli", *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                start_new_session=True,
+            )
+        self.pid = self.proc.pid
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def finish(self, code: int) -> tuple[str, str]:
+        """(stdout, stderr) once it ended with ``code``, cleanly: no traceback, no 'Aborted!'."""
+        try:
+            out, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise
+        err = self.stderr()
+        assert self.proc.returncode == code, (out, err)
+        assert "Traceback" not in err and "Aborted!" not in err, err
+        return out, err
+
+
+def wait_for(condition, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def run_with_terminal_stderr(
+    args: list[str], stderr_tty: bool, columns: int = 100
+) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal ``columns`` wide (or a pipe); (exit code,
+    stdout, stderr)."""
+    env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
+    command = [sys.executable, "-m", "nsml_etl.cli", *args]
+    if not stderr_tty:
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        return proc.returncode, proc.stdout, proc.stderr
+    master, terminal = pty.openpty()
+    # A new pseudo-terminal is 0 columns wide: make it 30 rows by ``columns``.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed its end of the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    out = proc.stdout.read().decode()
+    proc.stdout.close()
+    return proc.wait(timeout=60), out, b"".join(chunks).decode(errors="replace")

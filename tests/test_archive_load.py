@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import json
 import os
-import pty
 import signal
-import struct
 import subprocess
 import sys
-import termios
 import time
 from datetime import datetime
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
+from conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    fetch_rows,
+    run_with_terminal_stderr,
+    table_names,
+    write_pairs,
+)
 
 from nsml_etl.transform import TERMINAL_STATUSES
 
@@ -259,36 +262,6 @@ def test_signal_stops_fetching_commits_what_was_fetched(
     assert exported == sim.stats.requests  # everything fetched was kept
 
 
-def _run_with_terminal_stderr(
-    args: list[str], stderr_tty: bool, columns: int = 100
-) -> tuple[int, str, str]:
-    """Run the CLI with stderr on a pseudo-terminal ``columns`` wide (or a pipe); (exit code,
-    stdout, stderr)."""
-    env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
-    command = [sys.executable, "-m", "nsml_etl.cli", *args]
-    if not stderr_tty:
-        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-        return proc.returncode, proc.stdout, proc.stderr
-    master, terminal = pty.openpty()
-    # A new pseudo-terminal is 0 columns wide: make it 30 rows by ``columns``.
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=terminal)
-    os.close(terminal)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:  # EIO: the child closed its end of the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    out = proc.stdout.read().decode()
-    proc.stdout.close()
-    return proc.wait(timeout=60), out, b"".join(chunks).decode(errors="replace")
-
-
 @pytest.mark.parametrize(
     ("tty", "quiet", "bar"), [(True, False, True), (True, True, False), (False, False, False)]
 )
@@ -298,7 +271,7 @@ def test_progress_bar_only_on_a_terminal_and_not_with_quiet(simulator, tmp_path,
     raw = tmp_path / "runs.jsonl"
     db = f"sqlite:///{tmp_path / 'runs.db'}"
     quiet_flag = ["--quiet"] if quiet else []
-    code, out, err = _run_with_terminal_stderr(
+    code, out, err = run_with_terminal_stderr(
         [
             "export",
             "--pairs",
@@ -316,7 +289,7 @@ def test_progress_bar_only_on_a_terminal_and_not_with_quiet(simulator, tmp_path,
     assert code == 0, (out, err)
     assert f"Summary: exported {total}" in out  # the summary always, on stdout
     assert (f"{total}/{total}" in err and "run/s" in err) is bar, err
-    code, out, err = _run_with_terminal_stderr(["load", str(raw), "--db", db, *quiet_flag], tty)
+    code, out, err = run_with_terminal_stderr(["load", str(raw), "--db", db, *quiet_flag], tty)
     assert code == 0, (out, err)
     assert f"Summary: exported {total}" in out
     assert (f"{total}run" in err and "run/s" in err) is bar, err
@@ -328,7 +301,7 @@ def test_a_terminal_reporting_0_columns_still_gets_a_bar(simulator, tmp_path):
     total = len(simulator.pairs())
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
     db = f"sqlite:///{tmp_path / 'runs.db'}"
-    code, out, err = _run_with_terminal_stderr(
+    code, out, err = run_with_terminal_stderr(
         ["export", "--pairs", str(pairs_file), "--db", db, "--base-url", simulator.base_url],
         True,
         columns=0,

@@ -8,8 +8,7 @@ import subprocess
 import sys
 from urllib.parse import urlsplit
 
-from conftest import write_pairs
-from test_signals import _Cli, _wait_for
+from conftest import CliProcess, wait_for, write_pairs
 
 
 def test_simulate_on_a_busy_port_is_one_line_and_exit_2(run_cli, credentials, simulator):
@@ -134,8 +133,8 @@ def test_ctrl_c_where_no_export_runs_is_exit_130(make_simulator, tmp_path):
     # exited 1, which the README reserves for failed pairs (JSON mode already said 130).
     sim = make_simulator(projects=1, runs_per_project=3, latency=60)
     out = tmp_path / "pairs.csv"
-    proc = _Cli(tmp_path, "pairs", "--out", str(out), "--base-url", sim.base_url)
-    _wait_for(lambda: sim.stats.requests >= 1)  # the first list page hangs
+    proc = CliProcess(tmp_path, "pairs", "--out", str(out), "--base-url", sim.base_url)
+    wait_for(lambda: sim.stats.requests >= 1)  # the first list page hangs
     proc.proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.finish(130)  # and neither a traceback nor "Aborted!"
     assert (stdout, stderr) == ("", "Error: interrupted\n")

@@ -12,9 +12,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY, write_pairs
-from test_archive_load import _run_with_terminal_stderr
-from test_signals import _Cli, _wait_for
+from conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    CliProcess,
+    fetch_rows,
+    run_with_terminal_stderr,
+    wait_for,
+    write_pairs,
+)
+
+from nsml_etl.transform import TERMINAL_STATUSES
 
 ROOT = Path(__file__).parent.parent
 COMMON_FIELDS = {"time", "level", "event", "message"}
@@ -83,7 +91,11 @@ def test_partial_failure_is_a_warning_per_pair(run_cli, credentials, simulator, 
     )
     finished = events[-1]
     assert finished["event"] == "batch_finished" and finished["failed"] == 1
-    assert finished["skipped"] > 0  # what the text mode's "Skipped N runs" line says
+    # What the text mode's "Skipped N runs" line says: every run stored as finished (15 of the
+    # simulator's 24), not merely some.
+    stored = fetch_rows(db_url, "SELECT status FROM nsml_runs")
+    finished_runs = [row for row in stored if row["status"] in TERMINAL_STATUSES]
+    assert finished["skipped"] == len(finished_runs) == 15
     assert "error" not in _names(events)
 
 
@@ -279,7 +291,7 @@ def test_load_and_pairs_speak_json_too(run_cli, credentials, simulator, sqlite_u
 
 def test_no_progress_bar_on_a_terminal(simulator, tmp_path):
     pairs_file = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
-    code, out, err = _run_with_terminal_stderr(
+    code, out, err = run_with_terminal_stderr(
         [
             "export",
             "--pairs",
@@ -301,7 +313,7 @@ def test_no_progress_bar_on_a_terminal(simulator, tmp_path):
 def test_signals_are_events(make_simulator, sqlite_url, tmp_path):
     sim = make_simulator(projects=1, runs_per_project=400, latency=0.05, slow_seconds=120)
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
-    proc = _Cli(
+    proc = CliProcess(
         tmp_path,
         "export",
         "--pairs",
@@ -315,10 +327,10 @@ def test_signals_are_events(make_simulator, sqlite_url, tmp_path):
         "--log-format",
         "json",
     )
-    _wait_for(lambda: sim.stats.requests >= 10)
+    wait_for(lambda: sim.stats.requests >= 10)
     sim.set_faults(1.0, ("slow",))  # requests now hang: the export waits when signalled again
     proc.proc.send_signal(signal.SIGTERM)
-    _wait_for(lambda: '"event": "signal"' in proc.stderr())
+    wait_for(lambda: '"event": "signal"' in proc.stderr())
     proc.proc.send_signal(signal.SIGTERM)
     out, err = proc.finish(143)
     assert out == ""
@@ -342,7 +354,7 @@ def test_every_event_is_in_the_readme():
 
 def test_ctrl_c_where_no_export_runs_is_an_error_event(make_simulator, tmp_path):
     sim = make_simulator(projects=1, runs_per_project=3, latency=60)
-    proc = _Cli(
+    proc = CliProcess(
         tmp_path,
         "pairs",
         "--out",
@@ -352,7 +364,7 @@ def test_ctrl_c_where_no_export_runs_is_an_error_event(make_simulator, tmp_path)
         "--log-format",
         "json",
     )
-    _wait_for(lambda: sim.stats.requests >= 1)  # the first list page hangs
+    wait_for(lambda: sim.stats.requests >= 1)  # the first list page hangs
     proc.proc.send_signal(signal.SIGINT)
     out, err = proc.finish(130)
     assert out == ""

@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
+from conftest import (
+    CliProcess,
+    fetch_rows,
+    table_names,
+    wait_for,
+    write_pairs,
+)
 
 from nsml_etl.warehouse import schema
 
@@ -29,52 +32,10 @@ SIGNAL_CASES = [
 ]
 
 
-class _Cli:
-    """`python -m nsml_etl.cli ARGS` in a session of its own; stderr goes to a file that the test
-    can watch while the process runs."""
-
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        env = {**os.environ, "NCP_ACCESS_KEY": ACCESS_KEY, "NCP_SECRET_KEY": SECRET_KEY}
-        self.stderr_path = tmp_path / "stderr.txt"
-        with open(self.stderr_path, "w") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nsml_etl.cli", *args],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-                start_new_session=True,
-            )
-        self.pid = self.proc.pid
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    def finish(self, code: int) -> tuple[str, str]:
-        """(stdout, stderr) once it ended with ``code``, cleanly: no traceback, no 'Aborted!'."""
-        try:
-            out, _ = self.proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-            raise
-        err = self.stderr()
-        assert self.proc.returncode == code, (out, err)
-        assert "Traceback" not in err and "Aborted!" not in err, err
-        return out, err
-
-
-def _signal_twice(proc: _Cli, signum: int) -> None:
+def _signal_twice(proc: CliProcess, signum: int) -> None:
     """As coreutils `timeout` does: the process, then its whole group, at once."""
     os.kill(proc.pid, signum)
     os.killpg(proc.pid, signum)
-
-
-def _wait_for(condition, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def _exported(out: str) -> int:
@@ -95,7 +56,7 @@ def test_two_signals_at_once_still_commit_every_fetched_run(
     sim = make_simulator(projects=1, runs_per_project=400, latency=0.05, slow_seconds=120)
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
     raw = tmp_path / "raw.jsonl"
-    proc = _Cli(
+    proc = CliProcess(
         tmp_path,
         "export",
         "--pairs",
@@ -111,14 +72,14 @@ def test_two_signals_at_once_still_commit_every_fetched_run(
         "--save-raw",
         str(raw),
     )
-    _wait_for(lambda: sim.stats.requests >= 30)
+    wait_for(lambda: sim.stats.requests >= 30)
     # From now on requests hang, so the export is still running (its requests in their grace
     # period) when the signal is repeated below.
     sim.set_faults(1.0, ("slow",))
     _signal_twice(proc, signum)
     # The kernel may merge two signals sent at once: repeat it once the first was handled,
     # as a person pressing Ctrl-C twice does. The repeat cuts the hung requests at once.
-    _wait_for(lambda: "stopping; committing the runs in hand" in proc.stderr())
+    wait_for(lambda: "stopping; committing the runs in hand" in proc.stderr())
     os.kill(proc.pid, signum)
     out, err = proc.finish(code)
     assert "again: cancelling the requests in flight" in err
@@ -140,14 +101,14 @@ def test_two_signals_at_once_stop_a_load_and_commit_what_was_read(db_url, tmp_pa
     with open(path, "w", encoding="utf-8") as handle:
         for i in range(total):
             handle.write(json.dumps({"projectId": "p", "runName": str(i)}) + "\n")
-    proc = _Cli(tmp_path, "load", str(path), "--db", db_url, "--chunk-size", "100")
+    proc = CliProcess(tmp_path, "load", str(path), "--db", db_url, "--chunk-size", "100")
 
     def some_committed() -> bool:
         if "nsml_export_batches" not in table_names(db_url):
             return False
         return bool(fetch_rows(db_url, "SELECT id FROM nsml_export_batches"))
 
-    _wait_for(some_committed)
+    wait_for(some_committed)
     _signal_twice(proc, signum)
     out, _ = proc.finish(code)
     exported = _exported(out)
@@ -164,7 +125,7 @@ def test_sigterm_ends_an_export_within_seconds_while_every_request_hangs(
         projects=1, runs_per_project=200, latency=0.02, slow_seconds=120, retry_after=60
     )
     pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
-    proc = _Cli(
+    proc = CliProcess(
         tmp_path,
         "export",
         "--pairs",
@@ -180,10 +141,10 @@ def test_sigterm_ends_an_export_within_seconds_while_every_request_hangs(
         "--timeout",
         "30",
     )
-    _wait_for(lambda: sim.stats.requests >= 20)
+    wait_for(lambda: sim.stats.requests >= 20)
     # From now on every request hangs for two minutes, or is throttled with Retry-After: 60.
     sim.set_faults(1.0, ("slow", "429"))
-    _wait_for(lambda: sim.stats.faults.total() >= 4)  # every worker is stuck in one or the other
+    wait_for(lambda: sim.stats.faults.total() >= 4)  # every worker is stuck in one or the other
     signalled = time.monotonic()
     os.kill(proc.pid, signal.SIGTERM)
     out, _ = proc.finish(143)
