@@ -57,8 +57,9 @@ class MonotonicMillis:
 class NcpSignatureV2(AuthBase):
     """Signs each prepared request with a fresh timestamp.
 
-    requests calls this once per ``Session.request``, so a retry loop that builds the request
-    anew on each attempt gets a new timestamp and signature every time.
+    requests calls it whenever a request is prepared with it as ``auth`` (the client prepares
+    one per attempt itself, in ``NsmlClient.send_once``, rather than through
+    ``Session.request``), so every attempt gets a new timestamp and signature.
     """
 
     def __init__(
