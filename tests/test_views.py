@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import fetch_rows
 
-from nsml_etl.reporting.views import expand
+from nsml_etl.reporting.views import check_macros, expand, load_views
+from nsml_etl.warehouse.dialects import family_of
 
 
 def load(run_cli, db_url, tmp_path, bodies):
@@ -282,3 +283,30 @@ def test_macros_expand_per_dialect():
     assert "strftime('%Y-%m-%d %H:%M:%f', 'now')" in expand("{{now}}", "sqlite", {})
     with pytest.raises(ValueError, match="unknown or malformed macro"):
         expand("{{nope(1)}}", "sqlite", {})
+
+
+@pytest.mark.parametrize(
+    ("template", "line", "problem"),
+    [
+        ("SELECT 1\nFROM {{nope}}", 2, "no macro is named 'nope'"),
+        ("SELECT {{nope(1)}}", 1, "no macro is named 'nope'"),
+        ("SELECT\n\n  {{days_ago(1, 2)}}", 3, "days_ago takes 1 arguments, got 2"),
+        ("SELECT\n{{later(a, 'x, y')}}", 2, "a quote in an argument; write literals outside"),
+        ("SELECT {{later(a, b}} FROM t", 1, "expected ')}}' to close it"),
+        ("SELECT 1\n\n\n{{ runs }}", 4, "expected a name, then '}}' or '('"),
+    ],
+)
+def test_a_bad_macro_says_its_file_and_line(template, line, problem):
+    # Regression: {{nope}} (no parenthesis) failed with "substring not found", naming no file.
+    with pytest.raises(ValueError) as caught:
+        check_macros(template, "nsml_x.sql", family_of("sqlite").view_macros, ["runs"])
+    message = str(caught.value)
+    assert message.startswith(f"nsml_x.sql:{line}: unknown or malformed macro "), message
+    assert message.endswith(problem), message
+    with pytest.raises(ValueError, match=rf"^the template:{line}: unknown or malformed macro"):
+        expand(template, "sqlite", {"runs": '"nsml_runs"'})
+
+
+def test_every_shipped_view_passes_the_macro_check():
+    for dialect in ("sqlite", "postgresql", "mysql"):
+        assert len(load_views(dialect, "nsml_runs", lambda name: f'"{name}"', "utf8mb4_bin")) > 5

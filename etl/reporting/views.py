@@ -33,8 +33,9 @@ them.
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 
@@ -69,6 +70,7 @@ WAITING_STATUSES = (RUN_PENDING,)
 # Terminal statuses that say the run started (CANCELED may end a run that never left the queue).
 RAN_STATUSES = (RUN_COMPLETED, RUN_FAILED, RUN_STOPPED)
 _INCLUDE = re.compile(r"\{\{include\((\w+)\)\}\}")
+_MACRO_NAME = re.compile(r"(\w+)")
 _QUESTION = re.compile(r"^--\s*Question:\s*(.+)$", re.MULTILINE)
 
 
@@ -94,10 +96,63 @@ def _split_args(text: str) -> list[str]:
     return args
 
 
-def expand(template: str, dialect: str, names: dict[str, str]) -> str:
+def _macro_error(where: str, text: str, start: int, problem: str) -> ValueError:
+    line = text.count("\n", 0, start) + 1
+    shown = text[start : text.find("}}", start) + 2 if "}}" in text[start:] else start + 40]
+    return ValueError(f"{where}:{line}: unknown or malformed macro {shown!r}: {problem}")
+
+
+def check_macros(
+    template: str, where: str, functions: Mapping[str, Callable[..., str]], names: Iterable[str]
+) -> None:
+    """Raise ValueError naming ``where`` and the line of the first macro of ``template`` that
+    :func:`expand` could not expand: an unknown name, a call without its closing ``)}}``, a
+    wrong number of arguments, or a quote in an argument (arguments are split at top-level
+    commas, so a string literal with a comma in it would be cut: write literals outside)."""
+    known = {*names, "now"}
+    start = template.find("{{")
+    while start != -1:
+        match = _MACRO_NAME.match(template, start + 2)
+        name = match.group(1) if match else ""
+        after = match.end() if match else start + 2
+        if template.startswith("}}", after):
+            if name not in known:
+                raise _macro_error(where, template, start, f"no macro is named {name!r}")
+        elif template.startswith("(", after) and name:
+            depth, end = 0, after
+            for end in range(after, len(template)):
+                depth += (template[end] == "(") - (template[end] == ")")
+                if depth == 0:
+                    break
+            if depth != 0 or not template.startswith("}}", end + 1):
+                raise _macro_error(where, template, start, "expected ')}}' to close it")
+            args = template[after + 1 : end]
+            if name != "include":
+                if name not in functions:
+                    raise _macro_error(where, template, start, f"no macro is named {name!r}")
+                if "'" in args or '"' in args:
+                    raise _macro_error(
+                        where, template, start, "a quote in an argument; write literals outside"
+                    )
+                try:
+                    inspect.signature(functions[name]).bind(*_split_args(args))
+                except TypeError:
+                    takes = len(inspect.signature(functions[name]).parameters)
+                    got = len(_split_args(args))
+                    raise _macro_error(
+                        where, template, start, f"{name} takes {takes} arguments, got {got}"
+                    ) from None
+        else:
+            raise _macro_error(where, template, start, "expected a name, then '}}' or '('")
+        start = template.find("{{", start + 2)
+
+
+def expand(template: str, dialect: str, names: dict[str, str], where: str = "the template") -> str:
     """Replace the macros of one template for ``dialect`` (its family's, see
-    :attr:`etl.dialects.Family.view_macros`)."""
+    :attr:`etl.warehouse.dialects.Family.view_macros`); a macro it cannot expand raises
+    ValueError naming ``where`` and the line (:func:`check_macros`)."""
     family = family_of(dialect)
+    check_macros(template, where, family.view_macros, names)
     text = template
     for name, value in {**names, "now": family.view_now}.items():
         text = text.replace("{{" + name + "}}", value)
@@ -146,7 +201,12 @@ def load_views(
 
     def template(base: str) -> str | None:
         source = files.get(f"{base}.{family}.sql") or files.get(f"{base}.sql")
-        return source.read_text(encoding="utf-8") if source is not None else None
+        if source is None:
+            return None
+        text = source.read_text(encoding="utf-8")
+        # Each file on its own, so that a bad macro's line is the file's (includes shift lines).
+        check_macros(text, f"sql/{source.name}", family_of(dialect).view_macros, names)
+        return text
 
     views = []
     for base in view_bases():
