@@ -46,7 +46,7 @@ from .auth import NcpSignatureV2
 from .throttle import QuotaGuard, Throttle
 from .watchdog import CANCELLED, EXPIRED, InFlight, Watchdog, watch_connections
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("nsml_etl.client")  # its name before the sub-packages
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})

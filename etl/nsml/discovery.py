@@ -20,7 +20,7 @@ from ..model import Pair, RunToFetch
 from ..pairs import named_pair
 from .client import NsmlClient
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("nsml_etl.discovery")  # its name before the sub-packages
 
 # The page size the API docs show; a gateway may cap it lower, which only costs more pages.
 LIST_PAGE_SIZE = 100

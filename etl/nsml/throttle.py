@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from ..events import event
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("nsml_etl.throttle")  # its name before the sub-packages
 
 # One halving per this many seconds: the 429s of one burst all arrive within it.
 THROTTLE_COOLDOWN_S = 1.0

@@ -24,7 +24,7 @@ import time
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("nsml_etl.watchdog")  # its name before the sub-packages
 
 # How late the watchdog may notice a cancel (a deadline it wakes up for exactly).
 WATCH_TICK_S = 0.25

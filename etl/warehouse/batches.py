@@ -34,7 +34,7 @@ from ..outcome import (  # noqa: F401 - the statuses are read from here too
 from .dialects import first_line
 from .store import RunStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("nsml_etl.batches")  # its name before the sub-packages
 
 # What made a batch (its command column).
 BATCH_COMMANDS = EXPORT_COMMAND, LOAD_COMMAND = ("export", "load")

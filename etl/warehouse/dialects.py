@@ -44,7 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import DatabaseError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("nsml_etl.dialects")  # its name before the sub-packages
 
 ErrorKind = Literal["transient", "data", "other"]
 

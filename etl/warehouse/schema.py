@@ -64,7 +64,7 @@ from .dialects import (
     first_line,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("nsml_etl.schema")  # its name before the sub-packages
 
 # How long one schema change (ALTER TABLE) waits for its table lock. A transaction left open on
 # the table (a dashboard, a SQL console) holds it off, and every new query on the table queues

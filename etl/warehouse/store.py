@@ -41,7 +41,7 @@ from .schema import (
     Schema,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("nsml_etl.store")  # its name before the sub-packages
 
 # Run names per SELECT when reading the stored rows that a chunk supersedes.
 HISTORY_LOOKUP_KEYS = 1000
