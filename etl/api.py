@@ -52,7 +52,7 @@ T = TypeVar("T")
 
 
 def export(
-    pairs: str | os.PathLike | Iterable[Any] | None = None,
+    pairs: str | os.PathLike[str] | Iterable[Any] | None = None,
     *,
     all_runs: bool = False,
     projects: str | Iterable[str] | None = None,
@@ -70,12 +70,12 @@ def export(
     retry_after_max: float | None = None,
     rate_limit: float | str | None = None,
     list_timezone: str | None = None,
-    ca_bundle: str | os.PathLike | None = None,
-    metrics_file: str | os.PathLike | None = None,
-    config_file: str | os.PathLike | None = None,
+    ca_bundle: str | os.PathLike[str] | None = None,
+    metrics_file: str | os.PathLike[str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
     credentials: Credentials | None = None,
-    save_raw: str | os.PathLike | None = None,
+    save_raw: str | os.PathLike[str] | None = None,
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
@@ -214,14 +214,14 @@ def export(
 
 
 def load(
-    file: str | os.PathLike,
+    file: str | os.PathLike[str],
     *,
     db_url: str | None = None,
     table: str | None = None,
     chunk_size: int | None = None,
     max_env_columns: int | None = None,
-    metrics_file: str | os.PathLike | None = None,
-    config_file: str | os.PathLike | None = None,
+    metrics_file: str | os.PathLike[str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
@@ -309,7 +309,7 @@ def _argument_label(setting: Setting) -> str:
 def _settings(
     settings: Settings | None,
     arguments: dict[str, Any],
-    config_file: str | os.PathLike | None,
+    config_file: str | os.PathLike[str] | None,
     defaults: dict[str, Any] | None = None,
 ) -> Settings:
     given = {
@@ -408,7 +408,7 @@ def _checked_engine(settings: Settings, cleanup: contextlib.ExitStack) -> Any:
     return engine
 
 
-def _archive(save_raw: str | os.PathLike | None, cleanup: contextlib.ExitStack) -> Any:
+def _archive(save_raw: str | os.PathLike[str] | None, cleanup: contextlib.ExitStack) -> Any:
     if not save_raw:
         return None
     from .archive import ArchiveWriter
@@ -418,7 +418,7 @@ def _archive(save_raw: str | os.PathLike | None, cleanup: contextlib.ExitStack) 
     return archive
 
 
-def _skipped(skip: set, given: Any, project_ids: list[str] | None) -> int:
+def _skipped(skip: set[Any], given: Any, project_ids: list[str] | None) -> int:
     """How many runs ``skip`` (the stored finished ones) leaves out of those asked for: of the
     pairs given, or of the projects, or all of them."""
     if given is not None:

@@ -127,7 +127,7 @@ class ArchivedRun(NamedTuple):
         return obj[RESPONSE_KEY] if RESPONSE_KEY in obj else obj
 
 
-def _pair_from(obj: dict, where: str) -> Pair | None:
+def _pair_from(obj: dict[str, Any], where: str) -> Pair | None:
     """The pair a line names, checked as a pairs file's are (:class:`InputError` saying why
     not); None when it names none."""
     pair = named_pair(obj)
@@ -148,7 +148,7 @@ def _utc(text: Any) -> datetime | None:
         return None
 
 
-def iter_archive(path: str | os.PathLike) -> Iterator[ArchivedRun]:
+def iter_archive(path: str | os.PathLike[str]) -> Iterator[ArchivedRun]:
     """Each line of an archive or plain-runs file, or of stdin for ``-``; unusable lines come
     with a ``problem``. The file is opened here, so a missing one fails before any line is
     asked for (and before the caller touches a database)."""

@@ -9,9 +9,10 @@ import sys
 import time
 import warnings
 from datetime import UTC, datetime
+from typing import Any
 
 
-def event(name: str, **fields: object) -> dict:
+def event(name: str, **fields: object) -> dict[str, Any]:
     """``extra=`` for a log call that is also a structured event (see ``--log-format json``)."""
     return {"event": name, "fields": fields}
 

@@ -20,13 +20,13 @@ from typing import IO, Any, BinaryIO
 from .errors import InputError
 
 
-def display_name(path: str | os.PathLike) -> str:
+def display_name(path: str | os.PathLike[str]) -> str:
     """A file name as text that can be printed and stored: a name that is not UTF-8 (Latin-1
     on an old share) carries undecodable bytes as lone surrogates, which no database takes."""
     return os.fsencode(path).decode("utf-8", "replace")
 
 
-def open_input(path: str | os.PathLike, what: str) -> BinaryIO:
+def open_input(path: str | os.PathLike[str], what: str) -> BinaryIO:
     """``path`` opened for reading bytes, or an :class:`InputError` saying which ``what``
     (``"pairs file"``, ...) could not be read and why."""
     name = display_name(path)
@@ -40,7 +40,7 @@ def open_input(path: str | os.PathLike, what: str) -> BinaryIO:
         raise InputError(f"{name}: cannot read {what}: {exc.strerror}") from None
 
 
-def read_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
+def read_toml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     """A TOML file parsed, or an :class:`InputError` naming it and what is wrong (it cannot be
     read, or it is not TOML, not even UTF-8)."""
     try:
@@ -76,7 +76,7 @@ def _descriptor(path: str) -> tuple[bool, int | None]:
     return False, None
 
 
-def _open_in_place(path: str | os.PathLike, binary: bool) -> IO[Any]:
+def _open_in_place(path: str | os.PathLike[str], binary: bool) -> IO[Any]:
     """An output opened where it is. One of our own descriptors (``/dev/stdout``) is
     duplicated, so the output shares its offset with what the process writes there (reopening
     it, as Linux does for /proc/self/fd/N, would write over that); anything else is opened to
@@ -88,7 +88,7 @@ def _open_in_place(path: str | os.PathLike, binary: bool) -> IO[Any]:
     return open(fd, "w", newline="", encoding="utf-8")
 
 
-def _in_place(path: str | os.PathLike, label: str) -> bool:
+def _in_place(path: str | os.PathLike[str], label: str) -> bool:
     """How an output path is written: True in place (it exists and is not a regular file: a
     FIFO, a character device such as /dev/null, a terminal, or it names a descriptor such as
     /dev/stdout; see :func:`_open_in_place`), False aside and renamed over its target
@@ -113,7 +113,7 @@ def _in_place(path: str | os.PathLike, label: str) -> bool:
     return not stat.S_ISREG(mode) or _descriptor(os.fspath(path))[0]
 
 
-def open_output(path: str | os.PathLike, what: str = "") -> IO[bytes]:
+def open_output(path: str | os.PathLike[str], what: str = "") -> IO[bytes]:
     """``path`` opened for writing bytes in place, for a file written as it goes (the raw
     archive: what was written before a crash can be replayed), or an :class:`InputError`
     naming ``what`` (an option, such as ``"--save-raw"``) and the path. Refuses what
@@ -126,7 +126,7 @@ def open_output(path: str | os.PathLike, what: str = "") -> IO[bytes]:
 
 
 @contextlib.contextmanager
-def writing(path: str | os.PathLike, what: str = "") -> Iterator[IO[str]]:
+def writing(path: str | os.PathLike[str], what: str = "") -> Iterator[IO[str]]:
     """A text handle (UTF-8, newlines as written) for the whole content of output ``path``.
 
     A regular or missing file appears whole or not at all: written aside in its folder and

@@ -242,7 +242,7 @@ def _looks_like_jsonl(head: str) -> bool:
 
 
 def iter_pairs(
-    path: str | os.PathLike, stdin: IO[bytes] | None = None, on_bad: OnBadLine = None
+    path: str | os.PathLike[str], stdin: IO[bytes] | None = None, on_bad: OnBadLine = None
 ) -> Iterator[tuple[int, Pair]]:
     """Yield (line, pair) from a file path, or ``-`` for stdin, validating as it goes: a bad
     line raises, or is passed to ``on_bad`` and skipped."""
@@ -275,7 +275,7 @@ class PairSet:
         self._spill_after = spill_after
         self._memory: dict[Pair, None] = {}
         self._db: sqlite3.Connection | None = None
-        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._buffer: list[Pair] = []
 
     def add(self, pair: Pair) -> None:
@@ -360,7 +360,7 @@ class _BadLines:
 
 
 def collect_pairs(
-    path: str | os.PathLike, stdin: IO[bytes] | None = None, spill_after: int = SPILL_AFTER
+    path: str | os.PathLike[str], stdin: IO[bytes] | None = None, spill_after: int = SPILL_AFTER
 ) -> PairSet:
     """Validate the whole file and return its distinct pairs; raises :class:`InputError`
     (with FILE:LINE) before returning anything, one :class:`BadLinesError` for all bad lines."""
@@ -421,7 +421,9 @@ def collect_given_pairs(items: Iterable[object]) -> PairSet:
 
 
 def write_pairs_file(
-    path: str | os.PathLike, rows: Iterable[Sequence[object]], extra_columns: Sequence[str] = ()
+    path: str | os.PathLike[str],
+    rows: Iterable[Sequence[object]],
+    extra_columns: Sequence[str] = (),
 ) -> int:
     """Write a pairs CSV that ``export --pairs`` reads back: project_id, run_name, then
     ``extra_columns`` (which it ignores). Each row is a pair followed by its extra values; None

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from tenacity import (
     RetryCallState,
@@ -298,7 +299,7 @@ class _ChunkWriter:
         except Exception as exc:
             log.warning("the %d runs in hand were not committed: %s", len(self.pending), exc)
 
-    def _retry(self, func: Callable, *args: object) -> int:
+    def _retry(self, func: Callable[..., Any], *args: object) -> int:
         try:
             return self.retrying(func, *args)
         except DatabaseError as exc:
@@ -354,7 +355,7 @@ class _ChunkWriter:
             self._retry(self.store.mark_gone, gone, utc_now())
 
 
-def _drain(finished: queue.SimpleQueue, timeout: float) -> list[Future]:
+def _drain(finished: queue.SimpleQueue[Any], timeout: float) -> list[Future[Any]]:
     """Every future finished so far, waiting up to ``timeout`` for the first."""
     try:
         done = [finished.get(timeout=timeout)]
@@ -379,7 +380,7 @@ def export_runs(
     archive: ArchiveWriter | None = None,
     skip: Collection[Pair] = (),
     cancel: threading.Event | None = None,
-    options: dict | None = None,
+    options: dict[str, Any] | None = None,
     quota: QuotaGuard | None = None,
     on_response: Callable[[int | None], None] | None = None,
 ) -> ExportReport:
@@ -478,8 +479,8 @@ class _Export:
         self.window = settings.concurrency * (1 + QUEUE_PER_WORKER)
         # Finished futures arrive on a queue: waiting on the whole in-flight set each time
         # (concurrent.futures.wait) costs more than the fetches at high concurrency.
-        self.finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
-        self.in_flight: set[Future] = set()
+        self.finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+        self.in_flight: set[Future[Any]] = set()
 
     def run(self, progress: ProgressCallback | None) -> None:
         report = self.report
@@ -548,7 +549,7 @@ class _Export:
             self.in_flight.add(future)
             future.add_done_callback(self.finished.put)
 
-    def _collect(self, done: list[Future]) -> None:
+    def _collect(self, done: list[Future[Any]]) -> None:
         """Each finished fetch into the report, and its run into the writer."""
         report = self.report
         for future in done:
@@ -633,7 +634,7 @@ def load_archive(
     *,
     chunk_size: int,
     progress: ProgressCallback | None = None,
-    options: dict | None = None,
+    options: dict[str, Any] | None = None,
     stop: threading.Event | None = None,
 ) -> ExportReport:
     """Replay archived responses (or plain run objects) through the same transform and upsert.

@@ -68,7 +68,7 @@ STDOUT_FD = 1
 _EXPORT_SETTINGS = tuple(SETTINGS_BY_NAME)
 
 
-class SettingType(click.ParamType):
+class SettingType(click.ParamType):  # type: ignore[type-arg]  # generic in click's stubs only
     """A flag checked by its setting's own parser (the one env and file values go through), so
     a bad value is click's usage error without the rules being written twice."""
 
@@ -87,7 +87,7 @@ def settings_options(
     names: tuple[str, ...],
     defaults: Mapping[str, Any] | None = None,
     helps: Mapping[str, str] | None = None,
-) -> Callable:
+) -> Callable[..., Any]:
     """Decorator adding one option per setting, plus --config; defaults stay None so the
     config layering (defaults < file < env < flags) can tell what was given. ``defaults``
     overrides a setting's default for this command (pass the same to resolve_settings), and
@@ -95,7 +95,7 @@ def settings_options(
     defaults = defaults or {}
     helps = helps or {}
 
-    def decorate(func: Callable) -> Callable:
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         for setting in reversed([s for s in SETTINGS if s.name in names]):
             default = defaults.get(setting.name, setting.default)
             func = click.option(
@@ -120,10 +120,10 @@ def settings_options(
 
 
 def output_options(
-    func: Callable | None = None,
+    func: Callable[..., Any] | None = None,
     *,
     verbose: str = "Log each request and chunk (debug level); never a secret.",
-) -> Callable:
+) -> Callable[..., Any]:
     """Decorator adding -v, -q and --log-format; ``verbose`` is the -v help of a command that
     logs other things than export does (``@output_options(verbose=...)``)."""
     if func is None:
@@ -219,7 +219,7 @@ class _Group(click.Group):
     command_class = _Command
 
 
-def handle_errors(func: Callable) -> Callable:
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn library errors into one-line messages (one ``error`` event with --log-format json)
     and documented exit codes; anything else too, so no traceback ever reaches a user (it is
     logged at debug level, shown by -v)."""

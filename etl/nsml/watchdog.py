@@ -20,7 +20,9 @@ import logging
 import socket
 import threading
 import time
+from typing import Any
 
+import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -135,7 +137,7 @@ def _shut_down(connection: object | None) -> None:
 
 def _recording_pool(base: type[HTTPConnectionPool], slot: InFlight) -> type:
     class RecordingPool(base):  # type: ignore[misc, valid-type]
-        def _get_conn(self, timeout: float | None = None):
+        def _get_conn(self, timeout: float | None = None) -> Any:
             connection = super()._get_conn(timeout)
             slot.connection = connection
             return connection
@@ -153,18 +155,18 @@ class _WatchedAdapter(HTTPAdapter):
         }
         super().__init__()
 
-    def init_poolmanager(self, *args, **kwargs) -> None:
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = self._pool_classes
 
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs):
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
         if not proxy.lower().startswith("socks"):  # SOCKS pools are classes of their own
             manager.pool_classes_by_scheme = self._pool_classes
         return manager
 
 
-def watch_connections(session, slot: InFlight) -> None:
+def watch_connections(session: requests.Session, slot: InFlight) -> None:
     """Make ``session`` record the connection of each request in ``slot``."""
     adapter = _WatchedAdapter(slot)
     session.mount("https://", adapter)

@@ -110,14 +110,14 @@ def _hours(seconds: Any) -> float | None:
     return None if seconds is None else round(float(seconds) / 3600, 2)
 
 
-def _records(columns: list[str], rows: Iterable[tuple]) -> list[dict[str, Any]]:
+def _records(columns: list[str], rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
-def hours_per_project(rows: list[dict], period: Period) -> Table:
+def hours_per_project(rows: list[dict[str, Any]], period: Period) -> Table:
     """Run-hours per project and week, over all servers; GPU-hours where the server's GPU count
     is known, and the run-hours whose GPU count is not."""
-    sums: dict[tuple, list] = defaultdict(lambda: [None, 0, 0.0, 0.0, 0.0])
+    sums: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [None, 0, 0.0, 0.0, 0.0])
     for row in rows:
         week = as_week(row["week"])
         if not period.covers(week):
@@ -151,8 +151,8 @@ def hours_per_project(rows: list[dict], period: Period) -> Table:
     )
 
 
-def hours_per_server(rows: list[dict], period: Period) -> Table:
-    sums: dict[tuple, list] = defaultdict(lambda: [None, 0.0, 0.0])
+def hours_per_server(rows: list[dict[str, Any]], period: Period) -> Table:
+    sums: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [None, 0.0, 0.0])
     for row in rows:
         if not period.covers(as_week(row["week"])):
             continue
@@ -172,7 +172,7 @@ def hours_per_server(rows: list[dict], period: Period) -> Table:
     )
 
 
-def queue_waits(rows: list[dict], period: Period) -> Table:
+def queue_waits(rows: list[dict[str, Any]], period: Period) -> Table:
     """The view's medians and 90th percentiles, in hours, all projects first in each week."""
     picked = [r for r in rows if period.covers(as_week(r["week"]))]
     picked.sort(
@@ -201,7 +201,7 @@ def queue_waits(rows: list[dict], period: Period) -> Table:
     )
 
 
-def failure_rates(rows: list[dict], period: Period, dimension: str) -> Table:
+def failure_rates(rows: list[dict[str, Any]], period: Period, dimension: str) -> Table:
     """Failed / finished over the period for each value of one dimension, most failures
     first (then the highest rate); every value (the report shows the first few)."""
     sums: dict[Any, list[int]] = defaultdict(lambda: [0, 0])
@@ -223,7 +223,7 @@ def failure_rates(rows: list[dict], period: Period, dimension: str) -> Table:
     )
 
 
-def weekly_failures(rows: list[dict], period: Period) -> Table:
+def weekly_failures(rows: list[dict[str, Any]], period: Period) -> Table:
     """Failed / finished per week, all runs (each run counts once: the image dimension)."""
     sums: dict[date, list[int]] = defaultdict(lambda: [0, 0])
     for row in rows:
@@ -278,7 +278,7 @@ def collect_analytics(
     """The analytics sections of ``table`` for ``period`` (its views must exist), ``limit``
     rows each (None: all, and :data:`TOP_FAILURES` of each failure rate; 0: all)."""
 
-    def read(base: str) -> list[dict]:
+    def read(base: str) -> list[dict[str, Any]]:
         return _records(*query_view(engine, view_name(table, base)))
 
     hours = read("nsml_run_hours_per_week")

@@ -102,7 +102,7 @@ class Table:
     name: str
     title: str
     columns: list[str]
-    rows: list[tuple]
+    rows: list[tuple[Any, ...]]
     total: int | None = None
     # What a column stands for where its name is short (runs_by_project: ``failed`` is
     # ``RUN_STATE_FAILED``), for the HTML page's labels and colours.
@@ -285,7 +285,7 @@ def in_status_order(found: set[str]) -> list[str]:
     return [s for s in RUN_STATUSES if s in found] + sorted(found - set(RUN_STATUSES))
 
 
-def runs_by_project(rows: Iterable[tuple]) -> Table:
+def runs_by_project(rows: Iterable[tuple[Any, ...]]) -> Table:
     """One row per project (most runs first): its name and id, its runs, and its runs in each
     status (a column per status found; the documented ones in a run's order)."""
     counts: dict[Any, dict[str, int]] = defaultdict(dict)

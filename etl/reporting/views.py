@@ -38,6 +38,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -231,7 +232,7 @@ def _sql_list(statuses: Iterable[str]) -> str:
 def _with_includes(text: str, template: Callable[[str], str | None], depth: int = 0) -> str:
     """``text`` with each ``{{include(name)}}`` replaced by that file's SELECT."""
 
-    def replace(match: re.Match) -> str:
+    def replace(match: re.Match[str]) -> str:
         included = template(match.group(1))
         if included is None or depth > 3:
             raise ValueError(f"cannot include {match.group(1)!r}")
@@ -263,7 +264,7 @@ def create_views(engine: Engine, table: str) -> list[View]:
 
 def query_view(
     engine: Engine, name: str, order_by: str | None = None, limit: int | None = None
-) -> tuple[list[str], list[tuple]]:
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     """(columns, rows) of one view."""
     quote = engine.dialect.identifier_preparer.quote
     sql = f"SELECT * FROM {quote(name)}"  # noqa: S608 - a name from our own sql/ files

@@ -161,16 +161,16 @@ def _project_id(rng: random.Random) -> str:
     return "".join(rng.choices(string.ascii_lowercase + string.digits, k=19))
 
 
-def generate_dataset(seed: int, projects: int, runs_per_project: int) -> dict[str, dict]:
+def generate_dataset(seed: int, projects: int, runs_per_project: int) -> dict[str, dict[str, Any]]:
     """{projectId: {"name": ..., "runs": {runName: run object}}}, the same for the same seed."""
     rng = random.Random(seed)
     start = datetime(2026, 1, 5, 9, 0, 0)
-    data: dict[str, dict] = {}
+    data: dict[str, dict[str, Any]] = {}
     serial = 0
     for p in range(projects):
         project_id = _project_id(rng)
         name = PROJECT_NAMES[p % len(PROJECT_NAMES)] + (f" {p}" if p >= len(PROJECT_NAMES) else "")
-        runs: dict[str, dict] = {}
+        runs: dict[str, dict[str, Any]] = {}
         for number in range(1, runs_per_project + 1):
             serial += 1
             code, engine = rng.choice(ENGINES)
@@ -243,7 +243,7 @@ class Lifecycle:
         return "RUN_STATE_PENDING", self.created
 
 
-def add_timeline(data: dict[str, dict], seed: int, epoch: datetime) -> None:
+def add_timeline(data: dict[str, dict[str, Any]], seed: int, epoch: datetime) -> None:
     """Give every run of a :func:`generate_dataset` dataset a :class:`Lifecycle` (key
     ``_timeline``), the same for the same seed and epoch. Runs are created about
     CREATION_GAP_H apart from ``epoch`` on, the projects' runs taking turns."""
@@ -294,12 +294,12 @@ class RawJson(bytes):
     cannot write: ``1e400``, ``1.50``, duplicate keys."""
 
 
-def public_run(run: dict) -> dict:
+def public_run(run: dict[str, Any]) -> dict[str, Any]:
     """The Get run body: the dataset's bookkeeping fields (leading underscore) removed."""
     return {k: v for k, v in run.items() if not k.startswith("_")}
 
 
-def run_summary(run: dict) -> dict:
+def run_summary(run: dict[str, Any]) -> dict[str, Any]:
     return {
         "runName": run.get("runName"),
         "runType": run.get("runType"),
@@ -315,9 +315,9 @@ def run_summary(run: dict) -> dict:
 @dataclass
 class SimulatorStats:
     requests: int = 0
-    by_path: Counter = field(default_factory=Counter)
-    by_status: Counter = field(default_factory=Counter)
-    faults: Counter = field(default_factory=Counter)
+    by_path: Counter[str] = field(default_factory=Counter)
+    by_status: Counter[int] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
     auth_failures: int = 0
     quota_refused: int = 0  # requests refused because the quota was spent
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each request
@@ -342,7 +342,7 @@ class Simulator:
         self.stats = SimulatorStats()
         self._lock = threading.Lock()
         self._rng = random.Random(config.seed + 1)
-        self._streaks: Counter = Counter()
+        self._streaks: Counter[str] = Counter()
         self._queued_faults: list[str] = []
         self._quota_used = 0  # signed requests counted against config.quota
         self._seen_signatures: dict[str, int] = {}
@@ -437,7 +437,7 @@ class Simulator:
     def pairs(self) -> list[tuple[str, str]]:
         return [(pid, rn) for pid, project in self.data.items() for rn in project["runs"]]
 
-    def run(self, project_id: str, run_name: str) -> dict:
+    def run(self, project_id: str, run_name: str) -> dict[str, Any]:
         return public_run(self.data[project_id]["runs"][run_name])
 
     def put_run(self, project_id: str, run_name: str, body: Any) -> None:
@@ -554,10 +554,10 @@ class Simulator:
                     return 200, public_run(run) if isinstance(run, dict) else run
         return 404, error_body("300", "Not Found", "no such project or run")
 
-    def _projects(self) -> list[dict]:
+    def _projects(self) -> list[dict[str, Any]]:
         return [{"projectId": pid, "projectName": p["name"]} for pid, p in self.data.items()]
 
-    def _summaries(self) -> list[dict]:
+    def _summaries(self) -> list[dict[str, Any]]:
         runs = [
             run_summary(run)
             for project in self.data.values()
@@ -567,7 +567,9 @@ class Simulator:
         runs.sort(key=lambda r: (r["createTime"] or "", r["projectId"] or ""), reverse=True)
         return runs
 
-    def _page(self, query: dict, items: list, key: str, with_total: bool = False) -> dict:
+    def _page(
+        self, query: dict[str, Any], items: list[Any], key: str, with_total: bool = False
+    ) -> dict[str, Any]:
         try:
             page = max(1, int(query.get("page", 1)))
             size = max(1, min(int(query.get("pageSize", 10)), self.config.max_page_size))
@@ -579,7 +581,7 @@ class Simulator:
         return body
 
 
-def error_body(code: str, message: str, details: str) -> dict:
+def error_body(code: str, message: str, details: str) -> dict[str, Any]:
     return {"error": {"errorCode": code, "message": message, "details": details}}
 
 
@@ -610,7 +612,9 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
         def date_time_string(self, timestamp: float | None = None) -> str:
             return formatdate(sim.now(), usegmt=True)
 
-        def _send(self, status: int, body: bytes, content_type: str, headers=None) -> None:
+        def _send(
+            self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -619,7 +623,7 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def _json(self, status: int, payload: Any, headers=None) -> None:
+        def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             if isinstance(payload, RawJson):
                 body = bytes(payload)
             else:
@@ -658,7 +662,7 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             status, payload = sim.route(self.path)
             self._reply(status, payload)
 
-        def _reply(self, status: int, payload: Any, headers=None) -> None:
+        def _reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             with sim._lock:
                 sim.stats.by_status[status] += 1
             self._json(status, payload, headers)

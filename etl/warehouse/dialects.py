@@ -209,7 +209,7 @@ class Family:
         conn: Connection,
         stage: str,
         columns: list[str],
-        rows: list[list],
+        rows: list[list[Any]],
         timestamps: list[int],
     ) -> None:
         """Insert ``rows`` (lists in ``columns`` order, unquoted names; they may be changed in
@@ -271,10 +271,10 @@ def _pick(compare: Callable[[str, str], str]) -> ViewMacro:
     )
 
 
-def _sqlite_timestamps(rows: list[list], timestamp_indexes: list[int]) -> None:
+def _sqlite_timestamps(rows: list[list[Any]], timestamp_indexes: list[int]) -> None:
     """Datetimes in ``rows`` (changed in place) as the text SQLAlchemy's SQLite DateTime reads
     back (sqlite3's own datetime adapter is deprecated)."""
-    texts: dict = {None: None}  # runs of one chunk mostly share a few timestamps
+    texts: dict[Any, Any] = {None: None}  # runs of one chunk mostly share a few timestamps
     for index in timestamp_indexes:
         for row in rows:
             value = row[index]
@@ -368,7 +368,7 @@ class SQLiteFamily(Family):
         conn: Connection,
         stage: str,
         columns: list[str],
-        rows: list[list],
+        rows: list[list[Any]],
         timestamps: list[int],
     ) -> None:
         _sqlite_timestamps(rows, timestamps)
@@ -505,7 +505,7 @@ class PostgresFamily(Family):
         conn: Connection,
         stage: str,
         columns: list[str],
-        rows: list[list],
+        rows: list[list[Any]],
         timestamps: list[int],
     ) -> None:
         quote = conn.dialect.identifier_preparer.quote

@@ -12,6 +12,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
@@ -76,7 +77,7 @@ def create_engine(db_url: str) -> Engine:
     driver, extra = BACKENDS[backend]
     if url.drivername == backend:  # plain postgresql:// or mysql://: pick the driver we ship
         url = url.set(drivername=f"{backend}+{driver}")
-    kwargs: dict = {"hide_parameters": True}  # SQL errors must not echo run data
+    kwargs: dict[str, Any] = {"hide_parameters": True}  # SQL errors must not echo run data
     if backend in ("mysql", "mariadb"):
         url = url.update_query_dict({"charset": "utf8mb4"})
     if backend == "sqlite":
@@ -106,13 +107,13 @@ def _make_sqlite_transactional(engine: Engine) -> None:
     # over so every transaction (DDL included) is real, and BEGIN IMMEDIATE takes the write
     # lock up front, which serializes overlapping exports instead of deadlocking them.
     @sa.event.listens_for(engine, "connect")
-    def _autocommit_driver(dbapi_connection, _record):
+    def _autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         # Each chunk is staged in a temporary table: keep it in memory, not in a temp file.
         dbapi_connection.execute("PRAGMA temp_store = MEMORY")
 
     @sa.event.listens_for(engine, "begin")
-    def _begin_immediate(connection):
+    def _begin_immediate(connection: sa.Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -126,7 +127,7 @@ def unset_servers(engine: Engine, codes: Iterable[int]) -> int:
         raise DatabaseError(f"writing {GPU_SERVERS_TABLE} failed: {first_line(exc)}") from exc
 
 
-def list_servers(engine: Engine, runs_table: str) -> tuple[list[GpuServer], list[tuple]]:
+def list_servers(engine: Engine, runs_table: str) -> tuple[list[GpuServer], list[tuple[Any, ...]]]:
     """The known servers, and (code, eng_full_name, runs) of the servers that ``runs_table``
     has runs on but that have no GPU count. Reads only: a database without the table has no
     known servers."""
@@ -148,7 +149,9 @@ def list_servers(engine: Engine, runs_table: str) -> tuple[list[GpuServer], list
         raise DatabaseError(f"reading {GPU_SERVERS_TABLE} failed: {first_line(exc)}") from exc
 
 
-def _runs_without_count(conn: Connection, runs_table: str, servers: sa.Table | None) -> list[tuple]:
+def _runs_without_count(
+    conn: Connection, runs_table: str, servers: sa.Table | None
+) -> list[tuple[Any, ...]]:
     """(code, eng_full_name, runs) per server ``runs_table`` has runs on and ``servers`` (None:
     no such table yet) has no count for."""
     if not sa.inspect(conn).has_table(runs_table):

@@ -127,7 +127,7 @@ Name = sa.Text().with_variant(KeyVarchar(64), *_MYSQL)
 # Run ids of failed pairs: any length (a failure may be about an overlong name), compared exactly.
 LongKeyText = sa.Text().with_variant(KeyMediumText(), *_MYSQL)
 
-CORE_TYPES: dict[str, sa.types.TypeEngine] = {column: Text for column in CORE_COLUMNS} | {
+CORE_TYPES: dict[str, sa.types.TypeEngine[Any]] = {column: Text for column in CORE_COLUMNS} | {
     "project_id": KeyText,
     "run_name": KeyText,
     "gpu_svr_code": sa.BigInteger(),
@@ -167,7 +167,7 @@ _FAMILY_WORDS = {
 }
 
 
-def _type_family(column_type: sa.types.TypeEngine) -> str | None:
+def _type_family(column_type: sa.types.TypeEngine[Any]) -> str | None:
     if isinstance(column_type, sa.Integer):
         return "integer"
     if isinstance(column_type, sa.DateTime):
@@ -177,7 +177,7 @@ def _type_family(column_type: sa.types.TypeEngine) -> str | None:
     return None
 
 
-def _type_text(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
+def _type_text(column_type: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> str:
     if isinstance(column_type, sa.types.NullType):
         return "of a type nsml-etl does not know (or none)"
     try:
@@ -187,7 +187,7 @@ def _type_text(column_type: sa.types.TypeEngine, dialect: sa.Dialect) -> str:
 
 
 def foreign_table_problems(
-    primary_key: list[str], columns: dict[str, sa.types.TypeEngine], dialect: sa.Dialect
+    primary_key: list[str], columns: dict[str, sa.types.TypeEngine[Any]], dialect: sa.Dialect
 ) -> list[str]:
     """What makes an existing table (its primary key, its columns by lower-case name) other
     than a runs table of ours: the key must be (project_id, run_name), and each core column
@@ -240,7 +240,7 @@ def _mapping_table(name: str, key_column: str, metadata: sa.MetaData) -> sa.Tabl
     )
 
 
-def _id_column() -> sa.Column:
+def _id_column() -> sa.Column[Any]:
     # SQLite auto-increments only an INTEGER PRIMARY KEY; elsewhere a BIGINT identity.
     return sa.Column(
         "id",
@@ -726,7 +726,7 @@ class Schema:
         log.info("filled %d runs' new columns %s from envs", filled, ", ".join(columns.values()))
 
 
-def _env_values(envs: str, keys: Iterable[str], family: Family) -> list | None:
+def _env_values(envs: str, keys: Iterable[str], family: Family) -> list[Any] | None:
     """The column text of each key in one stored envs object (None where absent), as
     flatten_run writes it; None when the object holds none of them or is not JSON."""
     try:

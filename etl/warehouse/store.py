@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -327,7 +328,7 @@ class RunStore(Schema):
         return current
 
 
-def _chunk_rows(runs: Sequence[FlatRun], mapping: ColumnMap) -> tuple[list[str], list[list]]:
+def _chunk_rows(runs: Sequence[FlatRun], mapping: ColumnMap) -> tuple[list[str], list[list[Any]]]:
     """A chunk's column names and rows for the driver, built from ``mapping``."""
     frame = build_frame(runs, mapping.env, mapping.fields)
     # One object block -> lists in C; itertuples() boxes every cell through Series.
