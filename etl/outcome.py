@@ -77,17 +77,21 @@ def outcome_of(report: ExportReport) -> Outcome:
     if report.auth_error is not None:
         words = str(report.auth_error)
         return Outcome(AUTH_FAILED, EXIT_AUTH_FAILED, "authentication failed", words)
-    if report.interrupted:
-        return Outcome(INTERRUPTED, EXIT_SIGINT, "interrupted")
+    quota = None
     if report.quota_error is not None:
         left = report.left_undone()
-        return Outcome(
-            QUOTA_EXHAUSTED,
-            report.quota_error.exit_code,
+        quota = (
             f"API quota exhausted: {left}; the next export after the quota resets continues "
             "(with --skip-finished)",
             f"{report.quota_error}; {left}",
         )
+    if report.interrupted:  # a spent quota that came first is still said, and recorded
+        note, error = quota or (None, None)
+        return Outcome(
+            INTERRUPTED, EXIT_SIGINT, f"interrupted; {note}" if note else "interrupted", error
+        )
+    if quota is not None:
+        return Outcome(QUOTA_EXHAUSTED, EXIT_SOME_FAILED, *quota)
     if report.source_error is not None:
         words = str(report.source_error)
         return Outcome(

@@ -485,3 +485,20 @@ def test_failure_lines_say_a_shared_reason_once():
         "  raw.jsonl:7: not JSON",
     ]
     assert ExportReport().failure_lines() == []
+
+
+def test_a_signal_after_a_spent_quota_keeps_the_quota_in_the_record():
+    # Regression: a quota confirmed, then SIGINT while the export wound down: the batch said
+    # 'interrupted' with no error, and the summary dropped the quota and what it left undone.
+    report = ExportReport(requested=10, fetched=4, exported=4, interrupted=True, not_attempted=6)
+    report.quota_error = nsml_etl.QuotaExhausted("HTTP 429 errorCode 400: Quota Exceeded")
+    outcome = report.outcome
+    assert (outcome.status, outcome.exit_code) == ("interrupted", 130)
+    assert outcome.error == "HTTP 429 errorCode 400: Quota Exceeded; 6 runs not attempted"
+    assert report.summary().endswith(
+        "; interrupted; API quota exhausted: 6 runs not attempted; the next export after the "
+        "quota resets continues (with --skip-finished)"
+    )
+    report.interrupted = False
+    assert (report.outcome.status, report.outcome.exit_code) == ("quota_exhausted", 1)
+    assert ExportReport(interrupted=True).outcome.error is None
