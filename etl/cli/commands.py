@@ -540,11 +540,8 @@ def export(
         except EtlError as exc:
             # An export that stopped (archive unwritable: 74; database error: 4) still writes
             # the pairs that failed before, or a stale --failures-out would be left behind.
-            if failures_out is not None and exc.report is not None:
-                try:
-                    exc.report.write_failures(failures_out)
-                except InputError as out_exc:
-                    say_error(f"--failures-out {out_exc}", out_exc.kind, exc.exit_code, log_format)
+            if exc.report is not None:
+                _write_failures_out(exc.report, failures_out, exc.exit_code, log_format)
             raise
     if report.dry_run:
         if log_format == "json":
@@ -557,11 +554,8 @@ def export(
         _say_library_error(report.source_error, log_format, exit_code)
     if report.quota_error is not None:
         _say_library_error(report.quota_error, log_format, exit_code)
-    if failures_out is not None:  # first: a stdout that is gone (exit 141) must not skip it
-        try:
-            report.write_failures(failures_out)
-        except InputError as exc:
-            say_error(f"--failures-out {exc}", exc.kind, exit_code, log_format)
+    # First: a stdout that is gone (exit 141) must not skip it.
+    _write_failures_out(report, failures_out, exit_code, log_format)
     if report.auth_error is not None:
         say_error(
             f"{report.auth_error}; stopped, nothing more was written",
@@ -573,6 +567,19 @@ def export(
         click.echo(f"Skipped {report.skipped} runs already stored as finished.")
     print_report(report, log_format)
     sys.exit(exit_code)
+
+
+def _write_failures_out(
+    report: ExportReport, failures_out: Path | None, exit_code: int, log_format: str
+) -> None:
+    """``--failures-out``, from whatever report the export left; a file it cannot write is
+    said, and the export's exit code stays."""
+    if failures_out is None:
+        return
+    try:
+        report.write_failures(failures_out)
+    except InputError as exc:
+        say_error(f"--failures-out {exc}", exc.kind, exit_code, log_format)
 
 
 def _note_simulated_clock() -> None:
