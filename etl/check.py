@@ -102,7 +102,13 @@ def check_database(settings: Settings) -> CheckLine:
     """Connect (a missing SQLite file is reported, never created) and look at ``--table``."""
     from .urls import redact_url
     from .warehouse.engine import check_database as connect
-    from .warehouse.engine import check_table, check_writable, create_engine, sqlite_path
+    from .warehouse.engine import (
+        check_table,
+        check_writable,
+        create_engine,
+        sqlite_file_missing,
+        sqlite_path,
+    )
 
     where = redact_url(settings.db_url)
     try:
@@ -114,7 +120,7 @@ def check_database(settings: Settings) -> CheckLine:
     path = sqlite_path(engine.url)
     try:
         connect(engine)  # on SQLite, a missing file is checked for a writable folder only
-        if path is not None and not path.exists():
+        if sqlite_file_missing(engine.url):
             return CheckLine(
                 "database",
                 True,

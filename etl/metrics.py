@@ -28,7 +28,7 @@ from typing import Any
 
 from .clock import utc_now
 from .config import Settings
-from .errors import EXIT_DATABASE, EXIT_INTERNAL, EXIT_SIGINT, DatabaseError, EtlError
+from .errors import EXIT_SIGINT, DatabaseError, EtlError, error_exit_code
 from .events import event
 from .outcome import ExportReport, ProgressCallback
 
@@ -112,12 +112,9 @@ class Recording:
             if report.interrupted:
                 return self.stop.exit_code if isinstance(self.stop, Interrupt) else EXIT_SIGINT
             return report.exit_code
-        if isinstance(error, EtlError):
-            return error.exit_code
         if isinstance(error, KeyboardInterrupt):
             return EXIT_SIGINT
-        # As the CLI reads an error that escaped: SQLAlchemy's is the database's, else a bug.
-        return EXIT_DATABASE if type(error).__module__.startswith("sqlalchemy") else EXIT_INTERNAL
+        return error_exit_code(error)  # as the CLI reads it: ours, the database's, or a bug
 
     def _last_success(self, read_batches: bool) -> float:
         path = self.settings.metrics_file
@@ -138,14 +135,13 @@ class Recording:
 
         from .tablenames import BATCHES_TABLE
         from .warehouse.batches import SUCCEEDED
-        from .warehouse.engine import create_engine, sqlite_path
+        from .warehouse.engine import create_engine, sqlite_file_missing
 
         try:
             engine = create_engine(self.settings.db_url)
         except EtlError:
             return None
-        path = sqlite_path(engine.url)
-        if path is not None and not path.exists():  # connecting would create the file
+        if sqlite_file_missing(engine.url):  # connecting would create the file
             engine.dispose()
             return None
         batches = sa.table(

@@ -160,7 +160,7 @@ def write_refusal(engine: Engine) -> str | None:
     """Why the database will refuse writes (a read-only SQLite file or folder, a read-only
     PostgreSQL session), tried in a transaction that is rolled back; None when it will not,
     and for a SQLite file not made yet (:func:`check_database` checks its folder)."""
-    if _sqlite_file_missing(engine.url):
+    if sqlite_file_missing(engine.url):
         return None
     try:
         with engine.connect() as conn:
@@ -191,7 +191,7 @@ def check_table(engine: Engine, table: str) -> bool:
     tool's ``nsml_runs`` would get our columns added, or its rows duplicated on every rerun);
     on MySQL and MariaDB, refuse a server without an exact collation for run names too.
     Returns whether the table exists (it is then one of ours)."""
-    if _sqlite_file_missing(engine.url):
+    if sqlite_file_missing(engine.url):
         return False  # a new database: nothing there yet, and connecting would create the file
     try:
         with engine.connect() as conn:
@@ -205,6 +205,7 @@ def check_table(engine: Engine, table: str) -> bool:
         ) from None
 
 
-def _sqlite_file_missing(url: sa.URL) -> bool:
+def sqlite_file_missing(url: sa.URL) -> bool:
+    """A SQLite URL whose file is not there yet: connecting would create it."""
     path = sqlite_path(url)
     return path is not None and not path.exists()
