@@ -128,12 +128,18 @@ def error_exit_code(exc: BaseException) -> int:
     return EXIT_INTERNAL
 
 
+def message_line(exc: BaseException) -> str:
+    """The first line of an exception's message, at most MAX_UNEXPECTED_TEXT characters (a
+    driver's or a bug's later lines may hold anything)."""
+    return (str(exc).strip().splitlines() or [""])[0][:MAX_UNEXPECTED_TEXT]
+
+
 def error_words(exc: BaseException) -> str:
     """What an exception says, on one line: ours as they are; anything else as its class and
-    the first line of its message (a driver's or a bug's later lines may hold anything)."""
+    the first line of its message."""
     if isinstance(exc, EtlError):
         return str(exc)
-    words = (str(exc).strip().splitlines() or [""])[0][:MAX_UNEXPECTED_TEXT]
+    words = message_line(exc)
     return f"{type(exc).__name__}: {words}" if words else type(exc).__name__
 
 

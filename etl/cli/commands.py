@@ -44,12 +44,12 @@ from ..errors import (
     EXIT_OK,
     EXIT_SIGINT,
     EXIT_SIGTERM,
-    MAX_UNEXPECTED_TEXT,
     AuthenticationError,
     BadLinesError,
     EtlError,
     InputError,
     error_exit_code,
+    message_line,
 )
 from ..events import json_line, setup_logging
 from ..files import writing
@@ -249,7 +249,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(EXIT_BROKEN_PIPE)
         except Exception as exc:  # a bug, or a database error that escaped the library
             log.debug("unexpected error", exc_info=True)
-            words = (str(exc).strip().splitlines() or [""])[0][:MAX_UNEXPECTED_TEXT]
+            words = message_line(exc)
             if error_exit_code(exc) == EXIT_DATABASE:
                 say_error(f"database error: {words}", "database", EXIT_DATABASE, log_format)
                 sys.exit(EXIT_DATABASE)
