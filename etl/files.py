@@ -88,7 +88,7 @@ def _open_in_place(path: str | os.PathLike[str], binary: bool) -> IO[Any]:
     return open(fd, "w", newline="", encoding="utf-8")
 
 
-def _in_place(path: str | os.PathLike[str], label: str) -> bool:
+def written_in_place(path: str | os.PathLike[str], label: str = "") -> bool:
     """How an output path is written: True in place (it exists and is not a regular file: a
     FIFO, a character device such as /dev/null, a terminal, or it names a descriptor such as
     /dev/stdout; see :func:`_open_in_place`), False aside and renamed over its target
@@ -117,10 +117,12 @@ def open_output(path: str | os.PathLike[str], what: str = "") -> IO[bytes]:
     """``path`` opened for writing bytes in place, for a file written as it goes (the raw
     archive: what was written before a crash can be replayed), or an :class:`InputError`
     naming ``what`` (an option, such as ``"--save-raw"``) and the path. Refuses what
-    :func:`_in_place` refuses; the caller closes the handle."""
+    :func:`written_in_place` refuses; the caller closes the handle."""
     label = f"{what} " if what else ""
     try:
-        return _open_in_place(path, binary=True) if _in_place(path, label) else open(path, "wb")
+        if written_in_place(path, label):
+            return _open_in_place(path, binary=True)
+        return open(path, "wb")
     except OSError as exc:
         raise InputError(f"{label}{display_name(path)}: cannot write: {exc.strerror}") from None
 
@@ -138,7 +140,7 @@ def writing(path: str | os.PathLike[str], what: str = "") -> Iterator[IO[str]]:
     ``what`` (an option, such as ``"--html"``) and the path."""
     label = f"{what} " if what else ""
     name = display_name(path)
-    if _in_place(path, label):
+    if written_in_place(path, label):
         try:
             with _open_in_place(path, binary=False) as handle:
                 yield handle

@@ -28,7 +28,7 @@ from typing import Any
 
 from .clock import utc_now
 from .config import Settings
-from .errors import EXIT_SIGINT, DatabaseError, EtlError, error_exit_code
+from .errors import EXIT_SIGINT, DatabaseError, EtlError, InputError, error_exit_code
 from .events import event
 from .outcome import ExportReport, ProgressCallback
 
@@ -189,7 +189,9 @@ def previous_value(path: Path, name: str, labels: dict[str, str]) -> float | Non
 def write_metrics_file(path: str, figures: dict[str, Any]) -> None:
     """``figures`` (:meth:`Recording.figures`) as gauges in the Prometheus text format,
     replacing ``path`` atomically; a warning if that fails."""
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
+
+    from .files import writing, written_in_place
 
     registry = CollectorRegistry(auto_describe=True)
     labels = figures["labels"]
@@ -214,13 +216,18 @@ def write_metrics_file(path: str, figures: dict[str, Any]) -> None:
     for status, count in figures["requests"].items():
         requests.labels(**labels, status=status).set(count)
     try:
-        write_to_textfile(path, registry)
-    except OSError as exc:
+        if written_in_place(path):  # a FIFO or device, as every output: never replaced
+            with writing(path, "--metrics-file") as handle:
+                handle.write(generate_latest(registry).decode("utf-8"))
+        else:
+            write_to_textfile(path, registry)
+    except (OSError, InputError) as exc:
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
         log.warning(
             "could not write the metrics file %s: %s; the run itself is not affected",
             path,
-            exc.strerror or exc,
-            extra=event("metrics_file_failed", path=path, reason=exc.strerror or str(exc)),
+            reason,
+            extra=event("metrics_file_failed", path=path, reason=reason),
         )
 
 

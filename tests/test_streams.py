@@ -319,3 +319,26 @@ def test_an_unwritable_archive_still_writes_failures_out(
     with failures.open(newline="") as handle:
         listed = {row["run_name"] for row in csv.DictReader(handle)}
     assert recorded == {"nosuchrun"} and listed == recorded
+
+
+def test_a_metrics_file_on_a_device_is_written_in_place(credentials, simulator, db_url, tmp_path):
+    # Regression: prometheus_client's write_to_textfile writes aside and renames, so a
+    # --metrics-file naming a device (or a FIFO) was replaced by a regular file, unlike every
+    # other output of the tool.
+    device = _device(tmp_path / "null", 3)
+    pairs = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
+    result = CliRunner().invoke(
+        main,
+        ["export", "--pairs", str(pairs), "--db", db_url, "--base-url", simulator.base_url,
+         "--metrics-file", str(device)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _is_char_device(device)
+    assert "could not write the metrics file" not in result.stderr
+    regular = tmp_path / "m.prom"  # a regular file is still replaced whole, by write_to_textfile
+    result = CliRunner().invoke(
+        main,
+        ["export", "--pairs", str(pairs), "--db", db_url, "--base-url", simulator.base_url,
+         "--metrics-file", str(regular)],
+    )  # fmt: skip
+    assert result.exit_code == 0 and "nsml_etl_exit_code{" in regular.read_text()
