@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -220,7 +221,7 @@ def write_metrics_file(path: str, figures: dict[str, Any]) -> None:
             with writing(path, "--metrics-file") as handle:
                 handle.write(generate_latest(registry).decode("utf-8"))
         else:
-            write_to_textfile(path, registry)
+            write_to_textfile(os.path.realpath(path), registry)  # a symlink's target; it stays
     except (OSError, InputError) as exc:
         reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
         log.warning(

@@ -342,3 +342,13 @@ def test_a_metrics_file_on_a_device_is_written_in_place(credentials, simulator, 
          "--metrics-file", str(regular)],
     )  # fmt: skip
     assert result.exit_code == 0 and "nsml_etl_exit_code{" in regular.read_text()
+    link = tmp_path / "link.prom"  # through a symlink, the target is replaced and the link stays
+    link.symlink_to(regular)
+    regular.write_text("old\n")
+    result = CliRunner().invoke(
+        main,
+        ["export", "--pairs", str(pairs), "--db", db_url, "--base-url", simulator.base_url,
+         "--metrics-file", str(link)],
+    )  # fmt: skip
+    assert result.exit_code == 0 and link.is_symlink()
+    assert "nsml_etl_exit_code{" in regular.read_text()
