@@ -9,6 +9,7 @@ fetching (requests in flight finish) and commit what was fetched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -622,8 +623,10 @@ def _settle(
     report.batch_id = batch.id
     log_finished(report)
     if report.error is not None:
-        if isinstance(report.error, EtlError):
-            report.error.report = report  # what came before, for the caller (and the metrics)
+        # What came before, for the caller, the metrics and --failures-out: ours declare the
+        # attribute; a bug's exception gets it too (one without a __dict__ cannot).
+        with contextlib.suppress(AttributeError):
+            report.error.report = report  # type: ignore[attr-defined]
         raise report.error
     return report
 

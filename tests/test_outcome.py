@@ -4,6 +4,7 @@ archive on a full disk, a torn archive, a closed stderr."""
 
 from __future__ import annotations
 
+import csv
 import errno
 import gzip
 import json
@@ -502,3 +503,29 @@ def test_a_signal_after_a_spent_quota_keeps_the_quota_in_the_record():
     report.interrupted = False
     assert (report.outcome.status, report.outcome.exit_code) == ("quota_exhausted", 1)
     assert ExportReport(interrupted=True).outcome.error is None
+
+
+def test_a_bug_still_writes_failures_out_and_the_api_error_carries_the_report(
+    run_cli, credentials, make_simulator, db_url, tmp_path, monkeypatch
+):
+    # Regression: an export that stopped on a bug (exit 70) left --failures-out unwritten (a
+    # stale file from an earlier run stayed), since only the library's own errors carried the
+    # report that lists the failed pairs.
+    sim = make_simulator(projects=1, runs_per_project=8)
+    pairs = [*sim.pairs(), ("gone", "1")]
+    failures_out = tmp_path / "failed.csv"
+    failures_out.write_text("project_id,run_name\nstale,1\n")
+    crash_on_run(monkeypatch, "5")
+    small = ("--concurrency", "1", "--chunk-size", "1", "--failures-out", str(failures_out))
+    result = _export(run_cli, sim, db_url, tmp_path, [("gone", "1"), *sim.pairs()], *small)
+    assert result.exit_code == 70, result.output
+    recorded = fetch_rows(db_url, "SELECT project_id, run_name FROM nsml_export_failures")
+    assert [(r["project_id"], r["run_name"]) for r in recorded] == [("gone", "1")]
+    with open(failures_out, encoding="utf-8", newline="") as handle:
+        written = [(row["project_id"], row["run_name"]) for row in csv.DictReader(handle)]
+    assert written == [("gone", "1")]
+    with pytest.raises(RuntimeError, match="injected bug") as caught:
+        nsml_etl.export(pairs, db_url=db_url, base_url=sim.base_url, concurrency=1, chunk_size=1)
+    report = caught.value.report
+    assert isinstance(report, nsml_etl.ExportReport) and report.outcome.status == "failed"
+    assert report.metrics["exit_code"] == 70

@@ -537,11 +537,13 @@ def export(
             if exc.report is None:
                 raise
             report = exc.report
-        except EtlError as exc:
-            # An export that stopped (archive unwritable: 74; database error: 4) still writes
-            # the pairs that failed before, or a stale --failures-out would be left behind.
-            if exc.report is not None:
-                _write_failures_out(exc.report, failures_out, exc.exit_code, log_format)
+        except Exception as exc:
+            # An export that stopped (archive unwritable: 74; database error: 4; a bug: 70)
+            # still writes the pairs that failed before, or a stale --failures-out would be
+            # left behind.
+            stopped = getattr(exc, "report", None)
+            if isinstance(stopped, ExportReport):
+                _write_failures_out(stopped, failures_out, error_exit_code(exc), log_format)
             raise
     if report.dry_run:
         if log_format == "json":
