@@ -357,6 +357,15 @@ class Settings:
         "ZONE",
         "Zone of the run list's createTime/updateTime (not documented by NCP); stored as UTC.",
     )
+    timezone: str = _setting(
+        DEFAULT_LIST_TIMEZONE,
+        _timezone,
+        "NSML_ETL_TIMEZONE",
+        "--timezone",
+        "ZONE",
+        "Zone of the report's days, weeks and months (--since, --until, --period): each day "
+        "runs from 00:00 to 00:00 there, daylight saving time included.",
+    )
     ca_bundle: str | None = _setting(
         None,
         _ca_bundle,

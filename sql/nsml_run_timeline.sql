@@ -43,7 +43,9 @@ SELECT project_id, project_name, run_name, creator, eng_full_name, gpu_svr_code,
        CASE WHEN started_latest IS NULL THEN NULL
             WHEN finished = 1 OR gone_at IS NOT NULL
             THEN COALESCE({{midpoint(ended_earliest, ended_latest)}}, ended_latest)
-            ELSE last_seen END AS active_until
+            ELSE last_seen END AS active_until,
+       -- the run's node count (1 until node lists are stored): GPU-hours are hours x GPUs x nodes
+       1 AS nodes
 FROM (
     SELECT b.*,
            CASE WHEN b.term_first IS NOT NULL THEN

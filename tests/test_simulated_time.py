@@ -128,10 +128,12 @@ def test_exports_at_simulated_moments_build_a_history_for_the_report(
     sections = json.loads(report.stdout)
     assert sections["analytics_period"]["rows"] == [
         {
-            "since": "2026-02-23",
+            "since": "2026-03-01",  # the day asked for, not its week's Monday
             "until": "2026-03-08",
             "export_interval_h": 6.0,
             "estimates": "good to about one export interval",
+            "timezone": "Asia/Seoul",
+            "period": "whole",
         }
     ]
     hours = sections["run_hours_per_project"]["rows"]

@@ -915,7 +915,7 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
 
 
 @main.command()
-@settings_options(("db_url", "table"))
+@settings_options(("db_url", "table", "timezone"))
 @click.option(
     "--format",
     "output_format",
@@ -959,7 +959,7 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
     type=click.DateTime(["%Y-%m-%d"]),
     default=None,
     metavar="DATE",
-    help="First day of the analytics sections (from its week's Monday; default: "
+    help="First day of the analytics sections, from 00:00 in --timezone (default: "
     "the Monday 7 weeks before --until's week).",
 )
 @click.option(
@@ -967,7 +967,15 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
     type=click.DateTime(["%Y-%m-%d"]),
     default=None,
     metavar="DATE",
-    help="Last day of the analytics sections (default: today, UTC).",
+    help="Last day of the analytics sections, to 24:00 in --timezone (default: today there).",
+)
+@click.option(
+    "--period",
+    "unit",
+    type=click.Choice(["day", "week", "month"]),
+    default=None,
+    help="Cut run_hours_by_project and run_hours_by_creator into days, weeks (from "
+    "Monday) or calendar months in --timezone (default: one row for the whole period).",
 )
 @handle_errors
 def report(
@@ -979,13 +987,14 @@ def report(
     html_path: Path | None,
     since: datetime | None,
     until: datetime | None,
+    unit: str | None,
     **flags: Any,
 ) -> None:
     """Print a summary from the reporting views (created if missing): runs by project, active
     runs, GPU servers, images, creators, env keys, exports, and run-hours, GPU-hours, queue
     waits and failure rates over a period of weeks."""
     from ..clock import utc_now
-    from ..reporting.analytics import collect_analytics, period_for
+    from ..reporting.analytics import collect_analytics, local_today, period_for
     from ..reporting.formats import as_csv, as_json, as_text, limit_note, write_csv_files
     from ..reporting.html import as_html
     from ..reporting.report import (
@@ -1009,7 +1018,11 @@ def report(
     settings = resolve_settings(flags, config_file)
     wanted = {section_name(view, settings.table) for view in views}
     period = period_for(
-        since.date() if since else None, until.date() if until else None, utc_now().date()
+        since.date() if since else None,
+        until.date() if until else None,
+        local_today(utc_now(), settings.timezone),
+        settings.timezone,
+        unit,
     )
     engine = create_engine(settings.db_url)
     try:

@@ -56,6 +56,8 @@ BY_PROJECT = "runs_by_project"
 BY_PROJECT_TITLE = "Runs by project"
 PROJECTS_SHOWN = 20  # projects in runs_by_project unless --limit says otherwise
 PERIOD = "analytics_period"
+BY_PROJECT_HOURS = "run_hours_by_project"
+BY_CREATOR_HOURS = "run_hours_by_creator"
 HOURS = "run_hours_per_project"
 SERVERS = "run_hours_per_gpu_server"
 WAITS = "queue_wait_per_week"
@@ -72,6 +74,8 @@ SECTION_NAMES = (
     BY_PROJECT,
     *(s.name for s in SECTIONS),
     PERIOD,
+    BY_PROJECT_HOURS,
+    BY_CREATOR_HOURS,
     HOURS,
     SERVERS,
     WAITS,

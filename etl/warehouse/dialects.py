@@ -263,6 +263,39 @@ def _both(a: str, b: str, sql: str) -> str:
     return f"(CASE WHEN {a} IS NULL OR {b} IS NULL THEN NULL ELSE {sql} END)"
 
 
+# Time arithmetic in the views is done in whole milliseconds on every database, rounded half up
+# from the stored microseconds: SQLite's own time functions keep milliseconds, PostgreSQL and
+# MariaDB microseconds, and midpoints, waits and hours computed at each one's precision (and
+# SQLite's in floating-point julian days) came out a little apart for the same history. In
+# integers, the same history gives the same figures everywhere.
+def _ms_macros(
+    ms: Callable[[str], str], from_ms: Callable[[str], str], halve: str = "/ 2"
+) -> dict[str, ViewMacro]:
+    """``seconds_between`` and ``midpoint`` from a family's ``ms(x)`` (a time as integer
+    milliseconds since 1970), ``from_ms(m)`` (back to a time) and its integer halving."""
+    return {
+        "seconds_between": lambda a, b: f"(({ms(b)} - {ms(a)}) / 1000.0)",
+        # integer division truncates toward zero on all three: the same moment everywhere
+        "midpoint": lambda a, b: _both(a, b, from_ms(f"{ms(a)} + ({ms(b)} - {ms(a)}) {halve}")),
+    }
+
+
+def _sqlite_ms(x: str) -> str:
+    # The text's whole seconds through strftime, its fraction (up to six digits, or none) as
+    # a number: strftime alone would round the time to milliseconds first, its own way.
+    return (
+        f"((CAST(strftime('%s', substr({x}, 1, 19)) AS INTEGER) * 1000000"
+        f" + CAST(ROUND(CAST(substr({x}, 20) AS REAL) * 1000000) AS INTEGER) + 500) / 1000)"
+    )
+
+
+def _sqlite_from_ms(m: str) -> str:
+    return (
+        f"(strftime('%Y-%m-%d %H:%M:%S', ({m}) / 1000, 'unixepoch')"
+        f" || printf('.%03d', ({m}) % 1000))"
+    )
+
+
 def _pick(compare: Callable[[str, str], str]) -> ViewMacro:
     """A NULL-safe choice between two times; ``compare(a, b)`` is true when a wins."""
     return lambda a, b: (
@@ -301,19 +334,10 @@ class SQLiteFamily(Family):
         "days_ago": lambda n: f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-{int(n)} days')",
         "week_start": lambda x: f"date({x}, '-6 days', 'weekday 1')",
         "next_week": lambda w: f"date({w}, '+7 days')",
-        "seconds_between": lambda a, b: f"((julianday({b}) - julianday({a})) * 86400.0)",
-        # SQLite keeps times as text in more than one layout: compare them as instants. The
-        # midpoint is shifted in whole milliseconds (SQLite's own time resolution).
+        **_ms_macros(_sqlite_ms, _sqlite_from_ms),
+        # SQLite keeps times as text in more than one layout: compare them as instants.
         "later": _pick(lambda a, b: f"julianday({a}) >= julianday({b})"),
         "earlier": _pick(lambda a, b: f"julianday({a}) <= julianday({b})"),
-        "midpoint": lambda a, b: _both(
-            a,
-            b,
-            (
-                f"strftime('%Y-%m-%d %H:%M:%f', {a}, printf('%+.3f seconds', "
-                f"(julianday({b}) - julianday({a})) * 43200.0))"
-            ),
-        ),
         "int_div": lambda a, b: f"(({a}) / ({b}))",
     }
 
@@ -415,10 +439,12 @@ class PostgresFamily(Family):
         "days_ago": lambda n: f"((now() AT TIME ZONE 'UTC') - INTERVAL '{int(n)} days')",
         "week_start": lambda x: f"CAST(date_trunc('week', {x}) AS date)",
         "next_week": lambda w: f"CAST({w} + 7 AS date)",
-        "seconds_between": lambda a, b: f"EXTRACT(EPOCH FROM ({b} - {a}))",
+        **_ms_macros(
+            lambda x: f"CAST(ROUND(EXTRACT(EPOCH FROM {x}) * 1000) AS BIGINT)",
+            lambda m: f"(TIMESTAMP '1970-01-01 00:00:00' + ({m}) * INTERVAL '1 millisecond')",
+        ),
         "later": _pick(lambda a, b: f"{a} >= {b}"),
         "earlier": _pick(lambda a, b: f"{a} <= {b}"),
-        "midpoint": lambda a, b: _both(a, b, f"{a} + ({b} - {a}) / 2"),
         "int_div": lambda a, b: f"(({a}) / ({b}))",
     }
 
@@ -579,6 +605,9 @@ def _mysql_code(orig: BaseException | None) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
+_MYSQL_EPOCH = "CAST('1970-01-01 00:00:00' AS DATETIME(6))"
+
+
 @dataclass(frozen=True)
 class MySQLFamily(Family):
     name: str = "mysql"
@@ -591,18 +620,19 @@ class MySQLFamily(Family):
     packet_size_query: str | None = "SELECT @@max_allowed_packet"
     server_wide_locks: bool = True
 
-    view_now = "UTC_TIMESTAMP()"
+    view_now = "UTC_TIMESTAMP(6)"  # UTC_TIMESTAMP() has whole seconds
     view_macros = {
         "envs_json": lambda x: x,  # its JSON functions read an invalid document as NULL
-        "days_ago": lambda n: f"(UTC_TIMESTAMP() - INTERVAL {int(n)} DAY)",
+        "days_ago": lambda n: f"(UTC_TIMESTAMP(6) - INTERVAL {int(n)} DAY)",
         "week_start": lambda x: f"DATE(DATE_SUB({x}, INTERVAL WEEKDAY({x}) DAY))",
         "next_week": lambda w: f"DATE_ADD({w}, INTERVAL 7 DAY)",
-        "seconds_between": lambda a, b: f"TIMESTAMPDIFF(MICROSECOND, {a}, {b}) / 1000000.0",
+        **_ms_macros(
+            lambda x: f"((TIMESTAMPDIFF(MICROSECOND, {_MYSQL_EPOCH}, {x}) + 500) DIV 1000)",
+            lambda m: f"TIMESTAMPADD(MICROSECOND, ({m}) * 1000, {_MYSQL_EPOCH})",
+            "DIV 2",
+        ),
         "later": _pick(lambda a, b: f"{a} >= {b}"),
         "earlier": _pick(lambda a, b: f"{a} <= {b}"),
-        "midpoint": lambda a, b: _both(
-            a, b, (f"TIMESTAMPADD(MICROSECOND, TIMESTAMPDIFF(MICROSECOND, {a}, {b}) DIV 2, {a})")
-        ),
         "int_div": lambda a, b: f"(({a}) DIV ({b}))",
     }
 
