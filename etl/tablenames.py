@@ -31,6 +31,7 @@ BATCHES_TABLE = "nsml_export_batches"
 HISTORY_TABLE = "nsml_run_history"
 FAILURES_TABLE = "nsml_export_failures"
 GPU_SERVERS_TABLE = "nsml_gpu_servers"
+CALENDAR_TABLE = "nsml_calendar"  # the days of the day views (etl/reporting/calendar.py)
 # The temporary table each chunk is staged in.
 STAGE_TABLE = "nsml_etl_stage"
 # Exporting runs into one of our own tables would corrupt it.
@@ -42,6 +43,7 @@ RESERVED_TABLES = frozenset(
         HISTORY_TABLE,
         FAILURES_TABLE,
         GPU_SERVERS_TABLE,
+        CALENDAR_TABLE,
         STAGE_TABLE,
     }
 )

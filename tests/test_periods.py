@@ -117,3 +117,43 @@ def test_a_zone_that_does_not_exist_is_a_usage_error(run_cli, credentials, sqlit
     monkeypatch.setenv("NSML_ETL_TIMEZONE", "Nowhere")
     result = run_cli("report", "--db", sqlite_url)
     assert result.exit_code == 2 and "NSML_ETL_TIMEZONE" in result.stderr
+
+
+def test_the_day_views_cut_spans_at_utc_days_and_at_the_views_zone(
+    run_cli, credentials, make_simulator, monkeypatch, db_url
+):
+    db = history(run_cli, make_simulator, monkeypatch, db_url)
+    result = run_cli("views", "--db", db, "--timezone", "America/New_York")
+    assert result.exit_code == 0, result.output
+
+    def days(view):
+        rows = fetch_rows(db, f"SELECT * FROM {view} WHERE project_id = 'q1'")
+        return sorted(
+            (str(r["day"])[:10], r["zone"], float(r["run_hours"]), float(r["gpu_hours"]))
+            for r in rows
+        )
+
+    assert days("nsml_run_hours_per_day") == [
+        ("2026-03-07", "UTC", 12.0, 24.0),
+        ("2026-03-08", "UTC", 24.0, 48.0),
+        ("2026-03-09", "UTC", 24.0, 48.0),
+        ("2026-03-10", "UTC", 12.0, 24.0),
+    ]
+    ny = "America/New_York"
+    assert days("nsml_run_hours_per_local_day") == [
+        ("2026-03-07", ny, 17.0, 34.0),
+        ("2026-03-08", ny, 23.0, 46.0),  # the day the clocks went forward
+        ("2026-03-09", ny, 24.0, 48.0),
+        ("2026-03-10", ny, 8.0, 16.0),
+    ]
+    # a calendar month in a BI tool: the sum of its days, as the README says
+    (month,) = fetch_rows(
+        db,
+        "SELECT SUM(run_hours) AS h FROM nsml_run_hours_per_local_day "
+        "WHERE day >= :first AND day < :next",
+        {"first": "2026-02-01", "next": "2026-03-01"},
+    )
+    assert float(month["h"]) == 18.0  # q2's February in New York
+    # a later refresh (report's, whatever its --timezone) keeps the views' zone
+    assert run_cli("report", "--db", db, "--timezone", "UTC").exit_code == 0
+    assert {r["zone"] for r in fetch_rows(db, "SELECT * FROM nsml_run_hours_per_local_day")} == {ny}

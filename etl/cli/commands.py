@@ -774,7 +774,13 @@ def pairs_command(
 
 
 @main.command()
-@settings_options(("db_url", "table"))
+@settings_options(
+    ("db_url", "table", "timezone"),
+    helps={
+        "timezone": "Zone of the days of the nsml_run_hours_per_local_day view (kept by "
+        "later refreshes, as by report's)."
+    },
+)
 @handle_errors
 def views(config_file: Path | None, **flags: Any) -> None:
     """Create or replace the reporting views (one per file in sql/) in the database."""
@@ -789,7 +795,7 @@ def views(config_file: Path | None, **flags: Any) -> None:
         check_writable(engine)
         check_table(engine, settings.table)
         require_runs_table(engine, settings.table)  # never a new, empty database
-        created = create_views(engine, settings.table)
+        created = create_views(engine, settings.table, settings.timezone)
     finally:
         engine.dispose()
     for view in created:

@@ -15,7 +15,8 @@ macros, expanded here per database (each family's SQL for them: :mod:`etl.dialec
   ``{{next_week(w)}}`` (the Monday after Monday w), ``{{seconds_between(a, b)}}``;
 * ``{{envs_json(x)}}``: the envs text ``x`` as the database's JSON functions can read it
   (json on PostgreSQL, with NUL shown as U+FFFD; an unreadable document as ``{}`` on SQLite);
-* ``{{gpu_servers}}``: the quoted GPU servers table; ``{{waiting_statuses}}``: the statuses of a
+* ``{{gpu_servers}}``: the quoted GPU servers table; ``{{calendar}}``: the quoted calendar of
+  the day views (:mod:`etl.reporting.calendar`); ``{{waiting_statuses}}``: the statuses of a
   run that has not started; ``{{ran_statuses}}``: the terminal statuses that imply it started;
 * ``{{batch_succeeded}}``, ``{{batch_partial}}``, ...: each status of an export batch
   (:data:`etl.batches.BATCH_STATUSES`) as a string literal; ``{{command_export}}`` and
@@ -44,9 +45,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..clock import utc_now
 from ..errors import DatabaseError
 from ..tablenames import (
     BATCHES_TABLE,
+    CALENDAR_TABLE,
     GPU_SERVERS_TABLE,
     HISTORY_TABLE,
     SQL_PACKAGE,
@@ -65,6 +68,7 @@ from ..warehouse.batches import BATCH_COMMANDS, BATCH_STATUSES
 from ..warehouse.dialects import family_of, first_line
 from ..warehouse.gpuservers import ensure_table
 from ..warehouse.store import RunStore
+from .calendar import fill_calendar
 
 # A run in one of these has not started yet; any other status that is not terminal means it has.
 WAITING_STATUSES = (RUN_PENDING,)
@@ -188,6 +192,7 @@ def load_views(
         "history": quote(HISTORY_TABLE),
         "batches": quote(BATCHES_TABLE),
         "gpu_servers": quote(GPU_SERVERS_TABLE),
+        "calendar": quote(CALENDAR_TABLE),
         "table_name": f"'{table}'",  # validated: [a-z0-9_] only
         "terminal_statuses": _sql_list(TERMINAL_STATUSES),
         "waiting_statuses": _sql_list(WAITING_STATUSES),
@@ -241,9 +246,10 @@ def _with_includes(text: str, template: Callable[[str], str | None], depth: int 
     return _INCLUDE.sub(replace, text)
 
 
-def create_views(engine: Engine, table: str) -> list[View]:
+def create_views(engine: Engine, table: str, zone: str | None = None) -> list[View]:
     """Create or replace every view of ``table`` (and the tables they read, if this is a new
-    database); another table's views are left alone."""
+    database); another table's views are left alone. ``zone`` is the day views' local zone
+    (None: the one the calendar has; see :func:`etl.reporting.calendar.fill_calendar`)."""
     store = RunStore(engine, table)
     store.prepare(set(), set())
     quote = engine.dialect.identifier_preparer.quote
@@ -253,6 +259,8 @@ def create_views(engine: Engine, table: str) -> list[View]:
     try:
         with engine.begin() as conn:
             ensure_table(conn)  # the GPU-hours views read it; it starts empty
+            creating = f"table {CALENDAR_TABLE}"
+            fill_calendar(conn, table, utc_now().date(), zone)
             for view in views:
                 creating = f"view {view.name}"
                 conn.exec_driver_sql(f"DROP VIEW IF EXISTS {quote(view.name)}")
