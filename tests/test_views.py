@@ -70,7 +70,7 @@ def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path, monkeyp
     load(run_cli, db_url, tmp_path, RUNS)
     result = run_cli("views", "--db", db_url)
     assert result.exit_code == 0, result.output
-    assert "Created 16 views." in result.stderr
+    assert "Created 18 views." in result.stderr
 
     by_status = fetch_rows(
         db_url,
@@ -274,10 +274,11 @@ def test_html_report_is_self_contained_and_renders(run_cli, sqlite_url, tmp_path
 def test_macros_expand_per_dialect():
     sql = "SELECT {{seconds_between(a, COALESCE(b, {{now}}))}} FROM {{runs}}"
     names = {"runs": '"nsml_runs"'}
-    assert expand(sql, "sqlite", names) == (
-        "SELECT ((julianday(COALESCE(b, strftime('%Y-%m-%d %H:%M:%f', 'now'))) - julianday(a))"
-        ' * 86400.0) FROM "nsml_runs"'
-    )
+    # whole milliseconds, rounded half up from the text's microseconds (no julian-day floats)
+    sqlite = expand(sql, "sqlite", names)
+    assert sqlite.startswith("SELECT ((((CAST(strftime('%s', substr(COALESCE(b, strftime(")
+    assert sqlite.endswith(' + 500) / 1000)) / 1000.0) FROM "nsml_runs"')
+    assert "julianday" not in sqlite
     assert "EXTRACT(EPOCH FROM" in expand(sql, "postgresql", names)
     assert "TIMESTAMPDIFF(MICROSECOND" in expand(sql, "mariadb", names)
     assert "strftime('%Y-%m-%d %H:%M:%f', 'now')" in expand("{{now}}", "sqlite", {})
