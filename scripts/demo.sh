@@ -133,6 +133,25 @@ show "${REPORT[@]}"
 env "${REPORT[@]}" 2>/dev/null | sed -n '/^== Analytics period/,$p'
 echo "(the whole report, with charts: demo/report.html; the database: $DB)"
 echo
+echo "== chargeback by calendar month, Seoul time: run-, GPU- and node-hours per project and creator"
+# From the first of the month the simulated history starts in to the last day of this month,
+# each day from 00:00 to 24:00 in Seoul (not whole UTC weeks).
+read -r MONTH_FIRST MONTH_LAST < <(python - "$EPOCH" "$NOW" <<'PY'
+import sys
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+seoul = [datetime.fromisoformat(t).replace(tzinfo=UTC).astimezone(ZoneInfo("Asia/Seoul")).date()
+         for t in sys.argv[1:]]
+first, now = seoul[0].replace(day=1), seoul[1]
+after = date(now.year + now.month // 12, now.month % 12 + 1, 1)
+print(first.isoformat(), (after - timedelta(days=1)).isoformat())
+PY
+)
+run NSML_ETL_CLOCK="$NOW" nsml-etl report --db "sqlite:///$DB" --since "$MONTH_FIRST" \
+    --until "$MONTH_LAST" --timezone Asia/Seoul --period month \
+    --view run_hours_by_project --view run_hours_by_creator
+echo
 echo "The simulator has stopped: the commands above now find nobody at $url."
 echo "For your own runs, leave out --base-url and NSML_ETL_CLOCK, export your NCP_ACCESS_KEY"
 echo "and NCP_SECRET_KEY, and run 'nsml-etl check' first."
