@@ -127,7 +127,8 @@ def test_the_day_views_cut_spans_at_utc_days_and_at_the_views_zone(
     assert result.exit_code == 0, result.output
 
     def days(view):
-        rows = fetch_rows(db, f"SELECT * FROM {view} WHERE project_id = 'q1'")
+        sql = f"SELECT * FROM {view} WHERE project_id = 'q1'"  # noqa: S608 - our view names
+        rows = fetch_rows(db, sql)
         return sorted(
             (str(r["day"])[:10], r["zone"], float(r["run_hours"]), float(r["gpu_hours"]))
             for r in rows
