@@ -70,6 +70,7 @@ def export(
     retry_after_max: float | None = None,
     rate_limit: float | str | None = None,
     list_timezone: str | None = None,
+    timezone: str | None = None,
     ca_bundle: str | os.PathLike[str] | None = None,
     metrics_file: str | os.PathLike[str] | None = None,
     config_file: str | os.PathLike[str] | None = None,
@@ -131,6 +132,7 @@ def export(
         "retry_after_max": retry_after_max,
         "rate_limit": rate_limit,
         "list_timezone": list_timezone,
+        "timezone": timezone,
         "ca_bundle": ca_bundle,
         "metrics_file": metrics_file,
     }
