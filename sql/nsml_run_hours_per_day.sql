@@ -16,10 +16,15 @@ FROM (
            tl.gpu_svr_code, tl.nodes,
            {{seconds_between({{later(tl.active_from, c.start_utc)}},
                              {{earlier(tl.active_until, c.end_utc)}})}} AS seconds
+    -- the timeline first (SQLite keeps the order of a CROSS JOIN), then the days of each span
+    -- through the calendar's index (a day that ends after a span starts began at most 25 hours
+    -- before it: 2 days is a bound that never cuts one off)
     FROM ({{include(nsml_run_timeline)}}) tl
-    JOIN {{calendar}} c
-      ON c.scope = 'utc' AND c.start_utc < tl.active_until AND c.end_utc > tl.active_from
+    CROSS JOIN {{calendar}} c
     WHERE tl.active_from IS NOT NULL AND tl.active_until IS NOT NULL
+      AND c.scope = 'utc' AND c.start_utc < tl.active_until
+      AND c.start_utc >= {{days_before(tl.active_from, 2)}}
+      AND c.end_utc > tl.active_from
 ) s
 LEFT JOIN {{gpu_servers}} g ON g.gpu_svr_code = s.gpu_svr_code
 WHERE s.seconds > 0

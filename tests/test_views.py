@@ -274,11 +274,12 @@ def test_html_report_is_self_contained_and_renders(run_cli, sqlite_url, tmp_path
 def test_macros_expand_per_dialect():
     sql = "SELECT {{seconds_between(a, COALESCE(b, {{now}}))}} FROM {{runs}}"
     names = {"runs": '"nsml_runs"'}
-    # whole milliseconds, rounded half up from the text's microseconds (no julian-day floats)
-    sqlite = expand(sql, "sqlite", names)
-    assert sqlite.startswith("SELECT ((((CAST(strftime('%s', substr(COALESCE(b, strftime(")
-    assert sqlite.endswith(' + 500) / 1000)) / 1000.0) FROM "nsml_runs"')
-    assert "julianday" not in sqlite
+    # whole milliseconds, in integers (the julian day's milliseconds, not its float difference)
+    assert expand(sql, "sqlite", names) == (
+        "SELECT ((CAST(ROUND((julianday(COALESCE(b, strftime('%Y-%m-%d %H:%M:%f', 'now')))"
+        " - 2440587.5) * 86400000.0) AS INTEGER) - CAST(ROUND((julianday(a) - 2440587.5)"
+        ' * 86400000.0) AS INTEGER)) / 1000.0) FROM "nsml_runs"'
+    )
     assert "EXTRACT(EPOCH FROM" in expand(sql, "postgresql", names)
     assert "TIMESTAMPDIFF(MICROSECOND" in expand(sql, "mariadb", names)
     assert "strftime('%Y-%m-%d %H:%M:%f', 'now')" in expand("{{now}}", "sqlite", {})

@@ -12,7 +12,8 @@ macros, expanded here per database (each family's SQL for them: :mod:`etl.dialec
   ``{{run_failed}}``, ``{{run_pending}}``, ...: each documented run status
   (:data:`etl.transform.RUN_STATUSES`) as a string literal;
 * ``{{now}}`` (UTC), ``{{days_ago(N)}}``, ``{{week_start(x)}}`` (the Monday of x's week),
-  ``{{next_week(w)}}`` (the Monday after Monday w), ``{{seconds_between(a, b)}}``;
+  ``{{next_week(w)}}`` (the Monday after Monday w), ``{{days_before(x, N)}}`` (N days before
+  x, for a bound an index can use), ``{{seconds_between(a, b)}}`` (in whole milliseconds);
 * ``{{envs_json(x)}}``: the envs text ``x`` as the database's JSON functions can read it
   (json on PostgreSQL, with NUL shown as U+FFFD; an unreadable document as ``{}`` on SQLite);
 * ``{{gpu_servers}}``: the quoted GPU servers table; ``{{calendar}}``: the quoted calendar of

@@ -281,12 +281,10 @@ def _ms_macros(
 
 
 def _sqlite_ms(x: str) -> str:
-    # The text's whole seconds through strftime, its fraction (up to six digits, or none) as
-    # a number: strftime alone would round the time to milliseconds first, its own way.
-    return (
-        f"((CAST(strftime('%s', substr({x}, 1, 19)) AS INTEGER) * 1000000"
-        f" + CAST(ROUND(CAST(substr({x}, 20) AS REAL) * 1000000) AS INTEGER) + 500) / 1000)"
-    )
+    # SQLite's julian day holds whole milliseconds (it rounds the text's fraction to them, half
+    # up); one julianday() call a time, not text surgery: the timeline nests these deeply, and
+    # evaluating each time twice made it three times slower.
+    return f"CAST(ROUND((julianday({x}) - 2440587.5) * 86400000.0) AS INTEGER)"
 
 
 def _sqlite_from_ms(m: str) -> str:
@@ -334,6 +332,7 @@ class SQLiteFamily(Family):
         "days_ago": lambda n: f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-{int(n)} days')",
         "week_start": lambda x: f"date({x}, '-6 days', 'weekday 1')",
         "next_week": lambda w: f"date({w}, '+7 days')",
+        "days_before": lambda x, n: f"datetime({x}, '-{int(n)} days')",
         **_ms_macros(_sqlite_ms, _sqlite_from_ms),
         # SQLite keeps times as text in more than one layout: compare them as instants.
         "later": _pick(lambda a, b: f"julianday({a}) >= julianday({b})"),
@@ -439,6 +438,7 @@ class PostgresFamily(Family):
         "days_ago": lambda n: f"((now() AT TIME ZONE 'UTC') - INTERVAL '{int(n)} days')",
         "week_start": lambda x: f"CAST(date_trunc('week', {x}) AS date)",
         "next_week": lambda w: f"CAST({w} + 7 AS date)",
+        "days_before": lambda x, n: f"({x} - INTERVAL '{int(n)} days')",
         **_ms_macros(
             lambda x: f"CAST(ROUND(EXTRACT(EPOCH FROM {x}) * 1000) AS BIGINT)",
             lambda m: f"(TIMESTAMP '1970-01-01 00:00:00' + ({m}) * INTERVAL '1 millisecond')",
@@ -626,6 +626,7 @@ class MySQLFamily(Family):
         "days_ago": lambda n: f"(UTC_TIMESTAMP(6) - INTERVAL {int(n)} DAY)",
         "week_start": lambda x: f"DATE(DATE_SUB({x}, INTERVAL WEEKDAY({x}) DAY))",
         "next_week": lambda w: f"DATE_ADD({w}, INTERVAL 7 DAY)",
+        "days_before": lambda x, n: f"({x} - INTERVAL {int(n)} DAY)",
         **_ms_macros(
             lambda x: f"((TIMESTAMPDIFF(MICROSECOND, {_MYSQL_EPOCH}, {x}) + 500) DIV 1000)",
             lambda m: f"TIMESTAMPADD(MICROSECOND, ({m}) * 1000, {_MYSQL_EPOCH})",
