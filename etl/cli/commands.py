@@ -1,6 +1,7 @@
 """The ``nsml-etl`` command: click commands over the library (``export`` and ``load`` call
-``nsml_etl.export``/``load``; ``report``, ``views``, ``pairs`` and ``gpu-servers`` still do
-some of their own engine work here, which the structure issue moves into the library).
+``nsml_etl.export``/``load``; ``report``, ``views`` and ``gpu-servers`` open a
+:class:`~nsml_etl.warehouse.Warehouse` and still do some of their own work with it here, and
+``pairs`` its own client work, which the structure issue moves into the library).
 
 Exit codes: 0 all exported, 1 some pairs failed (the rest landed), 2 usage or bad input,
 3 authentication failed, 4 database error, 70 an unexpected error (a bug), 74 the
