@@ -269,7 +269,7 @@ def _scale(value: float, whole: bool) -> tuple[float, float]:
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= rough * (1 - 1e-9))
     if whole:
         step = float(max(1, math.ceil(step)))
-    return step, step * math.ceil(round(value / step, 9))
+    return step, round(step * math.ceil(round(value / step, 9)), 9)
 
 
 def _axis(

@@ -339,8 +339,10 @@ def status_label(status: str) -> str:
 
 
 def in_status_order(found: set[str]) -> list[str]:
-    """The documented statuses among ``found`` in a run's order, then any others by name."""
-    return [s for s in RUN_STATUSES if s in found] + sorted(found - set(RUN_STATUSES))
+    """The documented statuses among ``found`` in a run's order, then any others by name, then
+    :data:`NO_STATUS` (runs without one)."""
+    others = sorted(found - set(RUN_STATUSES) - {NO_STATUS})
+    return [s for s in RUN_STATUSES if s in found] + others + [NO_STATUS] * (NO_STATUS in found)
 
 
 def runs_by_project(rows: Iterable[tuple[Any, ...]]) -> Table:
