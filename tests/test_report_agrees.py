@@ -274,7 +274,7 @@ def test_active_runs_say_how_long_they_have_run(
 
 
 def test_recent_status_changes_name_the_project(
-    run_cli, make_simulator, monkeypatch, db_url, credentials
+    run_cli, make_simulator, monkeypatch, db_url, credentials, tmp_path
 ):
     build_team(run_cli, make_simulator, monkeypatch, db_url)
     sections = json.loads(report(run_cli, db_url, "--format", "json").stdout)
@@ -285,6 +285,24 @@ def test_recent_status_changes_name_the_project(
     ] == [
         ("kq1", KOREAN, "2", "RUN_STATE_IN_PROGRESS", "RUN_STATE_FAILED"),
         ("kq1", KOREAN, "1", "RUN_STATE_IN_PROGRESS", "RUN_STATE_FAILED"),
+    ]
+    page = tmp_path / "report.html"
+    report(run_cli, db_url, "--html", str(page))
+    table = page.read_text(encoding="utf-8").split("<h2>Recent status changes</h2>")[1]
+    cells = re.findall(r"<td>(.*?)</td>", table.split("</table>")[0])
+    in_words = (
+        '<span title="RUN_STATE_IN_PROGRESS">in progress</span> &rarr; '
+        '<span title="RUN_STATE_FAILED">failed</span>'
+    )
+    assert cells == [
+        f'{KOREAN}<br><span class="muted">kq1</span>',
+        "2",
+        in_words,
+        "2026-01-19 12:00:00",
+        f'{KOREAN}<br><span class="muted">kq1</span>',
+        "1",
+        in_words,
+        "2026-01-11 12:00:00",
     ]
 
 

@@ -543,6 +543,36 @@ def _active_runs(table: Table) -> str:
     )
 
 
+def _status_words(status: Any) -> str:
+    """A status in words, the status as stored on hover."""
+    if status is None:
+        return '<span class="muted">no status</span>'
+    return (
+        f'<span title="{html.escape(printable(str(status)))}">'
+        f"{html.escape(printable(status_label(str(status))))}</span>"
+    )
+
+
+def _status_changes(table: Table) -> str:
+    """Each change: the project by name (its id under it), the run, from which status to
+    which, in words, and when."""
+    if not table.rows:
+        return '<p class="muted">None.</p>'
+    body = []
+    for row in table.rows:
+        value = dict(zip(table.columns, row, strict=True))
+        name = cell(value["project_name"]) or cell(value["project_id"])
+        cells = (
+            f'{_esc(name)}<br><span class="muted">{_esc(value["project_id"])}</span>',
+            _esc(value["run_name"]),
+            f"{_status_words(value['previous_status'])} &rarr; {_status_words(value['status'])}",
+            _esc(value["changed_at"]),
+        )
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    heading = "".join(f"<th>{h}</th>" for h in ("project", "run", "change", "changed at (UTC)"))
+    return f"<table><tr>{heading}</tr>{''.join(body)}</table>{_note(table)}"
+
+
 def _html_table(table: Table) -> str:
     if not table.rows:
         return '<p class="muted">None.</p>'
@@ -637,7 +667,7 @@ def as_html(tables: list[Table], source: str, now: datetime | None = None) -> st
         ),
         ("Env keys in use", _html_table(by_name["nsml_env_key_catalog"])),
         ("Export freshness", _html_table(by_name["nsml_export_freshness"])),
-        ("Recent status changes", _html_table(by_name["nsml_status_transitions"])),
+        ("Recent status changes", _status_changes(by_name["nsml_status_transitions"])),
     ]
     sections[3:3] = _analytics_sections(by_name)
     body = "".join(
