@@ -8,11 +8,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import shutil
+import subprocess
 from datetime import timedelta
+from html import unescape
 
+import pytest
 from conftest import fetch_rows
-from test_report import KOREAN, NOW, _body, build_team, report
+from test_report import KOREAN, NOW, _body, _chromium, build_team, report
 
 DAY = timedelta(days=1)
 
@@ -338,3 +343,58 @@ def test_html_colours_axes_and_labels(
         (1, 1),
     ]
     assert [_scale(v, True) for v in (24, 3, 1, 7)] == [(5, 25), (1, 3), (1, 1), (2, 8)]
+
+
+# Draws each character of a Korean name on a canvas: without a Korean font every one is the
+# same empty box, so a name drawn as glyphs has characters that look different.
+DRAWN = """<script>
+addEventListener("load", () => {
+  const font = getComputedStyle(document.body).font;
+  const pixels = (text) => {
+    const canvas = document.createElement("canvas");
+    canvas.width = 40; canvas.height = 40;
+    const context = canvas.getContext("2d");
+    context.font = font;
+    context.fillText(text, 2, 28);
+    return Array.from(context.getImageData(0, 0, 40, 40).data).join(",");
+  };
+  const names = ["%s"];
+  const pre = document.createElement("pre");
+  pre.id = "drawn";
+  const shapes = (n) => new Set([...n].filter((c) => c.trim()).map(pixels)).size;
+  pre.textContent = JSON.stringify(names.map((n) => shapes(n) > 1));
+  document.body.append(pre);
+});
+</script>"""
+
+
+def test_korean_project_names_are_drawn_in_chromium(
+    run_cli, make_simulator, monkeypatch, sqlite_url, credentials, tmp_path
+):
+    """The page in a browser draws the Korean names as glyphs (with no Korean font they were
+    empty boxes: the screenshot showed them)."""
+    browser = _chromium(tmp_path)
+    if (
+        shutil.which("fc-list")
+        and not subprocess.run(
+            ["fc-list", ":lang=ko"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    ):
+        if os.environ.get("NSML_ETL_REQUIRE_BROWSER") == "1":
+            pytest.fail("a Korean font is required here (apt-get install fonts-nanum)")
+        pytest.skip("no Korean font on this machine (CI installs fonts-nanum)")
+    team = build_team(run_cli, make_simulator, monkeypatch, sqlite_url)
+    page = tmp_path / "report.html"
+    report(run_cli, team, "--html", str(page))
+    html = page.read_text(encoding="utf-8")
+    assert KOREAN in html
+    measured = tmp_path / "drawn.html"
+    measured.write_text(html.replace("</body>", DRAWN % KOREAN + "</body>"), encoding="utf-8")
+    dom = subprocess.run(
+        [*browser, "--virtual-time-budget=5000", "--dump-dom", measured.as_uri()],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert json.loads(unescape(dom.split('<pre id="drawn">')[1].split("</pre>")[0])) == [True]
