@@ -173,6 +173,26 @@ def test_status_names_never_overwrite_the_fixed_columns(run_cli, db_url, tmp_pat
     text = report(run_cli, db_url, "--view", "runs_by_project").stdout.splitlines()
     assert text[1].split() == ODD_COLUMNS
     assert text[2].split() == row
+    page = tmp_path / "report.html"
+    report(run_cli, db_url, "--html", str(page))
+    chart = (
+        page.read_text(encoding="utf-8").split("<h2>Runs by project</h2>")[1].split("<table>")[0]
+    )
+    legend = re.findall(r'<span class="key">.*?</span> ([^<]+)</span>', chart)
+    assert legend == [
+        "failed",
+        "RUNNING",
+        "RUN_STATE_RUNS",
+        "Running",
+        "failed",  # the status "failed" as written: its own colour and part
+        "gone",  # a status called "gone": not the runs deleted upstream (there are none)
+        "project_name",
+        "runs",
+        "status_runs",
+        "no status",
+    ]
+    colours = re.findall(r'<span style="color:([^"]+)">&#9632;</span> failed<', chart)
+    assert len(colours) == 2 and colours[0] != colours[1]
 
 
 def test_runs_by_project_from_python():

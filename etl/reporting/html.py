@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from ..transform import RUN_STATUSES
 from .formats import cell, display_width, headers, limit_note, printable, shorten_middle
 from .report import (
     ACTIVE,
@@ -86,11 +87,14 @@ _MAX_LABEL_PX = 380
 
 
 def status_color(status: str) -> str:
-    """The colour of a status, from its name alone (``RUN_STATE_FAILED`` and the column
-    ``failed`` of runs_by_project are one status)."""
-    key = "no_status" if status == NO_STATUS else status.removeprefix("RUN_STATE_").lower()
-    if key in _STATUS_COLORS:
-        return _STATUS_COLORS[key]
+    """The colour of a status, from its name alone: a documented one's (and runs without one)
+    from :data:`_STATUS_COLORS`, any other computed from its name as written, so a status
+    called ``failed`` is not painted as ``RUN_STATE_FAILED``."""
+    if status == NO_STATUS:
+        return _STATUS_COLORS["no_status"]
+    if status in RUN_STATUSES:
+        return _STATUS_COLORS[status.removeprefix("RUN_STATE_").lower()]
+    key = status
     hue = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:2], "big") % 360
     return f"hsl({hue},55%,45%)"
 

@@ -330,9 +330,8 @@ def status_column(status: str, taken: set[str]) -> str:
 
 def status_label(status: str) -> str:
     """A status for people: a documented one in words (``RUN_STATE_IN_PROGRESS`` -> ``in
-    progress``), any other as written."""
-    if status == GONE:
-        return GONE_LABEL
+    progress``), any other as written (one called ``gone`` too: runs deleted upstream are
+    :data:`GONE_LABEL`, a series of their own)."""
     if status in RUN_STATUSES:
         return status.removeprefix("RUN_STATE_").lower().replace("_", " ")
     return status
