@@ -55,7 +55,8 @@ from .transform import (
     flatten_run,
 )
 from .warehouse.batches import EXPORT_COMMAND, LOAD_COMMAND, BatchLog
-from .warehouse.dialects import Family, error_kind, first_line
+from .warehouse.failures import error_kind, first_line
+from .warehouse.families import Family
 from .warehouse.store import RunStore
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
 from nsml_etl.testing.simulator import RawJson
-from nsml_etl.warehouse.dialects import NUL_REPLACEMENT
+from nsml_etl.warehouse.families.postgresql import NUL_REPLACEMENT
 from nsml_etl.warehouse.store import RunStore
 
 GOOD = [("p", str(n)) for n in range(1, 9)]

@@ -25,8 +25,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import DatabaseError, InputError
 from ..tablenames import BATCHES_TABLE, FILE_PREFIX, view_bases, view_name
 from ..transform import RUN_FAILED, RUN_STATUSES
-from ..warehouse.dialects import first_line
 from ..warehouse.engine import describe_database, sqlite_path, write_refusal
+from ..warehouse.failures import first_line
 from .views import create_views, query_view
 
 

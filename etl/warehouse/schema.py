@@ -55,14 +55,9 @@ from ..transform import (
     LIST_TIME_COLUMNS,
     as_text,
 )
-from .dialects import (
-    MYSQL_MAPPING_KEY_CHARS,
-    MYSQL_RUN_KEY_CHARS,
-    Family,
-    error_kind,
-    family_of,
-    first_line,
-)
+from .failures import error_kind, first_line
+from .families import Family, family_of
+from .families.mysql import MYSQL_MAPPING_KEY_CHARS, MYSQL_RUN_KEY_CHARS
 
 log = logging.getLogger("nsml_etl.schema")  # its name before the sub-packages
 
@@ -90,7 +85,7 @@ TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS, GONE_COLUMN)
 
 class KeyVarchar(mysql.VARCHAR):
     """A MySQL string compared as a key: created with the family's exact collation
-    (:meth:`etl.dialects.MySQLFamily.key_collation`)."""
+    (:meth:`etl.warehouse.families.mysql.MySQLFamily.key_collation`)."""
 
 
 class KeyMediumText(mysql.MEDIUMTEXT):
@@ -389,7 +384,7 @@ class Schema:
     @contextmanager
     def _table_lock(self) -> Iterator[Connection]:
         """A connection in a transaction that holds this table's write lock (the family's:
-        :meth:`etl.dialects.Family.table_lock`), committed on success.
+        :meth:`etl.warehouse.families.Family.table_lock`), committed on success.
 
         One lock for schema changes and chunk writes alike: an ALTER TABLE waiting for a
         chunk's transaction blocks that transaction's next, stronger table lock (MariaDB's

@@ -35,7 +35,8 @@ from ..transform import (
     env_keys,
     extra_fields,
 )
-from .dialects import Family, first_line
+from .failures import first_line
+from .families import Family
 from .schema import (
     TIMESTAMP_COLUMNS,
     ColumnMap,
