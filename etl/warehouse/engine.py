@@ -23,7 +23,7 @@ from ..errors import DatabaseError, InputError
 from ..urls import redact_url, sqlite_path
 from .failures import first_line
 from .families import family_of
-from .schema import refuse_foreign_table
+from .tables import refuse_foreign_table
 
 # How long SQLite waits for another writer (an overlapping cron job) before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60

@@ -37,11 +37,8 @@ from ..transform import (
 )
 from .failures import first_line
 from .families import Family
-from .schema import (
-    TIMESTAMP_COLUMNS,
-    ColumnMap,
-    Schema,
-)
+from .schema import ColumnMap, Schema
+from .tables import TIMESTAMP_COLUMNS
 
 log = logging.getLogger("nsml_etl.store")  # its name before the sub-packages
 
