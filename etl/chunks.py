@@ -61,7 +61,7 @@ def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None =
     keys, fields = env_keys(runs), extra_fields(runs)
     found: object = None
     while True:
-        mapping = store.prepare(keys, fields)
+        mapping = store.schema.prepare(keys, fields)
         try:
             return store.upsert(runs, mapping=mapping, batch_id=batch_id)
         except MappingChanged as changed:

@@ -43,6 +43,7 @@ from .transform import (
     FlatRun,
     flatten_run,
 )
+from .warehouse import Warehouse
 from .warehouse.batches import EXPORT_COMMAND, LOAD_COMMAND, BatchLog
 from .warehouse.store import RunStore
 
@@ -170,7 +171,7 @@ def export_runs(
     runs: Iterable[RunToFetch],
     settings: Settings,
     credentials: Credentials,
-    store: RunStore,
+    warehouse: Warehouse,
     *,
     total: int | None = None,
     stop: threading.Event | None = None,
@@ -201,14 +202,14 @@ def export_runs(
         total if total is not None else "unknown",
         extra=event("batch_started", pairs=total, **settings.public_dict()),
     )
-    batch = BatchLog(
-        store, EXPORT_COMMAND, {**settings.public_dict(), "pairs": total, **(options or {})}
+    batch = warehouse.batch_log(
+        EXPORT_COMMAND, {**settings.public_dict(), "pairs": total, **(options or {})}
     )
     export = _Export(
         runs,
         settings,
         credentials,
-        store,
+        warehouse.store,
         report,
         batch,
         stop=stop or threading.Event(),
@@ -430,7 +431,7 @@ def _settle(
 
 def load_archive(
     records: Iterable[ArchivedRun],
-    store: RunStore,
+    warehouse: Warehouse,
     *,
     chunk_size: int,
     progress: ProgressCallback | None = None,
@@ -444,8 +445,8 @@ def load_archive(
     """
     started = time.monotonic()
     report = ExportReport()
-    batch = BatchLog(store, LOAD_COMMAND, options or {})
-    writer = ChunkWriter(store, chunk_size, report, batch, stop=stop)
+    batch = warehouse.batch_log(LOAD_COMMAND, options or {})
+    writer = ChunkWriter(warehouse.store, chunk_size, report, batch, stop=stop)
     now = utc_now()
 
     def work() -> None:

@@ -41,7 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .. import jsontext
 from ..columnnames import allocate_columns, allocation_order, snake_case
 from ..config import DEFAULT_MAX_ENV_COLUMNS
-from ..errors import DatabaseError
+from ..errors import DatabaseError, MappingChanged
 from ..events import event
 from ..tablenames import BATCHES_TABLE, ENV_COLUMNS_TABLE, FIELD_COLUMNS_TABLE
 from ..transform import CORE_COLUMNS, KEY_COLUMNS, as_text
@@ -146,10 +146,10 @@ class Schema:
         self._known_columns: set[str] = set()
         # History tables made by nsml-etl 0.1 before this change have a NOT NULL content_hash
         # that nothing reads any more; it gets an empty string so those databases keep working.
-        self._legacy_content_hash = False
+        self.legacy_content_hash = False
         self._sql_tables: dict[tuple[str, ...], sa.Table] = {}
 
-    def _runs_table(self, columns: Iterable[str]) -> sa.Table:
+    def runs_table(self, columns: Iterable[str]) -> sa.Table:
         columns = tuple(columns)
         table = self._sql_tables.get(columns)
         if table is None:
@@ -189,7 +189,7 @@ class Schema:
         return bool(current.waiting) and len(current.env) < self.max_env_columns
 
     @contextmanager
-    def _table_lock(self) -> Iterator[Connection]:
+    def table_lock(self) -> Iterator[Connection]:
         """A connection in a transaction that holds this table's write lock (the family's:
         :meth:`etl.warehouse.families.Family.table_lock`), committed on success.
 
@@ -227,7 +227,7 @@ class Schema:
             try:
                 # Entered after the table lock, which must keep waiting for other exports.
                 with (
-                    self._table_lock() as conn,
+                    self.table_lock() as conn,
                     self.family.bounded_lock_waits(conn, SCHEMA_LOCK_TIMEOUT_S),
                 ):
                     current = self._evolve(conn, env_keys, fields)
@@ -251,6 +251,20 @@ class Schema:
                 )
                 time.sleep(wait)
         self._known_columns = set(current.columns)
+        return current
+
+    def usable_mapping(self, conn: Connection, current: ColumnMap) -> ColumnMap:
+        """``current``, read under the table's lock, once every column it names is known to
+        exist (one look at the table when another export added columns); else
+        :class:`MappingChanged`. A mapping only grows, so it covers every key of the chunk.
+        A mapped column can be missing only where an export stopped between committing the
+        mapping and its ALTER TABLE (MySQL commits the mapping first)."""
+        unknown = set(current.columns) - self._known_columns
+        if unknown:
+            existing = {c["name"].lower() for c in sa.inspect(conn).get_columns(self.table_name)}
+            if not {c.lower() for c in unknown} <= existing:
+                raise MappingChanged(self.table_name, current)
+            self._known_columns |= unknown
         return current
 
     def _locked_table(self, exc: SQLAlchemyError) -> str:
@@ -279,7 +293,7 @@ class Schema:
         migrations.allow_waiting_keys(conn, inspector, self.family, self._mapping_tables)
         current = self.read_mapping(conn)
         existing = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
-        self._legacy_content_hash = migrations.has_content_hash(inspector)
+        self.legacy_content_hash = migrations.has_content_hash(inspector)
         migrations.refuse_gone_column_clash(self.table_name, current.fields)
         migrations.add_new_columns(conn, self.batches_table, inspector)
         plan = self._allocate(current, existing, env_keys, fields)
@@ -300,7 +314,7 @@ class Schema:
         (another tool may have made it since the check before the first request)."""
         refuse_foreign_table(conn, self.table_name)
         self._metadata.create_all(conn, checkfirst=True)
-        self._runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
+        self.runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
 
     def _allocate(
         self, current: ColumnMap, existing: set[str], env_keys: set[str], fields: set[str]
