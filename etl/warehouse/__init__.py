@@ -3,8 +3,9 @@ the engine and the checks before the first request (``engine``), the family obje
 what differs between databases (``families``: a module per database and the registry), and by
 composition the runs table's schema and its evolution (``schema``; the tables it makes in
 ``tables``, earlier versions' layouts brought up to date in ``migrations``), the writes and
-reads of stored runs (``store``), the bookkeeping of exports (``batches``) and the GPU servers
-table (``gpuservers``). What a database failure says and means is ``failures``."""
+reads of stored runs (``store``; one chunk's stage, history and merge in ``writer``), the
+bookkeeping of exports (``batches``) and the GPU servers table (``gpuservers``). What a database
+failure says and means is ``failures``."""
 
 from .warehouse import DRY_RUN, READ, WRITE, Purpose, Warehouse
 
