@@ -305,7 +305,7 @@ def test_an_unexpected_error_is_one_line_and_exit_70_never_a_traceback(
     def broken(*_args, **_kwargs):
         raise RuntimeError("something nobody foresaw\nsecond line")
 
-    monkeypatch.setattr("nsml_etl.warehouse.store.build_frame", broken)  # the chunk's rows
+    monkeypatch.setattr("nsml_etl.warehouse.writer.build_frame", broken)  # the chunk's rows
     result = _export(run_cli, sim, sqlite_url, tmp_path, sim.pairs())
     assert result.exit_code == 70
     assert result.stderr.startswith("Error: unexpected RuntimeError: something nobody foresaw;")
