@@ -31,6 +31,7 @@ from .transform import FlatRun, env_keys, extra_fields
 from .warehouse.batches import BatchLog
 from .warehouse.failures import error_kind, first_line
 from .warehouse.families import Family
+from .warehouse.nodes import screen_nodes
 from .warehouse.store import RunStore
 
 log = logging.getLogger("nsml_etl.pipeline")  # its messages were the pipeline's
@@ -142,6 +143,8 @@ class ChunkWriter:
             runs, refused = self.store.screen(unique_runs(self.pending))
             for run, reason in refused:
                 self._fail(run, reason)
+            for run, reason in screen_nodes(self.store.family, runs):
+                self._fail(run, reason, of_nodes=True)
             written = self._write(runs)
         except BaseException:
             self.broken = True
@@ -214,15 +217,17 @@ class ChunkWriter:
             half = len(runs) // 2
             return self._write(runs[:half], True) + self._write(runs[half:], True)
 
-    def _fail(self, run: FlatRun, reason: str) -> None:
+    def _fail(self, run: FlatRun, reason: str, of_nodes: bool = False) -> None:
         where = f"{run.where}: " if run.where else ""
-        self.report.record_failure(FailedPair(run.pair, where + reason))
+        self.report.record_failure(FailedPair(run.pair, where + reason, of_nodes=of_nodes))
 
     def mark_gone(self) -> None:
         """Stored runs that Get run answered with 404 are marked gone (``gone_at``); they
         stay failed pairs all the same."""
         gone = [
-            f.pair for f in self.report.failed if f.status == GONE_STATUS and f.pair is not None
+            f.pair
+            for f in self.report.failed
+            if f.status == GONE_STATUS and f.pair is not None and not f.of_nodes
         ]
         if gone:
             self._retry(self.store.mark_gone, gone, utc_now())

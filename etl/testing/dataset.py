@@ -60,6 +60,21 @@ DELETED_WHILE_RUNNING = 0.04
 # further STOPPED_SHARE are stopped by their user, the rest complete.
 FAILURE_BY_IMAGE = (0.10, 0.25, 0.45)
 STOPPED_SHARE = 0.10
+# How many nodes a run has, drawn per run: most run on one, distributed training on 2 to 4.
+NODE_COUNTS = (1, 1, 1, 1, 1, 2, 2, 4)
+# The exit code of a failed run's failing node (raw codes: their meaning is not documented);
+# its other nodes are terminated (143) when it fails, as are all nodes of a stopped run.
+FAILED_EXIT_CODES = (1, 1, 2, 137, 139)
+TERMINATED_EXIT_CODE = 143
+# A node's state for each run status (the node states are not documented either).
+NODE_STATES = {
+    "RUN_STATE_PENDING": "NODE_STATE_PENDING",
+    "RUN_STATE_IN_PROGRESS": "NODE_STATE_RUNNING",
+    "RUN_STATE_COMPLETED": "NODE_STATE_COMPLETED",
+    "RUN_STATE_FAILED": "NODE_STATE_FAILED",
+    "RUN_STATE_STOPPED": "NODE_STATE_TERMINATED",
+    "RUN_STATE_CANCELED": "NODE_STATE_CANCELED",
+}
 # (share, shortest, longest) of queue waits and of run times, in hours.
 QUEUE_WAITS = ((0.55, 0.05, 2.0), (0.30, 2.0, 10.0), (0.15, 10.0, 36.0))
 RUN_TIMES = ((0.35, 0.2, 2.0), (0.45, 2.0, 16.0), (0.20, 16.0, 60.0))
@@ -190,6 +205,44 @@ def add_timeline(data: dict[str, dict[str, Any]], seed: int, epoch: datetime) ->
                 deleted = started + duration * rng.uniform(0.3, 0.8)
                 deleted = deleted.replace(microsecond=0)
             run["_timeline"] = Lifecycle(created, started, started + duration, final, deleted)
+
+
+def generated_nodes(run: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    """The node list of a served run (as it is at the simulated moment), the same for the same
+    seed and run: its node count, the failing node and the hosts come from a generator of its
+    own, so the rest of the dataset does not change with them."""
+    rng = random.Random(f"nsml-simulator nodes {seed} {run.get('projectId')} {run.get('runName')}")
+    count = rng.choice(NODE_COUNTS)
+    failing = rng.randrange(count)
+    failed_code = rng.choice(FAILED_EXIT_CODES)
+    status = run.get("status")
+    nodes = []
+    for rank in range(count):
+        exit_code: int | None = None
+        state = NODE_STATES.get(str(status), "NODE_STATE_UNKNOWN")
+        if status == "RUN_STATE_COMPLETED":
+            exit_code = 0
+        elif status == "RUN_STATE_FAILED":
+            exit_code = failed_code if rank == failing else TERMINATED_EXIT_CODE
+            state = state if rank == failing else "NODE_STATE_TERMINATED"
+        elif status == "RUN_STATE_STOPPED":
+            exit_code = TERMINATED_EXIT_CODE
+        node: dict[str, Any] = {
+            "nodeId": f"{run.get('projectId')}-{run.get('runName')}-node-{rank}",
+            "projectId": run.get("projectId"),
+            "projectName": run.get("projectName"),
+            "runName": run.get("runName"),
+            "state": state,
+            "resourceType": run.get("engFullName"),
+            "containerImage": run.get("imagePath"),
+            "rank": rank,
+            "host": f"gpu-{rng.randint(1, 64):02d}.nsml.internal",
+            "zone": "KR-1",  # undocumented: kept in the fields column
+        }
+        if exit_code is not None:
+            node["exitCode"] = exit_code
+        nodes.append(node)
+    return nodes
 
 
 def list_time(moment: datetime) -> str:

@@ -55,6 +55,7 @@ from .tables import (
     batch_tables,
     history_table,
     mapping_table,
+    node_tables,
     refuse_foreign_table,
 )
 
@@ -140,6 +141,7 @@ class Schema:
         self.field_table = mapping_table(FIELD_COLUMNS_TABLE, "field", self._metadata)
         self.batches_table, self.failures_table = batch_tables(self._metadata)
         self.history_table = history_table(self._metadata)
+        self.nodes_table, self.node_history_table = node_tables(self._metadata)
         # Columns seen in the table (or added by us). A mapping row can be visible before its
         # column exists (MySQL commits the mapping before its DDL), so a mapped column not in
         # here sends us through the locked path, which waits for the other export's ALTER.

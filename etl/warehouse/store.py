@@ -29,6 +29,7 @@ from ..transform import (
 )
 from .failures import first_line
 from .families import Family
+from .nodes import pairs_with_nodes, write_nodes
 from .schema import ColumnMap, Schema
 from .writer import chunk_rows, merge_chunk
 
@@ -115,6 +116,14 @@ class RunStore:
         except SQLAlchemyError as exc:
             raise DatabaseError(f"reading stored runs failed: {first_line(exc)}") from exc
 
+    def pairs_with_nodes(self) -> set[Pair]:
+        """Stored runs with at least one node in nsml_run_nodes (export --nodes)."""
+        try:
+            with self.engine.connect() as conn:
+                return pairs_with_nodes(conn, self.schema.nodes_table)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"reading stored nodes failed: {first_line(exc)}") from exc
+
     def unfinished_pairs(self, projects: Iterable[str] | None = None) -> set[Pair]:
         """Stored runs without a terminal status that are not marked gone (of ``projects``
         only, when given): the runs an export should still hear about."""
@@ -190,6 +199,9 @@ class RunStore:
                     )
                     columns, rows = chunk_rows(runs, self.schema.usable_mapping(conn, current))
                 merge_chunk(conn, self.schema, columns, rows, batch_id)
+                write_nodes(
+                    conn, self.schema.nodes_table, self.schema.node_history_table, runs, batch_id
+                )
         except SQLAlchemyError as exc:
             raise DatabaseError(
                 f"writing {len(rows)} runs to table {self.table_name} failed: {first_line(exc)}"

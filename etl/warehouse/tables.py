@@ -14,7 +14,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.compiler import compiles
 
 from ..errors import DatabaseError
-from ..tablenames import BATCHES_TABLE, FAILURES_TABLE, HISTORY_TABLE
+from ..tablenames import (
+    BATCHES_TABLE,
+    FAILURES_TABLE,
+    HISTORY_TABLE,
+    NODE_HISTORY_TABLE,
+    NODES_TABLE,
+)
 from ..transform import CORE_COLUMNS, GONE_COLUMN, KEY_COLUMNS, LIST_TIME_COLUMNS
 from .families import family_of
 from .families.mysql import MYSQL_MAPPING_KEY_CHARS, MYSQL_RUN_KEY_CHARS
@@ -231,6 +237,47 @@ def history_table(metadata: sa.MetaData) -> sa.Table:
         sa.Index("ix_nsml_run_history_run", "table_name", "project_id", "run_name", "valid_to"),
         **UTF8MB4,
     )
+
+
+def node_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """Each run's current nodes (key: the run's and the node's id, compared exactly), and their
+    type-2 history as :func:`history_table` keeps the runs': one row per version of a node,
+    ``valid_to`` NULL for the current one, ``content`` the node's row once superseded. On MySQL
+    the three keys of 255 characters fill InnoDB's 3,072-byte index entry."""
+    nodes = sa.Table(
+        NODES_TABLE,
+        metadata,
+        sa.Column("project_id", KeyText, primary_key=True),
+        sa.Column("run_name", KeyText, primary_key=True),
+        sa.Column("node_id", KeyText, primary_key=True),
+        sa.Column("state", Text),
+        sa.Column("resource_type", Text),
+        sa.Column("container_image", Text),
+        sa.Column("rank", sa.BigInteger()),
+        sa.Column("exit_code", sa.BigInteger()),
+        sa.Column("host", Text),
+        sa.Column("fields", Text),
+        **UTF8MB4,
+    )
+    history = sa.Table(
+        NODE_HISTORY_TABLE,
+        metadata,
+        _id_column(),
+        sa.Column("project_id", KeyText, nullable=False),
+        sa.Column("run_name", KeyText, nullable=False),
+        sa.Column("node_id", KeyText, nullable=False),
+        sa.Column("valid_from", Timestamp, nullable=False),
+        sa.Column("valid_to", Timestamp),
+        sa.Column("batch_id", sa.BigInteger()),
+        sa.Column("state", Text),
+        sa.Column("exit_code", sa.BigInteger()),
+        # The node's row as it was, as JSON, once superseded (changed, or gone from the list);
+        # NULL for the current version, whose content is the row in nsml_run_nodes.
+        sa.Column("content", Text),
+        sa.Index("ix_nsml_run_node_history_run", "project_id", "run_name"),
+        **UTF8MB4,
+    )
+    return nodes, history
 
 
 def key_columns(runs_table: str, tables: sa.MetaData, dialect: sa.Dialect) -> dict[str, set[str]]:
