@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import DatabaseError, InputError
 from ..tablenames import BATCHES_TABLE, view_name
 from ..warehouse.batches import EXPORT_COMMAND, PARTIAL, SUCCEEDED
-from ..warehouse.dialects import first_line
+from ..warehouse.failures import first_line
 from ..warehouse.gpuservers import list_servers
 from .periods import UNITS, WEEK, Span, Unit, clipped, hours, local_midnight, spans, units
 from .report import (

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from ..config import DEFAULT_LIST_TIMEZONE
 from ..tablenames import BATCHES_TABLE, CALENDAR_TABLE, HISTORY_TABLE
-from ..warehouse.schema import UTF8MB4, Name, Timestamp
+from ..warehouse.tables import UTF8MB4, Name, Timestamp
 from .periods import local_midnight
 
 UTC_SCOPE, LOCAL_SCOPE = "utc", "local"
