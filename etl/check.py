@@ -106,8 +106,8 @@ def check_database(settings: Settings) -> CheckLine:
         check_table,
         check_writable,
         create_engine,
-        sqlite_file_missing,
-        sqlite_path,
+        database_file_missing,
+        database_file,
     )
 
     where = redact_url(settings.db_url)
@@ -117,10 +117,10 @@ def check_database(settings: Settings) -> CheckLine:
         wrong, said, todo = flag_message(exc).rpartition("; ")
         text = f"{wrong}{DASH}{todo}" if said else f"{exc}{DASH}fix --db (or NSML_ETL_DB_URL)"
         return CheckLine("database", False, text, exc.exit_code)
-    path = sqlite_path(engine.url)
+    path = database_file(engine.url)
     try:
         connect(engine)  # on SQLite, a missing file is checked for a writable folder only
-        if sqlite_file_missing(engine.url):
+        if database_file_missing(engine.url):
             return CheckLine(
                 "database",
                 True,

@@ -136,13 +136,13 @@ class Recording:
 
         from .tablenames import BATCHES_TABLE
         from .warehouse.batches import SUCCEEDED
-        from .warehouse.engine import create_engine, sqlite_file_missing
+        from .warehouse.engine import create_engine, database_file_missing
 
         try:
             engine = create_engine(self.settings.db_url)
         except EtlError:
             return None
-        if sqlite_file_missing(engine.url):  # connecting would create the file
+        if database_file_missing(engine.url):  # connecting would create the file
             engine.dispose()
             return None
         batches = sa.table(

@@ -896,11 +896,11 @@ def gpu_servers_load(file: Path, config_file: Path | None, **flags: Any) -> None
 @handle_errors
 def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
     """Print the known GPU counts, then the servers that --table has runs on without one."""
-    from ..reporting.report import refuse_missing_sqlite_file
+    from ..reporting.report import refuse_missing_database_file
     from ..warehouse.gpuservers import list_servers
 
     with _gpu_engine(flags, config_file, writes=False) as (engine, settings):
-        refuse_missing_sqlite_file(engine)  # it reads: a mistyped path must not become a file
+        refuse_missing_database_file(engine)  # it reads: a mistyped path must not become a file
         known, missing = list_servers(engine, settings.table)
     writer = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
     writer.writerow(["gpu_svr_code", "gpus", "label"])

@@ -26,7 +26,7 @@ from ..errors import DatabaseError, InputError
 from ..tablenames import BATCHES_TABLE, FILE_PREFIX, view_bases, view_name
 from ..transform import RUN_FAILED, RUN_STATUSES
 from ..warehouse.dialects import first_line
-from ..warehouse.engine import describe_database, sqlite_path, write_refusal
+from ..warehouse.engine import describe_database, database_file, write_refusal
 from .views import create_views, query_view
 
 
@@ -156,10 +156,10 @@ def section_name(name: str, table: str) -> str:
     raise InputError(f"--view: no section {name!r}; {hint}the sections: {', '.join(SECTION_NAMES)}")
 
 
-def refuse_missing_sqlite_file(engine: Engine) -> None:
+def refuse_missing_database_file(engine: Engine) -> None:
     """:class:`DatabaseError` (exit 4) for a SQLite file that does not exist, naming a file
     close to it: a command that reads never creates a database (connecting would)."""
-    path = sqlite_path(engine.url)
+    path = database_file(engine.url)
     if path is None or path.exists():
         return
     siblings = [p.name for p in path.parent.glob(f"*{path.suffix}") if p.is_file()]
@@ -178,7 +178,7 @@ def require_runs_table(engine: Engine, table: str) -> None:
     what ``export`` and ``load`` wrote, so a mistyped ``--db`` or ``--table`` must not pass for
     an empty database, nor create one (a SQLite file that does not exist is never opened)."""
     where = describe_database(engine.url)
-    refuse_missing_sqlite_file(engine)
+    refuse_missing_database_file(engine)
     try:
         with engine.connect() as conn:
             inspector = sa.inspect(conn)

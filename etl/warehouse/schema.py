@@ -240,22 +240,27 @@ def _mapping_table(name: str, key_column: str, metadata: sa.MetaData) -> sa.Tabl
     )
 
 
-def _id_column() -> sa.Column[Any]:
-    # SQLite auto-increments only an INTEGER PRIMARY KEY; elsewhere a BIGINT identity.
+def _id_column(family: Family, table: str) -> sa.Column[Any]:
+    # SQLite auto-increments only an INTEGER PRIMARY KEY; elsewhere a BIGINT identity, or the
+    # family's sequence as the column's default (raw INSERT ... SELECTs fill it too).
+    sequence = family.id_sequence(table)
+    extra: list[Any] = [] if sequence is None else [sequence]
     return sa.Column(
         "id",
         sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        *extra,
         primary_key=True,
         autoincrement=True,
+        server_default=None if sequence is None else sequence.next_value(),
     )
 
 
-def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+def _batch_tables(metadata: sa.MetaData, family: Family) -> tuple[sa.Table, sa.Table]:
     """One row per export or load, and one per pair that failed in it."""
     batches = sa.Table(
         BATCHES_TABLE,
         metadata,
-        _id_column(),
+        _id_column(family, BATCHES_TABLE),
         sa.Column("table_name", Name, nullable=False),
         sa.Column("command", Name, nullable=False),
         sa.Column("started_at", Timestamp, nullable=False),
@@ -273,7 +278,7 @@ def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     failures = sa.Table(
         FAILURES_TABLE,
         metadata,
-        _id_column(),
+        _id_column(family, FAILURES_TABLE),
         sa.Column(
             "batch_id",
             sa.BigInteger(),
@@ -292,12 +297,12 @@ def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     return batches, failures
 
 
-def _history_table(metadata: sa.MetaData) -> sa.Table:
+def _history_table(metadata: sa.MetaData, family: Family) -> sa.Table:
     """Type-2 history: one row per version of a run; ``valid_to`` NULL marks the current one."""
     return sa.Table(
         HISTORY_TABLE,
         metadata,
-        _id_column(),
+        _id_column(family, HISTORY_TABLE),
         sa.Column("table_name", Name, nullable=False),
         sa.Column("project_id", KeyText, nullable=False),
         sa.Column("run_name", KeyText, nullable=False),
@@ -336,8 +341,8 @@ class Schema:
         self._metadata = sa.MetaData()
         self.env_table = _mapping_table(ENV_COLUMNS_TABLE, "env_key", self._metadata)
         self.field_table = _mapping_table(FIELD_COLUMNS_TABLE, "field", self._metadata)
-        self.batches_table, self.failures_table = _batch_tables(self._metadata)
-        self.history_table = _history_table(self._metadata)
+        self.batches_table, self.failures_table = _batch_tables(self._metadata, self.family)
+        self.history_table = _history_table(self._metadata, self.family)
         # Columns seen in the table (or added by us). A mapping row can be visible before its
         # column exists (MySQL commits the mapping before its DDL), so a mapped column not in
         # here sends us through the locked path, which waits for the other export's ALTER.
@@ -642,12 +647,15 @@ class Schema:
         columns, row too large), the key waits without a column instead (its values are in
         envs or fields), so a failed schema change never leaves a mapping row that points at a
         missing column, nor blocks the next export."""
-        savepoint = conn.begin_nested() if self.family.transactional_ddl else None
+        family = self.family
+        savepoint = conn.begin_nested() if family.transactional_ddl and family.savepoints else None
         try:
             self._add_column(conn, column)
         except SQLAlchemyError as exc:
             if savepoint is not None:
                 savepoint.rollback()
+            elif family.transactional_ddl:
+                raise  # the failure aborted the transaction, and no savepoint can undo it
             kind = error_kind(self.family, exc)
             self._set_waiting(conn, mapping, key)
             if kind == "transient":
