@@ -106,8 +106,8 @@ def check_database(settings: Settings) -> CheckLine:
         check_table,
         check_writable,
         create_engine,
-        database_file_missing,
         database_file,
+        database_file_missing,
     )
 
     where = redact_url(settings.db_url)

@@ -169,7 +169,9 @@ def _timezone(value: Any) -> str:
 
 
 def _db_url(value: Any) -> str:
-    from .urls import file_database_keeps_nothing  # local: config must not import SQLAlchemy eagerly
+    from .urls import (
+        file_database_keeps_nothing,  # local: config must not import SQLAlchemy eagerly
+    )
 
     text = _text(value)
     reason = file_database_keeps_nothing(text)

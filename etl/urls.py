@@ -40,7 +40,10 @@ def redact_url(url: str) -> str:
 # The embedded databases: a file named by the URL's path, opened (and created) by the driver.
 FILE_DATABASES = {"sqlite": "SQLite", "duckdb": "DuckDB"}
 # An example URL of each, for messages.
-FILE_DATABASE_EXAMPLES = {"sqlite": "sqlite:///nsml_runs.db", "duckdb": "duckdb:///nsml_runs.duckdb"}
+FILE_DATABASE_EXAMPLES = {
+    "sqlite": "sqlite:///nsml_runs.db",
+    "duckdb": "duckdb:///nsml_runs.duckdb",
+}
 
 
 def database_file(url: sa.URL) -> Path | None:

@@ -26,7 +26,7 @@ from ..errors import DatabaseError, InputError
 from ..tablenames import BATCHES_TABLE, FILE_PREFIX, view_bases, view_name
 from ..transform import RUN_FAILED, RUN_STATUSES
 from ..warehouse.dialects import first_line
-from ..warehouse.engine import describe_database, database_file, write_refusal
+from ..warehouse.engine import database_file, describe_database, write_refusal
 from .views import create_views, query_view
 
 

@@ -32,6 +32,11 @@ import sqlalchemy as sa
 from duckdb_engine import Dialect as DuckDBEngineDialect
 from sqlalchemy import pool
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine.interfaces import (
+    ReflectedColumn,
+    ReflectedPrimaryKeyConstraint,
+    ReflectedUniqueConstraint,
+)
 
 # How long opening the file waits for another process to close it (as SQLite's busy timeout).
 OPEN_TIMEOUT_S = 60
@@ -114,7 +119,7 @@ def _database_path(cparams: dict[str, Any]) -> str | None:
     return os.path.realpath(database)
 
 
-class DuckDBDialect(DuckDBEngineDialect):  # type: ignore[misc]  # duckdb-engine is untyped here
+class DuckDBDialect(DuckDBEngineDialect):
     """duckdb-engine's dialect; columns and constraints reflected from DuckDB's catalog."""
 
     supports_statement_cache = False  # as duckdb-engine's
@@ -160,9 +165,9 @@ class DuckDBDialect(DuckDBEngineDialect):  # type: ignore[misc]  # duckdb-engine
 
     def get_columns(
         self, connection: Connection, table_name: str, schema: str | None = None, **kw: Any
-    ) -> list[dict[str, Any]]:
+    ) -> list[ReflectedColumn]:
         rows = connection.exec_driver_sql(
-            "SELECT column_name, data_type, is_nullable, column_default "
+            "SELECT column_name, data_type, is_nullable, column_default "  # noqa: S608 - bound
             f"FROM duckdb_columns() WHERE {_SCOPE} ORDER BY column_index",
             (table_name, schema),
         ).all()
@@ -183,22 +188,23 @@ class DuckDBDialect(DuckDBEngineDialect):  # type: ignore[misc]  # duckdb-engine
         self, connection: Connection, table_name: str, schema: str | None, kind: str
     ) -> list[tuple[str, list[str]]]:
         rows = connection.exec_driver_sql(
-            "SELECT constraint_name, constraint_column_names FROM duckdb_constraints() "
-            f"WHERE {_SCOPE} AND constraint_type = $3 ORDER BY constraint_index",
+            "SELECT constraint_name, constraint_column_names "  # noqa: S608 - values bound
+            f"FROM duckdb_constraints() WHERE {_SCOPE} AND constraint_type = $3 "
+            "ORDER BY constraint_index",
             (table_name, schema, kind),
         ).all()
         return [(name, list(columns)) for name, columns in rows]
 
     def get_pk_constraint(
         self, connection: Connection, table_name: str, schema: str | None = None, **kw: Any
-    ) -> dict[str, Any]:
+    ) -> ReflectedPrimaryKeyConstraint:
         found = self._constraints(connection, table_name, schema, "PRIMARY KEY")
         name, columns = found[0] if found else (None, [])
         return {"name": name, "constrained_columns": columns}
 
     def get_unique_constraints(
         self, connection: Connection, table_name: str, schema: str | None = None, **kw: Any
-    ) -> list[dict[str, Any]]:
+    ) -> list[ReflectedUniqueConstraint]:
         return [
             {"name": name, "column_names": columns}
             for name, columns in self._constraints(connection, table_name, schema, "UNIQUE")
