@@ -47,7 +47,7 @@ FILE_LOCKED = "Could not set lock on file"
 
 # DuckDB's type names (duckdb_columns().data_type, before any "(...)") as SQLAlchemy types.
 _TYPES: dict[str, type[sa.types.TypeEngine[Any]]] = {
-    "VARCHAR": sa.Text,
+    "VARCHAR": sa.String,  # DuckDB keeps no length
     "BIGINT": sa.BigInteger,
     "INTEGER": sa.Integer,
     "SMALLINT": sa.SmallInteger,
