@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import export_args, fetch_rows, write_pairs
+
 from nsml_etl.warehouse import duckdb_dialect
 
 # A program that keeps the file open, as the DuckDB CLI or a notebook does.
