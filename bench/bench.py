@@ -7,7 +7,8 @@ the best of REPEATS rounds (BENCH_REPEATS; the cheap fetch rounds twice as many)
 * fetch: (time for 2,000 runs - time for 1 run) / latency bound (2000 x 50 ms / 32 workers),
   against the simulator in its own process. Target <= 1.15.
 * load: `nsml-etl load` of 100,000 raw runs (20 env keys each) into a fresh table (inserts),
-  then again (updates), divided by the baseline (plain-Python flatten + DataFrame.to_sql).
+  then again (updates), divided by the baseline (plain-Python flatten + DataFrame.to_sql; on
+  DuckDB the frame goes in by DuckDB's bulk path instead, see baseline_to_sql.py).
   Target <= 1.0 each, on SQLite, DuckDB (when the duckdb extra is installed) and, when
   NSML_ETL_TEST_POSTGRES_URL is set, PostgreSQL.
 * memory: peak RSS of that load. Target <= 150 MB, and about the same for 25,000 runs.
