@@ -15,7 +15,7 @@ duckdb-engine reflects through SQLAlchemy's PostgreSQL queries, and those of SQL
 ``pg_catalog`` for what DuckDB's emulation of it lacks (``pg_collation``, the ``regclass``
 type): the columns, primary key and unique constraints of a table fail to reflect. Everything
 else is duckdb-engine's. SQLAlchemy loads this module through its dialect registry
-(:mod:`etl.warehouse.duckdb_family` registers it as ``duckdb+duckdb_engine``), only when a DuckDB
+(:mod:`etl.warehouse.families.duckdb` registers it as ``duckdb+duckdb_engine``), only when a DuckDB
 URL is opened, so nsml-etl imports without the ``duckdb`` extra.
 """
 

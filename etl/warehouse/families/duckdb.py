@@ -34,7 +34,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import registry
 from sqlalchemy.engine import Connection
 
-from .dialects import ErrorKind, Family, ViewMacro, _both, _pick
+from ..failures import ErrorKind
+from .base import Family, ViewMacro, null_safe_pick, unless_either_null
 
 # The plain duckdb:// URL and duckdb-engine's own driver name both open nsml-etl's dialect.
 registry.register("duckdb", "nsml_etl.warehouse.duckdb_dialect", "DuckDBDialect")
@@ -71,9 +72,9 @@ _VIEW_MACROS: dict[str, ViewMacro] = {
     "week_start": lambda x: f"CAST(date_trunc('week', {x}) AS DATE)",
     "next_week": lambda w: f"CAST({w} + INTERVAL 7 DAY AS DATE)",
     "seconds_between": lambda a, b: f"(date_diff('microsecond', {a}, {b}) / 1000000.0)",
-    "later": _pick(lambda a, b: f"{a} >= {b}"),
-    "earlier": _pick(lambda a, b: f"{a} <= {b}"),
-    "midpoint": lambda a, b: _both(
+    "later": null_safe_pick(lambda a, b: f"{a} >= {b}"),
+    "earlier": null_safe_pick(lambda a, b: f"{a} <= {b}"),
+    "midpoint": lambda a, b: unless_either_null(
         a, b, f"({a} + to_microseconds(date_diff('microsecond', {a}, {b}) // 2))"
     ),
     # DuckDB's / on integers is a float division.
