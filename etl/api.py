@@ -202,6 +202,7 @@ def export(
                     options=options,
                     quota=quota,
                     on_response=run.count_response,
+                    finishing=_finishing(engine, settings.table),
                 ),
                 stop,
                 cancel,
@@ -267,6 +268,7 @@ def load(
                     options=options,
                     progress=run.watch(progress),
                     stop=stop,
+                    finishing=_finishing(engine, settings.table),
                 ),
                 stop,
                 threading.Event(),
@@ -406,6 +408,28 @@ def _checked_engine(settings: Settings, cleanup: contextlib.ExitStack) -> Any:
     check_writable(engine)
     check_table(engine, settings.table)
     return engine
+
+
+def _finishing(engine: Any, table: str) -> Callable[[ExportReport], None]:
+    """What an export or load does once its runs are committed: create the reporting views
+    the database lacks (BI tools find them after the first export) and count the GPU servers
+    without a GPU count, for the summary. A database error here is said in the summary and
+    the batch_finished event; it fails neither the batch nor the exit code, since the runs
+    landed (``nsml-etl views`` says the error again, with exit 4)."""
+
+    def finish(report: ExportReport) -> None:
+        from .errors import DatabaseError
+        from .reporting.views import create_missing_views
+        from .warehouse.gpuservers import count_servers_without_gpus
+
+        try:
+            report.views_created = len(create_missing_views(engine, table))
+        except DatabaseError as exc:
+            report.views_error = str(exc)
+        with contextlib.suppress(DatabaseError):  # a count only: the note is left out
+            report.servers_without_gpus = count_servers_without_gpus(engine, table)
+
+    return finish
 
 
 def _archive(save_raw: str | os.PathLike[str] | None, cleanup: contextlib.ExitStack) -> Any:

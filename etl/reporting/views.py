@@ -246,9 +246,39 @@ def create_views(engine: Engine, table: str) -> list[View]:
     database); another table's views are left alone."""
     store = RunStore(engine, table)
     store.prepare(set(), set())
+    return _create(engine, table, _views_of(engine, table))
+
+
+def create_missing_views(engine: Engine, table: str) -> list[View]:
+    """Create the views of ``table`` that the database lacks, and return them; those there are
+    stay as they are (``nsml-etl views`` replaces them). Cheap when none is missing: one
+    look at the names, no SQL built. For export and load, once the runs are committed; none
+    while ``table`` does not exist (nothing landed yet: the keys were refused at once)."""
+    try:
+        inspector = sa.inspect(engine)
+        existing = set(inspector.get_view_names())
+        if not inspector.has_table(table):
+            return []
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"reading the view names failed: {first_line(exc)}") from exc
+    if all(view_name(table, base) in existing for base in view_bases()):
+        return []
+    missing = [v for v in _views_of(engine, table) if v.name not in existing]
+    return _create(engine, table, missing)
+
+
+def _views_of(engine: Engine, table: str) -> list[View]:
     quote = engine.dialect.identifier_preparer.quote
     collation = family_of(engine.dialect.name).key_collation(engine.dialect)
-    views = load_views(engine.dialect.name, table, quote, collation)
+    return load_views(engine.dialect.name, table, quote, collation)
+
+
+def _create(engine: Engine, table: str, views: list[View]) -> list[View]:
+    """Drop and create ``views`` in one transaction (on MySQL, whose DDL commits at once, one
+    by one), with the GPU servers table they read; on PostgreSQL each carries its question as
+    its comment, which Metabase and Superset show as the dataset's description."""
+    quote = engine.dialect.identifier_preparer.quote
+    comments = family_of(engine.dialect.name).name == "postgresql"  # only it comments views
     creating = f"table {GPU_SERVERS_TABLE}"
     try:
         with engine.begin() as conn:
@@ -257,9 +287,22 @@ def create_views(engine: Engine, table: str) -> list[View]:
                 creating = f"view {view.name}"
                 conn.exec_driver_sql(f"DROP VIEW IF EXISTS {quote(view.name)}")
                 conn.exec_driver_sql(f"CREATE VIEW {quote(view.name)} AS {view.sql}")
+                if comments and view.question:
+                    conn.exec_driver_sql(
+                        f"COMMENT ON VIEW {quote(view.name)} IS {_literal(engine, view.question)}"
+                    )
     except SQLAlchemyError as exc:
         raise DatabaseError(f"creating {creating} failed: {first_line(exc)}") from exc
     return views
+
+
+def _literal(engine: Engine, text: str) -> str:
+    """``text`` as a string literal of the engine's dialect: COMMENT ON takes no bound
+    parameter (a utility statement), and the text is a question from our own sql/ files."""
+    literal = sa.literal(text, sa.String()).compile(
+        dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+    )
+    return str(literal).replace("%", "%%")  # exec_driver_sql's paramstyle reads % as a marker
 
 
 def query_view(
