@@ -25,7 +25,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Credentials, Setting, Settings, credentials_from_env, resolve_settings
 from .errors import InputError
@@ -33,6 +33,9 @@ from .files import display_name
 from .metrics import recording
 from .model import RunToFetch
 from .outcome import ExportReport, ProgressCallback
+
+if TYPE_CHECKING:
+    from .warehouse import Warehouse
 
 # A replay is not paced by the API, so larger transactions pay off: a chunk's commit and
 # fixed statements took about 25 ms on SQLite, the time of some 250 runs. 4,000 pending runs
@@ -143,17 +146,15 @@ def export(
         project_ids = _project_ids(projects) if mode == PROJECTS else None
         with contextlib.ExitStack() as cleanup:
             given = cleanup.enter_context(_collect_pairs(pairs)) if mode == PAIRS else None
-            engine = _checked_engine(settings, cleanup)
+            warehouse = _open_warehouse(settings, cleanup, dry_run)
             if dry_run and not skip_finished:
                 return _dry_run_report(settings, mode, given)
             from .nsml.discovery import discover_runs, then_unlisted
             from .nsml.throttle import QuotaGuard
             from .pipeline import export_runs
             from .transform import TERMINAL_STATUSES
-            from .warehouse.store import RunStore
 
-            store = RunStore(engine, settings.table, settings.max_env_columns)
-            skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
+            skip = warehouse.stored_pairs(TERMINAL_STATUSES) if skip_finished else set()
             quota = QuotaGuard()  # the run list's requests and the fetches spend one quota
             if dry_run:
                 return _dry_run_report(settings, mode, given, _skipped(skip, given, project_ids))
@@ -176,7 +177,7 @@ def export(
                 # only their 404 tells, and marks them gone).
                 source = then_unlisted(
                     discover_runs(lister, projects=project_ids, timezone=settings.list_timezone),
-                    store.unfinished_pairs(project_ids),
+                    warehouse.store.unfinished_pairs(project_ids),
                 )
                 total = None
             archive = _archive(save_raw, cleanup)
@@ -192,7 +193,7 @@ def export(
                     source,
                     settings,
                     credentials,
-                    store,
+                    warehouse,
                     total=total,
                     stop=stop,
                     progress=run.watch(progress),
@@ -202,7 +203,7 @@ def export(
                     options=options,
                     quota=quota,
                     on_response=run.count_response,
-                    finishing=_finishing(engine, settings.table),
+                    finishing=_finishing(warehouse),
                 ),
                 stop,
                 cancel,
@@ -254,21 +255,19 @@ def load(
 
         records = iter_archive(file)  # a missing file fails here, before the database is touched
         with contextlib.ExitStack() as cleanup:
-            engine = _checked_engine(settings, cleanup)
+            warehouse = _open_warehouse(settings, cleanup)
             from .pipeline import load_archive
-            from .warehouse.store import RunStore
 
-            store = RunStore(engine, settings.table, settings.max_env_columns)
             options = {**settings.public_dict(), "file": display_name(file)}
             report = _commit_before_interrupts(
                 lambda: load_archive(
                     records,
-                    store,
+                    warehouse,
                     chunk_size=settings.chunk_size,
                     options=options,
                     progress=run.watch(progress),
                     stop=stop,
-                    finishing=_finishing(engine, settings.table),
+                    finishing=_finishing(warehouse),
                 ),
                 stop,
                 threading.Event(),
@@ -397,20 +396,17 @@ def _pairs_file(pairs: object) -> str | None:
     return display_name(pairs) if isinstance(pairs, str | os.PathLike) else None
 
 
-def _checked_engine(settings: Settings, cleanup: contextlib.ExitStack) -> Any:
-    """The engine of ``settings.db_url``, reachable and writable, with a ``table`` nsml-etl
-    may write."""
-    from .warehouse.engine import check_database, check_table, check_writable, create_engine
+def _open_warehouse(
+    settings: Settings, cleanup: contextlib.ExitStack, dry_run: bool = False
+) -> Warehouse:
+    """The warehouse of ``settings`` (reachable and writable, with a ``table`` nsml-etl may
+    write), closed with ``cleanup``; a dry run's creates nothing."""
+    from .warehouse import DRY_RUN, WRITE, Warehouse
 
-    engine = create_engine(settings.db_url)
-    cleanup.callback(engine.dispose)
-    check_database(engine)
-    check_writable(engine)
-    check_table(engine, settings.table)
-    return engine
+    return cleanup.enter_context(Warehouse.open(settings, DRY_RUN if dry_run else WRITE))
 
 
-def _finishing(engine: Any, table: str) -> Callable[[ExportReport], None]:
+def _finishing(warehouse: Warehouse) -> Callable[[ExportReport], None]:
     """What an export or load does once its runs are committed: create the reporting views
     the database lacks (BI tools find them after the first export) and count the GPU servers
     without a GPU count, for the summary. A database error here is said in the summary and
@@ -420,14 +416,15 @@ def _finishing(engine: Any, table: str) -> Callable[[ExportReport], None]:
     def finish(report: ExportReport) -> None:
         from .errors import DatabaseError
         from .reporting.views import create_missing_views
-        from .warehouse.gpuservers import count_servers_without_gpus
 
         try:
-            report.views_created = len(create_missing_views(engine, table))
+            report.views_created = len(create_missing_views(warehouse))
         except DatabaseError as exc:
             report.views_error = str(exc)
         with contextlib.suppress(DatabaseError):  # a count only: the note is left out
-            report.servers_without_gpus = count_servers_without_gpus(engine, table)
+            report.servers_without_gpus = warehouse.count_servers_without_gpus(
+                warehouse.schema.table_name
+            )
 
     return finish
 

@@ -1,6 +1,7 @@
 """The ``nsml-etl`` command: click commands over the library (``export`` and ``load`` call
-``nsml_etl.export``/``load``; ``report``, ``views``, ``pairs`` and ``gpu-servers`` still do
-some of their own engine work here, which the structure issue moves into the library).
+``nsml_etl.export``/``load``; ``report``, ``views`` and ``gpu-servers`` open a
+:class:`~nsml_etl.warehouse.Warehouse` and still do some of their own work with it here, and
+``pairs`` its own client work, which the structure issue moves into the library).
 
 Exit codes: 0 all exported, 1 some pairs failed (the rest landed), 2 usage or bad input,
 3 authentication failed, 4 database error, 70 an unexpected error (a bug), 74 the
@@ -22,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -33,6 +34,7 @@ from ..config import (
     SETTINGS,
     SETTINGS_BY_NAME,
     Setting,
+    Settings,
     credentials_from_env,
     flag_message,
     resolve_settings,
@@ -56,6 +58,9 @@ from ..files import writing
 from ..metrics import Interrupt
 from ..outcome import INTERRUPTED, ExportReport
 from ..pairs import write_pairs, write_pairs_file
+
+if TYPE_CHECKING:
+    from ..warehouse import Warehouse
 
 log = logging.getLogger("nsml_etl")
 # Width of the progress bar on a terminal that reports 0 columns (the classic terminal's).
@@ -778,20 +783,13 @@ def pairs_command(
 @handle_errors
 def views(config_file: Path | None, **flags: Any) -> None:
     """Create or replace the reporting views (one per file in sql/) in the database."""
-    from ..reporting.report import require_runs_table
     from ..reporting.views import create_views
-    from ..warehouse.engine import check_database, check_table, check_writable, create_engine
+    from ..warehouse import WRITE, Warehouse
 
     settings = resolve_settings(flags, config_file)
-    engine = create_engine(settings.db_url)
-    try:
-        check_database(engine)
-        check_writable(engine)
-        check_table(engine, settings.table)
-        require_runs_table(engine, settings.table)  # never a new, empty database
-        created = create_views(engine, settings.table)
-    finally:
-        engine.dispose()
+    # require_table: never a new, empty database
+    with Warehouse.open(settings, WRITE, require_table=True) as warehouse:
+        created = create_views(warehouse)
     for view in created:
         click.echo(f"{view.name}: {view.question}")
     click.echo(f"Created {len(created)} views.", err=True)
@@ -828,22 +826,16 @@ def gpu_servers() -> None:
 
 
 @contextlib.contextmanager
-def _gpu_engine(
+def _gpu_warehouse(
     flags: dict[str, Any], config_file: Path | None, writes: bool = True
-) -> Iterator[tuple[Any, Any]]:
-    """(engine, settings) for one gpu-servers command, checked (writable too, for a command
-    that ``writes``), disposed of afterwards."""
-    from ..warehouse.engine import check_database, check_writable, create_engine
+) -> Iterator[tuple[Warehouse, Settings]]:
+    """(warehouse, settings) for one gpu-servers command: the database alone (no runs table
+    is checked), opened to write or, for a command that does not ``writes``, to read."""
+    from ..warehouse import READ, WRITE, Warehouse
 
     settings = resolve_settings(flags, config_file)
-    engine = create_engine(settings.db_url)
-    try:
-        check_database(engine)
-        if writes:
-            check_writable(engine)
-        yield engine, settings
-    finally:
-        engine.dispose()
+    with Warehouse.open(settings.db_url, WRITE if writes else READ) as warehouse:
+        yield warehouse, settings
 
 
 @gpu_servers.command("set")
@@ -856,11 +848,11 @@ def gpu_servers_set(
     code: int, gpus: int, label: str | None, config_file: Path | None, **flags: Any
 ) -> None:
     """Record that GPU server CODE (a run's gpuSvrCode) has GPUS GPUs."""
-    from ..warehouse.gpuservers import GpuServer, check_server, set_servers
+    from ..warehouse.gpuservers import GpuServer, check_server
 
     check_server(code, gpus, "gpu-servers set")
-    with _gpu_engine(flags, config_file) as (engine, _):
-        set_servers(engine, [GpuServer(code, gpus, label)])
+    with _gpu_warehouse(flags, config_file) as (warehouse, _):
+        warehouse.set_gpu_servers([GpuServer(code, gpus, label)])
     click.echo(f"GPU server {code}: {gpus} GPU{'' if gpus == 1 else 's'}.", err=True)
 
 
@@ -870,10 +862,8 @@ def gpu_servers_set(
 @handle_errors
 def gpu_servers_unset(codes: tuple[int, ...], config_file: Path | None, **flags: Any) -> None:
     """Forget the GPU counts of these servers (their GPU-hours become unknown)."""
-    from ..warehouse.gpuservers import unset_servers
-
-    with _gpu_engine(flags, config_file) as (engine, _):
-        removed = unset_servers(engine, codes)
+    with _gpu_warehouse(flags, config_file) as (warehouse, _):
+        removed = warehouse.unset_gpu_servers(codes)
     click.echo(f"Removed {removed} of {len(set(codes))} servers.", err=True)
 
 
@@ -884,11 +874,11 @@ def gpu_servers_unset(codes: tuple[int, ...], config_file: Path | None, **flags:
 def gpu_servers_load(file: Path, config_file: Path | None, **flags: Any) -> None:
     """Set the GPU counts of a TOML file ([servers] with CODE = GPUS or
     CODE = { gpus = N, label = "..." }), all of them or, on any error, none."""
-    from ..warehouse.gpuservers import read_toml, set_servers
+    from ..warehouse.gpuservers import read_toml
 
     servers = read_toml(file)  # checked whole before the database is touched
-    with _gpu_engine(flags, config_file) as (engine, _):
-        count = set_servers(engine, servers)
+    with _gpu_warehouse(flags, config_file) as (warehouse, _):
+        count = warehouse.set_gpu_servers(servers)
     click.echo(f"Set {count} GPU servers from {file}.", err=True)
 
 
@@ -897,12 +887,9 @@ def gpu_servers_load(file: Path, config_file: Path | None, **flags: Any) -> None
 @handle_errors
 def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
     """Print the known GPU counts, then the servers that --table has runs on without one."""
-    from ..reporting.report import refuse_missing_sqlite_file
-    from ..warehouse.gpuservers import list_servers
-
-    with _gpu_engine(flags, config_file, writes=False) as (engine, settings):
-        refuse_missing_sqlite_file(engine)  # it reads: a mistyped path must not become a file
-        known, missing = list_servers(engine, settings.table)
+    # It reads: a mistyped path must not become a file.
+    with _gpu_warehouse(flags, config_file, writes=False) as (warehouse, settings):
+        known, missing = warehouse.list_gpu_servers(settings.table)
     writer = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
     writer.writerow(["gpu_svr_code", "gpus", "label"])
     writer.writerows((s.gpu_svr_code, s.gpus, s.label or "") for s in known)
@@ -922,12 +909,11 @@ def gpu_servers_suggest(config_file: Path | None, **flags: Any) -> None:
     """Print a TOML file for 'gpu-servers load' with the GPU counts that the names of the
     servers without one state ('[GPU] A100 2EA' is 2, '[Notebook] 4vCPU' is 0); servers whose
     names say nothing are comments. Writes nothing: check the file, then load it."""
-    from ..reporting.report import refuse_missing_sqlite_file
-    from ..warehouse.gpuservers import suggest_servers, suggestions_toml
+    from ..warehouse.gpuservers import suggestions_toml
 
-    with _gpu_engine(flags, config_file, writes=False) as (engine, settings):
-        refuse_missing_sqlite_file(engine)  # it reads: a mistyped path must not become a file
-        suggestions = suggest_servers(engine, settings.table)
+    # It reads: a mistyped path must not become a file.
+    with _gpu_warehouse(flags, config_file, writes=False) as (warehouse, settings):
+        suggestions = warehouse.suggest_gpu_servers(settings.table)
     click.echo(suggestions_toml(suggestions), nl=False)
     stated = sum(1 for s in suggestions if s.gpus is not None)
     click.echo(
@@ -1013,11 +999,10 @@ def report(
     from ..reporting.report import (
         SECTION_NAMES,
         collect,
-        require_runs_table,
         section_name,
         views_for_reading,
     )
-    from ..warehouse.engine import check_database, check_table, create_engine, describe_database
+    from ..warehouse import READ, Warehouse
 
     if out_dir is not None and output_format not in (None, "csv"):
         raise click.UsageError(f"--out-dir writes CSV files; drop --format {output_format}")
@@ -1033,17 +1018,12 @@ def report(
     period = period_for(
         since.date() if since else None, until.date() if until else None, utc_now().date()
     )
-    engine = create_engine(settings.db_url)
-    try:
-        check_database(engine)
-        check_table(engine, settings.table)
-        require_runs_table(engine, settings.table)  # never a new, empty database
-        views_for_reading(engine, settings.table)  # current, or read as they are if read-only
-        tables = collect(engine, settings.table, limit, utc_now())
-        tables += collect_analytics(engine, settings.table, period, limit)
-        source = f"table {settings.table} in {describe_database(engine.url)}"
-    finally:
-        engine.dispose()
+    # require_table: never a new, empty database
+    with Warehouse.open(settings, READ, require_table=True) as warehouse:
+        views_for_reading(warehouse)  # current, or read as they are if read-only
+        tables = collect(warehouse.engine, settings.table, limit, utc_now())
+        tables += collect_analytics(warehouse.engine, settings.table, period, limit)
+        source = f"table {settings.table} in {warehouse.description}"
     shown = [t for t in tables if not wanted or t.name in wanted]
     if out_dir is not None:
         paths = write_csv_files(shown, out_dir)

@@ -61,10 +61,10 @@ from ..transform import (
     RUN_STOPPED,
     TERMINAL_STATUSES,
 )
+from ..warehouse import Warehouse
 from ..warehouse.batches import BATCH_COMMANDS, BATCH_STATUSES
 from ..warehouse.dialects import family_of, first_line
 from ..warehouse.gpuservers import ensure_table
-from ..warehouse.store import RunStore
 
 # A run in one of these has not started yet; any other status that is not terminal means it has.
 WAITING_STATUSES = (RUN_PENDING,)
@@ -241,21 +241,21 @@ def _with_includes(text: str, template: Callable[[str], str | None], depth: int 
     return _INCLUDE.sub(replace, text)
 
 
-def create_views(engine: Engine, table: str) -> list[View]:
-    """Create or replace every view of ``table`` (and the tables they read, if this is a new
-    database); another table's views are left alone."""
-    store = RunStore(engine, table)
-    store.prepare(set(), set())
-    return _create(engine, table, _views_of(engine, table))
+def create_views(warehouse: Warehouse) -> list[View]:
+    """Create or replace every view of the warehouse's runs table (and the tables they read,
+    if this is a new database: its schema makes them); another table's views are left alone."""
+    warehouse.schema.prepare(set(), set())
+    return _create(warehouse, _views_of(warehouse))
 
 
-def create_missing_views(engine: Engine, table: str) -> list[View]:
-    """Create the views of ``table`` that the database lacks, and return them; those there are
-    stay as they are (``nsml-etl views`` replaces them). Cheap when none is missing: one
-    look at the names, no SQL built. For export and load, once the runs are committed; none
-    while ``table`` does not exist (nothing landed yet: the keys were refused at once)."""
+def create_missing_views(warehouse: Warehouse) -> list[View]:
+    """Create the views of the warehouse's runs table that the database lacks, and return
+    them; those there are stay as they are (``nsml-etl views`` replaces them). Cheap when none
+    is missing: one look at the names, no SQL built. For export and load, once the runs are
+    committed; none while the runs table does not exist (nothing landed yet)."""
+    table = warehouse.schema.table_name
     try:
-        inspector = sa.inspect(engine)
+        inspector = sa.inspect(warehouse.engine)
         existing = set(inspector.get_view_names())
         if not inspector.has_table(table):
             return []
@@ -263,22 +263,23 @@ def create_missing_views(engine: Engine, table: str) -> list[View]:
         raise DatabaseError(f"reading the view names failed: {first_line(exc)}") from exc
     if all(view_name(table, base) in existing for base in view_bases()):
         return []
-    missing = [v for v in _views_of(engine, table) if v.name not in existing]
-    return _create(engine, table, missing)
+    return _create(warehouse, [v for v in _views_of(warehouse) if v.name not in existing])
 
 
-def _views_of(engine: Engine, table: str) -> list[View]:
+def _views_of(warehouse: Warehouse) -> list[View]:
+    engine = warehouse.engine
     quote = engine.dialect.identifier_preparer.quote
-    collation = family_of(engine.dialect.name).key_collation(engine.dialect)
-    return load_views(engine.dialect.name, table, quote, collation)
+    collation = warehouse.family.key_collation(engine.dialect)
+    return load_views(engine.dialect.name, warehouse.schema.table_name, quote, collation)
 
 
-def _create(engine: Engine, table: str, views: list[View]) -> list[View]:
+def _create(warehouse: Warehouse, views: list[View]) -> list[View]:
     """Drop and create ``views`` in one transaction (on MySQL, whose DDL commits at once, one
     by one), with the GPU servers table they read; on PostgreSQL each carries its question as
     its comment, which Metabase and Superset show as the dataset's description."""
+    engine = warehouse.engine
     quote = engine.dialect.identifier_preparer.quote
-    comments = family_of(engine.dialect.name).name == "postgresql"  # only it comments views
+    comments = warehouse.family.name == "postgresql"  # the only one of ours with view comments
     creating = f"table {GPU_SERVERS_TABLE}"
     try:
         with engine.begin() as conn:
