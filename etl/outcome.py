@@ -225,7 +225,7 @@ class ExportReport:
         return (
             f"Summary: exported {self.exported}, failed {len(self.failed)}, "
             f"retried {self.retried}, elapsed {self.elapsed:.2f}s{unwritten}"
-            f"{f'; {note}' if note else ''}{self._views_note()}{self._gpus_note()}"
+            f"{self._views_note()}{self._gpus_note()}{f'; {note}' if note else ''}"
         )
 
     def _views_note(self) -> str:
