@@ -399,8 +399,8 @@ def export_runs(
     is the guard the run list's client uses too (one quota per API key); once it says the quota
     is spent, no request starts, the rest is counted as not attempted, and what was fetched is
     committed. ``on_response`` is told each request's HTTP status (None: no response).
-    ``finishing(report)`` runs once the runs and the batch row are committed, before the
-    summary is logged (unless an error stopped the export), to add to the report."""
+    ``finishing(report)`` runs once the runs are committed, before the batch row is finished
+    and the summary logged (unless an error stopped the export), to add to the report."""
     started = time.monotonic()
     report = ExportReport(requested=total or 0)
     log.info(
@@ -609,9 +609,10 @@ def _settle(
     """Do ``work`` (an export's or a load's loop), then end it the same way whatever happened:
     an error that stops it (a database or archive error, a bug, a progress callback that
     raised) becomes ``report.error``, after the runs in hand are committed; the archive is
-    closed (its last buffered lines written); the batch row gets the report's outcome;
-    ``finishing`` adds to the report (no error: the runs stand, whatever it does); and the
-    error is raised again, so that no way out leaves the row ``running``."""
+    closed (its last buffered lines written); ``finishing`` adds to the report (only after
+    no error: the runs are committed by then, whatever it does); the batch row gets the
+    report's outcome; and the error is raised again, so that no way out leaves the row
+    ``running``."""
     try:
         work()
     except Exception as exc:
@@ -622,13 +623,18 @@ def _settle(
             archive.close()
         except OutputError as exc:
             report.error = report.error or exc
+    if finishing is not None and report.error is None:
+        # After the runs' last commit, before the batch row's end: its finished_at, the
+        # elapsed time and the metrics' end all count what finishing takes.
+        try:
+            finishing(report)
+        except Exception as exc:  # a bug: the batch row says it, as for one of work's
+            report.error = exc
     if stop is not None and stop.is_set():
         report.interrupted = True  # also when it came after the last run was in hand
     report.elapsed = time.monotonic() - started
     batch.finish(report)
     report.batch_id = batch.id
-    if finishing is not None and report.error is None:
-        finishing(report)
     log_finished(report)
     if report.error is not None:
         # What came before, for the caller, the metrics and --failures-out: ours declare the
