@@ -75,6 +75,7 @@ def export(
     list_timezone: str | None = None,
     ca_bundle: str | os.PathLike[str] | None = None,
     metrics_file: str | os.PathLike[str] | None = None,
+    nodes: bool | None = None,
     config_file: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
     credentials: Credentials | None = None,
@@ -89,11 +90,13 @@ def export(
     Which runs: exactly one of ``pairs`` (a pairs file's path, ``"-"`` for stdin, or an
     iterable of ``(project_id, run_name)`` pairs), ``all_runs=True`` (every run the key can
     see) or ``projects`` (the runs of these project ids). ``skip_finished`` skips runs already
-    stored with a terminal status. The settings (``db_url`` to ``metrics_file``) are those of the
-    CLI: an argument beats its ``NSML_ETL_*`` environment variable, which beats ``config_file``,
-    which beats the default; ``settings`` (a resolved :class:`Settings`, as the CLI passes)
-    replaces all of them. ``credentials`` default to ``NCP_ACCESS_KEY``/``NCP_SECRET_KEY``/
-    ``NCP_APIGW_API_KEY``. ``save_raw`` also writes every response to a JSON Lines file.
+    stored with a terminal status (with ``nodes``, once their node list is stored too). The
+    settings (``db_url`` to ``nodes``; ``nodes=True`` also fetches each run's node list) are
+    those of the CLI: an argument beats its ``NSML_ETL_*`` environment variable, which beats
+    ``config_file``, which beats the default; ``settings`` (a resolved :class:`Settings`, as
+    the CLI passes) replaces all of them. ``credentials`` default to ``NCP_ACCESS_KEY``/
+    ``NCP_SECRET_KEY``/``NCP_APIGW_API_KEY``. ``save_raw`` also writes every response to a
+    JSON Lines file.
     ``dry_run`` checks settings, that credentials are given, pairs and database (it sends no
     request: ``nsml-etl check`` tries the credentials) and returns a report
     with ``dry_run`` set and ``preview`` (the first pairs), sending and writing nothing.
@@ -136,6 +139,7 @@ def export(
         "list_timezone": list_timezone,
         "ca_bundle": ca_bundle,
         "metrics_file": metrics_file,
+        "nodes": nodes,
     }
     settings = _settings(settings, arguments, config_file)
     stop = stop if stop is not None else threading.Event()
@@ -155,6 +159,8 @@ def export(
             from .transform import TERMINAL_STATUSES
 
             skip = warehouse.stored_pairs(TERMINAL_STATUSES) if skip_finished else set()
+            if skip and settings.nodes:  # a finished run is skipped once its nodes are stored
+                skip &= warehouse.stored_pairs_with_nodes()
             quota = QuotaGuard()  # the run list's requests and the fetches spend one quota
             if dry_run:
                 return _dry_run_report(settings, mode, given, _skipped(skip, given, project_ids))

@@ -103,6 +103,16 @@ def settings_options(
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         for setting in reversed([s for s in SETTINGS if s.name in names]):
             default = defaults.get(setting.name, setting.default)
+            if setting.is_flag:  # given means yes; None lets env and file decide
+                func = click.option(
+                    setting.flag,
+                    setting.name,
+                    is_flag=True,
+                    flag_value=True,
+                    default=None,
+                    help=f"{helps.get(setting.name, setting.help)} [env {setting.env}]",
+                )(func)
+                continue
             func = click.option(
                 setting.flag,
                 setting.name,
@@ -953,7 +963,8 @@ def gpu_servers_suggest(config_file: Path | None, **flags: Any) -> None:
     default=None,
     metavar="N",
     help="Rows per table, in every format (default: 20 or 10 per list, 15 per "
-    "failure rate, every week; 0: all). A table cut short says so (20 of 54).",
+    "failure rate, every week, and every row in CSV; 0: all). A table cut short says so "
+    "(20 of 54).",
 )
 @click.option(
     "--html",
@@ -993,12 +1004,18 @@ def report(
     runs, GPU servers, images, creators, env keys, exports, and run-hours, GPU-hours, queue
     waits and failure rates over a period of weeks."""
     from ..clock import utc_now
-    from ..reporting.analytics import collect_analytics, period_for
-    from ..reporting.formats import as_csv, as_json, as_text, limit_note, write_csv_files
+    from ..reporting.analytics import period_for, report_sections
+    from ..reporting.formats import (
+        as_csv,
+        as_json,
+        as_text,
+        csv_limit,
+        limit_note,
+        write_csv_files,
+    )
     from ..reporting.html import as_html
     from ..reporting.report import (
         SECTION_NAMES,
-        collect,
         section_name,
         views_for_reading,
     )
@@ -1021,8 +1038,12 @@ def report(
     # require_table: never a new, empty database
     with Warehouse.open(settings, READ, require_table=True) as warehouse:
         views_for_reading(warehouse)  # current, or read as they are if read-only
-        tables = collect(warehouse.engine, settings.table, limit, utc_now())
-        tables += collect_analytics(warehouse.engine, settings.table, period, limit)
+        writes_csv = out_dir is not None or output_format == "csv"
+        rows = csv_limit(limit) if writes_csv else limit  # CSV: every row unless --limit
+        tables = report_sections(warehouse.engine, settings.table, period, rows, utc_now())
+        page = tables
+        if html_path is not None and rows != limit:  # the page keeps its lists short
+            page = report_sections(warehouse.engine, settings.table, period, limit, utc_now())
         source = f"table {settings.table} in {warehouse.description}"
     shown = [t for t in tables if not wanted or t.name in wanted]
     if out_dir is not None:
@@ -1041,7 +1062,7 @@ def report(
                 click.echo(f"Note: {table.name}: {note}", err=True)
     if html_path is not None:
         with writing(html_path, "--html") as handle:  # whole, or a FIFO or device in place
-            handle.write(as_html(tables, source=source))
+            handle.write(as_html(page, source=source, now=utc_now()))
         click.echo(f"Wrote the HTML report to {html_path.resolve()}.", err=True)
 
 
@@ -1148,6 +1169,15 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
     "far ahead of this machine's (negative: behind), to try 'nsml-etl check'.",
 )
 @click.option(
+    "--broken-node-lists",
+    default=0.0,
+    type=click.FloatRange(0.0, 1.0),
+    show_default=True,
+    metavar="SHARE",
+    help="Share of runs whose node list answers 500 every time (drawn per run from the "
+    "seed), to see export --nodes fail a run's node list alone.",
+)
+@click.option(
     "--address-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the base URL here once listening.",
@@ -1195,6 +1225,7 @@ def simulate(
     retry_after: int,
     quota: int | None,
     gateway_clock_offset: float,
+    broken_node_lists: float,
     address_file: Path | None,
     write_pairs: Path | None,
     epoch: str | None,
@@ -1239,6 +1270,7 @@ def simulate(
         retry_after=retry_after,
         quota=quota,
         clock_offset=gateway_clock_offset,
+        broken_node_lists=broken_node_lists,
     )
     if epoch or clock_at or clock_file:
         config.epoch = parse_moment(epoch, "--epoch") if epoch else DEFAULT_EPOCH
