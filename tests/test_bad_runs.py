@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from conftest import fetch_rows, write_pairs
 
 from nsml_etl.testing.simulator import RawJson
-from nsml_etl.warehouse.dialects import NUL_REPLACEMENT
+from nsml_etl.warehouse.families.postgresql import NUL_REPLACEMENT
 from nsml_etl.warehouse.store import RunStore
 
 GOOD = [("p", str(n)) for n in range(1, 9)]
@@ -305,7 +305,7 @@ def test_an_unexpected_error_is_one_line_and_exit_70_never_a_traceback(
     def broken(*_args, **_kwargs):
         raise RuntimeError("something nobody foresaw\nsecond line")
 
-    monkeypatch.setattr("nsml_etl.warehouse.store.build_frame", broken)  # the chunk's rows
+    monkeypatch.setattr("nsml_etl.warehouse.writer.build_frame", broken)  # the chunk's rows
     result = _export(run_cli, sim, sqlite_url, tmp_path, sim.pairs())
     assert result.exit_code == 70
     assert result.stderr.startswith("Error: unexpected RuntimeError: something nobody foresaw;")

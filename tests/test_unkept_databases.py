@@ -274,7 +274,7 @@ def test_first_line_is_the_database_reason_in_one_short_line():
     import psycopg
     import pymysql
 
-    from nsml_etl.warehouse.dialects import MAX_REASON_CHARS, first_line
+    from nsml_etl.warehouse.failures import MAX_REASON_CHARS, first_line
 
     def wrapped(orig: Exception) -> sa.exc.DBAPIError:
         return sa.exc.DBAPIError.instance("INSERT ...", {"v": "secret"}, orig, Exception)

@@ -2,7 +2,7 @@
 
 A file is one SELECT with a header comment saying what question it answers; each runs table
 gets its own set of views (their names: :mod:`etl.tablenames`). Dialect differences are template
-macros, expanded here per database (each family's SQL for them: :mod:`etl.dialects`):
+macros, expanded here per database (each family's SQL for them: :mod:`etl.warehouse.families`):
 
 * ``{{runs}}``, ``{{history}}``, ``{{batches}}``: the quoted table names;
   ``{{table_name}}``: the runs table's name as a string literal (for the bookkeeping tables);
@@ -68,7 +68,8 @@ from ..transform import (
 )
 from ..warehouse import Warehouse
 from ..warehouse.batches import BATCH_COMMANDS, BATCH_STATUSES
-from ..warehouse.dialects import family_of, first_line
+from ..warehouse.failures import first_line
+from ..warehouse.families import family_of
 from ..warehouse.gpuservers import ensure_table
 
 # A run in one of these has not started yet; any other status that is not terminal means it has.
@@ -155,7 +156,7 @@ def check_macros(
 
 def expand(template: str, dialect: str, names: dict[str, str], where: str = "the template") -> str:
     """Replace the macros of one template for ``dialect`` (its family's, see
-    :attr:`etl.warehouse.dialects.Family.view_macros`); a macro it cannot expand raises
+    :attr:`etl.warehouse.families.Family.view_macros`); a macro it cannot expand raises
     ValueError naming ``where`` and the line (:func:`check_macros`)."""
     family = family_of(dialect)
     check_macros(template, where, family.view_macros, names)

@@ -21,8 +21,9 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from ..config import DEFAULT_DB_URL
 from ..errors import DatabaseError, InputError
 from ..urls import redact_url, sqlite_path
-from .dialects import family_of, first_line
-from .schema import refuse_foreign_table
+from .failures import first_line
+from .families import family_of
+from .tables import refuse_foreign_table
 
 # How long SQLite waits for another writer (an overlapping cron job) before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60

@@ -23,8 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from .. import files
 from ..errors import DatabaseError, InputError
 from ..tablenames import GPU_SERVERS_TABLE
-from .dialects import first_line
-from .schema import UTF8MB4, Text
+from .failures import first_line
+from .tables import UTF8MB4, Text
 
 # Largest value of the BIGINT gpu_svr_code column.
 MAX_CODE = 2**63 - 1

@@ -37,7 +37,6 @@ from ..tablenames import BATCHES_TABLE
 from ..urls import sqlite_path
 from . import gpuservers
 from .batches import BatchLog
-from .dialects import Family, family_of, first_line
 from .engine import (
     check_database,
     check_table,
@@ -47,6 +46,8 @@ from .engine import (
     sqlite_file_missing,
     write_refusal,
 )
+from .failures import first_line
+from .families import Family, family_of
 from .gpuservers import GpuServer
 from .schema import Schema
 from .store import RunStore

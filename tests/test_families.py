@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from nsml_etl.errors import DatabaseError
-from nsml_etl.warehouse.dialects import FAMILIES, Family, error_kind, family_of
+from nsml_etl.warehouse.failures import error_kind
+from nsml_etl.warehouse.families import FAMILIES, Family, family_of
 
 
 def _wrapped(orig: BaseException, kind=sa.exc.OperationalError, invalidated=False):
