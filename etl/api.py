@@ -211,6 +211,7 @@ def export(
                     options=options,
                     quota=quota,
                     on_response=run.count_response,
+                    finishing=_finishing(warehouse),
                 ),
                 stop,
                 cancel,
@@ -274,6 +275,7 @@ def load(
                     options=options,
                     progress=run.watch(progress),
                     stop=stop,
+                    finishing=_finishing(warehouse),
                 ),
                 stop,
                 threading.Event(),
@@ -410,6 +412,29 @@ def _open_warehouse(
     from .warehouse import DRY_RUN, WRITE, Warehouse
 
     return cleanup.enter_context(Warehouse.open(settings, DRY_RUN if dry_run else WRITE))
+
+
+def _finishing(warehouse: Warehouse) -> Callable[[ExportReport], None]:
+    """What an export or load does once its runs are committed: create the reporting views
+    the database lacks (BI tools find them after the first export) and count the GPU servers
+    without a GPU count, for the summary. A database error here is said in the summary and
+    the batch_finished event; it fails neither the batch nor the exit code, since the runs
+    landed (``nsml-etl views`` says the error again, with exit 4)."""
+
+    def finish(report: ExportReport) -> None:
+        from .errors import DatabaseError
+        from .reporting.views import create_missing_views
+
+        try:
+            report.views_created = len(create_missing_views(warehouse))
+        except DatabaseError as exc:
+            report.views_error = str(exc)
+        with contextlib.suppress(DatabaseError):  # a count only: the note is left out
+            report.servers_without_gpus = warehouse.count_servers_without_gpus(
+                warehouse.schema.table_name
+            )
+
+    return finish
 
 
 def _archive(save_raw: str | os.PathLike[str] | None, cleanup: contextlib.ExitStack) -> Any:

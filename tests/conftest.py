@@ -165,6 +165,14 @@ def fetch_rows(db_url: str, sql: str, params: dict | None = None) -> list[dict]:
         engine.dispose()
 
 
+def drop_views(conn) -> None:
+    """Drop every view of the database: export and load create them, and SQLite (and, for a
+    dropped column, PostgreSQL) refuse to change a table's columns that a view reads, as the
+    tests that break or age a table on purpose do."""
+    for view in sa.inspect(conn).get_view_names():
+        conn.exec_driver_sql(f"DROP VIEW {conn.dialect.identifier_preparer.quote(view)}")
+
+
 def table_names(db_url: str) -> set[str]:
     engine = sa.create_engine(db_url)
     try:

@@ -835,8 +835,9 @@ def check(config_file: Path | None, **flags: Any) -> None:
 def gpu_servers() -> None:
     """GPUs per GPU server (nsml_gpu_servers), for GPU-hours in the reports.
 
-    nsml-etl never guesses a count: servers without one show run-hours only, and are listed
-    by 'gpu-servers list' and the nsml_gpu_servers_without_count view.
+    nsml-etl never sets a count by itself: servers without one show run-hours only, and are
+    listed by 'gpu-servers list' and the nsml_gpu_servers_without_count view; 'gpu-servers
+    suggest' reads the counts their names state into a file to check and load.
     """
 
 
@@ -915,6 +916,26 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
         )
         writer.writerow(["gpu_svr_code", "eng_full_name", "runs"])
         writer.writerows((code, name or "", runs) for code, name, runs in missing)
+
+
+@gpu_servers.command("suggest")
+@settings_options(("db_url", "table"))
+@handle_errors
+def gpu_servers_suggest(config_file: Path | None, **flags: Any) -> None:
+    """Print a TOML file for 'gpu-servers load' with the GPU counts that the names of the
+    servers without one state ('[GPU] A100 2EA' is 2, '[Notebook] 4vCPU' is 0); servers whose
+    names say nothing are comments. Writes nothing: check the file, then load it."""
+    from ..warehouse.gpuservers import suggestions_toml
+
+    # It reads: a mistyped path must not become a file.
+    with _gpu_warehouse(flags, config_file, writes=False) as (warehouse, settings):
+        suggestions = warehouse.suggest_gpu_servers(settings.table)
+    click.echo(suggestions_toml(suggestions), nl=False)
+    stated = sum(1 for s in suggestions if s.gpus is not None)
+    click.echo(
+        f"{stated} of {len(suggestions)} servers without a GPU count have one in their name.",
+        err=True,
+    )
 
 
 @main.command()

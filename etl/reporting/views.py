@@ -263,24 +263,68 @@ def create_views(warehouse: Warehouse, zone: str | None = None) -> list[View]:
     if this is a new database: its schema makes them); another table's views are left alone.
     ``zone`` is the day views' local zone (None: the one the calendar has; see
     :func:`etl.reporting.calendar.fill_calendar`)."""
-    engine, table = warehouse.engine, warehouse.schema.table_name
     warehouse.schema.prepare(set(), set())
+    return _create(warehouse, _views_of(warehouse), zone)
+
+
+def create_missing_views(warehouse: Warehouse) -> list[View]:
+    """Create the views of the warehouse's runs table that the database lacks, and return
+    them; those there are stay as they are (``nsml-etl views`` replaces them). Cheap when none
+    is missing: one look at the names, no SQL built. For export and load, once the runs are
+    committed; none while the runs table does not exist (nothing landed yet)."""
+    table = warehouse.schema.table_name
+    try:
+        inspector = sa.inspect(warehouse.engine)
+        existing = set(inspector.get_view_names())
+        if not inspector.has_table(table):
+            return []
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"reading the view names failed: {first_line(exc)}") from exc
+    if all(view_name(table, base) in existing for base in view_bases()):
+        return []
+    return _create(warehouse, [v for v in _views_of(warehouse) if v.name not in existing])
+
+
+def _views_of(warehouse: Warehouse) -> list[View]:
+    engine = warehouse.engine
     quote = engine.dialect.identifier_preparer.quote
     collation = warehouse.family.key_collation(engine.dialect)
-    views = load_views(engine.dialect.name, table, quote, collation)
+    return load_views(engine.dialect.name, warehouse.schema.table_name, quote, collation)
+
+
+def _create(warehouse: Warehouse, views: list[View], zone: str | None = None) -> list[View]:
+    """Drop and create ``views`` in one transaction (on MySQL, whose DDL commits at once, one
+    by one), with the GPU servers table they read; on PostgreSQL each carries its question as
+    its comment, which Metabase and Superset show as the dataset's description."""
+    engine = warehouse.engine
+    quote = engine.dialect.identifier_preparer.quote
+    comments = warehouse.family.name == "postgresql"  # the only one of ours with view comments
     creating = f"table {GPU_SERVERS_TABLE}"
     try:
         with engine.begin() as conn:
             ensure_table(conn)  # the GPU-hours views read it; it starts empty
             creating = f"table {CALENDAR_TABLE}"
-            fill_calendar(conn, table, utc_now().date(), zone)
+            fill_calendar(conn, warehouse.schema.table_name, utc_now().date(), zone)
             for view in views:
                 creating = f"view {view.name}"
                 conn.exec_driver_sql(f"DROP VIEW IF EXISTS {quote(view.name)}")
                 conn.exec_driver_sql(f"CREATE VIEW {quote(view.name)} AS {view.sql}")
+                if comments and view.question:
+                    conn.exec_driver_sql(
+                        f"COMMENT ON VIEW {quote(view.name)} IS {_literal(engine, view.question)}"
+                    )
     except SQLAlchemyError as exc:
         raise DatabaseError(f"creating {creating} failed: {first_line(exc)}") from exc
     return views
+
+
+def _literal(engine: Engine, text: str) -> str:
+    """``text`` as a string literal of the engine's dialect: COMMENT ON takes no bound
+    parameter (a utility statement), and the text is a question from our own sql/ files."""
+    literal = sa.literal(text, sa.String()).compile(
+        dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+    )
+    return str(literal).replace("%", "%%")  # exec_driver_sql's paramstyle reads % as a marker
 
 
 def query_view(
