@@ -1,0 +1,142 @@
+"""``nsml-etl report``: the reporting views and analytics, as text, CSV, JSON or HTML."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import resolve_settings
+from ..files import writing
+from ._common import Command, handle_errors, settings_options
+
+
+@click.command(cls=Command)
+@settings_options(("db_url", "table"))
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "csv", "json"]),
+    default=None,
+    help="Output on stdout: text (the default, unless --html or --out-dir), json, or "
+    "csv (one section: needs --view NAME, or --out-dir DIR).",
+)
+@click.option(
+    "--view",
+    "views",
+    metavar="NAME",
+    multiple=True,
+    help="Only this section, by its name (nsml_gpu_usage, runs_by_project, ...; "
+    "the JSON report's keys); repeat it for several, shown in the report's order.",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Write one CSV file per section, NAME.csv, into DIR.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Rows per table, in every format (default: 20 or 10 per list, 15 per "
+    "failure rate, every week; 0: all). A table cut short says so (20 of 54).",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the whole report as one self-contained HTML page with charts "
+    "(works offline); then only one line says where, unless --format is given.",
+)
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    metavar="DATE",
+    help="First day of the analytics sections (from its week's Monday; default: "
+    "the Monday 7 weeks before --until's week).",
+)
+@click.option(
+    "--until",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    metavar="DATE",
+    help="Last day of the analytics sections (default: today, UTC).",
+)
+@handle_errors
+def report(
+    config_file: Path | None,
+    output_format: str | None,
+    views: tuple[str, ...],
+    out_dir: Path | None,
+    limit: int | None,
+    html_path: Path | None,
+    since: datetime | None,
+    until: datetime | None,
+    **flags: Any,
+) -> None:
+    """Print a summary from the reporting views (created if missing): runs by project, active
+    runs, GPU servers, images, creators, env keys, exports, and run-hours, GPU-hours, queue
+    waits and failure rates over a period of weeks."""
+    from ..clock import utc_now
+    from ..reporting.analytics import collect_analytics, period_for
+    from ..reporting.formats import as_csv, as_json, as_text, limit_note, write_csv_files
+    from ..reporting.html import as_html
+    from ..reporting.report import (
+        SECTION_NAMES,
+        collect,
+        require_runs_table,
+        section_name,
+        views_for_reading,
+    )
+    from ..warehouse.engine import check_database, check_table, create_engine, describe_database
+
+    if out_dir is not None and output_format not in (None, "csv"):
+        raise click.UsageError(f"--out-dir writes CSV files; drop --format {output_format}")
+    if output_format == "csv" and len(views) != 1 and out_dir is None:
+        # Sections have different columns: one CSV stream could hold only one of them.
+        raise click.UsageError(
+            "--format csv prints one section: add --view NAME (one of "
+            f"{', '.join(SECTION_NAMES)}), or --out-dir DIR for a CSV "
+            "file per section"
+        )
+    settings = resolve_settings(flags, config_file)
+    wanted = {section_name(view, settings.table) for view in views}
+    period = period_for(
+        since.date() if since else None, until.date() if until else None, utc_now().date()
+    )
+    engine = create_engine(settings.db_url)
+    try:
+        check_database(engine)
+        check_table(engine, settings.table)
+        require_runs_table(engine, settings.table)  # never a new, empty database
+        views_for_reading(engine, settings.table)  # current, or read as they are if read-only
+        tables = collect(engine, settings.table, limit, utc_now())
+        tables += collect_analytics(engine, settings.table, period, limit)
+        source = f"table {settings.table} in {describe_database(engine.url)}"
+    finally:
+        engine.dispose()
+    shown = [t for t in tables if not wanted or t.name in wanted]
+    if out_dir is not None:
+        paths = write_csv_files(shown, out_dir)
+        click.echo(
+            f"Wrote {len(paths)} CSV file{'s' if len(paths) != 1 else ''} to {out_dir}.", err=True
+        )
+    elif output_format == "csv":
+        click.echo(as_csv(shown[0]), nl=False)
+    elif output_format is not None or html_path is None:
+        render = {"text": as_text, "json": as_json}
+        click.echo(render[output_format or "text"](shown))
+    if out_dir is not None or output_format == "csv":  # CSV has no room for the note
+        for table in shown:
+            if (note := limit_note(table)) is not None:
+                click.echo(f"Note: {table.name}: {note}", err=True)
+    if html_path is not None:
+        with writing(html_path, "--html") as handle:  # whole, or a FIFO or device in place
+            handle.write(as_html(tables, source=source))
+        click.echo(f"Wrote the HTML report to {html_path.resolve()}.", err=True)
