@@ -12,7 +12,7 @@ import click
 from .. import api
 from ..config import SETTINGS_BY_NAME, resolve_settings
 from ..errors import EXIT_OK, AuthenticationError, InputError, error_exit_code
-from ..events import json_line, setup_logging
+from ..events import setup_logging
 from ..outcome import ExportReport
 from ._common import (
     Command,
@@ -107,11 +107,6 @@ def export(
     setup_logging(verbose, quiet, log_format)
     settings = resolve_settings(flags, config_file)
     note_simulated_clock()
-    if sum([bool(pairs_path), all_runs, bool(projects)]) != 1:
-        raise InputError(
-            "say which runs to export: --pairs FILE, --all, or --project ID "
-            "(repeatable); exactly one of them"
-        )
     progress = Progress(known_total=bool(pairs_path), enabled=show_progress(quiet, log_format))
     freeze_startup_heap()
     with Interrupts(log_format) as interrupts, contextlib.closing(progress):
@@ -141,10 +136,7 @@ def export(
                 _write_failures_out(stopped, failures_out, error_exit_code(exc), log_format)
             raise
     if report.dry_run:
-        if log_format == "json":
-            _print_dry_run_event(report, projects, skip_finished)
-        else:
-            _print_dry_run(report, projects, skip_finished)
+        click.echo(report.dry_run_event() if log_format == "json" else report.dry_run_text())
         sys.exit(interrupts.exit_code or EXIT_OK)
     exit_code = report_exit_code(report, interrupts)
     if report.source_error is not None:
@@ -177,57 +169,3 @@ def _write_failures_out(
         report.write_failures(failures_out)
     except InputError as exc:
         say_error(f"--failures-out {exc}", exc.kind, exit_code, log_format)
-
-
-def _print_dry_run(report: ExportReport, projects: tuple[str, ...], skip_finished: bool) -> None:
-    settings = report.settings
-    assert settings is not None  # the API sets it
-    if report.mode != "pairs":
-        which = f"of projects {', '.join(projects)}" if projects else "the key can see"
-        click.echo(
-            f"Dry run: would discover the runs {which} through GET /projects/runs "
-            f"at {settings.base_url}, and fetch each"
-        )
-    else:
-        click.echo(f"Dry run: would fetch {report.requested} runs from {settings.base_url}")
-    click.echo(f"  into table {settings.table} of {settings.public_dict()['db_url']} (reachable)")
-    click.echo(
-        f"  concurrency {settings.concurrency}, timeout {settings.timeout}s, "
-        f"max attempts {settings.max_attempts}, chunks of {settings.chunk_size}"
-    )
-    for pair in report.preview:  # the first pairs, as many as the library keeps
-        click.echo(f"  {pair.project_id}\t{pair.run_name}")
-    if report.requested > len(report.preview):
-        click.echo(f"  ... and {report.requested - len(report.preview)} more")
-    if skip_finished:
-        click.echo(f"  skipping {report.skipped} runs already stored as finished")
-    click.echo("No request sent, nothing written.")
-
-
-def _print_dry_run_event(
-    report: ExportReport, projects: tuple[str, ...], skip_finished: bool
-) -> None:
-    """--dry-run with --log-format json: the plan as one ``dry_run`` event on stdout."""
-    settings = report.settings
-    assert settings is not None  # the API sets it
-    if report.mode != "pairs":
-        message = "Dry run: would discover the runs through GET /projects/runs, and fetch each"
-    else:
-        message = f"Dry run: would fetch {report.requested} runs"
-    click.echo(
-        json_line(
-            "info",
-            "dry_run",
-            message + "; no request sent, nothing written",
-            mode=report.mode,
-            requested=report.requested if report.mode == "pairs" else None,
-            projects=list(projects) or None,
-            preview=[
-                {"project_id": pair.project_id, "run_name": pair.run_name}
-                for pair in report.preview
-            ],
-            more=max(report.requested - len(report.preview), 0),
-            skipped=report.skipped if skip_finished else None,
-            **settings.public_dict(),
-        )
-    )
