@@ -26,12 +26,49 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .config import Credentials, Settings, credentials_from_env, settings_from_arguments
+from .config import Credentials, Settings, given_credentials, settings_from_arguments
 from .errors import InputError
 from .files import display_name
 from .metrics import recording
 from .model import RunToFetch
 from .outcome import ExportReport, ProgressCallback
+from .tasks import (
+    GPU_SERVERS_LIST_SETTINGS,
+    GPU_SERVERS_SETTINGS,
+    REPORT_SETTINGS,
+    RUN_LIST_SETTINGS,
+    VIEWS_SETTINGS,
+    GpuServerList,
+    ReportTables,
+    build_report,
+    checked_project_ids,
+    create_views,
+    list_gpu_servers,
+    load_gpu_servers,
+    set_gpu_server,
+    unset_gpu_servers,
+    write_run_list,
+)
+
+__all__ = [
+    "GPU_SERVERS_LIST_SETTINGS",
+    "GPU_SERVERS_SETTINGS",
+    "LOAD_SETTINGS",
+    "REPORT_SETTINGS",
+    "RUN_LIST_SETTINGS",
+    "VIEWS_SETTINGS",
+    "GpuServerList",
+    "ReportTables",
+    "build_report",
+    "create_views",
+    "export",
+    "list_gpu_servers",
+    "load",
+    "load_gpu_servers",
+    "set_gpu_server",
+    "unset_gpu_servers",
+    "write_run_list",
+]
 
 # A replay is not paced by the API, so larger transactions pay off: a chunk's commit and
 # fixed statements took about 25 ms on SQLite, the time of some 250 runs. 4,000 pending runs
@@ -109,8 +146,8 @@ def export(
     stop = stop if stop is not None else threading.Event()
     cancel = cancel if cancel is not None else threading.Event()
     with recording(settings, "export", stop, enabled=not dry_run) as run:
-        credentials = _credentials(credentials)
-        project_ids = _project_ids(projects) if mode == PROJECTS else None
+        credentials = given_credentials(credentials)
+        project_ids = checked_project_ids(projects) if mode == PROJECTS else None
         with contextlib.ExitStack() as cleanup:
             given = cleanup.enter_context(_collect_pairs(pairs)) if mode == PAIRS else None
             engine = _checked_engine(settings, cleanup)
@@ -266,21 +303,6 @@ def _check_types(**arguments: tuple[object, ArgumentKind]) -> None:
             raise InputError(f"{name}= takes {takes}, got {type(value).__name__} {shown}")
 
 
-def _credentials(credentials: Credentials | None) -> Credentials:
-    if credentials is None:
-        return credentials_from_env()
-    if not isinstance(credentials, Credentials):
-        raise InputError(
-            "credentials must be a nsml_etl.Credentials(access_key=..., "
-            f"secret_key=..., api_key=None), got {type(credentials).__name__}"
-        )
-    for name in ("access_key", "secret_key"):
-        value = getattr(credentials, name)
-        if not isinstance(value, str) or not value.strip():
-            raise InputError(f"credentials.{name} is empty: give the NCP {name.split('_')[0]} key")
-    return credentials
-
-
 def _mode(pairs: object, all_runs: bool, projects: object) -> str:
     chosen = [
         mode
@@ -303,17 +325,6 @@ def _mode(pairs: object, all_runs: bool, projects: object) -> str:
         )
         raise error
     return chosen[0]
-
-
-def _project_ids(projects: str | Iterable[str] | None) -> list[str]:
-    """A list of project ids; one id given as a string is a list of one."""
-    items = [projects] if isinstance(projects, str) else list(projects or ())
-    for index, item in enumerate(items):
-        if not isinstance(item, str) or not item.strip():
-            raise InputError(f"projects[{index}]: expected a project id, got {item!r}")
-    if not items:
-        raise InputError("projects: no project ids given")
-    return items
 
 
 def _collect_pairs(pairs: object) -> Any:

@@ -516,3 +516,19 @@ def settings_from_arguments(
         )
     # Checked as arguments are: a Settings made by hand skipped the checks (the CLI's passes).
     return resolve_settings(dataclasses.asdict(settings), environ={}, label=argument_label)
+
+
+def given_credentials(credentials: Credentials | None) -> Credentials:
+    """``credentials`` checked, or by default those of the environment."""
+    if credentials is None:
+        return credentials_from_env()
+    if not isinstance(credentials, Credentials):
+        raise InputError(
+            "credentials must be a nsml_etl.Credentials(access_key=..., "
+            f"secret_key=..., api_key=None), got {type(credentials).__name__}"
+        )
+    for name in ("access_key", "secret_key"):
+        value = getattr(credentials, name)
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"credentials.{name} is empty: give the NCP {name.split('_')[0]} key")
+    return credentials

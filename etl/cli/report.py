@@ -8,13 +8,13 @@ from typing import Any
 
 import click
 
+from .. import api
 from ..config import resolve_settings
-from ..files import writing
 from ._common import Command, handle_errors, settings_options
 
 
 @click.command(cls=Command)
-@settings_options(("db_url", "table"))
+@settings_options(api.REPORT_SETTINGS)
 @click.option(
     "--format",
     "output_format",
@@ -83,18 +83,7 @@ def report(
     """Print a summary from the reporting views (created if missing): runs by project, active
     runs, GPU servers, images, creators, env keys, exports, and run-hours, GPU-hours, queue
     waits and failure rates over a period of weeks."""
-    from ..clock import utc_now
-    from ..reporting.analytics import collect_analytics, period_for
-    from ..reporting.formats import as_csv, as_json, as_text, limit_note, write_csv_files
-    from ..reporting.html import as_html
-    from ..reporting.report import (
-        SECTION_NAMES,
-        collect,
-        require_runs_table,
-        section_name,
-        views_for_reading,
-    )
-    from ..warehouse.engine import check_database, check_table, create_engine, describe_database
+    from ..reporting.report import SECTION_NAMES
 
     if out_dir is not None and output_format not in (None, "csv"):
         raise click.UsageError(f"--out-dir writes CSV files; drop --format {output_format}")
@@ -105,38 +94,27 @@ def report(
             f"{', '.join(SECTION_NAMES)}), or --out-dir DIR for a CSV "
             "file per section"
         )
-    settings = resolve_settings(flags, config_file)
-    wanted = {section_name(view, settings.table) for view in views}
-    period = period_for(
-        since.date() if since else None, until.date() if until else None, utc_now().date()
+    read = api.build_report(
+        sections=views,
+        limit=limit,
+        since=since.date() if since else None,
+        until=until.date() if until else None,
+        settings=resolve_settings(flags, config_file),
     )
-    engine = create_engine(settings.db_url)
-    try:
-        check_database(engine)
-        check_table(engine, settings.table)
-        require_runs_table(engine, settings.table)  # never a new, empty database
-        views_for_reading(engine, settings.table)  # current, or read as they are if read-only
-        tables = collect(engine, settings.table, limit, utc_now())
-        tables += collect_analytics(engine, settings.table, period, limit)
-        source = f"table {settings.table} in {describe_database(engine.url)}"
-    finally:
-        engine.dispose()
-    shown = [t for t in tables if not wanted or t.name in wanted]
     if out_dir is not None:
-        paths = write_csv_files(shown, out_dir)
+        paths = read.write_csv_files(out_dir)
         click.echo(
             f"Wrote {len(paths)} CSV file{'s' if len(paths) != 1 else ''} to {out_dir}.", err=True
         )
     elif output_format == "csv":
-        click.echo(as_csv(shown[0]), nl=False)
+        click.echo(read.as_csv(), nl=False)
+    elif output_format == "json":
+        click.echo(read.as_json())
     elif output_format is not None or html_path is None:
-        render = {"text": as_text, "json": as_json}
-        click.echo(render[output_format or "text"](shown))
+        click.echo(read.as_text())
     if out_dir is not None or output_format == "csv":  # CSV has no room for the note
-        for table in shown:
-            if (note := limit_note(table)) is not None:
-                click.echo(f"Note: {table.name}: {note}", err=True)
+        for note in read.limit_notes():
+            click.echo(f"Note: {note}", err=True)
     if html_path is not None:
-        with writing(html_path, "--html") as handle:  # whole, or a FIFO or device in place
-            handle.write(as_html(tables, source=source))
+        read.write_html(html_path)
         click.echo(f"Wrote the HTML report to {html_path.resolve()}.", err=True)

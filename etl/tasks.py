@@ -1,0 +1,332 @@
+"""The library's functions behind ``nsml-etl``'s other commands, re-exported by the package:
+:func:`write_run_list` (``pairs``), :func:`create_views` (``views``), :func:`build_report`
+(``report``), and :func:`set_gpu_server`, :func:`unset_gpu_servers`,
+:func:`load_gpu_servers`, :func:`list_gpu_servers` (``gpu-servers set/unset/load/list``).
+
+Each takes its settings as :func:`~nsml_etl.export` does (keyword arguments checked against
+:class:`~nsml_etl.Settings`, over the environment, over ``config_file``; or one ``settings``),
+does the whole job and returns what the command prints: none prints, exits or installs a
+handler. Every one that reaches the database opens it in :func:`_opened`, with the checks its
+command needs before the first statement (a reading one never creates a SQLite file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import Credentials, Settings, given_credentials, settings_from_arguments
+from .errors import InputError
+from .files import writing
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from .reporting.report import Table
+    from .reporting.views import View
+    from .warehouse.gpuservers import GpuServer
+
+# The settings each function takes (the CLI gives its command these options, and no others).
+RUN_LIST_SETTINGS = (
+    "base_url",
+    "timeout",
+    "max_attempts",
+    "list_timezone",
+    "ca_bundle",
+    "backoff_initial",
+    "backoff_max",
+    "retry_after_max",
+    "rate_limit",
+)
+VIEWS_SETTINGS = ("db_url", "table")
+REPORT_SETTINGS = ("db_url", "table")
+GPU_SERVERS_SETTINGS = ("db_url",)
+GPU_SERVERS_LIST_SETTINGS = ("db_url", "table")
+# The columns a run list's pairs file carries after project_id and run_name.
+RUN_LIST_COLUMNS = ["status", "create_time", "update_time"]
+
+
+@contextlib.contextmanager
+def _opened(settings: Settings, *, writes: bool, runs_table: bool = False) -> Iterator[Engine]:
+    """The engine of ``settings.db_url``, reachable, and writable for a command that
+    ``writes`` (one that only reads never creates a SQLite file); with ``runs_table``, its
+    ``settings.table`` must be one nsml-etl wrote. Disposed of afterwards."""
+    from .reporting.report import refuse_missing_sqlite_file, require_runs_table
+    from .warehouse.engine import check_database, check_table, check_writable, create_engine
+
+    engine = create_engine(settings.db_url)
+    try:
+        check_database(engine)
+        if writes:
+            check_writable(engine)
+        elif not runs_table:
+            refuse_missing_sqlite_file(engine)  # a mistyped path must not become a file
+        if runs_table:
+            check_table(engine, settings.table)
+            require_runs_table(engine, settings.table)  # never a new, empty database
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def checked_project_ids(projects: str | Iterable[str] | None) -> list[str]:
+    """A list of project ids; one id given as a string is a list of one."""
+    items = [projects] if isinstance(projects, str) else list(projects or ())
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            raise InputError(f"projects[{index}]: expected a project id, got {item!r}")
+    if not items:
+        raise InputError("projects: no project ids given")
+    return items
+
+
+def write_run_list(
+    out: str | os.PathLike[str],
+    *,
+    projects: str | Iterable[str] | None = None,
+    settings: Settings | None = None,
+    credentials: Credentials | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    **setting_values: Any,
+) -> int:
+    """List runs through the run list API (those of ``projects``, or every run the key sees)
+    and write them to ``out`` as a pairs file (``"-"``: standard output, as the runs come),
+    usable as ``export(pairs=...)``; besides project_id and run_name it carries status,
+    create_time and update_time (UTC). Returns how many runs it wrote. The settings are those
+    of :data:`RUN_LIST_SETTINGS`."""
+    from .nsml.client import NsmlClient
+    from .nsml.discovery import discover_runs
+    from .pairs import write_pairs, write_pairs_file
+
+    settings = settings_from_arguments(
+        "write_run_list", settings, setting_values, config_file, RUN_LIST_SETTINGS
+    )
+    wanted = checked_project_ids(projects) if projects is not None else None
+    client = NsmlClient(settings, given_credentials(credentials))
+    try:
+        runs = discover_runs(client, projects=wanted, timezone=settings.list_timezone)
+        rows = (
+            (
+                *run.pair,
+                run.status,
+                *(t and t.isoformat(sep=" ") for t in (run.create_time, run.update_time)),
+            )
+            for run in runs
+        )
+        if os.fspath(out) == "-":  # as the runs come: there is no file to write aside
+            count = write_pairs(sys.stdout, rows, RUN_LIST_COLUMNS)
+            sys.stdout.flush()  # here, where a closed or broken stdout is the caller's to see
+            return count
+        return write_pairs_file(Path(out), rows, RUN_LIST_COLUMNS)
+    finally:
+        client.close()
+
+
+def create_views(
+    *,
+    settings: Settings | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    **setting_values: Any,
+) -> list[View]:
+    """Create or replace the reporting views (one per file in ``sql/``) of ``table`` in
+    ``db_url``, which must hold that table already; returns them (``name``, ``question``)."""
+    from .reporting.views import create_views as create
+
+    settings = settings_from_arguments(
+        "create_views", settings, setting_values, config_file, VIEWS_SETTINGS
+    )
+    with _opened(settings, writes=True, runs_table=True) as engine:
+        return create(engine, settings.table)
+
+
+@dataclass
+class ReportTables:
+    """The sections :func:`build_report` read: ``tables`` all of them, ``shown`` those asked
+    for, ``source`` the table and database they came from; rendered by its methods."""
+
+    tables: list[Table]
+    shown: list[Table]
+    source: str
+
+    def as_text(self) -> str:
+        from .reporting.formats import as_text
+
+        return as_text(self.shown)
+
+    def as_json(self) -> str:
+        from .reporting.formats import as_json
+
+        return as_json(self.shown)
+
+    def as_csv(self) -> str:
+        """The first section shown as CSV (one section: the sections' columns differ)."""
+        from .reporting.formats import as_csv
+
+        return as_csv(self.shown[0])
+
+    def write_csv_files(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """One CSV file per section shown, ``NAME.csv`` in ``directory``; their paths."""
+        from .reporting.formats import write_csv_files
+
+        return write_csv_files(self.shown, Path(directory))
+
+    def limit_notes(self) -> list[str]:
+        """``NAME: 20 of 54 rows ...`` for each section shown that a limit cut short."""
+        from .reporting.formats import limit_note
+
+        notes = ((table.name, limit_note(table)) for table in self.shown)
+        return [f"{name}: {note}" for name, note in notes if note is not None]
+
+    def write_html(self, path: str | os.PathLike[str]) -> None:
+        """Every section as one self-contained HTML page (a FIFO or device written in place)."""
+        from .reporting.html import as_html
+
+        with writing(Path(path), "--html") as handle:
+            handle.write(as_html(self.tables, source=self.source))
+
+
+def build_report(
+    *,
+    sections: Iterable[str] = (),
+    limit: int | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    settings: Settings | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    **setting_values: Any,
+) -> ReportTables:
+    """Read the report of ``table`` in ``db_url`` from its reporting views (made current, or
+    read as they are on a read-only database): runs by project, active runs, GPU servers,
+    images, creators, env keys, exports, and the analytics of the weeks from ``since`` to
+    ``until`` (default: the 8 weeks to today, UTC). ``sections`` names those to show (all by
+    default; a view's own name works too), ``limit`` the rows per table (None: each section's
+    default; 0: all)."""
+    from .clock import utc_now
+    from .reporting.analytics import collect_analytics, period_for
+    from .reporting.report import collect, section_name, views_for_reading
+    from .warehouse.engine import describe_database
+
+    settings = settings_from_arguments(
+        "build_report", settings, setting_values, config_file, REPORT_SETTINGS
+    )
+    if isinstance(sections, str):
+        sections = [sections]
+    wanted = {section_name(name, settings.table) for name in sections}
+    period = period_for(since, until, utc_now().date())
+    with _opened(settings, writes=False, runs_table=True) as engine:
+        views_for_reading(engine, settings.table)  # current, or read as they are if read-only
+        tables = collect(engine, settings.table, limit, utc_now())
+        tables += collect_analytics(engine, settings.table, period, limit)
+        source = f"table {settings.table} in {describe_database(engine.url)}"
+    shown = [table for table in tables if not wanted or table.name in wanted]
+    return ReportTables(tables, shown, source)
+
+
+def set_gpu_server(
+    code: int,
+    gpus: int,
+    label: str | None = None,
+    *,
+    settings: Settings | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    **setting_values: Any,
+) -> None:
+    """Record that GPU server ``code`` (a run's gpuSvrCode) has ``gpus`` GPUs, in
+    ``nsml_gpu_servers`` of ``db_url`` (made if missing); ``label`` says what it is."""
+    from .warehouse.gpuservers import GpuServer, check_server, set_servers
+
+    settings = settings_from_arguments(
+        "set_gpu_server", settings, setting_values, config_file, GPU_SERVERS_SETTINGS
+    )
+    check_server(code, gpus, "gpu-servers set")
+    with _opened(settings, writes=True) as engine:
+        set_servers(engine, [GpuServer(code, gpus, label)])
+
+
+def unset_gpu_servers(
+    codes: Iterable[int],
+    *,
+    settings: Settings | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    **setting_values: Any,
+) -> int:
+    """Forget the GPU counts of these servers (their GPU-hours become unknown); returns how
+    many of them had one."""
+    from .warehouse.gpuservers import unset_servers
+
+    settings = settings_from_arguments(
+        "unset_gpu_servers", settings, setting_values, config_file, GPU_SERVERS_SETTINGS
+    )
+    with _opened(settings, writes=True) as engine:
+        return unset_servers(engine, codes)
+
+
+def load_gpu_servers(
+    file: str | os.PathLike[str],
+    *,
+    settings: Settings | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    **setting_values: Any,
+) -> int:
+    """Set the GPU counts of a TOML file (``[servers]`` with ``CODE = GPUS`` or ``CODE = {
+    gpus = N, label = "..." }``): the file is checked whole before the database is touched, and
+    all of them are set or, on any error, none. Returns how many."""
+    from .warehouse.gpuservers import read_toml, set_servers
+
+    settings = settings_from_arguments(
+        "load_gpu_servers", settings, setting_values, config_file, GPU_SERVERS_SETTINGS
+    )
+    servers = read_toml(Path(file))
+    with _opened(settings, writes=True) as engine:
+        return set_servers(engine, servers)
+
+
+@dataclass
+class GpuServerList:
+    """What :func:`list_gpu_servers` read: the ``known`` counts, and the servers ``table`` has
+    runs on without one (``missing``: code, eng_full_name, runs)."""
+
+    known: list[GpuServer]
+    missing: list[tuple[Any, ...]]
+    table: str
+
+    def as_text(self) -> str:
+        """The known counts as tab-separated lines, then the servers without one."""
+        out = io.StringIO()
+        writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+        writer.writerow(["gpu_svr_code", "gpus", "label"])
+        writer.writerows((s.gpu_svr_code, s.gpus, s.label or "") for s in self.known)
+        if self.missing:
+            out.write(
+                f"\nServers with runs in {self.table} but no GPU count "
+                "(set them with 'nsml-etl gpu-servers set CODE GPUS'):\n"
+            )
+            writer.writerow(["gpu_svr_code", "eng_full_name", "runs"])
+            writer.writerows((code, name or "", runs) for code, name, runs in self.missing)
+        return out.getvalue()
+
+
+def list_gpu_servers(
+    *,
+    settings: Settings | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    **setting_values: Any,
+) -> GpuServerList:
+    """The known GPU counts of ``db_url``, and the servers that ``table`` has runs on without
+    one. Reads only: a SQLite file that does not exist is a :class:`DatabaseError`."""
+    from .warehouse.gpuservers import list_servers
+
+    settings = settings_from_arguments(
+        "list_gpu_servers", settings, setting_values, config_file, GPU_SERVERS_LIST_SETTINGS
+    )
+    with _opened(settings, writes=False) as engine:
+        known, missing = list_servers(engine, settings.table)
+    return GpuServerList(known, missing, settings.table)
