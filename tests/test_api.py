@@ -10,15 +10,20 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
+from conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    fetch_rows,
+    readme_python,
+    table_names,
+    write_pairs,
+)
 
 import nsml_etl
 from nsml_etl.config import SETTINGS
 
-README = Path(__file__).parent.parent / "README.md"
 RUNS_QUERY = "SELECT project_id, run_name, status FROM nsml_runs ORDER BY project_id, run_name"
 
 
@@ -306,18 +311,12 @@ def test_the_package_imports_cheaply_and_load_stays_the_function(
     assert "nsml_etl.load" not in sys.modules  # no module of that name could hide the function
 
 
-def _readme_python(heading: str) -> str:
-    """The first Python block after ``heading`` in the README."""
-    section = README.read_text(encoding="utf-8").split(heading, 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
-
-
 def test_the_readme_example_runs_against_the_simulator(
     credentials, simulator, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.chdir(tmp_path)  # it writes nsml_runs.db, raw.jsonl.gz and replayed.db here
     monkeypatch.setenv("NSML_BASE_URL", simulator.base_url)
-    exec(compile(_readme_python("## Python API"), "README.md", "exec"), {})
+    exec(compile(readme_python("## Python API"), "README.md", "exec"), {})
     assert capsys.readouterr().out.splitlines()[-1] == str(len(simulator.pairs()))
     assert _stored(f"sqlite:///{tmp_path / 'replayed.db'}") == set(simulator.pairs())
 
@@ -328,7 +327,7 @@ def test_the_readme_airflow_task_runs_as_a_task_would(
     # Airflow would run it in a worker with these in the environment.
     monkeypatch.setenv("NSML_BASE_URL", simulator.base_url)
     namespace: dict = {"__name__": "dags.nsml_runs"}
-    exec(compile(_readme_python("### An Airflow task"), "README.md", "exec"), namespace)
+    exec(compile(readme_python("### An Airflow task"), "README.md", "exec"), namespace)
     caplog.set_level("INFO")
     result = namespace["export_nsml_runs"](db_url=sqlite_url)
     assert result["exported"] == len(simulator.pairs()) and result["batch_id"] == 1
