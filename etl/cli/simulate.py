@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import signal
 from pathlib import Path
 from typing import Any
@@ -10,16 +9,7 @@ from typing import Any
 import click
 
 from ..config import MAX_SECONDS, credentials_from_env
-from ..errors import InputError
-from ..files import writing
-from ..pairs import write_pairs_file
 from ._common import Command, freeze_startup_heap, handle_errors
-
-
-def _write_address(path: Path, base_url: str) -> None:
-    """The simulator's base URL in ``path``, for scripts; readers never see half of it."""
-    with writing(path, "--address-file") as handle:
-        handle.write(base_url + "\n")
 
 
 def _raise_keyboard_interrupt(*_: Any) -> None:
@@ -179,11 +169,11 @@ def simulate(
     the simulated moment when NSML_ETL_CLOCK holds it too.
     """
     from ..clock import parse_moment
+    from ..testing.serve import open_simulator, serving_line
     from ..testing.simulator import (
         DEFAULT_EPOCH,
         DEFAULT_FAULT_KINDS,
         FAULT_KINDS,
-        Simulator,
         SimulatorConfig,
     )
 
@@ -215,25 +205,8 @@ def simulate(
         config.epoch = parse_moment(epoch, "--epoch") if epoch else DEFAULT_EPOCH
         config.clock = parse_moment(clock_at, "--clock") if clock_at else None
         config.clock_file = clock_file
-    try:
-        sim = Simulator(config, host=host, port=port)
-    except OSError as exc:  # a busy port, an address not ours, a name that does not resolve
-        hint = (
-            "choose another --port (0 picks a free one)"
-            if exc.errno == errno.EADDRINUSE
-            else "check --host and --port"
-        )
-        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}") from None
-    try:
-        if write_pairs:
-            write_pairs_file(write_pairs, sim.pairs())
-        if address_file:
-            _write_address(address_file, sim.base_url)
-    except BaseException:
-        sim.close()  # it never served: let the port go
-        raise
-    when = f" (simulated clock {sim.clock.isoformat(sep=' ')} UTC)" if sim.clock else ""
-    click.echo(f"NSML simulator serving {len(sim.pairs())} runs at {sim.base_url}{when}", err=True)
+    sim = open_simulator(config, host, port, pairs_file=write_pairs, address_file=address_file)
+    click.echo(serving_line(sim), err=True)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     freeze_startup_heap(preload=False)
     try:
