@@ -24,7 +24,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Credentials, Settings, given_credentials, settings_from_arguments
 from .errors import InputError
@@ -49,6 +49,9 @@ from .tasks import (
     unset_gpu_servers,
     write_run_list,
 )
+
+if TYPE_CHECKING:
+    from .warehouse import Warehouse
 
 __all__ = [
     "GPU_SERVERS_LIST_SETTINGS",
@@ -150,17 +153,15 @@ def export(
         project_ids = checked_project_ids(projects) if mode == PROJECTS else None
         with contextlib.ExitStack() as cleanup:
             given = cleanup.enter_context(_collect_pairs(pairs)) if mode == PAIRS else None
-            engine = _checked_engine(settings, cleanup)
+            warehouse = _open_warehouse(settings, cleanup, dry_run)
             if dry_run and not skip_finished:
                 return _dry_run_report(settings, mode, given, project_ids)
             from .nsml.discovery import discover_runs, then_unlisted
             from .nsml.throttle import QuotaGuard
             from .pipeline import export_runs
             from .transform import TERMINAL_STATUSES
-            from .warehouse.store import RunStore
 
-            store = RunStore(engine, settings.table, settings.max_env_columns)
-            skip = store.pairs_with_status(TERMINAL_STATUSES) if skip_finished else set()
+            skip = warehouse.stored_pairs(TERMINAL_STATUSES) if skip_finished else set()
             quota = QuotaGuard()  # the run list's requests and the fetches spend one quota
             if dry_run:
                 skipped = _skipped(skip, given, project_ids)
@@ -184,7 +185,7 @@ def export(
                 # only their 404 tells, and marks them gone).
                 source = then_unlisted(
                     discover_runs(lister, projects=project_ids, timezone=settings.list_timezone),
-                    store.unfinished_pairs(project_ids),
+                    warehouse.store.unfinished_pairs(project_ids),
                 )
                 total = None
             archive = _archive(save_raw, cleanup)
@@ -200,7 +201,7 @@ def export(
                     source,
                     settings,
                     credentials,
-                    store,
+                    warehouse,
                     total=total,
                     stop=stop,
                     progress=run.watch(progress),
@@ -254,16 +255,14 @@ def load(
 
         records = iter_archive(file)  # a missing file fails here, before the database is touched
         with contextlib.ExitStack() as cleanup:
-            engine = _checked_engine(settings, cleanup)
+            warehouse = _open_warehouse(settings, cleanup)
             from .pipeline import load_archive
-            from .warehouse.store import RunStore
 
-            store = RunStore(engine, settings.table, settings.max_env_columns)
             options = {**settings.public_dict(), "file": display_name(file)}
             report = _commit_before_interrupts(
                 lambda: load_archive(
                     records,
-                    store,
+                    warehouse,
                     chunk_size=settings.chunk_size,
                     options=options,
                     progress=run.watch(progress),
@@ -344,17 +343,14 @@ def _pairs_file(pairs: object) -> str | None:
     return display_name(pairs) if isinstance(pairs, str | os.PathLike) else None
 
 
-def _checked_engine(settings: Settings, cleanup: contextlib.ExitStack) -> Any:
-    """The engine of ``settings.db_url``, reachable and writable, with a ``table`` nsml-etl
-    may write."""
-    from .warehouse.engine import check_database, check_table, check_writable, create_engine
+def _open_warehouse(
+    settings: Settings, cleanup: contextlib.ExitStack, dry_run: bool = False
+) -> Warehouse:
+    """The warehouse of ``settings`` (reachable and writable, with a ``table`` nsml-etl may
+    write), closed with ``cleanup``; a dry run's creates nothing."""
+    from .warehouse import DRY_RUN, WRITE, Warehouse
 
-    engine = create_engine(settings.db_url)
-    cleanup.callback(engine.dispose)
-    check_database(engine)
-    check_writable(engine)
-    check_table(engine, settings.table)
-    return engine
+    return cleanup.enter_context(Warehouse.open(settings, DRY_RUN if dry_run else WRITE))
 
 
 def _archive(save_raw: str | os.PathLike[str] | None, cleanup: contextlib.ExitStack) -> Any:

@@ -99,40 +99,32 @@ def run_checks(settings: Settings) -> CheckReport:
 
 
 def check_database(settings: Settings) -> CheckLine:
-    """Connect (a missing SQLite file is reported, never created) and look at ``--table``."""
-    from .urls import redact_url
-    from .warehouse.engine import check_database as connect
-    from .warehouse.engine import (
-        check_table,
-        check_writable,
-        create_engine,
-        sqlite_file_missing,
-        sqlite_path,
-    )
+    """Open the warehouse as a dry run does (a missing SQLite file is reported, never
+    created) and look at ``--table``."""
+    from sqlalchemy.engine import make_url
+
+    from .urls import redact_url, sqlite_path
+    from .warehouse import DRY_RUN, Warehouse
 
     where = redact_url(settings.db_url)
     try:
-        engine = create_engine(settings.db_url)
-    except EtlError as exc:  # not a URL, an unsupported database, a missing driver
-        wrong, said, todo = flag_message(exc).rpartition("; ")
-        text = f"{wrong}{DASH}{todo}" if said else f"{exc}{DASH}fix --db (or NSML_ETL_DB_URL)"
-        return CheckLine("database", False, text, exc.exit_code)
-    path = sqlite_path(engine.url)
-    try:
-        connect(engine)  # on SQLite, a missing file is checked for a writable folder only
-        if sqlite_file_missing(engine.url):
-            return CheckLine(
-                "database",
-                True,
-                f"{where}: the file does not exist yet; the "
-                "first export creates it (this check did not)",
-            )
-        check_writable(engine)  # tried in a transaction that is rolled back
-        exists = check_table(engine, settings.table)
+        # Every check of a write, each tried in a transaction that is rolled back.
+        with Warehouse.open(settings, DRY_RUN) as warehouse:
+            new, exists = warehouse.is_new, warehouse.had_table
     except EtlError as exc:
-        return CheckLine("database", False, _with_advice(str(exc), path is not None), exc.exit_code)
-    finally:
-        engine.dispose()
+        if exc.setting == "db_url":  # not a URL, an unsupported database, a missing driver
+            wrong, said, todo = flag_message(exc).rpartition("; ")
+            text = f"{wrong}{DASH}{todo}" if said else f"{exc}{DASH}fix --db (or NSML_ETL_DB_URL)"
+            return CheckLine("database", False, text, exc.exit_code)
+        sqlite_file = sqlite_path(make_url(settings.db_url)) is not None
+        return CheckLine("database", False, _with_advice(str(exc), sqlite_file), exc.exit_code)
+    if new:
+        return CheckLine(
+            "database",
+            True,
+            f"{where}: the file does not exist yet; the "
+            "first export creates it (this check did not)",
+        )
     table = (
         f"table {settings.table} is an nsml-etl table"
         if exists

@@ -135,15 +135,12 @@ class Recording:
         import sqlalchemy as sa
 
         from .tablenames import BATCHES_TABLE
+        from .warehouse import READ, Warehouse
         from .warehouse.batches import SUCCEEDED
-        from .warehouse.engine import create_engine, sqlite_file_missing
 
-        try:
-            engine = create_engine(self.settings.db_url)
+        try:  # read only: a SQLite file not made yet is refused, never created
+            warehouse = Warehouse.open(self.settings.db_url, READ)
         except EtlError:
-            return None
-        if sqlite_file_missing(engine.url):  # connecting would create the file
-            engine.dispose()
             return None
         batches = sa.table(
             BATCHES_TABLE,
@@ -158,15 +155,13 @@ class Recording:
             batches.c.status == SUCCEEDED,
         )
         try:
-            with engine.connect() as conn:
+            with warehouse, warehouse.engine.connect() as conn:
                 if not sa.inspect(conn).has_table(BATCHES_TABLE):
                     return None
                 finished = conn.execute(query).scalar()
         except Exception as exc:  # best effort: the metrics must not fail the run
             log.debug("reading the last successful batch failed: %s", exc)
             return None
-        finally:
-            engine.dispose()
         if isinstance(finished, str):  # SQLite without type information
             finished = datetime.fromisoformat(finished)
         return finished.replace(tzinfo=UTC).timestamp() if finished is not None else None

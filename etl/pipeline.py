@@ -54,6 +54,7 @@ from .transform import (
     extra_fields,
     flatten_run,
 )
+from .warehouse import Warehouse
 from .warehouse.batches import EXPORT_COMMAND, LOAD_COMMAND, BatchLog
 from .warehouse.dialects import Family, error_kind, first_line
 from .warehouse.store import RunStore
@@ -189,7 +190,7 @@ def write_chunk(store: RunStore, runs: Sequence[FlatRun], batch_id: int | None =
     keys, fields = env_keys(runs), extra_fields(runs)
     found: object = None
     while True:
-        mapping = store.prepare(keys, fields)
+        mapping = store.schema.prepare(keys, fields)
         try:
             return store.upsert(runs, mapping=mapping, batch_id=batch_id)
         except MappingChanged as changed:
@@ -373,7 +374,7 @@ def export_runs(
     runs: Iterable[RunToFetch],
     settings: Settings,
     credentials: Credentials,
-    store: RunStore,
+    warehouse: Warehouse,
     *,
     total: int | None = None,
     stop: threading.Event | None = None,
@@ -404,14 +405,14 @@ def export_runs(
         total if total is not None else "unknown",
         extra=event("batch_started", pairs=total, **settings.public_dict()),
     )
-    batch = BatchLog(
-        store, EXPORT_COMMAND, {**settings.public_dict(), "pairs": total, **(options or {})}
+    batch = warehouse.batch_log(
+        EXPORT_COMMAND, {**settings.public_dict(), "pairs": total, **(options or {})}
     )
     export = _Export(
         runs,
         settings,
         credentials,
-        store,
+        warehouse.store,
         report,
         batch,
         stop=stop or threading.Event(),
@@ -633,7 +634,7 @@ def _settle(
 
 def load_archive(
     records: Iterable[ArchivedRun],
-    store: RunStore,
+    warehouse: Warehouse,
     *,
     chunk_size: int,
     progress: ProgressCallback | None = None,
@@ -647,8 +648,8 @@ def load_archive(
     """
     started = time.monotonic()
     report = ExportReport()
-    batch = BatchLog(store, LOAD_COMMAND, options or {})
-    writer = _ChunkWriter(store, chunk_size, report, batch, stop=stop)
+    batch = warehouse.batch_log(LOAD_COMMAND, options or {})
+    writer = _ChunkWriter(warehouse.store, chunk_size, report, batch, stop=stop)
     now = utc_now()
 
     def work() -> None:

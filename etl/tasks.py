@@ -6,18 +6,18 @@
 Each takes its settings as :func:`~nsml_etl.export` does (keyword arguments checked against
 :class:`~nsml_etl.Settings`, over the environment, over ``config_file``; or one ``settings``),
 does the whole job and returns what the command prints: none prints, exits or installs a
-handler. Every one that reaches the database opens it in :func:`_opened`, with the checks its
-command needs before the first statement (a reading one never creates a SQLite file).
+handler. Every one that reaches the database opens one :class:`~nsml_etl.warehouse.Warehouse`
+(in :func:`_opened`), whose opening makes the checks its purpose needs before the first
+statement (a reading one never creates a SQLite file).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -28,10 +28,9 @@ from .errors import InputError
 from .files import writing
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-
     from .reporting.report import Table
     from .reporting.views import View
+    from .warehouse import Warehouse
     from .warehouse.gpuservers import GpuServer
 
 # The settings each function takes (the CLI gives its command these options, and no others).
@@ -54,27 +53,18 @@ GPU_SERVERS_LIST_SETTINGS = ("db_url", "table")
 RUN_LIST_COLUMNS = ["status", "create_time", "update_time"]
 
 
-@contextlib.contextmanager
-def _opened(settings: Settings, *, writes: bool, runs_table: bool = False) -> Iterator[Engine]:
-    """The engine of ``settings.db_url``, reachable, and writable for a command that
-    ``writes`` (one that only reads never creates a SQLite file); with ``runs_table``, its
-    ``settings.table`` must be one nsml-etl wrote. Disposed of afterwards."""
-    from .reporting.report import refuse_missing_sqlite_file, require_runs_table
-    from .warehouse.engine import check_database, check_table, check_writable, create_engine
+def _opened(settings: Settings, purpose: str, *, runs_table: bool = True) -> Warehouse:
+    """The warehouse of ``settings``, opened for ``purpose`` (a :class:`Purpose`'s value,
+    ``"write"`` or ``"read"``, so that importing this module loads no database code; a
+    reading one never creates a SQLite file). With ``runs_table``, ``settings.table`` must be
+    there already (``views`` and ``report`` read what an export wrote: a mistyped ``--db`` or
+    ``--table`` must not pass for an empty database); without, the database alone is opened
+    (the GPU servers table)."""
+    from .warehouse import Purpose, Warehouse
 
-    engine = create_engine(settings.db_url)
-    try:
-        check_database(engine)
-        if writes:
-            check_writable(engine)
-        elif not runs_table:
-            refuse_missing_sqlite_file(engine)  # a mistyped path must not become a file
-        if runs_table:
-            check_table(engine, settings.table)
-            require_runs_table(engine, settings.table)  # never a new, empty database
-        yield engine
-    finally:
-        engine.dispose()
+    if runs_table:
+        return Warehouse.open(settings, Purpose(purpose), require_table=True)
+    return Warehouse.open(settings.db_url, Purpose(purpose))
 
 
 def checked_project_ids(projects: str | Iterable[str] | None) -> list[str]:
@@ -143,8 +133,8 @@ def create_views(
     settings = settings_from_arguments(
         "create_views", settings, setting_values, config_file, VIEWS_SETTINGS
     )
-    with _opened(settings, writes=True, runs_table=True) as engine:
-        return create(engine, settings.table)
+    with _opened(settings, "write") as warehouse:
+        return create(warehouse)
 
 
 @dataclass
@@ -212,7 +202,6 @@ def build_report(
     from .clock import utc_now
     from .reporting.analytics import collect_analytics, period_for
     from .reporting.report import collect, section_name, views_for_reading
-    from .warehouse.engine import describe_database
 
     settings = settings_from_arguments(
         "build_report", settings, setting_values, config_file, REPORT_SETTINGS
@@ -221,11 +210,11 @@ def build_report(
         sections = [sections]
     wanted = {section_name(name, settings.table) for name in sections}
     period = period_for(since, until, utc_now().date())
-    with _opened(settings, writes=False, runs_table=True) as engine:
-        views_for_reading(engine, settings.table)  # current, or read as they are if read-only
-        tables = collect(engine, settings.table, limit, utc_now())
-        tables += collect_analytics(engine, settings.table, period, limit)
-        source = f"table {settings.table} in {describe_database(engine.url)}"
+    with _opened(settings, "read") as warehouse:
+        views_for_reading(warehouse)  # current, or read as they are if read-only
+        tables = collect(warehouse.engine, settings.table, limit, utc_now())
+        tables += collect_analytics(warehouse.engine, settings.table, period, limit)
+        source = f"table {settings.table} in {warehouse.description}"
     shown = [table for table in tables if not wanted or table.name in wanted]
     return ReportTables(tables, shown, source)
 
@@ -241,14 +230,14 @@ def set_gpu_server(
 ) -> None:
     """Record that GPU server ``code`` (a run's gpuSvrCode) has ``gpus`` GPUs, in
     ``nsml_gpu_servers`` of ``db_url`` (made if missing); ``label`` says what it is."""
-    from .warehouse.gpuservers import GpuServer, check_server, set_servers
+    from .warehouse.gpuservers import GpuServer, check_server
 
     settings = settings_from_arguments(
         "set_gpu_server", settings, setting_values, config_file, GPU_SERVERS_SETTINGS
     )
     check_server(code, gpus, "gpu-servers set")
-    with _opened(settings, writes=True) as engine:
-        set_servers(engine, [GpuServer(code, gpus, label)])
+    with _opened(settings, "write", runs_table=False) as warehouse:
+        warehouse.set_gpu_servers([GpuServer(code, gpus, label)])
 
 
 def unset_gpu_servers(
@@ -260,13 +249,11 @@ def unset_gpu_servers(
 ) -> int:
     """Forget the GPU counts of these servers (their GPU-hours become unknown); returns how
     many of them had one."""
-    from .warehouse.gpuservers import unset_servers
-
     settings = settings_from_arguments(
         "unset_gpu_servers", settings, setting_values, config_file, GPU_SERVERS_SETTINGS
     )
-    with _opened(settings, writes=True) as engine:
-        return unset_servers(engine, codes)
+    with _opened(settings, "write", runs_table=False) as warehouse:
+        return warehouse.unset_gpu_servers(codes)
 
 
 def load_gpu_servers(
@@ -279,14 +266,14 @@ def load_gpu_servers(
     """Set the GPU counts of a TOML file (``[servers]`` with ``CODE = GPUS`` or ``CODE = {
     gpus = N, label = "..." }``): the file is checked whole before the database is touched, and
     all of them are set or, on any error, none. Returns how many."""
-    from .warehouse.gpuservers import read_toml, set_servers
+    from .warehouse.gpuservers import read_toml
 
     settings = settings_from_arguments(
         "load_gpu_servers", settings, setting_values, config_file, GPU_SERVERS_SETTINGS
     )
     servers = read_toml(Path(file))
-    with _opened(settings, writes=True) as engine:
-        return set_servers(engine, servers)
+    with _opened(settings, "write", runs_table=False) as warehouse:
+        return warehouse.set_gpu_servers(servers)
 
 
 @dataclass
@@ -322,11 +309,9 @@ def list_gpu_servers(
 ) -> GpuServerList:
     """The known GPU counts of ``db_url``, and the servers that ``table`` has runs on without
     one. Reads only: a SQLite file that does not exist is a :class:`DatabaseError`."""
-    from .warehouse.gpuservers import list_servers
-
     settings = settings_from_arguments(
         "list_gpu_servers", settings, setting_values, config_file, GPU_SERVERS_LIST_SETTINGS
     )
-    with _opened(settings, writes=False) as engine:
-        known, missing = list_servers(engine, settings.table)
+    with _opened(settings, "read", runs_table=False) as warehouse:
+        known, missing = warehouse.list_gpu_servers(settings.table)
     return GpuServerList(known, missing, settings.table)

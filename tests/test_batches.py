@@ -14,7 +14,7 @@ from nsml_etl.outcome import ExportReport
 from nsml_etl.pairs import Pair
 from nsml_etl.pipeline import DB_WRITE_ATTEMPTS, _ChunkWriter, is_transient_db_error
 from nsml_etl.transform import TERMINAL_STATUSES, flatten_run
-from nsml_etl.warehouse.engine import create_engine
+from nsml_etl.warehouse import WRITE, Warehouse
 from nsml_etl.warehouse.store import RunStore
 
 
@@ -117,7 +117,7 @@ class FlakyStore(RunStore):
     """A real SQLite store whose first ``failures`` upserts lose their connection."""
 
     def __init__(self, url: str, failures: int) -> None:
-        super().__init__(create_engine(url), "nsml_runs")
+        super().__init__(Warehouse.open(url, WRITE, table="nsml_runs").schema)
         self.failures = failures
         self.calls = 0
 
@@ -157,7 +157,7 @@ def test_connections_killed_between_chunks_reconnect(tmp_path):
     database = _server_database("postgresql")
     url = next(database)
     try:
-        store = RunStore(create_engine(url), "nsml_runs")
+        store = Warehouse.open(url, WRITE, table="nsml_runs").store
         writer = _ChunkWriter(store, 3, ExportReport(), sleep=lambda s: None)
         runs = _runs(9)
         for run in runs[:3]:

@@ -10,8 +10,7 @@ from conftest import fetch_rows, write_pairs
 
 from nsml_etl.config import DEFAULT_MAX_ENV_COLUMNS
 from nsml_etl.transform import CORE_COLUMNS
-from nsml_etl.warehouse.schema import MAX_FIELD_COLUMNS
-from nsml_etl.warehouse.store import RunStore
+from nsml_etl.warehouse.schema import MAX_FIELD_COLUMNS, Schema
 
 
 def _load(run_cli, db_url, tmp_path, bodies, *extra):
@@ -131,14 +130,14 @@ def test_a_failed_alter_never_wedges_the_table(run_cli, db_url, tmp_path, monkey
         run_cli, db_url, tmp_path, [{"projectId": "p", "runName": "1", "envs": {"A": "1"}}]
     )
     assert first.exit_code == 0, first.output
-    real_add_column = RunStore._add_column
+    real_add_column = Schema._add_column
 
     def refuse_env_b(self, conn, column):
         if column == "env_b":  # a real refusal from the database: a column that exists
             return real_add_column(self, conn, "project_id")
         return real_add_column(self, conn, column)
 
-    monkeypatch.setattr(RunStore, "_add_column", refuse_env_b)
+    monkeypatch.setattr(Schema, "_add_column", refuse_env_b)
     failing = _load(
         run_cli,
         db_url,
@@ -150,7 +149,7 @@ def test_a_failed_alter_never_wedges_the_table(run_cli, db_url, tmp_path, monkey
     assert _env_columns(db_url) == {"env_a"}
     assert _events(failing, "env_keys_without_column")[0]["new"] == 1
 
-    monkeypatch.setattr(RunStore, "_add_column", real_add_column)
+    monkeypatch.setattr(Schema, "_add_column", real_add_column)
     healed = _load(
         run_cli, db_url, tmp_path, [{"projectId": "p", "runName": "3", "envs": {"C": "c3"}}]
     )

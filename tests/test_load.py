@@ -16,7 +16,8 @@ from nsml_etl.errors import DatabaseError
 from nsml_etl.pairs import Pair
 from nsml_etl.pipeline import write_chunk
 from nsml_etl.transform import flatten_run
-from nsml_etl.warehouse.engine import create_engine
+from nsml_etl.warehouse import WRITE, Warehouse
+from nsml_etl.warehouse.schema import Schema
 from nsml_etl.warehouse.store import RunStore
 
 NOW = datetime(2026, 11, 27, 0, 0, 0)
@@ -45,7 +46,7 @@ def run_threads(count: int, work) -> list[BaseException]:
 
 
 def test_case_twins_are_two_mapping_rows_and_two_columns(db_url):
-    store = RunStore(create_engine(db_url), "nsml_runs")
+    store = Warehouse.open(db_url, WRITE, table="nsml_runs").store
     write_chunk(store, runs_with_envs({"LR": "1", "lr": "2", "my.key": "3", "my_key": "4"}))
     mapping = {
         r["env_key"]: r["column_name"]
@@ -59,7 +60,7 @@ def test_case_twins_are_two_mapping_rows_and_two_columns(db_url):
 
 
 def test_long_and_unicode_values_survive(db_url):
-    store = RunStore(create_engine(db_url), "nsml_runs")
+    store = Warehouse.open(db_url, WRITE, table="nsml_runs").store
     big = "값" * 30_000 + "\n\"'"
     write_chunk(store, runs_with_envs({"BIG": big, "학습률": "0.1"}))
     (row,) = fetch_rows(db_url, "SELECT env_big, envs FROM nsml_runs")
@@ -68,8 +69,8 @@ def test_long_and_unicode_values_survive(db_url):
 
 
 def test_a_mapped_column_missing_after_a_crash_is_added_next_time(db_url):
-    engine = create_engine(db_url)
-    store = RunStore(engine, "nsml_runs")
+    engine = Warehouse.open(db_url, WRITE).engine
+    store = RunStore(Schema(engine, "nsml_runs"))
     write_chunk(store, runs_with_envs({"A": "1"}))
     # What MySQL's implicit DDL commit can leave: the mapping row, but no column yet.
     with engine.begin() as conn:
@@ -79,18 +80,18 @@ def test_a_mapped_column_missing_after_a_crash_is_added_next_time(db_url):
                 "VALUES ('nsml_runs', 'B', 'env_b')"
             )
         )
-    write_chunk(RunStore(engine, "nsml_runs"), runs_with_envs({"B": "2"}))
+    write_chunk(RunStore(Schema(engine, "nsml_runs")), runs_with_envs({"B": "2"}))
     (row,) = fetch_rows(db_url, "SELECT env_a, env_b FROM nsml_runs")
     assert row == {"env_a": None, "env_b": "2"}
     engine.dispose()
 
 
 def test_concurrent_schema_changes_from_threads_agree(db_url):
-    engine = create_engine(db_url)
+    engine = Warehouse.open(db_url, WRITE).engine
     keys = [f"KEY_{i}" for i in range(12)]
 
     def work(n: int) -> None:
-        store = RunStore(engine, "nsml_runs")
+        store = RunStore(Schema(engine, "nsml_runs"))
         for start in range(0, 12, 3):
             envs = {k: f"{n}" for k in keys[start : start + 3 + n % 2]}
             write_chunk(store, runs_with_envs(envs, project=f"proj{n}"))
@@ -107,11 +108,11 @@ def test_overlapping_writers_of_the_same_runs_keep_one_current_version(db_url):
     """Three cron jobs exporting the same runs at once, each chunk a new version of every run:
     no deadlock surfaces (chunks are written without the pipeline's retries here), and every
     run ends with exactly one current version and its last written row."""
-    engine = create_engine(db_url)
-    write_chunk(RunStore(engine, "nsml_runs"), runs_with_envs(*({"A": "0"},) * 20))
+    engine = Warehouse.open(db_url, WRITE).engine
+    write_chunk(RunStore(Schema(engine, "nsml_runs")), runs_with_envs(*({"A": "0"},) * 20))
 
     def work(n: int) -> None:
-        store = RunStore(engine, "nsml_runs")
+        store = RunStore(Schema(engine, "nsml_runs"))
         for round_ in range(6):
             write_chunk(store, runs_with_envs(*({"A": f"{n}-{round_}"},) * 20))
 
@@ -214,6 +215,6 @@ def test_bad_server_credentials_or_database_exit_4_naming_the_host(
 def test_missing_driver_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
     with pytest.raises(DatabaseError, match=r"pip install 'nsml-etl\[postgres\]'"):
-        create_engine("postgresql://u@127.0.0.1/db")
+        Warehouse.open("postgresql://u@127.0.0.1/db", WRITE)
     with pytest.raises(DatabaseError, match=r"use postgresql\+psycopg://"):
-        create_engine("postgresql+psycopg2://u@127.0.0.1/db")
+        Warehouse.open("postgresql+psycopg2://u@127.0.0.1/db", WRITE)

@@ -26,8 +26,7 @@ from nsml_etl.archive import iter_archive
 from nsml_etl.pipeline import load_archive
 from nsml_etl.testing.simulator import RawJson
 from nsml_etl.transform import DOCUMENTED_FIELDS
-from nsml_etl.warehouse.engine import create_engine
-from nsml_etl.warehouse.store import RunStore
+from nsml_etl.warehouse import WRITE, Warehouse
 
 GOOD = [("p", f"good{n}") for n in range(1, 5)]
 DIGITS = "1" * 5000
@@ -323,8 +322,7 @@ def test_any_json_body_is_a_row_or_a_failure_never_an_exception(db_url, tmp_path
     """Each body, as an archive record or a plain run line, beside a good line, through the
     archive reader, the transform and the write path (load): the good run lands, the other
     one lands or is a failure naming its line, and nothing raises."""
-    engine = create_engine(db_url)
-    store = RunStore(engine, "nsml_runs")
+    warehouse = Warehouse.open(db_url, WRITE, table="nsml_runs")
     path = tmp_path / "runs.jsonl"
 
     @settings(
@@ -340,7 +338,7 @@ def test_any_json_body_is_a_row_or_a_failure_never_an_exception(db_url, tmp_path
             line = b'{"projectId":"p","runName":"r","fetchedAt":"2026-01-01T00:00:00",'
             line += b'"response":' + body.encode("utf-8", "surrogatepass") + b"}"
         path.write_bytes(b'{"projectId":"p","runName":"good","envs":{"A":"a"}}\n' + line + b"\n")
-        report = load_archive(iter_archive(path), store, chunk_size=2)
+        report = load_archive(iter_archive(path), warehouse, chunk_size=2)
         assert report.requested == 2
         assert report.exported + len(report.failed) == 2, report.failed
         assert all(failure.reason.startswith(f"{path}:2: ") for failure in report.failed)
@@ -348,7 +346,7 @@ def test_any_json_body_is_a_row_or_a_failure_never_an_exception(db_url, tmp_path
     try:
         one_body()
     finally:
-        engine.dispose()
+        warehouse.close()
     assert {row["run_name"] for row in fetch_rows(db_url, "SELECT run_name FROM nsml_runs")} >= {
         "good"
     }

@@ -24,8 +24,8 @@ import nsml_etl
 from nsml_etl.pairs import Pair
 from nsml_etl.pipeline import write_chunk
 from nsml_etl.transform import flatten_run
-from nsml_etl.warehouse.engine import create_engine
-from nsml_etl.warehouse.store import RunStore
+from nsml_etl.warehouse import WRITE, Warehouse
+from nsml_etl.warehouse.schema import Schema
 
 EXPORTS = 3
 RUNS_PER_EXPORT = 10
@@ -162,13 +162,13 @@ def test_a_chunk_adopts_every_column_other_exports_add_while_it_waits(
     the columns it finds under the table's lock; the orphan's column is added first."""
     sim = side_by_side_simulator(make_simulator, 1, RUNS_PER_EXPORT)
     seed_table(sim, db_url)
-    other = RunStore(create_engine(db_url), "nsml_runs")
-    original = RunStore.prepare
+    other = Warehouse.open(db_url, WRITE, table="nsml_runs").store
+    original = Schema.prepare
     others: list[int] = []
 
     def prepare_then_another_export_writes(self, keys, fields):
         mapping = original(self, keys, fields)
-        if self is not other:
+        if self is not other.schema:
             n = len(others)
             others.append(n)
             if n == 1:
@@ -184,7 +184,7 @@ def test_a_chunk_adopts_every_column_other_exports_add_while_it_waits(
                 write_chunk(other, [run])
         return mapping
 
-    monkeypatch.setattr(RunStore, "prepare", prepare_then_another_export_writes)
+    monkeypatch.setattr(Schema, "prepare", prepare_then_another_export_writes)
     path = write_pairs(tmp_path / "pairs.csv", sim.pairs())
     result = run_cli(
         *("export", "--pairs", str(path), "--db", db_url, "--base-url", sim.base_url),
@@ -213,12 +213,12 @@ def test_a_table_of_the_same_name_in_another_database_does_not_share_its_lock(
         kind = "mysql" if db_url.startswith("mysql") else "postgresql"
         elsewhere = os.environ[SERVER_URL_ENV[kind]]  # the server's own database
     path = write_pairs(tmp_path / "pairs.csv", simulator.pairs())
-    held = RunStore(create_engine(elsewhere), "nsml_runs")
-    with held._table_lock():  # an export into nsml_runs there, holding its lock throughout
+    held = Warehouse.open(elsewhere, WRITE, table="nsml_runs")
+    with held.schema.table_lock():  # an export into nsml_runs there, holding its lock throughout
         result = run_cli(
             "export", "--pairs", str(path), "--db", db_url, "--base-url", simulator.base_url
         )
-    held.engine.dispose()
+    held.close()
     assert result.exit_code == 0, result.output
     stored = fetch_rows(db_url, "SELECT project_id, run_name FROM nsml_runs")
     assert sorted((r["project_id"], r["run_name"]) for r in stored) == sorted(simulator.pairs())

@@ -23,10 +23,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import DatabaseError, InputError
-from ..tablenames import BATCHES_TABLE, FILE_PREFIX, view_bases, view_name
+from ..tablenames import FILE_PREFIX, view_bases, view_name
 from ..transform import RUN_FAILED, RUN_STATUSES
+from ..warehouse import Warehouse
 from ..warehouse.dialects import first_line
-from ..warehouse.engine import describe_database, sqlite_path, write_refusal
 from .views import create_views, query_view
 
 
@@ -156,63 +156,18 @@ def section_name(name: str, table: str) -> str:
     raise InputError(f"--view: no section {name!r}; {hint}the sections: {', '.join(SECTION_NAMES)}")
 
 
-def refuse_missing_sqlite_file(engine: Engine) -> None:
-    """:class:`DatabaseError` (exit 4) for a SQLite file that does not exist, naming a file
-    close to it: a command that reads never creates a database (connecting would)."""
-    path = sqlite_path(engine.url)
-    if path is None or path.exists():
-        return
-    siblings = [p.name for p in path.parent.glob(f"*{path.suffix}") if p.is_file()]
-    near = difflib.get_close_matches(path.name, siblings, n=1)
-    hint = (
-        f"; did you mean {path.parent / near[0]}?"
-        if near
-        else "; check --db (export or load creates it)"
-    )
-    where = describe_database(engine.url)
-    raise DatabaseError(f"no nsml-etl tables in {where}: the file does not exist{hint}")
-
-
-def require_runs_table(engine: Engine, table: str) -> None:
-    """:class:`DatabaseError` (exit 4) unless ``table`` exists: ``report`` and ``views`` read
-    what ``export`` and ``load`` wrote, so a mistyped ``--db`` or ``--table`` must not pass for
-    an empty database, nor create one (a SQLite file that does not exist is never opened)."""
-    where = describe_database(engine.url)
-    refuse_missing_sqlite_file(engine)
-    try:
-        with engine.connect() as conn:
-            inspector = sa.inspect(conn)
-            if inspector.has_table(table):
-                return
-            others = []
-            if inspector.has_table(BATCHES_TABLE):
-                batches = sa.table(BATCHES_TABLE, sa.column("table_name"))
-                named = conn.execute(sa.select(batches.c.table_name).distinct()).scalars()
-                others = sorted(name for name in named if name and inspector.has_table(name))
-            conn.rollback()
-    except SQLAlchemyError as exc:
-        raise DatabaseError(f"reading the tables of {where} failed: {first_line(exc)}") from None
-    if others:
-        raise DatabaseError(
-            f"no table {table} in {where}; its nsml-etl tables: "
-            f"{', '.join(others)} (choose one with --table)"
-        )
-    raise DatabaseError(
-        f"no nsml-etl tables in {where}: check --db and --table, or run export or load first"
-    )
-
-
-def views_for_reading(engine: Engine, table: str) -> None:
-    """Make ``table``'s reporting views current (created or replaced, cheap, so they follow
-    ``sql/``); on a database that refuses writes (a read-only file, a standby), read the ones
-    there are: :class:`DatabaseError` only when some are missing."""
-    refusal = write_refusal(engine)
+def views_for_reading(warehouse: Warehouse) -> None:
+    """Make the warehouse's runs table's reporting views current (created or replaced, cheap,
+    so they follow ``sql/``); on a database that refuses writes (a read-only file, a standby),
+    read the ones there are: :class:`DatabaseError` only when some are missing."""
+    refusal = warehouse.write_refusal()
     if refusal is None:
-        create_views(engine, table)
+        create_views(warehouse)
         return
-    where = describe_database(engine.url)
+    table = warehouse.schema.table_name
+    where = warehouse.description
     try:
-        existing = set(sa.inspect(engine).get_view_names())
+        existing = set(sa.inspect(warehouse.engine).get_view_names())
     except SQLAlchemyError as exc:
         raise DatabaseError(f"reading the views of {where} failed: {first_line(exc)}") from None
     missing = [name for name in (view_name(table, b) for b in view_bases()) if name not in existing]

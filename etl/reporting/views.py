@@ -61,10 +61,10 @@ from ..transform import (
     RUN_STOPPED,
     TERMINAL_STATUSES,
 )
+from ..warehouse import Warehouse
 from ..warehouse.batches import BATCH_COMMANDS, BATCH_STATUSES
 from ..warehouse.dialects import family_of, first_line
 from ..warehouse.gpuservers import ensure_table
-from ..warehouse.store import RunStore
 
 # A run in one of these has not started yet; any other status that is not terminal means it has.
 WAITING_STATUSES = (RUN_PENDING,)
@@ -241,13 +241,13 @@ def _with_includes(text: str, template: Callable[[str], str | None], depth: int 
     return _INCLUDE.sub(replace, text)
 
 
-def create_views(engine: Engine, table: str) -> list[View]:
-    """Create or replace every view of ``table`` (and the tables they read, if this is a new
-    database); another table's views are left alone."""
-    store = RunStore(engine, table)
-    store.prepare(set(), set())
+def create_views(warehouse: Warehouse) -> list[View]:
+    """Create or replace every view of the warehouse's runs table (and the tables they read,
+    if this is a new database: its schema makes them); another table's views are left alone."""
+    engine, table = warehouse.engine, warehouse.schema.table_name
+    warehouse.schema.prepare(set(), set())
     quote = engine.dialect.identifier_preparer.quote
-    collation = family_of(engine.dialect.name).key_collation(engine.dialect)
+    collation = warehouse.family.key_collation(engine.dialect)
     views = load_views(engine.dialect.name, table, quote, collation)
     creating = f"table {GPU_SERVERS_TABLE}"
     try:

@@ -32,7 +32,7 @@ from ..outcome import (  # noqa: F401 - the statuses are read from here too
     ExportReport,
 )
 from .dialects import first_line
-from .store import RunStore
+from .schema import Schema
 
 log = logging.getLogger("nsml_etl.batches")  # its name before the sub-packages
 
@@ -43,10 +43,11 @@ MAX_ERROR_CHARS = 2000
 
 
 class BatchLog:
-    """The batch row of one export or load (``options`` must already be free of secrets)."""
+    """The batch row of one export or load (``options`` must already be free of secrets), in
+    the bookkeeping tables of ``schema`` (which creates them)."""
 
-    def __init__(self, store: RunStore, command: str, options: dict[str, Any]) -> None:
-        self.store = store
+    def __init__(self, schema: Schema, command: str, options: dict[str, Any]) -> None:
+        self.schema = schema
         self.command = command
         self.options = json.dumps(options, ensure_ascii=False, default=str, sort_keys=True)
         self.started_at = utc_now()
@@ -56,13 +57,13 @@ class BatchLog:
         """Insert the ``running`` row once; called before the first chunk is written."""
         if self.id is not None:
             return
-        self.store.prepare(set(), set())  # creates the bookkeeping tables under the lock
-        table = self.store.batches_table
+        self.schema.prepare(set(), set())  # creates the bookkeeping tables under the lock
+        table = self.schema.batches_table
         try:
-            with self.store.engine.begin() as conn:
+            with self.schema.engine.begin() as conn:
                 result = conn.execute(
                     sa.insert(table).values(
-                        table_name=self.store.table_name,
+                        table_name=self.schema.table_name,
                         command=self.command,
                         started_at=self.started_at,
                         status=RUNNING,
@@ -102,7 +103,7 @@ class BatchLog:
             "failed": len(report.failed),
             "retried": report.retried,
         }
-        clean = self.store.family.clean_text  # a failed run's name may hold what failed it
+        clean = self.schema.family.clean_text  # a failed run's name may hold what failed it
         if outcome.error is not None:
             counts["error"] = clean(outcome.error[:MAX_ERROR_CHARS])
         failures = [
@@ -117,9 +118,9 @@ class BatchLog:
             }
             for f in report.failed
         ]
-        batches, failures_table = self.store.batches_table, self.store.failures_table
+        batches, failures_table = self.schema.batches_table, self.schema.failures_table
         try:
-            with self.store.engine.begin() as conn:
+            with self.schema.engine.begin() as conn:
                 conn.execute(sa.update(batches).where(batches.c.id == self.id).values(**counts))
                 if failures:
                     conn.execute(sa.insert(failures_table), failures)

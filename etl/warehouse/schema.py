@@ -39,7 +39,7 @@ from sqlalchemy.ext.compiler import compiles
 from .. import jsontext
 from ..columnnames import allocate_columns, allocation_order, snake_case
 from ..config import DEFAULT_MAX_ENV_COLUMNS
-from ..errors import DatabaseError
+from ..errors import DatabaseError, MappingChanged
 from ..events import event
 from ..tablenames import (
     BATCHES_TABLE,
@@ -344,10 +344,10 @@ class Schema:
         self._known_columns: set[str] = set()
         # History tables made by nsml-etl 0.1 before this change have a NOT NULL content_hash
         # that nothing reads any more; it gets an empty string so those databases keep working.
-        self._legacy_content_hash = False
+        self.legacy_content_hash = False
         self._sql_tables: dict[tuple[str, ...], sa.Table] = {}
 
-    def _runs_table(self, columns: Iterable[str]) -> sa.Table:
+    def runs_table(self, columns: Iterable[str]) -> sa.Table:
         columns = tuple(columns)
         table = self._sql_tables.get(columns)
         if table is None:
@@ -387,7 +387,7 @@ class Schema:
         return bool(current.waiting) and len(current.env) < self.max_env_columns
 
     @contextmanager
-    def _table_lock(self) -> Iterator[Connection]:
+    def table_lock(self) -> Iterator[Connection]:
         """A connection in a transaction that holds this table's write lock (the family's:
         :meth:`etl.dialects.Family.table_lock`), committed on success.
 
@@ -425,7 +425,7 @@ class Schema:
             try:
                 # Entered after the table lock, which must keep waiting for other exports.
                 with (
-                    self._table_lock() as conn,
+                    self.table_lock() as conn,
                     self.family.bounded_lock_waits(conn, SCHEMA_LOCK_TIMEOUT_S),
                 ):
                     current = self._evolve(conn, env_keys, fields)
@@ -451,6 +451,20 @@ class Schema:
         self._known_columns = set(current.columns)
         return current
 
+    def usable_mapping(self, conn: Connection, current: ColumnMap) -> ColumnMap:
+        """``current``, read under the table's lock, once every column it names is known to
+        exist (one look at the table when another export added columns); else
+        :class:`MappingChanged`. A mapping only grows, so it covers every key of the chunk.
+        A mapped column can be missing only where an export stopped between committing the
+        mapping and its ALTER TABLE (MySQL commits the mapping first)."""
+        unknown = set(current.columns) - self._known_columns
+        if unknown:
+            existing = {c["name"].lower() for c in sa.inspect(conn).get_columns(self.table_name)}
+            if not {c.lower() for c in unknown} <= existing:
+                raise MappingChanged(self.table_name, current)
+            self._known_columns |= unknown
+        return current
+
     def _locked_table(self, exc: SQLAlchemyError) -> str:
         """The table whose lock the failed statement waited for (it names it)."""
         statement = str(getattr(exc, "statement", "") or "")
@@ -470,13 +484,13 @@ class Schema:
         # Everything below is re-read under the lock: another export may have just done it.
         refuse_foreign_table(conn, self.table_name)  # made by another tool since the check?
         self._metadata.create_all(conn, checkfirst=True)
-        self._runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
+        self.runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
         self.family.migrate_key_collations(conn, self._key_columns(conn.dialect))
         inspector = sa.inspect(conn)
         self._allow_waiting_keys(conn, inspector)
         current = self.read_mapping(conn)
         existing = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
-        self._legacy_content_hash = "content_hash" in {
+        self.legacy_content_hash = "content_hash" in {
             c["name"].lower() for c in inspector.get_columns(HISTORY_TABLE)
         }
         self._refuse_gone_column_clash(current)

@@ -1,7 +1,7 @@
 """Writing runs: screening a chunk, staging it, merging it into the runs table with its change
 history, and the few reads and updates an export makes on stored runs.
 
-A chunk is one transaction under the table's lock (:meth:`Schema._table_lock`): its rows are
+A chunk is one transaction under the table's lock (:meth:`Schema.table_lock`): its rows are
 built again from the mapping found under the lock if other exports added columns since its
 schema step, staged in a temporary table, compared with the stored rows (a changed run closes
 its current version in ``nsml_run_history``), then upserted with one ``INSERT ... SELECT``.
@@ -20,8 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..config import DEFAULT_MAX_ENV_COLUMNS
-from ..errors import DatabaseError, MappingChanged
+from ..errors import DatabaseError
 from ..model import Pair
 from ..tablenames import HISTORY_TABLE, STAGE_TABLE
 from ..transform import (
@@ -53,13 +52,16 @@ PACKET_SHARE_FOR_ONE_RUN = 0.9
 _ESCAPED_BY_DRIVER = ("\\", "'", '"', "\n", "\r", "\x00", "\x1a")
 
 
-class RunStore(Schema):
-    """The runs table of one database: keeps its schema in step and upserts chunks into it."""
+class RunStore:
+    """The rows of one runs table: screens and upserts chunks into it (with their change
+    history) and reads the stored runs an export needs. Its ``schema`` keeps the table in step
+    with the runs and holds the table's lock; the store only writes rows."""
 
-    def __init__(
-        self, engine: Engine, table: str, max_env_columns: int = DEFAULT_MAX_ENV_COLUMNS
-    ) -> None:
-        super().__init__(engine, table, max_env_columns)
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.engine: Engine = schema.engine
+        self.table_name = schema.table_name
+        self.family: Family = schema.family
         self._packet_limit: int | None = None
 
     def screen(self, runs: list[FlatRun]) -> tuple[list[FlatRun], list[tuple[FlatRun, str]]]:
@@ -116,7 +118,7 @@ class RunStore(Schema):
             with self.engine.connect() as conn:
                 if not sa.inspect(conn).has_table(self.table_name):
                     return set()
-                table = self._runs_table(KEY_COLUMNS + ("status",))
+                table = self.schema.runs_table(KEY_COLUMNS + ("status",))
                 query = sa.select(table.c.project_id, table.c.run_name).where(
                     table.c.status.in_(sorted(statuses))
                 )
@@ -134,7 +136,7 @@ class RunStore(Schema):
                     return set()
                 names = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
                 has_gone = GONE_COLUMN in names  # a table from before gone_at has none
-                table = self._runs_table(
+                table = self.schema.runs_table(
                     KEY_COLUMNS + ("status",) + ((GONE_COLUMN,) if has_gone else ())
                 )
                 query = sa.select(table.c.project_id, table.c.run_name).where(
@@ -157,7 +159,7 @@ class RunStore(Schema):
         params = [{"p": p.project_id, "r": p.run_name, "at": at} for p in pairs]
         if not params:
             return 0
-        self.prepare(set(), set())  # a table made before gone_at gets the column
+        self.schema.prepare(set(), set())  # a table made before gone_at gets the column
         quote = self.engine.dialect.identifier_preparer.quote
         gone = quote(GONE_COLUMN)
         update = sa.text(
@@ -165,7 +167,7 @@ class RunStore(Schema):
             f"WHERE project_id = :p AND run_name = :r AND {gone} IS NULL"
         )
         try:
-            with self._table_lock() as conn:
+            with self.schema.table_lock() as conn:
                 marked = sum(conn.execute(update, row).rowcount for row in params)
         except SQLAlchemyError as exc:
             raise DatabaseError(
@@ -225,7 +227,7 @@ class RunStore(Schema):
         changed = conn.execute(sa.text(changed_sql), {"table": self.table_name}).all()
         if changed:
             superseded = self._stored_rows(conn, {Pair(p, r) for _, p, r, _ in changed})
-            table = self.history_table
+            table = self.schema.history_table
             conn.execute(
                 sa.update(table)
                 .where(table.c.id == sa.bindparam("row_id"))
@@ -240,7 +242,7 @@ class RunStore(Schema):
                 ],
             )
         # Runs with no current version: new ones and those just closed.
-        legacy = (", content_hash", ", ''") if self._legacy_content_hash else ("", "")
+        legacy = (", content_hash", ", ''") if self.schema.legacy_content_hash else ("", "")
         conn.execute(
             sa.text(
                 f"INSERT INTO {history} (table_name, project_id, run_name, valid_from, "  # noqa: S608
@@ -281,25 +283,25 @@ class RunStore(Schema):
         self, runs: Sequence[FlatRun], mapping: ColumnMap, batch_id: int | None = None
     ) -> int:
         """Write one chunk and its change history in one transaction; returns the runs
-        written. The rows are built from ``mapping`` (what :meth:`prepare` returned for these
+        written. The rows are built from ``mapping`` (what :meth:`Schema.prepare` returned for these
         runs) and built again, under the table's lock, from the mapping found there if other
         exports have changed it since (added columns, given a waiting key a column and filled
         it from the runs stored then): under the lock nobody else can change it, so the chunk
         is written with the table as it is, however many columns others add. Only a mapped
-        column that does not exist yet (a crashed export's, see :meth:`_usable_mapping`) is
-        :class:`MappingChanged`: :meth:`prepare` adds it, then this is called again."""
+        column that does not exist yet (a crashed export's, see :meth:`Schema.usable_mapping`) is
+        :class:`MappingChanged`: :meth:`Schema.prepare` adds it, then this is called again."""
         if not runs:
             return 0
         columns, rows = _chunk_rows(runs, mapping)  # outside the lock: it is per run
         try:
-            with self._table_lock() as conn:  # one writer per table, across exports too
-                current = self.read_mapping(conn)
+            with self.schema.table_lock() as conn:  # one writer per table, across exports too
+                current = self.schema.read_mapping(conn)
                 if current != mapping:
                     log.debug(
                         "the column mapping of %s changed under this chunk; building it again",
                         self.table_name,
                     )
-                    columns, rows = _chunk_rows(runs, self._usable_mapping(conn, current))
+                    columns, rows = _chunk_rows(runs, self.schema.usable_mapping(conn, current))
                 runs_table = conn.dialect.identifier_preparer.quote(self.table_name)
                 timestamps = [i for i, c in enumerate(columns) if c in TIMESTAMP_COLUMNS]
                 self.family.create_stage(conn, STAGE_TABLE, runs_table)
@@ -312,20 +314,6 @@ class RunStore(Schema):
                 f"writing {len(rows)} runs to table {self.table_name} failed: {first_line(exc)}"
             ) from exc
         return len(rows)
-
-    def _usable_mapping(self, conn: Connection, current: ColumnMap) -> ColumnMap:
-        """``current``, read under the table's lock, once every column it names is known to
-        exist (one look at the table when another export added columns); else
-        :class:`MappingChanged`. A mapping only grows, so it covers every key of the chunk.
-        A mapped column can be missing only where an export stopped between committing the
-        mapping and its ALTER TABLE (MySQL commits the mapping first)."""
-        unknown = set(current.columns) - self._known_columns
-        if unknown:
-            existing = {c["name"].lower() for c in sa.inspect(conn).get_columns(self.table_name)}
-            if not {c.lower() for c in unknown} <= existing:
-                raise MappingChanged(self.table_name, current)
-            self._known_columns |= unknown
-        return current
 
 
 def _chunk_rows(runs: Sequence[FlatRun], mapping: ColumnMap) -> tuple[list[str], list[list[Any]]]:
