@@ -9,6 +9,9 @@ the best of REPEATS rounds (BENCH_REPEATS; the cheap fetch rounds twice as many)
 * load: `nsml-etl load` of 100,000 raw runs (20 env keys each) into a fresh table (inserts),
   then again (updates), divided by the baseline (plain-Python flatten + DataFrame.to_sql).
   Target <= 1.0 each, on SQLite and, when NSML_ETL_TEST_POSTGRES_URL is set, PostgreSQL.
+* nodes: the same 2,000-run export with --nodes (each run's node list too), taking turns with
+  the fetch rounds: its requests (from --metrics-file) and time, against the export without.
+  No target: it says what --nodes costs.
 * memory: peak RSS of that load. Target <= 150 MB, and about the same for 25,000 runs.
 
 Results go to bench/results.json as well.
@@ -92,7 +95,7 @@ def bench_fetch(tmp: Path) -> dict:
         with open(pairs) as src, open(one, "w") as dst:
             dst.writelines([next(src), next(src)])
 
-        def export(pairs_file: Path):
+        def export(pairs_file: Path, *extra: str):
             return lambda i: [
                 PYTHON,
                 "-m",
@@ -106,14 +109,19 @@ def bench_fetch(tmp: Path) -> dict:
                 str(CONCURRENCY),
                 "--db",
                 f"sqlite:///{tmp}/fetch-{uuid.uuid4().hex}.db",
+                *extra,
             ]
 
-        # One run and all runs take turns, as in bench_load; fetch rounds are cheap, so more.
-        t_ones, t_alls = [], []
+        # One run, all runs, and all runs with their node lists take turns, as in bench_load;
+        # fetch rounds are cheap, so more.
+        metrics = tmp / "nodes.prom"
+        plain_metrics = tmp / "plain.prom"
+        t_ones, t_alls, t_nodes = [], [], []
         for i in range(FETCH_REPEATS):
             t_ones.append(timed(export(one)(i))[0])
-            t_alls.append(timed(export(pairs)(i))[0])
-        t_one, t_all = min(t_ones), min(t_alls)
+            t_alls.append(timed(export(pairs, "--metrics-file", str(plain_metrics))(i))[0])
+            t_nodes.append(timed(export(pairs, "--nodes", "--metrics-file", str(metrics))(i))[0])
+        t_one, t_all, t_node = min(t_ones), min(t_alls), min(t_nodes)
     finally:
         sim.terminate()
         sim.wait()
@@ -125,7 +133,20 @@ def bench_fetch(tmp: Path) -> dict:
         "bound": bound,
         "figure": (t_all - t_one) / bound,
         "target": 1.15,
+        "t_nodes": t_node,
+        "requests": requests_in(plain_metrics),
+        "requests_nodes": requests_in(metrics),
+        "nodes_time_ratio": (t_node - t_one) / (t_all - t_one),
     }
+
+
+def requests_in(metrics_file: Path) -> int:
+    """The API responses a run's --metrics-file counts (every status)."""
+    total = 0
+    for line in metrics_file.read_text().splitlines():
+        if line.startswith("nsml_etl_requests{"):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
 
 
 def write_raw_runs(path: Path, count: int) -> None:
@@ -224,6 +245,11 @@ def main() -> None:
             f"fetch  {FETCH_RUNS} runs @ {LATENCY * 1000:.0f} ms, {CONCURRENCY} workers: "
             f"{fetch['figure']:.2f} x bound (target <= 1.15; bound {fetch['bound']:.2f}s)"
         )
+        print(
+            f"nodes  the same with --nodes: {fetch['requests_nodes']} requests against "
+            f"{fetch['requests']}, {fetch['t_nodes']:.2f}s against {fetch['t_all']:.2f}s "
+            f"({fetch['nodes_time_ratio']:.2f} x the fetch time beyond one run's)"
+        )
         raw = tmp / "raw.jsonl"
         write_raw_runs(raw, LOAD_RUNS)
         small = tmp / "raw-small.jsonl"
@@ -272,6 +298,14 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str]]:
             met(fetch["figure"] <= fetch["target"]),
         )
     ]
+    rows.append(
+        (
+            f"--nodes: requests, time (t(all) - t(1)) against without ({fetch['requests']} req)",
+            f"{fetch['requests_nodes']} req, {fetch['nodes_time_ratio']:.2f} x",
+            "none",
+            "-",
+        )
+    )
     for row in results["load"]:
         for kind in ("insert", "update"):
             ratio = row[f"{kind}_ratio"]

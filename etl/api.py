@@ -108,21 +108,22 @@ def export(
 ) -> ExportReport:
     """Fetch runs from the NSML API and upsert them into ``table`` of ``db_url``.
 
-    Which runs: exactly one of ``pairs`` (a pairs file's path, ``"-"`` for stdin, or an
-    iterable of ``(project_id, run_name)`` pairs), ``all_runs=True`` (every run the key can
-    see) or ``projects`` (the runs of these project ids). ``skip_finished`` skips runs already
-    stored with a terminal status. Every other keyword argument is a setting, a field of
-    :class:`Settings` (``db_url``, ``table``, ``concurrency``, ...: the CLI's options), checked
-    against them (another name is an :class:`InputError`): an argument beats its ``NSML_ETL_*``
-    environment variable, which beats ``config_file``, which beats the default; ``settings`` (a
-    resolved :class:`Settings`, as the CLI passes) replaces all of them. ``credentials``
-    default to ``NCP_ACCESS_KEY``/``NCP_SECRET_KEY``/``NCP_APIGW_API_KEY``. ``save_raw``
-    also writes every response to a JSON Lines file. ``dry_run`` checks settings, that
-    credentials are given, pairs and database (it sends no request: ``nsml-etl check`` tries
-    the credentials) and returns a report with ``dry_run`` set and ``preview`` (the first
-    pairs), sending and writing nothing; its ``dry_run_text()`` and ``dry_run_event()`` say
-    so. ``progress(report)`` is called as runs complete; see the module docstring for ``stop``
-    and ``cancel``.
+    Which runs: exactly one of ``pairs`` (a pairs file's path, ``"-"`` for stdin, or an iterable
+    of ``(project_id, run_name)`` pairs), ``all_runs=True`` (every run the key can see) or
+    ``projects`` (the runs of these project ids). ``skip_finished`` skips runs already stored
+    with a terminal status (with ``nodes``, once their node list is stored too). Every other
+    keyword argument is a setting, a field of :class:`Settings` (``db_url``, ``table``,
+    ``concurrency``, ...: the CLI's options; ``nodes=True`` also fetches each run's node list),
+    checked against them (another name is an :class:`InputError`): an argument beats its
+    ``NSML_ETL_*`` environment variable, which beats ``config_file``, which beats the default;
+    ``settings`` (a resolved :class:`Settings`, as the CLI passes) replaces all of them.
+    ``credentials`` default to ``NCP_ACCESS_KEY``/``NCP_SECRET_KEY``/``NCP_APIGW_API_KEY``.
+    ``save_raw`` also writes every response to a JSON Lines file. ``dry_run`` checks settings,
+    that credentials are given, pairs and database (it sends no request: ``nsml-etl check``
+    tries the credentials) and returns a report with ``dry_run`` set and ``preview`` (the first
+    pairs), sending and writing nothing; its ``dry_run_text()`` and ``dry_run_event()`` say so.
+    ``progress(report)`` is called as runs complete; see the module docstring for ``stop`` and
+    ``cancel``.
 
     However it ends, ``report.metrics`` holds the run's figures (:mod:`nsml_etl.metrics`), and
     ``metrics_file`` (when given) is rewritten with them in the Prometheus text format.
@@ -162,6 +163,8 @@ def export(
             from .transform import TERMINAL_STATUSES
 
             skip = warehouse.stored_pairs(TERMINAL_STATUSES) if skip_finished else set()
+            if skip and settings.nodes:  # a finished run is skipped once its nodes are stored
+                skip &= warehouse.stored_pairs_with_nodes()
             quota = QuotaGuard()  # the run list's requests and the fetches spend one quota
             if dry_run:
                 skipped = _skipped(skip, given, project_ids)

@@ -1,9 +1,11 @@
 """The raw archive: every Get-run response as received, one JSON object per line.
 
 ``export --save-raw FILE`` writes ``{"projectId": ..., "runName": ..., "fetchedAt": ...,
-"response": <the body>}`` per run (``.gz`` compresses). ``load FILE`` replays such a file, and
-also accepts plain run objects, one per line, exactly as Get run returns them; their pair is
-then read from the body's ``projectId``/``runName``.
+"response": <the body>}`` per run (``.gz`` compresses); with ``--nodes``, a run whose node list
+was read to its end also has ``"nodeResponses": [<each page's body>, ...]``, so that ``load``
+gives the same nodes as the export did (a run without it keeps its stored nodes). ``load FILE``
+replays such a file, and also accepts plain run objects, one per line, exactly as Get run
+returns them; their pair is then read from the body's ``projectId``/``runName``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .pairs import STDIN_NAME, Pair, check_name, named_pair
 log = logging.getLogger(__name__)
 
 RESPONSE_KEY = "response"
+NODE_RESPONSES_KEY = "nodeResponses"
 FETCHED_AT_KEY = "fetchedAt"
 GZIP_FIRST_BYTE = b"\x1f"
 # Decompressed bytes read at a time (lines are split out of them).
@@ -64,9 +67,12 @@ class ArchiveWriter:
             "committed"
         )
 
-    def write(self, pair: Pair, raw: bytes, fetched_at: datetime) -> None:
-        """One record holding the response's bytes as received (numbers as sent, too), on one
-        line: a raw newline in valid JSON can only be whitespace."""
+    def write(
+        self, pair: Pair, raw: bytes, fetched_at: datetime, node_pages: list[bytes] | None = None
+    ) -> None:
+        """One record holding the response's bytes as received (numbers as sent, too), and
+        the node list's pages where given, on one line: a raw newline in valid JSON can only
+        be whitespace."""
         head = jsontext.dumps(
             {
                 "projectId": pair.project_id,
@@ -74,12 +80,21 @@ class ArchiveWriter:
                 FETCHED_AT_KEY: fetched_at.isoformat(),
             }
         )
-        body = raw.strip().replace(b"\r", b" ").replace(b"\n", b" ")
+        nodes = b""
+        if node_pages is not None:
+            nodes = b"".join(
+                (
+                    b',"' + NODE_RESPONSES_KEY.encode() + b'":[',
+                    b",".join(map(_one_line, node_pages)),
+                    b"]",
+                )
+            )
         line = b"".join(
             (
                 head[:-1].encode("utf-8", "surrogatepass"),
                 b',"' + RESPONSE_KEY.encode() + b'":',
-                body,
+                _one_line(raw),
+                nodes,
                 b"}\n",
             )
         )
@@ -108,6 +123,10 @@ class ArchiveWriter:
                 raise self._failed(exc) from exc
 
 
+def _one_line(raw: bytes) -> bytes:
+    return raw.strip().replace(b"\r", b" ").replace(b"\n", b" ")
+
+
 class ArchivedRun(NamedTuple):
     source: str  # the file, for messages
     line: int
@@ -116,6 +135,8 @@ class ArchivedRun(NamedTuple):
     fetched_at: datetime | None
     problem: str | None = None
     raw: bytes = b""  # the line, for exact_body
+    # The node list's pages (parsed), where the record carries them (export --nodes).
+    node_pages: list[Any] | None = None
 
     @property
     def where(self) -> str:
@@ -240,4 +261,13 @@ def _parse_line(source: str, line_no: int, raw: bytes) -> ArchivedRun:
             fetched_at,
             f"{source}:{line_no}: no projectId and runName to key the run by",
         )
-    return ArchivedRun(source, line_no, pair, body, fetched_at, raw=raw)
+    pages = obj.get(NODE_RESPONSES_KEY) if RESPONSE_KEY in obj else None
+    return ArchivedRun(
+        source,
+        line_no,
+        pair,
+        body,
+        fetched_at,
+        raw=raw,
+        node_pages=pages if isinstance(pages, list) else None,
+    )

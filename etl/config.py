@@ -169,6 +169,23 @@ def _timezone(value: Any) -> str:
     return str(value)
 
 
+# How a yes/no setting may be written in the environment or a config file (TOML's own true and
+# false too); any other text is refused rather than guessed.
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def _yes_no(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueError("must be true or false (1/0, yes/no, on/off)")
+
+
 def _db_url(value: Any) -> str:
     from .urls import sqlite_keeps_nothing  # local: config must not import SQLAlchemy eagerly
 
@@ -240,15 +257,30 @@ class Setting:
     flag: str
     metavar: str
     help: str
+    # A yes/no setting: its flag takes no value (given means yes).
+    is_flag: bool = False
 
 
 def _setting(
-    default: Any, parse: Callable[[Any], Any], env: str, flag: str, metavar: str, help: str
+    default: Any,
+    parse: Callable[[Any], Any],
+    env: str,
+    flag: str,
+    metavar: str,
+    help: str,
+    is_flag: bool = False,
 ) -> Any:
     """A field of :class:`Settings` that carries the rest of its :class:`Setting`."""
     return field(
         default=default,
-        metadata={"parse": parse, "env": env, "flag": flag, "metavar": metavar, "help": help},
+        metadata={
+            "parse": parse,
+            "env": env,
+            "flag": flag,
+            "metavar": metavar,
+            "help": help,
+            "is_flag": is_flag,
+        },
     )
 
 
@@ -376,6 +408,17 @@ class Settings:
         "Rewrite this file at the end of every run, whatever its outcome, with the run's "
         "metrics in the Prometheus text format (for node_exporter's textfile collector: "
         "name it *.prom).",
+    )
+
+    nodes: bool = _setting(
+        False,
+        _yes_no,
+        "NSML_ETL_NODES",
+        "--nodes",
+        "",
+        "Also fetch each run's node list (GET .../runs/{runName}/nodes) into nsml_run_nodes: "
+        "at least two more requests per run.",
+        is_flag=True,
     )
 
     def public_dict(self) -> dict[str, Any]:

@@ -28,3 +28,18 @@ class RunToFetch:
     status: str | None = None
     create_time: datetime | None = None
     update_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlatNode:
+    """One node of a run's node list, flattened for ``nsml_run_nodes``: the documented fields
+    as columns, every other field of the node in ``fields`` (JSON text)."""
+
+    node_id: str
+    state: str | None
+    resource_type: str | None
+    container_image: str | None
+    rank: int | None
+    exit_code: int | None
+    host: str | None
+    fields: str | None

@@ -112,6 +112,9 @@ class FailedPair:
     status: int | None = None
     error_code: str | None = None
     attempts: int = 1
+    # The run's node list failed (export --nodes): the run itself landed, and a 404 here
+    # never marks it gone.
+    of_nodes: bool = False
 
     @property
     def project_id(self) -> str | None:

@@ -43,8 +43,10 @@ from .errors import (
 )
 from .events import event
 from .model import Pair, RunToFetch
+from .nodelist import flatten_pages
 from .nsml.auth import NcpSignatureV2
 from .nsml.client import NsmlClient
+from .nsml.nodes import NodeList, fetch_node_list
 from .nsml.throttle import QuotaGuard, Throttle
 from .nsml.watchdog import Watchdog
 from .outcome import ExportReport, FailedPair, ProgressCallback, log_finished
@@ -57,6 +59,7 @@ from .transform import (
 from .warehouse import Warehouse
 from .warehouse.batches import EXPORT_COMMAND, LOAD_COMMAND, BatchLog
 from .warehouse.dialects import Family, error_kind, first_line
+from .warehouse.nodes import screen_nodes
 from .warehouse.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,9 @@ DB_RETRY_WAIT_S = 1.0
 DB_RETRY_WAIT_MAX_S = 10.0
 # Get run's answer for a run that no longer exists: a stored run answered so is marked gone.
 GONE_STATUS = 404
+# What a fetch comes back with: the run, why it failed, or (--nodes) the run and why its node
+# list failed.
+Fetched = FlatRun | FailedPair | tuple[FlatRun, FailedPair]
 
 
 class _Fetcher:
@@ -132,8 +138,10 @@ class _Fetcher:
                 self._clients.append(client)
         return client
 
-    def fetch(self, item: RunToFetch) -> FlatRun | FailedPair:
-        """One run, flattened; a FailedPair for anything that is this run's own problem."""
+    def fetch(self, item: RunToFetch) -> Fetched:
+        """One run, flattened; a FailedPair for anything that is this run's own problem. With
+        --nodes, the run's node list too: a run whose node list failed comes with that
+        failure (the run is written all the same, its stored nodes left alone)."""
         pair = item.pair
         try:
             result = self.client().get_run(pair)
@@ -145,19 +153,41 @@ class _Fetcher:
                 pair, exc.error.message, exc.error.status, exc.error.error_code, exc.attempts
             )
         fetched_at = utc_now()
+        node_list, node_failure = self._node_list(pair) if self.settings.nodes else (None, None)
         if self.archive is not None and self.archive_error is None:
             try:
-                self.archive.write(pair, result.raw, fetched_at)
+                pages = node_list.pages if node_list is not None else None
+                self.archive.write(pair, result.raw, fetched_at, node_pages=pages)
             except OutputError as exc:
                 with self._lock:
                     self.archive_error = self.archive_error or exc
                 self.abort.set()  # no new fetch; this run is still returned and committed
         try:
-            return flatten_run(
+            run = flatten_run(
                 result.body, pair, fetched_at, lambda: jsontext.loads_exact(result.raw), listed=item
             )
         except RunShapeError as exc:
             return FailedPair(pair, f"unusable response: {exc}", 200, None, result.attempts)
+        if node_list is not None:
+            run.nodes = node_list.nodes
+        return run if node_failure is None else (run, node_failure)
+
+    def _node_list(self, pair: Pair) -> tuple[NodeList | None, FailedPair | None]:
+        """The run's node list, or why it failed. Cut by a stopping export, it is neither: the
+        run lands without it, and the next export asks again."""
+        try:
+            return fetch_node_list(self.client(), pair), None
+        except (AuthenticationError, QuotaExhausted):
+            self.abort.set()
+            raise
+        except Aborted:
+            return None, None
+        except RunFetchFailed as exc:
+            error = exc.error
+            failure = FailedPair(
+                pair, error.message, error.status, error.error_code, exc.attempts, of_nodes=True
+            )
+            return None, failure
 
     def close(self) -> None:
         for client in self._clients:
@@ -271,6 +301,8 @@ class _ChunkWriter:
             runs, refused = self.store.screen(unique_runs(self.pending))
             for run, reason in refused:
                 self._fail(run, reason)
+            for run, reason in screen_nodes(self.store.family, runs):
+                self._fail(run, reason, of_nodes=True)
             written = self._write(runs)
         except BaseException:
             self.broken = True
@@ -343,15 +375,17 @@ class _ChunkWriter:
             half = len(runs) // 2
             return self._write(runs[:half], True) + self._write(runs[half:], True)
 
-    def _fail(self, run: FlatRun, reason: str) -> None:
+    def _fail(self, run: FlatRun, reason: str, of_nodes: bool = False) -> None:
         where = f"{run.where}: " if run.where else ""
-        self.report.record_failure(FailedPair(run.pair, where + reason))
+        self.report.record_failure(FailedPair(run.pair, where + reason, of_nodes=of_nodes))
 
     def mark_gone(self) -> None:
         """Stored runs that Get run answered with 404 are marked gone (``gone_at``); they
         stay failed pairs all the same."""
         gone = [
-            f.pair for f in self.report.failed if f.status == GONE_STATUS and f.pair is not None
+            f.pair
+            for f in self.report.failed
+            if f.status == GONE_STATUS and f.pair is not None and not f.of_nodes
         ]
         if gone:
             self._retry(self.store.mark_gone, gone, utc_now())
@@ -570,6 +604,9 @@ class _Export:
             except Aborted:
                 self.unfinished += 1
                 continue
+            if isinstance(outcome, tuple):  # the run landed, its node list failed
+                outcome, node_failure = outcome
+                report.record_failure(node_failure)
             if isinstance(outcome, FailedPair):
                 report.record_failure(outcome)
             else:
@@ -672,6 +709,13 @@ def load_archive(
                 report.record_failure(FailedPair(record.pair, f"{record.where}: {exc}"))
             else:
                 run.where = record.where  # a run the database refuses is named by its line too
+                if record.node_pages is not None:
+                    try:
+                        run.nodes = flatten_pages(record.node_pages)
+                    except RunShapeError as exc:
+                        report.record_failure(
+                            FailedPair(record.pair, f"{record.where}: {exc}", of_nodes=True)
+                        )
                 writer.add(run)
                 report.fetched += 1
             if progress is not None and report.requested % chunk_size == 0:

@@ -31,6 +31,10 @@ BATCHES_TABLE = "nsml_export_batches"
 HISTORY_TABLE = "nsml_run_history"
 FAILURES_TABLE = "nsml_export_failures"
 GPU_SERVERS_TABLE = "nsml_gpu_servers"
+# Each run's nodes (export --nodes), and their change history; shared by every runs table of a
+# database, as a run's nodes are the run's whichever table it lands in.
+NODES_TABLE = "nsml_run_nodes"
+NODE_HISTORY_TABLE = "nsml_run_node_history"
 # The temporary table each chunk is staged in.
 STAGE_TABLE = "nsml_etl_stage"
 # Exporting runs into one of our own tables would corrupt it.
@@ -42,6 +46,8 @@ RESERVED_TABLES = frozenset(
         HISTORY_TABLE,
         FAILURES_TABLE,
         GPU_SERVERS_TABLE,
+        NODES_TABLE,
+        NODE_HISTORY_TABLE,
         STAGE_TABLE,
     }
 )

@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import jsontext
 from .errors import RunShapeError
-from .model import Pair, RunToFetch
+from .model import FlatNode, Pair, RunToFetch
 
 # Documented run fields (API name -> column), in table order after the key columns.
 DOCUMENTED_FIELDS: dict[str, str] = {
@@ -86,6 +86,9 @@ class FlatRun:
     has_nul: bool = False
     # Where it came from when that is not its pair alone (a load's FILE:LINE), for messages.
     where: str | None = None
+    # The run's node list (export --nodes, or an archive that carries it); None: not fetched,
+    # or its fetch failed, and the stored nodes are left as they are.
+    nodes: list[FlatNode] | None = None
 
 
 def _check_unicode(text: str, what: str) -> str:

@@ -56,8 +56,10 @@ echo "$EPOCH" > demo/clock.txt
 start_simulator --clock-file demo/clock.txt
 # Some 80 exports, in one Python process to spare each its start-up; each one is exactly
 # the command printed here, at the simulated moment (NSML_ETL_CLOCK), which the simulator
-# serves too (its clock file).
-EXPORT=(export --all --db "sqlite:///$DB" --base-url "$url" --quiet)
+# serves too (its clock file). With each run's node list (--nodes), and as a nightly job would
+# (--skip-finished): a finished run is not fetched again once its nodes are stored, which keeps
+# the demo as quick as it was without node lists.
+EXPORT=(export --all --skip-finished --nodes --db "sqlite:///$DB" --base-url "$url" --quiet)
 show NSML_ETL_CLOCK="$FIRST" nsml-etl "${EXPORT[@]}"
 echo "   and the same every 6 simulated hours until $NOW (in one Python process)"
 python - "$FIRST" "$NOW" "${EXPORT[@]}" <<'PY'
@@ -89,10 +91,12 @@ PY
 kill $sim; wait $sim 2>/dev/null || true
 
 echo
-echo "== now, with faults (a short timeout and backoff, so the demo does not wait for them)"
-start_simulator --clock "$NOW" --fault-rate 0.1 --fault-streak 2 --retry-after 0 --slow-seconds 1.5
+echo "== now, with faults (a short timeout and backoff, so the demo does not wait for them),"
+echo "   and a few runs whose node list answers 500 every time: each is a failed pair, its run lands"
+start_simulator --clock "$NOW" --fault-rate 0.1 --fault-streak 2 --retry-after 0 --slow-seconds 1.5 \
+    --broken-node-lists 0.04
 set +e
-run NSML_ETL_CLOCK="$NOW" nsml-etl export --all --db "sqlite:///$DB" --base-url "$url" \
+run NSML_ETL_CLOCK="$NOW" nsml-etl export --all --nodes --db "sqlite:///$DB" --base-url "$url" \
     --timeout 1 --backoff-initial 0.05
 status=$?
 set -e
@@ -118,6 +122,19 @@ print("== a few rows")
 for row in db.execute(
         "SELECT project_name, run_name, status, eng_full_name, envs FROM nsml_runs "
         "ORDER BY project_id, CAST(run_name AS INTEGER) LIMIT 5"):
+    print("  ", " | ".join("NULL" if v is None else str(v) for v in row))
+nodes, runs, multi = db.execute(
+    "SELECT COUNT(*), COUNT(DISTINCT project_id || '/' || run_name), "
+    "(SELECT COUNT(*) FROM (SELECT 1 FROM nsml_run_nodes GROUP BY project_id, run_name "
+    "HAVING COUNT(*) > 1)) FROM nsml_run_nodes").fetchone()
+print(f"== {nodes} nodes of {runs} runs in nsml_run_nodes ({multi} runs on several nodes)")
+print("== failed runs and why, node by node (exit codes as the API gives them)")
+for row in db.execute(
+        "SELECT r.project_name, r.run_name, n.rank, n.state, n.exit_code, n.host "
+        "FROM nsml_runs r JOIN nsml_run_nodes n "
+        "ON n.project_id = r.project_id AND n.run_name = r.run_name "
+        "WHERE r.status = 'RUN_STATE_FAILED' "
+        "ORDER BY r.project_id, CAST(r.run_name AS INTEGER), n.rank LIMIT 8"):
     print("  ", " | ".join("NULL" if v is None else str(v) for v in row))
 keys = db.execute("SELECT env_key, column_name FROM nsml_env_columns ORDER BY column_name")
 print("== env key -> column")

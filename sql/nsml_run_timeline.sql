@@ -16,6 +16,8 @@
 -- unfinished run (--all, or the same --project or pairs each time).
 -- Waits and run times are in seconds, with their smallest and largest values; active_from and
 -- active_until span the time counted as run time (to the last sighting while still running).
+-- nodes: how many nodes the run ran on, from its last stored node list (nsml_run_nodes, export
+-- --nodes); 1 where no node list is stored.
 -- (Few levels of subqueries: SQLite's parser stops at a fixed depth, and other views include
 -- this one.)
 SELECT project_id, project_name, run_name, creator, eng_full_name, gpu_svr_code,
@@ -43,7 +45,8 @@ SELECT project_id, project_name, run_name, creator, eng_full_name, gpu_svr_code,
        CASE WHEN started_latest IS NULL THEN NULL
             WHEN finished = 1 OR gone_at IS NOT NULL
             THEN COALESCE({{midpoint(ended_earliest, ended_latest)}}, ended_latest)
-            ELSE last_seen END AS active_until
+            ELSE last_seen END AS active_until,
+       nodes
 FROM (
     SELECT b.*,
            CASE WHEN b.term_first IS NOT NULL THEN
@@ -71,6 +74,10 @@ FROM (
                r.gpu_svr_code, r.image_type, r.image_path, r.status AS final_status,
                CASE WHEN r.status IN ({{terminal_statuses}}) THEN 1 ELSE 0 END AS finished,
                r.gone_at, r.fetched_at AS last_seen, r.update_time,
+               -- its node count in its last node list (export --nodes); 1 where none is
+               -- stored (an export without --nodes, or a list that failed)
+               (SELECT CASE WHEN COUNT(*) > 0 THEN COUNT(*) ELSE 1 END FROM {{nodes}} n
+                WHERE n.project_id = r.project_id AND n.run_name = r.run_name) AS nodes,
                COALESCE(r.create_time, p.first_prev_export) AS created_earliest,
                COALESCE(r.create_time, p.first_seen) AS created_latest,
                CASE WHEN r.create_time IS NOT NULL THEN 'list' ELSE 'history' END

@@ -189,6 +189,7 @@ def test_every_setting_is_a_keyword_argument_and_no_other_name_is(
         "list_timezone": "UTC",
         "ca_bundle": str(ca_bundle),
         "metrics_file": str(tmp_path / "metrics.prom"),
+        "nodes": True,
     }
     assert set(given) == {s.name for s in SETTINGS}
     report = nsml_etl.export([("p", "1")], dry_run=True, **given)

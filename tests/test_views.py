@@ -70,7 +70,7 @@ def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path, monkeyp
     load(run_cli, db_url, tmp_path, RUNS)
     result = run_cli("views", "--db", db_url)
     assert result.exit_code == 0, result.output
-    assert "Created 16 views." in result.stderr
+    assert "Created 17 views." in result.stderr
 
     by_status = fetch_rows(
         db_url,

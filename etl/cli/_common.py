@@ -72,6 +72,16 @@ def settings_options(
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         for setting in reversed([s for s in SETTINGS if s.name in names]):
             default = defaults.get(setting.name, setting.default)
+            if setting.is_flag:  # given means yes; None lets env and file decide
+                func = click.option(
+                    setting.flag,
+                    setting.name,
+                    is_flag=True,
+                    flag_value=True,
+                    default=None,
+                    help=f"{helps.get(setting.name, setting.help)} [env {setting.env}]",
+                )(func)
+                continue
             func = click.option(
                 setting.flag,
                 setting.name,

@@ -109,6 +109,15 @@ def _raise_keyboard_interrupt(*_: Any) -> None:
     "far ahead of this machine's (negative: behind), to try 'nsml-etl check'.",
 )
 @click.option(
+    "--broken-node-lists",
+    default=0.0,
+    type=click.FloatRange(0.0, 1.0),
+    show_default=True,
+    metavar="SHARE",
+    help="Share of runs whose node list answers 500 every time (drawn per run from the "
+    "seed), to see export --nodes fail a run's node list alone.",
+)
+@click.option(
     "--address-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the base URL here once listening.",
@@ -156,6 +165,7 @@ def simulate(
     retry_after: int,
     quota: int | None,
     gateway_clock_offset: float,
+    broken_node_lists: float,
     address_file: Path | None,
     write_pairs: Path | None,
     epoch: str | None,
@@ -200,6 +210,7 @@ def simulate(
         retry_after=retry_after,
         quota=quota,
         clock_offset=gateway_clock_offset,
+        broken_node_lists=broken_node_lists,
     )
     if epoch or clock_at or clock_file:
         config.epoch = parse_moment(epoch, "--epoch") if epoch else DEFAULT_EPOCH

@@ -428,6 +428,13 @@ class NsmlClient:
         except ApiError as exc:
             raise RunFetchFailed(pair, exc, exc.attempts) from None
 
+    def list_nodes(self, pair: Pair, page: int, page_size: int) -> FetchResult:
+        """``GET /projects/{projectId}/runs/{runName}/nodes``: one page of a run's nodes."""
+        path = (
+            f"/projects/{quote_segment(pair.project_id)}/runs/{quote_segment(pair.run_name)}/nodes"
+        )
+        return self.get(path, {"page": page, "pageSize": page_size})
+
     def list_runs(self, page: int, page_size: int) -> FetchResult:
         """``GET /projects/runs``: one page of run summaries, newest first."""
         return self.get("/projects/runs", {"page": page, "pageSize": page_size})

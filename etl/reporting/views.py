@@ -15,6 +15,7 @@ macros, expanded here per database (each family's SQL for them: :mod:`etl.dialec
   ``{{next_week(w)}}`` (the Monday after Monday w), ``{{seconds_between(a, b)}}``;
 * ``{{envs_json(x)}}``: the envs text ``x`` as the database's JSON functions can read it
   (json on PostgreSQL, with NUL shown as U+FFFD; an unreadable document as ``{}`` on SQLite);
+* ``{{nodes}}``, ``{{node_history}}``: the quoted node tables (``nsml_run_nodes``, its history);
 * ``{{gpu_servers}}``: the quoted GPU servers table; ``{{waiting_statuses}}``: the statuses of a
   run that has not started; ``{{ran_statuses}}``: the terminal statuses that imply it started;
 * ``{{batch_succeeded}}``, ``{{batch_partial}}``, ...: each status of an export batch
@@ -49,6 +50,8 @@ from ..tablenames import (
     BATCHES_TABLE,
     GPU_SERVERS_TABLE,
     HISTORY_TABLE,
+    NODE_HISTORY_TABLE,
+    NODES_TABLE,
     SQL_PACKAGE,
     view_bases,
     view_name,
@@ -188,6 +191,8 @@ def load_views(
         "history": quote(HISTORY_TABLE),
         "batches": quote(BATCHES_TABLE),
         "gpu_servers": quote(GPU_SERVERS_TABLE),
+        "nodes": quote(NODES_TABLE),
+        "node_history": quote(NODE_HISTORY_TABLE),
         "table_name": f"'{table}'",  # validated: [a-z0-9_] only
         "terminal_statuses": _sql_list(TERMINAL_STATUSES),
         "waiting_statuses": _sql_list(WAITING_STATUSES),

@@ -120,6 +120,21 @@ DELETED_WHILE_RUNNING = 0.04
 # further STOPPED_SHARE are stopped by their user, the rest complete.
 FAILURE_BY_IMAGE = (0.10, 0.25, 0.45)
 STOPPED_SHARE = 0.10
+# How many nodes a run has, drawn per run: most run on one, distributed training on 2 to 4.
+NODE_COUNTS = (1, 1, 1, 1, 1, 2, 2, 4)
+# The exit code of a failed run's failing node (raw codes: their meaning is not documented);
+# its other nodes are terminated (143) when it fails, as are all nodes of a stopped run.
+FAILED_EXIT_CODES = (1, 1, 2, 137, 139)
+TERMINATED_EXIT_CODE = 143
+# A node's state for each run status (the node states are not documented either).
+NODE_STATES = {
+    "RUN_STATE_PENDING": "NODE_STATE_PENDING",
+    "RUN_STATE_IN_PROGRESS": "NODE_STATE_RUNNING",
+    "RUN_STATE_COMPLETED": "NODE_STATE_COMPLETED",
+    "RUN_STATE_FAILED": "NODE_STATE_FAILED",
+    "RUN_STATE_STOPPED": "NODE_STATE_TERMINATED",
+    "RUN_STATE_CANCELED": "NODE_STATE_CANCELED",
+}
 # (share, shortest, longest) of queue waits and of run times, in hours.
 QUEUE_WAITS = ((0.55, 0.05, 2.0), (0.30, 2.0, 10.0), (0.15, 10.0, 36.0))
 RUN_TIMES = ((0.35, 0.2, 2.0), (0.45, 2.0, 16.0), (0.20, 16.0, 60.0))
@@ -155,6 +170,9 @@ class SimulatorConfig:
     epoch: datetime | None = None
     clock: datetime | None = None
     clock_file: Path | None = None
+    # Share of runs whose node list answers 500 from its first page on, every time (drawn per
+    # run from the seed), so that exports with --nodes show node lists that fail alone.
+    broken_node_lists: float = 0.0
 
 
 def _project_id(rng: random.Random) -> str:
@@ -284,6 +302,44 @@ def add_timeline(data: dict[str, dict[str, Any]], seed: int, epoch: datetime) ->
             run["_timeline"] = Lifecycle(created, started, started + duration, final, deleted)
 
 
+def generated_nodes(run: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    """The node list of a served run (as it is at the simulated moment), the same for the same
+    seed and run: its node count, the failing node and the hosts come from a generator of its
+    own, so the rest of the dataset does not change with them."""
+    rng = random.Random(f"nsml-simulator nodes {seed} {run.get('projectId')} {run.get('runName')}")
+    count = rng.choice(NODE_COUNTS)
+    failing = rng.randrange(count)
+    failed_code = rng.choice(FAILED_EXIT_CODES)
+    status = run.get("status")
+    nodes = []
+    for rank in range(count):
+        exit_code: int | None = None
+        state = NODE_STATES.get(str(status), "NODE_STATE_UNKNOWN")
+        if status == "RUN_STATE_COMPLETED":
+            exit_code = 0
+        elif status == "RUN_STATE_FAILED":
+            exit_code = failed_code if rank == failing else TERMINATED_EXIT_CODE
+            state = state if rank == failing else "NODE_STATE_TERMINATED"
+        elif status == "RUN_STATE_STOPPED":
+            exit_code = TERMINATED_EXIT_CODE
+        node: dict[str, Any] = {
+            "nodeId": f"{run.get('projectId')}-{run.get('runName')}-node-{rank}",
+            "projectId": run.get("projectId"),
+            "projectName": run.get("projectName"),
+            "runName": run.get("runName"),
+            "state": state,
+            "resourceType": run.get("engFullName"),
+            "containerImage": run.get("imagePath"),
+            "rank": rank,
+            "host": f"gpu-{rng.randint(1, 64):02d}.nsml.internal",
+            "zone": "KR-1",  # undocumented: kept in the fields column
+        }
+        if exit_code is not None:
+            node["exitCode"] = exit_code
+        nodes.append(node)
+    return nodes
+
+
 def list_time(moment: datetime) -> str:
     """A naive UTC moment as the run list writes it (Seoul time, no zone)."""
     return moment.replace(tzinfo=UTC).astimezone(LIST_ZONE).strftime(LIST_TIME_FORMAT)
@@ -356,6 +412,10 @@ class Simulator:
         # Called with the page number after a run-list page is computed (tests use it to
         # create a run between two pages, as a user might while we page).
         self.after_list_page: Callable[[int], None] | None = None
+        # Node lists served instead of the generated ones (put_nodes), and node lists that
+        # fail from a page on (break_node_list): (fault kind, first page that fails).
+        self._nodes: dict[tuple[str, str], list[Any]] = {}
+        self._node_faults: dict[tuple[str, str], tuple[str, int]] = {}
 
     @property
     def base_url(self) -> str:
@@ -450,6 +510,39 @@ class Simulator:
         """Delete a run upstream: Get run answers 404 and the run list leaves it out."""
         with self._lock:
             self.data.get(project_id, {}).get("runs", {}).pop(run_name, None)
+
+    def put_nodes(self, project_id: str, run_name: str, nodes: list[Any]) -> None:
+        """Replace what a run's node list answers (any JSON items, for shape tests)."""
+        with self._lock:
+            self._nodes[(project_id, run_name)] = nodes
+
+    def break_node_list(
+        self, project_id: str, run_name: str, kind: str = "500", from_page: int = 1
+    ) -> None:
+        """Answer every request for this run's node list from page ``from_page`` on with the
+        fault ``kind`` (one of FAULT_KINDS), each time: ``from_page=2`` breaks the list off
+        after its first page."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind: {kind}")
+        with self._lock:
+            self._node_faults[(project_id, run_name)] = (kind, from_page)
+
+    def node_fault(self, raw_path: str) -> str | None:
+        """The fault a node-list request gets (break_node_list, broken_node_lists), or None."""
+        parts = urlsplit(raw_path)
+        segments = [unquote(x) for x in parts.path[len(PREFIX) + 1 :].split("/")]
+        if len(segments) != 5 or segments[0] != "projects" or segments[4] != "nodes":
+            return None
+        pair = (segments[1], segments[3])
+        page = _page_number(parse_qs(parts.query))
+        with self._lock:
+            kind, from_page = self._node_faults.get(pair, (None, 1))
+        if kind is not None and page >= from_page:
+            return kind
+        share = self.config.broken_node_lists
+        if share > 0 and random.Random(f"broken {self.config.seed} {pair}").random() < share:
+            return "500"
+        return None
 
     def set_faults(self, rate: float, kinds: tuple[str, ...] | None = None) -> None:
         with self._lock:
@@ -548,11 +641,24 @@ class Simulator:
         with self._lock:
             if segments == ["projects"]:
                 return 200, self._page(query, self._projects(), "projects", with_total=True)
+            if len(segments) == 5 and segments[0] == "projects" and segments[2] == "runs":
+                if segments[4] == "nodes":
+                    return self._node_page(segments[1], segments[3], query)
             if len(segments) == 4 and segments[0] == "projects" and segments[2] == "runs":
                 run = self._as_now(self.data.get(segments[1], {}).get("runs", {}).get(segments[3]))
                 if run is not None:
                     return 200, public_run(run) if isinstance(run, dict) else run
         return 404, error_body("300", "Not Found", "no such project or run")
+
+    def _node_page(self, project_id: str, run_name: str, query: dict[str, Any]) -> tuple[int, Any]:
+        """A page of a run's node list (under the lock); 404 where Get run would answer 404."""
+        run = self._as_now(self.data.get(project_id, {}).get("runs", {}).get(run_name))
+        if run is None:
+            return 404, error_body("300", "Not Found", "no such project or run")
+        nodes = self._nodes.get((project_id, run_name))
+        if nodes is None:
+            nodes = generated_nodes(run, self.config.seed) if isinstance(run, dict) else []
+        return 200, self._page(query, nodes, "nodes", with_total=True)
 
     def _projects(self) -> list[dict[str, Any]]:
         return [{"projectId": pid, "projectName": p["name"]} for pid, p in self.data.items()]
@@ -579,6 +685,13 @@ class Simulator:
         if with_total:
             body["totalCount"] = len(items)
         return body
+
+
+def _page_number(query: dict[str, list[str]]) -> int:
+    try:
+        return max(1, int(query.get("page", ["1"])[-1]))
+    except ValueError:
+        return 1
 
 
 def error_body(code: str, message: str, details: str) -> dict[str, Any]:
@@ -656,7 +769,7 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 return self._reply(
                     429, error_body(QUOTA_EXCEEDED, "Quota Exceeded", "the quota is spent")
                 )
-            fault = sim.pick_fault(self.path)
+            fault = sim.node_fault(self.path) or sim.pick_fault(self.path)
             if fault is not None:
                 return self._fault(fault)
             status, payload = sim.route(self.path)

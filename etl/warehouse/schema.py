@@ -47,6 +47,8 @@ from ..tablenames import (
     FAILURES_TABLE,
     FIELD_COLUMNS_TABLE,
     HISTORY_TABLE,
+    NODE_HISTORY_TABLE,
+    NODES_TABLE,
 )
 from ..transform import (
     CORE_COLUMNS,
@@ -314,6 +316,47 @@ def _history_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
+def _node_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """Each run's current nodes (key: the run's and the node's id, compared exactly), and their
+    type-2 history as :func:`_history_table` keeps the runs': one row per version of a node,
+    ``valid_to`` NULL for the current one, ``content`` the node's row once superseded. On MySQL
+    the three keys of 255 characters fill InnoDB's 3,072-byte index entry."""
+    nodes = sa.Table(
+        NODES_TABLE,
+        metadata,
+        sa.Column("project_id", KeyText, primary_key=True),
+        sa.Column("run_name", KeyText, primary_key=True),
+        sa.Column("node_id", KeyText, primary_key=True),
+        sa.Column("state", Text),
+        sa.Column("resource_type", Text),
+        sa.Column("container_image", Text),
+        sa.Column("rank", sa.BigInteger()),
+        sa.Column("exit_code", sa.BigInteger()),
+        sa.Column("host", Text),
+        sa.Column("fields", Text),
+        **UTF8MB4,
+    )
+    history = sa.Table(
+        NODE_HISTORY_TABLE,
+        metadata,
+        _id_column(),
+        sa.Column("project_id", KeyText, nullable=False),
+        sa.Column("run_name", KeyText, nullable=False),
+        sa.Column("node_id", KeyText, nullable=False),
+        sa.Column("valid_from", Timestamp, nullable=False),
+        sa.Column("valid_to", Timestamp),
+        sa.Column("batch_id", sa.BigInteger()),
+        sa.Column("state", Text),
+        sa.Column("exit_code", sa.BigInteger()),
+        # The node's row as it was, as JSON, once superseded (changed, or gone from the list);
+        # NULL for the current version, whose content is the row in nsml_run_nodes.
+        sa.Column("content", Text),
+        sa.Index("ix_nsml_run_node_history_run", "project_id", "run_name"),
+        **UTF8MB4,
+    )
+    return nodes, history
+
+
 def _lock_key(table: str, database: str | None = None) -> int:
     """The number naming a runs table's lock: from its name, and its database's where the
     family's lock names span the server (:attr:`Family.server_wide_locks`)."""
@@ -338,6 +381,7 @@ class Schema:
         self.field_table = _mapping_table(FIELD_COLUMNS_TABLE, "field", self._metadata)
         self.batches_table, self.failures_table = _batch_tables(self._metadata)
         self.history_table = _history_table(self._metadata)
+        self.nodes_table, self.node_history_table = _node_tables(self._metadata)
         # Columns seen in the table (or added by us). A mapping row can be visible before its
         # column exists (MySQL commits the mapping before its DDL), so a mapped column not in
         # here sends us through the locked path, which waits for the other export's ALTER.

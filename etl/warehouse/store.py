@@ -35,6 +35,7 @@ from ..transform import (
     extra_fields,
 )
 from .dialects import Family, first_line
+from .nodes import pairs_with_nodes, write_nodes
 from .schema import (
     TIMESTAMP_COLUMNS,
     ColumnMap,
@@ -125,6 +126,14 @@ class RunStore:
                 return {Pair(*row) for row in conn.execute(query)}
         except SQLAlchemyError as exc:
             raise DatabaseError(f"reading stored runs failed: {first_line(exc)}") from exc
+
+    def pairs_with_nodes(self) -> set[Pair]:
+        """Stored runs with at least one node in nsml_run_nodes (export --nodes)."""
+        try:
+            with self.engine.connect() as conn:
+                return pairs_with_nodes(conn, self.schema.nodes_table)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"reading stored nodes failed: {first_line(exc)}") from exc
 
     def unfinished_pairs(self, projects: Iterable[str] | None = None) -> set[Pair]:
         """Stored runs without a terminal status that are not marked gone (of ``projects``
@@ -309,6 +318,9 @@ class RunStore:
                 self._write_history(conn, columns, batch_id)  # first: it reads the old rows
                 self._merge_stage(conn, columns)
                 self.family.drop_stage(conn, STAGE_TABLE)
+                write_nodes(
+                    conn, self.schema.nodes_table, self.schema.node_history_table, runs, batch_id
+                )
         except SQLAlchemyError as exc:
             raise DatabaseError(
                 f"writing {len(rows)} runs to table {self.table_name} failed: {first_line(exc)}"

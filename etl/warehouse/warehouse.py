@@ -178,6 +178,13 @@ class Warehouse:
             return set()
         return self.store.pairs_with_status(statuses)
 
+    def stored_pairs_with_nodes(self) -> set[Pair]:
+        """Stored runs with at least one stored node (export --nodes): none in a database not
+        made yet."""
+        if self.is_new:
+            return set()
+        return self.store.pairs_with_nodes()
+
     def set_gpu_servers(self, servers: Iterable[GpuServer]) -> int:
         """Insert or replace these servers' GPU counts (:func:`.gpuservers.set_servers`)."""
         return gpuservers.set_servers(self.engine, servers)
