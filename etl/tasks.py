@@ -140,11 +140,13 @@ def create_views(
 @dataclass
 class ReportTables:
     """The sections :func:`build_report` read: ``tables`` all of them, ``shown`` those asked
-    for, ``source`` the table and database they came from; rendered by its methods."""
+    for, ``source`` the table and database they came from, ``page`` all of them as the HTML
+    page shows them; rendered by its methods."""
 
     tables: list[Table]
     shown: list[Table]
     source: str
+    page: list[Table]
 
     def as_text(self) -> str:
         from .reporting.formats import as_text
@@ -177,10 +179,11 @@ class ReportTables:
 
     def write_html(self, path: str | os.PathLike[str]) -> None:
         """Every section as one self-contained HTML page (a FIFO or device written in place)."""
+        from .clock import utc_now
         from .reporting.html import as_html
 
         with writing(Path(path), "--html") as handle:
-            handle.write(as_html(self.tables, source=self.source))
+            handle.write(as_html(self.page, source=self.source, now=utc_now()))
 
 
 def build_report(
@@ -189,6 +192,8 @@ def build_report(
     limit: int | None = None,
     since: date | None = None,
     until: date | None = None,
+    for_csv: bool = False,
+    for_html: bool = False,
     settings: Settings | None = None,
     config_file: str | os.PathLike[str] | None = None,
     **setting_values: Any,
@@ -198,10 +203,12 @@ def build_report(
     images, creators, env keys, exports, and the analytics of the weeks from ``since`` to
     ``until`` (default: the 8 weeks to today, UTC). ``sections`` names those to show (all by
     default; a view's own name works too), ``limit`` the rows per table (None: each section's
-    default; 0: all)."""
+    default; 0: all). ``for_csv``: the sections are for CSV, every row unless ``limit`` says;
+    ``for_html``: ``page`` holds them for the HTML page too, whose lists stay short."""
     from .clock import utc_now
-    from .reporting.analytics import collect_analytics, period_for
-    from .reporting.report import collect, section_name, views_for_reading
+    from .reporting.analytics import period_for, report_sections
+    from .reporting.formats import csv_limit
+    from .reporting.report import section_name, views_for_reading
 
     settings = settings_from_arguments(
         "build_report", settings, setting_values, config_file, REPORT_SETTINGS
@@ -212,11 +219,14 @@ def build_report(
     period = period_for(since, until, utc_now().date())
     with _opened(settings, "read") as warehouse:
         views_for_reading(warehouse)  # current, or read as they are if read-only
-        tables = collect(warehouse.engine, settings.table, limit, utc_now())
-        tables += collect_analytics(warehouse.engine, settings.table, period, limit)
+        rows = csv_limit(limit) if for_csv else limit  # CSV: every row unless limit says
+        tables = report_sections(warehouse.engine, settings.table, period, rows, utc_now())
+        page = tables
+        if for_html and rows != limit:  # the page keeps its lists short
+            page = report_sections(warehouse.engine, settings.table, period, limit, utc_now())
         source = f"table {settings.table} in {warehouse.description}"
     shown = [table for table in tables if not wanted or table.name in wanted]
-    return ReportTables(tables, shown, source)
+    return ReportTables(tables, shown, source, page)
 
 
 def set_gpu_server(

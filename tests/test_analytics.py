@@ -388,7 +388,7 @@ def test_period_and_sums_of_the_report():
         hours_per_project,
         period_for,
     )
-    from nsml_etl.reporting.html import _nice_ceiling
+    from nsml_etl.reporting.html import _scale
 
     today = date(2026, 1, 14)  # a Wednesday
     period = period_for(None, None, today)
@@ -433,4 +433,4 @@ def test_period_and_sums_of_the_report():
     assert [r[0] for r in failure_rates(rates, period, "image").rows] == ["c", "a", "b"]
     assert export_interval_hours([datetime(2026, 1, 1, h) for h in (0, 6, 12, 13)]) == 6.0
     assert export_interval_hours([datetime(2026, 1, 1)]) is None
-    assert [_nice_ceiling(v) for v in (149, 19.2, 0.3, 0)] == [200, 20, 0.4, 1]
+    assert [_scale(v, False)[1] for v in (149, 19.2, 0.3, 0)] == [150, 20, 0.3, 1]

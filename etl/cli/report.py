@@ -44,7 +44,8 @@ from ._common import Command, handle_errors, settings_options
     default=None,
     metavar="N",
     help="Rows per table, in every format (default: 20 or 10 per list, 15 per "
-    "failure rate, every week; 0: all). A table cut short says so (20 of 54).",
+    "failure rate, every week, and every row in CSV; 0: all). A table cut short says so "
+    "(20 of 54).",
 )
 @click.option(
     "--html",
@@ -99,6 +100,8 @@ def report(
         limit=limit,
         since=since.date() if since else None,
         until=until.date() if until else None,
+        for_csv=out_dir is not None or output_format == "csv",
+        for_html=html_path is not None,
         settings=resolve_settings(flags, config_file),
     )
     if out_dir is not None:

@@ -33,6 +33,7 @@ from .report import (
     WEEKLY_FAILURES,
     Table,
     cap_for,
+    collect,
 )
 from .views import query_view
 
@@ -303,3 +304,12 @@ def collect_analytics(
     ]
     failures = set(FAILURES.values())
     return [t.limited(cap_for(TOP_FAILURES if t.name in failures else None, limit)) for t in tables]
+
+
+def report_sections(
+    engine: Engine, table: str, period: Period, limit: int | None, now: datetime
+) -> list[Table]:
+    """Every section of the report, in its order (:data:`etl.reporting.report.SECTION_NAMES`):
+    :func:`etl.reporting.report.collect`'s, then the analytics ones for ``period``; ``limit``
+    rows per table (None: each section's default; 0: all)."""
+    return collect(engine, table, limit, now) + collect_analytics(engine, table, period, limit)

@@ -151,6 +151,12 @@ def as_json(tables: list[Table]) -> str:
     return json.dumps(document, ensure_ascii=False, indent=2, default=_json_default)
 
 
+def csv_limit(limit: int | None) -> int:
+    """Rows per table in CSV: every row (a file is data for a program, with no room for a
+    "20 of 54" note) unless ``--limit`` says otherwise."""
+    return 0 if limit is None else limit
+
+
 def as_csv(table: Table) -> str:
     """One section as CSV: a header row, then its rows (times as ISO 8601 UTC)."""
     buffer = io.StringIO()

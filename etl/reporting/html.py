@@ -11,10 +11,14 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from ..transform import RUN_STATUSES
 from .formats import cell, display_width, headers, limit_note, printable, shorten_middle
 from .report import (
+    ACTIVE,
     BY_PROJECT,
     FAILURES,
+    GONE,
+    GONE_LABEL,
     HEADLINE,
     HOURS,
     MISSING,
@@ -26,7 +30,7 @@ from .report import (
     WEEKLY_FAILURES,
     Table,
     in_status_order,
-    status_column,
+    status_label,
 )
 
 _CSS = """
@@ -46,7 +50,21 @@ tr:nth-child(even){background:#f5f6fa}th{background:#e8eaf2}
 .card.time b{font-size:1.1rem;line-height:2.2rem}
 """
 _PAGE_TITLE = "NSML runs"
-_PALETTE = ("#3b6fd8", "#d8573b", "#2f9e6f", "#b58a16", "#8a4fd1", "#5b6b7d", "#cf4f8d")
+# Projects' colours (GPU-hours per project): none of them a status's, so a project is never
+# read as "failed" or "completed".
+_PROJECT_COLORS = (
+    "#127a8a",
+    "#a0612a",
+    "#6e7f12",
+    "#2c3e82",
+    "#b0458c",
+    "#4f8f5f",
+    "#7a4a3a",
+    "#5e6fa8",
+)
+# Bars that stand for no status and no project (images, creators, servers, waits).
+_PLAIN = "#52677f"
+_PLAIN_LIGHT = "#a9b7c6"
 # The documented statuses keep colours that mean something (failed red, completed green);
 # any other status gets one computed from its name. Either way a status has one colour, in
 # every chart of every report.
@@ -59,6 +77,8 @@ _STATUS_COLORS = {
     "canceled": "#8c96a3",
     "no_status": "#c4c9d1",
 }
+# Runs deleted upstream: whatever their last status, they are in none of the statuses' parts.
+_GONE_COLOR = "#2b2b2b"
 # Pixels a terminal cell's worth of text takes at the charts' 12px: a little more than the
 # widest Latin fonts' average, so labels measured this way fit (CJK takes 2 cells, ~12px).
 _CELL_PX = 7.2
@@ -67,13 +87,55 @@ _MAX_LABEL_PX = 380
 
 
 def status_color(status: str) -> str:
-    """The colour of a status, from its name alone (``RUN_STATE_FAILED`` and the column
-    ``failed`` of runs_by_project are one status)."""
-    key = status_column(status)
-    if key in _STATUS_COLORS:
-        return _STATUS_COLORS[key]
+    """The colour of a status, from its name alone: a documented one's (and runs without one)
+    from :data:`_STATUS_COLORS`, any other computed from its name as written, so a status
+    called ``failed`` is not painted as ``RUN_STATE_FAILED``."""
+    if status == NO_STATUS:
+        return _STATUS_COLORS["no_status"]
+    if status in RUN_STATUSES:
+        return _STATUS_COLORS[status.removeprefix("RUN_STATE_").lower()]
+    key = status
     hue = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:2], "big") % 360
     return f"hsl({hue},55%,45%)"
+
+
+# A chart's series of runs: a status, runs without one, or runs gone (deleted upstream), each
+# its own key whatever the statuses are called (a status may be called "gone").
+_GONE_SERIES = "gone"
+_NO_STATUS_SERIES = "none"
+_STATUS_SERIES = "status:"
+
+
+def _run_series(status: str | None, gone: bool) -> str:
+    if gone:
+        return _GONE_SERIES
+    return _NO_STATUS_SERIES if status is None else _STATUS_SERIES + status
+
+
+def _series_status(series: str) -> str | None:
+    """The status a series stands for; None for gone runs."""
+    if series == _GONE_SERIES:
+        return None
+    return NO_STATUS if series == _NO_STATUS_SERIES else series.removeprefix(_STATUS_SERIES)
+
+
+def _series_color(series: str) -> str:
+    status = _series_status(series)
+    return _GONE_COLOR if status is None else status_color(status)
+
+
+def _series_label(series: str) -> str:
+    """For the legend, in words (``in progress``, ``gone (deleted upstream)``)."""
+    status = _series_status(series)
+    if status is None:
+        return GONE_LABEL
+    return "no status" if status == NO_STATUS else status_label(status)
+
+
+def _series_title(series: str) -> str:
+    """For a part's hover text: the words, and the status as stored where it differs."""
+    status, label = _series_status(series), _series_label(series)
+    return label if status in (None, NO_STATUS, label) else f"{label} ({status})"
 
 
 def _esc(value: Any) -> str:
@@ -138,7 +200,7 @@ def _bar_chart(items: list[tuple[str, float]], unit: str, suffix: str = "") -> s
         parts.append(
             _label(4, y + 15, label, label_width - 12)
             + f'<rect x="{label_width}" y="{y + 3}" width="{width}" height="{height - 6}" '
-            f'fill="{_PALETTE[0]}"><title>{html.escape(printable(label))}: {value:g} {unit}'
+            f'fill="{_PLAIN}"><title>{html.escape(printable(label))}: {value:g} {unit}'
             f'</title></rect><text x="{label_width + width + 6}" y="{y + 15}">'
             f"{value:g}{suffix}</text>"
         )
@@ -147,11 +209,15 @@ def _bar_chart(items: list[tuple[str, float]], unit: str, suffix: str = "") -> s
 
 
 def _project_bars(table: Table) -> str:
-    """Runs per project as horizontal bars stacked by status, named and with the project id
-    under the name, the count in each part wide enough and the total at the end."""
+    """Runs per project as horizontal bars stacked by status (runs gone upstream last, in a
+    part of their own), named and with the project id under the name, the count in each part
+    wide enough and the total at the end."""
     if not table.rows:
         return '<p class="muted">No runs yet.</p>'
-    statuses = [table.labels.get(c, c) for c in table.columns[3:]]
+    series = [
+        _run_series(None, True) if column == GONE else _run_series(table.labels[column], False)
+        for column in table.columns[3:]
+    ]
     top = max(row[2] for row in table.rows) or 1
     row_height, bar_width = 38, 440
     label_width = _label_width(
@@ -168,14 +234,14 @@ def _project_bars(table: Table) -> str:
             + _label(4, y + 29, cell(project_id), label_width - 12, "sub")
         )
         x = float(label_width)
-        for status, count in zip(statuses, counts, strict=True):
+        for key, count in zip(series, counts, strict=True):
             if not count:
                 continue
             width = bar_width * count / top
             parts.append(
                 f'<rect x="{x:.1f}" y="{y + 6}" width="{width:.1f}" height="24" '
-                f'fill="{status_color(status)}"><title>{_esc(name)} '
-                f"({_esc(project_id)}), {html.escape(printable(status))}: "
+                f'fill="{_series_color(key)}"><title>{_esc(name)} '
+                f"({_esc(project_id)}), {html.escape(printable(_series_title(key)))}: "
                 f"{count}</title></rect>"
             )
             if width >= 8 * len(str(count)) + 4:
@@ -186,31 +252,50 @@ def _project_bars(table: Table) -> str:
             x += width
         parts.append(f'<text x="{x + 6:.1f}" y="{y + 22}">{runs}</text>')
     parts.append("</svg>")
-    return "".join(parts) + _legend((printable(s), status_color(s)) for s in statuses)
+    shown = [k for i, k in enumerate(series) if any(row[3 + i] for row in table.rows)]
+    return "".join(parts) + _legend((printable(_series_label(k)), _series_color(k)) for k in shown)
 
 
-def _nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 4, 6, 8 or 10 times a power of ten that is at least
-    ``value``, so that the four gridlines fall on round numbers."""
+# Room above a chart's top gridline: the unit, and under it the tallest column's total.
+_TOP = 40
+# Gridlines a y axis aims at: about five, so its top is at most one step above the data.
+_GRIDLINES = 5
+
+
+def _scale(value: float, whole: bool) -> tuple[float, float]:
+    """The y axis for data up to ``value``: a round step (1, 2, 2.5 or 5 times a power of
+    ten; whole numbers when the data count things) and the top, the first step at or above
+    ``value``, so the axis ends near the data (24 runs: 0 to 25, not 40)."""
     if value <= 0:
-        return 1.0
-    power = 10 ** math.floor(math.log10(value))
-    return next(step * power for step in (1, 2, 4, 6, 8, 10) if step * power >= value)
+        return 1.0, 1.0
+    rough = value / _GRIDLINES
+    power = 10 ** math.floor(math.log10(rough))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= rough * (1 - 1e-9))
+    if whole:
+        step = float(max(1, math.ceil(step)))
+    return step, round(step * math.ceil(round(value / step, 9)), 9)
 
 
 def _axis(
-    parts: list[str], left: int, top: int, width: int, height: int, peak: float, unit: str
+    parts: list[str],
+    left: int,
+    top: int,
+    width: int,
+    height: int,
+    scale: tuple[float, float],
+    unit: str,
 ) -> None:
-    """Gridlines at a quarter, half, three quarters and all of ``peak``, labelled."""
-    for step in range(5):
-        value = peak * step / 4
-        y = top + height - height * step / 4
+    """A labelled gridline at every step of ``scale`` (step, top) from 0 to its top."""
+    step, peak = scale
+    for i in range(round(peak / step) + 1):
+        value = round(step * i, 9)
+        y = top + height - height * value / peak
         parts.append(
             f'<line x1="{left}" x2="{left + width}" y1="{y:.1f}" y2="{y:.1f}" '
             f'stroke="#dde" /><text x="{left - 6}" y="{y + 4:.1f}" '
             f'text-anchor="end">{value:g}</text>'
         )
-    parts.append(f'<text x="4" y="{top - 10}" class="muted">{html.escape(unit)}</text>')
+    parts.append(f'<text x="4" y="{top - 24}" class="muted">{html.escape(unit)}</text>')
 
 
 # Room under the columns for a week's date (YYYY-MM-DD, turned 45 degrees).
@@ -231,10 +316,14 @@ def _stacked_columns(
     empty: str,
     color_of: Callable[[str], str] | None = None,
     order: list[str] | None = None,
+    label_of: Callable[[str], str] = str,
+    title_of: Callable[[str], str] | None = None,
 ) -> str:
     """Columns per week (``data``: week -> series -> value), stacked by series, with a y axis,
     each column's total above it, each part's value inside it when it is tall enough, and a
-    legend; by default the largest series at the bottom, in the palette's colours."""
+    legend (``label_of`` a series; ``title_of`` on hover, by default the label); by default the
+    largest series at the bottom, in the projects' colours."""
+    title_of = title_of or label_of
     totals: dict[str, float] = defaultdict(float)
     for values in data.values():
         for series, value in values.items():
@@ -243,17 +332,20 @@ def _stacked_columns(
         return f'<p class="muted">{html.escape(empty)}</p>'
     series_order = order or sorted(totals, key=lambda k: (-totals[k], k))
     if color_of is None:
-        palette = {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(series_order)}
+        palette = {k: _PROJECT_COLORS[i % len(_PROJECT_COLORS)] for i, k in enumerate(series_order)}
         color_of = palette.__getitem__
-    peak = _nice_ceiling(max(sum(values.values()) for values in data.values()))
-    left, top, chart_height = 60, 24, 220
+    highest = max(sum(values.values()) for values in data.values())
+    whole = all(float(v).is_integer() for values in data.values() for v in values.values())
+    scale = _scale(highest, whole)
+    peak = scale[1]
+    left, top, chart_height = 60, _TOP, 220
     column = max(24, min(56, 640 // len(data)))
     width = column * len(data)
     parts = [
         f'<svg class="chart" role="img" width="{left + width + 40}" '
         f'height="{top + chart_height + _DATE_ROOM}">'
     ]
-    _axis(parts, left, top, width, chart_height, peak, unit)
+    _axis(parts, left, top, width, chart_height, scale, unit)
     for i, (week, values) in enumerate(sorted(data.items())):
         x, y = left + i * column + 4, float(top + chart_height)
         middle = x + (column - 8) / 2
@@ -266,7 +358,8 @@ def _stacked_columns(
             parts.append(
                 f'<rect x="{x}" y="{y:.1f}" width="{column - 8}" height="{h:.1f}" '
                 f'fill="{color_of(series)}"><title>week of {html.escape(week)}, '
-                f"{html.escape(printable(series))}: {value:.1f} {html.escape(unit)}"
+                f"{html.escape(printable(title_of(series)))}: {_number(value)} "
+                f"{html.escape(unit)}"
                 "</title></rect>"
             )
             if h >= 14 and column - 8 >= 7 * len(_number(value)):
@@ -280,7 +373,9 @@ def _stacked_columns(
         )
         _week_label(parts, x, top + chart_height + 16, week)
     parts.append("</svg>")
-    return "".join(parts) + _legend((printable(k), color_of(k)) for k in series_order)
+    return "".join(parts) + _legend(
+        (printable(label_of(k)), color_of(k)) for k in series_order if totals[k]
+    )
 
 
 def _paired_columns(
@@ -294,15 +389,16 @@ def _paired_columns(
     rows = [r for r in rows if r[1] is not None or r[2] is not None]
     if not rows:
         return f'<p class="muted">{html.escape(empty)}</p>'
-    peak = _nice_ceiling(max(max(v or 0 for v in r[1:]) for r in rows))
-    left, top, chart_height = 60, 24, 200
+    scale = _scale(max(max(v or 0 for v in r[1:]) for r in rows), False)
+    peak = scale[1]
+    left, top, chart_height = 60, _TOP, 200
     column = max(28, min(60, 640 // len(rows)))
     parts = [
         f'<svg class="chart" role="img" width="{left + column * len(rows) + 40}" '
         f'height="{top + chart_height + _DATE_ROOM}">'
     ]
-    _axis(parts, left, top, column * len(rows), chart_height, peak, unit)
-    colors = (_PALETTE[0], "#9db7ec")
+    _axis(parts, left, top, column * len(rows), chart_height, scale, unit)
+    colors = (_PLAIN, _PLAIN_LIGHT)
     for i, (week, *values) in enumerate(rows):
         x = left + i * column + 4
         bar = (column - 8) / 2
@@ -407,6 +503,80 @@ def _analytics_sections(by_name: dict[str, Table]) -> list[tuple[str, str]]:
     ]
 
 
+def _duration(hours: float) -> str:
+    """How long, for people: ``45 min``, ``3 h 20 min``, ``2 d 4 h``."""
+    minutes = round(hours * 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 24 * 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes // (24 * 60)} d {minutes // 60 % 24} h"
+
+
+def _active_runs(table: Table) -> str:
+    """Each active run: its project (by name, the id under it), run, status, creator, server
+    and how long it has run (or that it waits, since when)."""
+    if not table.rows:
+        return '<p class="muted">No active runs.</p>'
+    head = ("project", "run", "status", "creator", "server", "running for")
+    body = []
+    for row in table.rows:
+        value = dict(zip(table.columns, row, strict=True))
+        name = cell(value["project_name"]) or cell(value["project_id"])
+        hours = value["running_for_h"]
+        if hours is None:
+            created = value["created_at"]
+            running = "waiting" + (f" since {cell(created)} UTC" if created else "")
+        else:
+            running = f"{_duration(float(hours))} (since {cell(value['started_at'])} UTC)"
+        status = value["status"]
+        cells = (
+            f'{_esc(name)}<br><span class="muted">{_esc(value["project_id"])}</span>',
+            _esc(value["run_name"]),
+            html.escape(printable(status_label(status) if status is not None else "no status")),
+            _esc(value["creator"]),
+            _esc(value["eng_full_name"]),
+            html.escape(running),
+        )
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    heading = "".join(f"<th>{h}</th>" for h in head)
+    return (
+        f"<table><tr>{heading}</tr>{''.join(body)}</table>"
+        '<p class="muted">Running for: from the start the exports saw (see nsml_run_timeline, '
+        "good to about one export interval) to when the report was made.</p>" + _note(table)
+    )
+
+
+def _status_words(status: Any) -> str:
+    """A status in words, the status as stored on hover."""
+    if status is None:
+        return '<span class="muted">no status</span>'
+    return (
+        f'<span title="{html.escape(printable(str(status)))}">'
+        f"{html.escape(printable(status_label(str(status))))}</span>"
+    )
+
+
+def _status_changes(table: Table) -> str:
+    """Each change: the project by name (its id under it), the run, from which status to
+    which, in words, and when."""
+    if not table.rows:
+        return '<p class="muted">None.</p>'
+    body = []
+    for row in table.rows:
+        value = dict(zip(table.columns, row, strict=True))
+        name = cell(value["project_name"]) or cell(value["project_id"])
+        cells = (
+            f'{_esc(name)}<br><span class="muted">{_esc(value["project_id"])}</span>',
+            _esc(value["run_name"]),
+            f"{_status_words(value['previous_status'])} &rarr; {_status_words(value['status'])}",
+            _esc(value["changed_at"]),
+        )
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    heading = "".join(f"<th>{h}</th>" for h in ("project", "run", "change", "changed at (UTC)"))
+    return f"<table><tr>{heading}</tr>{''.join(body)}</table>{_note(table)}"
+
+
 def _html_table(table: Table) -> str:
     if not table.rows:
         return '<p class="muted">None.</p>'
@@ -440,9 +610,10 @@ def _headline(table: Table) -> str:
     )
 
 
-def as_html(tables: list[Table], source: str) -> str:
+def as_html(tables: list[Table], source: str, now: datetime | None = None) -> str:
     """The whole report as one page; ``source`` says where it was read from (never a URL:
-    see :func:`describe_database`)."""
+    see :func:`describe_database`); ``now`` (naive UTC; default the system clock) is when it
+    was made, as the report's clock has it."""
     by_name = {t.name: t for t in tables}
 
     def pairs(name: str, label: Any, value: str) -> list[tuple[str, float]]:
@@ -461,25 +632,30 @@ def as_html(tables: list[Table], source: str) -> str:
     creators = pairs(
         "nsml_creator_activity", lambda r, i: cell(r[i["creator"]]) or "unknown", "runs"
     )
-    weekly: dict[str, dict[str, float]] = defaultdict(dict)
-    for week, status, runs in by_name["nsml_runs_per_week"].rows:
-        weekly[cell(week)][status or NO_STATUS] = float(runs)
+    weekly: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for week, status, gone, runs in by_name["nsml_runs_per_week"].rows:
+        weekly[cell(week)][_run_series(status, bool(gone))] += float(runs)
     found = {s for counts in weekly.values() for s in counts}
-    statuses = in_status_order(found)
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    statuses = {status for s in found if (status := _series_status(s)) is not None}
+    order = [_run_series(None if s == NO_STATUS else s, False) for s in in_status_order(statuses)]
+    order += [_GONE_SERIES] if _GONE_SERIES in found else []
+    generated = (now or datetime.now(UTC).replace(tzinfo=None)).strftime("%Y-%m-%d %H:%M:%S UTC")
     sections = [
         (
             by_name[BY_PROJECT].title,
             _project_bars(by_name[BY_PROJECT]) + _html_table(by_name[BY_PROJECT]),
         ),
+        (by_name[ACTIVE].title, _active_runs(by_name[ACTIVE])),
         (
             "Runs created per week, by status",
             _stacked_columns(
                 weekly,
                 "runs",
                 "No runs with a create time yet (export with --all).",
-                status_color,
-                statuses,
+                _series_color,
+                order,
+                _series_label,
+                _series_title,
             )
             + _note(by_name["nsml_runs_per_week"]),
         ),
@@ -495,9 +671,9 @@ def as_html(tables: list[Table], source: str) -> str:
         ),
         ("Env keys in use", _html_table(by_name["nsml_env_key_catalog"])),
         ("Export freshness", _html_table(by_name["nsml_export_freshness"])),
-        ("Recent status changes", _html_table(by_name["nsml_status_transitions"])),
+        ("Recent status changes", _status_changes(by_name["nsml_status_transitions"])),
     ]
-    sections[2:2] = _analytics_sections(by_name)
+    sections[3:3] = _analytics_sections(by_name)
     body = "".join(
         f"<section><h2>{html.escape(name)}</h2>{content}</section>" for name, content in sections
     )

@@ -54,6 +54,37 @@ HEADLINE = "headline"
 HEADLINE_TITLE = "At a glance"
 BY_PROJECT = "runs_by_project"
 BY_PROJECT_TITLE = "Runs by project"
+# runs_by_project's column of runs deleted upstream (marked gone by an export's 404), and the
+# series that stands for them in the charts: a run there is in no status's column.
+GONE = "gone"
+GONE_LABEL = "gone (deleted upstream)"
+# Put in front of a status's column name while it is taken (a status called ``runs``).
+STATUS_PREFIX = "status_"
+ACTIVE = "active_runs"
+ACTIVE_TITLE = "Active runs and how long they have run"
+ACTIVE_COLUMNS = (
+    "project_name",
+    "project_id",
+    "run_name",
+    "status",
+    "creator",
+    "eng_full_name",
+    "created_at",
+    "started_at",
+    "running_for_h",
+)
+# The timeline's columns behind ACTIVE_COLUMNS, in their order.
+_ACTIVE_FROM_TIMELINE = (
+    "project_name",
+    "project_id",
+    "run_name",
+    "final_status",
+    "creator",
+    "eng_full_name",
+    "created_at",
+    "active_from",
+)
+ACTIVE_SHOWN = 20  # rows of active_runs unless --limit says otherwise
 PROJECTS_SHOWN = 20  # projects in runs_by_project unless --limit says otherwise
 PERIOD = "analytics_period"
 HOURS = "run_hours_per_project"
@@ -70,6 +101,7 @@ MISSING = "nsml_gpu_servers_without_count"
 SECTION_NAMES = (
     HEADLINE,
     BY_PROJECT,
+    ACTIVE,
     *(s.name for s in SECTIONS),
     PERIOD,
     HOURS,
@@ -227,48 +259,118 @@ def collect(engine: Engine, table: str, limit: int | None, now: datetime) -> lis
             )
         ],
     )
-    return [headline, projects.limited(cap_for(PROJECTS_SHOWN, limit)), *sections]
+    return [
+        headline,
+        projects.limited(cap_for(PROJECTS_SHOWN, limit)),
+        active_runs(engine, table, now, cap_for(ACTIVE_SHOWN, limit)),
+        *sections,
+    ]
 
 
-def status_column(status: str) -> str:
-    """``RUN_STATE_COMPLETED`` -> ``completed``; runs without a status -> ``no_status``."""
-    return "no_status" if status == NO_STATUS else status.removeprefix("RUN_STATE_").lower()
+def status_column(status: str, taken: set[str]) -> str:
+    """The column of ``status`` in runs_by_project: a documented status by its short name
+    (``RUN_STATE_COMPLETED`` -> ``completed``), runs without one ``no_status``, any other status
+    as written; ``status_`` goes in front until the name is not in ``taken`` (the fixed columns
+    and the statuses before it), so a status called ``runs`` never overwrites the run count."""
+    if status == NO_STATUS:
+        name = "no_status"
+    elif status in RUN_STATUSES:
+        name = status.removeprefix("RUN_STATE_").lower()
+    else:
+        name = status
+    while name in taken:
+        name = STATUS_PREFIX + name
+    return name
+
+
+def status_label(status: str) -> str:
+    """A status for people: a documented one in words (``RUN_STATE_IN_PROGRESS`` -> ``in
+    progress``), any other as written (one called ``gone`` too: runs deleted upstream are
+    :data:`GONE_LABEL`, a series of their own)."""
+    if status in RUN_STATUSES:
+        return status.removeprefix("RUN_STATE_").lower().replace("_", " ")
+    return status
 
 
 def in_status_order(found: set[str]) -> list[str]:
-    """The documented statuses among ``found`` in a run's order, then any others by name."""
-    return [s for s in RUN_STATUSES if s in found] + sorted(found - set(RUN_STATUSES))
+    """The documented statuses among ``found`` in a run's order, then any others by name, then
+    :data:`NO_STATUS` (runs without one)."""
+    others = sorted(found - set(RUN_STATUSES) - {NO_STATUS})
+    return [s for s in RUN_STATUSES if s in found] + others + [NO_STATUS] * (NO_STATUS in found)
 
 
 def runs_by_project(rows: Iterable[tuple[Any, ...]]) -> Table:
-    """One row per project (most runs first): its name and id, its runs, and its runs in each
-    status (a column per status found; the documented ones in a run's order)."""
+    """One row per project (most runs first): its name and id, its runs, its runs in each
+    status (a column per status found; the documented ones in a run's order), and its runs
+    deleted upstream (``gone``: counted there, whatever their last status, never in it)."""
     counts: dict[Any, dict[str, int]] = defaultdict(dict)
+    gone: dict[Any, int] = defaultdict(int)
     names: dict[Any, Any] = {}
-    for project_id, project_name, status, runs in rows:
-        status = status if status is not None else NO_STATUS
-        counts[project_id][status] = counts[project_id].get(status, 0) + int(runs)
+    for project_id, project_name, status, deleted, runs in rows:
         names[project_id] = names.get(project_id) or project_name
-    found = {s for per in counts.values() for s in per}
-    statuses = in_status_order(found)
-    fixed = ["project_name", "project_id", "runs"]
-    columns = [status_column(s) for s in statuses]
-    if len(set(columns)) < len(columns) or set(columns) & set(fixed):
-        columns = statuses  # two statuses would share a short name: keep the names whole
-    ordered = sorted(
-        counts.items(),
-        key=lambda item: (-sum(item[1].values()), str(names[item[0]] or ""), item[0]),
-    )
+        per = counts[project_id]
+        if int(deleted):
+            gone[project_id] += int(runs)
+            continue
+        status = status if status is not None else NO_STATUS
+        per[status] = per.get(status, 0) + int(runs)
+    statuses = in_status_order({s for per in counts.values() for s in per})
+    fixed = ["project_name", "project_id", "runs", GONE]
+    taken = set(fixed)
+    columns = []
+    for status in statuses:
+        columns.append(status_column(status, taken))
+        taken.add(columns[-1])
+    totals = {p: sum(per.values()) + gone[p] for p, per in counts.items()}
+    ordered = sorted(counts, key=lambda p: (-totals[p], str(names[p] or ""), p))
     return Table(
         BY_PROJECT,
         BY_PROJECT_TITLE,
-        fixed + columns,
+        [*fixed[:3], *columns, GONE],
         [
-            (names[project], project, sum(per.values()), *(per.get(s, 0) for s in statuses))
-            for project, per in ordered
+            (
+                names[project],
+                project,
+                totals[project],
+                *(counts[project].get(s, 0) for s in statuses),
+                gone[project],
+            )
+            for project in ordered
         ],
-        labels=dict(zip(columns, statuses, strict=True)),
+        labels={**dict(zip(columns, statuses, strict=True)), GONE: GONE},
     )
+
+
+def active_runs(engine: Engine, table: str, now: datetime, cap: int | None) -> Table:
+    """Runs neither finished nor gone, as nsml_active_runs has them, with when each started
+    (the timeline's ``active_from``: where its run-hours start) and for how long it has run
+    up to ``now``, the longest first; runs not started yet (waiting) after them, the oldest
+    first."""
+    timeline = sa.table(
+        view_name(table, "nsml_run_timeline"),
+        *(sa.column(c) for c in (*_ACTIVE_FROM_TIMELINE, "finished", "gone_at")),
+    )
+    query = sa.select(*(timeline.c[c] for c in _ACTIVE_FROM_TIMELINE)).where(
+        timeline.c.finished == 0, timeline.c.gone_at.is_(None)
+    )
+    try:
+        with engine.connect() as conn:
+            found = [tuple(row) for row in conn.execute(query)]
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"reading the active runs failed: {first_line(exc)}") from None
+    rows = []
+    for name, project, run, status, creator, server, created, started in found:
+        created, started = _tidy(created, True), _tidy(started, True)
+        running = None if started is None else max(0.0, (now - started).total_seconds())
+        rows.append(
+            (name, project, run, status, creator, server, created, started, _in_hours(running))
+        )
+    rows.sort(key=lambda r: (r[7] is None, r[7] or r[6] or datetime.max, r[1], r[2]))
+    return Table(ACTIVE, ACTIVE_TITLE, list(ACTIVE_COLUMNS), rows).limited(cap)
+
+
+def _in_hours(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds / 3600, 2)
 
 
 def _failed_since(engine: Engine, table: str, since: datetime) -> int:

@@ -8,6 +8,8 @@ macros, expanded here per database (each family's SQL for them: :mod:`etl.dialec
   ``{{table_name}}``: the runs table's name as a string literal (for the bookkeeping tables);
 * ``{{key_collation}}`` (MySQL files only): the server's exact collation, to group or compare
   keys as nsml-etl stores them (``A`` and ``A `` are two env keys);
+* ``{{exact}}``, after a text column: compare and group it exactly as stored (MySQL: the exact
+  collation; nothing elsewhere, where that is the default);
 * ``{{terminal_statuses}}``: the statuses in :data:`etl.transform.TERMINAL_STATUSES`;
   ``{{run_failed}}``, ``{{run_pending}}``, ...: each documented run status
   (:data:`etl.transform.RUN_STATUSES`) as a string literal;
@@ -204,6 +206,9 @@ def load_views(
     }
     if collation:
         names["key_collation"] = collation
+    # After a text column: group or compare it exactly, as stored ("Running" and "RUNNING"
+    # are two statuses); only MySQL's default collation needs telling.
+    names["exact"] = f" COLLATE {collation}" if collation else ""
 
     def template(base: str) -> str | None:
         source = files.get(f"{base}.{family}.sql") or files.get(f"{base}.sql")
