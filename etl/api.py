@@ -46,6 +46,7 @@ from .tasks import (
     list_gpu_servers,
     load_gpu_servers,
     set_gpu_server,
+    suggest_gpu_servers,
     unset_gpu_servers,
     write_run_list,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "load",
     "load_gpu_servers",
     "set_gpu_server",
+    "suggest_gpu_servers",
     "unset_gpu_servers",
     "write_run_list",
 ]
@@ -214,6 +216,7 @@ def export(
                     options=options,
                     quota=quota,
                     on_response=run.count_response,
+                    finishing=_finishing(warehouse),
                 ),
                 stop,
                 cancel,
@@ -270,6 +273,7 @@ def load(
                     options=options,
                     progress=run.watch(progress),
                     stop=stop,
+                    finishing=_finishing(warehouse),
                 ),
                 stop,
                 threading.Event(),
@@ -354,6 +358,29 @@ def _open_warehouse(
     from .warehouse import DRY_RUN, WRITE, Warehouse
 
     return cleanup.enter_context(Warehouse.open(settings, DRY_RUN if dry_run else WRITE))
+
+
+def _finishing(warehouse: Warehouse) -> Callable[[ExportReport], None]:
+    """What an export or load does once its runs are committed: create the reporting views
+    the database lacks (BI tools find them after the first export) and count the GPU servers
+    without a GPU count, for the summary. A database error here is said in the summary and
+    the batch_finished event; it fails neither the batch nor the exit code, since the runs
+    landed (``nsml-etl views`` says the error again, with exit 4)."""
+
+    def finish(report: ExportReport) -> None:
+        from .errors import DatabaseError
+        from .reporting.views import create_missing_views
+
+        try:
+            report.views_created = len(create_missing_views(warehouse))
+        except DatabaseError as exc:
+            report.views_error = str(exc)
+        with contextlib.suppress(DatabaseError):  # a count only: the note is left out
+            report.servers_without_gpus = warehouse.count_servers_without_gpus(
+                warehouse.schema.table_name
+            )
+
+    return finish
 
 
 def _archive(save_raw: str | os.PathLike[str] | None, cleanup: contextlib.ExitStack) -> Any:

@@ -163,6 +163,12 @@ class ExportReport:
     # The figures of the metrics file (nsml_etl.metrics), set when the run ends: each metric
     # named without its nsml_etl_ prefix, plus the labels; empty for a dry run.
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Once the runs are committed (etl/api.py): the reporting views it created (those that
+    # were missing), why creating them failed (the runs and the batch row stand), and how many
+    # GPU servers the runs table has runs on without a GPU count (None: not counted).
+    views_created: int = 0
+    views_error: str | None = None
+    servers_without_gpus: int | None = None
 
     def record_failure(self, failure: FailedPair) -> None:
         self.failed.append(failure)
@@ -276,7 +282,22 @@ class ExportReport:
         return (
             f"Summary: exported {self.exported}, failed {len(self.failed)}, "
             f"retried {self.retried}, elapsed {self.elapsed:.2f}s{unwritten}"
-            f"{f'; {note}' if note else ''}"
+            f"{self._views_note()}{self._gpus_note()}{f'; {note}' if note else ''}"
+        )
+
+    def _views_note(self) -> str:
+        if self.views_error is None:
+            return ""
+        return f"; the reporting views were not created ({self.views_error}): run nsml-etl views"
+
+    def _gpus_note(self) -> str:
+        count = self.servers_without_gpus
+        if not count:
+            return ""
+        servers = "server has" if count == 1 else "servers have"
+        return (
+            f"; {count} {servers} no GPU count, so their GPU-hours are unknown: "
+            "nsml-etl gpu-servers suggest proposes counts"
         )
 
 
@@ -329,6 +350,9 @@ def log_finished(report: ExportReport) -> None:
             auth_failed=report.auth_error is not None,
             quota_exhausted=report.quota_error is not None,
             not_attempted=report.not_attempted,
+            views_created=report.views_created,
+            views_error=report.views_error,
+            servers_without_gpus=report.servers_without_gpus,
         ),
     )
 

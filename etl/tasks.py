@@ -325,3 +325,18 @@ def list_gpu_servers(
     with _opened(settings, "read", runs_table=False) as warehouse:
         known, missing = warehouse.list_gpu_servers(settings.table)
     return GpuServerList(known, missing, settings.table)
+
+
+def suggest_gpu_servers(
+    *,
+    settings: Settings | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    **setting_values: Any,
+) -> list[Any]:
+    """The GPU counts that the names of the servers ``table`` has runs on without one state
+    (``gpus`` None where a name says nothing); reads only, writes nothing."""
+    settings = settings_from_arguments(
+        "suggest_gpu_servers", settings, setting_values, config_file, GPU_SERVERS_LIST_SETTINGS
+    )
+    with _opened(settings, "read", runs_table=False) as warehouse:
+        return list(warehouse.suggest_gpu_servers(settings.table))

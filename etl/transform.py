@@ -37,7 +37,7 @@ DOCUMENTED_FIELDS: dict[str, str] = {
 }
 ENVS_FIELD = "envs"
 # create_time/update_time come from the run list (Get run has no times); an export that did
-# not list the run leaves the stored ones alone (see store.RunStore._merge_stage).
+# not list the run leaves the stored ones alone (see warehouse.writer._merge_stage).
 LIST_TIME_COLUMNS = ("create_time", "update_time")
 # "fields": every undocumented top-level field, as a JSON object (like envs), so that a field
 # without a column of its own (beyond MAX_FIELD_COLUMNS) is never lost.

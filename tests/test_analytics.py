@@ -327,6 +327,7 @@ def check_weekly_views(history):
     assert sorted(
         (
             str(r["week"])[:10],
+            r["scope"],
             r["project_id"] or "",
             int(r["runs"]),
             num(r["median_wait_s"]),
@@ -334,11 +335,12 @@ def check_weekly_views(history):
         )
         for r in waits
     ) == [
-        ("2026-01-05", "", 2, 3 * H, 14 * H),  # all projects: nearest ranks 1 and 2 of 2
-        ("2026-01-05", "p1", 1, 14 * H, 14 * H),  # B (never seen running) is left out
-        ("2026-01-05", "p2", 1, 3 * H, 3 * H),
-        ("2026-01-12", "", 1, 8 * H, 8 * H),
-        ("2026-01-12", "p2", 1, 8 * H, 8 * H),
+        # all projects: nearest ranks 1 and 2 of 2
+        ("2026-01-05", "all projects", "", 2, 3 * H, 14 * H),
+        ("2026-01-05", "project", "p1", 1, 14 * H, 14 * H),  # B (never seen running) left out
+        ("2026-01-05", "project", "p2", 1, 3 * H, 3 * H),
+        ("2026-01-12", "all projects", "", 1, 8 * H, 8 * H),
+        ("2026-01-12", "project", "p2", 1, 8 * H, 8 * H),
     ]
     rates = fetch_rows(history, "SELECT * FROM nsml_failure_rates_per_week")
     assert sorted(

@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from conftest import _server_database, fetch_rows, write_pairs
 
+from nsml_etl.chunks import DB_WRITE_ATTEMPTS, ChunkWriter, is_transient_db_error
 from nsml_etl.errors import DatabaseError
 from nsml_etl.outcome import ExportReport
 from nsml_etl.pairs import Pair
-from nsml_etl.pipeline import DB_WRITE_ATTEMPTS, _ChunkWriter, is_transient_db_error
 from nsml_etl.transform import TERMINAL_STATUSES, flatten_run
 from nsml_etl.warehouse import WRITE, Warehouse
 from nsml_etl.warehouse.store import RunStore
@@ -135,7 +135,7 @@ def _runs(n: int):
 
 def test_a_dropped_connection_is_retried_and_the_chunk_lands_once(sqlite_url):
     store, sleeps = FlakyStore(sqlite_url, failures=DB_WRITE_ATTEMPTS - 1), []
-    writer = _ChunkWriter(store, 10, ExportReport(), sleep=sleeps.append)
+    writer = ChunkWriter(store, 10, ExportReport(), sleep=sleeps.append)
     for run in _runs(4):
         writer.add(run)
     writer.flush()
@@ -145,7 +145,7 @@ def test_a_dropped_connection_is_retried_and_the_chunk_lands_once(sqlite_url):
 
 def test_a_database_that_stays_away_stops_with_a_clear_error(sqlite_url):
     store = FlakyStore(sqlite_url, failures=99)
-    writer = _ChunkWriter(store, 10, ExportReport(), sleep=lambda s: None)
+    writer = ChunkWriter(store, 10, ExportReport(), sleep=lambda s: None)
     writer.add(_runs(1)[0])
     with pytest.raises(DatabaseError, match=f"gave up after {DB_WRITE_ATTEMPTS} attempts"):
         writer.flush()
@@ -158,7 +158,7 @@ def test_connections_killed_between_chunks_reconnect(tmp_path):
     url = next(database)
     try:
         store = Warehouse.open(url, WRITE, table="nsml_runs").store
-        writer = _ChunkWriter(store, 3, ExportReport(), sleep=lambda s: None)
+        writer = ChunkWriter(store, 3, ExportReport(), sleep=lambda s: None)
         runs = _runs(9)
         for run in runs[:3]:
             writer.add(run)

@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, write_pairs
 
+from nsml_etl.chunks import write_chunk
 from nsml_etl.errors import DatabaseError
 from nsml_etl.pairs import Pair
-from nsml_etl.pipeline import write_chunk
 from nsml_etl.transform import flatten_run
 from nsml_etl.warehouse import WRITE, Warehouse
 from nsml_etl.warehouse.schema import Schema

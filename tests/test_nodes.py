@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import export_args, fetch_rows, table_names, write_pairs
 
-from nsml_etl.testing.simulator import generated_nodes
+from nsml_etl.testing.dataset import generated_nodes
 
 NODE_ROW = ("node_id", "state", "resource_type", "container_image", "rank", "exit_code", "host")
 

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from conftest import ACCESS_KEY, SECRET_KEY, SERVER_URL_ENV, fetch_rows, write_pairs
 
 import nsml_etl
+from nsml_etl.chunks import write_chunk
 from nsml_etl.pairs import Pair
-from nsml_etl.pipeline import write_chunk
 from nsml_etl.transform import flatten_run
 from nsml_etl.warehouse import WRITE, Warehouse
 from nsml_etl.warehouse.schema import Schema
@@ -209,6 +209,8 @@ def test_a_table_of_the_same_name_in_another_database_does_not_share_its_lock(
 ):
     if db_url.startswith("sqlite"):
         elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    elif db_url.startswith("duckdb"):
+        elsewhere = f"duckdb:///{tmp_path / 'elsewhere.duckdb'}"
     else:
         kind = "mysql" if db_url.startswith("mysql") else "postgresql"
         elsewhere = os.environ[SERVER_URL_ENV[kind]]  # the server's own database

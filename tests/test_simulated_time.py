@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 import pytest
 from conftest import fetch_rows
 
-from nsml_etl.testing.simulator import Simulator, generate_dataset, list_time
+from nsml_etl.testing.dataset import generate_dataset, list_time
+from nsml_etl.testing.simulator import Simulator
 
 EPOCH = datetime(2026, 3, 2)  # a Monday
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import _server_database, fetch_rows, table_names, write_pairs
+from conftest import _server_database, drop_views, fetch_rows, table_names, write_pairs
 
 import nsml_etl
 
@@ -189,6 +189,10 @@ def test_report_on_a_read_only_database_without_views_says_so(
     nsml_etl.export(
         simulator.pairs()[:3], db_url=f"sqlite:///{database}", base_url=simulator.base_url
     )
+    engine = sa.create_engine(f"sqlite:///{database}")
+    with engine.begin() as conn:  # the export made them: a database from before it did
+        drop_views(conn)
+    engine.dispose()
     result = run_cli("report", "--db", f"sqlite:///file:{database}?mode=ro&uri=true")
     assert result.exit_code == 4, result.output
     assert "is read-only" in result.stderr and "run nsml-etl views" in result.stderr
@@ -251,6 +255,8 @@ REFUSE_BATCHES = {
 def test_a_refused_batch_row_says_what_the_database_said(run_cli, credentials, simulator, db_url):
     # Regression: "recording the batch failed: IntegrityError" (or InternalError), the
     # database's reason dropped.
+    if db_url.startswith("duckdb"):
+        pytest.skip("DuckDB has no triggers to refuse a row with words of its own")
     nsml_etl.export(simulator.pairs()[:1], db_url=db_url, base_url=simulator.base_url)
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:
@@ -270,7 +276,7 @@ def test_first_line_is_the_database_reason_in_one_short_line():
     import psycopg
     import pymysql
 
-    from nsml_etl.warehouse.dialects import MAX_REASON_CHARS, first_line
+    from nsml_etl.warehouse.failures import MAX_REASON_CHARS, first_line
 
     def wrapped(orig: Exception) -> sa.exc.DBAPIError:
         return sa.exc.DBAPIError.instance("INSERT ...", {"v": "secret"}, orig, Exception)

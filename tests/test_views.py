@@ -12,7 +12,7 @@ import pytest
 from conftest import fetch_rows
 
 from nsml_etl.reporting.views import check_macros, expand, load_views
-from nsml_etl.warehouse.dialects import family_of
+from nsml_etl.warehouse.families import family_of
 
 
 def load(run_cli, db_url, tmp_path, bodies):

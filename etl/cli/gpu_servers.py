@@ -16,8 +16,9 @@ from ._common import handle_errors, settings_options
 def gpu_servers() -> None:
     """GPUs per GPU server (nsml_gpu_servers), for GPU-hours in the reports.
 
-    nsml-etl never guesses a count: servers without one show run-hours only, and are listed
-    by 'gpu-servers list' and the nsml_gpu_servers_without_count view.
+    nsml-etl never sets a count by itself: servers without one show run-hours only, and are
+    listed by 'gpu-servers list' and the nsml_gpu_servers_without_count view; 'gpu-servers
+    suggest' reads the counts their names state into a file to check and load.
     """
 
 
@@ -63,3 +64,21 @@ def gpu_servers_list(config_file: Path | None, **flags: Any) -> None:
     """Print the known GPU counts, then the servers that --table has runs on without one."""
     listed = api.list_gpu_servers(settings=resolve_settings(flags, config_file))
     click.echo(listed.as_text(), nl=False)
+
+
+@gpu_servers.command("suggest")
+@settings_options(api.GPU_SERVERS_LIST_SETTINGS)
+@handle_errors
+def gpu_servers_suggest(config_file: Path | None, **flags: Any) -> None:
+    """Print a TOML file for 'gpu-servers load' with the GPU counts that the names of the
+    servers without one state ('[GPU] A100 2EA' is 2, '[Notebook] 4vCPU' is 0); servers whose
+    names say nothing are comments. Writes nothing: check the file, then load it."""
+    from ..warehouse.gpuservers import suggestions_toml
+
+    suggestions = api.suggest_gpu_servers(settings=resolve_settings(flags, config_file))
+    click.echo(suggestions_toml(suggestions), nl=False)
+    stated = sum(1 for s in suggestions if s.gpus is not None)
+    click.echo(
+        f"{stated} of {len(suggestions)} servers without a GPU count have one in their name.",
+        err=True,
+    )

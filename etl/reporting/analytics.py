@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import DatabaseError, InputError
 from ..tablenames import BATCHES_TABLE, view_name
 from ..warehouse.batches import EXPORT_COMMAND, PARTIAL, SUCCEEDED
-from ..warehouse.dialects import first_line
+from ..warehouse.failures import first_line
 from .report import (
     FAILURES,
     HOURS,

@@ -26,7 +26,7 @@ from ..errors import DatabaseError, InputError
 from ..tablenames import FILE_PREFIX, view_bases, view_name
 from ..transform import RUN_FAILED, RUN_STATUSES
 from ..warehouse import Warehouse
-from ..warehouse.dialects import first_line
+from ..warehouse.failures import first_line
 from .views import create_views, query_view
 
 

@@ -2,7 +2,7 @@
 
 A file is one SELECT with a header comment saying what question it answers; each runs table
 gets its own set of views (their names: :mod:`etl.tablenames`). Dialect differences are template
-macros, expanded here per database (each family's SQL for them: :mod:`etl.dialects`):
+macros, expanded here per database (each family's SQL for them: :mod:`etl.warehouse.families`):
 
 * ``{{runs}}``, ``{{history}}``, ``{{batches}}``: the quoted table names;
   ``{{table_name}}``: the runs table's name as a string literal (for the bookkeeping tables);
@@ -68,7 +68,8 @@ from ..transform import (
 )
 from ..warehouse import Warehouse
 from ..warehouse.batches import BATCH_COMMANDS, BATCH_STATUSES
-from ..warehouse.dialects import family_of, first_line
+from ..warehouse.failures import first_line
+from ..warehouse.families import family_of
 from ..warehouse.gpuservers import ensure_table
 
 # A run in one of these has not started yet; any other status that is not terminal means it has.
@@ -155,7 +156,7 @@ def check_macros(
 
 def expand(template: str, dialect: str, names: dict[str, str], where: str = "the template") -> str:
     """Replace the macros of one template for ``dialect`` (its family's, see
-    :attr:`etl.warehouse.dialects.Family.view_macros`); a macro it cannot expand raises
+    :attr:`etl.warehouse.families.Family.view_macros`); a macro it cannot expand raises
     ValueError naming ``where`` and the line (:func:`check_macros`)."""
     family = family_of(dialect)
     check_macros(template, where, family.view_macros, names)
@@ -254,11 +255,42 @@ def _with_includes(text: str, template: Callable[[str], str | None], depth: int 
 def create_views(warehouse: Warehouse) -> list[View]:
     """Create or replace every view of the warehouse's runs table (and the tables they read,
     if this is a new database: its schema makes them); another table's views are left alone."""
-    engine, table = warehouse.engine, warehouse.schema.table_name
     warehouse.schema.prepare(set(), set())
+    return _create(warehouse, _views_of(warehouse))
+
+
+def create_missing_views(warehouse: Warehouse) -> list[View]:
+    """Create the views of the warehouse's runs table that the database lacks, and return
+    them; those there are stay as they are (``nsml-etl views`` replaces them). Cheap when none
+    is missing: one look at the names, no SQL built. For export and load, once the runs are
+    committed; none while the runs table does not exist (nothing landed yet)."""
+    table = warehouse.schema.table_name
+    try:
+        inspector = sa.inspect(warehouse.engine)
+        existing = set(inspector.get_view_names())
+        if not inspector.has_table(table):
+            return []
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"reading the view names failed: {first_line(exc)}") from exc
+    if all(view_name(table, base) in existing for base in view_bases()):
+        return []
+    return _create(warehouse, [v for v in _views_of(warehouse) if v.name not in existing])
+
+
+def _views_of(warehouse: Warehouse) -> list[View]:
+    engine = warehouse.engine
     quote = engine.dialect.identifier_preparer.quote
     collation = warehouse.family.key_collation(engine.dialect)
-    views = load_views(engine.dialect.name, table, quote, collation)
+    return load_views(engine.dialect.name, warehouse.schema.table_name, quote, collation)
+
+
+def _create(warehouse: Warehouse, views: list[View]) -> list[View]:
+    """Drop and create ``views`` in one transaction (on MySQL, whose DDL commits at once, one
+    by one), with the GPU servers table they read; on PostgreSQL each carries its question as
+    its comment, which Metabase and Superset show as the dataset's description."""
+    engine = warehouse.engine
+    quote = engine.dialect.identifier_preparer.quote
+    comments = warehouse.family.name == "postgresql"  # the only one of ours with view comments
     creating = f"table {GPU_SERVERS_TABLE}"
     try:
         with engine.begin() as conn:
@@ -267,9 +299,22 @@ def create_views(warehouse: Warehouse) -> list[View]:
                 creating = f"view {view.name}"
                 conn.exec_driver_sql(f"DROP VIEW IF EXISTS {quote(view.name)}")
                 conn.exec_driver_sql(f"CREATE VIEW {quote(view.name)} AS {view.sql}")
+                if comments and view.question:
+                    conn.exec_driver_sql(
+                        f"COMMENT ON VIEW {quote(view.name)} IS {_literal(engine, view.question)}"
+                    )
     except SQLAlchemyError as exc:
         raise DatabaseError(f"creating {creating} failed: {first_line(exc)}") from exc
     return views
+
+
+def _literal(engine: Engine, text: str) -> str:
+    """``text`` as a string literal of the engine's dialect: COMMENT ON takes no bound
+    parameter (a utility statement), and the text is a question from our own sql/ files."""
+    literal = sa.literal(text, sa.String()).compile(
+        dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+    )
+    return str(literal).replace("%", "%%")  # exec_driver_sql's paramstyle reads % as a marker
 
 
 def query_view(

@@ -31,7 +31,7 @@ from ..outcome import (  # noqa: F401 - the statuses are read from here too
     SUCCEEDED,
     ExportReport,
 )
-from .dialects import first_line
+from .failures import first_line
 from .schema import Schema
 
 log = logging.getLogger("nsml_etl.batches")  # its name before the sub-packages

@@ -24,7 +24,8 @@ from ..errors import DatabaseError
 from ..model import FlatNode, Pair
 from ..nodelist import NODE_CONTENT_COLUMNS, node_json, node_row
 from ..transform import FlatRun
-from .dialects import Family, first_line
+from .failures import first_line
+from .families import Family
 
 # Runs per SELECT when reading the stored nodes a chunk replaces.
 NODE_LOOKUP_RUNS = 500

@@ -1,4 +1,5 @@
-"""The tables of one runs table in one database, and keeping them in step with the runs.
+"""One runs table's schema and its evolution: which column each env key and field lands in,
+and keeping the table in step with the runs.
 
 Contract, the same on SQLite, PostgreSQL and MySQL/MariaDB:
 
@@ -12,12 +13,15 @@ Contract, the same on SQLite, PostgreSQL and MySQL/MariaDB:
   it, so two exports adding the same key at once agree, and two exports writing the same runs
   take turns, so their change history stays one version after another; a chunk's rows are
   built again under the lock from the mapping found there when others changed it meanwhile
-  (:meth:`etl.store.RunStore.upsert`), so exports side by side never starve each other;
+  (:meth:`etl.warehouse.store.RunStore.upsert`), so exports side by side never starve each
+  other;
 * a mapping row is committed before its column is added, so MySQL's implicit commit on DDL can
   never leave a column nobody owns: a mapped column that is missing is simply added next time.
 
-Also here: the bookkeeping tables (batches, failures, history), and the check that an existing
-table is one of ours. Writing runs into these tables is :mod:`etl.store`'s job.
+A schema change (:meth:`Schema._evolve`) is a sequence of named steps; the tables it makes are
+defined in :mod:`etl.warehouse.tables`, the layouts of earlier versions are brought up to date
+by :mod:`etl.warehouse.migrations`, and writing runs into the tables is
+:mod:`etl.warehouse.store`'s job.
 """
 
 from __future__ import annotations
@@ -31,39 +35,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.compiler import compiles
 
 from .. import jsontext
 from ..columnnames import allocate_columns, allocation_order, snake_case
 from ..config import DEFAULT_MAX_ENV_COLUMNS
 from ..errors import DatabaseError, MappingChanged
 from ..events import event
-from ..tablenames import (
-    BATCHES_TABLE,
-    ENV_COLUMNS_TABLE,
-    FAILURES_TABLE,
-    FIELD_COLUMNS_TABLE,
-    HISTORY_TABLE,
-    NODE_HISTORY_TABLE,
-    NODES_TABLE,
-)
-from ..transform import (
-    CORE_COLUMNS,
-    GONE_COLUMN,
-    KEY_COLUMNS,
-    LIST_TIME_COLUMNS,
-    as_text,
-)
-from .dialects import (
-    MYSQL_MAPPING_KEY_CHARS,
-    MYSQL_RUN_KEY_CHARS,
-    Family,
-    error_kind,
-    family_of,
-    first_line,
+from ..tablenames import BATCHES_TABLE, ENV_COLUMNS_TABLE, FIELD_COLUMNS_TABLE
+from ..transform import CORE_COLUMNS, KEY_COLUMNS, as_text
+from . import migrations
+from .failures import error_kind, first_line
+from .families import Family, family_of
+from .tables import (
+    CORE_TYPES,
+    UTF8MB4,
+    Text,
+    batch_tables,
+    history_table,
+    mapping_table,
+    node_tables,
+    refuse_foreign_table,
 )
 
 log = logging.getLogger("nsml_etl.schema")  # its name before the sub-packages
@@ -82,132 +75,6 @@ SCHEMA_LOCK_RETRY_WAIT_S = 1.0
 MAX_FIELD_COLUMNS = 30
 # Stored runs read per query when a new column is filled from their envs.
 FILL_PAGE_ROWS = 2000
-
-# The MySQL and MariaDB dialects, for column types of their own.
-_MYSQL = ("mysql", "mariadb")
-# Table options for every table we create: MySQL's utf8 is not full UTF-8.
-UTF8MB4: dict[str, Any] = {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"}
-TIMESTAMP_COLUMNS = ("fetched_at", *LIST_TIME_COLUMNS, GONE_COLUMN)
-
-
-class KeyVarchar(mysql.VARCHAR):
-    """A MySQL string compared as a key: created with the family's exact collation
-    (:meth:`etl.dialects.MySQLFamily.key_collation`)."""
-
-
-class KeyMediumText(mysql.MEDIUMTEXT):
-    """A long MySQL string compared as a key: created with the family's exact collation."""
-
-
-def _key_collation(dialect: sa.Dialect) -> str | None:
-    return family_of(dialect.name).key_collation(dialect)
-
-
-@compiles(KeyVarchar, *_MYSQL)
-def _compile_key_varchar(
-    type_: KeyVarchar, compiler: sa.sql.compiler.TypeCompiler, **kw: object
-) -> str:
-    # The collation depends on the server, so it is chosen when the DDL is compiled on a
-    # connection, not when this module is imported.
-    collation = _key_collation(compiler.dialect)
-    return compiler.process(mysql.VARCHAR(type_.length, collation=collation), **kw)
-
-
-@compiles(KeyMediumText, *_MYSQL)
-def _compile_key_mediumtext(
-    type_: KeyMediumText, compiler: sa.sql.compiler.TypeCompiler, **kw: object
-) -> str:
-    return compiler.process(mysql.MEDIUMTEXT(collation=_key_collation(compiler.dialect)), **kw)
-
-
-KEY_TYPES = (KeyVarchar, KeyMediumText)
-Text = sa.Text().with_variant(mysql.MEDIUMTEXT(), *_MYSQL)
-KeyText = sa.Text().with_variant(KeyVarchar(MYSQL_RUN_KEY_CHARS), *_MYSQL)
-Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *_MYSQL)
-ColumnKey = sa.Text().with_variant(KeyVarchar(MYSQL_MAPPING_KEY_CHARS), *_MYSQL)
-Name = sa.Text().with_variant(KeyVarchar(64), *_MYSQL)
-# Run ids of failed pairs: any length (a failure may be about an overlong name), compared exactly.
-LongKeyText = sa.Text().with_variant(KeyMediumText(), *_MYSQL)
-
-CORE_TYPES: dict[str, sa.types.TypeEngine[Any]] = {column: Text for column in CORE_COLUMNS} | {
-    "project_id": KeyText,
-    "run_name": KeyText,
-    "gpu_svr_code": sa.BigInteger(),
-    "fetched_at": Timestamp,
-    "create_time": Timestamp,
-    "update_time": Timestamp,
-    GONE_COLUMN: Timestamp,
-}
-
-
-def refuse_foreign_table(conn: Connection, table: str) -> bool:
-    """:class:`DatabaseError` naming what is wrong if ``table`` exists but is not one of ours;
-    whether it exists otherwise."""
-    inspector = sa.inspect(conn)
-    if table in inspector.get_view_names():
-        problems = ["it is a view"]
-    elif not inspector.has_table(table):
-        return False
-    else:
-        primary_key = inspector.get_pk_constraint(table)["constrained_columns"]
-        columns = {c["name"].lower(): c["type"] for c in inspector.get_columns(table)}
-        problems = foreign_table_problems(primary_key, columns, conn.dialect)
-    if problems:
-        raise DatabaseError(
-            f"table {table} exists but is not an nsml-etl table: {'; '.join(problems)}; "
-            "choose another --table (nsml-etl changes no table it did not make)"
-        )
-    return True
-
-
-# What each core column must hold in an existing table (its type family, not its exact type:
-# tables made by earlier versions, or on another database, differ in the details).
-_FAMILY_WORDS = {
-    "text": "a text type",
-    "integer": "an integer type",
-    "timestamp": "a date and time type",
-}
-
-
-def _type_family(column_type: sa.types.TypeEngine[Any]) -> str | None:
-    if isinstance(column_type, sa.Integer):
-        return "integer"
-    if isinstance(column_type, sa.DateTime):
-        return "timestamp"
-    if isinstance(column_type, sa.String) and not isinstance(column_type, sa.Enum | mysql.SET):
-        return "text"
-    return None
-
-
-def _type_text(column_type: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> str:
-    if isinstance(column_type, sa.types.NullType):
-        return "of a type nsml-etl does not know (or none)"
-    try:
-        return column_type.compile(dialect=dialect)
-    except SQLAlchemyError:
-        return type(column_type).__name__
-
-
-def foreign_table_problems(
-    primary_key: list[str], columns: dict[str, sa.types.TypeEngine[Any]], dialect: sa.Dialect
-) -> list[str]:
-    """What makes an existing table (its primary key, its columns by lower-case name) other
-    than a runs table of ours: the key must be (project_id, run_name), and each core column
-    present must have the family of its type in :data:`CORE_TYPES`. Empty for our tables."""
-    problems = []
-    if [c.lower() for c in primary_key] != list(KEY_COLUMNS):
-        found = f"is ({', '.join(primary_key)})" if primary_key else "is missing"
-        problems.append(f"its primary key {found}, not ({', '.join(KEY_COLUMNS)})")
-    for column in CORE_COLUMNS:
-        found_type = columns.get(column)
-        expected = _type_family(CORE_TYPES.get(column, Text))
-        assert expected is not None  # every core column has one of the families
-        if found_type is not None and _type_family(found_type) != expected:
-            problems.append(
-                f"column {column} is {_type_text(found_type, dialect)}, "
-                f"not {_FAMILY_WORDS[expected]}"
-            )
-    return problems
 
 
 @dataclass(frozen=True)
@@ -229,132 +96,25 @@ class ColumnMap:
         return [*CORE_COLUMNS, *self.env.values(), *self.fields.values()]
 
 
-def _mapping_table(name: str, key_column: str, metadata: sa.MetaData) -> sa.Table:
-    return sa.Table(
-        name,
-        metadata,
-        sa.Column("table_name", Name, primary_key=True),
-        sa.Column(key_column, ColumnKey, primary_key=True),
-        # NULL: the key has no column (see ColumnMap.waiting).
-        sa.Column("column_name", Name, nullable=True),
-        sa.UniqueConstraint("table_name", "column_name"),
-        **UTF8MB4,
-    )
+@dataclass(frozen=True)
+class Allocation:
+    """The columns one schema change chooses (:meth:`Schema._allocate`), before any is
+    written. Env keys: ``promoted`` (they waited and get a column now), ``with_column`` and
+    ``without_column`` (new, and given a column or waiting), ``columns`` (the env columns of
+    the first two, by key); fields: ``field_keys`` (every new field, in allocation order) and
+    ``new_fields`` (the columns of those that get one; the others wait)."""
 
+    promoted: list[str]
+    with_column: list[str]
+    without_column: list[str]
+    columns: dict[str, str]
+    field_keys: list[str]
+    new_fields: dict[str, str]
 
-def _id_column() -> sa.Column[Any]:
-    # SQLite auto-increments only an INTEGER PRIMARY KEY; elsewhere a BIGINT identity.
-    return sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    )
-
-
-def _batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
-    """One row per export or load, and one per pair that failed in it."""
-    batches = sa.Table(
-        BATCHES_TABLE,
-        metadata,
-        _id_column(),
-        sa.Column("table_name", Name, nullable=False),
-        sa.Column("command", Name, nullable=False),
-        sa.Column("started_at", Timestamp, nullable=False),
-        sa.Column("finished_at", Timestamp),
-        sa.Column("status", Name, nullable=False),
-        sa.Column("requested", sa.BigInteger()),
-        sa.Column("exported", sa.BigInteger()),
-        sa.Column("failed", sa.BigInteger()),
-        sa.Column("retried", sa.BigInteger()),
-        sa.Column("options", Text),
-        # Why a 'failed' batch failed. Added to tables made before it (see _evolve).
-        sa.Column("error", Text),
-        **UTF8MB4,
-    )
-    failures = sa.Table(
-        FAILURES_TABLE,
-        metadata,
-        _id_column(),
-        sa.Column(
-            "batch_id",
-            sa.BigInteger(),
-            sa.ForeignKey(f"{BATCHES_TABLE}.id"),
-            nullable=False,
-            index=True,
-        ),
-        sa.Column("project_id", LongKeyText),
-        sa.Column("run_name", LongKeyText),
-        sa.Column("http_status", sa.Integer()),
-        sa.Column("error_code", Name),
-        sa.Column("message", Text),
-        sa.Column("attempts", sa.Integer()),
-        **UTF8MB4,
-    )
-    return batches, failures
-
-
-def _history_table(metadata: sa.MetaData) -> sa.Table:
-    """Type-2 history: one row per version of a run; ``valid_to`` NULL marks the current one."""
-    return sa.Table(
-        HISTORY_TABLE,
-        metadata,
-        _id_column(),
-        sa.Column("table_name", Name, nullable=False),
-        sa.Column("project_id", KeyText, nullable=False),
-        sa.Column("run_name", KeyText, nullable=False),
-        sa.Column("valid_from", Timestamp, nullable=False),
-        sa.Column("valid_to", Timestamp),
-        sa.Column("batch_id", sa.BigInteger()),
-        sa.Column("status", Text),
-        # The run's row as it was, as JSON: written when the version is superseded. NULL for
-        # the current version, whose content is the row in the runs table (this keeps a first
-        # load from writing every run twice).
-        sa.Column("content", Text),
-        sa.Index("ix_nsml_run_history_run", "table_name", "project_id", "run_name", "valid_to"),
-        **UTF8MB4,
-    )
-
-
-def _node_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
-    """Each run's current nodes (key: the run's and the node's id, compared exactly), and their
-    type-2 history as :func:`_history_table` keeps the runs': one row per version of a node,
-    ``valid_to`` NULL for the current one, ``content`` the node's row once superseded. On MySQL
-    the three keys of 255 characters fill InnoDB's 3,072-byte index entry."""
-    nodes = sa.Table(
-        NODES_TABLE,
-        metadata,
-        sa.Column("project_id", KeyText, primary_key=True),
-        sa.Column("run_name", KeyText, primary_key=True),
-        sa.Column("node_id", KeyText, primary_key=True),
-        sa.Column("state", Text),
-        sa.Column("resource_type", Text),
-        sa.Column("container_image", Text),
-        sa.Column("rank", sa.BigInteger()),
-        sa.Column("exit_code", sa.BigInteger()),
-        sa.Column("host", Text),
-        sa.Column("fields", Text),
-        **UTF8MB4,
-    )
-    history = sa.Table(
-        NODE_HISTORY_TABLE,
-        metadata,
-        _id_column(),
-        sa.Column("project_id", KeyText, nullable=False),
-        sa.Column("run_name", KeyText, nullable=False),
-        sa.Column("node_id", KeyText, nullable=False),
-        sa.Column("valid_from", Timestamp, nullable=False),
-        sa.Column("valid_to", Timestamp),
-        sa.Column("batch_id", sa.BigInteger()),
-        sa.Column("state", Text),
-        sa.Column("exit_code", sa.BigInteger()),
-        # The node's row as it was, as JSON, once superseded (changed, or gone from the list);
-        # NULL for the current version, whose content is the row in nsml_run_nodes.
-        sa.Column("content", Text),
-        sa.Index("ix_nsml_run_node_history_run", "project_id", "run_name"),
-        **UTF8MB4,
-    )
-    return nodes, history
+    def mapping(self, current: ColumnMap) -> ColumnMap:
+        """The mapping once these columns are recorded on top of ``current``."""
+        chosen = {k: self.columns[k] for k in (*self.promoted, *self.with_column)}
+        return ColumnMap(current.env | chosen, current.fields | self.new_fields)
 
 
 def _lock_key(table: str, database: str | None = None) -> int:
@@ -377,11 +137,11 @@ class Schema:
         self.family: Family = family_of(engine.dialect.name)
         self.max_env_columns = max_env_columns
         self._metadata = sa.MetaData()
-        self.env_table = _mapping_table(ENV_COLUMNS_TABLE, "env_key", self._metadata)
-        self.field_table = _mapping_table(FIELD_COLUMNS_TABLE, "field", self._metadata)
-        self.batches_table, self.failures_table = _batch_tables(self._metadata)
-        self.history_table = _history_table(self._metadata)
-        self.nodes_table, self.node_history_table = _node_tables(self._metadata)
+        self.env_table = mapping_table(ENV_COLUMNS_TABLE, "env_key", self._metadata)
+        self.field_table = mapping_table(FIELD_COLUMNS_TABLE, "field", self._metadata)
+        self.batches_table, self.failures_table = batch_tables(self._metadata, self.family)
+        self.history_table = history_table(self._metadata, self.family)
+        self.nodes_table, self.node_history_table = node_tables(self._metadata, self.family)
         # Columns seen in the table (or added by us). A mapping row can be visible before its
         # column exists (MySQL commits the mapping before its DDL), so a mapped column not in
         # here sends us through the locked path, which waits for the other export's ALTER.
@@ -433,7 +193,7 @@ class Schema:
     @contextmanager
     def table_lock(self) -> Iterator[Connection]:
         """A connection in a transaction that holds this table's write lock (the family's:
-        :meth:`etl.dialects.Family.table_lock`), committed on success.
+        :meth:`etl.warehouse.families.Family.table_lock`), committed on success.
 
         One lock for schema changes and chunk writes alike: an ALTER TABLE waiting for a
         chunk's transaction blocks that transaction's next, stronger table lock (MariaDB's
@@ -525,37 +285,57 @@ class Schema:
         )
 
     def _evolve(self, conn: Connection, env_keys: set[str], fields: set[str]) -> ColumnMap:
-        # Everything below is re-read under the lock: another export may have just done it.
-        refuse_foreign_table(conn, self.table_name)  # made by another tool since the check?
-        self._metadata.create_all(conn, checkfirst=True)
-        self.runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
-        self.family.migrate_key_collations(conn, self._key_columns(conn.dialect))
+        """One schema change under the table's lock, step by step: make what is missing,
+        bring earlier versions' layouts up to date (:mod:`etl.warehouse.migrations`), read
+        the mapping, give new keys columns, record them, add the columns, fill them. Each step
+        reads the tables again: another export may have just done it."""
+        self._create_tables(conn)
+        migrations.exact_key_collations(conn, self.family, self.table_name, self._metadata)
         inspector = sa.inspect(conn)
-        self._allow_waiting_keys(conn, inspector)
+        migrations.allow_waiting_keys(conn, inspector, self.family, self._mapping_tables)
         current = self.read_mapping(conn)
         existing = {c["name"].lower() for c in inspector.get_columns(self.table_name)}
-        self.legacy_content_hash = "content_hash" in {
-            c["name"].lower() for c in inspector.get_columns(HISTORY_TABLE)
-        }
-        self._refuse_gone_column_clash(current)
-        self._add_missing_columns(conn, self.batches_table, inspector)
+        self.legacy_content_hash = migrations.has_content_hash(inspector)
+        migrations.refuse_gone_column_clash(self.table_name, current.fields)
+        migrations.add_new_columns(conn, self.batches_table, inspector)
+        plan = self._allocate(current, existing, env_keys, fields)
+        self._record_mapping(conn, plan)
+        planned = plan.mapping(current)
+        added_env = self._add_columns(conn, planned, existing)
+        current = self.read_mapping(conn)  # a column that could not be added is waiting now
+        self._refill(conn, plan, added_env)
+        self._warn_waiting(plan, planned, current)
+        return current
+
+    @property
+    def _mapping_tables(self) -> tuple[sa.Table, sa.Table]:
+        return self.env_table, self.field_table
+
+    def _create_tables(self, conn: Connection) -> None:
+        """Create whichever of our tables is missing, once the runs table is known to be ours
+        (another tool may have made it since the check before the first request)."""
+        refuse_foreign_table(conn, self.table_name)
+        self._metadata.create_all(conn, checkfirst=True)
+        self.runs_table(CORE_COLUMNS).create(conn, checkfirst=True)
+
+    def _allocate(
+        self, current: ColumnMap, existing: set[str], env_keys: set[str], fields: set[str]
+    ) -> Allocation:
+        """Choose the columns of the keys that get one now (nothing is written here): env keys
+        up to the cap, keys that waited first, then new keys in the order allocate_columns
+        uses; the rest wait without a column. Undocumented fields likewise, up to their own
+        fixed cap (every value is also in the fields column); a field that waits keeps
+        waiting. Never past the database's own column limit, whatever the caps say."""
         taken = existing | set(CORE_COLUMNS) | set(current.env.values())
         taken |= set(current.fields.values())
-
-        # Env keys get columns up to the cap: keys that waited first, then new keys in the
-        # order allocate_columns uses; the rest are recorded without a column.
-        # Never past the database's own column limit, whatever the cap says.
         room = max(
             0, min(self.max_env_columns - len(current.env), self.family.max_columns - len(existing))
         )
         promoted = sorted(current.waiting)[:room]
         new_keys = allocation_order(env_keys - current.env.keys() - current.waiting)
         with_column = new_keys[: room - len(promoted)]
-        without_column = new_keys[len(with_column) :]
         allocated = allocate_columns([*promoted, *with_column], taken)
         taken |= set(allocated.values())
-        # Undocumented fields likewise, up to their own fixed cap (every value is also in the
-        # fields column); a field that waits keeps waiting.
         field_room = max(
             0,
             min(
@@ -565,20 +345,29 @@ class Schema:
         )
         unmapped = fields - current.fields.keys() - current.waiting_fields
         field_names = {f: snake_case(f) for f in unmapped}
-        new_field_keys = allocation_order(unmapped, prefix="", preferred=field_names)
+        field_keys = allocation_order(unmapped, prefix="", preferred=field_names)
         new_fields = allocate_columns(
-            new_field_keys[:field_room], taken, prefix="", preferred=field_names
+            field_keys[:field_room], taken, prefix="", preferred=field_names
         )
+        return Allocation(
+            promoted, with_column, new_keys[len(with_column) :], allocated, field_keys, new_fields
+        )
+
+    def _record_mapping(self, conn: Connection, plan: Allocation) -> None:
+        """Write the new keys' mapping rows (a NULL column: the key waits) and give the
+        promoted keys their columns; committed before any DDL where DDL commits implicitly
+        (MySQL), so no column is ever added that no mapping row owns."""
         env_rows = [
-            {"env_key": k, "column_name": allocated.get(k)} for k in (*with_column, *without_column)
+            {"env_key": k, "column_name": plan.columns.get(k)}
+            for k in (*plan.with_column, *plan.without_column)
         ]
-        field_rows = [{"field": k, "column_name": new_fields.get(k)} for k in new_field_keys]
+        field_rows = [{"field": k, "column_name": plan.new_fields.get(k)} for k in plan.field_keys]
         for table, rows in ((self.env_table, env_rows), (self.field_table, field_rows)):
             if rows:
                 conn.execute(
                     sa.insert(table), [{"table_name": self.table_name, **row} for row in rows]
                 )
-        if promoted:
+        if plan.promoted:
             table = self.env_table
             conn.execute(
                 sa.update(table)
@@ -586,37 +375,48 @@ class Schema:
                     table.c.table_name == self.table_name, table.c.env_key == sa.bindparam("key")
                 )
                 .values(column_name=sa.bindparam("column")),
-                [{"key": k, "column": allocated[k]} for k in promoted],
+                [{"key": k, "column": plan.columns[k]} for k in plan.promoted],
             )
-        if allocated or new_fields:
+        if plan.columns or plan.new_fields:
             log.info(
                 "new columns in %s: %s",
                 self.table_name,
-                ", ".join([*allocated.values(), *new_fields.values()]),
+                ", ".join([*plan.columns.values(), *plan.new_fields.values()]),
             )
-        if not self.family.transactional_ddl and (env_rows or field_rows or promoted):
+        if not self.family.transactional_ddl and (env_rows or field_rows or plan.promoted):
             conn.commit()  # the mapping must be durable before MySQL's DDL commits implicitly
-        env = current.env | {k: allocated[k] for k in (*promoted, *with_column)}
-        current = ColumnMap(env, current.fields | new_fields)
-        for column in CORE_COLUMNS:  # a fixed column added since the table was made
-            if column not in existing:
-                self._add_column(conn, column)
+
+    def _add_columns(
+        self, conn: Connection, planned: ColumnMap, existing: set[str]
+    ) -> dict[str, str]:
+        """Add every column the runs table lacks: fixed columns added to nsml-etl since the
+        table was made, then the mapped env and field columns (``planned``; a mapped column
+        may be missing where an export stopped between its mapping and its ALTER TABLE).
+        Returns the env columns added, by key."""
+        for column in migrations.missing_fixed_columns(existing):
+            self._add_column(conn, column)
         added_env: dict[str, str] = {}
-        for key, column in list(current.env.items()):
+        for key, column in list(planned.env.items()):
             if column.lower() not in existing:
                 if self._add_column_or_wait(conn, self.env_table, key, column):
                     added_env[key] = column
-        for key, column in list(current.fields.items()):
+        for key, column in list(planned.fields.items()):
             if column.lower() not in existing:
                 self._add_column_or_wait(conn, self.field_table, key, column)
-        current = self.read_mapping(conn)  # a column that could not be added is waiting now
-        # A key that waited (or whose column went missing) may already have values in stored
-        # runs: fill its new column from their envs.
-        brand_new = set(with_column)
+        return added_env
+
+    def _refill(self, conn: Connection, plan: Allocation, added_env: dict[str, str]) -> None:
+        """A key that waited (or whose column went missing) may already have values in stored
+        runs: fill its new column from their envs. A brand-new key has none yet."""
+        brand_new = set(plan.with_column)
         refill = {k: c for k, c in added_env.items() if k not in brand_new}
         if refill:
             self._fill_from_envs(conn, refill)
-        newly_waiting = len(without_column) + len(set(env) - current.env.keys())
+
+    def _warn_waiting(self, plan: Allocation, planned: ColumnMap, current: ColumnMap) -> None:
+        """Say which keys wait without a column since this change: new keys past the cap and
+        keys whose column could not be added (env keys), new fields past theirs."""
+        newly_waiting = len(plan.without_column) + len(set(planned.env) - current.env.keys())
         if newly_waiting:
             log.warning(
                 "%d env keys of table %s have no column now (%d in all; --max-env-columns %d); "
@@ -633,7 +433,7 @@ class Schema:
                     max_env_columns=self.max_env_columns,
                 ),
             )
-        waiting_fields = len(new_field_keys) - len(new_fields)
+        waiting_fields = len(plan.field_keys) - len(plan.new_fields)
         if waiting_fields:
             log.warning(
                 "%d undocumented fields of table %s have no column (%d at most); their values "
@@ -649,49 +449,6 @@ class Schema:
                     max_field_columns=MAX_FIELD_COLUMNS,
                 ),
             )
-        return current
-
-    def _refuse_gone_column_clash(self, current: ColumnMap) -> None:
-        """A table made before ``gone_at`` may have given that name to an undocumented field
-        (``goneAt``): refused rather than written twice. (Missing fixed columns are added in
-        :meth:`_evolve`.)"""
-        if GONE_COLUMN in current.fields.values():
-            raise DatabaseError(
-                f"column {GONE_COLUMN} of table {self.table_name} holds an undocumented field, "
-                f"and nsml-etl now needs that name for its own {GONE_COLUMN}; export into a new "
-                "--table"
-            )
-
-    def _key_columns(self, dialect: sa.Dialect) -> dict[str, set[str]]:
-        """Our tables' columns compared as keys on MySQL (those of a :data:`KEY_TYPES`), by
-        table; none elsewhere."""
-        runs = sa.Table(
-            self.table_name,
-            sa.MetaData(),
-            *(sa.Column(c, CORE_TYPES[c], primary_key=True) for c in KEY_COLUMNS),
-        )
-        return {
-            table.name: keys
-            for table in (runs, *self._metadata.sorted_tables)
-            if (
-                keys := {
-                    c.name
-                    for c in table.columns
-                    if isinstance(c.type.dialect_impl(dialect), KEY_TYPES)
-                }
-            )
-        }
-
-    def _allow_waiting_keys(self, conn: Connection, inspector: sa.Inspector) -> None:
-        """Mapping tables made before keys could wait have a NOT NULL column_name: lift it."""
-        for mapping in (self.env_table, self.field_table):
-            column = next(
-                c for c in inspector.get_columns(mapping.name) if c["name"] == "column_name"
-            )
-            if column["nullable"]:
-                continue
-            self.family.make_nullable(conn, mapping, "column_name")
-            log.info("%s: keys may now wait without a column", mapping.name)
 
     def _add_column_or_wait(
         self, conn: Connection, mapping: sa.Table, key: str, column: str
@@ -700,12 +457,15 @@ class Schema:
         columns, row too large), the key waits without a column instead (its values are in
         envs or fields), so a failed schema change never leaves a mapping row that points at a
         missing column, nor blocks the next export."""
-        savepoint = conn.begin_nested() if self.family.transactional_ddl else None
+        family = self.family
+        savepoint = conn.begin_nested() if family.transactional_ddl and family.savepoints else None
         try:
             self._add_column(conn, column)
         except SQLAlchemyError as exc:
             if savepoint is not None:
                 savepoint.rollback()
+            elif family.transactional_ddl:
+                raise  # the failure aborted the transaction, and no savepoint can undo it
             kind = error_kind(self.family, exc)
             self._set_waiting(conn, mapping, key)
             if kind == "transient":
@@ -715,19 +475,6 @@ class Schema:
         if savepoint is not None:
             savepoint.commit()
         return True
-
-    def _add_missing_columns(
-        self, conn: Connection, table: sa.Table, inspector: sa.Inspector
-    ) -> None:
-        """Columns of a bookkeeping table added since an existing copy of it was made."""
-        existing = {c["name"].lower() for c in inspector.get_columns(table.name)}
-        quote = conn.dialect.identifier_preparer.quote
-        for column in table.columns:
-            if column.name not in existing:
-                column_type = column.type.compile(dialect=conn.dialect)
-                conn.exec_driver_sql(
-                    f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {column_type}"
-                )
 
     def _add_column(self, conn: Connection, column: str) -> None:
         quote = conn.dialect.identifier_preparer.quote

@@ -1,51 +1,40 @@
-"""Writing runs: screening a chunk, staging it, merging it into the runs table with its change
-history, and the few reads and updates an export makes on stored runs.
+"""The rows of one runs table: screening a chunk before it is written, the chunk's transaction
+under the table's lock, and the few reads and updates an export makes on stored runs.
 
 A chunk is one transaction under the table's lock (:meth:`Schema.table_lock`): its rows are
 built again from the mapping found under the lock if other exports added columns since its
-schema step, staged in a temporary table, compared with the stored rows (a changed run closes
-its current version in ``nsml_run_history``), then upserted with one ``INSERT ... SELECT``.
-Python touches each run once, to hand the rows to the driver (COPY on PostgreSQL).
+schema step, then staged, compared with the stored rows and merged
+(:func:`etl.warehouse.writer.merge_chunk`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import DatabaseError
 from ..model import Pair
-from ..tablenames import HISTORY_TABLE, STAGE_TABLE
 from ..transform import (
     GONE_COLUMN,
     KEY_COLUMNS,
-    LIST_TIME_COLUMNS,
-    OBSERVATION_COLUMNS,
     TERMINAL_STATUSES,
     FlatRun,
-    build_frame,
     env_keys,
     extra_fields,
 )
-from .dialects import Family, first_line
+from .failures import first_line
+from .families import Family
 from .nodes import pairs_with_nodes, write_nodes
-from .schema import (
-    TIMESTAMP_COLUMNS,
-    ColumnMap,
-    Schema,
-)
+from .schema import ColumnMap, Schema
+from .writer import chunk_rows, merge_chunk
 
 log = logging.getLogger("nsml_etl.store")  # its name before the sub-packages
 
-# Run names per SELECT when reading the stored rows that a chunk supersedes.
-HISTORY_LOOKUP_KEYS = 1000
 # The share of MySQL's max_allowed_packet one run's escaped text may take: the rest is the
 # statement around it (column names, the other runs of a multi-row INSERT stay under 1 MB).
 PACKET_SHARE_FOR_ONE_RUN = 0.9
@@ -186,108 +175,6 @@ class RunStore:
             log.info("%d stored runs of %s are gone upstream (HTTP 404)", marked, self.table_name)
         return marked
 
-    # A chunk is staged in a temporary table (the family's create_stage and fill_stage), then
-    # merged by set-based SQL: the history is compared and extended in the database, and the
-    # upsert is one INSERT ... SELECT. Python touches each run once, to hand the rows to the
-    # driver (COPY on PostgreSQL).
-
-    def _merge_stage(self, conn: Connection, columns: list[str]) -> None:
-        """INSERT ... SELECT from the stage, updating every non-key column of existing runs;
-        list times are known only when a run was discovered, so they are never erased."""
-        quote = conn.dialect.identifier_preparer.quote
-        runs = quote(self.table_name)
-        names = ", ".join(quote(c) for c in columns)
-        incoming = self.family.incoming
-        sets = ", ".join(
-            f"{quote(c)} = COALESCE({incoming(quote(c))}, {runs}.{quote(c)})"
-            if c in LIST_TIME_COLUMNS
-            else f"{quote(c)} = {incoming(quote(c))}"
-            for c in columns
-            if c not in KEY_COLUMNS
-        )
-        conflict = self.family.upsert_clause([quote(c) for c in KEY_COLUMNS], sets)
-        # WHERE 1 = 1: SQLite's parser needs it to tell ON CONFLICT from a join's ON.
-        conn.exec_driver_sql(
-            f"INSERT INTO {runs} ({names}) SELECT {names} FROM {STAGE_TABLE} "  # noqa: S608 - quoted
-            f"WHERE 1 = 1 {conflict}"
-        )
-
-    def _write_history(self, conn: Connection, columns: list[str], batch_id: int | None) -> None:
-        """Before the merge: close the current version of every staged run whose content
-        differs from its stored row (keeping that row as JSON), then open a version for every
-        staged run that has none. Unchanged runs add nothing."""
-        quote = conn.dialect.identifier_preparer.quote
-        runs, history = quote(self.table_name), quote(HISTORY_TABLE)
-        content = [
-            quote(c) for c in columns if c not in KEY_COLUMNS and c not in OBSERVATION_COLUMNS
-        ]
-        # Every name below is quoted by the dialect; the table name is a bound parameter.
-        current = (
-            "h.table_name = :table AND h.project_id = s.project_id "
-            "AND h.run_name = s.run_name AND h.valid_to IS NULL"
-        )
-        same_run = "r.project_id = s.project_id AND r.run_name = s.run_name"
-        family = self.family
-        differs = family.row_differs([f"s.{c}" for c in content], [f"r.{c}" for c in content])
-        changed_sql = family.changed_runs_sql(
-            STAGE_TABLE, runs, history, same_run, current, differs
-        )
-        unversioned = family.unversioned_sql(STAGE_TABLE, history, current)
-        changed = conn.execute(sa.text(changed_sql), {"table": self.table_name}).all()
-        if changed:
-            superseded = self._stored_rows(conn, {Pair(p, r) for _, p, r, _ in changed})
-            table = self.schema.history_table
-            conn.execute(
-                sa.update(table)
-                .where(table.c.id == sa.bindparam("row_id"))
-                .values(valid_to=sa.bindparam("closed_at"), content=sa.bindparam("old")),
-                [
-                    {
-                        "row_id": row_id,
-                        "closed_at": _as_datetime(closed_at),
-                        "old": superseded.get(Pair(project_id, run_name)),
-                    }
-                    for row_id, project_id, run_name, closed_at in changed
-                ],
-            )
-        # Runs with no current version: new ones and those just closed.
-        legacy = (", content_hash", ", ''") if self.schema.legacy_content_hash else ("", "")
-        conn.execute(
-            sa.text(
-                f"INSERT INTO {history} (table_name, project_id, run_name, valid_from, "  # noqa: S608
-                f"batch_id, status{legacy[0]}) SELECT :table, s.project_id, s.run_name, "
-                f"s.fetched_at, :batch_id, s.status{legacy[1]} FROM {unversioned}"
-            ),
-            {"table": self.table_name, "batch_id": batch_id},
-        )
-
-    def _stored_rows(self, conn: Connection, pairs: set[Pair]) -> dict[Pair, str]:
-        """The runs-table rows of ``pairs`` as JSON, before this chunk overwrites them."""
-        quote = conn.dialect.identifier_preparer.quote
-        rows: dict[Pair, str] = {}
-        names = sorted({p.run_name for p in pairs})
-        projects = sorted({p.project_id for p in pairs})
-        for start in range(0, len(names), HISTORY_LOOKUP_KEYS):
-            query = sa.text(
-                f"SELECT * FROM {quote(self.table_name)} "  # noqa: S608 - quoted name
-                "WHERE project_id IN :projects AND run_name IN :names"
-            ).bindparams(
-                sa.bindparam("projects", expanding=True), sa.bindparam("names", expanding=True)
-            )
-            result = conn.execute(
-                query, {"projects": projects, "names": names[start : start + HISTORY_LOOKUP_KEYS]}
-            )
-            for row in result.mappings():
-                pair = Pair(row["project_id"], row["run_name"])
-                if pair in pairs:
-                    kept = {
-                        k: v
-                        for k, v in row.items()
-                        if v is not None and k not in OBSERVATION_COLUMNS
-                    }
-                    rows[pair] = json.dumps(kept, ensure_ascii=False, default=str)
-        return rows
-
     def upsert(
         self, runs: Sequence[FlatRun], mapping: ColumnMap, batch_id: int | None = None
     ) -> int:
@@ -301,7 +188,7 @@ class RunStore:
         :class:`MappingChanged`: :meth:`Schema.prepare` adds it, then this is called again."""
         if not runs:
             return 0
-        columns, rows = _chunk_rows(runs, mapping)  # outside the lock: it is per run
+        columns, rows = chunk_rows(runs, mapping)  # outside the lock: it is per run
         try:
             with self.schema.table_lock() as conn:  # one writer per table, across exports too
                 current = self.schema.read_mapping(conn)
@@ -310,14 +197,8 @@ class RunStore:
                         "the column mapping of %s changed under this chunk; building it again",
                         self.table_name,
                     )
-                    columns, rows = _chunk_rows(runs, self.schema.usable_mapping(conn, current))
-                runs_table = conn.dialect.identifier_preparer.quote(self.table_name)
-                timestamps = [i for i, c in enumerate(columns) if c in TIMESTAMP_COLUMNS]
-                self.family.create_stage(conn, STAGE_TABLE, runs_table)
-                self.family.fill_stage(conn, STAGE_TABLE, columns, rows, timestamps)
-                self._write_history(conn, columns, batch_id)  # first: it reads the old rows
-                self._merge_stage(conn, columns)
-                self.family.drop_stage(conn, STAGE_TABLE)
+                    columns, rows = chunk_rows(runs, self.schema.usable_mapping(conn, current))
+                merge_chunk(conn, self.schema, columns, rows, batch_id)
                 write_nodes(
                     conn, self.schema.nodes_table, self.schema.node_history_table, runs, batch_id
                 )
@@ -326,13 +207,6 @@ class RunStore:
                 f"writing {len(rows)} runs to table {self.table_name} failed: {first_line(exc)}"
             ) from exc
         return len(rows)
-
-
-def _chunk_rows(runs: Sequence[FlatRun], mapping: ColumnMap) -> tuple[list[str], list[list[Any]]]:
-    """A chunk's column names and rows for the driver, built from ``mapping``."""
-    frame = build_frame(runs, mapping.env, mapping.fields)
-    # One object block -> lists in C; itertuples() boxes every cell through Series.
-    return list(frame.columns), frame.to_numpy(dtype=object).tolist()
 
 
 def _too_large(run: FlatRun, limit: int) -> str | None:
@@ -363,8 +237,3 @@ def _clean_run(run: FlatRun, family: Family) -> None:
             run.columns[column] = clean(value)
     run.env = {key: clean(value) for key, value in run.env.items()}
     run.extra = {key: clean(value) for key, value in run.extra.items()}
-
-
-def _as_datetime(value: object) -> object:
-    # Read back from SQLite's stage as text; other drivers return datetimes.
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
