@@ -25,7 +25,7 @@ from .errors import (
     error_exit_code,
     error_words,
 )
-from .events import event
+from .events import event, json_line
 from .model import Pair
 from .pairs import write_pairs_file
 
@@ -152,8 +152,11 @@ class ExportReport:
     unwritten: int = 0
     batch_id: int | None = None  # the nsml_export_batches row, when one was written
     # Set by the Python API (etl/api.py): how the runs were chosen ("pairs", "all",
-    # "projects"; "load"), the settings used, and for a dry run the first pairs it would fetch.
+    # "projects"; "load"), the project ids asked for, whether finished runs were skipped, the
+    # settings used, and for a dry run the first pairs it would fetch.
     mode: str | None = None
+    projects: list[str] | None = None
+    skip_finished: bool = False
     settings: Settings | None = None
     dry_run: bool = False
     preview: list[Pair] = field(default_factory=list)
@@ -221,6 +224,57 @@ class ExportReport:
                 (failure,) = failures
                 lines.append(f"  {_pair_cell(failure)}{reason} [{_attempts(failure)}]")
         return lines
+
+    def dry_run_text(self) -> str:
+        """What a dry run would do, for a person: what it would fetch, from where, into which
+        table, how, the first pairs and what it would skip; one line each."""
+        settings = self.settings
+        assert settings is not None  # the API sets it
+        if self.mode != "pairs":
+            which = (
+                f"of projects {', '.join(self.projects)}" if self.projects else "the key can see"
+            )
+            lines = [
+                f"Dry run: would discover the runs {which} through GET /projects/runs "
+                f"at {settings.base_url}, and fetch each"
+            ]
+        else:
+            lines = [f"Dry run: would fetch {self.requested} runs from {settings.base_url}"]
+        lines += [
+            f"  into table {settings.table} of {settings.public_dict()['db_url']} (reachable)",
+            f"  concurrency {settings.concurrency}, timeout {settings.timeout}s, "
+            f"max attempts {settings.max_attempts}, chunks of {settings.chunk_size}",
+        ]
+        lines += [f"  {pair.project_id}\t{pair.run_name}" for pair in self.preview]
+        if self.requested > len(self.preview):
+            lines.append(f"  ... and {self.requested - len(self.preview)} more")
+        if self.skip_finished:
+            lines.append(f"  skipping {self.skipped} runs already stored as finished")
+        lines.append("No request sent, nothing written.")
+        return "\n".join(lines)
+
+    def dry_run_event(self) -> str:
+        """What a dry run would do as one ``dry_run`` event (a JSON line, for a log shipper)."""
+        settings = self.settings
+        assert settings is not None  # the API sets it
+        if self.mode != "pairs":
+            message = "Dry run: would discover the runs through GET /projects/runs, and fetch each"
+        else:
+            message = f"Dry run: would fetch {self.requested} runs"
+        return json_line(
+            "info",
+            "dry_run",
+            message + "; no request sent, nothing written",
+            mode=self.mode,
+            requested=self.requested if self.mode == "pairs" else None,
+            projects=self.projects or None,
+            preview=[
+                {"project_id": pair.project_id, "run_name": pair.run_name} for pair in self.preview
+            ],
+            more=max(self.requested - len(self.preview), 0),
+            skipped=self.skipped if self.skip_finished else None,
+            **settings.public_dict(),
+        )
 
     def summary(self) -> str:
         note = self.outcome.note

@@ -156,6 +156,15 @@ def export_args(sim, pairs_file: Path | str, db_url: str, *extra: str) -> tuple[
     )  # fmt: skip
 
 
+README = Path(__file__).parent.parent / "README.md"
+
+
+def readme_python(heading: str) -> str:
+    """The first Python block after ``heading`` in the README."""
+    section = README.read_text(encoding="utf-8").split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
 def fetch_rows(db_url: str, sql: str, params: dict | None = None) -> list[dict]:
     engine = sa.create_engine(db_url)
     try:
