@@ -205,8 +205,9 @@ def build_report(
     ``until`` 24:00 in ``timezone`` (default: from the Monday 7 weeks before to today there),
     cut into ``unit`` (``"day"``, ``"week"`` or ``"month"``; None: one row). ``sections``
     names those to show (all by default; a view's own name works too), ``limit`` the rows per
-    table (None: each section's default; 0: all). ``for_csv``: the sections are for CSV, every row unless ``limit`` says;
-    ``for_html``: ``page`` holds them for the HTML page too, whose lists stay short."""
+    table (None: each section's default; 0: all). ``for_csv``: the sections are for CSV, every
+    row unless ``limit`` says; ``for_html``: ``page`` holds them for the HTML page too, whose
+    lists stay short."""
     from .clock import utc_now
     from .reporting.analytics import local_today, period_for, report_sections
     from .reporting.formats import csv_limit
