@@ -187,6 +187,7 @@ def test_every_setting_is_a_keyword_argument_and_no_other_name_is(
         "retry_after_max": 9.0,
         "rate_limit": "5/s",
         "list_timezone": "UTC",
+        "timezone": "America/New_York",
         "ca_bundle": str(ca_bundle),
         "metrics_file": str(tmp_path / "metrics.prom"),
         "nodes": True,

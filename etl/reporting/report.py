@@ -45,7 +45,7 @@ SECTIONS = (
     Section("nsml_image_usage", "Top images", "runs DESC", 10),
     Section("nsml_creator_activity", "Busiest creators", "runs DESC", 10),
     Section("nsml_env_key_catalog", "Env keys in use", "runs DESC, env_key", 20),
-    Section("nsml_runs_per_week", "Runs created per week", "week, status", None),
+    Section("nsml_runs_per_week", "Runs created per week", "week, status, gone", None),
     Section("nsml_status_transitions", "Recent status changes", "changed_at DESC", 20),
     Section("nsml_export_freshness", "Export freshness"),
 )
