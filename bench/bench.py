@@ -7,8 +7,10 @@ the best of REPEATS rounds (BENCH_REPEATS; the cheap fetch rounds twice as many)
 * fetch: (time for 2,000 runs - time for 1 run) / latency bound (2000 x 50 ms / 32 workers),
   against the simulator in its own process. Target <= 1.15.
 * load: `nsml-etl load` of 100,000 raw runs (20 env keys each) into a fresh table (inserts),
-  then again (updates), divided by the baseline (plain-Python flatten + DataFrame.to_sql).
-  Target <= 1.0 each, on SQLite and, when NSML_ETL_TEST_POSTGRES_URL is set, PostgreSQL.
+  then again (updates), divided by the baseline (plain-Python flatten + DataFrame.to_sql; on
+  DuckDB the frame goes in by DuckDB's bulk path instead, see baseline_to_sql.py).
+  Target <= 1.0 each, on SQLite, DuckDB (when the duckdb extra is installed) and, when
+  NSML_ETL_TEST_POSTGRES_URL is set, PostgreSQL.
 * nodes: the same 2,000-run export with --nodes (each run's node list too), taking turns with
   the fetch rounds: its requests (from --metrics-file) and time, against the export without.
   No target: it says what --nodes costs.
@@ -20,6 +22,7 @@ Results go to bench/results.json as well.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import random
@@ -173,6 +176,8 @@ def write_raw_runs(path: Path, count: int) -> None:
 def fresh_url(kind: str, tmp: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp}/load-{uuid.uuid4().hex}.db"
+    if kind == "duckdb":
+        return f"duckdb:///{tmp}/load-{uuid.uuid4().hex}.duckdb"
     server = sa.make_url(os.environ["NSML_ETL_TEST_POSTGRES_URL"])
     name = f"nsml_bench_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
@@ -254,8 +259,10 @@ def main() -> None:
         write_raw_runs(raw, LOAD_RUNS)
         small = tmp / "raw-small.jsonl"
         write_raw_runs(small, LOAD_RUNS // 4)
-        kinds = ["sqlite"] + (
-            ["postgresql"] if os.environ.get("NSML_ETL_TEST_POSTGRES_URL") else []
+        kinds = (
+            ["sqlite"]
+            + (["duckdb"] if importlib.util.find_spec("duckdb_engine") else [])
+            + (["postgresql"] if os.environ.get("NSML_ETL_TEST_POSTGRES_URL") else [])
         )
         for kind in kinds:
             row = bench_load(kind, tmp, raw, LOAD_RUNS)

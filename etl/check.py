@@ -103,7 +103,7 @@ def check_database(settings: Settings) -> CheckLine:
     created) and look at ``--table``."""
     from sqlalchemy.engine import make_url
 
-    from .urls import redact_url, sqlite_path
+    from .urls import database_file, redact_url
     from .warehouse import DRY_RUN, Warehouse
 
     where = redact_url(settings.db_url)
@@ -116,7 +116,7 @@ def check_database(settings: Settings) -> CheckLine:
             wrong, said, todo = flag_message(exc).rpartition("; ")
             text = f"{wrong}{DASH}{todo}" if said else f"{exc}{DASH}fix --db (or NSML_ETL_DB_URL)"
             return CheckLine("database", False, text, exc.exit_code)
-        sqlite_file = sqlite_path(make_url(settings.db_url)) is not None
+        sqlite_file = database_file(make_url(settings.db_url)) is not None
         return CheckLine("database", False, _with_advice(str(exc), sqlite_file), exc.exit_code)
     if new:
         return CheckLine(

@@ -186,10 +186,12 @@ def _yes_no(value: Any) -> bool:
 
 
 def _db_url(value: Any) -> str:
-    from .urls import sqlite_keeps_nothing  # local: config must not import SQLAlchemy eagerly
+    from .urls import (
+        file_database_keeps_nothing,  # local: config must not import SQLAlchemy eagerly
+    )
 
     text = _text(value)
-    reason = sqlite_keeps_nothing(text)
+    reason = file_database_keeps_nothing(text)
     if reason:
         raise ValueError(reason)
     return text

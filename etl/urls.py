@@ -1,6 +1,6 @@
 """Database URLs read without connecting: :func:`redact_url` masks what could be a secret,
-:func:`sqlite_path` finds a SQLite URL's file and :func:`sqlite_keeps_nothing` refuses one
-that has none.
+:func:`database_file` finds the file of an embedded database's URL (SQLite, DuckDB) and
+:func:`file_database_keeps_nothing` refuses one that has none.
 
 Shared by the settings (``Settings.public_dict``, the ``db_url`` check) and the database
 module, so that neither has to import the other for it; it imports only SQLAlchemy's URL parser.
@@ -37,15 +37,30 @@ def redact_url(url: str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def sqlite_path(url: sa.URL) -> Path | None:
-    """The file of a SQLite URL; None for other databases and in-memory ones. With ``uri=true``
-    a database that starts with ``file:`` is a SQLite URI (``file:runs.db``,
-    ``file:///srv/runs.db``), whose path is the file; without it SQLite opens a file of that
-    very name (``file:runs.db``), so that is the file."""
+# The embedded databases: a file named by the URL's path, opened (and created) by the driver.
+FILE_DATABASES = {"sqlite": "SQLite", "duckdb": "DuckDB"}
+# An example URL of each, for messages.
+FILE_DATABASE_EXAMPLES = {
+    "sqlite": "sqlite:///nsml_runs.db",
+    "duckdb": "duckdb:///nsml_runs.duckdb",
+}
+
+
+def database_file(url: sa.URL) -> Path | None:
+    """The file of an embedded database's URL (:data:`FILE_DATABASES`); None for servers and
+    in-memory databases. With ``uri=true`` a SQLite database that starts with ``file:`` is a
+    SQLite URI (``file:runs.db``, ``file:///srv/runs.db``), whose path is the file; without it
+    SQLite opens a file of that very name (``file:runs.db``), so that is the file. DuckDB's
+    ``:memory:`` (and ``:memory:NAME``) is in memory."""
     database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+    backend = url.get_backend_name()
+    if backend not in FILE_DATABASES or not database or database.startswith(":memory:"):
         return None
-    if database.startswith("file:") and sa.util.asbool(_last(url.query.get("uri", "false"))):
+    if (
+        backend == "sqlite"
+        and database.startswith("file:")
+        and sa.util.asbool(_last(url.query.get("uri", "false")))
+    ):
         path = unquote(urlsplit(database).path)
         in_memory = _last(url.query.get("mode", "")) == "memory"
         return None if in_memory or path in ("", ":memory:") else Path(path)
@@ -57,24 +72,28 @@ def _last(value: str | tuple[str, ...]) -> str:
     return value[-1] if isinstance(value, tuple) else value
 
 
-def sqlite_keeps_nothing(db_url: str) -> str | None:
-    """Why a SQLite URL cannot keep an export: it names no file (``sqlite://``, ``sqlite:///``,
-    as ``sqlite:///$UNSET_VAR`` becomes) or an in-memory database (``:memory:``, a
-    ``file::memory:`` or ``?mode=memory`` URI), which is gone when the command ends. None for
-    every other URL, and for one the parser cannot read (the engine says what is wrong)."""
+def file_database_keeps_nothing(db_url: str) -> str | None:
+    """Why an embedded database's URL cannot keep an export: it names no file (``sqlite://``,
+    ``sqlite:///``, as ``sqlite:///$UNSET_VAR`` becomes; ``duckdb://``) or an in-memory
+    database (``:memory:``, a ``file::memory:`` or ``?mode=memory`` URI), which is gone when
+    the command ends. None for every other URL, and for one the parser cannot read (the
+    engine says what is wrong)."""
     try:
         url = make_url(db_url)
     except (ArgumentError, ValueError):
         return None
-    if url.get_backend_name() != "sqlite" or sqlite_path(url) is not None:
+    backend = url.get_backend_name()
+    if backend not in FILE_DATABASES or database_file(url) is not None:
         return None
+    label = FILE_DATABASES[backend]
     what = (
-        "names no SQLite file (is a variable in it unset?), which opens a temporary database"
+        f"names no {label} file (is a variable in it unset?), which opens a temporary database"
         if not (url.database or "").strip(" /")
-        else "names an in-memory SQLite database"
+        else f"names an in-memory {label} database"
     )
     return (
-        f"{what} that keeps nothing once the command ends; give a file, e.g. sqlite:///nsml_runs.db"
+        f"{what} that keeps nothing once the command ends; give a file, "
+        f"e.g. {FILE_DATABASE_EXAMPLES[backend]}"
     )
 
 

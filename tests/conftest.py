@@ -108,11 +108,18 @@ def _server_database(kind: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+# Every database family, for the tests that run on each (the db_url fixture's parameters).
+DATABASE_KINDS = ["sqlite", "postgresql", "mysql", "duckdb"]
+
+
+@pytest.fixture(params=DATABASE_KINDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Each database kind in turn, fresh and empty."""
+    """Each database kind in turn, fresh and empty. The embedded ones (SQLite, DuckDB) are a
+    file in the test's folder; the servers' a database of their own."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'runs.db'}"
+    elif request.param == "duckdb":
+        yield f"duckdb:///{tmp_path / 'runs.duckdb'}"
     else:
         yield from _server_database(request.param)
 

@@ -341,9 +341,13 @@ def test_nsml_run_envs_values_read_as_in_the_env_columns(db_url, tmp_path):
         for r in fetch_rows(db_url, "SELECT env_key, value FROM nsml_run_envs")
     }
     columns = {key: row[f"env_{key.lower()}"] for key in view}
-    assert {k: v for k, v in view.items() if k not in "OL"} == {
-        k: v for k, v in columns.items() if k not in "OL"
+    # DuckDB's JSON reader writes a number back in its own spelling (README, DuckDB): 1.5.
+    respelled = "F" if db_url.startswith("duckdb") else ""
+    assert {k: v for k, v in view.items() if k not in "OL" + respelled} == {
+        k: v for k, v in columns.items() if k not in "OL" + respelled
     }
+    for key in respelled:
+        assert float(view[key]) == float(columns[key])
     for key in "OL":
         assert json.loads(view[key]) == json.loads(columns[key])
 

@@ -8,6 +8,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import duckdb
 import psycopg.errors as pg
 import pymysql.err as my
 import pytest
@@ -70,6 +71,42 @@ def test_sqlite_errors(tmp_path):
 )
 def test_postgresql_errors(orig, expected):
     assert error_kind(family_of("postgresql"), _wrapped(orig)) == expected
+
+
+def _duckdb_error(sql: str) -> BaseException:
+    """DuckDB's own exception for ``sql``, as a failed write would raise it."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (k VARCHAR PRIMARY KEY, n INTEGER)")
+    con.execute("INSERT INTO t VALUES ('a', 1)")
+    try:
+        con.execute(sql)
+    except duckdb.Error as exc:
+        return exc
+    finally:
+        con.close()
+    raise AssertionError(f"{sql} did not fail")
+
+
+@pytest.mark.parametrize(
+    "sql, expected",
+    [
+        ("INSERT INTO t VALUES ('a', 2)", "data"),  # a duplicate key
+        ("INSERT INTO t VALUES ('b', 'x')", "data"),  # not a number
+        ("INSERT INTO t VALUES ('b', 99999999999)", "data"),  # out of the integer's range
+        ("SELECT * FROM nowhere", "other"),  # the table's problem: exit 4
+        ("ALTER TABLE t ADD COLUMN k VARCHAR", "other"),
+    ],
+)
+def test_duckdb_errors(sql, expected):
+    orig = _duckdb_error(sql)
+    assert error_kind(family_of("duckdb"), _wrapped(orig)) == expected
+
+
+def test_duckdb_write_conflicts_are_transient():
+    assert (
+        error_kind(family_of("duckdb"), _wrapped(duckdb.TransactionException("conflict")))
+        == "transient"
+    )
 
 
 @pytest.mark.parametrize(

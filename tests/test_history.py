@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import fetch_rows, write_pairs
 
 
@@ -125,6 +126,9 @@ def test_every_kind_of_change_is_a_version_and_nothing_else_is(run_cli, db_url, 
 def test_a_history_table_from_before_the_staged_merge_keeps_working(run_cli, db_url, tmp_path):
     """nsml-etl 0.1 made nsml_run_history with a NOT NULL content_hash; loads still land."""
     import sqlalchemy as sa
+
+    if db_url.startswith("duckdb"):
+        pytest.skip("nsml-etl wrote no DuckDB table before the staged merge")
 
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:

@@ -315,7 +315,7 @@ BODIES = st.tuples(st.booleans(), MEMBERS).map(
 
 # Examples per database: SQLite runs most of them; on the servers a few find what only their
 # write path refuses (NUL, key lengths, packet size), at a transaction per example.
-EXAMPLES = {"sqlite": 100, "postgresql": 25, "mysql": 25}
+EXAMPLES = {"sqlite": 100, "postgresql": 25, "mysql": 25, "duckdb": 25}
 
 
 def test_any_json_body_is_a_row_or_a_failure_never_an_exception(db_url, tmp_path):

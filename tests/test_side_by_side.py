@@ -209,6 +209,8 @@ def test_a_table_of_the_same_name_in_another_database_does_not_share_its_lock(
 ):
     if db_url.startswith("sqlite"):
         elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    elif db_url.startswith("duckdb"):
+        elsewhere = f"duckdb:///{tmp_path / 'elsewhere.duckdb'}"
     else:
         kind = "mysql" if db_url.startswith("mysql") else "postgresql"
         elsewhere = os.environ[SERVER_URL_ENV[kind]]  # the server's own database

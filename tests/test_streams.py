@@ -167,7 +167,8 @@ def test_export_writes_its_archive_and_failures_in_place_on_fifos_and_devices(
     result = run_cli(*common, "--save-raw", str(null), "--failures-out", str(null))
     assert result.exit_code == 1, result.output
     assert _is_char_device(null)
-    assert {p.name for p in tmp_path.iterdir()} - {"runs.db"} == {
+    databases = {"runs.db", "runs.duckdb", "runs.duckdb.nsml-etl-lock"}
+    assert {p.name for p in tmp_path.iterdir()} - databases == {
         "failures.fifo",
         "null",
         "pairs.csv",

@@ -4,6 +4,7 @@ own tables and view names cannot be chosen as --table, and every runs table gets
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,8 @@ def test_a_table_we_did_not_make_is_refused_and_left_alone(
     run_cli, credentials, simulator, db_url, tmp_path, kind
 ):
     ddl, reasons = FOREIGN[kind]
+    if db_url.startswith("duckdb"):  # DuckDB keeps no length: VARCHAR(20) is VARCHAR
+        reasons = [re.sub(r"\(\d+\)", "", reason) for reason in reasons]
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:
         conn.exec_driver_sql(ddl)

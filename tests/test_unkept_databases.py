@@ -251,6 +251,8 @@ REFUSE_BATCHES = {
 def test_a_refused_batch_row_says_what_the_database_said(run_cli, credentials, simulator, db_url):
     # Regression: "recording the batch failed: IntegrityError" (or InternalError), the
     # database's reason dropped.
+    if db_url.startswith("duckdb"):
+        pytest.skip("DuckDB has no triggers to refuse a row with words of its own")
     nsml_etl.export(simulator.pairs()[:1], db_url=db_url, base_url=simulator.base_url)
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:

@@ -8,6 +8,7 @@ import ast
 import sqlite3
 from pathlib import Path
 
+import duckdb
 import pytest
 import sqlalchemy as sa
 from conftest import table_names, write_pairs
@@ -78,13 +79,18 @@ def test_a_command_that_must_not_write_creates_no_file_and_no_table(
     args, code = _commands(simulator, write_pairs(tmp_path / "pairs.csv", simulator.pairs()))[
         command
     ]
-    sqlite_file = Path(db_url.removeprefix("sqlite:///")) if db_url.startswith("sqlite") else None
-    if sqlite_file is not None:
+    embedded = db_url.startswith(("sqlite", "duckdb"))
+    db_file = Path(db_url.split(":///", 1)[1]) if embedded else None
+    if db_file is not None:
         result = run_cli(*args, "--db", db_url)
-        # A SQLite file not made yet: refused, or found missing, and left so.
+        # A SQLite or DuckDB file not made yet: refused, or found missing, and left so.
         assert result.exit_code == (4 if command == "gpu-servers list" else code), result.output
-        assert not sqlite_file.exists()
-        sqlite3.connect(sqlite_file).close()  # now an empty file: no table may appear in it
+        assert not db_file.exists()
+        # Now an empty database: no table may appear in it.
+        if db_url.startswith("sqlite"):
+            sqlite3.connect(db_file).close()
+        else:
+            duckdb.connect(str(db_file)).close()
     result = run_cli(*args, "--db", db_url)
     assert result.exit_code == code, result.output
     assert table_names(db_url) == set()

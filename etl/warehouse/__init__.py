@@ -5,7 +5,7 @@ composition the runs table's schema and its evolution (``schema``; the tables it
 ``tables``, earlier versions' layouts brought up to date in ``migrations``), the writes and
 reads of stored runs (``store``; one chunk's stage, history and merge in ``writer``), the
 bookkeeping of exports (``batches``) and the GPU servers table (``gpuservers``). What a database
-failure says and means is ``failures``."""
+failure says and means is ``failures``. DuckDB's SQLAlchemy dialect is ``duckdb_dialect``."""
 
 from .warehouse import DRY_RUN, READ, WRITE, Purpose, Warehouse
 

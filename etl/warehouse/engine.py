@@ -20,7 +20,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from ..config import DEFAULT_DB_URL
 from ..errors import DatabaseError, InputError
-from ..urls import redact_url, sqlite_path
+from ..urls import FILE_DATABASES, database_file, redact_url
 from .failures import first_line
 from .families import family_of
 from .tables import refuse_foreign_table
@@ -34,16 +34,19 @@ BACKENDS = {
     "postgresql": ("psycopg", "postgres"),
     "mysql": ("pymysql", "mysql"),
     "mariadb": ("pymysql", "mysql"),
+    # nsml-etl's subclass of duckdb-engine's dialect (etl.warehouse.duckdb_dialect), under the
+    # driver name of duckdb-engine itself.
+    "duckdb": ("duckdb_engine", "duckdb"),
 }
 # Backend names other tools print (libpq, Heroku, Django's dj-database-url) for one of ours.
 BACKEND_ALIASES = {"postgres": "postgresql"}
 
 
 def describe_database(url: sa.URL) -> str:
-    """The database for people: the SQLite file, or the database and host (never a user name
-    or password)."""
-    if url.get_backend_name() == "sqlite":
-        return f"SQLite database {url.database or ':memory:'}"
+    """The database for people: the file of an embedded database (SQLite, DuckDB), or the
+    database and host (never a user name or password)."""
+    if url.get_backend_name() in FILE_DATABASES:
+        return f"{FILE_DATABASES[url.get_backend_name()]} database {url.database or ':memory:'}"
     where = f"{url.host or 'localhost'}{':' + str(url.port) if url.port else ''}"
     return f"{url.get_backend_name()} database {url.database!r} on {where}"
 
@@ -121,7 +124,7 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 def check_database(engine: Engine) -> None:
     """Connect once, before any API request, so a wrong URL fails fast and touches nothing."""
     url = engine.url
-    path = sqlite_path(url)
+    path = database_file(url)
     if path is not None and not path.exists():  # do not create the file just to check it
         parent = path.parent if str(path.parent) else Path(".")
         if not parent.is_dir():
@@ -138,9 +141,15 @@ def check_database(engine: Engine) -> None:
             conn.exec_driver_sql("SELECT 1")
             conn.rollback()
     except SQLAlchemyError as exc:
-        raise DatabaseError(
-            f"cannot connect to {describe_database(url)}: {first_line(exc)}"
-        ) from None
+        raise cannot_connect(engine, exc) from None
+
+
+def cannot_connect(engine: Engine, exc: SQLAlchemyError) -> DatabaseError:
+    """The error of a database that could not be opened: the driver's words, and what to do
+    where the family knows (:meth:`Family.open_advice`)."""
+    message = f"cannot connect to {describe_database(engine.url)}: {first_line(exc)}"
+    advice = family_of(engine.dialect.name).open_advice(exc)
+    return DatabaseError(message if advice is None else f"{message}; {advice}")
 
 
 def _folder_refuses_files(folder: Path) -> str | None:
@@ -161,16 +170,14 @@ def write_refusal(engine: Engine) -> str | None:
     """Why the database will refuse writes (a read-only SQLite file or folder, a read-only
     PostgreSQL session), tried in a transaction that is rolled back; None when it will not,
     and for a SQLite file not made yet (:func:`check_database` checks its folder)."""
-    if sqlite_file_missing(engine.url):
+    if database_file_missing(engine.url):
         return None
     try:
         with engine.connect() as conn:
             refusal = family_of(engine.dialect.name).write_refusal(conn)
             conn.rollback()
     except SQLAlchemyError as exc:
-        raise DatabaseError(
-            f"cannot connect to {describe_database(engine.url)}: {first_line(exc)}"
-        ) from None
+        raise cannot_connect(engine, exc) from None
     return refusal
 
 
@@ -181,8 +188,8 @@ def check_writable(engine: Engine) -> None:
     if refusal is not None:
         raise DatabaseError(
             f"{describe_database(engine.url)} is read-only: {refusal}; make the file and its "
-            "folder writable (SQLite writes a journal beside the file) or choose another --db"
-            if sqlite_path(engine.url) is not None
+            "folder writable (the database writes a journal beside the file) or choose another --db"
+            if database_file(engine.url) is not None
             else f"{describe_database(engine.url)} is read-only: {refusal}; choose a writable --db"
         )
 
@@ -192,7 +199,7 @@ def check_table(engine: Engine, table: str) -> bool:
     tool's ``nsml_runs`` would get our columns added, or its rows duplicated on every rerun);
     on MySQL and MariaDB, refuse a server without an exact collation for run names too.
     Returns whether the table exists (it is then one of ours)."""
-    if sqlite_file_missing(engine.url):
+    if database_file_missing(engine.url):
         return False  # a new database: nothing there yet, and connecting would create the file
     try:
         with engine.connect() as conn:
@@ -206,7 +213,7 @@ def check_table(engine: Engine, table: str) -> bool:
         ) from None
 
 
-def sqlite_file_missing(url: sa.URL) -> bool:
+def database_file_missing(url: sa.URL) -> bool:
     """A SQLite URL whose file is not there yet: connecting would create it."""
-    path = sqlite_path(url)
+    path = database_file(url)
     return path is not None and not path.exists()

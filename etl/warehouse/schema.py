@@ -139,9 +139,9 @@ class Schema:
         self._metadata = sa.MetaData()
         self.env_table = mapping_table(ENV_COLUMNS_TABLE, "env_key", self._metadata)
         self.field_table = mapping_table(FIELD_COLUMNS_TABLE, "field", self._metadata)
-        self.batches_table, self.failures_table = batch_tables(self._metadata)
-        self.history_table = history_table(self._metadata)
-        self.nodes_table, self.node_history_table = node_tables(self._metadata)
+        self.batches_table, self.failures_table = batch_tables(self._metadata, self.family)
+        self.history_table = history_table(self._metadata, self.family)
+        self.nodes_table, self.node_history_table = node_tables(self._metadata, self.family)
         # Columns seen in the table (or added by us). A mapping row can be visible before its
         # column exists (MySQL commits the mapping before its DDL), so a mapped column not in
         # here sends us through the locked path, which waits for the other export's ALTER.
@@ -457,12 +457,15 @@ class Schema:
         columns, row too large), the key waits without a column instead (its values are in
         envs or fields), so a failed schema change never leaves a mapping row that points at a
         missing column, nor blocks the next export."""
-        savepoint = conn.begin_nested() if self.family.transactional_ddl else None
+        family = self.family
+        savepoint = conn.begin_nested() if family.transactional_ddl and family.savepoints else None
         try:
             self._add_column(conn, column)
         except SQLAlchemyError as exc:
             if savepoint is not None:
                 savepoint.rollback()
+            elif family.transactional_ddl:
+                raise  # the failure aborted the transaction, and no savepoint can undo it
             kind = error_kind(self.family, exc)
             self._set_waiting(conn, mapping, key)
             if kind == "transient":

@@ -22,7 +22,7 @@ from ..tablenames import (
     NODES_TABLE,
 )
 from ..transform import CORE_COLUMNS, GONE_COLUMN, KEY_COLUMNS, LIST_TIME_COLUMNS
-from .families import family_of
+from .families import Family, family_of
 from .families.mysql import MYSQL_MAPPING_KEY_CHARS, MYSQL_RUN_KEY_CHARS
 
 # The MySQL and MariaDB dialects, for column types of their own.
@@ -165,22 +165,27 @@ def mapping_table(name: str, key_column: str, metadata: sa.MetaData) -> sa.Table
     )
 
 
-def _id_column() -> sa.Column[Any]:
-    # SQLite auto-increments only an INTEGER PRIMARY KEY; elsewhere a BIGINT identity.
+def _id_column(family: Family, table: str) -> sa.Column[Any]:
+    # SQLite auto-increments only an INTEGER PRIMARY KEY; elsewhere a BIGINT identity, or the
+    # family's sequence as the column's default (raw INSERT ... SELECTs fill it too).
+    sequence = family.id_sequence(table)
+    extra: list[Any] = [] if sequence is None else [sequence]
     return sa.Column(
         "id",
         sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        *extra,
         primary_key=True,
         autoincrement=True,
+        server_default=None if sequence is None else sequence.next_value(),
     )
 
 
-def batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+def batch_tables(metadata: sa.MetaData, family: Family) -> tuple[sa.Table, sa.Table]:
     """One row per export or load, and one per pair that failed in it."""
     batches = sa.Table(
         BATCHES_TABLE,
         metadata,
-        _id_column(),
+        _id_column(family, BATCHES_TABLE),
         sa.Column("table_name", Name, nullable=False),
         sa.Column("command", Name, nullable=False),
         sa.Column("started_at", Timestamp, nullable=False),
@@ -198,7 +203,7 @@ def batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     failures = sa.Table(
         FAILURES_TABLE,
         metadata,
-        _id_column(),
+        _id_column(family, FAILURES_TABLE),
         sa.Column(
             "batch_id",
             sa.BigInteger(),
@@ -217,12 +222,12 @@ def batch_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     return batches, failures
 
 
-def history_table(metadata: sa.MetaData) -> sa.Table:
+def history_table(metadata: sa.MetaData, family: Family) -> sa.Table:
     """Type-2 history: one row per version of a run; ``valid_to`` NULL marks the current one."""
     return sa.Table(
         HISTORY_TABLE,
         metadata,
-        _id_column(),
+        _id_column(family, HISTORY_TABLE),
         sa.Column("table_name", Name, nullable=False),
         sa.Column("project_id", KeyText, nullable=False),
         sa.Column("run_name", KeyText, nullable=False),
@@ -239,7 +244,7 @@ def history_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def node_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+def node_tables(metadata: sa.MetaData, family: Family) -> tuple[sa.Table, sa.Table]:
     """Each run's current nodes (key: the run's and the node's id, compared exactly), and their
     type-2 history as :func:`history_table` keeps the runs': one row per version of a node,
     ``valid_to`` NULL for the current one, ``content`` the node's row once superseded. On MySQL
@@ -262,7 +267,7 @@ def node_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     history = sa.Table(
         NODE_HISTORY_TABLE,
         metadata,
-        _id_column(),
+        _id_column(family, NODE_HISTORY_TABLE),
         sa.Column("project_id", KeyText, nullable=False),
         sa.Column("run_name", KeyText, nullable=False),
         sa.Column("node_id", KeyText, nullable=False),

@@ -34,7 +34,7 @@ from ..config import DEFAULT_MAX_ENV_COLUMNS, Settings
 from ..errors import DatabaseError
 from ..model import Pair
 from ..tablenames import BATCHES_TABLE
-from ..urls import sqlite_path
+from ..urls import database_file
 from . import gpuservers
 from .batches import BatchLog
 from .engine import (
@@ -42,8 +42,8 @@ from .engine import (
     check_table,
     check_writable,
     create_engine,
+    database_file_missing,
     describe_database,
-    sqlite_file_missing,
     write_refusal,
 )
 from .failures import first_line
@@ -126,7 +126,7 @@ class Warehouse:
         place for them (so each database receives the same statements)."""
         check_database(self.engine)  # a missing SQLite file: its folder must take files
         if self.purpose is READ:
-            _refuse_missing_sqlite_file(self.engine)
+            _refuse_missing_database_file(self.engine)
         else:
             check_writable(self.engine)
         if self.table_name is not None:
@@ -150,7 +150,7 @@ class Warehouse:
     @property
     def is_new(self) -> bool:
         """A SQLite file not made yet: connecting would create it (a write makes it)."""
-        return sqlite_file_missing(self.engine.url)
+        return database_file_missing(self.engine.url)
 
     def write_refusal(self) -> str | None:
         """Why the database refuses writes (read-only file or session), or None."""
@@ -234,10 +234,10 @@ def _never_connect(engine: Engine) -> None:
         )
 
 
-def _refuse_missing_sqlite_file(engine: Engine) -> None:
+def _refuse_missing_database_file(engine: Engine) -> None:
     """:class:`DatabaseError` (exit 4) for a SQLite file that does not exist, naming a file
     close to it: a command that reads never creates a database (connecting would)."""
-    path = sqlite_path(engine.url)
+    path = database_file(engine.url)
     if path is None or path.exists():
         return
     siblings = [p.name for p in path.parent.glob(f"*{path.suffix}") if p.is_file()]
@@ -255,7 +255,7 @@ def _require_runs_table(engine: Engine, table: str) -> None:
     """:class:`DatabaseError` (exit 4) unless ``table`` exists, naming the nsml-etl tables the
     database has instead (a SQLite file that does not exist is never opened)."""
     where = describe_database(engine.url)
-    _refuse_missing_sqlite_file(engine)
+    _refuse_missing_database_file(engine)
     try:
         with engine.connect() as conn:
             inspector = sa.inspect(conn)

@@ -1,14 +1,15 @@
 """One object per database family: what differs between the databases we write to.
 
 :class:`~.base.Family` (``base``) holds what the families share and what each must say; each
-family is a module of its own (``sqlite``, ``postgresql``, ``mysql``). :data:`FAMILIES` is the
-registry that :func:`family_of` reads: a new database is one new module in this package and
-one line in it.
+family is a module of its own (``sqlite``, ``postgresql``, ``mysql``, ``duckdb``).
+:data:`FAMILIES` is the registry that :func:`family_of` reads: a new database is one new module
+in this package and one line in it.
 """
 
 from __future__ import annotations
 
 from .base import Family
+from .duckdb import DuckDBFamily
 from .mysql import MySQLFamily
 from .postgresql import PostgresFamily
 from .sqlite import SQLiteFamily
@@ -19,6 +20,7 @@ FAMILIES: dict[str, Family] = {
     "postgresql": PostgresFamily(),
     "mysql": MySQLFamily(),
     "mariadb": MySQLFamily(),
+    "duckdb": DuckDBFamily(),
 }
 
 
@@ -27,4 +29,12 @@ def family_of(dialect_name: str) -> Family:
     return FAMILIES[dialect_name]
 
 
-__all__ = ["FAMILIES", "Family", "MySQLFamily", "PostgresFamily", "SQLiteFamily", "family_of"]
+__all__ = [
+    "FAMILIES",
+    "DuckDBFamily",
+    "Family",
+    "MySQLFamily",
+    "PostgresFamily",
+    "SQLiteFamily",
+    "family_of",
+]

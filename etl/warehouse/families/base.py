@@ -57,6 +57,9 @@ class Family:
     label: str = "the database"
     # Whether DDL takes part in transactions (MySQL commits before and after each statement).
     transactional_ddl: bool = True
+    # Whether a transaction can roll back to a savepoint (DuckDB has none: a failed statement
+    # aborts the whole transaction).
+    savepoints: bool = True
     # Whether any key, name and text can be stored as it is (nothing to check before writing).
     stores_any_text: bool = True
     # The query for the most bytes one statement may carry, where the server limits it.
@@ -119,6 +122,12 @@ class Family:
         """A statement gave up waiting for a lock that another session holds."""
         return False
 
+    def open_advice(self, exc: BaseException) -> str | None:
+        """What to do when the database cannot be opened for this reason, where the family
+        knows better than the driver's words (DuckDB: another process has the file); None
+        where the driver's words say it."""
+        return None
+
     # -- locks ---------------------------------------------------------------------------
 
     def table_lock(self, conn: Connection, key: int, table: str) -> AbstractContextManager[None]:
@@ -145,6 +154,12 @@ class Family:
         """Why this database will refuse our writes (None when nothing says so), found in the
         caller's transaction, which rolls back whatever this tried. By default the server's
         own error on the first write is the answer."""
+        return None
+
+    def id_sequence(self, table: str) -> sa.Sequence | None:
+        """The sequence that numbers the ``id`` of bookkeeping table ``table``, where the
+        database has no auto-increment column; None where it has one (an identity, SERIAL,
+        AUTO_INCREMENT, SQLite's INTEGER PRIMARY KEY)."""
         return None
 
     def key_collation(self, dialect: sa.Dialect) -> str | None:
