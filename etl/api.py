@@ -19,7 +19,6 @@ own while the calling thread only waits, so an interrupt can never land inside a
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import os
 import threading
@@ -27,15 +26,54 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .config import Credentials, Setting, Settings, credentials_from_env, resolve_settings
+from .config import Credentials, Settings, given_credentials, settings_from_arguments
 from .errors import InputError
 from .files import display_name
 from .metrics import recording
 from .model import RunToFetch
 from .outcome import ExportReport, ProgressCallback
+from .tasks import (
+    GPU_SERVERS_LIST_SETTINGS,
+    GPU_SERVERS_SETTINGS,
+    REPORT_SETTINGS,
+    RUN_LIST_SETTINGS,
+    VIEWS_SETTINGS,
+    GpuServerList,
+    ReportTables,
+    build_report,
+    checked_project_ids,
+    create_views,
+    list_gpu_servers,
+    load_gpu_servers,
+    set_gpu_server,
+    suggest_gpu_servers,
+    unset_gpu_servers,
+    write_run_list,
+)
 
 if TYPE_CHECKING:
     from .warehouse import Warehouse
+
+__all__ = [
+    "GPU_SERVERS_LIST_SETTINGS",
+    "GPU_SERVERS_SETTINGS",
+    "LOAD_SETTINGS",
+    "REPORT_SETTINGS",
+    "RUN_LIST_SETTINGS",
+    "VIEWS_SETTINGS",
+    "GpuServerList",
+    "ReportTables",
+    "build_report",
+    "create_views",
+    "export",
+    "list_gpu_servers",
+    "load",
+    "load_gpu_servers",
+    "set_gpu_server",
+    "suggest_gpu_servers",
+    "unset_gpu_servers",
+    "write_run_list",
+]
 
 # A replay is not paced by the API, so larger transactions pay off: a chunk's commit and
 # fixed statements took about 25 ms on SQLite, the time of some 250 runs. 4,000 pending runs
@@ -60,22 +98,6 @@ def export(
     all_runs: bool = False,
     projects: str | Iterable[str] | None = None,
     skip_finished: bool = False,
-    db_url: str | None = None,
-    table: str | None = None,
-    base_url: str | None = None,
-    concurrency: int | None = None,
-    timeout: float | None = None,
-    max_attempts: int | None = None,
-    chunk_size: int | None = None,
-    max_env_columns: int | None = None,
-    backoff_initial: float | None = None,
-    backoff_max: float | None = None,
-    retry_after_max: float | None = None,
-    rate_limit: float | str | None = None,
-    list_timezone: str | None = None,
-    ca_bundle: str | os.PathLike[str] | None = None,
-    metrics_file: str | os.PathLike[str] | None = None,
-    nodes: bool | None = None,
     config_file: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
     credentials: Credentials | None = None,
@@ -84,22 +106,24 @@ def export(
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     cancel: threading.Event | None = None,
+    **setting_values: Any,
 ) -> ExportReport:
     """Fetch runs from the NSML API and upsert them into ``table`` of ``db_url``.
 
-    Which runs: exactly one of ``pairs`` (a pairs file's path, ``"-"`` for stdin, or an
-    iterable of ``(project_id, run_name)`` pairs), ``all_runs=True`` (every run the key can
-    see) or ``projects`` (the runs of these project ids). ``skip_finished`` skips runs already
-    stored with a terminal status (with ``nodes``, once their node list is stored too). The
-    settings (``db_url`` to ``nodes``; ``nodes=True`` also fetches each run's node list) are
-    those of the CLI: an argument beats its ``NSML_ETL_*`` environment variable, which beats
-    ``config_file``, which beats the default; ``settings`` (a resolved :class:`Settings`, as
-    the CLI passes) replaces all of them. ``credentials`` default to ``NCP_ACCESS_KEY``/
-    ``NCP_SECRET_KEY``/``NCP_APIGW_API_KEY``. ``save_raw`` also writes every response to a
-    JSON Lines file.
-    ``dry_run`` checks settings, that credentials are given, pairs and database (it sends no
-    request: ``nsml-etl check`` tries the credentials) and returns a report
-    with ``dry_run`` set and ``preview`` (the first pairs), sending and writing nothing.
+    Which runs: exactly one of ``pairs`` (a pairs file's path, ``"-"`` for stdin, or an iterable
+    of ``(project_id, run_name)`` pairs), ``all_runs=True`` (every run the key can see) or
+    ``projects`` (the runs of these project ids). ``skip_finished`` skips runs already stored
+    with a terminal status (with ``nodes``, once their node list is stored too). Every other
+    keyword argument is a setting, a field of :class:`Settings` (``db_url``, ``table``,
+    ``concurrency``, ...: the CLI's options; ``nodes=True`` also fetches each run's node list),
+    checked against them (another name is an :class:`InputError`): an argument beats its
+    ``NSML_ETL_*`` environment variable, which beats ``config_file``, which beats the default;
+    ``settings`` (a resolved :class:`Settings`, as the CLI passes) replaces all of them.
+    ``credentials`` default to ``NCP_ACCESS_KEY``/``NCP_SECRET_KEY``/``NCP_APIGW_API_KEY``.
+    ``save_raw`` also writes every response to a JSON Lines file. ``dry_run`` checks settings,
+    that credentials are given, pairs and database (it sends no request: ``nsml-etl check``
+    tries the credentials) and returns a report with ``dry_run`` set and ``preview`` (the first
+    pairs), sending and writing nothing; its ``dry_run_text()`` and ``dry_run_event()`` say so.
     ``progress(report)`` is called as runs complete; see the module docstring for ``stop`` and
     ``cancel``.
 
@@ -123,36 +147,18 @@ def export(
         stop=(stop, EVENT),
         cancel=(cancel, EVENT),
     )
-    arguments = {
-        "db_url": db_url,
-        "table": table,
-        "base_url": base_url,
-        "concurrency": concurrency,
-        "timeout": timeout,
-        "max_attempts": max_attempts,
-        "chunk_size": chunk_size,
-        "max_env_columns": max_env_columns,
-        "backoff_initial": backoff_initial,
-        "backoff_max": backoff_max,
-        "retry_after_max": retry_after_max,
-        "rate_limit": rate_limit,
-        "list_timezone": list_timezone,
-        "ca_bundle": ca_bundle,
-        "metrics_file": metrics_file,
-        "nodes": nodes,
-    }
-    settings = _settings(settings, arguments, config_file)
+    settings = settings_from_arguments("export", settings, setting_values, config_file)
+    mode = _mode(pairs, all_runs, projects)  # before the metrics: no run was asked for
     stop = stop if stop is not None else threading.Event()
     cancel = cancel if cancel is not None else threading.Event()
     with recording(settings, "export", stop, enabled=not dry_run) as run:
-        credentials = _credentials(credentials)
-        mode = _mode(pairs, all_runs, projects)
-        project_ids = _project_ids(projects) if mode == PROJECTS else None
+        credentials = given_credentials(credentials)
+        project_ids = checked_project_ids(projects) if mode == PROJECTS else None
         with contextlib.ExitStack() as cleanup:
             given = cleanup.enter_context(_collect_pairs(pairs)) if mode == PAIRS else None
             warehouse = _open_warehouse(settings, cleanup, dry_run)
             if dry_run and not skip_finished:
-                return _dry_run_report(settings, mode, given)
+                return _dry_run_report(settings, mode, given, project_ids)
             from .nsml.discovery import discover_runs, then_unlisted
             from .nsml.throttle import QuotaGuard
             from .pipeline import export_runs
@@ -163,7 +169,8 @@ def export(
                 skip &= warehouse.stored_pairs_with_nodes()
             quota = QuotaGuard()  # the run list's requests and the fetches spend one quota
             if dry_run:
-                return _dry_run_report(settings, mode, given, _skipped(skip, given, project_ids))
+                skipped = _skipped(skip, given, project_ids)
+                return _dry_run_report(settings, mode, given, project_ids, skipped)
             source: Iterator[RunToFetch]
             if given is not None:
                 source, total = map(RunToFetch, given), len(given)
@@ -209,11 +216,13 @@ def export(
                     options=options,
                     quota=quota,
                     on_response=run.count_response,
+                    finishing=_finishing(warehouse),
                 ),
                 stop,
                 cancel,
             )
         report.mode, report.settings = mode, settings
+        report.projects, report.skip_finished = project_ids, skip_finished
         if report.auth_error is not None:
             report.auth_error.report = report
             raise report.auth_error
@@ -223,19 +232,16 @@ def export(
 def load(
     file: str | os.PathLike[str],
     *,
-    db_url: str | None = None,
-    table: str | None = None,
-    chunk_size: int | None = None,
-    max_env_columns: int | None = None,
-    metrics_file: str | os.PathLike[str] | None = None,
     config_file: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    **setting_values: Any,
 ) -> ExportReport:
     """Load a raw archive (``export(save_raw=...)``) or plain run objects, one JSON object per
     line, into ``table`` of ``db_url``, with the same transform and upsert as :func:`export`
-    and without calling the API. ``file`` may be gzip-compressed; ``"-"`` reads stdin.
+    and without calling the API. ``file`` may be gzip-compressed; ``"-"`` reads stdin. The
+    settings are keyword arguments as for :func:`export`, those of :data:`LOAD_SETTINGS` only;
     ``chunk_size`` defaults to 4,000 here. Lines that cannot be used are ``report.failed``
     (named ``FILE:LINE``); the rest land. ``stop`` ends the reading, and what was read is
     committed. ``report.metrics`` and ``metrics_file`` as for :func:`export`. Raises
@@ -246,14 +252,9 @@ def load(
         progress=(progress, CALLBACK),
         stop=(stop, EVENT),
     )
-    arguments = {
-        "db_url": db_url,
-        "table": table,
-        "chunk_size": chunk_size,
-        "max_env_columns": max_env_columns,
-        "metrics_file": metrics_file,
-    }
-    settings = _settings(settings, arguments, config_file, defaults=LOAD_DEFAULTS)
+    settings = settings_from_arguments(
+        "load", settings, setting_values, config_file, LOAD_SETTINGS, LOAD_DEFAULTS
+    )
     stop = stop if stop is not None else threading.Event()
     with recording(settings, "load", stop) as run:
         from .archive import iter_archive
@@ -272,6 +273,7 @@ def load(
                     options=options,
                     progress=run.watch(progress),
                     stop=stop,
+                    finishing=_finishing(warehouse),
                 ),
                 stop,
                 threading.Event(),
@@ -307,52 +309,6 @@ def _check_types(**arguments: tuple[object, ArgumentKind]) -> None:
             raise InputError(f"{name}= takes {takes}, got {type(value).__name__} {shown}")
 
 
-def _argument_label(setting: Setting) -> str:
-    return setting.name
-
-
-def _settings(
-    settings: Settings | None,
-    arguments: dict[str, Any],
-    config_file: str | os.PathLike[str] | None,
-    defaults: dict[str, Any] | None = None,
-) -> Settings:
-    given = {
-        name: os.fspath(value) if isinstance(value, os.PathLike) else value
-        for name, value in arguments.items()
-        if value is not None
-    }
-    if settings is None:
-        return resolve_settings(
-            given,
-            Path(config_file) if config_file else None,
-            defaults=defaults,
-            label=_argument_label,
-        )
-    if not isinstance(settings, Settings):
-        raise InputError(f"settings must be a nsml_etl.Settings, got {type(settings).__name__}")
-    if given or config_file:
-        names = ", ".join([*given, *(["config_file"] if config_file else [])])
-        raise InputError(f"settings= replaces every setting argument; do not give {names} as well")
-    # Checked as arguments are: a Settings made by hand skipped the checks (the CLI's passes).
-    return resolve_settings(dataclasses.asdict(settings), environ={}, label=_argument_label)
-
-
-def _credentials(credentials: Credentials | None) -> Credentials:
-    if credentials is None:
-        return credentials_from_env()
-    if not isinstance(credentials, Credentials):
-        raise InputError(
-            "credentials must be a nsml_etl.Credentials(access_key=..., "
-            f"secret_key=..., api_key=None), got {type(credentials).__name__}"
-        )
-    for name in ("access_key", "secret_key"):
-        value = getattr(credentials, name)
-        if not isinstance(value, str) or not value.strip():
-            raise InputError(f"credentials.{name} is empty: give the NCP {name.split('_')[0]} key")
-    return credentials
-
-
 def _mode(pairs: object, all_runs: bool, projects: object) -> str:
     chosen = [
         mode
@@ -364,23 +320,17 @@ def _mode(pairs: object, all_runs: bool, projects: object) -> str:
         if given
     ]
     if len(chosen) != 1:
-        raise InputError(
+        error = InputError(
             "say which runs to export: pairs= (a pairs file or a list of "
             "(project_id, run_name) pairs), all_runs=True, or projects=[...]; "
             "exactly one of them"
         )
+        error.cli_message = (
+            "say which runs to export: --pairs FILE, --all, or --project ID "
+            "(repeatable); exactly one of them"
+        )
+        raise error
     return chosen[0]
-
-
-def _project_ids(projects: str | Iterable[str] | None) -> list[str]:
-    """A list of project ids; one id given as a string is a list of one."""
-    items = [projects] if isinstance(projects, str) else list(projects or ())
-    for index, item in enumerate(items):
-        if not isinstance(item, str) or not item.strip():
-            raise InputError(f"projects[{index}]: expected a project id, got {item!r}")
-    if not items:
-        raise InputError("projects: no project ids given")
-    return items
 
 
 def _collect_pairs(pairs: object) -> Any:
@@ -410,6 +360,29 @@ def _open_warehouse(
     return cleanup.enter_context(Warehouse.open(settings, DRY_RUN if dry_run else WRITE))
 
 
+def _finishing(warehouse: Warehouse) -> Callable[[ExportReport], None]:
+    """What an export or load does once its runs are committed: create the reporting views
+    the database lacks (BI tools find them after the first export) and count the GPU servers
+    without a GPU count, for the summary. A database error here is said in the summary and
+    the batch_finished event; it fails neither the batch nor the exit code, since the runs
+    landed (``nsml-etl views`` says the error again, with exit 4)."""
+
+    def finish(report: ExportReport) -> None:
+        from .errors import DatabaseError
+        from .reporting.views import create_missing_views
+
+        try:
+            report.views_created = len(create_missing_views(warehouse))
+        except DatabaseError as exc:
+            report.views_error = str(exc)
+        with contextlib.suppress(DatabaseError):  # a count only: the note is left out
+            report.servers_without_gpus = warehouse.count_servers_without_gpus(
+                warehouse.schema.table_name
+            )
+
+    return finish
+
+
 def _archive(save_raw: str | os.PathLike[str] | None, cleanup: contextlib.ExitStack) -> Any:
     if not save_raw:
         return None
@@ -431,11 +404,15 @@ def _skipped(skip: set[Any], given: Any, project_ids: list[str] | None) -> int:
 
 
 def _dry_run_report(
-    settings: Settings, mode: str, given: Any, skipped: int | None = None
+    settings: Settings,
+    mode: str,
+    given: Any,
+    project_ids: list[str] | None,
+    skipped: int | None = None,
 ) -> ExportReport:
     """With ``skipped`` (``--skip-finished``): how many stored runs it would skip."""
-    report = ExportReport(mode=mode, settings=settings, dry_run=True)
-    report.skipped = skipped or 0
+    report = ExportReport(mode=mode, projects=project_ids, settings=settings, dry_run=True)
+    report.skip_finished, report.skipped = skipped is not None, skipped or 0
     if given is not None:
         report.requested = len(given)
         report.preview = list(itertools.islice(given, PREVIEW_PAIRS))

@@ -6,10 +6,11 @@ rejected, so keys never end up committed next to a crontab.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -391,6 +392,15 @@ class Settings:
         "ZONE",
         "Zone of the run list's createTime/updateTime (not documented by NCP); stored as UTC.",
     )
+    timezone: str = _setting(
+        DEFAULT_LIST_TIMEZONE,
+        _timezone,
+        "NSML_ETL_TIMEZONE",
+        "--timezone",
+        "ZONE",
+        "Zone of the report's days, weeks and months (--since, --until, --period): each day "
+        "runs from 00:00 to 00:00 there, daylight saving time included.",
+    )
     ca_bundle: str | None = _setting(
         None,
         _ca_bundle,
@@ -473,7 +483,10 @@ def flag_label(setting: Setting) -> str:
 
 
 def flag_message(error: EtlError) -> str:
-    """``error``'s message as the CLI says it: one about a setting names its flag."""
+    """``error``'s message as the CLI says it: one about a setting names its flag, one that
+    names the Python API's arguments has the CLI's own words (``cli_message``)."""
+    if error.cli_message is not None:
+        return error.cli_message
     if error.setting is None or error.setting not in SETTINGS_BY_NAME:
         return str(error)
     return f"{SETTINGS_BY_NAME[error.setting].flag} {error.detail}"
@@ -510,3 +523,66 @@ def resolve_settings(
     if values["backoff_max"] < values["backoff_initial"]:
         values["backoff_max"] = values["backoff_initial"]
     return Settings(**values)
+
+
+def argument_label(setting: Setting) -> str:
+    """A setting as the Python API names it: its keyword argument."""
+    return setting.name
+
+
+def settings_from_arguments(
+    function: str,
+    settings: Settings | None,
+    arguments: Mapping[str, Any],
+    config_file: str | os.PathLike[str] | None,
+    names: Iterable[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Settings:
+    """The settings of one call of the Python API's ``function``: its keyword ``arguments``
+    (each one of ``names``, every setting by default; None means not given) beat their
+    environment variables, which beat ``config_file``, which beats the default; ``settings``
+    (a :class:`Settings`, as the CLI passes the one it resolved) replaces them all, checked as
+    arguments are. A name that is no setting of ``function`` is an :class:`InputError`."""
+    taken = tuple(SETTINGS_BY_NAME) if names is None else tuple(names)
+    unknown = [name for name in arguments if name not in taken]
+    if unknown:
+        raise InputError(
+            f"{function}() takes no argument {unknown[0]}= (its settings: {', '.join(taken)})"
+        )
+    given = {
+        name: os.fspath(value) if isinstance(value, os.PathLike) else value
+        for name, value in arguments.items()
+        if value is not None
+    }
+    if settings is None:
+        return resolve_settings(
+            given,
+            Path(config_file) if config_file else None,
+            defaults=defaults,
+            label=argument_label,
+        )
+    if not isinstance(settings, Settings):
+        raise InputError(f"settings must be a nsml_etl.Settings, got {type(settings).__name__}")
+    if given or config_file:
+        names_given = ", ".join([*given, *(["config_file"] if config_file else [])])
+        raise InputError(
+            f"settings= replaces every setting argument; do not give {names_given} as well"
+        )
+    # Checked as arguments are: a Settings made by hand skipped the checks (the CLI's passes).
+    return resolve_settings(dataclasses.asdict(settings), environ={}, label=argument_label)
+
+
+def given_credentials(credentials: Credentials | None) -> Credentials:
+    """``credentials`` checked, or by default those of the environment."""
+    if credentials is None:
+        return credentials_from_env()
+    if not isinstance(credentials, Credentials):
+        raise InputError(
+            "credentials must be a nsml_etl.Credentials(access_key=..., "
+            f"secret_key=..., api_key=None), got {type(credentials).__name__}"
+        )
+    for name in ("access_key", "secret_key"):
+        value = getattr(credentials, name)
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"credentials.{name} is empty: give the NCP {name.split('_')[0]} key")
+    return credentials

@@ -40,6 +40,9 @@ class EtlError(Exception):
     # (``config.flag_message``). Set by :meth:`about`.
     setting: str | None = None
     detail: str = ""
+    # The message in the CLI's words, for one that names the Python API's arguments where the
+    # CLI has flags (which runs to export: pairs= or --pairs FILE).
+    cli_message: str | None = None
     # The ExportReport of the export or load it stopped, once one had started (what was
     # committed before, the batch id, the metrics); None for an error before the start.
     report: Any = None

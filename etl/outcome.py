@@ -25,7 +25,7 @@ from .errors import (
     error_exit_code,
     error_words,
 )
-from .events import event
+from .events import event, json_line
 from .model import Pair
 from .pairs import write_pairs_file
 
@@ -160,14 +160,23 @@ class ExportReport:
     unwritten: int = 0
     batch_id: int | None = None  # the nsml_export_batches row, when one was written
     # Set by the Python API (etl/api.py): how the runs were chosen ("pairs", "all",
-    # "projects"; "load"), the settings used, and for a dry run the first pairs it would fetch.
+    # "projects"; "load"), the project ids asked for, whether finished runs were skipped, the
+    # settings used, and for a dry run the first pairs it would fetch.
     mode: str | None = None
+    projects: list[str] | None = None
+    skip_finished: bool = False
     settings: Settings | None = None
     dry_run: bool = False
     preview: list[Pair] = field(default_factory=list)
     # The figures of the metrics file (nsml_etl.metrics), set when the run ends: each metric
     # named without its nsml_etl_ prefix, plus the labels; empty for a dry run.
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Once the runs are committed (etl/api.py): the reporting views it created (those that
+    # were missing), why creating them failed (the runs and the batch row stand), and how many
+    # GPU servers the runs table has runs on without a GPU count (None: not counted).
+    views_created: int = 0
+    views_error: str | None = None
+    servers_without_gpus: int | None = None
 
     def record_failure(self, failure: FailedPair) -> None:
         self.failed.append(failure)
@@ -238,6 +247,57 @@ class ExportReport:
         before_fetch = sum(not failure.run_fetched for failure in self.failed)
         return self.fetched + before_fetch + self.skipped
 
+    def dry_run_text(self) -> str:
+        """What a dry run would do, for a person: what it would fetch, from where, into which
+        table, how, the first pairs and what it would skip; one line each."""
+        settings = self.settings
+        assert settings is not None  # the API sets it
+        if self.mode != "pairs":
+            which = (
+                f"of projects {', '.join(self.projects)}" if self.projects else "the key can see"
+            )
+            lines = [
+                f"Dry run: would discover the runs {which} through GET /projects/runs "
+                f"at {settings.base_url}, and fetch each"
+            ]
+        else:
+            lines = [f"Dry run: would fetch {self.requested} runs from {settings.base_url}"]
+        lines += [
+            f"  into table {settings.table} of {settings.public_dict()['db_url']} (reachable)",
+            f"  concurrency {settings.concurrency}, timeout {settings.timeout}s, "
+            f"max attempts {settings.max_attempts}, chunks of {settings.chunk_size}",
+        ]
+        lines += [f"  {pair.project_id}\t{pair.run_name}" for pair in self.preview]
+        if self.requested > len(self.preview):
+            lines.append(f"  ... and {self.requested - len(self.preview)} more")
+        if self.skip_finished:
+            lines.append(f"  skipping {self.skipped} runs already stored as finished")
+        lines.append("No request sent, nothing written.")
+        return "\n".join(lines)
+
+    def dry_run_event(self) -> str:
+        """What a dry run would do as one ``dry_run`` event (a JSON line, for a log shipper)."""
+        settings = self.settings
+        assert settings is not None  # the API sets it
+        if self.mode != "pairs":
+            message = "Dry run: would discover the runs through GET /projects/runs, and fetch each"
+        else:
+            message = f"Dry run: would fetch {self.requested} runs"
+        return json_line(
+            "info",
+            "dry_run",
+            message + "; no request sent, nothing written",
+            mode=self.mode,
+            requested=self.requested if self.mode == "pairs" else None,
+            projects=self.projects or None,
+            preview=[
+                {"project_id": pair.project_id, "run_name": pair.run_name} for pair in self.preview
+            ],
+            more=max(self.requested - len(self.preview), 0),
+            skipped=self.skipped if self.skip_finished else None,
+            **settings.public_dict(),
+        )
+
     def summary(self) -> str:
         """Its counts add up: exported + failed - the node lists among them + skipped + not
         attempted + not written = requested (a run whose node list failed is in both)."""
@@ -248,7 +308,22 @@ class ExportReport:
         return (
             f"Summary: exported {self.exported}, failed {len(self.failed)}{of_nodes}, "
             f"retried {self.retried}, elapsed {self.elapsed:.2f}s{unwritten}"
-            f"{f'; {note}' if note else ''}"
+            f"{self._views_note()}{self._gpus_note()}{f'; {note}' if note else ''}"
+        )
+
+    def _views_note(self) -> str:
+        if self.views_error is None:
+            return ""
+        return f"; the reporting views were not created ({self.views_error}): run nsml-etl views"
+
+    def _gpus_note(self) -> str:
+        count = self.servers_without_gpus
+        if not count:
+            return ""
+        servers = "server has" if count == 1 else "servers have"
+        return (
+            f"; {count} {servers} no GPU count, so their GPU-hours are unknown: "
+            "nsml-etl gpu-servers suggest proposes counts"
         )
 
 
@@ -301,6 +376,9 @@ def log_finished(report: ExportReport) -> None:
             auth_failed=report.auth_error is not None,
             quota_exhausted=report.quota_error is not None,
             not_attempted=report.not_attempted,
+            views_created=report.views_created,
+            views_error=report.views_error,
+            servers_without_gpus=report.servers_without_gpus,
         ),
     )
 

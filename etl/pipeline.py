@@ -211,6 +211,7 @@ def export_runs(
     options: dict[str, Any] | None = None,
     quota: QuotaGuard | None = None,
     on_response: Callable[[int | None], None] | None = None,
+    finishing: Callable[[ExportReport], None] | None = None,
 ) -> ExportReport:
     """Fetch every run and upsert it; see the module docstring for the guarantees.
 
@@ -223,7 +224,9 @@ def export_runs(
     committed. ``options`` (free of secrets) go into the batch row with the settings. ``quota``
     is the guard the run list's client uses too (one quota per API key); once it says the quota
     is spent, no request starts, the rest is counted as not attempted, and what was fetched is
-    committed. ``on_response`` is told each request's HTTP status (None: no response)."""
+    committed. ``on_response`` is told each request's HTTP status (None: no response).
+    ``finishing(report)`` runs once the runs are committed, before the batch row is finished
+    and the summary logged (unless an error stopped the export), to add to the report."""
     started = time.monotonic()
     report = ExportReport(requested=total or 0)
     log.info(
@@ -255,7 +258,7 @@ def export_runs(
             progress(report)  # the start: nothing done yet, and how many are requested if known
         export.run(progress)
 
-    return _settle(work, report, batch, export.writer, started, stop, archive)
+    return _settle(work, report, batch, export.writer, started, stop, archive, finishing)
 
 
 class _Export:
@@ -430,12 +433,15 @@ def _settle(
     started: float,
     stop: threading.Event | None,
     archive: ArchiveWriter | None = None,
+    finishing: Callable[[ExportReport], None] | None = None,
 ) -> ExportReport:
     """Do ``work`` (an export's or a load's loop), then end it the same way whatever happened:
     an error that stops it (a database or archive error, a bug, a progress callback that
     raised) becomes ``report.error``, after the runs in hand are committed; the archive is
-    closed (its last buffered lines written); the batch row gets the report's outcome; and the
-    error is raised again, so that no way out leaves the row ``running``."""
+    closed (its last buffered lines written); ``finishing`` adds to the report (only after
+    no error: the runs are committed by then, whatever it does); the batch row gets the
+    report's outcome; and the error is raised again, so that no way out leaves the row
+    ``running``."""
     try:
         work()
     except Exception as exc:
@@ -446,6 +452,13 @@ def _settle(
             archive.close()
         except OutputError as exc:
             report.error = report.error or exc
+    if finishing is not None and report.error is None:
+        # After the runs' last commit, before the batch row's end: its finished_at, the
+        # elapsed time and the metrics' end all count what finishing takes.
+        try:
+            finishing(report)
+        except Exception as exc:  # a bug: the batch row says it, as for one of work's
+            report.error = exc
     if stop is not None and stop.is_set():
         report.interrupted = True  # also when it came after the last run was in hand
     report.elapsed = time.monotonic() - started
@@ -469,11 +482,13 @@ def load_archive(
     progress: ProgressCallback | None = None,
     options: dict[str, Any] | None = None,
     stop: threading.Event | None = None,
+    finishing: Callable[[ExportReport], None] | None = None,
 ) -> ExportReport:
     """Replay archived responses (or plain run objects) through the same transform and upsert.
 
     Lines that cannot be used are failed entries, named by FILE:LINE; the rest land. When
     ``stop`` is set (a signal), reading stops and what was read is still committed.
+    ``finishing`` as for :func:`export_runs`.
     """
     started = time.monotonic()
     report = ExportReport()
@@ -516,4 +531,4 @@ def load_archive(
         if progress is not None:
             progress(report)
 
-    return _settle(work, report, batch, writer, started, stop)
+    return _settle(work, report, batch, writer, started, stop, finishing=finishing)

@@ -31,6 +31,7 @@ BATCHES_TABLE = "nsml_export_batches"
 HISTORY_TABLE = "nsml_run_history"
 FAILURES_TABLE = "nsml_export_failures"
 GPU_SERVERS_TABLE = "nsml_gpu_servers"
+CALENDAR_TABLE = "nsml_calendar"  # the days of the day views (etl/reporting/calendar.py)
 # Each run's nodes (export --nodes), and their change history; shared by every runs table of a
 # database, as a run's nodes are the run's whichever table it lands in.
 NODES_TABLE = "nsml_run_nodes"
@@ -46,6 +47,7 @@ RESERVED_TABLES = frozenset(
         HISTORY_TABLE,
         FAILURES_TABLE,
         GPU_SERVERS_TABLE,
+        CALENDAR_TABLE,
         NODES_TABLE,
         NODE_HISTORY_TABLE,
         STAGE_TABLE,

@@ -26,7 +26,7 @@ KEYS=(NCP_ACCESS_KEY=AKDEMO0000000000000 NCP_SECRET_KEY=demo-secret-not-a-real-k
 show export "${KEYS[@]}"
 export "${KEYS[@]}"
 DB=demo/nsml_runs.db
-rm -f demo/address.txt demo/clock.txt demo/clock.tmp demo/report.html "$DB"  # the demo's own
+rm -f demo/address.txt demo/clock.txt demo/clock.tmp demo/report.html demo/gpus.toml "$DB"  # its own
 SIM=(--seed 7 --projects 3 --runs 25)
 # The simulated timeline starts on the Monday two weeks before this one and ends now, so the
 # report's default period (the last 8 weeks) covers it; the first export is 6 hours in.
@@ -66,6 +66,7 @@ python - "$FIRST" "$NOW" "${EXPORT[@]}" <<'PY'
 import contextlib
 import io
 import os
+import re
 import sys
 from datetime import datetime, timedelta
 
@@ -73,6 +74,9 @@ from nsml_etl.cli import main
 
 moment, now = datetime.fromisoformat(sys.argv[1]), datetime.fromisoformat(sys.argv[2])
 arguments = sys.argv[3:]  # the export command printed above, without its program name
+# Every summary says how many servers lack a GPU count; the demo shows it on its first line.
+GPU_NOTE = re.compile(r"; \d+ servers? ha(?:s|ve) no GPU count[^;]*")
+said_gpus = False
 while moment < now:
     with open("demo/clock.tmp", "w") as handle:
         handle.write(moment.isoformat())
@@ -85,7 +89,11 @@ while moment < now:
     gone = [line.split("\t")[:2] for line in lines if "HTTP 404" in line]
     if moment.hour == 0 or gone:  # one line a day, and each run found deleted upstream
         note = "".join(f"; run {' '.join(g).strip()} deleted upstream" for g in gone)
-        print(f"   {moment:%a %d %b %H:%M}  {lines[-1].removeprefix('Summary: ')}{note}")
+        summary = lines[-1].removeprefix("Summary: ")
+        if said_gpus:
+            summary = GPU_NOTE.sub("", summary)
+        said_gpus = said_gpus or GPU_NOTE.search(summary) is not None
+        print(f"   {moment:%a %d %b %H:%M}  {summary}{note}")
     moment += timedelta(hours=6)
 PY
 kill $sim; wait $sim 2>/dev/null || true
@@ -102,9 +110,13 @@ status=$?
 set -e
 echo "(exit code $status)"
 echo
-# GPU counts are never guessed: the notebook server (101) stays unknown on purpose.
-run nsml-etl gpu-servers set 205 1 --label "V100 x1" --db "sqlite:///$DB"
-run nsml-etl gpu-servers set 207 2 --label "A100 x2" --db "sqlite:///$DB"
+echo "== GPU counts read from the servers' names, into demo/gpus.toml, then loaded after a look"
+# suggest only prints: what it proposes lands only through load, as a person would do it
+# after reviewing the file.
+show nsml-etl gpu-servers suggest --db "sqlite:///$DB"
+env nsml-etl gpu-servers suggest --db "sqlite:///$DB" > demo/gpus.toml
+sed 's/^/   /' demo/gpus.toml
+run nsml-etl gpu-servers load demo/gpus.toml --db "sqlite:///$DB"
 python - "$DB" <<'PY'
 import sqlite3
 import sys
@@ -149,6 +161,25 @@ REPORT=(NSML_ETL_CLOCK="$NOW" nsml-etl report --db "sqlite:///$DB" --format text
 show "${REPORT[@]}"
 env "${REPORT[@]}" 2>/dev/null | sed -n '/^== Analytics period/,$p'
 echo "(the whole report, with charts: demo/report.html; the database: $DB)"
+echo
+echo "== chargeback by calendar month, Seoul time: run-, GPU- and node-hours per project and creator"
+# From the first of the month the simulated history starts in to the last day of this month,
+# each day from 00:00 to 24:00 in Seoul (not whole UTC weeks).
+read -r MONTH_FIRST MONTH_LAST < <(python - "$EPOCH" "$NOW" <<'PY'
+import sys
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+seoul = [datetime.fromisoformat(t).replace(tzinfo=UTC).astimezone(ZoneInfo("Asia/Seoul")).date()
+         for t in sys.argv[1:]]
+first, now = seoul[0].replace(day=1), seoul[1]
+after = date(now.year + now.month // 12, now.month % 12 + 1, 1)
+print(first.isoformat(), (after - timedelta(days=1)).isoformat())
+PY
+)
+run NSML_ETL_CLOCK="$NOW" nsml-etl report --db "sqlite:///$DB" --since "$MONTH_FIRST" \
+    --until "$MONTH_LAST" --timezone Asia/Seoul --period month \
+    --view run_hours_by_project --view run_hours_by_creator
 echo
 echo "The simulator has stopped: the commands above now find nobody at $url."
 echo "For your own runs, leave out --base-url and NSML_ETL_CLOCK, export your NCP_ACCESS_KEY"

@@ -1,5 +1,6 @@
 -- Question: which GPU servers have runs but no GPU count (so their GPU-hours are unknown)?
--- Set one with: nsml-etl gpu-servers set CODE GPUS (or load a TOML file).
+-- Set one with: nsml-etl gpu-servers set CODE GPUS, or load a TOML file (gpu-servers suggest
+-- prints one with the counts the servers' names state).
 SELECT r.gpu_svr_code, MAX(r.eng_full_name) AS eng_full_name, COUNT(*) AS runs,
        MAX(r.create_time) AS last_created
 FROM {{runs}} r

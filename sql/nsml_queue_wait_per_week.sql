@@ -1,9 +1,13 @@
 -- Question: how long did runs wait before they started, per project and week created (median and 90th percentile)?
 -- Runs seen waiting or running (started_source 'history' in nsml_run_timeline): a run first
 -- seen finished has no wait worth the name. Percentiles by nearest rank (the smallest wait with
--- at least half, or nine tenths, of the runs at or below it), in seconds; one row per week with
--- project_id NULL covers all projects.
-SELECT w.week, CASE WHEN s.scope = 'project' THEN w.project_id END AS project_id,
+-- at least half, or nine tenths, of the runs at or below it), in seconds. scope says what a row
+-- covers: 'project' (one project's runs) or 'all projects' (one row per week, project_id NULL,
+-- every project's runs): sum or average over one scope only (WHERE scope = 'project'), or each
+-- run counts twice.
+SELECT w.week,
+       CASE WHEN s.scope = 'project' THEN 'project' ELSE 'all projects' END AS scope,
+       CASE WHEN s.scope = 'project' THEN w.project_id END AS project_id,
        MAX(CASE WHEN s.scope = 'project' THEN w.project_name END) AS project_name,
        COUNT(*) AS runs,
        MAX(CASE WHEN s.scope = 'project' AND w.project_rank

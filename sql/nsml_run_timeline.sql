@@ -16,18 +16,21 @@
 -- unfinished run (--all, or the same --project or pairs each time).
 -- Waits and run times are in seconds, with their smallest and largest values; active_from and
 -- active_until span the time counted as run time (to the last sighting while still running).
+-- created_at is the first time column: BI tools (Superset) take the first one as a dataset's
+-- time axis, and runs are charted by when they were created; gone_at and last_seen follow the
+-- estimates.
 -- nodes: how many nodes the run ran on, from its last stored node list (nsml_run_nodes, export
 -- --nodes); 1 where no node list is stored.
 -- (Few levels of subqueries: SQLite's parser stops at a fixed depth, and other views include
 -- this one.)
 SELECT project_id, project_name, run_name, creator, eng_full_name, gpu_svr_code,
-       image_type, image_path, final_status, finished, gone_at, last_seen,
+       image_type, image_path, final_status, finished,
        {{midpoint(created_earliest, created_latest)}} AS created_at,
        created_earliest, created_latest, created_source,
        {{midpoint(started_earliest, started_latest)}} AS started_at,
        started_earliest, started_latest, started_source,
        {{midpoint(ended_earliest, ended_latest)}} AS ended_at,
-       ended_earliest, ended_latest, ended_source,
+       ended_earliest, ended_latest, ended_source, gone_at, last_seen,
        -- the distance between two midpoints is the mean of the distances between the bounds
        ROUND(({{seconds_between(created_earliest, started_earliest)}}
               + {{seconds_between(created_latest, started_latest)}}) / 2, 3) AS queue_wait_s,

@@ -156,6 +156,15 @@ def export_args(sim, pairs_file: Path | str, db_url: str, *extra: str) -> tuple[
     )  # fmt: skip
 
 
+README = Path(__file__).parent.parent / "README.md"
+
+
+def readme_python(heading: str) -> str:
+    """The first Python block after ``heading`` in the README."""
+    section = README.read_text(encoding="utf-8").split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
 def fetch_rows(db_url: str, sql: str, params: dict | None = None) -> list[dict]:
     engine = sa.create_engine(db_url)
     try:
@@ -163,6 +172,14 @@ def fetch_rows(db_url: str, sql: str, params: dict | None = None) -> list[dict]:
             return [dict(row._mapping) for row in conn.execute(sa.text(sql), params or {})]
     finally:
         engine.dispose()
+
+
+def drop_views(conn) -> None:
+    """Drop every view of the database: export and load create them, and SQLite (and, for a
+    dropped column, PostgreSQL) refuse to change a table's columns that a view reads, as the
+    tests that break or age a table on purpose do."""
+    for view in sa.inspect(conn).get_view_names():
+        conn.exec_driver_sql(f"DROP VIEW {conn.dialect.identifier_preparer.quote(view)}")
 
 
 def table_names(db_url: str) -> set[str]:

@@ -55,10 +55,10 @@ def test_estimates_and_weekly_views_on_every_database(
     check_weekly_views(history)
 
 
-def build_history(run_cli, make_simulator, monkeypatch, db_url):
+def build_history(run_cli, make_simulator, monkeypatch, db_url, at=(E1, E2, E3, E4, E5)):
     """Runs A (p1/1: spans two weeks), B (p1/2: never seen in progress), C (p2/1: deleted
     upstream while running), D (p2/2: still running, never seen waiting) and E (p1/3: canceled
-    while waiting), exported at E1..E5."""
+    while waiting), exported at E1..E5 (or the five moments ``at``)."""
     sim = make_simulator(projects=0)
 
     def put(project, name, status, created, updated, image, code, engine, creator):
@@ -68,8 +68,8 @@ def build_history(run_cli, make_simulator, monkeypatch, db_url):
             body(project, name, status, created, updated, image, code, engine, creator),
         )
 
-    def export(at, expect=0):
-        monkeypatch.setenv("NSML_ETL_CLOCK", at)
+    def export(moment, expect=0):
+        monkeypatch.setenv("NSML_ETL_CLOCK", moment)
         result = run_cli("export", "--all", "--db", db_url, "--base-url", sim.base_url)
         assert result.exit_code == expect, result.output
 
@@ -86,9 +86,9 @@ def build_history(run_cli, make_simulator, monkeypatch, db_url):
         A100,
         "alice",
     )
-    export(E1)
+    export(at[0])
     put(*a[:2], "RUN_STATE_IN_PROGRESS", "2026-01-09 10:00:00", "2026-01-10 01:00:00", *a[2:])
-    export(E2)
+    export(at[1])
     put(
         "p1",
         "2",
@@ -101,11 +101,11 @@ def build_history(run_cli, make_simulator, monkeypatch, db_url):
         "bob",
     )
     sim.delete_run("p2", "1")
-    export(E3, expect=1)  # the 404 of C is a failed pair
+    export(at[2], expect=1)  # the 404 of C is a failed pair
     put(*a[:2], "RUN_STATE_COMPLETED", "2026-01-09 10:00:00", "2026-01-12 06:00:00", *a[2:])
     e = ("p1", "3", "img/b", 101, NOTEBOOK, "bob")
     put(*e[:2], "RUN_STATE_PENDING", "2026-01-12 08:00:00", "2026-01-12 08:00:00", *e[2:])
-    export(E4)
+    export(at[3])
     put(*e[:2], "RUN_STATE_CANCELED", "2026-01-12 08:00:00", "2026-01-13 00:00:00", *e[2:])
     put(
         "p2",
@@ -118,7 +118,7 @@ def build_history(run_cli, make_simulator, monkeypatch, db_url):
         A100,
         "carol",
     )
-    export(E5)
+    export(at[4])
     monkeypatch.delenv("NSML_ETL_CLOCK")
     for code, gpus in (("205", "1"), ("207", "2")):
         result = run_cli("gpu-servers", "set", code, gpus, "--db", db_url)
@@ -327,6 +327,7 @@ def check_weekly_views(history):
     assert sorted(
         (
             str(r["week"])[:10],
+            r["scope"],
             r["project_id"] or "",
             int(r["runs"]),
             num(r["median_wait_s"]),
@@ -334,11 +335,12 @@ def check_weekly_views(history):
         )
         for r in waits
     ) == [
-        ("2026-01-05", "", 2, 3 * H, 14 * H),  # all projects: nearest ranks 1 and 2 of 2
-        ("2026-01-05", "p1", 1, 14 * H, 14 * H),  # B (never seen running) is left out
-        ("2026-01-05", "p2", 1, 3 * H, 3 * H),
-        ("2026-01-12", "", 1, 8 * H, 8 * H),
-        ("2026-01-12", "p2", 1, 8 * H, 8 * H),
+        # all projects: nearest ranks 1 and 2 of 2
+        ("2026-01-05", "all projects", "", 2, 3 * H, 14 * H),
+        ("2026-01-05", "project", "p1", 1, 14 * H, 14 * H),  # B (never seen running) left out
+        ("2026-01-05", "project", "p2", 1, 3 * H, 3 * H),
+        ("2026-01-12", "all projects", "", 1, 8 * H, 8 * H),
+        ("2026-01-12", "project", "p2", 1, 8 * H, 8 * H),
     ]
     rates = fetch_rows(history, "SELECT * FROM nsml_failure_rates_per_week")
     assert sorted(
@@ -389,43 +391,29 @@ def test_period_and_sums_of_the_report():
         period_for,
     )
     from nsml_etl.reporting.charts import axis_scale as _scale
+    from nsml_etl.reporting.periods import Span
 
     today = date(2026, 1, 14)  # a Wednesday
     period = period_for(None, None, today)
-    assert (period.first_week, period.until) == (date(2025, 11, 24), today)  # 8 weeks
-    assert period_for(date(2026, 1, 7), None, today).first_week == date(2026, 1, 5)
+    assert (period.since, period.until) == (date(2025, 11, 24), today)  # 8 weeks
+    # the day asked for, not its week's Monday (the weekly views' weeks that overlap it count)
+    assert period_for(date(2026, 1, 7), None, today).since == date(2026, 1, 7)
+    assert period_for(date(2026, 1, 7), None, today).covers(date(2026, 1, 5))
     with pytest.raises(InputError, match="after --until"):
         period_for(date(2026, 2, 1), date(2026, 1, 1), today)
 
-    rows = [
-        {
-            "week": "2026-01-05",
-            "project_id": "p",
-            "project_name": "P",
-            "active_runs": 2,
-            "run_hours": 10.0,
-            "gpu_hours": 20.0,
-        },
-        {
-            "week": "2026-01-05",
-            "project_id": "p",
-            "project_name": "P",
-            "active_runs": 1,
-            "run_hours": 3.5,
-            "gpu_hours": None,
-        },  # a server without a GPU count
-        {
-            "week": "2025-12-29",
-            "project_id": "p",
-            "project_name": "P",
-            "active_runs": 1,
-            "run_hours": 99.0,
-            "gpu_hours": 99.0,
-        },  # before the period
+    def span(start, end, code):
+        row = {"project_id": "p", "project_name": "P", "gpu_svr_code": code, "nodes": 1}
+        return Span(datetime.fromisoformat(start), datetime.fromisoformat(end), row)
+
+    timeline = [
+        span("2026-01-05 00:00", "2026-01-05 05:00", 207),  # 5 h on 2 GPUs
+        span("2026-01-06 00:00", "2026-01-06 03:30", 101),  # a server without a GPU count
+        span("2026-01-04 00:00", "2026-01-05 05:00", 207),  # 5 of its 29 h in the period
     ]
-    assert hours_per_project(rows, period_for(date(2026, 1, 5), None, today)).rows == [
-        (date(2026, 1, 5), "p", "P", 3, 13.5, 20.0, 3.5)
-    ]
+    assert hours_per_project(
+        timeline, {207: 2}, period_for(date(2026, 1, 5), None, today)
+    ).rows == [(date(2026, 1, 5), "p", "P", 3, 13.5, 20.0, 3.5)]
     rates = [
         {"dimension": "image", "value": v, "week": "2026-01-05", "finished": f, "failed": x}
         for v, f, x in (("a", 10, 2), ("b", 1, 1), ("c", 4, 2))
@@ -434,3 +422,138 @@ def test_period_and_sums_of_the_report():
     assert export_interval_hours([datetime(2026, 1, 1, h) for h in (0, 6, 12, 13)]) == 6.0
     assert export_interval_hours([datetime(2026, 1, 1)]) is None
     assert [_scale(v, False)[1] for v in (149, 19.2, 0.3, 0)] == [150, 20, 0.3, 1]
+
+
+def report_json(run_cli, db_url, *args):
+    import json
+
+    result = run_cli("report", "--db", db_url, "--format", "json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_hours_are_the_spans_clipped_to_the_days_of_a_zone(
+    run_cli, credentials, make_simulator, monkeypatch, db_url
+):
+    """Two days in Seoul, 10 and 11 January: [9 Jan 15:00, 11 Jan 15:00) UTC, which cuts A
+    (10 Jan 00:00 to 12 Jan 06:00 UTC) and C (9 Jan 09:00 to 11 Jan 00:00) in the middle; B
+    (10 Jan 20:00 to 11 Jan 02:00) lies inside, D after it."""
+    history = build_history(run_cli, make_simulator, monkeypatch, db_url)
+    period = ("--since", "2026-01-10", "--until", "2026-01-11", "--timezone", "Asia/Seoul")
+    sections = report_json(run_cli, history, *period)
+    assert sections["analytics_period"]["rows"][0] | {"export_interval_h": None} == {
+        "since": "2026-01-10",
+        "until": "2026-01-11",
+        "export_interval_h": None,
+        "estimates": "good to about one export interval",
+        "timezone": "Asia/Seoul",
+        "period": "whole",
+    }
+    whole = ("2026-01-10", "2026-01-11")
+    # A 39 h (to 11 Jan 15:00) + B 6 h on 1 GPU; C 33 h (from 9 Jan 15:00) on 2 GPUs
+    assert [tuple(r.values()) for r in sections["run_hours_by_project"]["rows"]] == [
+        (*whole, "p1", "P1", 45.0, 45.0, 45.0),
+        (*whole, "p2", "P2", 33.0, 66.0, 33.0),
+    ]
+    assert [tuple(r.values()) for r in sections["run_hours_by_creator"]["rows"]] == [
+        (*whole, "alice", 72.0, 105.0, 72.0),
+        (*whole, "bob", 6.0, 6.0, 6.0),
+    ]
+    by_day = report_json(run_cli, history, *period, "--period", "day")["run_hours_by_project"]
+    assert [tuple(r.values()) for r in by_day["rows"]] == [
+        ("2026-01-10", "2026-01-10", "p2", "P2", 24.0, 48.0, 24.0),
+        ("2026-01-10", "2026-01-10", "p1", "P1", 15.0, 15.0, 15.0),
+        ("2026-01-11", "2026-01-11", "p1", "P1", 30.0, 30.0, 30.0),
+        ("2026-01-11", "2026-01-11", "p2", "P2", 9.0, 18.0, 9.0),
+    ]
+    # the same days in UTC are other hours: A 48 h from 10 Jan 00:00, C 24 h to 11 Jan 00:00
+    utc = report_json(run_cli, history, *period[:4], "--timezone", "UTC")
+    assert [(r["project_id"], r["run_hours"]) for r in utc["run_hours_by_project"]["rows"]] == [
+        ("p1", 54.0),
+        ("p2", 24.0),
+    ]
+
+
+# The same five exports a fraction of a second after noon, with fractions that test how each
+# database rounds: a half millisecond (rounded up), just under one, just under a second.
+FRACTIONS = (".250500", ".777777", ".000499", ".500000", ".999999")
+
+
+def ms(moment: str) -> int:
+    """A time as whole milliseconds since 1970, rounded half up from its microseconds (the
+    views' rule on every database)."""
+    from datetime import UTC
+
+    micros = int(datetime.fromisoformat(moment).replace(tzinfo=UTC).timestamp() * 10**6)
+    return (micros + 500) // 1000
+
+
+def mean_s(*milliseconds: int) -> float:
+    """The mean of two durations in whole milliseconds, in seconds to the millisecond, a half
+    rounded up (the views' ROUND on every database)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    mean = Decimal(sum(milliseconds)) / 2000
+    return float(mean.quantize(Decimal("0.001"), rounding=ROUND_HALF_UP))
+
+
+def test_the_same_history_gives_the_same_figures_on_every_database(
+    run_cli, credentials, make_simulator, monkeypatch, db_url
+):
+    """Regression: the views kept each database's own time precision (SQLite milliseconds in
+    floating-point julian days, PostgreSQL and MariaDB microseconds; MariaDB's now in whole
+    seconds), so midpoints, waits and hours of one history came out a little apart."""
+    at = tuple(e + f for e, f in zip((E1, E2, E3, E4, E5), FRACTIONS, strict=True))
+    history = build_history(run_cli, make_simulator, monkeypatch, db_url, at)
+    rows = {
+        (r["project_id"], r["run_name"]): r
+        for r in fetch_rows(history, "SELECT * FROM nsml_run_timeline")
+    }
+
+    def moment(key, column):
+        value = rows[key][column]
+        return ms(str(value)) if value is not None else None
+
+    created_a, created_c = ms("2026-01-09 10:00:00"), ms("2026-01-09 06:00:00")
+    e = [ms(m) for m in at]
+    started_a = e[0] + (e[1] - e[0]) // 2  # between E1 (waiting) and E2 (running)
+    started_c = created_c + (e[0] - created_c) // 2
+    ended_c = e[1] + (e[2] - e[1]) // 2  # between its last fetch and the 404
+    assert (moment(("p1", "1"), "started_at"), moment(("p1", "1"), "active_from")) == (
+        started_a,
+        started_a,
+    )
+    assert (moment(("p2", "1"), "active_from"), moment(("p2", "1"), "active_until")) == (
+        started_c,
+        ended_c,
+    )
+    assert moment(("p2", "2"), "active_until") == e[4]  # its last sighting, as stored
+    seconds = {
+        key: (float(rows[key]["queue_wait_s"]), float(rows[key]["run_time_s"]))
+        for key in (("p1", "1"), ("p2", "1"))
+    }
+    assert seconds == {
+        ("p1", "1"): (
+            mean_s(e[0] - created_a, e[1] - created_a),
+            mean_s(ms("2026-01-12 06:00:00") - e[0], ms("2026-01-12 06:00:00") - e[1]),
+        ),
+        ("p2", "1"): (mean_s(0, e[0] - created_c), mean_s(e[1] - created_c, e[2] - e[0])),
+    }
+    waits = fetch_rows(history, "SELECT * FROM nsml_queue_wait_per_week WHERE project_id IS NULL")
+    assert sorted((str(w["week"])[:10], float(w["median_wait_s"])) for w in waits) == [
+        ("2026-01-05", seconds[("p2", "1")][0]),
+        ("2026-01-12", mean_s(0, e[4] - ms("2026-01-12 20:00:00"))),
+    ]
+    hours = fetch_rows(history, "SELECT * FROM nsml_run_hours_per_week")
+    assert sorted((str(h["week"])[:10], h["project_id"], float(h["run_hours"])) for h in hours) == [
+        ("2026-01-05", "p1", round((ms("2026-01-12 00:00:00") - started_a) / 3.6e6 + 6, 2)),
+        ("2026-01-05", "p2", round((ended_c - started_c) / 3.6e6, 2)),
+        ("2026-01-12", "p1", 6.0),
+        ("2026-01-12", "p2", round((e[4] - ms("2026-01-13 04:00:00") - 0) / 3.6e6, 2)),
+    ]
+    sections = report_json(run_cli, history, "--since", "2026-01-05", "--until", "2026-01-18")
+    by_project = {r["project_id"]: r["run_hours"] for r in sections["run_hours_by_project"]["rows"]}
+    assert by_project == {
+        "p1": round((ms("2026-01-12 06:00:00") - started_a) / 3.6e6 + 6, 2),
+        "p2": round((ended_c - started_c + e[4] - moment(("p2", "2"), "active_from")) / 3.6e6, 2),
+    }

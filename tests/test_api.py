@@ -4,23 +4,26 @@ notebook would: reports, exceptions, interrupts, and the README's example."""
 from __future__ import annotations
 
 import _thread
-import inspect
 import json
 import re
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY, fetch_rows, table_names, write_pairs
+from conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    fetch_rows,
+    readme_python,
+    table_names,
+    write_pairs,
+)
 
 import nsml_etl
-from nsml_etl.api import LOAD_SETTINGS
 from nsml_etl.config import SETTINGS
 
-README = Path(__file__).parent.parent / "README.md"
 RUNS_QUERY = "SELECT project_id, run_name, status FROM nsml_runs ORDER BY project_id, run_name"
 
 
@@ -160,14 +163,45 @@ def test_arguments_beat_env_which_beats_the_config_file(
     assert simulator.stats.requests == 0 and table_names(sqlite_url) == set()
 
 
-def test_every_cli_setting_is_an_argument():
-    for function, names in (
-        (nsml_etl.export, [s.name for s in SETTINGS]),
-        (nsml_etl.load, LOAD_SETTINGS),
-    ):
-        parameters = inspect.signature(function).parameters
-        assert set(names) <= set(parameters), function
-        assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in names)
+def test_every_setting_is_a_keyword_argument_and_no_other_name_is(
+    credentials, sqlite_url, tmp_path, monkeypatch
+):
+    # export and load take the settings as keyword arguments checked against Settings' fields
+    # (there is no second list of them to fall out of step): each one given lands in the
+    # report's settings, and a name that is no setting of the function is an InputError.
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.env, raising=False)
+    ca_bundle = tmp_path / "ca.pem"
+    ca_bundle.write_text("")
+    given = {
+        "db_url": sqlite_url,
+        "table": "given_table",
+        "base_url": "http://127.0.0.1:9/nsml/v1",
+        "concurrency": 3,
+        "timeout": 7.5,
+        "max_attempts": 2,
+        "chunk_size": 11,
+        "max_env_columns": 5,
+        "backoff_initial": 0.25,
+        "backoff_max": 2.0,
+        "retry_after_max": 9.0,
+        "rate_limit": "5/s",
+        "list_timezone": "UTC",
+        "ca_bundle": str(ca_bundle),
+        "metrics_file": str(tmp_path / "metrics.prom"),
+        "nodes": True,
+    }
+    assert set(given) == {s.name for s in SETTINGS}
+    report = nsml_etl.export([("p", "1")], dry_run=True, **given)
+    for setting in SETTINGS:
+        default = setting.default
+        value = getattr(report.settings, setting.name)
+        assert value == setting.parse(given[setting.name]) != default, setting.name
+    with pytest.raises(nsml_etl.InputError, match=re.escape("export() takes no argument tabel=")):
+        nsml_etl.export([("p", "1")], dry_run=True, tabel="t")
+    with pytest.raises(nsml_etl.InputError, match=re.escape("load() takes no argument concurre")):
+        nsml_etl.load(tmp_path / "raw.jsonl", db_url=sqlite_url, concurrency=3)
+    assert table_names(sqlite_url) == set()
 
 
 def test_load_replays_an_archive_and_reports_bad_lines(
@@ -278,18 +312,12 @@ def test_the_package_imports_cheaply_and_load_stays_the_function(
     assert "nsml_etl.load" not in sys.modules  # no module of that name could hide the function
 
 
-def _readme_python(heading: str) -> str:
-    """The first Python block after ``heading`` in the README."""
-    section = README.read_text(encoding="utf-8").split(heading, 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
-
-
 def test_the_readme_example_runs_against_the_simulator(
     credentials, simulator, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.chdir(tmp_path)  # it writes nsml_runs.db, raw.jsonl.gz and replayed.db here
     monkeypatch.setenv("NSML_BASE_URL", simulator.base_url)
-    exec(compile(_readme_python("## Python API"), "README.md", "exec"), {})
+    exec(compile(readme_python("## Python API"), "README.md", "exec"), {})
     assert capsys.readouterr().out.splitlines()[-1] == str(len(simulator.pairs()))
     assert _stored(f"sqlite:///{tmp_path / 'replayed.db'}") == set(simulator.pairs())
 
@@ -300,7 +328,7 @@ def test_the_readme_airflow_task_runs_as_a_task_would(
     # Airflow would run it in a worker with these in the environment.
     monkeypatch.setenv("NSML_BASE_URL", simulator.base_url)
     namespace: dict = {"__name__": "dags.nsml_runs"}
-    exec(compile(_readme_python("### An Airflow task"), "README.md", "exec"), namespace)
+    exec(compile(readme_python("### An Airflow task"), "README.md", "exec"), namespace)
     caplog.set_level("INFO")
     result = namespace["export_nsml_runs"](db_url=sqlite_url)
     assert result["exported"] == len(simulator.pairs()) and result["batch_id"] == 1

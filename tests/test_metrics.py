@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import ACCESS_KEY, SECRET_KEY, export_args, fetch_rows, write_pairs
+from conftest import ACCESS_KEY, SECRET_KEY, drop_views, export_args, fetch_rows, write_pairs
 from prometheus_client.parser import text_string_to_metric_families
 
 import nsml_etl
@@ -174,6 +174,7 @@ def test_a_database_failure_mid_export_is_written_with_what_came_before(
     succeeded = read_metrics(metrics_file)["last_success_timestamp_seconds"]
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:  # a history table a DBA broke: every write fails
+        drop_views(conn)  # the first export made them; SQLite would refuse the rename
         if conn.dialect.name == "duckdb":  # DuckDB alters no table an index depends on
             conn.exec_driver_sql("DROP INDEX ix_nsml_run_history_run")
         conn.exec_driver_sql("ALTER TABLE nsml_run_history RENAME COLUMN status TO scratch_s")
@@ -381,6 +382,7 @@ def test_the_api_database_error_carries_its_report_and_figures(
     assert nsml_etl.export(first, db_url=db_url, base_url=sim.base_url).ok
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:  # a history table a DBA broke: every write fails
+        drop_views(conn)  # the first export made them; SQLite would refuse the rename
         if conn.dialect.name == "duckdb":  # DuckDB alters no table an index depends on
             conn.exec_driver_sql("DROP INDEX ix_nsml_run_history_run")
         conn.exec_driver_sql("ALTER TABLE nsml_run_history RENAME COLUMN status TO scratch_s")

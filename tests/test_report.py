@@ -375,7 +375,7 @@ def test_csv_is_one_table_a_reader_can_parse(run_cli, team, tmp_path):
     ]
     out = tmp_path / "sections"
     result = report(run_cli, team, "--out-dir", str(out))
-    assert result.stdout == "" and f"Wrote 21 CSV files to {out}." in result.stderr
+    assert result.stdout == "" and f"Wrote 23 CSV files to {out}." in result.stderr
     assert sorted(p.stem for p in out.glob("*.csv")) == sorted(SECTION_NAMES)
     for path in out.glob("*.csv"):
         with open(path, newline="", encoding="utf-8") as handle:

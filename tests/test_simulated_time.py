@@ -129,16 +129,27 @@ def test_exports_at_simulated_moments_build_a_history_for_the_report(
     sections = json.loads(report.stdout)
     assert sections["analytics_period"]["rows"] == [
         {
-            "since": "2026-02-23",
+            "since": "2026-03-01",  # the day asked for, not its week's Monday
             "until": "2026-03-08",
             "export_interval_h": 6.0,
             "estimates": "good to about one export interval",
+            "timezone": "Asia/Seoul",
+            "period": "whole",
         }
     ]
     hours = sections["run_hours_per_project"]["rows"]
     assert hours and all(row["week"] == "2026-03-02" for row in hours)
-    # The seeded simulator's week of 2026-03-02 as the export saw it (its clock is fixed).
-    assert sum(row["run_hours"] for row in hours) == pytest.approx(90.15)
+    # The seeded simulator's week of 2026-03-02 as the export saw it (its clock is fixed):
+    # every span of the timeline lies inside the period, and is counted to the millisecond.
+    spans = fetch_rows(sqlite_url, "SELECT active_from, active_until FROM nsml_run_timeline")
+    counted = sum(
+        (datetime.fromisoformat(s["active_until"]) - datetime.fromisoformat(s["active_from"]))
+        / timedelta(hours=1)
+        for s in spans
+        if s["active_from"] and s["active_until"]
+    )
+    assert sum(row["run_hours"] for row in hours) == pytest.approx(counted, abs=0.01)
+    assert sum(row["run_hours"] for row in hours) == pytest.approx(90.16)
     assert all(row["gpu_hours"] == 0 for row in hours)  # no GPU counts known yet
     assert sections["queue_wait_per_week"]["rows"][0]["project_name"] == "(all projects)"
     assert sections["failure_rate_by_image"]["rows"]

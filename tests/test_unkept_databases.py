@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import _server_database, fetch_rows, table_names, write_pairs
+from conftest import _server_database, drop_views, fetch_rows, table_names, write_pairs
 
 import nsml_etl
 
@@ -189,6 +189,10 @@ def test_report_on_a_read_only_database_without_views_says_so(
     nsml_etl.export(
         simulator.pairs()[:3], db_url=f"sqlite:///{database}", base_url=simulator.base_url
     )
+    engine = sa.create_engine(f"sqlite:///{database}")
+    with engine.begin() as conn:  # the export made them: a database from before it did
+        drop_views(conn)
+    engine.dispose()
     result = run_cli("report", "--db", f"sqlite:///file:{database}?mode=ro&uri=true")
     assert result.exit_code == 4, result.output
     assert "is read-only" in result.stderr and "run nsml-etl views" in result.stderr

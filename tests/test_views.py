@@ -70,7 +70,7 @@ def test_every_view_answers_on_every_database(run_cli, db_url, tmp_path, monkeyp
     load(run_cli, db_url, tmp_path, RUNS)
     result = run_cli("views", "--db", db_url)
     assert result.exit_code == 0, result.output
-    assert "Created 17 views." in result.stderr
+    assert "Created 19 views." in result.stderr
 
     by_status = fetch_rows(
         db_url,
@@ -274,9 +274,11 @@ def test_html_report_is_self_contained_and_renders(run_cli, sqlite_url, tmp_path
 def test_macros_expand_per_dialect():
     sql = "SELECT {{seconds_between(a, COALESCE(b, {{now}}))}} FROM {{runs}}"
     names = {"runs": '"nsml_runs"'}
+    # whole milliseconds, in integers (the julian day's milliseconds, not its float difference)
     assert expand(sql, "sqlite", names) == (
-        "SELECT ((julianday(COALESCE(b, strftime('%Y-%m-%d %H:%M:%f', 'now'))) - julianday(a))"
-        ' * 86400.0) FROM "nsml_runs"'
+        "SELECT ((CAST(ROUND((julianday(COALESCE(b, strftime('%Y-%m-%d %H:%M:%f', 'now')))"
+        " - 2440587.5) * 86400000.0) AS INTEGER) - CAST(ROUND((julianday(a) - 2440587.5)"
+        ' * 86400000.0) AS INTEGER)) / 1000.0) FROM "nsml_runs"'
     )
     assert "EXTRACT(EPOCH FROM" in expand(sql, "postgresql", names)
     assert "TIMESTAMPDIFF(MICROSECOND" in expand(sql, "mariadb", names)

@@ -1,5 +1,5 @@
 """``python -m nsml_etl.cli``: the ``nsml-etl`` command."""
 
-from .commands import main
+from .main import main
 
 main()

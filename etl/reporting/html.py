@@ -25,7 +25,9 @@ from .charts import (
 from .formats import cell, headers, printable
 from .report import (
     ACTIVE,
+    BY_CREATOR_HOURS,
     BY_PROJECT,
+    BY_PROJECT_HOURS,
     FAILURES,
     HEADLINE,
     HOURS,
@@ -65,9 +67,10 @@ def _analytics_sections(by_name: dict[str, Table]) -> list[tuple[str, str]]:
     if HOURS not in by_name:
         return []
     period = by_name[PERIOD]
-    since, until, interval, precision = period.rows[0]
+    since, until, interval, precision, zone = period.rows[0][:5]
     note = (
-        f'<p class="muted">Weeks of {cell(since)} to {cell(until)} (Mondays, UTC). '
+        f'<p class="muted">{cell(since)} to {cell(until)}, {html.escape(str(zone))} time '
+        "(weeks from Monday). "
         "Start and end times are estimated from the exports and the run list, and are "
         f"{html.escape(precision)}"
         + (f" (exports here are {cell(interval)} h apart)" if interval else "")
@@ -132,6 +135,8 @@ def _analytics_sections(by_name: dict[str, Table]) -> list[tuple[str, str]]:
         *(
             (by_name[name].title, _html_table(by_name[name]))
             for name in (
+                BY_PROJECT_HOURS,
+                BY_CREATOR_HOURS,
                 SERVERS,
                 WEEKLY_FAILURES,
                 FAILURES["gpu_server"],

@@ -87,6 +87,8 @@ _ACTIVE_FROM_TIMELINE = (
 ACTIVE_SHOWN = 20  # rows of active_runs unless --limit says otherwise
 PROJECTS_SHOWN = 20  # projects in runs_by_project unless --limit says otherwise
 PERIOD = "analytics_period"
+BY_PROJECT_HOURS = "run_hours_by_project"
+BY_CREATOR_HOURS = "run_hours_by_creator"
 HOURS = "run_hours_per_project"
 SERVERS = "run_hours_per_gpu_server"
 WAITS = "queue_wait_per_week"
@@ -104,6 +106,8 @@ SECTION_NAMES = (
     ACTIVE,
     *(s.name for s in SECTIONS),
     PERIOD,
+    BY_PROJECT_HOURS,
+    BY_CREATOR_HOURS,
     HOURS,
     SERVERS,
     WAITS,

@@ -14,11 +14,13 @@ macros, expanded here per database (each family's SQL for them: :mod:`etl.wareho
   ``{{run_failed}}``, ``{{run_pending}}``, ...: each documented run status
   (:data:`etl.transform.RUN_STATUSES`) as a string literal;
 * ``{{now}}`` (UTC), ``{{days_ago(N)}}``, ``{{week_start(x)}}`` (the Monday of x's week),
-  ``{{next_week(w)}}`` (the Monday after Monday w), ``{{seconds_between(a, b)}}``;
+  ``{{next_week(w)}}`` (the Monday after Monday w), ``{{days_before(x, N)}}`` (N days before
+  x, for a bound an index can use), ``{{seconds_between(a, b)}}`` (in whole milliseconds);
 * ``{{envs_json(x)}}``: the envs text ``x`` as the database's JSON functions can read it
   (json on PostgreSQL, with NUL shown as U+FFFD; an unreadable document as ``{}`` on SQLite);
 * ``{{nodes}}``, ``{{node_history}}``: the quoted node tables (``nsml_run_nodes``, its history);
-* ``{{gpu_servers}}``: the quoted GPU servers table; ``{{waiting_statuses}}``: the statuses of a
+* ``{{gpu_servers}}``: the quoted GPU servers table; ``{{calendar}}``: the quoted calendar of
+  the day views (:mod:`etl.reporting.calendar`); ``{{waiting_statuses}}``: the statuses of a
   run that has not started; ``{{ran_statuses}}``: the terminal statuses that imply it started;
 * ``{{batch_succeeded}}``, ``{{batch_partial}}``, ...: each status of an export batch
   (:data:`etl.batches.BATCH_STATUSES`) as a string literal; ``{{command_export}}`` and
@@ -47,9 +49,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..clock import utc_now
 from ..errors import DatabaseError
 from ..tablenames import (
     BATCHES_TABLE,
+    CALENDAR_TABLE,
     GPU_SERVERS_TABLE,
     HISTORY_TABLE,
     NODE_HISTORY_TABLE,
@@ -71,6 +75,7 @@ from ..warehouse.batches import BATCH_COMMANDS, BATCH_STATUSES
 from ..warehouse.failures import first_line
 from ..warehouse.families import family_of
 from ..warehouse.gpuservers import ensure_table
+from .calendar import fill_calendar
 
 # A run in one of these has not started yet; any other status that is not terminal means it has.
 WAITING_STATUSES = (RUN_PENDING,)
@@ -194,6 +199,7 @@ def load_views(
         "history": quote(HISTORY_TABLE),
         "batches": quote(BATCHES_TABLE),
         "gpu_servers": quote(GPU_SERVERS_TABLE),
+        "calendar": quote(CALENDAR_TABLE),
         "nodes": quote(NODES_TABLE),
         "node_history": quote(NODE_HISTORY_TABLE),
         "table_name": f"'{table}'",  # validated: [a-z0-9_] only
@@ -252,25 +258,73 @@ def _with_includes(text: str, template: Callable[[str], str | None], depth: int 
     return _INCLUDE.sub(replace, text)
 
 
-def create_views(warehouse: Warehouse) -> list[View]:
+def create_views(warehouse: Warehouse, zone: str | None = None) -> list[View]:
     """Create or replace every view of the warehouse's runs table (and the tables they read,
-    if this is a new database: its schema makes them); another table's views are left alone."""
-    engine, table = warehouse.engine, warehouse.schema.table_name
+    if this is a new database: its schema makes them); another table's views are left alone.
+    ``zone`` is the day views' local zone (None: the one the calendar has; see
+    :func:`etl.reporting.calendar.fill_calendar`)."""
     warehouse.schema.prepare(set(), set())
+    return _create(warehouse, _views_of(warehouse), zone)
+
+
+def create_missing_views(warehouse: Warehouse) -> list[View]:
+    """Create the views of the warehouse's runs table that the database lacks, and return
+    them; those there are stay as they are (``nsml-etl views`` replaces them). Cheap when none
+    is missing: one look at the names, no SQL built. For export and load, once the runs are
+    committed; none while the runs table does not exist (nothing landed yet)."""
+    table = warehouse.schema.table_name
+    try:
+        inspector = sa.inspect(warehouse.engine)
+        existing = set(inspector.get_view_names())
+        if not inspector.has_table(table):
+            return []
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"reading the view names failed: {first_line(exc)}") from exc
+    if all(view_name(table, base) in existing for base in view_bases()):
+        return []
+    return _create(warehouse, [v for v in _views_of(warehouse) if v.name not in existing])
+
+
+def _views_of(warehouse: Warehouse) -> list[View]:
+    engine = warehouse.engine
     quote = engine.dialect.identifier_preparer.quote
     collation = warehouse.family.key_collation(engine.dialect)
-    views = load_views(engine.dialect.name, table, quote, collation)
+    return load_views(engine.dialect.name, warehouse.schema.table_name, quote, collation)
+
+
+def _create(warehouse: Warehouse, views: list[View], zone: str | None = None) -> list[View]:
+    """Drop and create ``views`` in one transaction (on MySQL, whose DDL commits at once, one
+    by one), with the GPU servers table they read; on PostgreSQL each carries its question as
+    its comment, which Metabase and Superset show as the dataset's description."""
+    engine = warehouse.engine
+    quote = engine.dialect.identifier_preparer.quote
+    comments = warehouse.family.name == "postgresql"  # the only one of ours with view comments
     creating = f"table {GPU_SERVERS_TABLE}"
     try:
         with engine.begin() as conn:
             ensure_table(conn)  # the GPU-hours views read it; it starts empty
+            creating = f"table {CALENDAR_TABLE}"
+            fill_calendar(conn, warehouse.schema.table_name, utc_now().date(), zone)
             for view in views:
                 creating = f"view {view.name}"
                 conn.exec_driver_sql(f"DROP VIEW IF EXISTS {quote(view.name)}")
                 conn.exec_driver_sql(f"CREATE VIEW {quote(view.name)} AS {view.sql}")
+                if comments and view.question:
+                    conn.exec_driver_sql(
+                        f"COMMENT ON VIEW {quote(view.name)} IS {_literal(engine, view.question)}"
+                    )
     except SQLAlchemyError as exc:
         raise DatabaseError(f"creating {creating} failed: {first_line(exc)}") from exc
     return views
+
+
+def _literal(engine: Engine, text: str) -> str:
+    """``text`` as a string literal of the engine's dialect: COMMENT ON takes no bound
+    parameter (a utility statement), and the text is a question from our own sql/ files."""
+    literal = sa.literal(text, sa.String()).compile(
+        dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+    )
+    return str(literal).replace("%", "%%")  # exec_driver_sql's paramstyle reads % as a marker
 
 
 def query_view(

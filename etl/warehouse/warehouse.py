@@ -199,6 +199,16 @@ class Warehouse:
         (:func:`.gpuservers.list_servers`); reads only."""
         return gpuservers.list_servers(self.engine, runs_table)
 
+    def suggest_gpu_servers(self, runs_table: str) -> list[gpuservers.Suggestion]:
+        """The GPU counts the names of the servers without one state
+        (:func:`.gpuservers.suggest_servers`); reads only."""
+        return gpuservers.suggest_servers(self.engine, runs_table)
+
+    def count_servers_without_gpus(self, runs_table: str) -> int:
+        """How many servers ``runs_table`` has runs on without a GPU count
+        (:func:`.gpuservers.count_servers_without_gpus`); reads only."""
+        return gpuservers.count_servers_without_gpus(self.engine, runs_table)
+
     def _runs_table_name(self) -> str:
         if self.table_name is None:
             raise ValueError("this warehouse was opened without a runs table (give table=)")

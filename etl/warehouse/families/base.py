@@ -240,6 +240,25 @@ class Family:
 # -- building blocks of the families' view macros -----------------------------------------
 
 
+# Time arithmetic in the views is done in whole milliseconds on every database, rounded half up
+# from the stored microseconds: SQLite's own time functions keep milliseconds, PostgreSQL and
+# MariaDB microseconds, and midpoints, waits and hours computed at each one's precision (and
+# SQLite's in floating-point julian days) came out a little apart for the same history. In
+# integers, the same history gives the same figures everywhere.
+def ms_macros(
+    ms: Callable[[str], str], from_ms: Callable[[str], str], halve: str = "/ 2"
+) -> dict[str, Callable[..., str]]:
+    """``seconds_between`` and ``midpoint`` from a family's ``ms(x)`` (a time as integer
+    milliseconds since 1970), ``from_ms(m)`` (back to a time) and its integer halving."""
+    return {
+        "seconds_between": lambda a, b: f"(({ms(b)} - {ms(a)}) / 1000.0)",
+        # integer division truncates toward zero on all three: the same moment everywhere
+        "midpoint": lambda a, b: unless_either_null(
+            a, b, from_ms(f"{ms(a)} + ({ms(b)} - {ms(a)}) {halve}")
+        ),
+    }
+
+
 def unless_either_null(a: str, b: str, sql: str) -> str:
     """``sql``, or NULL when either time is (SQLite's printf would read NULL as 0)."""
     return f"(CASE WHEN {a} IS NULL OR {b} IS NULL THEN NULL ELSE {sql} END)"

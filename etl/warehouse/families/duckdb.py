@@ -35,7 +35,7 @@ from sqlalchemy.dialects import registry
 from sqlalchemy.engine import Connection
 
 from ..failures import ErrorKind
-from .base import Family, ViewMacro, null_safe_pick, unless_either_null
+from .base import Family, ViewMacro, ms_macros, null_safe_pick
 
 # The plain duckdb:// URL and duckdb-engine's own driver name both open nsml-etl's dialect.
 registry.register("duckdb", "nsml_etl.warehouse.duckdb_dialect", "DuckDBDialect")
@@ -71,12 +71,15 @@ _VIEW_MACROS: dict[str, ViewMacro] = {
     "days_ago": lambda n: f"({_NOW} - INTERVAL {int(n)} DAY)",
     "week_start": lambda x: f"CAST(date_trunc('week', {x}) AS DATE)",
     "next_week": lambda w: f"CAST({w} + INTERVAL 7 DAY AS DATE)",
-    "seconds_between": lambda a, b: f"(date_diff('microsecond', {a}, {b}) / 1000000.0)",
+    "days_before": lambda x, n: f"({x} - INTERVAL {int(n)} DAY)",
+    # whole milliseconds, as every family (families/base.py, ms_macros)
+    **ms_macros(
+        lambda x: f"((epoch_us(CAST({x} AS TIMESTAMP)) + 500) // 1000)",
+        lambda m: f"(TIMESTAMP '1970-01-01 00:00:00' + to_milliseconds({m}))",
+        "// 2",
+    ),
     "later": null_safe_pick(lambda a, b: f"{a} >= {b}"),
     "earlier": null_safe_pick(lambda a, b: f"{a} <= {b}"),
-    "midpoint": lambda a, b: unless_either_null(
-        a, b, f"({a} + to_microseconds(date_diff('microsecond', {a}, {b}) // 2))"
-    ),
     # DuckDB's / on integers is a float division.
     "int_div": lambda a, b: f"(({a}) // ({b}))",
 }

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ...errors import DatabaseError
 from ..failures import ErrorKind
-from .base import Family, null_safe_pick, unless_either_null
+from .base import Family, ms_macros, null_safe_pick
 
 log = logging.getLogger("nsml_etl.dialects")  # its name before the sub-packages
 
@@ -79,6 +79,9 @@ def _mysql_code(orig: BaseException | None) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
+_MYSQL_EPOCH = "CAST('1970-01-01 00:00:00' AS DATETIME(6))"
+
+
 @dataclass(frozen=True)
 class MySQLFamily(Family):
     name: str = "mysql"
@@ -91,18 +94,20 @@ class MySQLFamily(Family):
     packet_size_query: str | None = "SELECT @@max_allowed_packet"
     server_wide_locks: bool = True
 
-    view_now = "UTC_TIMESTAMP()"
+    view_now = "UTC_TIMESTAMP(6)"  # UTC_TIMESTAMP() has whole seconds
     view_macros = {
         "envs_json": lambda x: x,  # its JSON functions read an invalid document as NULL
-        "days_ago": lambda n: f"(UTC_TIMESTAMP() - INTERVAL {int(n)} DAY)",
+        "days_ago": lambda n: f"(UTC_TIMESTAMP(6) - INTERVAL {int(n)} DAY)",
         "week_start": lambda x: f"DATE(DATE_SUB({x}, INTERVAL WEEKDAY({x}) DAY))",
         "next_week": lambda w: f"DATE_ADD({w}, INTERVAL 7 DAY)",
-        "seconds_between": lambda a, b: f"TIMESTAMPDIFF(MICROSECOND, {a}, {b}) / 1000000.0",
+        "days_before": lambda x, n: f"({x} - INTERVAL {int(n)} DAY)",
+        **ms_macros(
+            lambda x: f"((TIMESTAMPDIFF(MICROSECOND, {_MYSQL_EPOCH}, {x}) + 500) DIV 1000)",
+            lambda m: f"TIMESTAMPADD(MICROSECOND, ({m}) * 1000, {_MYSQL_EPOCH})",
+            "DIV 2",
+        ),
         "later": null_safe_pick(lambda a, b: f"{a} >= {b}"),
         "earlier": null_safe_pick(lambda a, b: f"{a} <= {b}"),
-        "midpoint": lambda a, b: unless_either_null(
-            a, b, (f"TIMESTAMPADD(MICROSECOND, TIMESTAMPDIFF(MICROSECOND, {a}, {b}) DIV 2, {a})")
-        ),
         "int_div": lambda a, b: f"(({a}) DIV ({b}))",
     }
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..failures import ErrorKind
-from .base import Family, null_safe_pick, unless_either_null
+from .base import Family, ms_macros, null_safe_pick
 
 # Stored in place of U+0000 in PostgreSQL text columns, which cannot hold it (envs keeps the
 # exact value as the JSON escape \u0000). U+FFFD is Unicode's own "character lost" mark.
@@ -51,10 +51,13 @@ class PostgresFamily(Family):
         "days_ago": lambda n: f"((now() AT TIME ZONE 'UTC') - INTERVAL '{int(n)} days')",
         "week_start": lambda x: f"CAST(date_trunc('week', {x}) AS date)",
         "next_week": lambda w: f"CAST({w} + 7 AS date)",
-        "seconds_between": lambda a, b: f"EXTRACT(EPOCH FROM ({b} - {a}))",
+        "days_before": lambda x, n: f"({x} - INTERVAL '{int(n)} days')",
+        **ms_macros(
+            lambda x: f"CAST(ROUND(EXTRACT(EPOCH FROM {x}) * 1000) AS BIGINT)",
+            lambda m: f"(TIMESTAMP '1970-01-01 00:00:00' + ({m}) * INTERVAL '1 millisecond')",
+        ),
         "later": null_safe_pick(lambda a, b: f"{a} >= {b}"),
         "earlier": null_safe_pick(lambda a, b: f"{a} <= {b}"),
-        "midpoint": lambda a, b: unless_either_null(a, b, f"{a} + ({b} - {a}) / 2"),
         "int_div": lambda a, b: f"(({a}) / ({b}))",
     }
 
