@@ -219,7 +219,8 @@ class ChunkWriter:
 
     def _fail(self, run: FlatRun, reason: str, of_nodes: bool = False) -> None:
         where = f"{run.where}: " if run.where else ""
-        self.report.record_failure(FailedPair(run.pair, where + reason, of_nodes=of_nodes))
+        failure = FailedPair(run.pair, where + reason, of_nodes=of_nodes, refused=not of_nodes)
+        self.report.record_failure(failure)
 
     def mark_gone(self) -> None:
         """Stored runs that Get run answered with 404 are marked gone (``gone_at``); they

@@ -115,6 +115,14 @@ class FailedPair:
     # The run's node list failed (export --nodes): the run itself landed, and a 404 here
     # never marks it gone.
     of_nodes: bool = False
+    # The database refused the run: it was fetched (or read), and not written.
+    refused: bool = False
+
+    @property
+    def run_fetched(self) -> bool:
+        """The run itself was fetched: this failure came after (its node list, the database),
+        so the progress counts it once, with the fetched runs."""
+        return self.of_nodes or self.refused
 
     @property
     def project_id(self) -> str | None:
@@ -225,6 +233,20 @@ class ExportReport:
                 lines.append(f"  {_pair_cell(failure)}{reason} [{_attempts(failure)}]")
         return lines
 
+    @property
+    def node_lists_failed(self) -> int:
+        """Failed pairs that are a node list's (export --nodes): their runs landed, so they
+        are in ``exported`` too."""
+        return sum(failure.of_nodes for failure in self.failed)
+
+    @property
+    def settled(self) -> int:
+        """Requested runs done so far, each once (the progress bar's count): fetched (landed,
+        refused, or landed with its node list failed), failed before it was fetched, or
+        skipped. A run whose node list failed is one run, not two."""
+        before_fetch = sum(not failure.run_fetched for failure in self.failed)
+        return self.fetched + before_fetch + self.skipped
+
     def dry_run_text(self) -> str:
         """What a dry run would do, for a person: what it would fetch, from where, into which
         table, how, the first pairs and what it would skip; one line each."""
@@ -277,10 +299,14 @@ class ExportReport:
         )
 
     def summary(self) -> str:
+        """Its counts add up: exported + failed - the node lists among them + skipped + not
+        attempted + not written = requested (a run whose node list failed is in both)."""
         note = self.outcome.note
         unwritten = f"; {self.unwritten} not written (stopped)" if self.unwritten else ""
+        nodes = self.node_lists_failed
+        of_nodes = f" ({nodes} of them node lists of runs that landed)" if nodes else ""
         return (
-            f"Summary: exported {self.exported}, failed {len(self.failed)}, "
+            f"Summary: exported {self.exported}, failed {len(self.failed)}{of_nodes}, "
             f"retried {self.retried}, elapsed {self.elapsed:.2f}s{unwritten}"
             f"{self._views_note()}{self._gpus_note()}{f'; {note}' if note else ''}"
         )

@@ -390,7 +390,7 @@ def test_period_and_sums_of_the_report():
         hours_per_project,
         period_for,
     )
-    from nsml_etl.reporting.html import _scale
+    from nsml_etl.reporting.charts import axis_scale as _scale
     from nsml_etl.reporting.periods import Span
 
     today = date(2026, 1, 14)  # a Wednesday

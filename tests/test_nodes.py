@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import export_args, fetch_rows, table_names, write_pairs
+from conftest import export_args, fetch_rows, run_with_terminal_stderr, table_names, write_pairs
 
 from nsml_etl.testing.dataset import generated_nodes
 
@@ -154,6 +154,27 @@ def test_node_history_replaces_the_list(run_cli, credentials, make_simulator, db
     }
 
 
+def test_a_run_whose_node_list_fails_counts_once_in_the_progress(
+    credentials, make_simulator, tmp_path
+):
+    # Regression: the bar counted fetched runs plus failed pairs, so a run that landed with its
+    # node list failed counted twice and the bar passed 100% (4 of 3).
+    sim = make_simulator(projects=1, runs_per_project=3)
+    pairs_file = write_pairs(tmp_path / "pairs.csv", sim.pairs())
+    sim.break_node_list(*sim.pairs()[0], "500")
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    args = export_args(sim, pairs_file, db, "--nodes", "--max-attempts", "1")
+    code, out, err = run_with_terminal_stderr(list(args), stderr_tty=True)
+    assert code == 1, (out, err)
+    frames = [frame.strip() for frame in err.split("\r") if "run" in frame]
+    # tqdm drops the total of a bar past it: "4run [00:00, ...]" instead of "4/3"
+    assert frames[-1].startswith("100%") and "| 3/3 [" in frames[-1], frames
+    assert not any(frame.startswith("4run") for frame in frames), frames
+    # exported 3 + failed 1 - the 1 node list among them = the 3 requested
+    assert "Summary: exported 3, failed 1 (1 of them node lists of runs that landed)," in out
+    assert len(fetch_rows(db, "SELECT run_name FROM nsml_runs")) == 3
+
+
 @pytest.mark.parametrize("from_page", [1, 2])
 def test_failed_node_list_fails_its_pair_alone(
     run_cli, credentials, make_simulator, db_url, tmp_path, from_page
@@ -174,7 +195,9 @@ def test_failed_node_list_fails_its_pair_alone(
     result = run_cli(*export_args(sim, pairs_file, db_url, "--nodes", "--max-attempts", "2"))
     assert result.exit_code == 1, result.output
     assert f"node list page {from_page}: HTTP 500" in result.output
-    assert "Summary: exported 3, failed 1" in result.output
+    assert (
+        "Summary: exported 3, failed 1 (1 of them node lists of runs that landed)" in result.output
+    )
     # the run landed, its stored nodes are left as they were, the other runs' nodes landed
     run = fetch_rows(
         db_url,

@@ -338,7 +338,8 @@ def _fill_colours(chart):
 def test_html_colours_axes_and_labels(
     run_cli, make_simulator, monkeypatch, sqlite_url, credentials, tmp_path
 ):
-    from nsml_etl.reporting.html import _STATUS_COLORS, _scale
+    from nsml_etl.reporting.charts import STATUS_COLORS as _STATUS_COLORS
+    from nsml_etl.reporting.charts import axis_scale as _scale
 
     team = build_team(run_cli, make_simulator, monkeypatch, sqlite_url)
     # a GPU count, so the hours chart is per project in GPU-hours

@@ -357,7 +357,7 @@ class Progress:
                 ncols=None if width > 0 else FALLBACK_COLUMNS,
             )
         if self.bar is not None:
-            self.bar.n = report.fetched + len(report.failed)
+            self.bar.n = report.settled
             self.bar.set_postfix(retried=report.retried, failed=len(report.failed), refresh=False)
             self.bar.refresh()
 

@@ -104,11 +104,16 @@ class SQLiteFamily(Family):
         conn.exec_driver_sql(f"DROP TABLE {old}")
 
     def create_stage(self, conn: Connection, stage: str, runs: str) -> None:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{stage}")
-        conn.exec_driver_sql(
-            f"CREATE TEMPORARY TABLE {stage} AS "  # noqa: S608 - quoted name
-            f"SELECT * FROM main.{runs} WHERE 0"
+        # Column by column from the table's own definitions, not CREATE TABLE ... AS SELECT:
+        # SQLite names a column called true or false (any case) in such a copy "columnN",
+        # alias or not, and the stage's INSERT then finds no column "false".
+        quote = conn.dialect.identifier_preparer.quote_identifier
+        definitions = ", ".join(
+            f"{quote(name)} {declared}"
+            for _, name, declared, *_ in conn.exec_driver_sql(f"PRAGMA main.table_info({runs})")
         )
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{stage}")
+        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {stage} ({definitions})")
 
     def drop_stage(self, conn: Connection, stage: str) -> None:
         conn.exec_driver_sql(f"DROP TABLE temp.{stage}")
